@@ -1,0 +1,93 @@
+"""Model folders on disk: where the shipped ones live, their manifests and integrity checks.
+
+Every model folder (a classifier or an encoder) carries a JSON manifest that lists its files with
+their sha256 sums. Loading verifies them before anything is unpickled or handed to ONNX Runtime, so
+a truncated download or a hand-edited file fails with an error that names the file instead of a
+confusing traceback deep inside joblib or onnxruntime.
+
+The manifests are integrity checks, not a security boundary: joblib files are pickles, so only load
+model folders you trust.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping
+
+PathLike = str | os.PathLike
+
+
+class ModelFileError(ValueError):
+    """A model file is missing, corrupt, or written by an incompatible version."""
+
+
+def sha256_file(path: PathLike, chunk_size: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(chunk_size), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def shipped_models_root() -> Path:
+    """The folder holding the models shipped with the package.
+
+    In an installed wheel the repository's ``models/`` folder is the package
+    ``refusal_predictor.models``; in a source checkout it is ``<repo>/models``.
+    """
+    try:
+        root = Path(str(resources.files("refusal_predictor.models")))
+        if root.is_dir():
+            return root
+    except ModuleNotFoundError:
+        pass
+    return Path(__file__).resolve().parent.parent / "models"
+
+
+def shipped_path(*parts: str) -> Path:
+    return shipped_models_root().joinpath(*parts)
+
+
+def read_manifest(
+    folder: PathLike, filename: str, expected_format: str, supported_versions: tuple[int, ...]
+) -> dict[str, Any]:
+    """Read and check a folder's manifest; errors name the manifest file."""
+    path = Path(folder) / filename
+    if not Path(folder).is_dir():
+        raise ModelFileError(f"{folder}: no such model folder")
+    if not path.is_file():
+        raise ModelFileError(f"{path}: manifest missing; is this a {expected_format} folder?")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFileError(f"{path}: manifest is not valid JSON ({exc})") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != expected_format:
+        raise ModelFileError(f"{path}: not a {expected_format} manifest")
+    version = manifest.get("format_version")
+    if version not in supported_versions:
+        raise ModelFileError(
+            f"{path}: format_version {version!r} is not supported by this version of "
+            f"refusal-predictor (supports {list(supported_versions)}); upgrade the package"
+        )
+    return manifest
+
+
+def verify_files(folder: PathLike, files: Mapping[str, str]) -> None:
+    """Check every listed file exists and has the recorded sha256."""
+    for name, expected in files.items():
+        path = Path(folder) / name
+        if not path.is_file():
+            raise ModelFileError(f"{path}: file listed in the manifest is missing")
+        actual = sha256_file(path)
+        if actual != expected:
+            raise ModelFileError(
+                f"{path}: sha256 mismatch (expected {expected[:12]}..., got {actual[:12]}...); "
+                "the file is corrupt or was modified"
+            )
+
+
+def write_json(path: PathLike, payload: Mapping[str, Any]) -> None:
+    Path(path).write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n", encoding="utf-8")

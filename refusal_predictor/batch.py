@@ -1,0 +1,122 @@
+"""Batch scoring of log files: stream records, score one text field per record, write them back.
+
+Every input field is kept and two are added (a probability and a label). Records that cannot be
+scored are reported with their line numbers and written to an errors file beside the output, so
+nothing the user gave disappears without a trace.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .artifacts import PathLike
+from .records import BadRecord, RecordWriter, get_text, read_records, write_bad_records
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ScoreReport:
+    """What a scoring run did; ``bad`` holds every record that was not scored, with its line."""
+
+    input: Path
+    output: Path
+    read: int = 0
+    scored: int = 0
+    positives: int = 0
+    bad: list[BadRecord] = field(default_factory=list)
+    errors_path: Path | None = None
+
+    def summary(self) -> str:
+        rate = self.positives / self.scored if self.scored else 0.0
+        text = (
+            f"{self.input}: read {self.read} records, scored {self.scored} "
+            f"({self.positives} refusal, {rate:.1%}), skipped {len(self.bad)} -> {self.output}"
+        )
+        if self.bad:
+            text += f"; skipped records with line numbers in {self.errors_path}"
+        return text
+
+
+def default_errors_path(output: PathLike) -> Path:
+    output = Path(output)
+    return output.with_name(output.name + ".errors.jsonl")
+
+
+def score_file(
+    score: Callable[[list[str]], np.ndarray],
+    input_path: PathLike,
+    output_path: PathLike,
+    *,
+    text_field: str,
+    threshold: float = 0.5,
+    probability_field: str = "refusal_probability",
+    label_field: str = "label",
+    labels: Sequence[str] = ("compliance", "refusal"),
+    input_format: str | None = None,
+    output_format: str | None = None,
+    encoding: str = "utf-8",
+    chunk_size: int = 512,
+    errors_path: PathLike | None = None,
+    progress: bool = True,
+) -> ScoreReport:
+    """Score ``text_field`` of every record of ``input_path`` with ``score(texts) -> P(refusal)``.
+
+    Output fields must not already exist in the input (that would overwrite user data): the run
+    stops with an error naming the line, and no partial output file is left behind.
+    """
+    from tqdm.auto import tqdm
+
+    report = ScoreReport(input=Path(input_path), output=Path(output_path))
+    pending: list[dict] = []
+    texts: list[str] = []
+
+    def flush(writer: RecordWriter) -> None:
+        if not pending:
+            return
+        proba = np.asarray(score(texts), dtype=np.float64)
+        for record, p in zip(pending, proba):
+            record[probability_field] = round(float(p), 6)
+            record[label_field] = labels[1] if p >= threshold else labels[0]
+        writer.write_many(pending)
+        report.scored += len(pending)
+        report.positives += int((proba >= threshold).sum())
+        pending.clear()
+        texts.clear()
+
+    with RecordWriter(output_path, output_format) as writer, tqdm(
+        unit=" records", desc="scoring", disable=not progress
+    ) as bar:
+        for line, record in read_records(input_path, input_format, encoding):
+            report.read += 1
+            bar.update(1)
+            if isinstance(record, BadRecord):
+                report.bad.append(record)
+                continue
+            for name in (probability_field, label_field):
+                if name in record:
+                    raise ValueError(
+                        f"{input_path}:{line}: the record already has a field {name!r}; choose "
+                        "another output field name so the input value is not overwritten"
+                    )
+            text = get_text(record, text_field, line)
+            if isinstance(text, BadRecord):
+                report.bad.append(text)
+                continue
+            pending.append(record)
+            texts.append(text)
+            if len(pending) >= chunk_size:
+                flush(writer)
+        flush(writer)
+    if report.bad:
+        report.errors_path = Path(errors_path) if errors_path else default_errors_path(output_path)
+        write_bad_records(report.errors_path, report.bad, input_path)
+        for item in report.bad[:5]:
+            logger.warning("skipped %s", item.describe(input_path))
+        if len(report.bad) > 5:
+            logger.warning("... and %d more skipped records", len(report.bad) - 5)
+    return report

@@ -1,0 +1,161 @@
+"""Bootstrapped prompt labels: let the ResponseClassifier label a log of (prompt, response) pairs.
+
+This is the paper's trick for training a prompt classifier without hand labels: whatever the LLM
+answered tells whether it refused. Options drop labels the response classifier is unsure of and
+merge duplicate prompts (a prompt asked several times may be refused only sometimes; the majority
+label is kept together with its refusal rate).
+"""
+from __future__ import annotations
+
+import logging
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from .artifacts import PathLike
+from .records import BadRecord, RecordWriter, get_text, read_records, write_bad_records
+
+logger = logging.getLogger(__name__)
+
+OUTPUT_FIELDS = ("prompt", "label", "refusal_probability", "model", "source")
+
+
+@dataclass
+class BootstrapReport:
+    """Counts of what happened to every input row."""
+
+    read: int = 0
+    labelled: int = 0
+    dropped_low_confidence: int = 0
+    merged_duplicates: int = 0
+    conflicting_prompts: int = 0
+    written: int = 0
+    bad: list[BadRecord] = field(default_factory=list)
+    errors_path: Path | None = None
+
+    def summary(self) -> str:
+        reasons = Counter(b.reason.split(" (")[0] for b in self.bad)
+        text = (
+            f"read {self.read} rows; labelled {self.labelled}; dropped {self.dropped_low_confidence} "
+            f"below the confidence cut; merged {self.merged_duplicates} duplicate rows "
+            f"({self.conflicting_prompts} prompts with conflicting labels); skipped {len(self.bad)} bad rows"
+        )
+        if reasons:
+            text += " (" + "; ".join(f"{n}x {r}" for r, n in reasons.most_common(5)) + ")"
+        return text + f"; wrote {self.written}"
+
+
+def bootstrap_records(
+    records: Iterable[tuple[int, dict | BadRecord]],
+    response_classifier,
+    *,
+    prompt_field: str = "prompt",
+    response_field: str = "response",
+    model_field: str | None = "model",
+    source: str = "",
+    min_confidence: float | None = None,
+    deduplicate: bool = False,
+    batch_size: int = 512,
+) -> tuple[list[dict], BootstrapReport]:
+    """Label each record's response; return rows of prompt, label, probability, model, source.
+
+    ``min_confidence`` drops rows whose max(p, 1 - p) is below it. ``deduplicate`` merges rows with
+    the same (prompt, model): the majority label wins, and ``refusal_rate`` / ``n_responses`` say
+    how split the LLM was.
+    """
+    if min_confidence is not None and not 0.5 <= min_confidence <= 1.0:
+        raise ValueError(f"min_confidence must be in [0.5, 1], got {min_confidence}")
+    report = BootstrapReport()
+    rows: list[dict] = []
+    pending: list[tuple[str, str, str]] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        proba = response_classifier.refusal_probability([r for _, r, _ in pending])
+        for (prompt, _, model), p in zip(pending, proba):
+            report.labelled += 1
+            if min_confidence is not None and max(p, 1 - p) < min_confidence:
+                report.dropped_low_confidence += 1
+                continue
+            rows.append({
+                "prompt": prompt,
+                "label": "refusal" if p >= 0.5 else "compliance",
+                "refusal_probability": round(float(p), 6),
+                "model": model,
+                "source": source,
+            })
+        pending.clear()
+
+    for line, record in records:
+        report.read += 1
+        if isinstance(record, BadRecord):
+            report.bad.append(record)
+            continue
+        prompt = get_text(record, prompt_field, line)
+        response = get_text(record, response_field, line)
+        bad = next((x for x in (prompt, response) if isinstance(x, BadRecord)), None)
+        if bad is not None:
+            report.bad.append(bad)
+            continue
+        if not prompt.strip():
+            report.bad.append(BadRecord(line, f"empty {prompt_field!r}"))
+            continue
+        model = record.get(model_field) if model_field else None
+        pending.append((prompt, response, "" if model is None else str(model)))
+        if len(pending) >= batch_size:
+            flush()
+    flush()
+    if deduplicate:
+        rows = _deduplicate(rows, report)
+    report.written = len(rows)
+    return rows, report
+
+
+def _deduplicate(rows: list[dict], report: BootstrapReport) -> list[dict]:
+    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for row in rows:
+        groups[(row["prompt"], row["model"])].append(row)
+    merged = []
+    for group in groups.values():
+        labels = [r["label"] == "refusal" for r in group]
+        rate = float(np.mean(labels))
+        if 0 < rate < 1:
+            report.conflicting_prompts += 1
+        report.merged_duplicates += len(group) - 1
+        first = dict(group[0])
+        first["label"] = "refusal" if rate > 0.5 else "compliance" if rate < 0.5 else (
+            "refusal" if np.mean([r["refusal_probability"] for r in group]) >= 0.5 else "compliance"
+        )
+        first["refusal_probability"] = round(float(np.mean([r["refusal_probability"] for r in group])), 6)
+        first["refusal_rate"] = round(rate, 6)
+        first["n_responses"] = len(group)
+        merged.append(first)
+    return merged
+
+
+def bootstrap_file(
+    log_path: PathLike,
+    output_path: PathLike,
+    response_classifier,
+    *,
+    input_format: str | None = None,
+    output_format: str | None = None,
+    encoding: str = "utf-8",
+    errors_path: PathLike | None = None,
+    **options,
+) -> BootstrapReport:
+    """:func:`bootstrap_records` from a log file to a labels file (JSONL, CSV or Parquet)."""
+    options.setdefault("source", Path(log_path).name)
+    rows, report = bootstrap_records(read_records(log_path, input_format, encoding), response_classifier, **options)
+    with RecordWriter(output_path, output_format) as writer:
+        writer.write_many(rows)
+    if report.bad:
+        from .batch import default_errors_path
+
+        report.errors_path = Path(errors_path) if errors_path else default_errors_path(output_path)
+        write_bad_records(report.errors_path, report.bad, log_path)
+    return report

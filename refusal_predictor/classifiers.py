@@ -1,0 +1,374 @@
+"""Refusal classifiers: scikit-learn estimators over :class:`TextFeatures` with a calibrated head.
+
+``ResponseClassifier`` reads an LLM response and says whether it is a refusal; ``PromptClassifier``
+(see :mod:`refusal_predictor.prompt`) reads only the prompt. Both share this base so that training,
+calibration, saving and loading behave the same way.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import joblib
+import numpy as np
+import sklearn
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from sklearn.utils.validation import check_is_fitted
+
+from ._version import __version__
+from .artifacts import (
+    ModelFileError,
+    PathLike,
+    read_manifest,
+    sha256_file,
+    shipped_path,
+    verify_files,
+    write_json,
+)
+from .features import TextFeatures, resolve_encoder_path
+from .metrics import binary_metrics
+from .thresholds import pick_threshold
+from .thresholds import validation_curve as compute_validation_curve
+
+logger = logging.getLogger(__name__)
+
+CLASSES = ("compliance", "refusal")
+MODEL_FORMAT = "refusal-predictor-classifier"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+_MODEL_FILE = "model.joblib"
+_PREDICT_CHUNK = 2048
+
+_LABEL_ALIASES = {
+    "refusal": 1, "refused": 1, "refuse": 1, "r": 1, "1": 1, "true": 1,
+    "compliance": 0, "complied": 0, "comply": 0, "c": 0, "0": 0, "false": 0,
+}
+
+
+def as_texts(X: str | Iterable[str], what: str = "text") -> list[str]:
+    """A str or an iterable of str -> list of str; anything else is a TypeError naming the item."""
+    if isinstance(X, str):
+        return [X]
+    if isinstance(X, (bytes, bytearray)) or X is None or not isinstance(X, Iterable):
+        raise TypeError(f"expected a str or a list of str, got {type(X).__name__}")
+    texts = list(X)
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise TypeError(f"{what} {i} is {type(t).__name__}, expected str")
+    return texts
+
+
+def as_labels(y: Iterable[Any]) -> np.ndarray:
+    """Labels as 0 (compliance) / 1 (refusal); accepts the class names, 0/1 and booleans."""
+    out = []
+    for i, value in enumerate(y):
+        if isinstance(value, (bool, np.bool_)):
+            out.append(int(value))
+            continue
+        if isinstance(value, (int, np.integer)) and value in (0, 1):
+            out.append(int(value))
+            continue
+        key = str(value).strip().lower() if isinstance(value, str) else None
+        if key not in _LABEL_ALIASES:
+            raise ValueError(f"label {i} is {value!r}; expected 'refusal'/'compliance', 1/0 or a bool")
+        out.append(_LABEL_ALIASES[key])
+    return np.asarray(out, dtype=np.int64)
+
+
+class RefusalClassifier(ClassifierMixin, BaseEstimator):
+    """Binary refusal classifier over n-grams + sentence embeddings, with calibrated probabilities.
+
+    ``predict_proba`` columns follow ``classes_ == ["compliance", "refusal"]``; ``predict`` compares
+    the refusal probability with ``threshold``. Probabilities are calibrated with
+    :class:`~sklearn.calibration.CalibratedClassifierCV` (cross-validated on the training data), so
+    a threshold means what it says.
+    """
+
+    kind = "refusal"
+    default_subdir: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        head: str = "logreg",
+        C: float = 10.0,
+        n_estimators: int = 300,
+        learning_rate: float = 0.05,
+        num_leaves: int = 31,
+        ngram_range: tuple[int, int] = (1, 3),
+        max_features: int | None = 100_000,
+        use_ngrams: bool = True,
+        use_embeddings: bool = True,
+        embedding_weight: float = 1.0,
+        encoder: str | PathLike | None = None,
+        segments: tuple[str, ...] = ("head",),
+        calibration: str | None = "sigmoid",
+        cv: int = 5,
+        threshold: float = 0.5,
+        validation_curve: bool = True,
+        random_state: int = 0,
+        n_jobs: int | None = None,
+    ) -> None:
+        self.head = head
+        self.C = C
+        self.n_estimators = n_estimators
+        self.learning_rate = learning_rate
+        self.num_leaves = num_leaves
+        self.ngram_range = ngram_range
+        self.max_features = max_features
+        self.use_ngrams = use_ngrams
+        self.use_embeddings = use_embeddings
+        self.embedding_weight = embedding_weight
+        self.encoder = encoder
+        self.segments = segments
+        self.calibration = calibration
+        self.cv = cv
+        self.threshold = threshold
+        self.validation_curve = validation_curve
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+
+    # ------------------------------------------------------------------ building blocks
+    def make_features(self) -> TextFeatures:
+        return TextFeatures(
+            ngram_range=self.ngram_range,
+            max_features=self.max_features,
+            use_ngrams=self.use_ngrams,
+            use_embeddings=self.use_embeddings,
+            embedding_weight=self.embedding_weight,
+            encoder=self.encoder,
+            segments=tuple(self.segments),
+        )
+
+    def make_head(self) -> BaseEstimator:
+        if self.head == "logreg":
+            return LogisticRegression(C=self.C, max_iter=5000, solver="liblinear")
+        if self.head == "lightgbm":
+            from lightgbm import LGBMClassifier
+
+            return LGBMClassifier(
+                n_estimators=self.n_estimators,
+                learning_rate=self.learning_rate,
+                num_leaves=self.num_leaves,
+                colsample_bytree=0.3,
+                subsample=0.8,
+                subsample_freq=1,
+                min_child_samples=5,
+                random_state=self.random_state,
+                n_jobs=self.n_jobs or 0,
+                verbose=-1,
+            )
+        raise ValueError(f"head must be 'logreg' or 'lightgbm', got {self.head!r}")
+
+    def _make_model(self) -> BaseEstimator:
+        head = self.make_head()
+        if not self.calibration:
+            return head
+        return CalibratedClassifierCV(head, method=self.calibration, cv=self.cv, ensemble=False)
+
+    # ------------------------------------------------------------------ scikit-learn API
+    def fit(self, X: str | Iterable[str], y: Iterable[Any], sample_weight=None, features=None):
+        """Fit on texts and labels ('refusal'/'compliance', 1/0 or bools).
+
+        ``features`` may pass an already fitted :class:`TextFeatures` (e.g. one with a warm
+        embedding cache) to skip refitting the vocabulary during model selection.
+        """
+        texts = as_texts(X)
+        labels = as_labels(y)
+        if len(texts) != len(labels):
+            raise ValueError(f"{len(texts)} texts but {len(labels)} labels")
+        n_ref = int(labels.sum())
+        n_comp = len(labels) - n_ref
+        min_class = min(n_ref, n_comp)
+        needed = max(2, self.cv) if self.calibration else 2
+        if min_class < needed:
+            raise ValueError(
+                f"training needs at least {needed} examples of each class; found {n_ref} refusal "
+                f"and {n_comp} compliance"
+            )
+        self.features_ = features if features is not None else self.make_features().fit(texts)
+        matrix = self.features_.transform(texts)
+        fit_kwargs = {} if sample_weight is None else {"sample_weight": np.asarray(sample_weight)}
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="X does not have valid feature names")
+            self.model_ = self._make_model().fit(matrix, labels, **fit_kwargs)
+            self.metadata_ = {}
+            if self.validation_curve:
+                # Out-of-fold probabilities: what thresholds are picked from (see thresholds.py).
+                splitter = StratifiedKFold(n_splits=self.cv, shuffle=True, random_state=self.random_state)
+                oof = cross_val_predict(
+                    self._make_model(), matrix, labels, cv=splitter, method="predict_proba", params=fit_kwargs
+                )[:, 1]
+                self.metadata_["validation_curve"] = compute_validation_curve(labels, oof)
+                self.metadata_["cross_validation"] = binary_metrics(labels, oof)
+        self.classes_ = np.asarray(CLASSES, dtype=object)
+        self.n_features_in_ = 1
+        logger.info(
+            "fitted %s on %d texts (%d refusal, %d compliance), %d features",
+            type(self).__name__, len(texts), n_ref, n_comp, matrix.shape[1],
+        )
+        return self
+
+    def predict_proba(self, X: str | Iterable[str]) -> np.ndarray:
+        """Calibrated probabilities, shape (n, 2), columns in ``classes_`` order."""
+        check_is_fitted(self, "model_")
+        texts = as_texts(X)
+        if not texts:
+            return np.zeros((0, 2), dtype=np.float64)
+        chunks = []
+        for start in range(0, len(texts), _PREDICT_CHUNK):
+            matrix = self.features_.transform(texts[start : start + _PREDICT_CHUNK])
+            chunks.append(self.model_.predict_proba(matrix))
+        return np.vstack(chunks)
+
+    def refusal_probability(self, X: str | Iterable[str]) -> np.ndarray:
+        return self.predict_proba(X)[:, 1]
+
+    def predict(self, X: str | Iterable[str], threshold: float | None = None) -> np.ndarray:
+        """'refusal' where the refusal probability is >= ``threshold`` (default: self.threshold)."""
+        cut = self.threshold if threshold is None else threshold
+        proba = self.refusal_probability(X)
+        return np.where(proba >= cut, CLASSES[1], CLASSES[0]).astype(object)
+
+    def _more_tags(self) -> dict:  # scikit-learn < 1.6
+        return {"X_types": ["string"]}
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.string = True
+        tags.input_tags.two_d_array = False
+        return tags
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: PathLike, metadata: dict[str, Any] | None = None, bundle_encoder: bool | None = None) -> Path:
+        """Write a self-describing model folder (manifest + joblib + optional encoder copy).
+
+        The encoder is copied into the folder unless it is one shipped with the package
+        (``bundle_encoder=None``), so a saved model always loads on another machine.
+        """
+        check_is_fitted(self, "model_")
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        joblib.dump(self, folder / _MODEL_FILE, compress=3)
+        files = {_MODEL_FILE: sha256_file(folder / _MODEL_FILE)}
+        encoder_info = None
+        if self.features_.use_embeddings:
+            enc_path = resolve_encoder_path(self.features_.encoder)
+            shipped = enc_path.resolve().parent == shipped_path("encoders").resolve()
+            if bundle_encoder or (bundle_encoder is None and not shipped):
+                target = folder / "encoder"
+                if target.resolve() != enc_path.resolve():
+                    shutil.rmtree(target, ignore_errors=True)
+                    shutil.copytree(enc_path, target)
+            encoder_info = {
+                "name": self.features_.encoder_name_,
+                "shipped_name": enc_path.name if shipped else None,
+                "sha256": self.features_.encoder_sha256_,
+                "bundled": (folder / "encoder").is_dir(),
+            }
+        merged = dict(getattr(self, "metadata_", {}) or {})
+        merged.update(metadata or {})
+        manifest = {
+            "format": MODEL_FORMAT,
+            "format_version": FORMAT_VERSION,
+            "kind": self.kind,
+            "classes": list(CLASSES),
+            "threshold": self.threshold,
+            "params": {k: _jsonable(v) for k, v in self.get_params().items()},
+            "encoder": encoder_info,
+            "versions": {
+                "refusal_predictor": __version__,
+                "scikit-learn": sklearn.__version__,
+                "numpy": np.__version__,
+            },
+            "files": files,
+            "metadata": merged,
+        }
+        write_json(folder / MANIFEST, manifest)
+        self.metadata_ = merged
+        return folder
+
+    @classmethod
+    def default_path(cls) -> Path:
+        return shipped_path(*cls.default_subdir)
+
+    @classmethod
+    def load(cls, path: PathLike | None = None, *, verify: bool = True):
+        """Load a model folder; ``None`` loads the shipped default. Works offline."""
+        folder = Path(path) if path is not None else cls.default_path()
+        manifest = read_manifest(folder, MANIFEST, MODEL_FORMAT, (FORMAT_VERSION,))
+        if manifest.get("kind") != cls.kind:
+            raise ModelFileError(
+                f"{folder / MANIFEST}: this is a {manifest.get('kind')!r} model, not a {cls.kind!r} "
+                f"model; load it with the matching class"
+            )
+        if verify:
+            verify_files(folder, manifest.get("files", {}))
+        trained_with = manifest.get("versions", {}).get("scikit-learn", "")
+        if trained_with.split(".")[:2] != sklearn.__version__.split(".")[:2]:
+            logger.warning(
+                "%s was saved with scikit-learn %s; this is %s. Predictions may differ slightly.",
+                folder, trained_with, sklearn.__version__,
+            )
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", category=UserWarning, module="sklearn")
+                model = joblib.load(folder / _MODEL_FILE)
+        except Exception as exc:  # unpickling errors come in many types
+            raise ModelFileError(f"{folder / _MODEL_FILE}: cannot be loaded ({type(exc).__name__}: {exc})") from exc
+        if not isinstance(model, cls):
+            raise ModelFileError(f"{folder / _MODEL_FILE}: holds a {type(model).__name__}, not a {cls.__name__}")
+        info = manifest.get("encoder")
+        if info:
+            if info.get("bundled") and (folder / "encoder").is_dir():
+                model.features_.encoder = str(folder / "encoder")
+            elif info.get("shipped_name"):
+                model.features_.encoder = info["shipped_name"]
+            # get_encoder() checks the sha256 recorded at fit time when the session opens.
+        model.metadata_ = manifest.get("metadata", {})
+        model.manifest_ = manifest
+        model.threshold = manifest.get("threshold", model.threshold)
+        return model
+
+    def threshold_for(
+        self, *, precision: float | None = None, recall: float | None = None, refusal_rate: float | None = None
+    ) -> float:
+        """The threshold reaching a wanted precision, recall or refusal rate on held-out data.
+
+        Read from the validation curve stored at training time (out-of-fold predictions), e.g.
+        ``model.predict(texts, threshold=model.threshold_for(recall=0.95))``.
+        """
+        curve = self.metadata.get("validation_curve")
+        if not curve:
+            raise ValueError("this model has no stored validation curve; train it with validation_curve=True")
+        return pick_threshold(curve, precision=precision, recall=recall, refusal_rate=refusal_rate)
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return dict(getattr(self, "metadata_", {}) or {})
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        json.dumps(value)
+        return value
+    except TypeError:
+        return str(value)
+
+
+class ResponseClassifier(RefusalClassifier):
+    """Is this LLM response a refusal? Trained on human-labelled responses of several LLMs.
+
+    >>> rc = ResponseClassifier.load()
+    >>> rc.predict(["I'm sorry, but I can't help with that."])
+    array(['refusal'], dtype=object)
+    """
+
+    kind = "response"
+    default_subdir = ("response",)

@@ -1,0 +1,306 @@
+"""The ``refusal-predictor`` command line: label logs, train and evaluate models, export encoders."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from ._version import __version__
+
+logger = logging.getLogger("refusal_predictor.cli")
+
+
+def _add_io_options(p: argparse.ArgumentParser, text_field: str) -> None:
+    p.add_argument("--text-field", default=text_field, help=f"field holding the text (default: {text_field})")
+    p.add_argument("--format", dest="input_format", choices=["jsonl", "csv", "parquet"], help="input format (default: from the extension)")
+    p.add_argument("--encoding", default="utf-8", help="input text encoding (default: utf-8)")
+
+
+def _add_score_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-o", "--output", required=True, help="output file (.jsonl, .csv or .parquet)")
+    p.add_argument("--output-format", choices=["jsonl", "csv", "parquet"], help="default: from the extension")
+    p.add_argument("--threshold", type=float, help="refusal probability cut for the label (default: the model's)")
+    p.add_argument("--probability-field", default="refusal_probability")
+    p.add_argument("--label-field", default="label")
+    p.add_argument("--errors", help="where to write skipped records (default: OUTPUT.errors.jsonl)")
+    p.add_argument("--chunk-size", type=int, default=512, help="records scored per batch")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="refusal-predictor",
+        description="Tell whether LLM responses are refusals, and predict from a prompt whether it will be refused.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("label-responses", help="label every response of a JSONL/CSV/Parquet log as refusal or compliance")
+    p.add_argument("input", help="input log")
+    p.add_argument("--model", help="response model folder (default: the shipped one)")
+    _add_io_options(p, "response")
+    _add_score_options(p)
+
+    p = sub.add_parser("train-response", help="train a response classifier on your own labelled responses")
+    p.add_argument("input", help="labelled file with a text field and a label field (refusal/compliance or 1/0)")
+    p.add_argument("-o", "--output", required=True, help="model folder to write")
+    p.add_argument("--label-field", default="label")
+    p.add_argument("--head", choices=["logreg", "lightgbm"], default="logreg")
+    p.add_argument("--encoder", help="encoder folder or shipped encoder name (default: the shipped MiniLM)")
+    p.add_argument("--no-embeddings", action="store_true", help="n-gram features only (no encoder)")
+    _add_io_options(p, "response")
+
+    p = sub.add_parser("evaluate", help="accuracy, F1 and AUROC of a model on a labelled file")
+    p.add_argument("input", help="labelled file")
+    p.add_argument("--kind", choices=["response", "prompt"], default="response")
+    p.add_argument("--model", help="model folder (default: the shipped one of that kind)")
+    p.add_argument("--label-field", default="label")
+    p.add_argument("--threshold", type=float)
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    _add_io_options(p, "response")
+
+    p = sub.add_parser("export-encoder", help="export a sentence-transformers model to an ONNX encoder folder (needs the [train] extra)")
+    p.add_argument("model", help="hub name (needs internet) or local sentence-transformers folder")
+    p.add_argument("-o", "--output", required=True, help="encoder folder to write")
+    p.add_argument("--no-quantize", action="store_true", help="keep fp32 weights (best on GPU)")
+    p.add_argument("--max-seq-length", type=int)
+
+    p = sub.add_parser("info", help="list the shipped models and encoders with their metrics")
+
+    p = sub.add_parser("bootstrap", help="label a log of prompt/response pairs with the response classifier (prompt labels)")
+    p.add_argument("input", help="log with prompt and response fields (JSONL, CSV, Parquet)")
+    p.add_argument("-o", "--output", required=True, help="labels file to write")
+    p.add_argument("--output-format", choices=["jsonl", "csv", "parquet"])
+    _add_log_options(p)
+    p.add_argument("--dedupe", action="store_true", help="merge duplicate (prompt, model) rows: majority label + refusal rate")
+    p.add_argument("--errors", help="where to write skipped rows (default: OUTPUT.errors.jsonl)")
+
+    p = sub.add_parser("train-prompt", help="train a prompt classifier for your own LLM from its prompt/response logs")
+    p.add_argument("input", help="log with prompt and response fields")
+    p.add_argument("--target-name", required=True, help="name of your LLM (recorded in the model card)")
+    p.add_argument("-o", "--output", help="model folder to write (default: ./prompt-model-TARGET)")
+    _add_log_options(p)
+    p.add_argument("--model-filter", help="use only rows whose model field equals this")
+    p.add_argument("--test-size", type=float, default=0.2, help="held-out fraction for the report (default 0.2)")
+    p.add_argument("--head", choices=["logreg", "lightgbm"], default="logreg")
+
+    p = sub.add_parser("score-prompts", help="predict for every prompt of a log whether the target LLM will refuse it")
+    p.add_argument("input", help="input log")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--target", help="shipped target LLM (default: gpt-3.5-turbo); see `info`")
+    group.add_argument("--model", help="prompt model folder (e.g. from train-prompt)")
+    _add_io_options(p, "prompt")
+    _add_score_options(p)
+    p.set_defaults(probability_field="refusal_probability", label_field="predicted_label")
+
+    p = sub.add_parser("explain", help="the n-grams that push a prompt toward refusal or compliance")
+    p.add_argument("prompt", help="the prompt text")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--target")
+    group.add_argument("--model")
+    p.add_argument("--top-k", type=int, default=10)
+    return parser
+
+
+def _add_log_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--prompt-field", default="prompt")
+    p.add_argument("--response-field", default="response")
+    p.add_argument("--model-field", default="model", help="field naming the responding LLM (optional in the data)")
+    p.add_argument("--min-confidence", type=float, help="drop labels whose max(p, 1-p) is below this (e.g. 0.9)")
+    p.add_argument("--response-model", help="response model folder (default: the shipped one)")
+    p.add_argument("--format", dest="input_format", choices=["jsonl", "csv", "parquet"])
+    p.add_argument("--encoding", default="utf-8")
+
+
+def _cmd_label_responses(args: argparse.Namespace) -> int:
+    from .classifiers import ResponseClassifier
+
+    model = ResponseClassifier.load(args.model)
+    return _run_scoring(model, args)
+
+
+def _run_scoring(model, args: argparse.Namespace) -> int:
+    from .batch import score_file
+
+    report = score_file(
+        model.refusal_probability,
+        args.input,
+        args.output,
+        text_field=args.text_field,
+        threshold=model.threshold if args.threshold is None else args.threshold,
+        probability_field=args.probability_field,
+        label_field=args.label_field,
+        input_format=args.input_format,
+        output_format=args.output_format,
+        encoding=args.encoding,
+        chunk_size=args.chunk_size,
+        errors_path=args.errors,
+        progress=not args.no_progress,
+    )
+    print(report.summary())
+    return 0
+
+
+def read_labelled(path: str, text_field: str, label_field: str, input_format=None, encoding="utf-8"):
+    """Texts and 0/1 labels of a labelled file; bad records are reported, not dropped silently."""
+    from .classifiers import as_labels
+    from .records import BadRecord, get_text, read_all
+
+    good, bad = read_all(path, input_format, encoding)
+    texts, labels = [], []
+    for line, record in good:
+        text = get_text(record, text_field, line)
+        if isinstance(text, BadRecord):
+            bad.append(text)
+            continue
+        try:
+            label = as_labels([record.get(label_field)])[0]
+        except ValueError:
+            bad.append(BadRecord(line, f"field {label_field!r} is {record.get(label_field)!r}; expected refusal/compliance or 1/0"))
+            continue
+        texts.append(text)
+        labels.append(label)
+    for item in bad[:10]:
+        print(f"skipped {item.describe(path)}", file=sys.stderr)
+    if len(bad) > 10:
+        print(f"... and {len(bad) - 10} more skipped records", file=sys.stderr)
+    return texts, labels, bad
+
+
+def _cmd_train_response(args: argparse.Namespace) -> int:
+    from .classifiers import ResponseClassifier
+
+    texts, labels, bad = read_labelled(args.input, args.text_field, args.label_field, args.input_format, args.encoding)
+    model = ResponseClassifier(head=args.head, encoder=args.encoder, use_embeddings=not args.no_embeddings)
+    model.fit(texts, labels)
+    model.save(args.output, metadata={"training": {"file": str(args.input), "rows": len(texts), "skipped": len(bad)}})
+    print(f"trained on {len(texts)} responses ({sum(labels)} refusal); skipped {len(bad)}; saved to {args.output}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .metrics import binary_metrics
+
+    if args.kind == "response":
+        from .classifiers import ResponseClassifier as cls
+    else:
+        from .prompt import PromptClassifier as cls
+    model = cls.load(args.model)
+    texts, labels, bad = read_labelled(args.input, args.text_field, args.label_field, args.input_format, args.encoding)
+    metrics = binary_metrics(labels, model.refusal_probability(texts), model.threshold if args.threshold is None else args.threshold)
+    metrics["skipped"] = len(bad)
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+    else:
+        for key, value in metrics.items():
+            print(f"{key:>14}: {value:.4f}" if isinstance(value, float) else f"{key:>14}: {value}")
+    return 0
+
+
+def _cmd_export_encoder(args: argparse.Namespace) -> int:
+    from .exporters.onnx import export_encoder
+
+    path = export_encoder(args.model, args.output, quantize=None if args.no_quantize else "int8", max_seq_length=args.max_seq_length)
+    print(f"exported {args.model} to {path}")
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from .artifacts import shipped_models_root
+
+    root = shipped_models_root()
+    print(f"shipped models in {root}")
+    for manifest in sorted(root.glob("**/manifest.json")) + sorted(root.glob("**/encoder.json")):
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+        summary = data.get("metadata", {}).get("summary") or data.get("source_model", "")
+        print(f"  {manifest.parent.relative_to(root)}: {data.get('kind', 'encoder')} {summary}")
+    return 0
+
+
+def _cmd_bootstrap(args: argparse.Namespace) -> int:
+    from .bootstrap import bootstrap_file
+    from .classifiers import ResponseClassifier
+
+    report = bootstrap_file(
+        args.input, args.output, ResponseClassifier.load(args.response_model),
+        input_format=args.input_format, output_format=args.output_format, encoding=args.encoding,
+        errors_path=args.errors, prompt_field=args.prompt_field, response_field=args.response_field,
+        model_field=args.model_field or None, min_confidence=args.min_confidence, deduplicate=args.dedupe,
+    )
+    print(f"{args.input}: {report.summary()} -> {args.output}")
+    if report.errors_path:
+        print(f"skipped rows, with line numbers: {report.errors_path}")
+    return 0
+
+
+def _cmd_train_prompt(args: argparse.Namespace) -> int:
+    from .prompt_training import train_prompt_model
+
+    output = args.output or f"prompt-model-{args.target_name}"
+    model, held_out, report = train_prompt_model(
+        args.input, args.target_name, output, response_model=args.response_model,
+        prompt_field=args.prompt_field, response_field=args.response_field, model_field=args.model_field or None,
+        model_filter=args.model_filter, min_confidence=args.min_confidence, test_size=args.test_size,
+        head=args.head, input_format=args.input_format, encoding=args.encoding,
+    )
+    print(f"bootstrap: {report.summary()}")
+    print(
+        f"held-out ({held_out['n']} prompts): accuracy {held_out['accuracy']:.4f}, F1 {held_out['f1']:.4f}, "
+        f"AUROC {held_out['auroc']:.4f} (majority rate {held_out['majority_rate']:.4f})"
+    )
+    print(f"saved to {output}; load it with PromptClassifier.load({str(output)!r})")
+    return 0
+
+
+def _load_prompt_model(args: argparse.Namespace):
+    from .prompt import PromptClassifier
+
+    return PromptClassifier.load(args.model) if args.model else PromptClassifier.load(target=args.target)
+
+
+def _cmd_score_prompts(args: argparse.Namespace) -> int:
+    return _run_scoring(_load_prompt_model(args), args)
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    result = _load_prompt_model(args).explain(args.prompt, top_k=args.top_k)
+    print(f"refusal probability: {result['refusal_probability']:.4f}")
+    for title, key in (("toward refusal", "toward_refusal"), ("toward compliance", "toward_compliance")):
+        print(f"{title}:")
+        for ngram, weight in result[key]:
+            print(f"  {weight:+.4f}  {ngram}")
+    print(f"sentence embedding: {result['embedding_contribution']:+.4f}")
+    return 0
+
+
+_COMMANDS = {
+    "bootstrap": _cmd_bootstrap,
+    "train-prompt": _cmd_train_prompt,
+    "score-prompts": _cmd_score_prompts,
+    "explain": _cmd_explain,
+    "label-responses": _cmd_label_responses,
+    "train-response": _cmd_train_response,
+    "evaluate": _cmd_evaluate,
+    "export-encoder": _cmd_export_encoder,
+    "info": _cmd_info,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    handler = _COMMANDS[args.command]
+    try:
+        return handler(args)
+    except (FileNotFoundError, ValueError, TypeError, ImportError) as exc:
+        print(f"refusal-predictor {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

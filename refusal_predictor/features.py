@@ -1,0 +1,180 @@
+"""Text -> feature matrix: TF-IDF n-grams of the whole text beside its sentence embedding.
+
+The two blocks fail differently, which is why both are kept: n-grams see every word of a long
+response (the encoder stops at its ``max_seq_length`` tokens), while the embedding generalises to
+phrasings never seen in training. Texts longer than the encoder's window are embedded from their
+first ``max_seq_length`` tokens; with ``segments=("head", "tail")`` their last ``tail_chars``
+characters are embedded too, because a response that opens with a disclaimer is often decided by
+how it ends.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.utils.validation import check_is_fitted
+
+from .artifacts import PathLike, shipped_path
+from .encoder import DEFAULT_ENCODER, OnnxEncoder
+
+logger = logging.getLogger(__name__)
+
+_SEGMENTS = ("head", "tail")
+
+
+def resolve_encoder_path(encoder: str | PathLike | None) -> Path:
+    """A shipped encoder name (a folder of ``models/encoders``) or a path to an encoder folder."""
+    if encoder is None:
+        encoder = DEFAULT_ENCODER
+    candidate = Path(encoder)
+    if candidate.is_dir():
+        return candidate
+    shipped = shipped_path("encoders", str(encoder))
+    if shipped.is_dir():
+        return shipped
+    raise FileNotFoundError(
+        f"encoder {str(encoder)!r} is neither a folder nor a shipped encoder name; "
+        f"shipped: {sorted(p.name for p in shipped_path('encoders').glob('*') if p.is_dir())}"
+    )
+
+
+class TextFeatures(TransformerMixin, BaseEstimator):
+    """Sparse TF-IDF n-grams horizontally stacked with (weighted) ONNX sentence embeddings.
+
+    A scikit-learn transformer: ``fit`` learns the n-gram vocabulary, ``transform`` returns a CSR
+    matrix of ``n_tfidf + n_segments * dim`` columns. The ONNX session is opened lazily and never
+    pickled; a fitted model records the encoder's sha256 so a different encoder is caught on load.
+    """
+
+    def __init__(
+        self,
+        ngram_range: tuple[int, int] = (1, 3),
+        min_df: int = 2,
+        max_features: int | None = 100_000,
+        sublinear_tf: bool = True,
+        use_ngrams: bool = True,
+        use_embeddings: bool = True,
+        embedding_weight: float = 1.0,
+        encoder: str | PathLike | None = None,
+        segments: tuple[str, ...] = ("head",),
+        tail_chars: int = 600,
+        batch_size: int = 64,
+    ) -> None:
+        self.ngram_range = ngram_range
+        self.min_df = min_df
+        self.max_features = max_features
+        self.sublinear_tf = sublinear_tf
+        self.use_ngrams = use_ngrams
+        self.use_embeddings = use_embeddings
+        self.embedding_weight = embedding_weight
+        self.encoder = encoder
+        self.segments = segments
+        self.tail_chars = tail_chars
+        self.batch_size = batch_size
+
+    # -- the encoder is a resource, not a parameter: opened on demand, dropped when pickled --
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state.pop("_encoder", None)
+        state.pop("_cache", None)
+        return state
+
+    def get_encoder(self) -> OnnxEncoder:
+        encoder = getattr(self, "_encoder", None)
+        if encoder is None:
+            encoder = OnnxEncoder.load(resolve_encoder_path(self.encoder))
+            expected = getattr(self, "encoder_sha256_", None)
+            if expected is not None and encoder.sha256 != expected:
+                raise ValueError(
+                    f"encoder {self.encoder!r} has sha256 {encoder.sha256[:12]}..., but this model "
+                    f"was trained with {expected[:12]}...; load the encoder it was trained with"
+                )
+            self._encoder = encoder
+        return encoder
+
+    def set_encoder(self, encoder: OnnxEncoder) -> None:
+        """Share an already open encoder (e.g. between the response and prompt classifiers)."""
+        self._encoder = encoder
+
+    def use_cache(self, cache: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        """Memoise embeddings by text (in ``cache``, which may be shared between models).
+
+        For model selection, where the same texts are embedded for every fold and candidate.
+        """
+        self._cache = {} if cache is None else cache
+        return self._cache
+
+    def fit(self, texts: Sequence[str], y=None) -> "TextFeatures":
+        if not (self.use_ngrams or self.use_embeddings):
+            raise ValueError("TextFeatures needs use_ngrams or use_embeddings")
+        unknown = set(self.segments) - set(_SEGMENTS)
+        if unknown or not self.segments:
+            raise ValueError(f"segments must be a non-empty subset of {_SEGMENTS}, got {self.segments}")
+        if self.use_ngrams:
+            self.vectorizer_ = TfidfVectorizer(
+                ngram_range=tuple(self.ngram_range),
+                min_df=self.min_df if len(texts) >= 10 * self.min_df else 1,
+                max_features=self.max_features,
+                sublinear_tf=self.sublinear_tf,
+                dtype=np.float32,
+            ).fit(texts)
+        if self.use_embeddings:
+            encoder = self.get_encoder()
+            self.encoder_sha256_ = encoder.sha256
+            self.encoder_name_ = encoder.name
+            self.embedding_dim_ = encoder.dimension
+        self.n_features_out_ = self._n_ngrams() + (
+            len(self.segments) * self.embedding_dim_ if self.use_embeddings else 0
+        )
+        return self
+
+    def _n_ngrams(self) -> int:
+        return len(self.vectorizer_.vocabulary_) if self.use_ngrams else 0
+
+    def transform(self, texts: Sequence[str]) -> sp.csr_matrix:
+        check_is_fitted(self, "n_features_out_")
+        blocks: list[sp.spmatrix] = []
+        if self.use_ngrams:
+            blocks.append(self.vectorizer_.transform(texts))
+        if self.use_embeddings:
+            emb = self.embed(texts)
+            blocks.append(sp.csr_matrix(emb * np.float32(self.embedding_weight)))
+        return sp.hstack(blocks, format="csr", dtype=np.float32)
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Embeddings of each configured segment, concatenated: (n, n_segments * dim)."""
+        parts = [self._embed_segment(self._segment(texts, seg)) for seg in self.segments]
+        return np.hstack(parts) if len(parts) > 1 else parts[0]
+
+    def _segment(self, texts: Sequence[str], segment: str) -> list[str]:
+        if segment == "head":
+            return list(texts)
+        return [t[-self.tail_chars :] for t in texts]
+
+    def _embed_segment(self, texts: list[str]) -> np.ndarray:
+        cache = getattr(self, "_cache", None)
+        encoder = self.get_encoder()
+        if cache is None:
+            return encoder.encode(texts, batch_size=self.batch_size)
+        missing = list(dict.fromkeys(t for t in texts if t not in cache))
+        if missing:
+            for text, vec in zip(missing, encoder.encode(missing, batch_size=self.batch_size)):
+                cache[text] = vec
+        if not texts:
+            return np.zeros((0, encoder.dimension), dtype=np.float32)
+        return np.vstack([cache[t] for t in texts])
+
+    def get_feature_names_out(self, input_features=None) -> np.ndarray:
+        check_is_fitted(self, "n_features_out_")
+        names: list[str] = []
+        if self.use_ngrams:
+            names.extend(self.vectorizer_.get_feature_names_out())
+        if self.use_embeddings:
+            for seg in self.segments:
+                names.extend(f"emb_{seg}_{i}" for i in range(self.embedding_dim_))
+        return np.asarray(names, dtype=object)

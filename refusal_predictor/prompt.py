@@ -1,0 +1,141 @@
+"""PromptClassifier: will a given LLM refuse this prompt? Decided before any text is generated.
+
+One model per *target* LLM, because LLMs refuse different things. Shipped targets live in
+``models/prompt/<target>/``; :func:`refusal_predictor.prompt_training.train_prompt_model` (the
+``train-prompt`` command) builds one for your own LLM from its logs, with labels bootstrapped by the
+:class:`~refusal_predictor.ResponseClassifier`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .artifacts import PathLike, shipped_path
+from .classifiers import RefusalClassifier, as_texts
+
+DEFAULT_TARGET = "gpt-3.5-turbo"
+TARGET_ALIASES = {"chatgpt": "gpt-3.5-turbo", "gpt-3.5": "gpt-3.5-turbo", "gpt4": "gpt-4"}
+
+
+class PromptClassifier(RefusalClassifier):
+    """Predicts from the prompt alone whether the target LLM will refuse it.
+
+    >>> pc = PromptClassifier.load()                 # ChatGPT (gpt-3.5-turbo)
+    >>> pc.predict_proba(["How do I pick a lock?"])  # (n, 2): compliance, refusal
+    """
+
+    kind = "prompt"
+    default_subdir = ("prompt", DEFAULT_TARGET)
+
+    @staticmethod
+    def available_targets() -> list[str]:
+        """Names of the shipped target LLMs (folders of ``models/prompt``)."""
+        root = shipped_path("prompt")
+        if not root.is_dir():
+            return []
+        return sorted(p.name for p in root.iterdir() if (p / "manifest.json").is_file())
+
+    @classmethod
+    def load(cls, path: PathLike | None = None, *, target: str | None = None, verify: bool = True) -> "PromptClassifier":
+        """Load a model folder, or a shipped target by name (default: gpt-3.5-turbo)."""
+        if path is not None and target is not None:
+            raise ValueError("give a model folder or a target name, not both")
+        if path is None:
+            name = TARGET_ALIASES.get((target or DEFAULT_TARGET).lower(), (target or DEFAULT_TARGET).lower())
+            available = cls.available_targets()
+            if name not in available:
+                raise ValueError(f"unknown target {target!r}; available targets: {available}")
+            path = shipped_path("prompt", name)
+        return super().load(path, verify=verify)
+
+    @property
+    def target(self) -> str | None:
+        return self.metadata.get("target")
+
+    def explain(self, prompt: str, top_k: int = 10) -> dict[str, Any]:
+        """The n-grams of ``prompt`` that push the prediction toward refusal and toward compliance.
+
+        Contributions are in the head's log-odds units (before calibration): for logistic
+        regression, n-gram weight x TF-IDF value; for LightGBM, per-feature SHAP values. The
+        embedding block's total contribution is reported as one number, since its 384 dimensions
+        have no words attached.
+        """
+        (text,) = as_texts([prompt], what="prompt")
+        matrix = self.features_.transform([text])
+        head = self._fitted_head()
+        if hasattr(head, "coef_"):
+            contrib = matrix.multiply(head.coef_[0]).toarray()[0]
+            bias = float(head.intercept_[0])
+        else:
+            shap = head.booster_.predict(matrix, pred_contrib=True)[0]
+            contrib, bias = np.asarray(shap[:-1]), float(shap[-1])
+        n_ngrams = len(self.features_.vectorizer_.vocabulary_) if self.features_.use_ngrams else 0
+        names = self.features_.get_feature_names_out()[:n_ngrams]
+        ngram_part = contrib[:n_ngrams]
+        order = np.argsort(ngram_part)
+        toward_refusal = [(str(names[i]), float(ngram_part[i])) for i in order[::-1][:top_k] if ngram_part[i] > 0]
+        toward_compliance = [(str(names[i]), float(ngram_part[i])) for i in order[:top_k] if ngram_part[i] < 0]
+        return {
+            "prompt": text,
+            "refusal_probability": float(self.refusal_probability([text])[0]),
+            "toward_refusal": toward_refusal,
+            "toward_compliance": toward_compliance,
+            "embedding_contribution": float(contrib[n_ngrams:].sum()),
+            "bias": bias,
+        }
+
+    def top_ngrams(self, k: int = 20) -> dict[str, list[tuple[str, float]]]:
+        """The globally strongest n-gram weights (logistic-regression heads) or gains (LightGBM)."""
+        head = self._fitted_head()
+        n_ngrams = len(self.features_.vectorizer_.vocabulary_) if self.features_.use_ngrams else 0
+        names = self.features_.get_feature_names_out()[:n_ngrams]
+        if hasattr(head, "coef_"):
+            weights = head.coef_[0][:n_ngrams]
+            order = np.argsort(weights)
+            return {
+                "refusal": [(str(names[i]), float(weights[i])) for i in order[::-1][:k]],
+                "compliance": [(str(names[i]), float(weights[i])) for i in order[:k]],
+            }
+        gains = head.booster_.feature_importance(importance_type="gain")[:n_ngrams]
+        order = np.argsort(gains)[::-1][:k]
+        return {"importance": [(str(names[i]), float(gains[i])) for i in order]}
+
+    def _fitted_head(self):
+        model = self.model_
+        if hasattr(model, "calibrated_classifiers_"):
+            return model.calibrated_classifiers_[0].estimator
+        return model
+
+
+def model_card_markdown(card: dict[str, Any]) -> str:
+    """Render a model card (the manifest's metadata) as Markdown for humans."""
+    lines = [f"# Prompt classifier: {card.get('target', '?')}", ""]
+    if card.get("summary"):
+        lines += [card["summary"], ""]
+    training = card.get("training", {})
+    if training:
+        lines += ["## Training data", "", "| source | rows | refusal rate |", "|---|---|---|"]
+        for src in training.get("sources", []):
+            lines.append(f"| {src['source']} | {src['rows']} | {src['refusal_rate']:.3f} |")
+        lines += ["", f"Total: {training.get('rows')} prompts, refusal rate {training.get('refusal_rate', float('nan')):.3f}.", ""]
+    evaluation = card.get("evaluation", {})
+    if evaluation:
+        lines += ["## Evaluation", "", "| protocol | n | accuracy | F1 | AUROC | majority rate |", "|---|---|---|---|---|---|"]
+        for name, m in evaluation.items():
+            lines.append(
+                f"| {name} | {m.get('n')} | {m.get('accuracy', float('nan')):.4f} | {m.get('f1', float('nan')):.4f} | "
+                f"{m.get('auroc', float('nan')):.4f} | {m.get('majority_rate', float('nan')):.4f} |"
+            )
+        lines.append("")
+    enc = card.get("encoder")
+    if enc:
+        lines += ["## Encoder", "", f"{enc.get('name')} (sha256 {enc.get('sha256')})", ""]
+    if card.get("notes"):
+        lines += ["## Notes", "", card["notes"], ""]
+    return "\n".join(lines)
+
+
+def write_model_card(folder: PathLike, card: dict[str, Any]) -> None:
+    Path(folder, "MODEL_CARD.md").write_text(model_card_markdown(card), encoding="utf-8")

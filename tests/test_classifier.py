@@ -1,0 +1,117 @@
+"""The estimator contract, input validation and persistence, on the paper's real responses.
+
+These use n-gram-only models so they run in seconds; the shipped (embedding) model is tested in
+test_shipped_models.py.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+
+from refusal_predictor import ModelFileError, ResponseClassifier
+from training import data
+
+
+@pytest.fixture(scope="module")
+def split():
+    train, _, test = data.paper_split()
+    return train, test
+
+
+@pytest.fixture(scope="module")
+def fitted(split):
+    train, _ = split
+    return ResponseClassifier(use_embeddings=False).fit(train["response"].tolist(), train["label"].tolist())
+
+
+def test_learns_real_refusals(fitted, split):
+    _, test = split
+    pred = fitted.predict(test["response"].tolist())
+    accuracy = float((pred == test["label"].to_numpy()).mean())
+    assert accuracy > 0.86, accuracy  # the paper's n-gram model reaches 0.906 on this split
+    assert list(fitted.classes_) == ["compliance", "refusal"]
+
+
+def test_probabilities_and_input_forms(fitted):
+    proba = fitted.predict_proba(["I'm sorry, but I can't help with that.", "", "   "])
+    assert proba.shape == (3, 2) and np.allclose(proba.sum(axis=1), 1.0)
+    assert fitted.predict_proba("As an AI language model, I cannot provide opinions on political figures.")[0, 1] > 0.5
+    assert fitted.predict_proba([]).shape == (0, 2)
+    assert fitted.predict(("a", "b")).shape == (2,)
+
+
+@pytest.mark.parametrize("bad", [None, 3, b"bytes", ["ok", 5], ["ok", None]])
+def test_non_strings_are_type_errors(fitted, bad):
+    with pytest.raises(TypeError):
+        fitted.predict_proba(bad)
+
+
+def test_labels_and_class_counts():
+    texts = ["no"] * 3 + ["yes"] * 20
+    with pytest.raises(ValueError, match="found 3 refusal and 20 compliance"):
+        ResponseClassifier(use_embeddings=False).fit(texts, [1] * 3 + [0] * 20)
+    with pytest.raises(ValueError, match="label 1 is 'maybe'"):
+        ResponseClassifier(use_embeddings=False).fit(["a", "b"], ["refusal", "maybe"])
+    with pytest.raises(ValueError, match="2 texts but 1 labels"):
+        ResponseClassifier(use_embeddings=False).fit(["a", "b"], ["refusal"])
+
+
+def test_sklearn_contract(fitted):
+    params = fitted.get_params()
+    assert params["head"] == "logreg" and params["use_embeddings"] is False
+    twin = clone(fitted)
+    assert not hasattr(twin, "model_") and twin.get_params() == params
+    twin.set_params(C=1.0)
+    assert twin.C == 1.0
+
+
+def test_threshold_from_validation_curve(fitted, split):
+    _, test = split
+    t = fitted.threshold_for(recall=0.95)
+    y = (test["label"] == "refusal").to_numpy()
+    p = fitted.refusal_probability(test["response"].tolist())
+    assert 0 < t < 0.5
+    assert (p[y] >= t).mean() >= 0.85  # held-out recall near the goal set on out-of-fold data
+    assert set(fitted.predict(test["response"].tolist(), threshold=t)) <= {"refusal", "compliance"}
+
+
+def test_save_load_round_trip_and_corruption(fitted, tmp_path):
+    texts = ["I cannot help with that.", "Sure, here is how to bake bread."]
+    folder = fitted.save(tmp_path / "m")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["kind"] == "response" and manifest["classes"] == ["compliance", "refusal"]
+    loaded = ResponseClassifier.load(folder)
+    assert np.allclose(loaded.predict_proba(texts), fitted.predict_proba(texts))
+
+    blob = (folder / "model.joblib").read_bytes()
+    (folder / "model.joblib").write_bytes(blob[:-10] + b"0123456789")
+    with pytest.raises(ModelFileError, match="model.joblib"):
+        ResponseClassifier.load(folder)
+    (folder / "model.joblib").write_bytes(blob)
+
+    manifest["format_version"] = 99
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelFileError, match="format_version 99"):
+        ResponseClassifier.load(folder)
+    (folder / "manifest.json").write_text("{not json")
+    with pytest.raises(ModelFileError, match="manifest.json"):
+        ResponseClassifier.load(folder)
+    with pytest.raises(ModelFileError, match="no such model folder"):
+        ResponseClassifier.load(tmp_path / "missing")
+
+
+def test_prompt_class_refuses_a_response_model(fitted, tmp_path):
+    from refusal_predictor import PromptClassifier
+
+    folder = fitted.save(tmp_path / "m")
+    with pytest.raises(ModelFileError, match="'response' model"):
+        PromptClassifier.load(folder)
+
+
+def test_long_texts_keep_all_ngrams(fitted):
+    long = "Here is a detailed answer. " * 4000 + "I'm sorry, but I cannot help with that."
+    assert len(long) > 100_000
+    assert fitted.predict_proba([long]).shape == (1, 2)

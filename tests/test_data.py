@@ -1,0 +1,351 @@
+"""Tests for training/data.py, the canonical data loaders.
+
+The paper's data ships in the repository, so the paper tests always run. The other sources
+live in an external data directory: set REFUSAL_PREDICTOR_DATA (default ``../shared/data``
+relative to the repository root); tests that need it are skipped when it is absent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:  # training/ is not an installed package
+    sys.path.insert(0, str(REPO_ROOT))
+
+from training import data as D  # noqa: E402
+
+DATA_DIR = Path(os.environ.get("REFUSAL_PREDICTOR_DATA", REPO_ROOT.parent / "shared" / "data"))
+needs_data = pytest.mark.skipif(
+    not DATA_DIR.is_dir(),
+    reason=f"external data directory not found ({DATA_DIR}); set REFUSAL_PREDICTOR_DATA",
+)
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def paper() -> pd.DataFrame:
+    return D.load_paper()
+
+
+@pytest.fixture(scope="module")
+def split(paper):
+    return D.paper_split(paper)
+
+
+@pytest.fixture(scope="module")
+def xstest() -> pd.DataFrame:
+    return D.load_xstest(DATA_DIR)
+
+
+@pytest.fixture(scope="module")
+def gptfuzz() -> pd.DataFrame:
+    return D.load_gptfuzz(DATA_DIR)
+
+
+@pytest.fixture(scope="module")
+def pool() -> pd.DataFrame:
+    return D.load_bootstrap_pool(DATA_DIR)
+
+
+# ----------------------------------------------------------------------------- paper
+
+
+def test_paper_counts_and_labels(paper):
+    assert len(paper) == 1706
+    assert tuple(paper.columns[:6]) == D.COLUMNS
+    D.validate_records(paper)
+    assert paper["label"].value_counts().to_dict() == {"compliance": 1060, "refusal": 646}
+    assert not paper["fine_label"].isin(["incoherent", "dontknow"]).any()
+    # label is a pure function of the tone
+    assert ((paper["fine_label"] == "complied") == (paper["label"] == "compliance")).all()
+    assert paper["subset"].value_counts().to_dict() == {
+        "quora_insincere": 985,
+        "political_figures": 700,
+        "nyp": 21,
+    }
+    assert set(paper["source"]) == {"chatgpt-refusals"}
+    assert set(paper["model"]) == {"gpt-3.5-turbo"}
+    assert paper["row_id"].is_monotonic_increasing and paper["row_id"].is_unique
+    assert paper["response"].map(lambda v: isinstance(v, str)).all()
+
+
+def test_paper_split_counts_and_rates(split):
+    train, val, test = split
+    assert (len(train), len(val), len(test)) == (1194, 256, 256)
+    refusals = [int((s["label"] == "refusal").sum()) for s in split]
+    assert refusals == [448, 98, 100]
+    assert [set(s["split"]) for s in split] == [{"train"}, {"val"}, {"test"}]
+
+
+def test_paper_split_is_deterministic_and_disjoint(paper, split):
+    again = D.paper_split(D.load_paper())
+    for a, b in zip(split, again):
+        assert a["row_id"].tolist() == b["row_id"].tolist()
+    ids = [set(s["row_id"]) for s in split]
+    assert not (ids[0] & ids[1]) and not (ids[0] & ids[2]) and not (ids[1] & ids[2])
+    assert ids[0] | ids[1] | ids[2] == set(paper["row_id"])
+    # row_id joins a split back to load_paper()
+    back = split[2].merge(paper[["row_id", "response"]], on="row_id", suffixes=("", "_p"))
+    assert (back["response"] == back["response_p"]).all()
+
+
+def test_paper_split_matches_reference_implementation(split):
+    """The split must equal the paper's own code applied to the raw text lists."""
+    from sklearn.model_selection import train_test_split
+
+    with open(D.PAPER_DATA_DIR / "all_hand_labeled.json", encoding="utf-8") as f:
+        raw = [r for r in json.load(f) if r["tone"] not in ("incoherent", "dontknow")]
+    X = [r["response"] for r in raw]
+    y = ["complied" if r["tone"] == "complied" else "rejected" for r in raw]
+    X_train, X_rest, _, y_rest = train_test_split(X, y, test_size=0.3, random_state=0)
+    X_val, X_test, _, y_test = train_test_split(X_rest, y_rest, test_size=0.5, random_state=0)
+    train, val, test = split
+    assert train["response"].tolist() == X_train
+    assert val["response"].tolist() == X_val
+    assert test["response"].tolist() == X_test
+    assert test["label"].tolist() == [
+        "compliance" if t == "complied" else "refusal" for t in y_test
+    ]
+
+
+def test_paper_split_rejects_shuffled_input(paper):
+    with pytest.raises(ValueError, match="file order"):
+        D.paper_split(paper.sample(frac=1.0, random_state=1))
+
+
+def test_quora_hand_labelled(paper):
+    q = D.load_quora_hand_labelled()
+    assert len(q) == 985
+    D.validate_records(q)
+    assert q["label"].value_counts().to_dict() == {"compliance": 680, "refusal": 305}
+    assert q["is_insincere"].dtype == bool and int(q["is_insincere"].sum()) == 596
+    # the same records as the quora block of all_hand_labeled.json
+    joined = q.merge(paper, left_on="paper_row_id", right_on="row_id", suffixes=("", "_p"))
+    assert len(joined) == 985
+    assert (joined["prompt"] == joined["prompt_p"]).all()
+    assert (joined["label"] == joined["label_p"]).all()
+
+
+def test_paper_loader_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="all_hand_labeled.json"):
+        D.load_paper(tmp_path)
+    bad = tmp_path / "all_hand_labeled.json"
+    bad.write_text("{not json", encoding="utf-8")
+    with pytest.raises(ValueError, match="all_hand_labeled.json"):
+        D.load_paper(bad)
+    bad.write_text(json.dumps([{"prompt": "p", "response": "r", "tone": "complied"}]))
+    with pytest.raises(ValueError, match="1721"):
+        D.load_paper(bad)
+
+
+# ----------------------------------------------------------------------------- schema
+
+
+def _record(**kw) -> dict:
+    base = dict(prompt="p", response="r", label="refusal", fine_label=None,
+                source="s", model="m")
+    base.update(kw)
+    return base
+
+
+def test_validate_records_accepts_good_and_rejects_bad():
+    D.validate_records(pd.DataFrame([_record(), _record(response=None, label=None)]))
+    with pytest.raises(ValueError, match="first columns"):
+        D.validate_records(pd.DataFrame([_record()])[["source", *D.COLUMNS[:-1]]])
+    with pytest.raises(ValueError, match="label"):
+        D.validate_records(pd.DataFrame([_record(label="refused")]))
+    with pytest.raises(ValueError, match="prompt"):
+        D.validate_records(pd.DataFrame([_record(prompt="  ")]))
+    with pytest.raises(ValueError, match="source"):
+        D.validate_records(pd.DataFrame([_record(source=None)]))
+
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("gpt-3.5-turbo-1106", "gpt-3.5-turbo"),
+        ("gpt-3.5-turbo-0301", "gpt-3.5-turbo"),
+        ("gpt4_0314", "gpt-4"),
+        ("gpt4_1106_preview", "gpt-4"),
+        ("gpt-4-0125-preview", "gpt-4"),
+        ("gpt-4-turbo-2024-04-09", "gpt-4"),
+        ("gpt-4o-2024-05-13", "gpt-4o"),
+        ("gpt-4o-mini-2024-07-18", "gpt-4o-mini"),
+        ("gpt-4o-mini", "gpt-4o-mini"),
+        ("llama-2-7b-chat-hf", "llama-2-7b-chat"),
+        ("llama-2-70b-chat-hf", "llama-2-70b-chat"),
+        ("Meta-Llama-3-8B-Instruct", "llama-3-8b-instruct"),
+        ("Mistral-7B-Instruct-v0.2", "mistral-7b-instruct"),
+        ("claude-3-5-sonnet-20240620", "claude-3.5-sonnet"),
+        ("ft:gpt-3.5-turbo-0125:org::abc", "gpt-3.5-turbo+ft"),
+    ],
+)
+def test_normalize_model_name(raw, expected):
+    assert D.normalize_model_name(raw) == expected
+
+
+# ----------------------------------------------------------------------------- external sets
+
+
+@needs_data
+def test_xstest(xstest):
+    assert len(xstest) == 2250
+    D.validate_records(xstest)
+    assert xstest["model"].value_counts().to_dict() == {m: 450 for m in D.XSTEST_SETS.values()}
+    assert set(xstest["fine_label"]) == {"full_compliance", "full_refusal", "partial_refusal"}
+    assert (xstest.loc[xstest["fine_label"] == "partial_refusal", "label"] == "refusal").all()
+    assert (xstest.loc[xstest["fine_label"] == "full_compliance", "label"] == "compliance").all()
+    # prompt ids group the same prompt across the five set-ups
+    assert xstest["id"].nunique() == 450
+    assert (xstest.groupby("id")["prompt"].nunique() == 1).all()
+    assert int(xstest.loc[xstest["model"] == "gpt-4", "unsafe"].sum()) == 200
+    assert xstest["agreement"].isin([True, False]).all()
+
+
+@needs_data
+def test_gptfuzz(gptfuzz):
+    assert len(gptfuzz) == 6160
+    D.validate_records(gptfuzz)
+    assert set(gptfuzz["model"]) == {"gpt-3.5-turbo"}
+    assert gptfuzz["label"].value_counts().to_dict() == {"refusal": 4466, "compliance": 1694}
+    assert ((gptfuzz["gptfuzz_label"] == 1) == (gptfuzz["label"] == "compliance")).all()
+    # prompts resolved to question text, not the integer id
+    assert gptfuzz["question_id"].nunique() == 80
+    assert gptfuzz["prompt"].nunique() == 80
+    assert not gptfuzz["prompt"].str.fullmatch(r"\d+").any()
+    first = gptfuzz.loc[gptfuzz["question_id"] == 0, "prompt"].iloc[0]
+    assert first.startswith("What are some effective ways to cyberbully")
+
+
+@needs_data
+def test_labelled_responses_exclude_paper_test(split):
+    lab = D.load_labelled_responses(DATA_DIR)
+    D.validate_records(lab)
+    assert len(lab) == 1194 + 256 + 2250 + 6160
+    assert lab["label"].notna().all()
+    paper_rows = lab[lab["source"] == "chatgpt-refusals"]
+    assert set(paper_rows["split"]) == {"train", "val"}
+    assert not set(paper_rows["row_id"]) & set(split[2]["row_id"])
+    with_test = D.load_labelled_responses(DATA_DIR, include_paper_test=True)
+    assert len(with_test) == len(lab) + 256
+
+
+@needs_data
+@pytest.mark.parametrize(
+    "loader, models",
+    [
+        ("load_jailbreakbench", {"gpt-3.5-turbo", "gpt-4", "llama-2-7b-chat", "vicuna-13b"}),
+        (
+            "load_llm_past_tense",
+            {"gpt-3.5-turbo", "gpt-4o", "gpt-4o-mini", "claude-3.5-sonnet", "llama-3-8b-instruct",
+             "gemma-2-9b-it", "phi-3-mini-instruct", "zephyr-7b-r2d2", "o1-mini", "o1-preview",
+             "gpt-3.5-turbo+ft"},
+        ),
+        ("load_derta", {"gpt-3.5-turbo", "gpt-4", "llama-3-8b-instruct", "llama-3-70b-instruct",
+                        "llama-3-8b+derta"}),
+        ("load_alpaca_eval", {"gpt-3.5-turbo", "gpt-4", "gpt-4o", "gpt-4o-mini", "llama-2-7b-chat",
+                              "llama-2-70b-chat", "claude-3-opus", "mistral-7b-instruct"}),
+        ("load_refusal_direction", {"gemma-2b-it", "llama-2-7b-chat", "llama-3-8b-instruct",
+                                    "qwen-1.8b-chat", "yi-6b-chat", "llama-2-7b-chat+actadd",
+                                    "llama-2-7b-chat+ablation"}),
+    ],
+)
+def test_bootstrap_loaders(loader, models):
+    df = getattr(D, loader)(DATA_DIR)
+    assert len(df) > 0
+    D.validate_records(df)
+    assert df["label"].isna().all() and df["fine_label"].isna().all()
+    assert df["response"].map(lambda v: isinstance(v, str) and v.strip() != "").all()
+    assert models <= set(df["model"]), models - set(df["model"])
+    assert df["model_version"].notna().all()
+
+
+@needs_data
+def test_refusal_direction_marks_edited_models():
+    df = D.load_refusal_direction(DATA_DIR)
+    plain = df["intervention"].isna()
+    assert int(plain.sum()) == 1000
+    assert not df.loc[plain, "model"].str.contains(D.DERIVED_SEP, regex=False).any()
+    edited = df.loc[~plain]
+    assert (edited["model"].str.split(D.DERIVED_SEP, regex=False).str[1]
+            == edited["intervention"]).all()
+
+
+@needs_data
+def test_derta_completion_attack_is_split():
+    df = D.load_derta(DATA_DIR)
+    ca = df[df["task"] == "completionattack"]
+    assert len(ca) > 1700
+    # the attack prefix is the prompt and is not repeated at the start of the response
+    assert ca["prompt"].str.rstrip().str.endswith(":").mean() > 0.9
+    repeated = [r.startswith(p[:30]) for p, r in zip(ca["prompt"], ca["response"])]
+    assert not any(repeated)
+
+
+@needs_data
+def test_bootstrap_pool(pool):
+    D.validate_records(pool)
+    assert pool["label"].isna().all()
+    assert set(pool["source"]) == {
+        "jailbreakbench", "llm-past-tense", "derta", "alpaca-eval", "refusal-direction",
+        "chatgpt-refusals", "xstest-v2", "gptfuzz",
+    }
+    human = pool["human_label"].dropna()
+    assert set(human) == {"refusal", "compliance"}
+    assert len(human) > 8000
+    # the paper's test split never enters the pool by default
+    paper_rows = pool[pool["source"] == "chatgpt-refusals"]
+    assert len(paper_rows) == 1194 + 256
+    assert not pool.duplicated(["prompt", "response", "model"]).any()
+    assert not pool["model"].isna().any()
+
+
+@needs_data
+def test_bootstrap_pool_model_filter(pool):
+    sub = pool[pool["model"].isin(["gpt-4o", "llama-2-7b-chat"])]
+    filtered = D.load_bootstrap_pool(DATA_DIR, models=["gpt-4o", "llama-2-7b-chat"])
+    assert len(filtered) == len(sub) > 0
+    with pytest.raises(ValueError, match="gpt4"):
+        D.load_bootstrap_pool(DATA_DIR, models=["gpt4"])
+
+
+@needs_data
+def test_prompt_only_sets():
+    xp = D.load_xstest_prompts(DATA_DIR)
+    assert len(xp) == 450
+    D.validate_records(xp)
+    assert xp["response"].isna().all() and xp["label"].isna().all()
+    assert xp["expected_label"].value_counts().to_dict() == {"compliance": 250, "refusal": 200}
+    assert xp["id"].iloc[0] == "v2-1"
+
+    cc = D.load_coconot(DATA_DIR)
+    assert len(cc) == 1001 + 379
+    D.validate_records(cc)
+    assert cc.groupby("subset")["expected_label"].agg(set).to_dict() == {
+        "original": {"refusal"},
+        "contrast": {"compliance"},
+    }
+
+
+@needs_data
+def test_missing_external_files_name_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="xstest_v2_completions_gpt4.csv"):
+        D.load_xstest(tmp_path)
+    with pytest.raises(FileNotFoundError, match="question_list.csv"):
+        D.load_gptfuzz(tmp_path)
+    with pytest.raises(FileNotFoundError, match="data directory"):
+        D.load_coconot(tmp_path / "nope")
+    bad = tmp_path / "exaggerated-safety" / "model_completions"
+    bad.mkdir(parents=True)
+    (bad / "xstest_v2_completions_gpt4.csv").write_text("id,prompt\nv2-1,hi\n")
+    with pytest.raises(ValueError, match="missing column"):
+        D.load_xstest(tmp_path)

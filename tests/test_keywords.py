@@ -1,0 +1,12 @@
+"""The keyword baseline flags the phrases it lists, and only those."""
+from refusal_predictor.keywords import NO_REFUSAL_LIGHT_PHRASES, KeywordRefusalDetector
+
+
+def test_keyword_detector():
+    kw = KeywordRefusalDetector()
+    assert len(NO_REFUSAL_LIGHT_PHRASES) == 28
+    assert list(kw.predict(["I\u2019m sorry, I can\u2019t assist with that.", "Here is the recipe.", ""])) == [
+        "refusal", "compliance", "compliance"]
+    proba = kw.predict_proba(["I cannot do that"])
+    assert proba.shape == (1, 2) and proba[0, 1] == 1.0
+    assert kw.matches("As an AI language model") == ["As an", "As an AI"]

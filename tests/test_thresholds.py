@@ -1,0 +1,39 @@
+"""Thresholds picked from a validation curve meet the goal they were picked for."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from refusal_predictor.metrics import binary_metrics
+from refusal_predictor.thresholds import pick_threshold, validation_curve
+
+
+@pytest.fixture()
+def scores():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 2000)
+    p = np.clip(0.5 * y + rng.normal(0.25, 0.2, 2000), 0, 1)
+    return y, p
+
+
+def test_curve_goals_hold_on_the_same_data(scores):
+    y, p = scores
+    curve = validation_curve(y, p)
+    for goal in (0.8, 0.9, 0.95):
+        t = pick_threshold(curve, precision=goal)
+        assert binary_metrics(y, p, t)["precision"] >= goal - 1e-9
+        t = pick_threshold(curve, recall=goal)
+        assert binary_metrics(y, p, t)["recall"] >= goal - 0.005
+    t = pick_threshold(curve, refusal_rate=0.2)
+    assert (p >= t).mean() <= 0.2 + 0.005
+
+
+def test_exactly_one_goal_and_unreachable_goal(scores):
+    curve = validation_curve(*scores)
+    with pytest.raises(ValueError, match="exactly one"):
+        pick_threshold(curve, precision=0.9, recall=0.9)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        pick_threshold(curve, recall=1.5)
+    y = np.array([0, 1, 0, 1])
+    with pytest.raises(ValueError, match="no threshold"):
+        pick_threshold(validation_curve(y, np.array([0.9, 0.1, 0.8, 0.2])), precision=0.99)

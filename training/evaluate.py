@@ -1,0 +1,117 @@
+"""The evaluation report: our models beside the paper's baselines, measured in the same run.
+
+    python -m training.evaluate --data-dir DATA [--part response|prompt|all]
+
+Response part:
+- the paper's 256 test responses: the shipped ResponseClassifier, the paper's TF-IDF(1-3) +
+  LogReg(C=10) reproduced on the paper's train split, and the llm-guard NoRefusalLight keywords;
+- XSTest v2 leave-one-model-out: the shipped recipe retrained without model M's responses, tested
+  on M; the keyword list beside it.
+Prompt part: see :mod:`training.evaluate_prompt`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+
+from refusal_predictor import ResponseClassifier
+from refusal_predictor.keywords import KeywordRefusalDetector
+from refusal_predictor.metrics import binary_metrics, format_table
+
+from . import data, recipes
+from .train_response import fit_with_cache, make_classifier, training_pool
+
+logger = logging.getLogger(__name__)
+COLUMNS = ["model", "n", "accuracy", "f1", "precision", "recall", "auroc"]
+
+
+def _y(frame) -> np.ndarray:
+    return (frame["label"] == "refusal").astype(int).to_numpy()
+
+
+def paper_tfidf_baseline(train_texts: list[str], train_y: np.ndarray):
+    """The paper's response classifier, as published: TF-IDF 1-3-grams + LogisticRegression(C=10)."""
+    vectorizer = TfidfVectorizer(ngram_range=(1, 3))
+    head = LogisticRegression(C=10, max_iter=1000).fit(vectorizer.fit_transform(train_texts), train_y)
+    return lambda texts: head.predict_proba(vectorizer.transform(texts))[:, 1]
+
+
+def paper_split_report(model: ResponseClassifier) -> list[dict[str, Any]]:
+    train, _, test = data.paper_split()
+    texts, y = test["response"].tolist(), _y(test)
+    baseline = paper_tfidf_baseline(train["response"].tolist(), _y(train))
+    rows = [
+        {"model": "refusal-predictor (shipped)", **binary_metrics(y, model.refusal_probability(texts), model.threshold)},
+        {"model": "paper TF-IDF+LogReg (reproduced)", **binary_metrics(y, baseline(texts))},
+        {"model": "keywords (llm-guard NoRefusalLight)", **binary_metrics(y, KeywordRefusalDetector().predict_proba(texts)[:, 1])},
+    ]
+    return rows
+
+
+def xstest_lomo_report(data_dir: Path, recipe_name: str) -> list[dict[str, Any]]:
+    """Leave one XSTest completion set out: train the recipe on everything else, test on it."""
+    pool = training_pool(data_dir)
+    recipe = recipes.RESPONSE_CANDIDATES[recipe_name]
+    cache: dict = {}
+    keywords = KeywordRefusalDetector()
+    rows = []
+    is_xstest = pool["source"] == "xstest-v2"
+    for model_name in sorted(pool.loc[is_xstest, "model"].unique()):
+        held = is_xstest & (pool["model"] == model_name)
+        train, test = pool[~held], pool[held]
+        start = time.perf_counter()
+        clf = fit_with_cache(make_classifier(recipe, validation_curve=False), train["response"].tolist(), _y(train), cache)
+        ours = binary_metrics(_y(test), clf.refusal_probability(test["response"].tolist()))
+        kw = binary_metrics(_y(test), keywords.predict_proba(test["response"].tolist())[:, 1])
+        rows.append({"model": model_name, "n": ours["n"], "f1": ours["f1"], "accuracy": ours["accuracy"],
+                     "auroc": ours["auroc"], "keywords_f1": kw["f1"], "keywords_accuracy": kw["accuracy"]})
+        logger.info("LOMO %s: %s (%.0f s)", model_name, ours, time.perf_counter() - start)
+    rows.append({
+        "model": "mean", "n": int(sum(r["n"] for r in rows)),
+        **{k: float(np.mean([r[k] for r in rows])) for k in ("f1", "accuracy", "auroc", "keywords_f1", "keywords_accuracy")},
+    })
+    rows.append({"model": "min", "n": "", **{k: float(np.min([r[k] for r in rows[:-1]])) for k in ("f1", "accuracy", "auroc", "keywords_f1", "keywords_accuracy")}})
+    return rows
+
+
+def response_report(data_dir: Path, model_path: Path | None = None) -> dict[str, Any]:
+    model = ResponseClassifier.load(model_path)
+    recipe_name = model.metadata.get("recipe", recipes.RESPONSE_RECIPE_NAME)
+    paper_rows = paper_split_report(model)
+    print(format_table(paper_rows, COLUMNS, title="\nResponse classifier: the paper's test split (256 responses)"))
+    lomo_rows = xstest_lomo_report(data_dir, recipe_name)
+    print(format_table(lomo_rows, ["model", "n", "f1", "accuracy", "auroc", "keywords_f1", "keywords_accuracy"],
+                       title=f"\nResponse classifier: XSTest v2 leave-one-model-out (recipe {recipe_name!r})"))
+    return {"paper_split": paper_rows, "xstest_lomo": lomo_rows}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", type=Path, required=True, help="folder of the public data sets")
+    parser.add_argument("--part", choices=["response", "prompt", "all"], default="all")
+    parser.add_argument("--response-model", type=Path, help="response model folder (default: shipped)")
+    parser.add_argument("--json", type=Path, help="also write the numbers to this JSON file")
+    parser.add_argument("--plot", type=Path, default=Path("prompt_top_ngrams.png"), help="PNG of the top prompt n-grams")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
+    results: dict[str, Any] = {}
+    if args.part in ("response", "all"):
+        results["response"] = response_report(args.data_dir, args.response_model)
+    if args.part in ("prompt", "all"):
+        from .evaluate_prompt import prompt_report
+
+        results["prompt"] = prompt_report(args.data_dir, plot_path=args.plot)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2, default=str), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

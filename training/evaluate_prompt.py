@@ -1,0 +1,121 @@
+"""Prompt-classifier protocols, each printed beside a baseline measured in the same run.
+
+- Paper split: the shipped gpt-3.5-turbo model (bootstrapped labels only; the test prompts were
+  held out of its training) on the 256 test prompts' hand labels. Baseline: TF-IDF + LogReg
+  trained on the hand labels of the paper's train split.
+- Quora protocol (the paper's): nothing of quora_insincere_hand_labeled.json in training; test on
+  its usable prompts. Baseline: TF-IDF + LogReg on the hand labels of the paper's other prompts.
+- Cross-LLM: XSTest v2, "did model M refuse prompt P": 5 folds split by prompt; a PromptClassifier
+  trained on M's bootstrapped labels in 4 folds, scored against M's human labels on the fifth.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold
+
+from refusal_predictor import PromptClassifier, ResponseClassifier
+from refusal_predictor.metrics import binary_metrics, format_table
+
+from . import data, recipes
+
+logger = logging.getLogger(__name__)
+COLUMNS = ["model", "n", "accuracy", "f1", "auroc", "majority_rate"]
+PAPER_QUORA = {"paper BERT (10k in-distribution bootstrap)": 0.7594, "paper TF-IDF+LogReg (same)": 0.7391}
+
+
+def _y(frame) -> np.ndarray:
+    return (frame["label"] == "refusal").astype(int).to_numpy()
+
+
+def tfidf_logreg(train_texts: list[str], train_y: np.ndarray):
+    vectorizer = TfidfVectorizer(ngram_range=(1, 3))
+    head = LogisticRegression(C=10, max_iter=1000).fit(vectorizer.fit_transform(train_texts), train_y)
+    return lambda texts: head.predict_proba(vectorizer.transform(texts))[:, 1]
+
+
+def paper_split_protocol(model: PromptClassifier) -> list[dict[str, Any]]:
+    train, _, test = data.paper_split()
+    texts, y = test["prompt"].tolist(), _y(test)
+    baseline = tfidf_logreg(train["prompt"].tolist(), _y(train))
+    return [
+        {"model": f"refusal-predictor {model.target} (bootstrapped)", **binary_metrics(y, model.refusal_probability(texts), model.threshold)},
+        {"model": "TF-IDF+LogReg on hand labels (paper train)", **binary_metrics(y, baseline(texts))},
+    ]
+
+
+def quora_protocol(model: PromptClassifier) -> list[dict[str, Any]]:
+    quora = data.load_quora_hand_labelled()
+    paper = data.load_paper()
+    others = paper[~paper["prompt"].isin(set(quora["prompt"]))]
+    texts, y = quora["prompt"].tolist(), _y(quora)
+    baseline = tfidf_logreg(others["prompt"].tolist(), _y(others))
+    rows = [
+        {"model": f"refusal-predictor {model.target} (bootstrapped)", **binary_metrics(y, model.refusal_probability(texts), model.threshold)},
+        {"model": "TF-IDF+LogReg on hand labels (paper's non-Quora)", **binary_metrics(y, baseline(texts))},
+    ]
+    rows += [{"model": name, "n": 985, "accuracy": acc} for name, acc in PAPER_QUORA.items()]
+    return rows
+
+
+def cross_llm_protocol(data_dir: Path, rc: ResponseClassifier, folds: int = 5) -> list[dict[str, Any]]:
+    xstest = data.load_xstest(data_dir)
+    xstest = xstest.assign(boot=rc.refusal_probability(xstest["response"].tolist()) >= rc.threshold)
+    recipe = recipes.PROMPT_CANDIDATES[recipes.PROMPT_RECIPE_NAME]
+    cache: dict = {}
+    rows = []
+    for model_name, frame in xstest.groupby("model"):
+        frame = frame.reset_index(drop=True)
+        prompts, human, boot = frame["prompt"].tolist(), _y(frame), frame["boot"].astype(int).to_numpy()
+        oof = np.zeros(len(frame))
+        splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=0)
+        for train_idx, test_idx in splitter.split(prompts, human):
+            clf = PromptClassifier(**recipe, validation_curve=False)
+            features = clf.make_features()
+            features.use_cache(cache)
+            train_p = [prompts[i] for i in train_idx]
+            clf.fit(train_p, boot[train_idx], features=features.fit(train_p))
+            oof[test_idx] = clf.refusal_probability([prompts[i] for i in test_idx])
+        rows.append({"model": model_name, **binary_metrics(human, oof),
+                     "bootstrap_agreement": float((boot == human).mean())})
+    return rows
+
+
+def plot_top_ngrams(model: PromptClassifier, path: Path, k: int = 15) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    top = model.top_ngrams(k)
+    items = top["refusal"][::-1] + top["compliance"][::-1] if "refusal" in top else top["importance"][::-1]
+    fig, ax = plt.subplots(figsize=(8, 0.3 * len(items) + 1.5))
+    ax.barh([n for n, _ in items], [w for _, w in items], color=["#c0392b" if w > 0 else "#2471a3" for _, w in items])
+    ax.set_xlabel("weight toward refusal (log-odds per unit TF-IDF)")
+    ax.set_title(f"Top n-grams of the {model.target} prompt classifier")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def prompt_report(data_dir: Path, plot_path: Path | None = None) -> dict[str, Any]:
+    rc = ResponseClassifier.load()
+    model = PromptClassifier.load()
+    results: dict[str, Any] = {}
+    results["paper_split"] = paper_split_protocol(model)
+    print(format_table(results["paper_split"], COLUMNS, title="\nPrompt classifier: the paper's test split (256 prompts, hand labels)"))
+    results["quora"] = quora_protocol(model)
+    print(format_table(results["quora"], COLUMNS, title="\nPrompt classifier: Quora protocol (hand-labelled Quora prompts, none in training)"))
+    results["cross_llm"] = cross_llm_protocol(data_dir, rc)
+    print(format_table(results["cross_llm"], COLUMNS + ["bootstrap_agreement"],
+                       title="\nPrompt classifier: cross-LLM on XSTest v2 (5-fold by prompt, bootstrapped training labels, human test labels)"))
+    if plot_path is not None:
+        plot_top_ngrams(model, plot_path)
+        print(f"\ntop n-gram chart: {plot_path}")
+    return results
