@@ -49,6 +49,11 @@ class TextFeatures(TransformerMixin, BaseEstimator):
     A scikit-learn transformer: ``fit`` learns the n-gram vocabulary, ``transform`` returns a CSR
     matrix of ``n_tfidf + n_segments * dim`` columns. The ONNX session is opened lazily and never
     pickled; a fitted model records the encoder's sha256 so a different encoder is caught on load.
+
+    ``batch_size=1`` (the default) embeds every text on its own: with an int8 encoder a batched
+    text's embedding depends slightly on its batch mates, and a score must not change with what
+    else was scored in the same call. For long texts it costs nothing; for short texts larger
+    batches are about twice as fast (see ``benchmarks/``) at the price of that dependence.
     """
 
     def __init__(
@@ -63,7 +68,7 @@ class TextFeatures(TransformerMixin, BaseEstimator):
         encoder: str | PathLike | None = None,
         segments: tuple[str, ...] = ("head",),
         tail_chars: int = 600,
-        batch_size: int = 64,
+        batch_size: int = 1,
     ) -> None:
         self.ngram_range = ngram_range
         self.min_df = min_df

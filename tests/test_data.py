@@ -314,8 +314,26 @@ def test_bootstrap_pool_model_filter(pool):
     sub = pool[pool["model"].isin(["gpt-4o", "llama-2-7b-chat"])]
     filtered = D.load_bootstrap_pool(DATA_DIR, models=["gpt-4o", "llama-2-7b-chat"])
     assert len(filtered) == len(sub) > 0
+
+
+def test_bootstrap_pool_rejects_unknown_model(monkeypatch):
+    """A typo in ``models`` must fail loudly, not return an empty pool (no data needed)."""
+
+    def fake(source: str, model: str):
+        return lambda data_dir: D._finalize(pd.DataFrame(
+            [{"prompt": "p", "response": f"r {source}", "source": source, "model": model}]
+        ))
+
+    monkeypatch.setattr(D, "BOOTSTRAP_LOADERS", {"a": fake("a", "gpt-4"), "b": fake("b", "gpt-4o")})
+    monkeypatch.setattr(D, "load_labelled_responses", lambda data_dir, include_paper_test=False:
+                        fake("c", "gpt-3.5-turbo")(data_dir).assign(label="refusal"))
+    pool = D.load_bootstrap_pool("unused", models=["gpt-4o"])
+    assert pool["model"].tolist() == ["gpt-4o"]
+    full = D.load_bootstrap_pool("unused")
+    assert full["label"].isna().all()
+    assert full["human_label"].dropna().tolist() == ["refusal"]
     with pytest.raises(ValueError, match="gpt4"):
-        D.load_bootstrap_pool(DATA_DIR, models=["gpt4"])
+        D.load_bootstrap_pool("unused", models=["gpt4"])
 
 
 @needs_data

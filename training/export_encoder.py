@@ -34,7 +34,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-seq-length", type=int, help="truncation length (default: the model's)")
     parser.add_argument("--name", help="encoder name in encoder.json (default: the output folder's name)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("refusal_predictor").setLevel(logging.INFO)
 
     if args.model is None:
         # The packaged copy is the hub model; record the hub id, not a local path.

@@ -7,15 +7,16 @@ Steps: load the model with eager attention (ONNX Runtime's optimizer fuses atten
 that form); ``torch.onnx.export`` with the TorchScript exporter (``dynamo=False``, opset 17) and
 dynamic batch and sequence axes, output ``last_hidden_state``; fuse with ONNX Runtime's
 transformer optimizer; optionally quantise the weights to int8 per channel
-(``quantize_dynamic``); write ``tokenizer.json`` set to truncate at ``max_seq_length`` and pad to
-the longest text; write ``encoder.json`` with every file's sha256. Before anything is written to
-``output_dir`` the result is checked against sentence-transformers on a few sentences.
+(``quantize_dynamic``); drop the opset imports no node uses (onnxruntime 1.17 refuses the
+ai.onnx.ml 5 the optimizer stamps); write ``tokenizer.json`` set to truncate at
+``max_seq_length`` and pad to the longest text; write ``encoder.json`` with every file's sha256.
+Before anything is written to ``output_dir`` the result is checked against sentence-transformers
+on a few sentences.
 """
 
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 import os
 import shutil
@@ -27,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from .._version import __version__
+from ..artifacts import sha256_file, write_json
 from ..encoder import (
     ENCODER_FORMAT,
     ENCODER_FORMAT_VERSION,
@@ -34,7 +36,6 @@ from ..encoder import (
     MODEL_FILE,
     TOKENIZER_FILE,
     OnnxEncoder,
-    file_sha256,
 )
 
 __all__ = ["export_encoder", "packaged_minilm_path"]
@@ -82,7 +83,7 @@ def export_encoder(
     Args:
         model_name_or_path: a Hugging Face hub id (downloaded as sentence-transformers does) or a
             local sentence-transformers folder. The model must be a transformer followed by mean
-            pooling and, optionally, normalisation.
+            pooling and, optionally, normalisation; the encoder always normalises.
         output_dir: folder to write ``model.onnx``, ``tokenizer.json`` and ``encoder.json`` into
             (created if needed; those three files are replaced).
         quantize: ``"int8"`` for per-channel dynamic int8 weights (about 4x smaller, about 2x
@@ -114,7 +115,7 @@ def export_encoder(
         model_name_or_path, device="cpu", model_kwargs={"attn_implementation": "eager"}
     )
     st_model.eval()
-    transformer, normalize = _check_architecture(st_model)
+    transformer = _check_architecture(st_model)
     hf_model = transformer.auto_model
     config = hf_model.config
     if max_seq_length is None:
@@ -146,12 +147,9 @@ def export_encoder(
             )
         else:
             shutil.copyfile(onnx_path, staged / MODEL_FILE)
+        opset = _drop_unused_opsets(onnx, staged / MODEL_FILE)
         _write_tokenizer(transformer, max_seq_length, staged / TOKENIZER_FILE)
 
-        opset = next(
-            op.version for op in onnx.load(str(staged / MODEL_FILE), load_external_data=False).opset_import
-            if op.domain in ("", "ai.onnx")
-        )
         manifest = {
             "format": ENCODER_FORMAT,
             "format_version": ENCODER_FORMAT_VERSION,
@@ -161,10 +159,11 @@ def export_encoder(
             "dimension": int(config.hidden_size),
             "max_seq_length": int(max_seq_length),
             "pooling": "mean",
-            "normalize": normalize,
+            # Always: the package's encoders give unit vectors (cosines are the same either way).
+            "normalize": True,
             "quantization": "int8-per-channel" if quantize == "int8" else "none",
             "opset": int(opset),
-            "files": {f: file_sha256(staged / f) for f in (MODEL_FILE, TOKENIZER_FILE)},
+            "files": {f: sha256_file(staged / f) for f in (MODEL_FILE, TOKENIZER_FILE)},
             "created_with": {
                 "refusal_predictor": __version__,
                 "torch": torch.__version__,
@@ -174,7 +173,7 @@ def export_encoder(
                 "onnxruntime": onnxruntime.__version__,
             },
         }
-        (staged / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        write_json(staged / MANIFEST_FILE, manifest)
         _check_parity(st_model, staged, _MIN_COSINE[quantize])
 
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -184,8 +183,8 @@ def export_encoder(
     return output_dir
 
 
-def _check_architecture(st_model: Any) -> tuple[Any, bool]:
-    """The Transformer module, and whether the model normalises; refuse what the encoder can't reproduce."""
+def _check_architecture(st_model: Any) -> Any:
+    """The Transformer module; refuse models the encoder cannot reproduce."""
     modules = list(st_model)
     kinds = [type(m).__name__ for m in modules]
     if kinds[:2] != ["Transformer", "Pooling"] or kinds[2:] not in ([], ["Normalize"]):
@@ -196,7 +195,7 @@ def _check_architecture(st_model: Any) -> tuple[Any, bool]:
         mode = pooling.get_pooling_mode_str()
     if mode not in ("mean", ("mean",)):
         raise ValueError(f"only mean pooling can be exported, not {mode!r}")
-    return modules[0], len(modules) == 3
+    return modules[0]
 
 
 def _export_transformer(torch: Any, hf_model: Any, hf_tokenizer: Any, path: Path) -> None:
@@ -261,6 +260,21 @@ def _optimize(config: Any, source: Path, target: Path) -> Path:
     return target
 
 
+def _drop_unused_opsets(onnx: Any, path: Path) -> int:
+    """Keep only the opset imports the graph uses; return the default-domain opset.
+
+    ONNX Runtime's optimizer stamps every domain it knows (e.g. ai.onnx.ml 5), which older
+    onnxruntime releases refuse to load even though no node uses them.
+    """
+    model = onnx.load(str(path))
+    used = {node.domain for node in model.graph.node} | {""}
+    kept = [op for op in model.opset_import if op.domain in used]
+    del model.opset_import[:]
+    model.opset_import.extend(kept)
+    onnx.save(model, str(path))
+    return next(op.version for op in kept if op.domain == "")
+
+
 def _write_tokenizer(transformer: Any, max_seq_length: int, path: Path) -> None:
     """Save the fast tokenizer set to truncate at max_seq_length and pad to the longest text."""
     from tokenizers import Tokenizer, normalizers
@@ -285,7 +299,7 @@ def _source_weights_sha256(model_name_or_path: str) -> str | None:
     """sha256 of the source model.safetensors: in a local folder, else in the Hugging Face cache."""
     local = Path(model_name_or_path) / "model.safetensors"
     if local.is_file():
-        return file_sha256(local)
+        return sha256_file(local)
     if Path(model_name_or_path).exists():
         return None
     try:
@@ -294,12 +308,12 @@ def _source_weights_sha256(model_name_or_path: str) -> str | None:
         return None
     repo_id = model_name_or_path if "/" in model_name_or_path else f"sentence-transformers/{model_name_or_path}"
     cached = try_to_load_from_cache(repo_id, "model.safetensors")
-    return file_sha256(cached) if isinstance(cached, str) else None
+    return sha256_file(cached) if isinstance(cached, str) else None
 
 
 def _check_parity(st_model: Any, folder: Path, min_cosine: float) -> None:
     """Compare the staged encoder with sentence-transformers on _CHECK_TEXTS; raise if too far."""
-    expected = st_model.encode(_CHECK_TEXTS, convert_to_numpy=True, normalize_embeddings=True)
+    expected = st_model.encode(_CHECK_TEXTS, normalize_embeddings=True, show_progress_bar=False)
     actual = OnnxEncoder.load(folder, providers=["CPUExecutionProvider"]).encode(_CHECK_TEXTS, batch_size=1)
     cosines = np.sum(expected * actual, axis=1)
     logger.info("cosine to sentence-transformers on %d check texts: min %.5f", len(cosines), cosines.min())

