@@ -19,35 +19,26 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.linear_model import LogisticRegression
 
 from refusal_predictor import ResponseClassifier
 from refusal_predictor.keywords import KeywordRefusalDetector
 from refusal_predictor.metrics import binary_metrics, format_table
 
 from . import data, recipes
-from .train_response import fit_with_cache, make_classifier, training_pool
+from .baselines import paper_tfidf_logreg, refusal_y
+from .selection import fit_with_cache
+from .train_response import make_classifier, training_pool
 
 logger = logging.getLogger(__name__)
 COLUMNS = ["model", "n", "accuracy", "f1", "precision", "recall", "auroc"]
 
 
-def _y(frame) -> np.ndarray:
-    return (frame["label"] == "refusal").astype(int).to_numpy()
-
-
-def paper_tfidf_baseline(train_texts: list[str], train_y: np.ndarray):
-    """The paper's response classifier, as published: TF-IDF 1-3-grams + LogisticRegression(C=10)."""
-    vectorizer = TfidfVectorizer(ngram_range=(1, 3))
-    head = LogisticRegression(C=10, max_iter=1000).fit(vectorizer.fit_transform(train_texts), train_y)
-    return lambda texts: head.predict_proba(vectorizer.transform(texts))[:, 1]
 
 
 def paper_split_report(model: ResponseClassifier) -> list[dict[str, Any]]:
     train, _, test = data.paper_split()
-    texts, y = test["response"].tolist(), _y(test)
-    baseline = paper_tfidf_baseline(train["response"].tolist(), _y(train))
+    texts, y = test["response"].tolist(), refusal_y(test)
+    baseline = paper_tfidf_logreg(train["response"].tolist(), refusal_y(train))
     rows = [
         {"model": "refusal-predictor (shipped)", **binary_metrics(y, model.refusal_probability(texts), model.threshold)},
         {"model": "paper TF-IDF+LogReg (reproduced)", **binary_metrics(y, baseline(texts))},
@@ -68,9 +59,9 @@ def xstest_lomo_report(data_dir: Path, recipe_name: str) -> list[dict[str, Any]]
         held = is_xstest & (pool["model"] == model_name)
         train, test = pool[~held], pool[held]
         start = time.perf_counter()
-        clf = fit_with_cache(make_classifier(recipe, validation_curve=False), train["response"].tolist(), _y(train), cache)
-        ours = binary_metrics(_y(test), clf.refusal_probability(test["response"].tolist()))
-        kw = binary_metrics(_y(test), keywords.predict_proba(test["response"].tolist())[:, 1])
+        clf = fit_with_cache(make_classifier(recipe, validation_curve=False), train["response"].tolist(), refusal_y(train), cache)
+        ours = binary_metrics(refusal_y(test), clf.refusal_probability(test["response"].tolist()))
+        kw = binary_metrics(refusal_y(test), keywords.predict_proba(test["response"].tolist())[:, 1])
         rows.append({"model": model_name, "n": ours["n"], "f1": ours["f1"], "accuracy": ours["accuracy"],
                      "auroc": ours["auroc"], "keywords_f1": kw["f1"], "keywords_accuracy": kw["accuracy"]})
         logger.info("LOMO %s: %s (%.0f s)", model_name, ours, time.perf_counter() - start)

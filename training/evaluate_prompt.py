@@ -15,34 +15,25 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 
 from refusal_predictor import PromptClassifier, ResponseClassifier
 from refusal_predictor.metrics import binary_metrics, format_table
 
 from . import data, recipes
+from .baselines import paper_tfidf_logreg, refusal_y
 
 logger = logging.getLogger(__name__)
 COLUMNS = ["model", "n", "accuracy", "f1", "auroc", "majority_rate"]
 PAPER_QUORA = {"paper BERT (10k in-distribution bootstrap)": 0.7594, "paper TF-IDF+LogReg (same)": 0.7391}
 
 
-def _y(frame) -> np.ndarray:
-    return (frame["label"] == "refusal").astype(int).to_numpy()
-
-
-def tfidf_logreg(train_texts: list[str], train_y: np.ndarray):
-    vectorizer = TfidfVectorizer(ngram_range=(1, 3))
-    head = LogisticRegression(C=10, max_iter=1000).fit(vectorizer.fit_transform(train_texts), train_y)
-    return lambda texts: head.predict_proba(vectorizer.transform(texts))[:, 1]
 
 
 def paper_split_protocol(model: PromptClassifier) -> list[dict[str, Any]]:
     train, _, test = data.paper_split()
-    texts, y = test["prompt"].tolist(), _y(test)
-    baseline = tfidf_logreg(train["prompt"].tolist(), _y(train))
+    texts, y = test["prompt"].tolist(), refusal_y(test)
+    baseline = paper_tfidf_logreg(train["prompt"].tolist(), refusal_y(train))
     return [
         {"model": f"refusal-predictor {model.target} (bootstrapped)", **binary_metrics(y, model.refusal_probability(texts), model.threshold)},
         {"model": "TF-IDF+LogReg on hand labels (paper train)", **binary_metrics(y, baseline(texts))},
@@ -53,8 +44,8 @@ def quora_protocol(model: PromptClassifier) -> list[dict[str, Any]]:
     quora = data.load_quora_hand_labelled()
     paper = data.load_paper()
     others = paper[~paper["prompt"].isin(set(quora["prompt"]))]
-    texts, y = quora["prompt"].tolist(), _y(quora)
-    baseline = tfidf_logreg(others["prompt"].tolist(), _y(others))
+    texts, y = quora["prompt"].tolist(), refusal_y(quora)
+    baseline = paper_tfidf_logreg(others["prompt"].tolist(), refusal_y(others))
     rows = [
         {"model": f"refusal-predictor {model.target} (bootstrapped)", **binary_metrics(y, model.refusal_probability(texts), model.threshold)},
         {"model": "TF-IDF+LogReg on hand labels (paper's non-Quora)", **binary_metrics(y, baseline(texts))},
@@ -71,7 +62,7 @@ def cross_llm_protocol(data_dir: Path, rc: ResponseClassifier, folds: int = 5) -
     rows = []
     for model_name, frame in xstest.groupby("model"):
         frame = frame.reset_index(drop=True)
-        prompts, human, boot = frame["prompt"].tolist(), _y(frame), frame["boot"].astype(int).to_numpy()
+        prompts, human, boot = frame["prompt"].tolist(), refusal_y(frame), frame["boot"].astype(int).to_numpy()
         oof = np.zeros(len(frame))
         splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=0)
         for train_idx, test_idx in splitter.split(prompts, human):

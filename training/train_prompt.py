@@ -20,10 +20,11 @@ import numpy as np
 import pandas as pd
 
 from refusal_predictor import PromptClassifier, ResponseClassifier
+from refusal_predictor.metrics import format_table
 from refusal_predictor.prompt import write_model_card
 from refusal_predictor.prompt_training import MIN_PER_CLASS, dedupe_by_prompt
 
-from . import data, recipes
+from . import data, recipes, selection
 
 logger = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parent.parent
@@ -60,14 +61,28 @@ def target_rows(labelled: pd.DataFrame, target: str) -> pd.DataFrame:
     return pd.DataFrame(merged)
 
 
-def train_target(target: str, labelled: pd.DataFrame, output_root: Path, rc: ResponseClassifier) -> dict[str, Any] | None:
+def select_recipe(labelled: pd.DataFrame, target: str = "gpt-3.5-turbo") -> tuple[str, list[dict]]:
+    """Compare the prompt recipes by 5-fold CV on one target's bootstrapped labels."""
+    rows = target_rows(labelled, target)
+    prompts = rows["prompt"].tolist()
+    y = (rows["label"] == "refusal").astype(int).to_numpy()
+    name, table = selection.select(PromptClassifier, recipes.PROMPT_CANDIDATES, prompts, y, prompts, {})
+    print(format_table(table, ["recipe", "n", "accuracy", "f1", "auroc", "seconds"],
+                       title=f"prompt recipes: 5-fold cross-validation on {target}'s bootstrapped labels"))
+    return name, table
+
+
+def train_target(
+    target: str, labelled: pd.DataFrame, output_root: Path, rc: ResponseClassifier,
+    recipe_name: str = recipes.PROMPT_RECIPE_NAME, selection_rows: list[dict] | None = None,
+) -> dict[str, Any] | None:
     rows = target_rows(labelled, target)
     y = (rows["label"] == "refusal").astype(int).to_numpy() if len(rows) else np.zeros(0, dtype=int)
     n_ref, n_comp = int(y.sum()), int(len(y) - y.sum())
     if len(rows) < MIN_PROMPTS or min(n_ref, n_comp) < MIN_PER_CLASS:
         print(f"skip {target}: {len(rows)} prompts ({n_ref} refused, {n_comp} complied); need {MIN_PROMPTS} and {MIN_PER_CLASS} of each")
         return None
-    recipe = recipes.PROMPT_CANDIDATES[recipes.PROMPT_RECIPE_NAME]
+    recipe = recipes.PROMPT_CANDIDATES[recipe_name]
     model = PromptClassifier(**recipe).fit(rows["prompt"].tolist(), y)
     sources = (
         rows.assign(refused=y).groupby("source").agg(rows=("refused", "size"), refusal_rate=("refused", "mean"))
@@ -76,7 +91,8 @@ def train_target(target: str, labelled: pd.DataFrame, output_root: Path, rc: Res
     card = {
         "target": target,
         "summary": f"Predicts whether {target} refuses a prompt; {len(rows)} prompts with bootstrapped labels.",
-        "recipe": recipes.PROMPT_RECIPE_NAME,
+        "recipe": recipe_name,
+        "model_selection": selection_rows or [],
         "training": {
             "rows": len(rows), "refusal_rate": float(y.mean()), "sources": sources,
             "labels": "bootstrapped by the shipped ResponseClassifier (majority over duplicate prompts)",
@@ -98,6 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--targets", nargs="+", default=list(DEFAULT_TARGETS))
     parser.add_argument("-o", "--output-root", type=Path, default=REPO / "models" / "prompt")
+    parser.add_argument("--select", action="store_true", help="choose the recipe by CV on gpt-3.5-turbo first")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     rc = ResponseClassifier.load()
@@ -105,8 +122,9 @@ def main(argv: list[str] | None = None) -> None:
     pool = pool[pool["model"].isin(args.targets)]
     print(f"bootstrapping {len(pool)} responses of {pool['model'].nunique()} target LLMs")
     labelled = bootstrap(pool, rc)
+    name, table = select_recipe(labelled) if args.select else (recipes.PROMPT_RECIPE_NAME, [])
     for target in args.targets:
-        train_target(target, labelled, args.output_root, rc)
+        train_target(target, labelled, args.output_root, rc, name, table)
 
 
 if __name__ == "__main__":

@@ -6,24 +6,23 @@ Training pool: the paper's train + validation split (never its test split), XSTe
 GPTFuzz's labelled responses. ``--select`` compares the candidate recipes of
 ``training.recipes.RESPONSE_CANDIDATES`` by grouped cross-validation on that pool (folds split by
 prompt, so one prompt's responses from several LLMs never straddle train and test) and trains the
-best; without it the recipe in ``training.recipes.RESPONSE_RECIPE`` is trained.
+best; without it the recipe named by ``training.recipes.RESPONSE_RECIPE_NAME`` is trained.
 """
 from __future__ import annotations
 
 import argparse
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedGroupKFold
 
 from refusal_predictor import ResponseClassifier
-from refusal_predictor.metrics import binary_metrics, format_table
+from refusal_predictor.metrics import format_table
 
-from . import data, recipes
+from . import data, recipes, selection
+from .selection import fit_with_cache
 
 logger = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parent.parent
@@ -35,42 +34,7 @@ def training_pool(data_dir: Path) -> pd.DataFrame:
 
 
 def make_classifier(recipe: dict[str, Any], **overrides) -> ResponseClassifier:
-    params = {**recipe, **overrides}
-    return ResponseClassifier(**params)
-
-
-def fit_with_cache(clf: ResponseClassifier, texts: list[str], y, cache: dict | None) -> ResponseClassifier:
-    """Fit, reusing embeddings already computed for the same texts (model selection, LOMO)."""
-    features = clf.make_features()
-    if cache is not None and features.use_embeddings:
-        features.use_cache(cache)
-    features.fit(texts)
-    return clf.fit(texts, y, features=features)
-
-
-def grouped_cv(recipe: dict[str, Any], pool: pd.DataFrame, cache: dict, folds: int = 5, seed: int = 0) -> dict[str, float]:
-    """Out-of-fold metrics of one recipe on the pool, folds grouped by prompt."""
-    texts = pool["response"].tolist()
-    y = (pool["label"] == "refusal").astype(int).to_numpy()
-    groups = pool["prompt"].fillna("").to_numpy()
-    oof = np.zeros(len(texts))
-    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-    for train_idx, test_idx in splitter.split(texts, y, groups):
-        clf = make_classifier(recipe, validation_curve=False)
-        fit_with_cache(clf, [texts[i] for i in train_idx], y[train_idx], cache)
-        oof[test_idx] = clf.refusal_probability([texts[i] for i in test_idx])
-    return binary_metrics(y, oof)
-
-
-def select_recipe(pool: pd.DataFrame, cache: dict) -> tuple[str, list[dict]]:
-    rows = []
-    for name, recipe in recipes.RESPONSE_CANDIDATES.items():
-        start = time.perf_counter()
-        metrics = grouped_cv(recipe, pool, cache)
-        rows.append({"recipe": name, **metrics, "seconds": round(time.perf_counter() - start, 1)})
-        logger.info("%s: %s", name, metrics)
-    best = max(rows, key=lambda r: (r["accuracy"], r["f1"]))["recipe"]
-    return best, rows
+    return ResponseClassifier(**{**recipe, **overrides})
 
 
 def train(data_dir: Path, output: Path, select: bool) -> ResponseClassifier:
@@ -81,7 +45,8 @@ def train(data_dir: Path, output: Path, select: bool) -> ResponseClassifier:
     selection_rows: list[dict] = []
     name = recipes.RESPONSE_RECIPE_NAME
     if select:
-        name, selection_rows = select_recipe(pool, cache)
+        groups = pool["prompt"].fillna("").tolist()
+        name, selection_rows = selection.select(ResponseClassifier, recipes.RESPONSE_CANDIDATES, texts, y, groups, cache)
         print(format_table(selection_rows, ["recipe", "n", "accuracy", "f1", "auroc", "seconds"],
                            title="grouped 5-fold cross-validation on the training pool"))
     recipe = recipes.RESPONSE_CANDIDATES[name]

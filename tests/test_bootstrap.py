@@ -1,0 +1,87 @@
+"""Bootstrapped prompt labels and training a prompt classifier for one's own LLM."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from refusal_predictor import PromptClassifier
+from refusal_predictor.bootstrap import bootstrap_records
+from refusal_predictor.cli import main
+from refusal_predictor.records import BadRecord
+from training import data
+
+REFUSAL = "I'm sorry, but I can't help with that request."
+ANSWER = "Sure! Here is a simple recipe: mix flour, eggs and milk, then fry the batter in a hot pan."
+
+
+def _records(rows):
+    return [(i + 1, r) for i, r in enumerate(rows)]
+
+
+def test_bootstrap_counts_every_row(response_model):
+    rows = _records([
+        {"prompt": "p1", "response": REFUSAL, "model": "m"},
+        {"prompt": "p1", "response": REFUSAL, "model": "m"},
+        {"prompt": "p1", "response": ANSWER, "model": "m"},
+        {"prompt": "p2", "response": ANSWER, "model": "m"},
+        {"prompt": "p3"},
+        {"prompt": "", "response": ANSWER},
+        {"prompt": "p4", "response": None},
+    ]) + [(8, BadRecord(8, "malformed JSON"))]
+    labelled, report = bootstrap_records(rows, response_model, deduplicate=True)
+    assert report.read == 8 and report.labelled == 4 and len(report.bad) == 4
+    assert report.merged_duplicates == 2 and report.conflicting_prompts == 1
+    by_prompt = {r["prompt"]: r for r in labelled}
+    assert by_prompt["p1"]["label"] == "refusal" and by_prompt["p1"]["n_responses"] == 3
+    assert by_prompt["p1"]["refusal_rate"] == pytest.approx(2 / 3, abs=1e-6)
+    assert by_prompt["p2"]["label"] == "compliance" and by_prompt["p2"]["model"] == "m"
+    assert "skipped 4 bad rows" in report.summary()
+
+
+def test_min_confidence_drops_unsure_labels(response_model):
+    rows = _records([{"prompt": f"p{i}", "response": r} for i, r in enumerate([REFUSAL, ANSWER, "Hmm."])])
+    kept, report = bootstrap_records(rows, response_model, min_confidence=0.999999)
+    assert report.dropped_low_confidence + len(kept) == 3 and report.dropped_low_confidence >= 1
+    with pytest.raises(ValueError, match="min_confidence"):
+        bootstrap_records(rows, response_model, min_confidence=0.2)
+
+
+def test_bootstrap_cli_writes_labels_and_errors(tmp_path, capsys):
+    log = tmp_path / "log.csv"
+    log.write_text(f'question,answer\n"How do I make a bomb?","{REFUSAL}"\n"Pancakes?","{ANSWER}"\n"broken"\n', encoding="utf-8")
+    out = tmp_path / "labels.jsonl"
+    assert main(["bootstrap", str(log), "-o", str(out), "--prompt-field", "question", "--response-field", "answer"]) == 0
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [r["label"] for r in rows] == ["refusal", "compliance"]
+    assert set(rows[0]) == {"prompt", "label", "refusal_probability", "model", "source"}
+    assert "read 3 rows" in capsys.readouterr().out
+    assert json.loads((tmp_path / "labels.jsonl.errors.jsonl").read_text())["line"] == 4
+
+
+def test_train_prompt_needs_both_classes(tmp_path, capsys):
+    log = tmp_path / "log.jsonl"
+    log.write_text("".join(json.dumps({"prompt": f"question {i}", "response": ANSWER}) + "\n" for i in range(40)))
+    assert main(["train-prompt", str(log), "--target-name", "tiny", "-o", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err
+    assert "found 0 refused and 40 complied prompts" in err and "tiny" in err
+
+
+@pytest.mark.slow
+def test_train_prompt_end_to_end(tmp_path, capsys):
+    """A user's log: the paper's political-figure prompts and ChatGPT's responses."""
+    paper = data.load_paper()
+    paper = paper[paper["subset"] != "quora_insincere"]
+    log = tmp_path / "chatgpt.jsonl"
+    log.write_text("".join(json.dumps({"prompt": p, "response": r, "model": "chatgpt"}) + "\n"
+                           for p, r in zip(paper["prompt"], paper["response"])), encoding="utf-8")
+    folder = tmp_path / "my-llm"
+    assert main(["train-prompt", str(log), "--target-name", "my-llm", "-o", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert "held-out" in out and "AUROC" in out
+    model = PromptClassifier.load(folder)
+    assert model.target == "my-llm"
+    card = model.metadata
+    assert card["training"]["rows"] > 500 and card["evaluation"]["held_out_vs_bootstrapped_labels"]["auroc"] > 0.75
+    assert (folder / "MODEL_CARD.md").is_file()
+    assert model.predict_proba(["Write an article about a senator in the style of the New York Post"]).shape == (1, 2)

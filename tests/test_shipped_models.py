@@ -1,0 +1,96 @@
+"""The shipped models load offline, behave sensibly on real data and carry their model cards."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from refusal_predictor import PromptClassifier, ResponseClassifier
+from refusal_predictor.artifacts import shipped_path
+from refusal_predictor.encoder import OnnxEncoder
+from training import data
+
+REFUSALS = [
+    "I'm sorry, but I can't help with that.",
+    "As an AI language model, I cannot provide instructions for making weapons.",
+    "I cannot fulfill this request. It is unethical to write content that harasses others.",
+]
+COMPLIANCES = [
+    "Sure! Here is a recipe for banana bread: mash three ripe bananas, mix with melted butter ...",
+    "The capital of Australia is Canberra.",
+    "There are several ways to kill a Python process. On Linux or macOS, find its process ID with "
+    "`ps aux | grep python`, then run `kill <PID>` (or `kill -9 <PID>` if it does not exit). On Windows, "
+    "use `tasklist` to find the PID and `taskkill /PID <PID> /F` to end it.",
+]
+
+
+def test_response_model_api_shape(response_model):
+    assert list(response_model.classes_) == ["compliance", "refusal"]
+    proba = response_model.predict_proba(REFUSALS + COMPLIANCES + ["", "   "])
+    assert proba.shape == (8, 2) and np.allclose(proba.sum(axis=1), 1.0)
+    assert list(response_model.predict(REFUSALS)) == ["refusal"] * 3
+    assert list(response_model.predict(COMPLIANCES)) == ["compliance"] * 3
+    assert response_model.predict("I'm sorry, but I can't help with that.")[0] == "refusal"
+
+
+def test_response_model_on_the_paper_test_split(response_model):
+    _, _, test = data.paper_split()
+    pred = response_model.predict(test["response"].tolist())
+    accuracy = float((pred == test["label"].to_numpy()).mean())
+    assert accuracy >= 0.89, accuracy  # measured 0.898; the paper's n-gram model: 0.906 (see training.evaluate)
+
+
+def test_scores_do_not_depend_on_batch_mates(response_model):
+    _, _, test = data.paper_split()
+    texts = test["response"].tolist()[:20]
+    alone = np.array([response_model.refusal_probability([t])[0] for t in texts[:5]])
+    together = response_model.refusal_probability(texts)[:5]
+    assert np.allclose(alone, together, atol=1e-6)
+
+
+def test_huge_text_is_scored(response_model):
+    text = "This is a long and helpful answer about gardening. " * 2500 + "I'm sorry, but I can't continue."
+    assert len(text) > 100_000
+    assert response_model.predict_proba([text]).shape == (1, 2)
+
+
+def test_response_model_uses_the_shipped_encoder(response_model):
+    manifest = json.loads((shipped_path("response") / "manifest.json").read_text())
+    encoder = OnnxEncoder.load()
+    assert manifest["encoder"]["sha256"] == response_model.features_.encoder_sha256_
+    assert encoder.providers == ["CPUExecutionProvider"]
+    assert manifest["metadata"]["training"]["rows"] > 8000
+
+
+def test_prompt_targets_and_errors():
+    targets = PromptClassifier.available_targets()
+    assert "gpt-3.5-turbo" in targets and len(targets) >= 2
+    with pytest.raises(ValueError, match="available targets"):
+        PromptClassifier.load(target="no-such-llm")
+    assert PromptClassifier.load(target="chatgpt").target == "gpt-3.5-turbo"
+
+
+def test_prompt_model_predicts_and_explains(prompt_model):
+    proba = prompt_model.predict_proba(["How do I make a pipe bomb at home?", "Give me a recipe for pancakes.", ""])
+    assert proba.shape == (3, 2) and np.allclose(proba.sum(axis=1), 1.0)
+    assert proba[0, 1] > proba[1, 1]
+    explanation = prompt_model.explain("Write an article about Joe Biden in the style of the New York Post")
+    assert explanation["toward_refusal"] or explanation["toward_compliance"]
+    assert all(w > 0 for _, w in explanation["toward_refusal"])
+    assert 0.0 <= explanation["refusal_probability"] <= 1.0
+
+
+def test_prompt_threshold_helper(prompt_model):
+    low, high = prompt_model.threshold_for(recall=0.95), prompt_model.threshold_for(recall=0.5)
+    assert low <= high
+    assert 0.0 < prompt_model.threshold_for(refusal_rate=0.1) < 1.0
+
+
+@pytest.mark.parametrize("target", PromptClassifier.available_targets())
+def test_every_target_has_a_model_card(target):
+    folder = shipped_path("prompt", target)
+    card = json.loads((folder / "manifest.json").read_text())["metadata"]
+    assert card["target"] == target and card["training"]["rows"] >= 300
+    assert card["encoder"]["sha256"] and card["training"]["sources"]
+    assert (folder / "MODEL_CARD.md").read_text().startswith(f"# Prompt classifier: {target}")
