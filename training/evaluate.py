@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data-dir", type=Path, required=True, help="folder of the public data sets")
     parser.add_argument("--part", choices=["response", "prompt", "all"], default="all")
     parser.add_argument("--response-model", type=Path, help="response model folder (default: shipped)")
+    parser.add_argument("--labels-cache", type=Path, help="Parquet cache of bootstrapped prompt labels (see train_prompt)")
     parser.add_argument("--json", type=Path, help="also write the numbers to this JSON file")
     parser.add_argument("--plot", type=Path, default=Path("prompt_top_ngrams.png"), help="PNG of the top prompt n-grams")
     args = parser.parse_args(argv)
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.part in ("prompt", "all"):
         from .evaluate_prompt import prompt_report
 
-        results["prompt"] = prompt_report(args.data_dir, plot_path=args.plot)
+        results["prompt"] = prompt_report(args.data_dir, plot_path=args.plot, labels_cache=args.labels_cache)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str), encoding="utf-8")
 

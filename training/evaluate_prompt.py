@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from sklearn.model_selection import StratifiedKFold
 
 from refusal_predictor import PromptClassifier, ResponseClassifier
@@ -54,7 +55,14 @@ def quora_protocol(model: PromptClassifier) -> list[dict[str, Any]]:
     return rows
 
 
-def cross_llm_protocol(data_dir: Path, rc: ResponseClassifier, folds: int = 5) -> list[dict[str, Any]]:
+def cross_llm_protocol(
+    data_dir: Path, rc: ResponseClassifier, auxiliary: pd.DataFrame | None = None, aux_weight: float = 0.0, folds: int = 5,
+) -> list[dict[str, Any]]:
+    """Per XSTest model M: 5-fold by prompt, trained on M's bootstrapped labels of 4 folds.
+
+    ``auxiliary`` (bootstrapped prompts of other sources, never XSTest's) joins each fold's
+    training at ``aux_weight``: the generic refusal prior a user's own small log would lack.
+    """
     xstest = data.load_xstest(data_dir)
     xstest = xstest.assign(boot=rc.refusal_probability(xstest["response"].tolist()) >= rc.threshold)
     recipe = recipes.PROMPT_CANDIDATES[recipes.PROMPT_RECIPE_NAME]
@@ -70,7 +78,13 @@ def cross_llm_protocol(data_dir: Path, rc: ResponseClassifier, folds: int = 5) -
             features = clf.make_features()
             features.use_cache(cache)
             train_p = [prompts[i] for i in train_idx]
-            clf.fit(train_p, boot[train_idx], features=features.fit(train_p))
+            train_y = boot[train_idx]
+            weights = np.ones(len(train_p))
+            if auxiliary is not None and aux_weight > 0:
+                train_p = train_p + auxiliary["prompt"].tolist()
+                train_y = np.concatenate([train_y, refusal_y(auxiliary)])
+                weights = np.concatenate([weights, np.full(len(auxiliary), aux_weight)])
+            clf.fit(train_p, train_y, sample_weight=weights, features=features.fit(train_p))
             oof[test_idx] = clf.refusal_probability([prompts[i] for i in test_idx])
         rows.append({"model": model_name, **binary_metrics(human, oof),
                      "bootstrap_agreement": float((boot == human).mean())})
@@ -95,7 +109,18 @@ def plot_top_ngrams(model: PromptClassifier, path: Path, k: int = 15) -> Path:
     return path
 
 
-def prompt_report(data_dir: Path, plot_path: Path | None = None) -> dict[str, Any]:
+def auxiliary_prompts(data_dir: Path, rc: ResponseClassifier, labels_cache: Path | None) -> pd.DataFrame:
+    """Bootstrapped prompts of the auxiliary sources other than XSTest, one row per prompt."""
+    from . import train_prompt
+
+    pool = train_prompt.prompt_pool(data_dir)
+    pool = pool[pool["model"].isin(train_prompt.DEFAULT_TARGETS) | pool["source"].isin(train_prompt.AUXILIARY_SOURCES)]
+    labelled = train_prompt.bootstrap(pool.reset_index(drop=True), rc, labels_cache)
+    labelled = labelled[labelled["source"].isin(train_prompt.AUXILIARY_SOURCES) & (labelled["source"] != "xstest-v2")]
+    return train_prompt.merge_by_prompt(labelled)
+
+
+def prompt_report(data_dir: Path, plot_path: Path | None = None, labels_cache: Path | None = None) -> dict[str, Any]:
     rc = ResponseClassifier.load()
     model = PromptClassifier.load()
     results: dict[str, Any] = {}
@@ -105,7 +130,12 @@ def prompt_report(data_dir: Path, plot_path: Path | None = None) -> dict[str, An
     print(format_table(results["quora"], COLUMNS, title="\nPrompt classifier: Quora protocol (hand-labelled Quora prompts, none in training)"))
     results["cross_llm"] = cross_llm_protocol(data_dir, rc)
     print(format_table(results["cross_llm"], COLUMNS + ["bootstrap_agreement"],
-                       title="\nPrompt classifier: cross-LLM on XSTest v2 (5-fold by prompt, bootstrapped training labels, human test labels)"))
+                       title="\nPrompt classifier: cross-LLM on XSTest v2 (5-fold by prompt, M's bootstrapped labels only; human test labels)"))
+    aux = auxiliary_prompts(data_dir, rc, labels_cache)
+    results["cross_llm_with_auxiliary"] = cross_llm_protocol(data_dir, rc, aux, recipes.CROSS_LLM_AUX_WEIGHT)
+    print(format_table(results["cross_llm_with_auxiliary"], COLUMNS,
+                       title=f"\nPrompt classifier: cross-LLM on XSTest v2, plus {len(aux)} auxiliary bootstrapped prompts "
+                             f"of other sources at weight {recipes.CROSS_LLM_AUX_WEIGHT}"))
     if plot_path is not None:
         plot_top_ngrams(model, plot_path)
         print(f"\ntop n-gram chart: {plot_path}")

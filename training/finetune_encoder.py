@@ -22,7 +22,7 @@ a head and a tail embedding).
 Example::
 
     python training/finetune_encoder.py --output /tmp/minilm-ft --epochs 3 --lr 8e-5 \
-        --data-dir /work/shared/data --gptfuzz-max 800
+        --data-dir ../shared/data --gptfuzz-max 800
 """
 
 from __future__ import annotations
@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--output", type=Path, required=True, help="folder for the fine-tuned sentence-transformers model")
     ap.add_argument("--base-model", default=default_base_model())
-    ap.add_argument("--data-dir", type=Path, default=Path("/work/shared/data"))
+    ap.add_argument("--data-dir", type=Path, required=True, help="folder of the public data sets")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--lr", type=float, default=8e-5, help="encoder learning rate")
     ap.add_argument("--head-lr", type=float, default=2e-3)
@@ -307,7 +307,7 @@ def main(argv: list[str] | None = None) -> None:
         meta["epochs"].append(info)
         logger.info("epoch done: %s", info)
         if args.save_every_epoch and ep + 1 < args.epochs:
-            model.save(str(args.output / f"epoch{ep + 1}"))
+            model.save(str(args.output.parent / f"{args.output.name}_epoch{ep + 1}"))
     args.output.mkdir(parents=True, exist_ok=True)
     model.save(str(args.output))
     torch.save(head.state_dict(), args.output / "training_head.pt")

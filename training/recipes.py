@@ -22,3 +22,7 @@ PROMPT_CANDIDATES: dict[str, dict[str, Any]] = {
     "ngrams+minilm-lightgbm": {"head": "lightgbm", "encoder": BASE_ENCODER},
 }
 PROMPT_RECIPE_NAME = "ngrams+minilm-logreg"
+# Weight of other LLMs' prompts (auxiliary sources) in every target's training; see train_prompt.
+PROMPT_AUX_WEIGHT = 0.0
+# Weight of the auxiliary prompts in the cross-LLM protocol (evaluate_prompt.cross_llm_protocol).
+CROSS_LLM_AUX_WEIGHT = 0.3

@@ -30,6 +30,9 @@ logger = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_TARGETS = ("gpt-3.5-turbo", "gpt-4", "llama-2-7b-chat", "llama-3-8b-instruct", "mistral-7b-instruct")
 MIN_PROMPTS = 300
+# Logs of any LLM from these sources join every target's training as auxiliary rows: they hold the
+# harmful, jailbreak and borderline prompts that a single LLM's logs cover thinly.
+AUXILIARY_SOURCES = ("xstest-v2", "refusal-direction", "jailbreakbench", "llm-past-tense")
 
 
 def held_out_prompts() -> set[str]:
@@ -49,16 +52,44 @@ def prompt_pool(data_dir: Path) -> pd.DataFrame:
     return pool[keep].reset_index(drop=True)
 
 
-def bootstrap(pool: pd.DataFrame, rc: ResponseClassifier) -> pd.DataFrame:
-    """Label every response with the response classifier; one row per (prompt, response)."""
+def bootstrap(pool: pd.DataFrame, rc: ResponseClassifier, cache: Path | None = None) -> pd.DataFrame:
+    """Label every response with the response classifier; one row per (prompt, response).
+
+    ``cache`` (Parquet) keeps the labels between runs; it is reused only when it was made by the
+    same response model from the same rows.
+    """
+    key = rc.manifest_["files"]["model.joblib"]
+    columns = ["prompt", "response", "model", "source"]
+    if cache is not None and cache.is_file():
+        cached = pd.read_parquet(cache)
+        same_rows = cached[columns].equals(pool[columns].reset_index(drop=True))
+        if same_rows and (cached["response_model"] == key).all():
+            print(f"bootstrap labels from {cache}")
+            return cached.drop(columns="response_model")
     proba = rc.refusal_probability(pool["response"].fillna("").tolist())
-    return pool.assign(refusal_probability=proba, label=np.where(proba >= rc.threshold, "refusal", "compliance"))
+    labelled = pool[columns].reset_index(drop=True).assign(
+        refusal_probability=proba, label=np.where(proba >= rc.threshold, "refusal", "compliance")
+    )
+    if cache is not None:
+        labelled.assign(response_model=key).to_parquet(cache)
+    return labelled
 
 
-def target_rows(labelled: pd.DataFrame, target: str) -> pd.DataFrame:
-    rows = labelled[labelled["model"] == target]
-    merged = dedupe_by_prompt(rows[["prompt", "label", "refusal_probability", "model", "source"]].to_dict("records"))
-    return pd.DataFrame(merged)
+def merge_by_prompt(rows: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame(dedupe_by_prompt(rows[["prompt", "label", "refusal_probability", "model", "source"]].to_dict("records")))
+
+
+def target_rows(labelled: pd.DataFrame, target: str, aux_weight: float = 0.0) -> pd.DataFrame:
+    """The target's own prompts (weight 1), plus, with ``aux_weight > 0``, the auxiliary sources'
+    prompts of other LLMs that the target's logs lack (that weight)."""
+    own = merge_by_prompt(labelled[labelled["model"] == target]).assign(weight=1.0, auxiliary=False)
+    if aux_weight <= 0:
+        return own
+    aux = labelled[(labelled["model"] != target) & labelled["source"].isin(AUXILIARY_SOURCES)]
+    aux = aux[~aux["prompt"].isin(set(own["prompt"]))]
+    if aux.empty:
+        return own
+    return pd.concat([own, merge_by_prompt(aux).assign(weight=aux_weight, auxiliary=True)], ignore_index=True)
 
 
 def select_recipe(labelled: pd.DataFrame, target: str = "gpt-3.5-turbo") -> tuple[str, list[dict]]:
@@ -75,26 +106,31 @@ def select_recipe(labelled: pd.DataFrame, target: str = "gpt-3.5-turbo") -> tupl
 def train_target(
     target: str, labelled: pd.DataFrame, output_root: Path, rc: ResponseClassifier,
     recipe_name: str = recipes.PROMPT_RECIPE_NAME, selection_rows: list[dict] | None = None,
+    aux_weight: float = 0.0,
 ) -> dict[str, Any] | None:
-    rows = target_rows(labelled, target)
+    rows = target_rows(labelled, target, aux_weight)
     y = (rows["label"] == "refusal").astype(int).to_numpy() if len(rows) else np.zeros(0, dtype=int)
-    n_ref, n_comp = int(y.sum()), int(len(y) - y.sum())
-    if len(rows) < MIN_PROMPTS or min(n_ref, n_comp) < MIN_PER_CLASS:
-        print(f"skip {target}: {len(rows)} prompts ({n_ref} refused, {n_comp} complied); need {MIN_PROMPTS} and {MIN_PER_CLASS} of each")
+    own = ~rows["auxiliary"].to_numpy() if len(rows) else np.zeros(0, dtype=bool)
+    n_ref, n_comp = int(y[own].sum()), int(own.sum() - y[own].sum())
+    if own.sum() < MIN_PROMPTS or min(n_ref, n_comp) < MIN_PER_CLASS:
+        print(f"skip {target}: {int(own.sum())} prompts ({n_ref} refused, {n_comp} complied); need {MIN_PROMPTS} and {MIN_PER_CLASS} of each")
         return None
     recipe = recipes.PROMPT_CANDIDATES[recipe_name]
-    model = PromptClassifier(**recipe).fit(rows["prompt"].tolist(), y)
+    model = PromptClassifier(**recipe).fit(rows["prompt"].tolist(), y, sample_weight=rows["weight"].to_numpy())
     sources = (
-        rows.assign(refused=y).groupby("source").agg(rows=("refused", "size"), refusal_rate=("refused", "mean"))
+        rows.assign(refused=y, source=np.where(own, rows["source"], "auxiliary:" + rows["source"])).groupby("source").agg(rows=("refused", "size"), refusal_rate=("refused", "mean"))
         .reset_index().to_dict("records")
     )
     card = {
         "target": target,
-        "summary": f"Predicts whether {target} refuses a prompt; {len(rows)} prompts with bootstrapped labels.",
+        "summary": f"Predicts whether {target} refuses a prompt; {int(own.sum())} of its prompts "
+                   f"(+{int((~own).sum())} auxiliary prompts of other LLMs, weight {aux_weight}) with bootstrapped labels.",
         "recipe": recipe_name,
         "model_selection": selection_rows or [],
         "training": {
-            "rows": len(rows), "refusal_rate": float(y.mean()), "sources": sources,
+            "rows": int(own.sum()), "refusal_rate": float(y[own].mean()), "sources": sources,
+            "auxiliary_rows": int((~own).sum()), "auxiliary_weight": aux_weight,
+            "auxiliary_sources": list(AUXILIARY_SOURCES) if aux_weight > 0 else [],
             "labels": "bootstrapped by the shipped ResponseClassifier (majority over duplicate prompts)",
             "response_model_sha256": rc.manifest_["files"]["model.joblib"],
             "excluded": "the paper's test split and all prompts of quora_insincere_hand_labeled.json",
@@ -115,16 +151,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--targets", nargs="+", default=list(DEFAULT_TARGETS))
     parser.add_argument("-o", "--output-root", type=Path, default=REPO / "models" / "prompt")
     parser.add_argument("--select", action="store_true", help="choose the recipe by CV on gpt-3.5-turbo first")
+    parser.add_argument("--aux-weight", type=float, default=recipes.PROMPT_AUX_WEIGHT,
+                        help="sample weight of other LLMs' prompts from the auxiliary sources (0: target only)")
+    parser.add_argument("--labels-cache", type=Path, help="Parquet file keeping the bootstrapped labels between runs")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     rc = ResponseClassifier.load()
     pool = prompt_pool(args.data_dir)
-    pool = pool[pool["model"].isin(args.targets)]
-    print(f"bootstrapping {len(pool)} responses of {pool['model'].nunique()} target LLMs")
-    labelled = bootstrap(pool, rc)
+    pool = pool[pool["model"].isin(args.targets) | pool["source"].isin(AUXILIARY_SOURCES)].reset_index(drop=True)
+    print(f"bootstrapping {len(pool)} responses of {pool['model'].nunique()} LLMs")
+    labelled = bootstrap(pool, rc, args.labels_cache)
     name, table = select_recipe(labelled) if args.select else (recipes.PROMPT_RECIPE_NAME, [])
     for target in args.targets:
-        train_target(target, labelled, args.output_root, rc, name, table)
+        train_target(target, labelled, args.output_root, rc, name, table, args.aux_weight)
 
 
 if __name__ == "__main__":

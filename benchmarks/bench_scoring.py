@@ -1,0 +1,65 @@
+"""End-to-end scoring throughput of the shipped classifiers, with baselines from the same run.
+
+    python benchmarks/bench_scoring.py [--runs 5]
+
+Prints texts per second (median of --runs timed runs after a warm-up) for the shipped
+ResponseClassifier on real ChatGPT responses and the shipped PromptClassifier on real prompts, at
+the default per-text embedding (batch 1, each score independent of its batch mates) and at
+encoder batch 64; the keyword baseline (llm-guard's NoRefusalLight phrases) and the n-gram part
+alone are measured beside them, and each row gives its ratio to the keyword baseline.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # run from a source checkout without installing
+    sys.path.insert(0, str(REPO))
+
+from refusal_predictor import PromptClassifier, ResponseClassifier  # noqa: E402
+from refusal_predictor.keywords import KeywordRefusalDetector  # noqa: E402
+from training import data  # noqa: E402
+
+
+def texts_per_second(fn: Callable[[Sequence[str]], object], texts: Sequence[str], runs: int) -> float:
+    fn(texts[:8])  # warm-up: sessions, caches
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn(texts)
+        times.append(time.perf_counter() - start)
+    return len(texts) / statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--n", type=int, default=128, help="texts per run")
+    args = parser.parse_args()
+    paper = data.load_paper()
+    sets = {"response": paper["response"].tolist()[: args.n], "prompt": paper["prompt"].tolist()[: args.n]}
+    models = {"response": ResponseClassifier.load(), "prompt": PromptClassifier.load()}
+    keywords = KeywordRefusalDetector()
+    print("| kind | scorer | texts/s | x keywords |")
+    print("|---|---|---|---|")
+    for kind, texts in sets.items():
+        model = models[kind]
+        base = texts_per_second(keywords.predict_proba, texts, args.runs)
+        rows = [("keywords (baseline)", base)]
+        ngrams = model.features_.vectorizer_
+        rows.append(("n-gram TF-IDF transform only", texts_per_second(ngrams.transform, texts, args.runs)))
+        rows.append(("shipped model, encoder batch 1 (default)", texts_per_second(model.predict_proba, texts, args.runs)))
+        model.features_.batch_size = 64
+        rows.append(("shipped model, encoder batch 64", texts_per_second(model.predict_proba, texts, args.runs)))
+        model.features_.batch_size = 1
+        for name, rate in rows:
+            print(f"| {kind} | {name} | {rate:,.1f} | {rate / base:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
