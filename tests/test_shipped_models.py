@@ -38,14 +38,16 @@ def test_response_model_on_the_paper_test_split(response_model):
     _, _, test = data.paper_split()
     pred = response_model.predict(test["response"].tolist())
     accuracy = float((pred == test["label"].to_numpy()).mean())
-    assert accuracy >= 0.89, accuracy  # measured 0.898; the paper's n-gram model: 0.906 (see training.evaluate)
+    assert accuracy >= 0.88, accuracy  # measured 0.891; the paper's n-gram model: 0.906 (see training.evaluate)
 
 
-def test_scores_do_not_depend_on_batch_mates(response_model):
+@pytest.mark.parametrize("kind", ["response", "prompt"])
+def test_scores_do_not_depend_on_batch_mates(kind, response_model, prompt_model):
+    model = response_model if kind == "response" else prompt_model
     _, _, test = data.paper_split()
-    texts = test["response"].tolist()[:20]
-    alone = np.array([response_model.refusal_probability([t])[0] for t in texts[:5]])
-    together = response_model.refusal_probability(texts)[:5]
+    texts = test[kind].tolist()[:20]
+    alone = np.array([model.refusal_probability([t])[0] for t in texts[:5]])
+    together = model.refusal_probability(texts)[:5]
     assert np.allclose(alone, together, atol=1e-6)
 
 
@@ -55,12 +57,21 @@ def test_huge_text_is_scored(response_model):
     assert response_model.predict_proba([text]).shape == (1, 2)
 
 
-def test_response_model_uses_the_shipped_encoder(response_model):
-    manifest = json.loads((shipped_path("response") / "manifest.json").read_text())
+def test_response_recipe_is_the_cross_validation_winner(response_model):
+    card = response_model.metadata
+    assert card["training"]["rows"] > 8000
+    table = card["model_selection"]
+    assert {row["recipe"] for row in table} >= {"ngrams-logreg", "ngrams+minilm-logreg", "ngrams+minilm-lightgbm"}
+    best = max(table, key=lambda row: (row["accuracy"], row["f1"]))
+    assert card["recipe"] == best["recipe"]
+    assert response_model.get_params()["head"] in {"logreg", "lightgbm"}
+
+
+def test_prompt_model_uses_the_shipped_encoder(prompt_model):
+    manifest = json.loads((shipped_path("prompt", "gpt-3.5-turbo") / "manifest.json").read_text())
     encoder = OnnxEncoder.load()
-    assert manifest["encoder"]["sha256"] == response_model.features_.encoder_sha256_
+    assert manifest["encoder"]["sha256"] == encoder.sha256 == prompt_model.features_.encoder_sha256_
     assert encoder.providers == ["CPUExecutionProvider"]
-    assert manifest["metadata"]["training"]["rows"] > 8000
 
 
 def test_prompt_targets_and_errors():

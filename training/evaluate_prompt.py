@@ -3,8 +3,9 @@
 - Paper split: the shipped gpt-3.5-turbo model (bootstrapped labels only; the test prompts were
   held out of its training) on the 256 test prompts' hand labels. Baseline: TF-IDF + LogReg
   trained on the hand labels of the paper's train split.
-- Quora protocol (the paper's): nothing of quora_insincere_hand_labeled.json in training; test on
-  its usable prompts. Baseline: TF-IDF + LogReg on the hand labels of the paper's other prompts.
+- Quora protocol (the paper's): the shipped gpt-3.5-turbo recipe retrained with nothing of
+  quora_insincere_hand_labeled.json, not even bootstrapped; test on its usable prompts. Baseline:
+  TF-IDF + LogReg on the hand labels of the paper's other prompts.
 - Cross-LLM: XSTest v2, "did model M refuse prompt P": 5 folds split by prompt; a PromptClassifier
   trained on M's bootstrapped labels in 4 folds, scored against M's human labels on the fifth.
 """
@@ -41,14 +42,19 @@ def paper_split_protocol(model: PromptClassifier) -> list[dict[str, Any]]:
     ]
 
 
-def quora_protocol(model: PromptClassifier) -> list[dict[str, Any]]:
+def quora_protocol(labelled: pd.DataFrame) -> list[dict[str, Any]]:
+    """The shipped gpt-3.5-turbo recipe retrained with every Quora prompt removed, on Quora."""
+    from .train_prompt import fit_target
+
     quora = data.load_quora_hand_labelled()
     paper = data.load_paper()
-    others = paper[~paper["prompt"].isin(set(quora["prompt"]))]
+    quora_prompts = set(quora["prompt"])
+    others = paper[~paper["prompt"].isin(quora_prompts)]
     texts, y = quora["prompt"].tolist(), refusal_y(quora)
     baseline = paper_tfidf_logreg(others["prompt"].tolist(), refusal_y(others))
+    model, _ = fit_target(labelled[~labelled["prompt"].isin(quora_prompts)], "gpt-3.5-turbo", validation_curve=False)
     rows = [
-        {"model": f"refusal-predictor {model.target} (bootstrapped)", **binary_metrics(y, model.refusal_probability(texts), model.threshold)},
+        {"model": "refusal-predictor gpt-3.5-turbo recipe, no Quora (bootstrapped)", **binary_metrics(y, model.refusal_probability(texts), model.threshold)},
         {"model": "TF-IDF+LogReg on hand labels (paper's non-Quora)", **binary_metrics(y, baseline(texts))},
     ]
     rows += [{"model": name, "n": 985, "accuracy": acc} for name, acc in PAPER_QUORA.items()]
@@ -109,29 +115,29 @@ def plot_top_ngrams(model: PromptClassifier, path: Path, k: int = 15) -> Path:
     return path
 
 
-def auxiliary_prompts(data_dir: Path, rc: ResponseClassifier, labels_cache: Path | None) -> pd.DataFrame:
+def auxiliary_prompts(labelled: pd.DataFrame) -> pd.DataFrame:
     """Bootstrapped prompts of the auxiliary sources other than XSTest, one row per prompt."""
-    from . import train_prompt
+    from .train_prompt import AUXILIARY_SOURCES, merge_by_prompt
 
-    pool = train_prompt.prompt_pool(data_dir)
-    pool = pool[pool["model"].isin(train_prompt.DEFAULT_TARGETS) | pool["source"].isin(train_prompt.AUXILIARY_SOURCES)]
-    labelled = train_prompt.bootstrap(pool.reset_index(drop=True), rc, labels_cache)
-    labelled = labelled[labelled["source"].isin(train_prompt.AUXILIARY_SOURCES) & (labelled["source"] != "xstest-v2")]
-    return train_prompt.merge_by_prompt(labelled)
+    aux = labelled[labelled["source"].isin(AUXILIARY_SOURCES) & (labelled["source"] != "xstest-v2")]
+    return merge_by_prompt(aux)
 
 
 def prompt_report(data_dir: Path, plot_path: Path | None = None, labels_cache: Path | None = None) -> dict[str, Any]:
+    from .train_prompt import bootstrapped_pool
+
     rc = ResponseClassifier.load()
     model = PromptClassifier.load()
+    labelled = bootstrapped_pool(data_dir, rc, labels_cache)
     results: dict[str, Any] = {}
     results["paper_split"] = paper_split_protocol(model)
     print(format_table(results["paper_split"], COLUMNS, title="\nPrompt classifier: the paper's test split (256 prompts, hand labels)"))
-    results["quora"] = quora_protocol(model)
+    results["quora"] = quora_protocol(labelled)
     print(format_table(results["quora"], COLUMNS, title="\nPrompt classifier: Quora protocol (hand-labelled Quora prompts, none in training)"))
     results["cross_llm"] = cross_llm_protocol(data_dir, rc)
     print(format_table(results["cross_llm"], COLUMNS + ["bootstrap_agreement"],
                        title="\nPrompt classifier: cross-LLM on XSTest v2 (5-fold by prompt, M's bootstrapped labels only; human test labels)"))
-    aux = auxiliary_prompts(data_dir, rc, labels_cache)
+    aux = auxiliary_prompts(labelled)
     results["cross_llm_with_auxiliary"] = cross_llm_protocol(data_dir, rc, aux, recipes.CROSS_LLM_AUX_WEIGHT)
     print(format_table(results["cross_llm_with_auxiliary"], COLUMNS,
                        title=f"\nPrompt classifier: cross-LLM on XSTest v2, plus {len(aux)} auxiliary bootstrapped prompts "

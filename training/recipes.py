@@ -15,7 +15,7 @@ RESPONSE_CANDIDATES: dict[str, dict[str, Any]] = {
     "ngrams+minilm-logreg": {"head": "logreg", "C": 10.0, "encoder": BASE_ENCODER},
     "ngrams+minilm-lightgbm": {"head": "lightgbm", "encoder": BASE_ENCODER},
 }
-RESPONSE_RECIPE_NAME = "ngrams+minilm-logreg"
+RESPONSE_RECIPE_NAME = "ngrams-logreg"  # chosen by grouped 5-fold CV (train_response --select)
 
 PROMPT_CANDIDATES: dict[str, dict[str, Any]] = {
     "ngrams+minilm-logreg": {"head": "logreg", "C": 1.0, "encoder": BASE_ENCODER},
@@ -23,6 +23,6 @@ PROMPT_CANDIDATES: dict[str, dict[str, Any]] = {
 }
 PROMPT_RECIPE_NAME = "ngrams+minilm-logreg"
 # Weight of other LLMs' prompts (auxiliary sources) in every target's training; see train_prompt.
-PROMPT_AUX_WEIGHT = 0.0
+PROMPT_AUX_WEIGHT = 0.3
 # Weight of the auxiliary prompts in the cross-LLM protocol (evaluate_prompt.cross_llm_protocol).
 CROSS_LLM_AUX_WEIGHT = 0.3

@@ -4,17 +4,18 @@
 
 For each target, every public log of that LLM (``training.data.load_bootstrap_pool``) is labelled
 by the shipped ResponseClassifier (the bootstrap), duplicate prompts are merged (majority label),
-and a PromptClassifier is trained on those labels. Held out of every target, so the evaluation
-protocols stay clean: the paper's test split and every prompt of the paper's Quora file. Left out
-as prompts: GPTFuzz (its responses answer a jailbreak template we do not have, not the question)
-and refusal_direction's activation-edited completions (not the model's own behaviour).
+and a PromptClassifier is trained on those labels, with the prompts other LLMs answered in the
+auxiliary sources at a lower weight. Held out of every target: the paper's test split (the
+evaluation retrains without the Quora prompts for the Quora protocol). Left out as prompts:
+GPTFuzz (its responses answer a jailbreak template we do not have, not the question) and
+refusal_direction's activation-edited completions (not the model's own behaviour).
 """
 from __future__ import annotations
 
 import argparse
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -36,10 +37,9 @@ AUXILIARY_SOURCES = ("xstest-v2", "refusal-direction", "jailbreakbench", "llm-pa
 
 
 def held_out_prompts() -> set[str]:
-    """Prompts no shipped prompt model may see: the paper's test split and its Quora file."""
+    """Prompts no shipped prompt model may see: the paper's test split."""
     _, _, test = data.paper_split()
-    quora = data.load_quora_hand_labelled()
-    return set(test["prompt"]) | set(quora["prompt"])
+    return set(test["prompt"])
 
 
 def prompt_pool(data_dir: Path) -> pd.DataFrame:
@@ -50,6 +50,15 @@ def prompt_pool(data_dir: Path) -> pd.DataFrame:
     keep &= ~pool["prompt"].isin(held_out_prompts())
     keep &= pool["prompt"].fillna("").str.strip() != ""
     return pool[keep].reset_index(drop=True)
+
+
+def bootstrapped_pool(data_dir: Path, rc: ResponseClassifier, cache: Path | None = None,
+                      targets: Sequence[str] = DEFAULT_TARGETS) -> pd.DataFrame:
+    """The targets' logs plus the auxiliary sources, labelled by the response classifier."""
+    pool = prompt_pool(data_dir)
+    pool = pool[pool["model"].isin(targets) | pool["source"].isin(AUXILIARY_SOURCES)].reset_index(drop=True)
+    logger.info("bootstrapping %d responses of %d LLMs", len(pool), pool["model"].nunique())
+    return bootstrap(pool, rc, cache)
 
 
 def bootstrap(pool: pd.DataFrame, rc: ResponseClassifier, cache: Path | None = None) -> pd.DataFrame:
@@ -103,20 +112,33 @@ def select_recipe(labelled: pd.DataFrame, target: str = "gpt-3.5-turbo") -> tupl
     return name, table
 
 
-def train_target(
-    target: str, labelled: pd.DataFrame, output_root: Path, rc: ResponseClassifier,
-    recipe_name: str = recipes.PROMPT_RECIPE_NAME, selection_rows: list[dict] | None = None,
-    aux_weight: float = 0.0,
-) -> dict[str, Any] | None:
+def fit_target(
+    labelled: pd.DataFrame, target: str, recipe_name: str = recipes.PROMPT_RECIPE_NAME,
+    aux_weight: float = recipes.PROMPT_AUX_WEIGHT, **overrides: Any,
+) -> tuple[PromptClassifier | None, pd.DataFrame]:
+    """Train one target's PromptClassifier; ``None`` when it has too few prompts of a class."""
     rows = target_rows(labelled, target, aux_weight)
     y = (rows["label"] == "refusal").astype(int).to_numpy() if len(rows) else np.zeros(0, dtype=int)
     own = ~rows["auxiliary"].to_numpy() if len(rows) else np.zeros(0, dtype=bool)
     n_ref, n_comp = int(y[own].sum()), int(own.sum() - y[own].sum())
     if own.sum() < MIN_PROMPTS or min(n_ref, n_comp) < MIN_PER_CLASS:
         print(f"skip {target}: {int(own.sum())} prompts ({n_ref} refused, {n_comp} complied); need {MIN_PROMPTS} and {MIN_PER_CLASS} of each")
-        return None
-    recipe = recipes.PROMPT_CANDIDATES[recipe_name]
+        return None, rows
+    recipe = {**recipes.PROMPT_CANDIDATES[recipe_name], **overrides}
     model = PromptClassifier(**recipe).fit(rows["prompt"].tolist(), y, sample_weight=rows["weight"].to_numpy())
+    return model, rows
+
+
+def train_target(
+    target: str, labelled: pd.DataFrame, output_root: Path, rc: ResponseClassifier,
+    recipe_name: str = recipes.PROMPT_RECIPE_NAME, selection_rows: list[dict] | None = None,
+    aux_weight: float = recipes.PROMPT_AUX_WEIGHT,
+) -> dict[str, Any] | None:
+    model, rows = fit_target(labelled, target, recipe_name, aux_weight)
+    if model is None:
+        return None
+    y = (rows["label"] == "refusal").astype(int).to_numpy()
+    own = ~rows["auxiliary"].to_numpy()
     sources = (
         rows.assign(refused=y, source=np.where(own, rows["source"], "auxiliary:" + rows["source"])).groupby("source").agg(rows=("refused", "size"), refusal_rate=("refused", "mean"))
         .reset_index().to_dict("records")
@@ -133,7 +155,7 @@ def train_target(
             "auxiliary_sources": list(AUXILIARY_SOURCES) if aux_weight > 0 else [],
             "labels": "bootstrapped by the shipped ResponseClassifier (majority over duplicate prompts)",
             "response_model_sha256": rc.manifest_["files"]["model.joblib"],
-            "excluded": "the paper's test split and all prompts of quora_insincere_hand_labeled.json",
+            "excluded": "the paper's test split (256 prompts)",
         },
         "evaluation": {"cross_validation_vs_bootstrapped_labels": model.metadata.get("cross_validation", {})},
         "encoder": {"name": model.features_.encoder_name_, "sha256": model.features_.encoder_sha256_},
@@ -157,10 +179,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     rc = ResponseClassifier.load()
-    pool = prompt_pool(args.data_dir)
-    pool = pool[pool["model"].isin(args.targets) | pool["source"].isin(AUXILIARY_SOURCES)].reset_index(drop=True)
-    print(f"bootstrapping {len(pool)} responses of {pool['model'].nunique()} LLMs")
-    labelled = bootstrap(pool, rc, args.labels_cache)
+    labelled = bootstrapped_pool(args.data_dir, rc, args.labels_cache, args.targets)
     name, table = select_recipe(labelled) if args.select else (recipes.PROMPT_RECIPE_NAME, [])
     for target in args.targets:
         train_target(target, labelled, args.output_root, rc, name, table, args.aux_weight)
