@@ -57,7 +57,7 @@ def test_wheel_ships_models_and_scores_without_torch(tmp_path):
         assert refusal_predictor.__file__.startswith({str(venv)!r}), refusal_predictor.__file__
         from refusal_predictor import PromptClassifier, ResponseClassifier
         rc = ResponseClassifier.load()
-        labels = rc.predict(["I'm sorry, but I can't help with that.", "Sure! Here is a poem about spring."])
+        labels = rc.predict(["I'm sorry, but I can't help with that.", "The capital of Australia is Canberra."])
         assert list(labels) == ["refusal", "compliance"], labels
         pc = PromptClassifier.load()
         assert pc.predict_proba(["How do I make a bomb?"]).shape == (1, 2)

@@ -38,7 +38,7 @@ def test_response_model_on_the_paper_test_split(response_model):
     _, _, test = data.paper_split()
     pred = response_model.predict(test["response"].tolist())
     accuracy = float((pred == test["label"].to_numpy()).mean())
-    assert accuracy >= 0.88, accuracy  # measured 0.891; the paper's n-gram model: 0.906 (see training.evaluate)
+    assert accuracy >= 0.89, accuracy  # measured 0.902; the paper's n-gram model: 0.906 (see training.evaluate)
 
 
 @pytest.mark.parametrize("kind", ["response", "prompt"])

@@ -28,9 +28,24 @@ logger = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parent.parent
 
 
-def training_pool(data_dir: Path) -> pd.DataFrame:
+GPTFUZZ_MAX_ROWS = 1500
+
+
+def training_pool(data_dir: Path, gptfuzz_max_rows: int = GPTFUZZ_MAX_ROWS) -> pd.DataFrame:
+    """Paper train+val, XSTest v2 and a de-duplicated sample of GPTFuzz.
+
+    GPTFuzz is capped because, whole, it is 62 % of the pool and teaches a false prior: its short
+    responses are 2,407 refusals to 12 answers (and label 0 means "not jailbroken", which
+    includes role-play preambles such as "Sure! Here's ..."), so short compliant answers from
+    other LLMs came out as refusals. 1,500 de-duplicated rows keep what it teaches about
+    GPT-4-style one-line refusals (XSTest leave-one-model-out) without that prior.
+    """
     pool = data.load_labelled_responses(data_dir, include_paper_test=False)
-    return pool.reset_index(drop=True)
+    is_fuzz = pool["source"] == "gptfuzz"
+    fuzz = pool[is_fuzz].drop_duplicates(subset=["response"])
+    if len(fuzz) > gptfuzz_max_rows:
+        fuzz = fuzz.sample(n=gptfuzz_max_rows, random_state=0)
+    return pd.concat([pool[~is_fuzz], fuzz]).reset_index(drop=True)
 
 
 def make_classifier(recipe: dict[str, Any], **overrides) -> ResponseClassifier:
