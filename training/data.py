@@ -389,6 +389,36 @@ def _tone_to_label(tone: str) -> str:
     return COMPLIANCE if tone == "complied" else REFUSAL
 
 
+def _read_paper_records(file: Path, keys: Sequence[str]) -> list[dict]:
+    """The paper's JSON records, checked for their keys and known tones."""
+    records = _read_json(file)
+    if not isinstance(records, list):
+        raise ValueError(f"{file}: expected a JSON array of records")
+    _require_keys(records, keys, file)
+    unknown = {r["tone"] for r in records} - PAPER_TONES - PAPER_DROPPED_TONES
+    if unknown:
+        raise ValueError(f"{file}: unknown tone(s) {sorted(unknown)}")
+    return records
+
+
+def _paper_frame(records: list[dict], **extra: Any) -> pd.DataFrame:
+    """Canonical rows of the paper's records (tone -> label), dropped tones removed."""
+    df = pd.DataFrame(
+        {
+            "prompt": [r["prompt"] for r in records],
+            "response": [r["response"] for r in records],
+            "label": [_tone_to_label(r["tone"]) for r in records],
+            "fine_label": [r["tone"] for r in records],
+            "source": "chatgpt-refusals",
+            "model": "gpt-3.5-turbo",
+            **extra,
+            "finish_reason": [r.get("finish_reason") for r in records],
+            "model_version": "gpt-3.5-turbo",
+        }
+    )
+    return _finalize(df[~df["fine_label"].isin(PAPER_DROPPED_TONES)])
+
+
 def load_paper(path: PathLike | None = None) -> pd.DataFrame:
     """The paper's 1,706 hand-labelled ChatGPT responses, in file order.
 
@@ -410,35 +440,14 @@ def load_paper(path: PathLike | None = None) -> pd.DataFrame:
     ``path``: the JSON file or its folder; default is the copy in this repository.
     """
     file = _resolve(path, "all_hand_labeled.json")
-    records = _read_json(file)
-    if not isinstance(records, list):
-        raise ValueError(f"{file}: expected a JSON array of records")
-    _require_keys(records, ("prompt", "response", "tone"), file)
+    records = _read_paper_records(file, ("prompt", "response", "tone"))
     if len(records) != PAPER_N_RAW:
         raise ValueError(
             f"{file}: expected {PAPER_N_RAW} records (nyp 21 + political_figures 700 + "
             f"quora 1,000), found {len(records)}"
         )
-    unknown = {r["tone"] for r in records} - PAPER_TONES - PAPER_DROPPED_TONES
-    if unknown:
-        raise ValueError(f"{file}: unknown tone(s) {sorted(unknown)}")
     subsets = [name for name, n in PAPER_SUBSETS for _ in range(n)]
-    df = pd.DataFrame(
-        {
-            "prompt": [r["prompt"] for r in records],
-            "response": [r["response"] for r in records],
-            "label": [_tone_to_label(r["tone"]) for r in records],
-            "fine_label": [r["tone"] for r in records],
-            "source": "chatgpt-refusals",
-            "model": "gpt-3.5-turbo",
-            "row_id": np.arange(len(records)),
-            "subset": subsets,
-            "finish_reason": [r.get("finish_reason") for r in records],
-            "model_version": "gpt-3.5-turbo",
-        }
-    )
-    df = df[~df["fine_label"].isin(PAPER_DROPPED_TONES)]
-    df = _finalize(df)
+    df = _paper_frame(records, row_id=np.arange(len(records)), subset=subsets)
     if len(df) != PAPER_N:
         raise ValueError(f"{file}: expected {PAPER_N} usable rows, got {len(df)}")
     return df
@@ -500,30 +509,13 @@ def load_quora_hand_labelled(path: PathLike | None = None) -> pd.DataFrame:
     before using this set as a prompt test set.
     """
     file = _resolve(path, "quora_insincere_hand_labeled.json")
-    records = _read_json(file)
-    if not isinstance(records, list):
-        raise ValueError(f"{file}: expected a JSON array of records")
-    _require_keys(records, ("prompt", "response", "tone", "is_insincere"), file)
-    unknown = {r["tone"] for r in records} - PAPER_TONES - PAPER_DROPPED_TONES
-    if unknown:
-        raise ValueError(f"{file}: unknown tone(s) {sorted(unknown)}")
-    df = pd.DataFrame(
-        {
-            "prompt": [r["prompt"] for r in records],
-            "response": [r["response"] for r in records],
-            "label": [_tone_to_label(r["tone"]) for r in records],
-            "fine_label": [r["tone"] for r in records],
-            "source": "chatgpt-refusals",
-            "model": "gpt-3.5-turbo",
-            "subset": "quora_insincere",
-            "is_insincere": [bool(r["is_insincere"]) for r in records],
-            "paper_row_id": PAPER_QUORA_OFFSET + np.arange(len(records)),
-            "finish_reason": [r.get("finish_reason") for r in records],
-            "model_version": "gpt-3.5-turbo",
-        }
+    records = _read_paper_records(file, ("prompt", "response", "tone", "is_insincere"))
+    return _paper_frame(
+        records,
+        subset="quora_insincere",
+        is_insincere=[bool(r["is_insincere"]) for r in records],
+        paper_row_id=PAPER_QUORA_OFFSET + np.arange(len(records)),
     )
-    df = df[~df["fine_label"].isin(PAPER_DROPPED_TONES)]
-    return _finalize(df)
 
 
 # --------------------------------------------------------------------------------------
