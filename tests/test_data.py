@@ -9,17 +9,14 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:  # training/ is not an installed package
-    sys.path.insert(0, str(REPO_ROOT))
+from training import data as D
 
-from training import data as D  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 DATA_DIR = Path(os.environ.get("REFUSAL_PREDICTOR_DATA", REPO_ROOT.parent / "shared" / "data"))
 needs_data = pytest.mark.skipif(
