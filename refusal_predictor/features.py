@@ -52,8 +52,8 @@ class TextFeatures(TransformerMixin, BaseEstimator):
 
     ``batch_size=1`` (the default) embeds every text on its own: with an int8 encoder a batched
     text's embedding depends slightly on its batch mates, and a score must not change with what
-    else was scored in the same call. For long texts it costs nothing; for short texts larger
-    batches are about twice as fast (see ``benchmarks/``) at the price of that dependence.
+    else was scored in the same call. ``benchmarks/bench_scoring.py`` compares it with batch 64
+    on this machine's kind of hardware.
     """
 
     def __init__(
