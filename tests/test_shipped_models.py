@@ -104,4 +104,7 @@ def test_every_target_has_a_model_card(target):
     card = json.loads((folder / "manifest.json").read_text())["metadata"]
     assert card["target"] == target and card["training"]["rows"] >= 300
     assert card["encoder"]["sha256"] and card["training"]["sources"]
+    heads = {row["recipe"] for row in card["model_selection"]}
+    assert heads == {"ngrams+minilm-logreg", "ngrams+minilm-lightgbm"}
+    assert card["recipe"] == max(card["model_selection"], key=lambda r: (r["accuracy"], r["f1"]))["recipe"]
     assert (folder / "MODEL_CARD.md").read_text().startswith(f"# Prompt classifier: {target}")
