@@ -110,30 +110,33 @@ def bootstrap_records(
             flush()
     flush()
     if deduplicate:
-        rows = _deduplicate(rows, report)
+        rows = merge_duplicates(rows, ("prompt", "model"), report)
     report.written = len(rows)
     return rows, report
 
 
-def _deduplicate(rows: list[dict], report: BootstrapReport) -> list[dict]:
-    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
+def merge_duplicates(
+    rows: list[dict], keys: tuple[str, ...] = ("prompt", "model"), report: BootstrapReport | None = None
+) -> list[dict]:
+    """One row per ``keys``: the majority label, with ``refusal_rate`` and ``n_responses``.
+
+    Rows that are already merges count with their ``n_responses``; a tie goes to the mean
+    refusal probability.
+    """
+    groups: dict[tuple, list[dict]] = defaultdict(list)
     for row in rows:
-        groups[(row["prompt"], row["model"])].append(row)
+        groups[tuple(row[k] for k in keys)].append(row)
     merged = []
     for group in groups.values():
-        labels = [r["label"] == "refusal" for r in group]
-        rate = float(np.mean(labels))
-        if 0 < rate < 1:
-            report.conflicting_prompts += 1
-        report.merged_duplicates += len(group) - 1
-        first = dict(group[0])
-        first["label"] = "refusal" if rate > 0.5 else "compliance" if rate < 0.5 else (
-            "refusal" if np.mean([r["refusal_probability"] for r in group]) >= 0.5 else "compliance"
-        )
-        first["refusal_probability"] = round(float(np.mean([r["refusal_probability"] for r in group])), 6)
-        first["refusal_rate"] = round(rate, 6)
-        first["n_responses"] = len(group)
-        merged.append(first)
+        weights = [r.get("n_responses", 1) for r in group]
+        rate = float(np.average([r.get("refusal_rate", float(r["label"] == "refusal")) for r in group], weights=weights))
+        proba = float(np.average([r["refusal_probability"] for r in group], weights=weights))
+        if report is not None:
+            report.merged_duplicates += len(group) - 1
+            report.conflicting_prompts += int(0 < rate < 1)
+        label = "refusal" if rate > 0.5 or (rate == 0.5 and proba >= 0.5) else "compliance"
+        merged.append({**group[0], "label": label, "refusal_probability": round(proba, 6),
+                       "refusal_rate": round(rate, 6), "n_responses": int(sum(weights))})
     return merged
 
 

@@ -14,7 +14,7 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from .artifacts import PathLike
-from .bootstrap import BootstrapReport, bootstrap_records
+from .bootstrap import BootstrapReport, bootstrap_records, merge_duplicates
 from .classifiers import ResponseClassifier
 from .metrics import binary_metrics
 from .prompt import PromptClassifier, write_model_card
@@ -34,21 +34,6 @@ def check_class_counts(labels: list[int], target: str, minimum: int = MIN_PER_CL
             f"target {target!r}: found {n_ref} refused and {n_comp} complied prompts; need at least "
             f"{minimum} of each to train and validate a prompt classifier"
         )
-
-
-def dedupe_by_prompt(rows: list[dict]) -> list[dict]:
-    """One row per prompt (several models or repeats of one prompt), majority label."""
-    groups: dict[str, list[dict]] = {}
-    for row in rows:
-        groups.setdefault(row["prompt"], []).append(row)
-    out = []
-    for prompt, group in groups.items():
-        weights = [r.get("n_responses", 1) for r in group]
-        rate = float(np.average([r.get("refusal_rate", float(r["label"] == "refusal")) for r in group], weights=weights))
-        proba = float(np.average([r["refusal_probability"] for r in group], weights=weights))
-        label = "refusal" if rate > 0.5 or (rate == 0.5 and proba >= 0.5) else "compliance"
-        out.append({**group[0], "label": label, "refusal_rate": rate, "refusal_probability": proba, "n_responses": int(sum(weights))})
-    return out
 
 
 def train_prompt_model(
@@ -79,7 +64,7 @@ def train_prompt_model(
         records, rc, prompt_field=prompt_field, response_field=response_field, model_field=model_field,
         source=Path(log_path).name, min_confidence=min_confidence,
     )
-    rows = dedupe_by_prompt(rows)
+    rows = merge_duplicates(rows, ("prompt",))  # one row per prompt, whichever model answered
     prompts = [r["prompt"] for r in rows]
     labels = [int(r["label"] == "refusal") for r in rows]
     check_class_counts(labels, target)

@@ -245,8 +245,3 @@ def read_all(path: PathLike, fmt: str | None = None, encoding: str = "utf-8") ->
     for line, record in read_records(path, fmt, encoding):
         (bad.append(record) if isinstance(record, BadRecord) else good.append((line, record)))
     return good, bad
-
-
-def jsonable(value: Any) -> Any:
-    """numpy scalars -> Python numbers for JSON/CSV output."""
-    return value.item() if hasattr(value, "item") else value

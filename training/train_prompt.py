@@ -23,7 +23,8 @@ import pandas as pd
 from refusal_predictor import PromptClassifier, ResponseClassifier
 from refusal_predictor.metrics import format_table
 from refusal_predictor.prompt import write_model_card
-from refusal_predictor.prompt_training import MIN_PER_CLASS, dedupe_by_prompt
+from refusal_predictor.bootstrap import merge_duplicates
+from refusal_predictor.prompt_training import MIN_PER_CLASS
 
 from . import data, recipes, selection
 
@@ -85,7 +86,7 @@ def bootstrap(pool: pd.DataFrame, rc: ResponseClassifier, cache: Path | None = N
 
 
 def merge_by_prompt(rows: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame(dedupe_by_prompt(rows[["prompt", "label", "refusal_probability", "model", "source"]].to_dict("records")))
+    return pd.DataFrame(merge_duplicates(rows[["prompt", "label", "refusal_probability", "model", "source"]].to_dict("records"), ("prompt",)))
 
 
 def target_rows(labelled: pd.DataFrame, target: str, aux_weight: float = 0.0) -> pd.DataFrame:
