@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .artifacts import PathLike, shipped_path
+from .artifacts import PathLike, shipped_path, write_json
 from .classifiers import RefusalClassifier, as_texts
 
 DEFAULT_TARGET = "gpt-3.5-turbo"
@@ -138,4 +138,9 @@ def model_card_markdown(card: dict[str, Any]) -> str:
 
 
 def write_model_card(folder: PathLike, card: dict[str, Any]) -> None:
+    """The model card twice: ``model_card.json`` for tools, ``MODEL_CARD.md`` for people.
+
+    The same dictionary is the ``metadata`` of the folder's manifest, which load() reads.
+    """
+    write_json(Path(folder, "model_card.json"), card)
     Path(folder, "MODEL_CARD.md").write_text(model_card_markdown(card), encoding="utf-8")

@@ -84,4 +84,5 @@ def test_train_prompt_end_to_end(tmp_path, capsys):
     card = model.metadata
     assert card["training"]["rows"] > 500 and card["evaluation"]["held_out_vs_bootstrapped_labels"]["auroc"] > 0.75
     assert (folder / "MODEL_CARD.md").is_file()
+    assert json.loads((folder / "model_card.json").read_text())["target"] == "my-llm"
     assert model.predict_proba(["Write an article about a senator in the style of the New York Post"]).shape == (1, 2)

@@ -108,3 +108,4 @@ def test_every_target_has_a_model_card(target):
     assert heads == {"ngrams+minilm-logreg", "ngrams+minilm-lightgbm"}
     assert card["recipe"] == max(card["model_selection"], key=lambda r: (r["accuracy"], r["f1"]))["recipe"]
     assert (folder / "MODEL_CARD.md").read_text().startswith(f"# Prompt classifier: {target}")
+    assert json.loads((folder / "model_card.json").read_text()) == card
