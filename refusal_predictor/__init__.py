@@ -6,12 +6,6 @@
 from ._version import __version__
 from .artifacts import ModelFileError
 from .classifiers import ResponseClassifier
+from .prompt import PromptClassifier
 
-__all__ = ["ResponseClassifier", "ModelFileError", "__version__"]
-
-try:  # the prompt classifier lives in its own module
-    from .prompt import PromptClassifier  # noqa: F401
-
-    __all__.append("PromptClassifier")
-except ImportError:  # pragma: no cover
-    pass
+__all__ = ["ResponseClassifier", "PromptClassifier", "ModelFileError", "__version__"]

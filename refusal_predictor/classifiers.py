@@ -11,7 +11,7 @@ import logging
 import shutil
 import warnings
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable
 
 import joblib
 import numpy as np

@@ -1,8 +1,6 @@
 """Readers and writers keep every field and report every bad line with its number."""
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from refusal_predictor.records import BadRecord, RecordWriter, detect_format, get_text, read_all, read_records

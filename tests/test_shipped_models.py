@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from refusal_predictor import PromptClassifier, ResponseClassifier
+from refusal_predictor import PromptClassifier
 from refusal_predictor.artifacts import shipped_path
 from refusal_predictor.encoder import OnnxEncoder
 from training import data

@@ -33,8 +33,6 @@ logger = logging.getLogger(__name__)
 COLUMNS = ["model", "n", "accuracy", "f1", "precision", "recall", "auroc"]
 
 
-
-
 def paper_split_report(model: ResponseClassifier) -> list[dict[str, Any]]:
     train, _, test = data.paper_split()
     texts, y = test["response"].tolist(), refusal_y(test)

@@ -24,6 +24,7 @@ from refusal_predictor.metrics import binary_metrics, format_table
 
 from . import data, recipes
 from .baselines import paper_tfidf_logreg, refusal_y
+from .selection import fit_with_cache
 
 logger = logging.getLogger(__name__)
 COLUMNS = ["model", "n", "accuracy", "f1", "auroc", "majority_rate"]
@@ -81,8 +82,6 @@ def cross_llm_protocol(
         splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=0)
         for train_idx, test_idx in splitter.split(prompts, human):
             clf = PromptClassifier(**recipe, validation_curve=False)
-            features = clf.make_features()
-            features.use_cache(cache)
             train_p = [prompts[i] for i in train_idx]
             train_y = boot[train_idx]
             weights = np.ones(len(train_p))
@@ -90,7 +89,7 @@ def cross_llm_protocol(
                 train_p = train_p + auxiliary["prompt"].tolist()
                 train_y = np.concatenate([train_y, refusal_y(auxiliary)])
                 weights = np.concatenate([weights, np.full(len(auxiliary), aux_weight)])
-            clf.fit(train_p, train_y, sample_weight=weights, features=features.fit(train_p))
+            fit_with_cache(clf, train_p, train_y, cache, sample_weight=weights)
             oof[test_idx] = clf.refusal_probability([prompts[i] for i in test_idx])
         rows.append({"model": model_name, **binary_metrics(human, oof),
                      "bootstrap_agreement": float((boot == human).mean())})

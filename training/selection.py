@@ -14,13 +14,15 @@ from refusal_predictor.metrics import binary_metrics
 logger = logging.getLogger(__name__)
 
 
-def fit_with_cache(clf: RefusalClassifier, texts: list[str], y, cache: dict | None) -> RefusalClassifier:
+def fit_with_cache(
+    clf: RefusalClassifier, texts: list[str], y, cache: dict | None, sample_weight=None
+) -> RefusalClassifier:
     """Fit, reusing embeddings already computed for the same texts (model selection, LOMO)."""
     features = clf.make_features()
     if cache is not None and features.use_embeddings:
         features.use_cache(cache)
     features.fit(texts)
-    return clf.fit(texts, y, features=features)
+    return clf.fit(texts, y, sample_weight=sample_weight, features=features)
 
 
 def grouped_cv(

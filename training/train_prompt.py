@@ -27,6 +27,7 @@ from refusal_predictor.bootstrap import merge_duplicates
 from refusal_predictor.prompt_training import MIN_PER_CLASS
 
 from . import data, recipes, selection
+from .baselines import refusal_y
 
 logger = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parent.parent
@@ -106,7 +107,7 @@ def select_recipe(labelled: pd.DataFrame, target: str = "gpt-3.5-turbo") -> tupl
     """Compare the prompt recipes by 5-fold CV on one target's bootstrapped labels."""
     rows = target_rows(labelled, target)
     prompts = rows["prompt"].tolist()
-    y = (rows["label"] == "refusal").astype(int).to_numpy()
+    y = refusal_y(rows)
     name, table = selection.select(PromptClassifier, recipes.PROMPT_CANDIDATES, prompts, y, prompts, {})
     print(format_table(table, ["recipe", "n", "accuracy", "f1", "auroc", "seconds"],
                        title=f"prompt recipes: 5-fold cross-validation on {target}'s bootstrapped labels"))
@@ -119,7 +120,7 @@ def fit_target(
 ) -> tuple[PromptClassifier | None, pd.DataFrame]:
     """Train one target's PromptClassifier; ``None`` when it has too few prompts of a class."""
     rows = target_rows(labelled, target, aux_weight)
-    y = (rows["label"] == "refusal").astype(int).to_numpy() if len(rows) else np.zeros(0, dtype=int)
+    y = refusal_y(rows) if len(rows) else np.zeros(0, dtype=int)
     own = ~rows["auxiliary"].to_numpy() if len(rows) else np.zeros(0, dtype=bool)
     n_ref, n_comp = int(y[own].sum()), int(own.sum() - y[own].sum())
     if own.sum() < MIN_PROMPTS or min(n_ref, n_comp) < MIN_PER_CLASS:
@@ -138,7 +139,7 @@ def train_target(
     model, rows = fit_target(labelled, target, recipe_name, aux_weight)
     if model is None:
         return None
-    y = (rows["label"] == "refusal").astype(int).to_numpy()
+    y = refusal_y(rows)
     own = ~rows["auxiliary"].to_numpy()
     sources = (
         rows.assign(refused=y, source=np.where(own, rows["source"], "auxiliary:" + rows["source"])).groupby("source").agg(rows=("refused", "size"), refusal_rate=("refused", "mean"))

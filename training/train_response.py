@@ -15,13 +15,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from refusal_predictor import ResponseClassifier
 from refusal_predictor.metrics import format_table
 
 from . import data, recipes, selection
+from .baselines import refusal_y
 from .selection import fit_with_cache
 
 logger = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ def make_classifier(recipe: dict[str, Any], **overrides) -> ResponseClassifier:
 def train(data_dir: Path, output: Path, select: bool) -> ResponseClassifier:
     pool = training_pool(data_dir)
     texts = pool["response"].tolist()
-    y = (pool["label"] == "refusal").astype(int).to_numpy()
+    y = refusal_y(pool)
     cache: dict = {}
     selection_rows: list[dict] = []
     name = recipes.RESPONSE_RECIPE_NAME
