@@ -170,7 +170,11 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
         head = self.make_head()
         if not self.calibration:
             return head
-        return CalibratedClassifierCV(head, method=self.calibration, cv=self.cv, ensemble=False)
+        # Shuffled folds: logs arrive ordered (by source, by time), and unshuffled folds then fit
+        # the sigmoid on out-of-fold scores of blocks the fold's head never saw, which can flip
+        # its slope (seen: AUROC 0.86 -> 0.14 after appending a block of prompt-list rows).
+        folds = StratifiedKFold(n_splits=self.cv, shuffle=True, random_state=self.random_state)
+        return CalibratedClassifierCV(head, method=self.calibration, cv=folds, ensemble=False)
 
     # ------------------------------------------------------------------ scikit-learn API
     def fit(self, X: str | Iterable[str], y: Iterable[Any], sample_weight=None, features=None):

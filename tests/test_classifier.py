@@ -115,3 +115,15 @@ def test_long_texts_keep_all_ngrams(fitted):
     long = "Here is a detailed answer. " * 4000 + "I'm sorry, but I cannot help with that."
     assert len(long) > 100_000
     assert fitted.predict_proba([long]).shape == (1, 2)
+
+
+def test_calibration_folds_mix_ordered_logs(fitted, split):
+    """Logs arrive ordered by source; every calibration fold must sample the whole log, or the
+    sigmoid is fitted on scores of blocks its fold's head never saw (its slope can flip)."""
+    train, _ = split
+    y = (train["label"] == "refusal").to_numpy()
+    n = len(y)
+    folds = list(fitted.model_.cv.split(np.zeros((n, 1)), y))
+    assert len(folds) == fitted.cv
+    for _, test_idx in folds:
+        assert test_idx.min() < 0.1 * n and test_idx.max() > 0.9 * n
