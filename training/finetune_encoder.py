@@ -21,7 +21,7 @@ a head and a tail embedding).
 
 Example::
 
-    python training/finetune_encoder.py --output /tmp/minilm-ft --epochs 3 --lr 8e-5 \
+    python -m training.finetune_encoder --output /tmp/minilm-ft --epochs 3 --lr 8e-5 \
         --data-dir ../shared/data --gptfuzz-max 800
 """
 
@@ -33,19 +33,19 @@ import logging
 import math
 import os
 import random
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from . import data
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 logger = logging.getLogger("finetune_encoder")
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def default_base_model() -> str:
@@ -62,72 +62,16 @@ def default_base_model() -> str:
 # --------------------------------------------------------------------------------------
 
 
-def _minimal_loaders(data_dir: Path):
-    """Fallback loaders (used only if training/data.py is unavailable)."""
-    import glob
-    import json as _json
-
-    from sklearn.model_selection import train_test_split
-
-    def paper():
-        d = pd.DataFrame(_json.load(open(data_dir / "chatgpt-refusals" / "all_hand_labeled.json")))
-        d = d[~d.tone.isin(["incoherent", "dontknow"])].reset_index(drop=True)
-        pos = np.arange(len(d))
-        tr, rest = train_test_split(pos, test_size=0.3, random_state=0)
-        va, te = train_test_split(rest, test_size=0.5, random_state=0)
-        d["split"] = "train"
-        d.loc[va, "split"] = "val"
-        d.loc[te, "split"] = "test"
-        d["label"] = np.where(d.tone == "complied", "compliance", "refusal")
-        d["source"], d["model"] = "chatgpt-refusals", "gpt-3.5-turbo"
-        return d
-
-    def xstest():
-        out = []
-        for f in sorted(glob.glob(str(data_dir / "exaggerated-safety/model_completions/xstest_v2_completions_*.csv"))):
-            key = Path(f).stem.replace("xstest_v2_completions_", "")
-            x = pd.read_csv(f)
-            out.append(pd.DataFrame({
-                "prompt": x.prompt, "response": x.completion.fillna("").astype(str),
-                "label": np.where(x.final_label == "1_full_compliance", "compliance", "refusal"),
-                "source": "xstest-v2", "model": key}))
-        return pd.concat(out, ignore_index=True)
-
-    def gptfuzz():
-        x = pd.read_csv(data_dir / "GPTFuzz/datasets/responses_labeled/train.csv")
-        return pd.DataFrame({"prompt": x.question.astype(str), "response": x.Response.fillna("").astype(str),
-                             "label": np.where(x.label == 1, "compliance", "refusal"),
-                             "source": "gptfuzz", "model": "gpt-3.5-turbo"})
-
-    return paper, xstest, gptfuzz
-
-
-def load_training_frames(data_dir: Path):
-    """Return (paper frame with a ``split`` column, xstest frame, gptfuzz frame)."""
-    try:
-        sys.path.insert(0, str(REPO))
-        from training import data as D  # type: ignore
-
-        tr, va, te = D.paper_split(D.load_paper())
-        paper = pd.concat([tr, va, te], ignore_index=True)
-        xs = D.load_xstest(data_dir)
-        gf = D.load_gptfuzz(data_dir)
-        logger.info("using training/data.py loaders")
-        return paper, xs, gf
-    except Exception as exc:  # noqa: BLE001
-        logger.warning("training/data.py unavailable (%s); using minimal loaders", exc)
-        p, x, g = _minimal_loaders(data_dir)
-        return p(), x(), g()
-
-
-XSTEST_KEYS = {"gpt4": "gpt-4", "llama2new": "llama-2-70b-chat-newsys", "llama2orig": "llama-2-70b-chat-origsys",
-               "mistralguard": "mistral-7b-instruct-guard", "mistralinstruct": "mistral-7b-instruct"}
+def load_training_frames(data_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(paper frame with a ``split`` column, XSTest v2, GPTFuzz), from the canonical loaders."""
+    paper = pd.concat(data.paper_split(data.load_paper()), ignore_index=True)
+    return paper, data.load_xstest(data_dir), data.load_gptfuzz(data_dir)
 
 
 def _model_matches(model: str, wanted: list[str]) -> bool:
     """Exact match on the normalised model name or on the XSTest file key (gpt4, mistralinstruct ...)."""
     m = str(model).lower()
-    names = {XSTEST_KEYS.get(w.lower(), w.lower()) for w in wanted} | {w.lower() for w in wanted}
+    names = {data.XSTEST_SETS.get(w.lower(), w.lower()) for w in wanted} | {w.lower() for w in wanted}
     return m in names
 
 
