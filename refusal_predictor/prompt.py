@@ -129,6 +129,8 @@ def model_card_markdown(card: dict[str, Any]) -> str:
                 f"{m.get('auroc', float('nan')):.4f} | {m.get('majority_rate', float('nan')):.4f} |"
             )
         lines.append("")
+        lines += [f"- {name}: {m['protocol']}" for name, m in evaluation.items() if m.get("protocol")]
+        lines.append("")
     enc = card.get("encoder")
     if enc:
         lines += ["## Encoder", "", f"{enc.get('name')} (sha256 {enc.get('sha256')})", ""]

@@ -10,6 +10,7 @@ from refusal_predictor import PromptClassifier
 from refusal_predictor.artifacts import shipped_path
 from refusal_predictor.encoder import OnnxEncoder
 from training import data
+from training.evaluate_prompt import CARD_PROTOCOLS, write_card_evaluations
 
 REFUSALS = [
     "I'm sorry, but I can't help with that.",
@@ -109,3 +110,36 @@ def test_every_target_has_a_model_card(target):
     assert card["recipe"] == max(card["model_selection"], key=lambda r: (r["accuracy"], r["f1"]))["recipe"]
     assert (folder / "MODEL_CARD.md").read_text().startswith(f"# Prompt classifier: {target}")
     assert json.loads((folder / "model_card.json").read_text()) == card
+    # metrics under the evaluation protocols that cover this LLM, or a note saying none does
+    evaluation = card["evaluation"]
+    assert "cross_validation_vs_bootstrapped_labels" in evaluation
+    protocols = set(evaluation) & set(CARD_PROTOCOLS)
+    assert protocols or "No held-out human labels" in card["notes"]
+    for name in protocols:
+        assert evaluation[name]["protocol"] == CARD_PROTOCOLS[name] and 0.5 < evaluation[name]["auroc"] <= 1
+
+
+def test_default_card_carries_the_paper_protocols():
+    card = PromptClassifier.load().metadata["evaluation"]
+    assert card["paper_split"]["n"] == 256 and card["quora"]["n"] == 985
+    # bootstrapped labels only, yet better than always answering "complied" on the hand labels
+    assert card["paper_split"]["accuracy"] > card["paper_split"]["majority_rate"] + 0.1
+
+
+def test_writing_card_evaluations_keeps_the_model_loadable(tmp_path):
+    import shutil
+
+    root = tmp_path / "prompt"
+    shutil.copytree(shipped_path("prompt", "gpt-4"), root / "gpt-4")
+    shutil.copytree(shipped_path("prompt", "llama-3-8b-instruct"), root / "llama-3-8b-instruct")
+    row = {"n": 450, "accuracy": 0.8, "f1": 0.7, "auroc": 0.9, "majority_rate": 0.5}
+    results = {
+        "paper_split": [{"model": "ours", **row, "n": 256}], "quora": [{"model": "ours", **row, "n": 985}],
+        "cross_llm": [{"model": "gpt-4", **row}, {"model": "llama-2-70b-chat-origsys", **row}],
+    }
+    assert write_card_evaluations(results, root) == ["gpt-4", "llama-3-8b-instruct"]
+    gpt4 = PromptClassifier.load(root / "gpt-4")  # file hashes still verify
+    assert gpt4.metadata["evaluation"]["cross_llm"]["auroc"] == 0.9 and "notes" not in gpt4.metadata
+    assert "cross_llm" in (root / "gpt-4" / "MODEL_CARD.md").read_text()
+    other = PromptClassifier.load(root / "llama-3-8b-instruct").metadata
+    assert set(other["evaluation"]) == {"cross_validation_vs_bootstrapped_labels"} and other["notes"]

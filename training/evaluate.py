@@ -90,15 +90,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--labels-cache", type=Path, help="Parquet cache of bootstrapped prompt labels (see train_prompt)")
     parser.add_argument("--json", type=Path, help="also write the numbers to this JSON file")
     parser.add_argument("--plot", type=Path, default=Path("prompt_top_ngrams.png"), help="PNG of the top prompt n-grams")
+    parser.add_argument("--write-cards", action="store_true",
+                        help="put the prompt protocols' metrics into the shipped prompt models' cards")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     results: dict[str, Any] = {}
     if args.part in ("response", "all"):
         results["response"] = response_report(args.data_dir, args.response_model)
     if args.part in ("prompt", "all"):
-        from .evaluate_prompt import prompt_report
+        from .evaluate_prompt import prompt_report, write_card_evaluations
 
         results["prompt"] = prompt_report(args.data_dir, plot_path=args.plot, labels_cache=args.labels_cache)
+        if args.write_cards:
+            print(f"\nmodel cards updated: {', '.join(write_card_evaluations(results['prompt']))}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str), encoding="utf-8")
 

@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,9 @@ import pandas as pd
 from sklearn.model_selection import StratifiedKFold
 
 from refusal_predictor import PromptClassifier, ResponseClassifier
+from refusal_predictor.artifacts import shipped_path, write_json
 from refusal_predictor.metrics import binary_metrics, format_table
+from refusal_predictor.prompt import DEFAULT_TARGET, write_model_card
 
 from . import data, recipes
 from .baselines import paper_tfidf_logreg, refusal_y
@@ -29,8 +32,13 @@ from .selection import fit_with_cache
 logger = logging.getLogger(__name__)
 COLUMNS = ["model", "n", "accuracy", "f1", "auroc", "majority_rate"]
 PAPER_QUORA = {"paper BERT (10k in-distribution bootstrap)": 0.7594, "paper TF-IDF+LogReg (same)": 0.7391}
-
-
+# What each protocol's row means in a model card (the protocol measures the shipped model, or its
+# recipe retrained under the protocol's exclusions).
+CARD_PROTOCOLS = {
+    "paper_split": "shipped model; the paper's 256 test prompts, hand labels (held out of training)",
+    "quora": "recipe retrained without any Quora prompt; 985 hand-labelled Quora prompts",
+    "cross_llm": "recipe trained on the target's bootstrapped labels of 4/5 of XSTest v2's prompts; human labels of the fifth",
+}
 
 
 def paper_split_protocol(model: PromptClassifier) -> list[dict[str, Any]]:
@@ -120,6 +128,41 @@ def auxiliary_prompts(labelled: pd.DataFrame) -> pd.DataFrame:
 
     aux = labelled[labelled["source"].isin(AUXILIARY_SOURCES) & (labelled["source"] != "xstest-v2")]
     return merge_by_prompt(aux)
+
+
+def card_evaluations(results: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Protocol rows per shipped target, for its model card: the protocols whose test data that
+    target answered (gpt-3.5-turbo: the paper's data; XSTest's models: cross-LLM)."""
+    per_target: dict[str, dict[str, dict[str, Any]]] = {}
+    for protocol in ("paper_split", "quora"):
+        per_target.setdefault(DEFAULT_TARGET, {})[protocol] = {**results[protocol][0], "protocol": CARD_PROTOCOLS[protocol]}
+    for row in results["cross_llm"]:
+        per_target.setdefault(row["model"], {})["cross_llm"] = {**row, "protocol": CARD_PROTOCOLS["cross_llm"]}
+    return per_target
+
+
+def write_card_evaluations(results: dict[str, Any], root: Path | None = None) -> list[str]:
+    """Put the protocol metrics into each shipped target's model card (manifest metadata,
+    ``model_card.json``, ``MODEL_CARD.md``); a target no protocol covers says so. Returns the
+    targets written. Only metadata changes, so the manifest's file hashes stay valid."""
+    root = shipped_path("prompt") if root is None else root
+    per_target = card_evaluations(results)
+    written = []
+    for folder in sorted(p for p in root.iterdir() if (p / "manifest.json").is_file()):
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+        card = manifest.setdefault("metadata", {})
+        evaluation = {k: v for k, v in card.get("evaluation", {}).items() if k not in CARD_PROTOCOLS}
+        evaluation.update(per_target.get(card.get("target", folder.name), {}))
+        card["evaluation"] = evaluation
+        if set(evaluation) & set(CARD_PROTOCOLS):
+            card.pop("notes", None)
+        else:
+            card["notes"] = ("No held-out human labels of this LLM's refusals are in the public data: only the "
+                             "cross-validation against its bootstrapped labels is reported.")
+        write_json(folder / "manifest.json", manifest)
+        write_model_card(folder, card)
+        written.append(folder.name)
+    return written
 
 
 def prompt_report(data_dir: Path, plot_path: Path | None = None, labels_cache: Path | None = None) -> dict[str, Any]:

@@ -9,6 +9,9 @@ auxiliary sources at a lower weight. Held out of every target: the paper's test 
 evaluation retrains without the Quora prompts for the Quora protocol). Left out as prompts:
 GPTFuzz (its responses answer a jailbreak template we do not have, not the question) and
 refusal_direction's activation-edited completions (not the model's own behaviour).
+
+Each target's model card gets its training sources and cross-validation here; the held-out
+protocols' metrics are added by ``python -m training.evaluate --data-dir DATA --write-cards``.
 """
 from __future__ import annotations
 
