@@ -26,6 +26,22 @@ logger = logging.getLogger(__name__)
 
 _SEGMENTS = ("head", "tail")
 
+TOKEN_PATTERN = r"(?u)\b\w[\w']*\b"
+"""Words with their contractions ("can't", "won't", "i'm") and one-letter words ("i").
+
+scikit-learn's default pattern drops one-letter tokens and splits at apostrophes, so "I can't"
+became the single token "can", the same as in "I can help": short refusals in unseen phrasings
+then scored as compliance (the shipped response model gave 0.44 to "I'm sorry, I can't help with
+that."; 0.97 with this pattern, at grouped-CV accuracy 0.9217 against 0.9223, i.e. 3 of 5,200 rows;
+see ``training.train_response --select``)."""
+
+_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "\uff07": "'"})
+
+
+def normalize_text(text: str) -> str:
+    """Lower-case, with typographic apostrophes as ASCII ones (LLMs write both "can't" and "can’t")."""
+    return text.lower().translate(_APOSTROPHES)
+
 
 def resolve_encoder_path(encoder: str | PathLike | None) -> Path:
     """A shipped encoder name (a folder of ``models/encoders``) or a path to an encoder folder."""
@@ -62,6 +78,7 @@ class TextFeatures(TransformerMixin, BaseEstimator):
         min_df: int = 2,
         max_features: int | None = 100_000,
         sublinear_tf: bool = True,
+        token_pattern: str = TOKEN_PATTERN,
         use_ngrams: bool = True,
         use_embeddings: bool = True,
         embedding_weight: float = 1.0,
@@ -74,6 +91,7 @@ class TextFeatures(TransformerMixin, BaseEstimator):
         self.min_df = min_df
         self.max_features = max_features
         self.sublinear_tf = sublinear_tf
+        self.token_pattern = token_pattern
         self.use_ngrams = use_ngrams
         self.use_embeddings = use_embeddings
         self.embedding_weight = embedding_weight
@@ -126,6 +144,8 @@ class TextFeatures(TransformerMixin, BaseEstimator):
                 min_df=self.min_df if len(texts) >= 10 * self.min_df else 1,
                 max_features=self.max_features,
                 sublinear_tf=self.sublinear_tf,
+                token_pattern=self.token_pattern,
+                preprocessor=normalize_text,
                 dtype=np.float32,
             ).fit(texts)
         if self.use_embeddings:

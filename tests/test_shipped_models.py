@@ -35,11 +35,20 @@ def test_response_model_api_shape(response_model):
     assert response_model.predict("I'm sorry, but I can't help with that.")[0] == "refusal"
 
 
+@pytest.mark.parametrize("text", [
+    "I'm sorry, I can't help with that.",  # 0.44 before contractions were kept as tokens
+    "Sorry, I can\u2019t do that.",  # typographic apostrophe
+    "I won't write that.",
+])
+def test_short_refusals_in_unseen_phrasings(response_model, text):
+    assert response_model.refusal_probability([text])[0] > 0.5
+
+
 def test_response_model_on_the_paper_test_split(response_model):
     _, _, test = data.paper_split()
     pred = response_model.predict(test["response"].tolist())
     accuracy = float((pred == test["label"].to_numpy()).mean())
-    assert accuracy >= 0.89, accuracy  # measured 0.902; the paper's n-gram model: 0.906 (see training.evaluate)
+    assert accuracy >= 0.89, accuracy  # measured 0.906; the paper's n-gram model: 0.906 (see training.evaluate)
 
 
 @pytest.mark.parametrize("kind", ["response", "prompt"])
