@@ -115,6 +115,14 @@ def bootstrap_records(
     return rows, report
 
 
+def label_confidence(row: dict) -> float:
+    """How sure the bootstrap is of a row's label: ``max(p, 1 - p)`` of its (mean) refusal
+    probability, the measure ``--min-confidence`` cuts on. Duplicates that disagree pull the mean
+    toward 0.5, so a contested prompt counts less."""
+    p = float(row["refusal_probability"])
+    return max(p, 1.0 - p)
+
+
 def merge_duplicates(
     rows: list[dict], keys: tuple[str, ...] = ("prompt", "model"), report: BootstrapReport | None = None
 ) -> list[dict]:

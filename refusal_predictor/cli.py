@@ -85,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_log_options(p)
     p.add_argument("--model-filter", help="use only rows whose model field equals this")
     p.add_argument("--test-size", type=float, default=0.2, help="held-out fraction for the report (default 0.2)")
+    p.add_argument("--weight-by-confidence", action="store_true",
+                   help="weight each prompt by its bootstrapped label's confidence max(p, 1-p) instead of dropping any")
     p.add_argument("--head", choices=["logreg", "lightgbm"], default="logreg")
 
     p = sub.add_parser("score-prompts", help="predict for every prompt of a log whether the target LLM will refuse it")
@@ -243,7 +245,8 @@ def _cmd_train_prompt(args: argparse.Namespace) -> int:
     model, held_out, report = train_prompt_model(
         args.input, args.target_name, output, response_model=args.response_model,
         prompt_field=args.prompt_field, response_field=args.response_field, model_field=args.model_field or None,
-        model_filter=args.model_filter, min_confidence=args.min_confidence, test_size=args.test_size,
+        model_filter=args.model_filter, min_confidence=args.min_confidence,
+        weight_by_confidence=args.weight_by_confidence, test_size=args.test_size,
         head=args.head, input_format=args.input_format, encoding=args.encoding,
     )
     print(f"bootstrap: {report.summary()}")

@@ -14,7 +14,7 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from .artifacts import PathLike
-from .bootstrap import BootstrapReport, bootstrap_records, merge_duplicates
+from .bootstrap import BootstrapReport, bootstrap_records, label_confidence, merge_duplicates
 from .classifiers import ResponseClassifier
 from .metrics import binary_metrics
 from .prompt import PromptClassifier, write_model_card
@@ -47,13 +47,19 @@ def train_prompt_model(
     model_field: str | None = "model",
     model_filter: str | None = None,
     min_confidence: float | None = None,
+    weight_by_confidence: bool = False,
     test_size: float = 0.2,
     head: str = "logreg",
     input_format: str | None = None,
     encoding: str = "utf-8",
     random_state: int = 0,
 ) -> tuple[PromptClassifier, dict[str, Any], BootstrapReport]:
-    """Bootstrap labels from a log, fit a PromptClassifier, report on held-out prompts, save it."""
+    """Bootstrap labels from a log, fit a PromptClassifier, report on held-out prompts, save it.
+
+    ``weight_by_confidence`` weights each prompt by :func:`~refusal_predictor.bootstrap.label_confidence`
+    (0.5 to 1) instead of dropping unsure labels (``min_confidence``): nothing is thrown away,
+    but a label the response classifier barely decided pulls the prompt model half as hard.
+    """
     rc = ResponseClassifier.load(response_model)
     records = read_records(log_path, input_format, encoding)
     if model_filter is not None:
@@ -68,18 +74,20 @@ def train_prompt_model(
     prompts = [r["prompt"] for r in rows]
     labels = [int(r["label"] == "refusal") for r in rows]
     check_class_counts(labels, target)
-    train_p, test_p, train_y, test_y = train_test_split(
-        prompts, labels, test_size=test_size, random_state=random_state, stratify=labels
+    weights = np.array([label_confidence(r) if weight_by_confidence else 1.0 for r in rows])
+    train_p, test_p, train_y, test_y, train_w, _ = train_test_split(
+        prompts, labels, weights, test_size=test_size, random_state=random_state, stratify=labels
     )
-    held_out_model = PromptClassifier(head=head, validation_curve=False).fit(train_p, train_y)
+    held_out_model = PromptClassifier(head=head, validation_curve=False).fit(train_p, train_y, sample_weight=train_w)
     held_out = binary_metrics(test_y, held_out_model.refusal_probability(test_p))
-    model = PromptClassifier(head=head).fit(prompts, labels)
+    model = PromptClassifier(head=head).fit(prompts, labels, sample_weight=weights)
     card = {
         "target": target,
         "summary": f"Predicts whether {target} refuses a prompt; labels bootstrapped from {Path(log_path).name}.",
         "training": {
             "rows": len(prompts),
             "refusal_rate": float(np.mean(labels)),
+            "sample_weight": "label confidence max(p, 1-p)" if weight_by_confidence else "none",
             "sources": [{"source": Path(log_path).name, "rows": len(prompts), "refusal_rate": float(np.mean(labels))}],
             "bootstrap": {
                 "read": report.read, "labelled": report.labelled, "dropped_low_confidence": report.dropped_low_confidence,

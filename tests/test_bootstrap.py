@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from refusal_predictor import PromptClassifier
-from refusal_predictor.bootstrap import bootstrap_records
+from refusal_predictor.bootstrap import bootstrap_records, label_confidence, merge_duplicates
+from refusal_predictor.prompt_training import train_prompt_model
 from refusal_predictor.cli import main
 from refusal_predictor.records import BadRecord
 from training import data
@@ -45,6 +47,30 @@ def test_min_confidence_drops_unsure_labels(response_model):
     assert report.dropped_low_confidence + len(kept) == 3 and report.dropped_low_confidence >= 1
     with pytest.raises(ValueError, match="min_confidence"):
         bootstrap_records(rows, response_model, min_confidence=0.2)
+
+
+def test_contested_prompts_have_lower_label_confidence(response_model):
+    rows, _ = bootstrap_records(_records([
+        {"prompt": "same", "response": REFUSAL}, {"prompt": "same", "response": ANSWER},
+        {"prompt": "clear", "response": REFUSAL}, {"prompt": "clear", "response": REFUSAL},
+    ]), response_model)
+    merged = {r["prompt"]: r for r in merge_duplicates(rows, ("prompt",))}
+    assert 0.5 <= label_confidence(merged["same"]) < label_confidence(merged["clear"]) <= 1.0
+    assert label_confidence(merged["clear"]) > 0.9
+
+
+def test_train_prompt_can_weight_by_label_confidence(tmp_path):
+    paper = data.load_paper()
+    paper = paper[paper["subset"] == "political_figures"].head(200)
+    log = tmp_path / "log.jsonl"
+    log.write_text("".join(json.dumps({"prompt": p, "response": r}) + "\n"
+                           for p, r in zip(paper["prompt"], paper["response"])), encoding="utf-8")
+    plain, _, _ = train_prompt_model(log, "plain", tmp_path / "plain")
+    weighted, _, _ = train_prompt_model(log, "weighted", tmp_path / "weighted", weight_by_confidence=True)
+    assert plain.metadata["training"]["sample_weight"] == "none"
+    assert "confidence" in PromptClassifier.load(tmp_path / "weighted").metadata["training"]["sample_weight"]
+    prompts = paper["prompt"].tolist()[:20]
+    assert not np.allclose(plain.refusal_probability(prompts), weighted.refusal_probability(prompts))
 
 
 def test_bootstrap_cli_writes_labels_and_errors(tmp_path, capsys):
