@@ -40,7 +40,7 @@ _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "\uff
 
 def normalize_text(text: str) -> str:
     """Lower-case, with typographic apostrophes as ASCII ones (LLMs write both "can't" and "can’t")."""
-    return text.lower().translate(_APOSTROPHES) if not text.isascii() else text.lower()
+    return text.lower() if text.isascii() else text.lower().translate(_APOSTROPHES)
 
 
 def resolve_encoder_path(encoder: str | PathLike | None) -> Path:

@@ -11,7 +11,6 @@
 """
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,8 @@ import pandas as pd
 from sklearn.model_selection import StratifiedKFold
 
 from refusal_predictor import PromptClassifier, ResponseClassifier
-from refusal_predictor.artifacts import shipped_path, write_json
+from refusal_predictor.artifacts import read_manifest, shipped_path, write_json
+from refusal_predictor.classifiers import FORMAT_VERSION, MANIFEST, MODEL_FORMAT
 from refusal_predictor.metrics import binary_metrics, format_table
 from refusal_predictor.prompt import DEFAULT_TARGET, write_model_card
 
@@ -148,8 +148,8 @@ def write_card_evaluations(results: dict[str, Any], root: Path | None = None) ->
     root = shipped_path("prompt") if root is None else root
     per_target = card_evaluations(results)
     written = []
-    for folder in sorted(p for p in root.iterdir() if (p / "manifest.json").is_file()):
-        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    for folder in sorted(p for p in root.iterdir() if (p / MANIFEST).is_file()):
+        manifest = read_manifest(folder, MANIFEST, MODEL_FORMAT, (FORMAT_VERSION,))
         card = manifest.setdefault("metadata", {})
         evaluation = {k: v for k, v in card.get("evaluation", {}).items() if k not in CARD_PROTOCOLS}
         evaluation.update(per_target.get(card.get("target", folder.name), {}))
@@ -159,7 +159,7 @@ def write_card_evaluations(results: dict[str, Any], root: Path | None = None) ->
         else:
             card["notes"] = ("No held-out human labels of this LLM's refusals are in the public data: only the "
                              "cross-validation against its bootstrapped labels is reported.")
-        write_json(folder / "manifest.json", manifest)
+        write_json(folder / MANIFEST, manifest)
         write_model_card(folder, card)
         written.append(folder.name)
     return written
