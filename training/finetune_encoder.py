@@ -218,6 +218,11 @@ class Finetuner:
         model.eval()
         return model, head
 
+    def embeddings(self, model, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        """Normalised sentence embeddings in float32 (what the exported encoder computes)."""
+        return model.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
+                            show_progress_bar=False).astype(np.float32)
+
     def refusal_scores(self, model, head, texts: list[str], cfg: Config, batch_size: int = 64) -> np.ndarray:
         """P(refusal) from the training head (for choosing configurations, not for shipping)."""
         torch = self.torch
@@ -288,7 +293,10 @@ def run_sweep(ft: Finetuner, records: pd.DataFrame, configs: list[Config], repor
 
 
 def run_lomo(ft: Finetuner, records: pd.DataFrame, cfg: Config, report: dict, out_dir: Path | None,
-             save_folder: Path | None) -> None:
+             save_folder: Path | None, embeddings_folder: Path | None = None) -> None:
+    """XSTest leave-one-model-out; ``embeddings_folder`` gets each fold encoder's float16 embeddings
+    of every record (rows in the records' order), so the n-gram + embedding head can be evaluated
+    leave-one-model-out on a machine without a GPU (``training.evaluate --lomo-embeddings``)."""
     pool = records[records.in_pool]
     is_x = pool.source.fillna("").str.startswith("xstest")
     rows, scored = [], []
@@ -303,6 +311,11 @@ def run_lomo(ft: Finetuner, records: pd.DataFrame, cfg: Config, report: dict, ou
         logger.info("lomo %s", rows[-1])
         if save_folder is not None:
             save_encoder(model, save_folder / str(model_name))
+        if embeddings_folder is not None:
+            embeddings_folder.mkdir(parents=True, exist_ok=True)
+            all_texts = records["response"].fillna("").astype(str).tolist()
+            np.save(embeddings_folder / f"lomo_emb_{model_name}.npy",
+                    ft.embeddings(model, all_texts).astype(np.float16))
         report["lomo"] = rows
         _write_report(report)
     report["lomo_mean_f1"] = round(float(np.mean([r["f1"] for r in rows])), 4)
@@ -347,6 +360,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--output", type=Path, help="folder for the final fine-tuned sentence-transformers model")
     ap.add_argument("--half", action="store_true", help="save the final model's weights as float16")
     ap.add_argument("--save-lomo", type=Path, help="save each leave-one-model-out encoder under this folder")
+    ap.add_argument("--lomo-embeddings", type=Path,
+                    help="write each leave-one-model-out encoder's embeddings of all records here (.npy)")
     ap.add_argument("--report", type=Path, help="JSON report (rewritten after every run)")
     ap.add_argument("--device", default="auto", help="auto, cpu or cuda")
     ap.add_argument("--threads", type=int, default=2)
@@ -386,7 +401,8 @@ def main(argv: list[str] | None = None) -> None:
         cfg = run_sweep(ft, records, configs, report)
     for protocol in protocols:  # in the order given (a long run can put the artefact first)
         if protocol == "lomo":
-            run_lomo(ft, records, cfg, report, args.report.parent if args.report else None, args.save_lomo)
+            run_lomo(ft, records, cfg, report, args.report.parent if args.report else None, args.save_lomo,
+                     args.lomo_embeddings)
         elif protocol == "final":
             run_final(ft, records, cfg, report, args.output, args.half)
     print(json.dumps({k: v for k, v in report.items() if k != "sweep"}, indent=2, default=str))
