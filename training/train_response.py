@@ -6,7 +6,10 @@ Training pool: the paper's train + validation split (never its test split), XSTe
 GPTFuzz's labelled responses. ``--select`` compares the candidate recipes of
 ``training.recipes.RESPONSE_CANDIDATES`` by grouped cross-validation on that pool (folds split by
 prompt, so one prompt's responses from several LLMs never straddle train and test) and trains the
-best; without it the recipe named by ``training.recipes.RESPONSE_RECIPE_NAME`` is trained.
+best; without it the recipe named by ``--recipe`` or ``training.recipes.RESPONSE_RECIPE_NAME`` is
+trained. Recipes over an encoder fine-tuned on this pool (``recipes.FINETUNED_RESPONSE_CANDIDATES``)
+are not in the cross-validation: their embeddings saw every fold's test rows; they are compared by
+leave-one-model-out with per-fold encoders (``training.evaluate --lomo-embeddings``).
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from refusal_predictor import ResponseClassifier
@@ -52,19 +56,44 @@ def make_classifier(recipe: dict[str, Any], **overrides) -> ResponseClassifier:
     return ResponseClassifier(**{**recipe, **overrides})
 
 
-def train(data_dir: Path, output: Path, select: bool) -> ResponseClassifier:
+def lomo_selection(data_dir: Path, lomo_embeddings: Path) -> tuple[str, list[dict]]:
+    """Frozen cross-validation winner vs the fine-tuned recipes, by XSTest leave-one-model-out.
+
+    Each fine-tuned recipe is scored with encoders fine-tuned without the held-out model
+    (``lomo_embeddings``); the best mean F1 (ties: the higher minimum) wins.
+    """
+    from .evaluate import xstest_lomo_report
+
+    rows = []
+    for name in ["ngrams-logreg", *recipes.FINETUNED_RESPONSE_CANDIDATES]:
+        table = xstest_lomo_report(data_dir, name, lomo_embeddings)
+        per_model = {r["model"]: round(float(r["f1"]), 4) for r in table if r["model"] not in ("mean", "min")}
+        rows.append({"recipe": name, "mean_f1": round(float(np.mean(list(per_model.values()))), 4),
+                     "min_f1": round(float(min(per_model.values())), 4), "f1_by_model": per_model})
+        logger.info("leave-one-model-out %s: %s", name, rows[-1])
+    best = max(rows, key=lambda r: (r["mean_f1"], r["min_f1"]))["recipe"]
+    return best, rows
+
+
+def train(data_dir: Path, output: Path, select: bool, recipe_name: str | None = None,
+          lomo_embeddings: Path | None = None) -> ResponseClassifier:
     pool = training_pool(data_dir)
     texts = pool["response"].tolist()
     y = refusal_y(pool)
     cache: dict = {}
     selection_rows: list[dict] = []
-    name = recipes.RESPONSE_RECIPE_NAME
+    name = recipe_name or recipes.RESPONSE_RECIPE_NAME
     if select:
         groups = pool["prompt"].fillna("").tolist()
         name, selection_rows = selection.select(ResponseClassifier, recipes.RESPONSE_CANDIDATES, texts, y, groups, cache)
         print(format_table(selection_rows, ["recipe", "n", "accuracy", "f1", "auroc", "seconds"],
                            title="grouped 5-fold cross-validation on the training pool"))
-    recipe = recipes.RESPONSE_CANDIDATES[name]
+    lomo_rows: list[dict] = []
+    if lomo_embeddings is not None:
+        name, lomo_rows = lomo_selection(data_dir, lomo_embeddings)
+        print(format_table([{k: v for k, v in r.items() if k != "f1_by_model"} for r in lomo_rows],
+                           ["recipe", "mean_f1", "min_f1"], title="XSTest v2 leave-one-model-out F1"))
+    recipe = recipes.ALL_RESPONSE_RECIPES[name]
     clf = fit_with_cache(make_classifier(recipe), texts, y, cache)
     sources = (
         pool.groupby(["source", "model"])
@@ -78,6 +107,7 @@ def train(data_dir: Path, output: Path, select: bool) -> ResponseClassifier:
         "training": {"rows": len(pool), "refusal_rate": float(y.mean()), "sources": sources,
                      "excluded": "the paper's test split (256 rows)"},
         "model_selection": selection_rows,
+        "lomo_selection": lomo_rows,
     }
     clf.save(output, metadata=metadata)
     print(f"saved {output}: {metadata['summary']}")
@@ -88,10 +118,16 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", type=Path, required=True, help="folder of the public data sets")
     parser.add_argument("-o", "--output", type=Path, default=REPO / "models" / "response")
-    parser.add_argument("--select", action="store_true", help="choose the recipe by cross-validation first")
+    parser.add_argument("--select", action="store_true",
+                        help="choose among the frozen-encoder recipes by grouped cross-validation and train the best")
+    parser.add_argument("--lomo-embeddings", type=Path,
+                        help="per-fold fine-tuned encoder embeddings (training.finetune_encoder --lomo-embeddings): "
+                             "choose between the n-gram recipe and the fine-tuned ones by leave-one-model-out")
+    parser.add_argument("--recipe", choices=sorted(recipes.ALL_RESPONSE_RECIPES),
+                        help=f"recipe to train (default {recipes.RESPONSE_RECIPE_NAME})")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    train(args.data_dir, args.output, args.select)
+    train(args.data_dir, args.output, args.select, args.recipe, args.lomo_embeddings)
 
 
 if __name__ == "__main__":
