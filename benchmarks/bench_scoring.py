@@ -6,7 +6,8 @@ Prints texts per second (median of --runs timed runs after a warm-up) for the sh
 ResponseClassifier on real ChatGPT responses and the shipped PromptClassifier on real prompts, at
 the default per-text embedding (batch 1, each score independent of its batch mates) and at
 encoder batch 64; the keyword baseline (llm-guard's NoRefusalLight phrases) and the n-gram part
-alone are measured beside them, and each row gives its ratio to the keyword baseline.
+alone are measured beside them (for responses also an n-gram LogReg without the encoder), and
+each row gives its ratio to the keyword baseline.
 """
 from __future__ import annotations
 
@@ -36,6 +37,13 @@ def texts_per_second(fn: Callable[[Sequence[str]], object], texts: Sequence[str]
     return len(texts) / statistics.median(times)
 
 
+def baseline_without_encoder() -> Callable[[Sequence[str]], object]:
+    from training.baselines import paper_tfidf_logreg, refusal_y
+
+    train, _, _ = data.paper_split()
+    return paper_tfidf_logreg(train["response"].tolist(), refusal_y(train))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5)
@@ -53,6 +61,9 @@ def main() -> None:
         rows = [("keywords (baseline)", base)]
         ngrams = model.features_.vectorizer_
         rows.append(("n-gram TF-IDF transform only", texts_per_second(ngrams.transform, texts, args.runs)))
+        if kind == "response":  # what a response model without the encoder would cost
+            rows.append(("n-grams + LogReg, no encoder (paper baseline)",
+                         texts_per_second(baseline_without_encoder(), texts, args.runs)))
         rows.append(("shipped model, encoder batch 1 (default)", texts_per_second(model.predict_proba, texts, args.runs)))
         model.features_.batch_size = 64
         rows.append(("shipped model, encoder batch 64", texts_per_second(model.predict_proba, texts, args.runs)))

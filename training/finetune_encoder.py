@@ -156,6 +156,33 @@ def write_lomo_manifest(folder: Path, records: pd.DataFrame, models: list[str], 
     }, indent=2))
 
 
+def build_prompt_records(data_dir: Path, labels: pd.DataFrame, val_fraction: float = 0.1,
+                         seed: int = 0) -> pd.DataFrame:
+    """Bootstrapped prompts (one row per prompt, majority label over every LLM that answered it)
+    for fine-tuning a *prompt* encoder, with every prompt an evaluation protocol tests on removed:
+    XSTest v2 (cross-LLM protocol), the Quora hand-labelled set (Quora protocol) and the paper's
+    test split (kept as ``in_pool=False`` rows with their hand labels, for the report only).
+    ``val_fraction`` of the rest is marked ``split='val'`` for the sweep."""
+    from . import data
+    from .train_prompt import merge_by_prompt
+
+    _, _, test = data.paper_split()
+    excluded = (set(data.load_xstest(data_dir)["prompt"]) | set(data.load_quora_hand_labelled()["prompt"])
+                | set(test["prompt"]))
+    rows = labels[~labels["prompt"].isin(excluded) & (labels["prompt"].fillna("").str.strip() != "")]
+    merged = merge_by_prompt(rows)
+    rng = np.random.default_rng(seed)
+    merged = merged.assign(response=merged["prompt"], split=np.where(rng.random(len(merged)) < val_fraction, "val", None),
+                           in_pool=True)
+    held = test.assign(response=test["prompt"], split="test", in_pool=False)
+    frame = pd.concat([merged, held], ignore_index=True)
+    frame["model"] = frame["model"].astype(str)
+    frame = frame[RECORD_COLUMNS + ["in_pool"]].copy()
+    for col in ("prompt", "response", "source", "model", "split"):
+        frame[col] = frame[col].astype("string")
+    return frame
+
+
 def load_records(args: argparse.Namespace) -> pd.DataFrame:
     if args.records:
         frame = pd.read_parquet(args.records)
@@ -395,6 +422,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--data-dir", type=Path, help="folder of the public data sets")
     ap.add_argument("--records", type=Path, help="Parquet written by --write-records (instead of --data-dir)")
     ap.add_argument("--write-records", type=Path, help="write the pool + paper test rows to this Parquet and stop")
+    ap.add_argument("--write-prompt-records", type=Path,
+                    help="with --labels: write bootstrapped prompts (text in the response column) for a prompt encoder")
+    ap.add_argument("--labels", type=Path, help="bootstrapped labels Parquet (training.train_prompt --labels-cache)")
     ap.add_argument("--protocols", default="final", help="comma separated: sweep, lomo, final")
     ap.add_argument("--config", action="append", default=[],
                     help='"key=value ..." (repeatable; sweep compares them, the others use the first '
@@ -418,6 +448,15 @@ def main(argv: list[str] | None = None) -> None:
         frame.to_parquet(args.write_records, index=False)
         print(f"wrote {len(frame)} rows ({int(frame.in_pool.sum())} pool, {int((~frame.in_pool).sum())} paper test) "
               f"to {args.write_records}")
+        return
+
+    if args.write_prompt_records:
+        if not (args.data_dir and args.labels):
+            raise SystemExit("--write-prompt-records needs --data-dir and --labels")
+        frame = build_prompt_records(args.data_dir, pd.read_parquet(args.labels))
+        frame.to_parquet(args.write_prompt_records, index=False)
+        print(f"wrote {len(frame)} rows ({int(frame.in_pool.sum())} prompts, {int((frame.split == 'val').sum())} "
+              f"of them validation; {int((~frame.in_pool).sum())} paper test) to {args.write_prompt_records}")
         return
 
     import torch
