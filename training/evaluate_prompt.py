@@ -51,7 +51,7 @@ def paper_split_protocol(model: PromptClassifier) -> list[dict[str, Any]]:
     ]
 
 
-def quora_protocol(labelled: pd.DataFrame) -> list[dict[str, Any]]:
+def quora_protocol(labelled: pd.DataFrame, recipe_name: str = recipes.PROMPT_RECIPE_NAME) -> list[dict[str, Any]]:
     """The shipped gpt-3.5-turbo recipe retrained with every Quora prompt removed, on Quora."""
     from .train_prompt import fit_target
 
@@ -61,7 +61,8 @@ def quora_protocol(labelled: pd.DataFrame) -> list[dict[str, Any]]:
     others = paper[~paper["prompt"].isin(quora_prompts)]
     texts, y = quora["prompt"].tolist(), refusal_y(quora)
     baseline = paper_tfidf_logreg(others["prompt"].tolist(), refusal_y(others))
-    model, _ = fit_target(labelled[~labelled["prompt"].isin(quora_prompts)], "gpt-3.5-turbo", validation_curve=False)
+    model, _ = fit_target(labelled[~labelled["prompt"].isin(quora_prompts)], "gpt-3.5-turbo", recipe_name,
+                          validation_curve=False)
     rows = [
         {"model": "refusal-predictor gpt-3.5-turbo recipe, no Quora (bootstrapped)", **binary_metrics(y, model.refusal_probability(texts), model.threshold)},
         {"model": "TF-IDF+LogReg on hand labels (paper's non-Quora)", **binary_metrics(y, baseline(texts))},
@@ -72,6 +73,7 @@ def quora_protocol(labelled: pd.DataFrame) -> list[dict[str, Any]]:
 
 def cross_llm_protocol(
     data_dir: Path, rc: ResponseClassifier, auxiliary: pd.DataFrame | None = None, aux_weight: float = 0.0, folds: int = 5,
+    recipe_name: str = recipes.PROMPT_RECIPE_NAME,
 ) -> list[dict[str, Any]]:
     """Per XSTest model M: 5-fold by prompt, trained on M's bootstrapped labels of 4 folds.
 
@@ -80,7 +82,7 @@ def cross_llm_protocol(
     """
     xstest = data.load_xstest(data_dir)
     xstest = xstest.assign(boot=rc.refusal_probability(xstest["response"].tolist()) >= rc.threshold)
-    recipe = recipes.PROMPT_CANDIDATES[recipes.PROMPT_RECIPE_NAME]
+    recipe = recipes.PROMPT_CANDIDATES[recipe_name]
     cache: dict = {}
     rows = []
     for model_name, frame in xstest.groupby("model"):
@@ -171,16 +173,19 @@ def prompt_report(data_dir: Path, plot_path: Path | None = None, labels_cache: P
     rc = ResponseClassifier.load()
     model = PromptClassifier.load()
     labelled = bootstrapped_pool(data_dir, rc, labels_cache)
-    results: dict[str, Any] = {}
+    # The protocols retrain the recipe the shipped default was trained with (train_prompt --select).
+    recipe_name = model.metadata.get("recipe", recipes.PROMPT_RECIPE_NAME)
+    results: dict[str, Any] = {"recipe": recipe_name}
     results["paper_split"] = paper_split_protocol(model)
     print(format_table(results["paper_split"], COLUMNS, title="\nPrompt classifier: the paper's test split (256 prompts, hand labels)"))
-    results["quora"] = quora_protocol(labelled)
+    results["quora"] = quora_protocol(labelled, recipe_name)
     print(format_table(results["quora"], COLUMNS, title="\nPrompt classifier: Quora protocol (hand-labelled Quora prompts, none in training)"))
-    results["cross_llm"] = cross_llm_protocol(data_dir, rc)
+    results["cross_llm"] = cross_llm_protocol(data_dir, rc, recipe_name=recipe_name)
     print(format_table(results["cross_llm"], COLUMNS + ["bootstrap_agreement"],
                        title="\nPrompt classifier: cross-LLM on XSTest v2 (5-fold by prompt, M's bootstrapped labels only; human test labels)"))
     aux = auxiliary_prompts(labelled)
-    results["cross_llm_with_auxiliary"] = cross_llm_protocol(data_dir, rc, aux, recipes.CROSS_LLM_AUX_WEIGHT)
+    results["cross_llm_with_auxiliary"] = cross_llm_protocol(data_dir, rc, aux, recipes.CROSS_LLM_AUX_WEIGHT,
+                                                             recipe_name=recipe_name)
     print(format_table(results["cross_llm_with_auxiliary"], COLUMNS,
                        title=f"\nPrompt classifier: cross-LLM on XSTest v2, plus {len(aux)} auxiliary bootstrapped prompts "
                              f"of other sources at weight {recipes.CROSS_LLM_AUX_WEIGHT}"))

@@ -33,11 +33,14 @@ ALL_RESPONSE_RECIPES = {**RESPONSE_CANDIDATES, **FINETUNED_RESPONSE_CANDIDATES}
 # unchanged (0.9062); see the closing notes of issue 2.
 RESPONSE_RECIPE_NAME = "ngrams+minilm-refusal-logreg"
 
+# all-MiniLM-L6-v2 fine-tuned on bootstrapped prompts with every protocol's test prompts removed
+# (``training.finetune_encoder --write-prompt-records``, then ``--protocols sweep,final`` on a GPU).
+PROMPT_ENCODER = "minilm-prompt-int8"
 PROMPT_CANDIDATES: dict[str, dict[str, Any]] = {
-    "ngrams+minilm-logreg": {"head": "logreg", "C": 1.0, "encoder": BASE_ENCODER},
-    "ngrams+minilm-lightgbm": {"head": "lightgbm", "encoder": BASE_ENCODER},
+    "ngrams+minilm-logreg": {"head": "logreg", "C": 1.0, "encoder": PROMPT_ENCODER},
+    "ngrams+minilm-lightgbm": {"head": "lightgbm", "encoder": PROMPT_ENCODER},
 }
-PROMPT_RECIPE_NAME = "ngrams+minilm-logreg"
+PROMPT_RECIPE_NAME = "ngrams+minilm-logreg"  # the default; train_prompt --select records its CV choice in the cards
 # Weight of other LLMs' prompts (auxiliary sources) in every target's training; see train_prompt.
 PROMPT_AUX_WEIGHT = 0.3
 # Weight of the auxiliary prompts in the cross-LLM protocol (evaluate_prompt.cross_llm_protocol).
