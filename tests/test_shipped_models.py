@@ -78,6 +78,19 @@ def test_response_recipe_is_the_leave_one_model_out_winner(response_model):
     assert all(len(row["f1_by_model"]) == 5 for row in table)
 
 
+def test_ngrams_variant_reads_no_encoder(tmp_path):
+    from refusal_predictor import ResponseClassifier
+
+    assert ResponseClassifier.available_variants() == ["default", "ngrams"]
+    fast = ResponseClassifier.load("ngrams")
+    assert not fast.features_.use_embeddings and fast.metadata["recipe"] == "ngrams-logreg"
+    assert list(fast.predict(REFUSALS)) == ["refusal"] * 3
+    assert list(fast.predict(COMPLIANCES)) == ["compliance"] * 3
+    (tmp_path / "ngrams").mkdir()  # a folder of that name wins over the variant, and is no model
+    with pytest.raises(Exception, match="manifest"):
+        ResponseClassifier.load(str(tmp_path / "ngrams"))
+
+
 def test_response_model_reads_512_tokens_with_its_fine_tuned_encoder(response_model):
     encoder = response_model.features_.get_encoder()
     assert encoder.name == "minilm-refusal-int8" and encoder.max_seq_length == 512
