@@ -112,3 +112,37 @@ def test_train_prompt_end_to_end(tmp_path, capsys):
     assert (folder / "MODEL_CARD.md").is_file()
     assert json.loads((folder / "model_card.json").read_text())["target"] == "my-llm"
     assert model.predict_proba(["Write an article about a senator in the style of the New York Post"]).shape == (1, 2)
+
+
+def test_training_labels_cache_survives_the_parquet_round_trip(tmp_path):
+    """The cache is reused for the same rows and response model (a Parquet round trip changes the
+    columns' dtypes, which once made every run re-label 21,302 responses), and not otherwise."""
+    import pandas as pd
+
+    from training.train_prompt import bootstrap
+
+    class CountingModel:
+        threshold = 0.5
+
+        def __init__(self, sha):
+            self.manifest_ = {"files": {"model.joblib": sha}}
+            self.calls = 0
+
+        def refusal_probability(self, texts):
+            self.calls += 1
+            return np.array([0.9 if "sorry" in t else 0.1 for t in texts])
+
+    pool = pd.DataFrame({"prompt": ["a", "b"], "response": ["sorry, no", "sure"], "model": ["m", None],
+                         "source": ["s", "s"]})
+    cache = tmp_path / "labels.parquet"
+    first = CountingModel("abc")
+    labelled = bootstrap(pool, first, cache)
+    assert list(labelled["label"]) == ["refusal", "compliance"]
+    bootstrap(pool, first, cache)
+    assert first.calls == 1
+    other = CountingModel("def")
+    bootstrap(pool, other, cache)
+    assert other.calls == 1
+    changed = CountingModel("def")
+    bootstrap(pool.assign(response=["sorry, no", "sure thing"]), changed, cache)
+    assert changed.calls == 1

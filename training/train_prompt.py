@@ -66,6 +66,12 @@ def bootstrapped_pool(data_dir: Path, rc: ResponseClassifier, cache: Path | None
     return bootstrap(pool, rc, cache)
 
 
+def _as_text(frame: pd.DataFrame) -> pd.DataFrame:
+    """Cells as plain str ("" for missing): a Parquet round trip turns object columns into pandas
+    string columns, which ``DataFrame.equals`` tells apart from the same values as objects."""
+    return frame.astype("object").where(frame.notna(), "").astype(str).reset_index(drop=True)
+
+
 def bootstrap(pool: pd.DataFrame, rc: ResponseClassifier, cache: Path | None = None) -> pd.DataFrame:
     """Label every response with the response classifier; one row per (prompt, response).
 
@@ -76,7 +82,7 @@ def bootstrap(pool: pd.DataFrame, rc: ResponseClassifier, cache: Path | None = N
     columns = ["prompt", "response", "model", "source"]
     if cache is not None and cache.is_file():
         cached = pd.read_parquet(cache)
-        same_rows = cached[columns].equals(pool[columns].reset_index(drop=True))
+        same_rows = _as_text(cached[columns]).equals(_as_text(pool[columns]))
         if same_rows and (cached["response_model"] == key).all():
             print(f"bootstrap labels from {cache}")
             return cached.drop(columns="response_model")
