@@ -99,7 +99,8 @@ def test_response_model_reads_512_tokens_with_its_fine_tuned_encoder(response_mo
 
 def test_prompt_model_uses_the_shipped_encoder(prompt_model):
     manifest = json.loads((shipped_path("prompt", "gpt-3.5-turbo") / "manifest.json").read_text())
-    encoder = OnnxEncoder.load()
+    assert manifest["encoder"]["shipped_name"] == "minilm-prompt-int8"  # fine-tuned on bootstrapped prompts
+    encoder = OnnxEncoder.load(shipped_path("encoders", "minilm-prompt-int8"))
     assert manifest["encoder"]["sha256"] == encoder.sha256 == prompt_model.features_.encoder_sha256_
     assert encoder.providers == ["CPUExecutionProvider"]
 

@@ -126,8 +126,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--plot", type=Path, default=Path("prompt_top_ngrams.png"), help="PNG of the top prompt n-grams")
     parser.add_argument("--write-cards", action="store_true",
                         help="put the prompt protocols' metrics into the shipped prompt models' cards")
+    parser.add_argument("--write-cards-from", type=Path, metavar="JSON",
+                        help="write the cards from an earlier run's --json (after retraining a target) and stop")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
+    if args.write_cards_from:
+        from .evaluate_prompt import write_card_evaluations
+
+        earlier = json.loads(args.write_cards_from.read_text(encoding="utf-8"))
+        print(f"model cards updated: {', '.join(write_card_evaluations(earlier['prompt']))}")
+        return
     results: dict[str, Any] = {}
     if args.part in ("response", "all"):
         results["response"] = response_report(args.data_dir, args.response_model, args.lomo_embeddings)
