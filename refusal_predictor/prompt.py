@@ -69,8 +69,10 @@ class PromptClassifier(RefusalClassifier):
             contrib = matrix.multiply(head.coef_[0]).toarray()[0]
             bias = float(head.intercept_[0])
         else:
-            shap = head.booster_.predict(matrix, pred_contrib=True)[0]
-            contrib, bias = np.asarray(shap[:-1]), float(shap[-1])
+            shap = head.booster_.predict(matrix, pred_contrib=True)
+            # Sparse input gives sparse contributions (LightGBM >= 4); one row either way.
+            shap = np.asarray(shap.toarray() if hasattr(shap, "toarray") else shap, dtype=np.float64)[0]
+            contrib, bias = shap[:-1], float(shap[-1])
         n_ngrams = len(self.features_.vectorizer_.vocabulary_) if self.features_.use_ngrams else 0
         names = self.features_.get_feature_names_out()[:n_ngrams]
         ngram_part = contrib[:n_ngrams]

@@ -116,7 +116,8 @@ def plot_top_ngrams(model: PromptClassifier, path: Path, k: int = 15) -> Path:
     items = top["refusal"][::-1] + top["compliance"][::-1] if "refusal" in top else top["importance"][::-1]
     fig, ax = plt.subplots(figsize=(8, 0.3 * len(items) + 1.5))
     ax.barh([n for n, _ in items], [w for _, w in items], color=["#c0392b" if w > 0 else "#2471a3" for _, w in items])
-    ax.set_xlabel("weight toward refusal (log-odds per unit TF-IDF)")
+    ax.set_xlabel("weight toward refusal (log-odds per unit TF-IDF)" if "refusal" in top
+                  else "LightGBM gain (split importance; no direction)")
     ax.set_title(f"Top n-grams of the {model.target} prompt classifier")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
