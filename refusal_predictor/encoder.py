@@ -72,6 +72,8 @@ Behaviour worth knowing
 from __future__ import annotations
 
 import functools
+import importlib.metadata
+import logging
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -104,6 +106,8 @@ TOKENIZER_FILE = "tokenizer.json"
 _CHUNK_SIZE = 4096
 _MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 _INT_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
+logger = logging.getLogger(__name__)
+
 # Errors onnxruntime raises for a file it cannot load.
 _ORT_LOAD_ERRORS = (
     _ort_errors.Fail,
@@ -164,6 +168,43 @@ def _default_providers() -> list[str]:
     if "CUDAExecutionProvider" in ort.get_available_providers():
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     return ["CPUExecutionProvider"]
+
+
+def _distribution_installed(name: str) -> bool:
+    try:
+        importlib.metadata.distribution(name)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+@functools.cache
+def _warn_if_two_onnxruntimes() -> None:
+    """Both distributions write the same ``onnxruntime`` module: whichever was installed last wins,
+    and uninstalling either breaks the other. Said once, because the symptom (no CUDA provider, or
+    an import error after an upgrade) does not point at the cause."""
+    if _distribution_installed("onnxruntime") and _distribution_installed("onnxruntime-gpu"):
+        logger.warning(
+            "both onnxruntime and onnxruntime-gpu are installed; they share one module. Keep one: "
+            "pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu (GPU) or onnxruntime (CPU)"
+        )
+
+
+@functools.cache
+def _preload_cuda_libraries() -> None:
+    """Load CUDA and cuDNN from their pip packages (``onnxruntime-gpu[cuda,cudnn]``) if present.
+
+    Without this, onnxruntime finds those libraries only on the system's library path and silently
+    falls back to the CPU when they are elsewhere; ``preload_dlls`` (onnxruntime >= 1.21) is its
+    own documented remedy. A system-wide CUDA keeps working: what preload cannot find is skipped.
+    """
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is None:
+        return
+    try:
+        preload()
+    except Exception as e:  # noqa: BLE001 - a failed preload must not stop a CPU fallback
+        logger.debug("onnxruntime.preload_dlls failed: %s", e)
 
 
 class OnnxEncoder:
@@ -247,12 +288,12 @@ class OnnxEncoder:
         # Idle threads must not spin: scoring often shares a small machine with other work.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         model_path = folder / MODEL_FILE
+        _warn_if_two_onnxruntimes()
+        providers = list(providers) if providers is not None else _default_providers()
+        if "CUDAExecutionProvider" in providers and "CUDAExecutionProvider" in ort.get_available_providers():
+            _preload_cuda_libraries()
         try:
-            session = ort.InferenceSession(
-                str(model_path),
-                sess_options=options,
-                providers=list(providers) if providers is not None else _default_providers(),
-            )
+            session = ort.InferenceSession(str(model_path), sess_options=options, providers=providers)
         except _ORT_LOAD_ERRORS as e:
             raise EncoderFileError(f"{model_path}: onnxruntime could not load it: {e}") from e
 

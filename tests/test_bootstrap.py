@@ -146,3 +146,13 @@ def test_training_labels_cache_survives_the_parquet_round_trip(tmp_path):
     changed = CountingModel("def")
     bootstrap(pool.assign(response=["sorry, no", "sure thing"]), changed, cache)
     assert changed.calls == 1
+
+
+def test_targets_trained_without_select_keep_the_recorded_recipe_choice():
+    from training import recipes
+    from training.train_prompt import recorded_selection
+
+    rows = recorded_selection()
+    assert {r["recipe"] for r in rows} == set(recipes.PROMPT_CANDIDATES)
+    assert max(rows, key=lambda r: (r["accuracy"], r["f1"]))["recipe"] == recipes.PROMPT_RECIPE_NAME
+    assert recorded_selection("a-recipe-the-default-was-not-trained-with") == []

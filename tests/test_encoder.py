@@ -6,6 +6,7 @@ import importlib
 import json
 import os
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -220,3 +221,51 @@ def test_reexport_matches_sentence_transformers(tmp_path):
     if all(importlib.import_module(lib).__version__ == made_with[lib] for lib in libraries):
         assert encoder.sha256 == shipped.sha256
         assert encoder.manifest["files"] == shipped.manifest["files"]
+
+
+def test_asking_for_cuda_preloads_its_libraries_and_falls_back_to_the_cpu(monkeypatch):
+    """A CUDA request on a CUDA build loads CUDA/cuDNN from pip packages first; when CUDA cannot
+    run (here: a CPU machine), the session still scores, on the CPU, with the same embeddings."""
+    import refusal_predictor.encoder as encoder_module
+
+    calls = []
+    monkeypatch.setattr(encoder_module.ort, "preload_dlls", lambda: calls.append(1), raising=False)
+    encoder_module._preload_cuda_libraries.cache_clear()
+    try:
+        cpu_only = OnnxEncoder.load(providers=["CPUExecutionProvider"], num_threads=1, verify=False)
+        assert calls == []
+        monkeypatch.setattr(
+            encoder_module.ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # onnxruntime warns when its build has no CUDA
+            asked = OnnxEncoder.load(providers=["CUDAExecutionProvider", "CPUExecutionProvider"], num_threads=1, verify=False)
+        assert calls == [1]
+        if asked.providers[0] != "CUDAExecutionProvider":
+            assert asked.providers == ["CPUExecutionProvider"]
+            np.testing.assert_allclose(asked.encode(["hello"]), cpu_only.encode(["hello"]), atol=1e-6)
+    finally:
+        encoder_module._preload_cuda_libraries.cache_clear()
+
+
+def test_two_onnxruntime_distributions_are_reported(monkeypatch, caplog):
+    import refusal_predictor.encoder as encoder_module
+
+    encoder_module._warn_if_two_onnxruntimes.cache_clear()
+    monkeypatch.setattr(encoder_module, "_distribution_installed", lambda name: True)
+    try:
+        with caplog.at_level("WARNING", logger="refusal_predictor.encoder"):
+            OnnxEncoder.load(providers=["CPUExecutionProvider"], num_threads=1, verify=False)
+        assert "both onnxruntime and onnxruntime-gpu are installed" in caplog.text
+    finally:
+        encoder_module._warn_if_two_onnxruntimes.cache_clear()
+
+
+def test_one_onnxruntime_distribution_is_not_reported(caplog):
+    import refusal_predictor.encoder as encoder_module
+
+    encoder_module._warn_if_two_onnxruntimes.cache_clear()
+    with caplog.at_level("WARNING", logger="refusal_predictor.encoder"):
+        OnnxEncoder.load(providers=["CPUExecutionProvider"], num_threads=1, verify=False)
+    assert encoder_module._distribution_installed("onnxruntime") != encoder_module._distribution_installed("onnxruntime-gpu")
+    assert "onnxruntime-gpu" not in caplog.text

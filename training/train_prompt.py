@@ -178,6 +178,20 @@ def train_target(
     return card
 
 
+def recorded_selection(recipe_name: str = recipes.PROMPT_RECIPE_NAME) -> list[dict]:
+    """The CV table that chose ``recipe_name``, from the shipped default's card (``--select`` ran there).
+
+    A target trained later without ``--select`` keeps in its card why its recipe is the one it is;
+    an empty list when the shipped default was chosen otherwise (its card then says nothing false).
+    """
+    try:
+        card = PromptClassifier.load().metadata
+    except Exception as e:  # noqa: BLE001 - no shipped default yet: nothing to carry forward
+        logger.info("no recorded recipe selection (%s)", e)
+        return []
+    return list(card.get("model_selection", [])) if card.get("recipe") == recipe_name else []
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", type=Path, required=True)
@@ -191,7 +205,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     rc = ResponseClassifier.load()
     labelled = bootstrapped_pool(args.data_dir, rc, args.labels_cache, args.targets)
-    name, table = select_recipe(labelled) if args.select else (recipes.PROMPT_RECIPE_NAME, [])
+    name, table = select_recipe(labelled) if args.select else (recipes.PROMPT_RECIPE_NAME, recorded_selection())
     for target in args.targets:
         train_target(target, labelled, args.output_root, rc, name, table, args.aux_weight)
 
