@@ -104,6 +104,11 @@ def bootstrap_records(
         if not prompt.strip():
             report.bad.append(BadRecord(line, f"empty {prompt_field!r}"))
             continue
+        if not response.strip():
+            # ResponseClassifier calls an empty answer a refusal, but in a log it is as often a
+            # timeout or an API error as a blocked generation: no label is better than a guess.
+            report.bad.append(BadRecord(line, f"empty {response_field!r} (a blocked generation cannot be told from an API error)"))
+            continue
         model = record.get(model_field) if model_field else None
         pending.append((prompt, response, "" if model is None else str(model)))
         if len(pending) >= batch_size:
@@ -159,7 +164,12 @@ def bootstrap_file(
     errors_path: PathLike | None = None,
     **options,
 ) -> BootstrapReport:
-    """:func:`bootstrap_records` from a log file to a labels file (JSONL, CSV or Parquet)."""
+    """:func:`bootstrap_records` from a log file to a labels file (JSONL, CSV or Parquet).
+
+    >>> from refusal_predictor import ResponseClassifier, bootstrap_file
+    >>> report = bootstrap_file("log.jsonl", "labels.jsonl", ResponseClassifier.load(), deduplicate=True)
+    >>> print(report.summary())
+    """
     options.setdefault("source", Path(log_path).name)
     rows, report = bootstrap_records(read_records(log_path, input_format, encoding), response_classifier, **options)
     with RecordWriter(output_path, output_format) as writer:

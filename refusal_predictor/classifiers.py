@@ -11,6 +11,7 @@ import logging
 import shutil
 import warnings
 from pathlib import Path
+from collections.abc import Mapping, Set as AbstractSet
 from typing import Any, Iterable
 
 import joblib
@@ -56,7 +57,8 @@ def as_texts(X: str | Iterable[str], what: str = "text") -> list[str]:
     """A str or an iterable of str -> list of str; anything else is a TypeError naming the item."""
     if isinstance(X, str):
         return [X]
-    if isinstance(X, (bytes, bytearray)) or X is None or not isinstance(X, Iterable):
+    if isinstance(X, (bytes, bytearray, Mapping, AbstractSet)) or X is None or not isinstance(X, Iterable):
+        # A dict would iterate its keys and a set has no order to match the scores against.
         raise TypeError(f"expected a str or a list of str, got {type(X).__name__}")
     texts = list(X)
     for i, t in enumerate(texts):
@@ -161,7 +163,8 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
                 subsample_freq=1,
                 min_child_samples=5,
                 random_state=self.random_state,
-                n_jobs=self.n_jobs or 0,
+                # None: LightGBM's own default, one thread per physical core, for training.
+                n_jobs=self.n_jobs,
                 verbose=-1,
             )
         raise ValueError(f"head must be 'logreg' or 'lightgbm', got {self.head!r}")
@@ -175,6 +178,21 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
         # its slope (seen: AUROC 0.86 -> 0.14 after appending a block of prompt-list rows).
         folds = StratifiedKFold(n_splits=self.cv, shuffle=True, random_state=self.random_state)
         return CalibratedClassifierCV(head, method=self.calibration, cv=folds, ensemble=False)
+
+    def min_examples_per_class(self) -> int:
+        """The fewest examples of each class that ``fit`` can work with.
+
+        Calibration cross-validates the head in ``cv`` folds, so it needs ``cv`` examples of each
+        class; the validation curve runs that calibrated fit inside another ``cv``-fold split,
+        whose training folds lose up to ``ceil(n / cv)`` examples of each class.
+        """
+        inner = max(2, self.cv) if self.calibration else 2
+        if not self.validation_curve:
+            return inner
+        n = inner
+        while n - -(-n // self.cv) < inner:
+            n += 1
+        return max(n, self.cv)
 
     # ------------------------------------------------------------------ scikit-learn API
     def fit(self, X: str | Iterable[str], y: Iterable[Any], sample_weight=None, features=None):
@@ -190,7 +208,7 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
         n_ref = int(labels.sum())
         n_comp = len(labels) - n_ref
         min_class = min(n_ref, n_comp)
-        needed = max(2, self.cv) if self.calibration else 2
+        needed = self.min_examples_per_class()
         if min_class < needed:
             raise ValueError(
                 f"training needs at least {needed} examples of each class; found {n_ref} refusal "
@@ -213,11 +231,27 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
                 self.metadata_["cross_validation"] = binary_metrics(labels, oof)
         self.classes_ = np.asarray(CLASSES, dtype=object)
         self.n_features_in_ = 1
+        self._set_prediction_threads()
         logger.info(
             "fitted %s on %d texts (%d refusal, %d compliance), %d features",
             type(self).__name__, len(texts), n_ref, n_comp, matrix.shape[1],
         )
         return self
+
+    def _set_prediction_threads(self) -> None:
+        """Score with one LightGBM thread unless ``n_jobs`` says otherwise.
+
+        Scoring batches are small (at most 2,048 rows, usually one) and OpenMP threads spin-wait
+        for each other: one thread scored 1.2x faster than all on a quiet 2-core machine and 2x
+        faster beside two busy processes (benchmarks/bench_threads.py). Training keeps
+        LightGBM's per-core default.
+        """
+        threads = self.n_jobs if self.n_jobs is not None else 1
+        model = getattr(self, "model_", None)
+        heads = [c.estimator for c in getattr(model, "calibrated_classifiers_", [])] or [model]
+        for head in heads:
+            if head is not None and "n_jobs" in head.get_params() and type(head).__module__.startswith("lightgbm"):
+                head.set_params(n_jobs=threads)
 
     def predict_proba(self, X: str | Iterable[str]) -> np.ndarray:
         """Calibrated probabilities, shape (n, 2), columns in ``classes_`` order."""
@@ -337,6 +371,7 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
             # get_encoder() checks the sha256 recorded at fit time when the session opens.
         model.metadata_ = manifest.get("metadata", {})
         model.manifest_ = manifest
+        model._set_prediction_threads()
         model.threshold = manifest.get("threshold", model.threshold)
         return model
 
@@ -393,3 +428,18 @@ class ResponseClassifier(RefusalClassifier):
         if path is not None and not Path(path).exists() and str(path) in cls.VARIANTS:
             path = shipped_path(*cls.VARIANTS[str(path)])
         return super().load(path, verify=verify)
+
+    #: Refusal probability given to an empty or whitespace-only response, whatever the model.
+    #: The LLM answered nothing, so nothing was complied with; content filters (e.g. a blocked
+    #: generation) produce exactly this. No training set holds empty responses, so a model's own
+    #: score for them is arbitrary and differed between shipped variants (0.88 against 0.11).
+    #: Set it to ``None`` on an instance to get the model's score instead.
+    empty_response_probability: float | None = 1.0
+
+    def predict_proba(self, X: str | Iterable[str]) -> np.ndarray:
+        texts = as_texts(X)
+        proba = super().predict_proba(texts)
+        if self.empty_response_probability is not None and len(texts):
+            empty = np.fromiter((not t.strip() for t in texts), dtype=bool, count=len(texts))
+            proba[empty] = (1.0 - self.empty_response_probability, self.empty_response_probability)
+        return proba

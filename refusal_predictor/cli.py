@@ -88,7 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-size", type=float, default=0.2, help="held-out fraction for the report (default 0.2)")
     p.add_argument("--weight-by-confidence", action="store_true",
                    help="weight each prompt by its bootstrapped label's confidence max(p, 1-p) instead of dropping any")
-    p.add_argument("--head", choices=["logreg", "lightgbm"], default="logreg")
+    p.add_argument("--head", choices=["auto", "logreg", "lightgbm"], default="auto",
+                   help="auto (default): pick by 5-fold cross-validation on the training prompts")
+    p.add_argument("--errors", help="where to write skipped rows (default: OUTPUT.errors.jsonl beside the model folder)")
 
     p = sub.add_parser("score-prompts", help="predict for every prompt of a log whether the target LLM will refuse it")
     p.add_argument("input", help="input log")
@@ -145,6 +147,17 @@ def _run_scoring(model, args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     print(report.summary())
+    return _exit_status(report.read, report.scored, args.input)
+
+
+def _exit_status(read: int, used: int, path: str) -> int:
+    """1 when a non-empty input gave nothing usable: a pipeline must not take that for success."""
+    if read and not used:
+        print(f"error: none of the {read} records of {path} could be used; see the skipped records above "
+              "(wrong --text-field or --format?)", file=sys.stderr)
+        return 1
+    if not read:
+        print(f"warning: {path} holds no records", file=sys.stderr)
     return 0
 
 
@@ -237,7 +250,7 @@ def _cmd_bootstrap(args: argparse.Namespace) -> int:
     print(f"{args.input}: {report.summary()} -> {args.output}")
     if report.errors_path:
         print(f"skipped rows, with line numbers: {report.errors_path}")
-    return 0
+    return _exit_status(report.read, report.labelled, args.input)
 
 
 def _cmd_train_prompt(args: argparse.Namespace) -> int:
@@ -249,9 +262,17 @@ def _cmd_train_prompt(args: argparse.Namespace) -> int:
         prompt_field=args.prompt_field, response_field=args.response_field, model_field=args.model_field or None,
         model_filter=args.model_filter, min_confidence=args.min_confidence,
         weight_by_confidence=args.weight_by_confidence, test_size=args.test_size,
-        head=args.head, input_format=args.input_format, encoding=args.encoding,
+        head=args.head, input_format=args.input_format, encoding=args.encoding, errors_path=args.errors,
     )
     print(f"bootstrap: {report.summary()}")
+    for item in report.bad[:5]:
+        print(f"skipped {item.describe(args.input)}", file=sys.stderr)
+    if report.errors_path:
+        print(f"skipped rows, with line numbers and reasons: {report.errors_path}")
+    selection = model.metadata.get("model_selection")
+    if args.head == "auto" and selection:
+        table = ", ".join(f"{r['recipe']} accuracy {r['accuracy']:.4f} AUROC {r['auroc']:.4f}" for r in selection)
+        print(f"head by cross-validation on the training prompts: {model.head} ({table})")
     print(
         f"held-out ({held_out['n']} prompts): accuracy {held_out['accuracy']:.4f}, F1 {held_out['f1']:.4f}, "
         f"AUROC {held_out['auroc']:.4f} (majority rate {held_out['majority_rate']:.4f})"
@@ -277,6 +298,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         print(f"{title}:")
         for ngram, weight in result[key]:
             print(f"  {weight:+.4f}  {ngram}")
+    print(f"n-grams absent from the prompt: {result['absent_ngrams_contribution']:+.4f}")
     print(f"sentence embedding: {result['embedding_contribution']:+.4f}")
     return 0
 

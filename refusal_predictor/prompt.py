@@ -19,6 +19,11 @@ DEFAULT_TARGET = "gpt-3.5-turbo"
 TARGET_ALIASES = {"chatgpt": "gpt-3.5-turbo", "gpt-3.5": "gpt-3.5-turbo", "gpt4": "gpt-4"}
 
 
+def _target_key(name: str) -> str:
+    key = name.strip().lower()
+    return TARGET_ALIASES.get(key, key)
+
+
 class PromptClassifier(RefusalClassifier):
     """Predicts from the prompt alone whether the target LLM will refuse it.
 
@@ -39,11 +44,19 @@ class PromptClassifier(RefusalClassifier):
 
     @classmethod
     def load(cls, path: PathLike | None = None, *, target: str | None = None, verify: bool = True) -> "PromptClassifier":
-        """Load a model folder, or a shipped target by name (default: gpt-3.5-turbo)."""
+        """Load a model folder, or a shipped target by name (default: gpt-3.5-turbo).
+
+        ``load("gpt-4")`` works too: a ``path`` that is not an existing folder but names a shipped
+        target loads that target (a folder of the same name wins).
+        """
         if path is not None and target is not None:
             raise ValueError("give a model folder or a target name, not both")
+        if path is not None and not Path(path).exists() and _target_key(str(path)) in cls.available_targets():
+            path, target = None, str(path)
         if path is None:
-            name = TARGET_ALIASES.get((target or DEFAULT_TARGET).lower(), (target or DEFAULT_TARGET).lower())
+            if target is not None and not str(target).strip():
+                raise ValueError(f"empty target name; available targets: {cls.available_targets()}")
+            name = _target_key(target or DEFAULT_TARGET)
             available = cls.available_targets()
             if name not in available:
                 raise ValueError(f"unknown target {target!r}; available targets: {available}")
@@ -57,13 +70,14 @@ class PromptClassifier(RefusalClassifier):
     def explain(self, prompt: str, top_k: int = 10) -> dict[str, Any]:
         """The n-grams of ``prompt`` that push the prediction toward refusal and toward compliance.
 
-        Contributions are in the head's log-odds units (before calibration): for logistic
-        regression, n-gram weight x TF-IDF value; for LightGBM, per-feature SHAP values. The
-        embedding block's total contribution is reported as one number, since its 384 dimensions
-        have no words attached.
+        Only n-grams that occur in the prompt are listed. Contributions are in the head's log-odds
+        units (before calibration): for logistic regression, n-gram weight x TF-IDF value; for
+        LightGBM, per-feature SHAP values. A tree head also learns from n-grams being *absent*;
+        that share is reported as one number (``absent_ngrams_contribution``), as is the embedding
+        block's (``embedding_contribution``), since its 384 dimensions have no words attached.
         """
         (text,) = as_texts([prompt], what="prompt")
-        matrix = self.features_.transform([text])
+        matrix = self.features_.transform([text]).tocsr()
         head = self._fitted_head()
         if hasattr(head, "coef_"):
             contrib = matrix.multiply(head.coef_[0]).toarray()[0]
@@ -75,8 +89,11 @@ class PromptClassifier(RefusalClassifier):
             contrib, bias = shap[:-1], float(shap[-1])
         n_ngrams = len(self.features_.vectorizer_.vocabulary_) if self.features_.use_ngrams else 0
         names = self.features_.get_feature_names_out()[:n_ngrams]
+        present = np.zeros(n_ngrams, dtype=bool)
+        present[matrix[:, :n_ngrams].nonzero()[1]] = True
         ngram_part = contrib[:n_ngrams]
-        order = np.argsort(ngram_part)
+        idx = np.flatnonzero(present)
+        order = idx[np.argsort(ngram_part[idx])]
         toward_refusal = [(str(names[i]), float(ngram_part[i])) for i in order[::-1][:top_k] if ngram_part[i] > 0]
         toward_compliance = [(str(names[i]), float(ngram_part[i])) for i in order[:top_k] if ngram_part[i] < 0]
         return {
@@ -84,6 +101,7 @@ class PromptClassifier(RefusalClassifier):
             "refusal_probability": float(self.refusal_probability([text])[0]),
             "toward_refusal": toward_refusal,
             "toward_compliance": toward_compliance,
+            "absent_ngrams_contribution": float(ngram_part[~present].sum()),
             "embedding_contribution": float(contrib[n_ngrams:].sum()),
             "bias": bias,
         }
@@ -132,6 +150,14 @@ def model_card_markdown(card: dict[str, Any]) -> str:
             )
         lines.append("")
         lines += [f"- {name}: {m['protocol']}" for name, m in evaluation.items() if m.get("protocol")]
+        lines.append("")
+    selection = card.get("model_selection")
+    if selection:
+        lines += ["## Model selection", "", f"Chosen: {card.get('recipe', '?')}. "
+                  + card.get("model_selection_protocol", "Cross-validated on training data only."), "",
+                  "| recipe | accuracy | F1 | AUROC |", "|---|---|---|---|"]
+        lines += [f"| {r.get('recipe')} | {r.get('accuracy', float('nan')):.4f} | {r.get('f1', float('nan')):.4f} | "
+                  f"{r.get('auroc', float('nan')):.4f} |" for r in selection]
         lines.append("")
     enc = card.get("encoder")
     if enc:

@@ -7,6 +7,7 @@ bootstrapped labels on prompts the model never saw, which is what the model will
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,8 @@ from .bootstrap import BootstrapReport, bootstrap_records, label_confidence, mer
 from .classifiers import ResponseClassifier
 from .metrics import binary_metrics
 from .prompt import PromptClassifier, write_model_card
-from .records import read_records
+from .records import read_records, write_bad_records
+from .selection import fit_with_cache, select
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +38,15 @@ def check_class_counts(labels: list[int], target: str, minimum: int = MIN_PER_CL
         )
 
 
+HEADS = ("logreg", "lightgbm")
+
+
+def errors_path_for(output_dir: PathLike) -> Path:
+    """Skipped log rows of a train-prompt run go beside the model folder, not into it."""
+    folder = Path(output_dir)
+    return folder.with_name(folder.name + ".errors.jsonl")
+
+
 def train_prompt_model(
     log_path: PathLike,
     target: str,
@@ -49,27 +60,57 @@ def train_prompt_model(
     min_confidence: float | None = None,
     weight_by_confidence: bool = False,
     test_size: float = 0.2,
-    head: str = "logreg",
+    head: str = "auto",
     input_format: str | None = None,
     encoding: str = "utf-8",
+    errors_path: PathLike | None = None,
     random_state: int = 0,
 ) -> tuple[PromptClassifier, dict[str, Any], BootstrapReport]:
     """Bootstrap labels from a log, fit a PromptClassifier, report on held-out prompts, save it.
 
+    ``head="auto"`` picks logistic regression or LightGBM by 5-fold cross-validation on the
+    training part only (the held-out prompts never take part); the card records the comparison.
     ``weight_by_confidence`` weights each prompt by :func:`~refusal_predictor.bootstrap.label_confidence`
     (0.5 to 1) instead of dropping unsure labels (``min_confidence``): nothing is thrown away,
     but a label the response classifier barely decided pulls the prompt model half as hard.
+    Rows that could not be used are written, with their line numbers, to ``errors_path``
+    (default: ``OUTPUT.errors.jsonl`` beside the model folder).
     """
+    if head != "auto" and head not in HEADS:
+        raise ValueError(f"head must be 'auto' or one of {HEADS}, got {head!r}")
     rc = ResponseClassifier.load(response_model)
     records = read_records(log_path, input_format, encoding)
+    seen_models: Counter = Counter()
     if model_filter is not None:
         if not model_field:
             raise ValueError("model_filter needs model_field")
-        records = ((line, r) for line, r in records if not isinstance(r, dict) or str(r.get(model_field)) == model_filter)
+
+        def matching(stream):
+            for line, r in stream:
+                if isinstance(r, dict):
+                    seen_models[str(r.get(model_field))] += 1
+                    if str(r.get(model_field)) != model_filter:
+                        continue
+                yield line, r
+
+        records = matching(records)
     rows, report = bootstrap_records(
         records, rc, prompt_field=prompt_field, response_field=response_field, model_field=model_field,
         source=Path(log_path).name, min_confidence=min_confidence,
     )
+    if report.bad:
+        report.errors_path = Path(errors_path) if errors_path else errors_path_for(output_dir)
+        write_bad_records(report.errors_path, report.bad, log_path)
+    if model_filter is not None and not seen_models.get(model_filter):
+        shown = ", ".join(f"{name!r} ({n} rows)" for name, n in seen_models.most_common(10)) or "none"
+        raise ValueError(f"{log_path}: no row has {model_field} == {model_filter!r}; values found: {shown}")
+    if not report.labelled:
+        reasons = Counter(b.reason.split(" (")[0] for b in report.bad)
+        why = "; ".join(f"{n}x {r}" for r, n in reasons.most_common(3)) or "the log holds no rows"
+        raise ValueError(
+            f"{log_path}: none of the {report.read} rows could be labelled ({why}); check "
+            f"--prompt-field ({prompt_field!r}) and --response-field ({response_field!r})"
+        )
     rows = merge_duplicates(rows, ("prompt",))  # one row per prompt, whichever model answered
     prompts = [r["prompt"] for r in rows]
     labels = [int(r["label"] == "refusal") for r in rows]
@@ -78,9 +119,19 @@ def train_prompt_model(
     train_p, test_p, train_y, test_y, train_w, _ = train_test_split(
         prompts, labels, weights, test_size=test_size, random_state=random_state, stratify=labels
     )
-    held_out_model = PromptClassifier(head=head, validation_curve=False).fit(train_p, train_y, sample_weight=train_w)
+    cache: dict = {}  # every fit below embeds the same prompts: once is enough
+    selection_rows = None
+    if head == "auto":
+        candidates = {name: {"head": name} for name in HEADS}
+        head, selection_rows = select(
+            PromptClassifier, candidates, train_p, np.asarray(train_y), None, cache, sample_weight=train_w
+        )
+        logger.info("head chosen by cross-validation on the training prompts: %s", head)
+    held_out_model = fit_with_cache(
+        PromptClassifier(head=head, validation_curve=False), train_p, train_y, cache, sample_weight=train_w
+    )
     held_out = binary_metrics(test_y, held_out_model.refusal_probability(test_p))
-    model = PromptClassifier(head=head).fit(prompts, labels, sample_weight=weights)
+    model = fit_with_cache(PromptClassifier(head=head), prompts, labels, cache, sample_weight=weights)
     card = {
         "target": target,
         "summary": f"Predicts whether {target} refuses a prompt; labels bootstrapped from {Path(log_path).name}.",
@@ -92,12 +143,22 @@ def train_prompt_model(
             "bootstrap": {
                 "read": report.read, "labelled": report.labelled, "dropped_low_confidence": report.dropped_low_confidence,
                 "skipped_bad_rows": len(report.bad), "min_confidence": min_confidence,
+                "model_filter": model_filter,
                 "response_model": str(response_model or "shipped default"),
             },
         },
+        "head": head,
         "evaluation": {"held_out_vs_bootstrapped_labels": held_out},
         "encoder": {"name": model.features_.encoder_name_, "sha256": model.features_.encoder_sha256_},
     }
+    if selection_rows is not None:
+        # Same shape as the shipped targets' cards: one row per candidate, "recipe" names the head.
+        card["recipe"] = head
+        card["model_selection"] = selection_rows
+        card["model_selection_protocol"] = (
+            "5-fold stratified cross-validation on the training prompts (held-out prompts excluded), "
+            "uncalibrated heads, best accuracy (ties: F1)"
+        )
     model.save(output_dir, metadata=card)
     write_model_card(output_dir, model.metadata)
     logger.info("trained prompt model for %s: %s", target, held_out)

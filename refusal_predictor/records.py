@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from .artifacts import PathLike
+
+logger = logging.getLogger(__name__)
 
 FORMATS = ("jsonl", "csv", "parquet")
 _EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv",
@@ -65,6 +68,12 @@ def read_records(path: PathLike, fmt: str | None = None, encoding: str = "utf-8"
 
 
 def _read_jsonl(path: PathLike, encoding: str) -> Iterator[tuple[int, dict | BadRecord]]:
+    """JSON Lines, or a JSON array of objects (``[{...}, {...}]``, as many tools export ``.json``)."""
+    if _starts_with_array(path):
+        array = _read_json_array(path, encoding)
+        if array is not None:
+            yield from array
+            return
     with open(path, "rb") as handle:
         for line_no, raw in enumerate(handle, start=1):
             if line_no == 1 and raw.startswith(b"\xef\xbb\xbf"):
@@ -85,6 +94,53 @@ def _read_jsonl(path: PathLike, encoding: str) -> Iterator[tuple[int, dict | Bad
                 yield line_no, BadRecord(line_no, f"a JSON {type(record).__name__}, expected an object", text.rstrip("\n"))
                 continue
             yield line_no, record
+
+
+def _starts_with_array(path: PathLike) -> bool:
+    with open(path, "rb") as handle:
+        head = handle.read(4096).lstrip(b"\xef\xbb\xbf").lstrip()
+    return head.startswith(b"[")
+
+
+def _read_json_array(path: PathLike, encoding: str) -> list[tuple[int, dict | BadRecord]] | None:
+    """The elements of a file holding one JSON array, each with the line it starts on.
+
+    ``None`` when the file is JSON Lines after all (its first line is a complete array followed
+    by more lines). A malformed array cannot be resynchronised after the error, so it is a
+    ValueError naming the line rather than a silent loss of everything after it. The whole file
+    is read into memory; use JSON Lines for logs larger than memory.
+    """
+    try:
+        text = Path(path).read_bytes().decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not valid {encoding} at byte {exc.start}; a JSON array file must decode as a whole") from exc
+    text = text.lstrip("\ufeff")
+    decoder = json.JSONDecoder()
+    start = len(text) - len(text.lstrip())
+    try:
+        value, end = decoder.raw_decode(text, start)
+    except json.JSONDecodeError as exc:
+        first_line_end = text.find("\n", start)
+        if first_line_end != -1 and exc.pos > first_line_end and not str(path).lower().endswith(".json"):
+            return None  # a .jsonl file whose first line is a bad record: read it line by line
+        raise ValueError(f"{path}:{exc.lineno}: malformed JSON array ({exc.msg} at column {exc.colno})") from exc
+    if text[end:].strip():
+        return None
+    out: list[tuple[int, dict | BadRecord]] = []
+    # Walk the array again to learn the line each element starts on.
+    pos, line = start + 1, text.count("\n", 0, start) + 1
+    for item in value:
+        while text[pos] in " \t\r\n,":
+            line += text[pos] == "\n"
+            pos += 1
+        _, item_end = decoder.raw_decode(text, pos)
+        if isinstance(item, dict):
+            out.append((line, item))
+        else:
+            out.append((line, BadRecord(line, f"array element is a JSON {type(item).__name__}, expected an object", text[pos:item_end][:500])))
+        line += text.count("\n", pos, item_end)
+        pos = item_end
+    return out
 
 
 def _read_csv(path: PathLike, encoding: str) -> Iterator[tuple[int, dict | BadRecord]]:
@@ -156,70 +212,137 @@ def get_text(record: dict, field: str, line: int) -> str | BadRecord:
 
 
 class RecordWriter:
-    """Writes records to JSONL, CSV or Parquet atomically (a temp file renamed at ``close``)."""
+    """Writes records to JSONL, CSV or Parquet atomically (a temp file renamed at ``close``).
+
+    Logs are not uniform: a field may first appear on line 90,000, or hold a number on one line
+    and a string on the next. JSON Lines takes each record as it is. CSV and Parquet need their
+    columns up front, so their records are spooled to a temporary JSON Lines file and the real
+    file is written at ``close`` with the union of all fields (in order of first appearance):
+    every field of every record is kept. A Parquet column whose values have different types
+    across records is written as strings (JSON for non-strings), with a warning naming it.
+    """
 
     def __init__(self, path: PathLike, fmt: str | None = None, fieldnames: Sequence[str] | None = None) -> None:
         self.path = Path(path)
         self.fmt = detect_format(path, fmt)
-        self.fieldnames = list(fieldnames) if fieldnames else None
+        self.fieldnames: list[str] = list(fieldnames) if fieldnames else []
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
         os.close(fd)
         self._tmp = Path(tmp)
-        self._handle = None
-        self._csv = None
-        self._parquet = None
+        self._spool: Path | None = None
+        if self.fmt != "jsonl":
+            fd, spool = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".spool.jsonl", dir=self.path.parent)
+            os.close(fd)
+            self._spool = Path(spool)
+        self._handle = open(self._spool or self._tmp, "w", encoding="utf-8", newline="")
+        self._kinds: dict[str, set[str]] = {}
         self.count = 0
-        if self.fmt in ("jsonl", "csv"):
-            self._handle = open(self._tmp, "w", encoding="utf-8", newline="")
 
     def write_many(self, records: Sequence[dict]) -> None:
-        if not records:
-            return
-        if self.fmt == "jsonl":
-            for record in records:
-                self._handle.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
-        elif self.fmt == "csv":
-            if self._csv is None:
-                if self.fieldnames is None:
-                    self.fieldnames = list(dict.fromkeys(k for r in records for k in r))
-                self._csv = csv.DictWriter(self._handle, fieldnames=self.fieldnames)
-                self._csv.writeheader()
-            for record in records:
-                extra = set(record) - set(self.fieldnames)
-                if extra:
-                    raise ValueError(
-                        f"record {self.count + 1} has fields {sorted(extra)} not in the CSV header; "
-                        "write JSONL or Parquet output to keep varying fields"
-                    )
-                self._csv.writerow(record)
-        else:
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-
-            table = pa.Table.from_pylist(list(records))
-            if self._parquet is None:
-                self._parquet = pq.ParquetWriter(self._tmp, table.schema)
-            else:
-                table = table.cast(self._parquet.schema)
-            self._parquet.write_table(table)
+        for record in records:
+            self._handle.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+            if self._spool is not None:
+                for key, value in record.items():
+                    if key not in self._kinds:
+                        self._kinds[key] = set()
+                        if key not in self.fieldnames:
+                            self.fieldnames.append(key)
+                    if value is not None:
+                        self._kinds[key].add(_kind(value))
         self.count += len(records)
 
+    def _spooled(self, chunk_size: int = 4096) -> Iterator[list[dict]]:
+        with open(self._spool, encoding="utf-8") as handle:
+            chunk: list[dict] = []
+            for line in handle:
+                chunk.append(json.loads(line))
+                if len(chunk) >= chunk_size:
+                    yield chunk
+                    chunk = []
+            if chunk:
+                yield chunk
+
+    def _write_csv(self) -> None:
+        with open(self._tmp, "w", encoding="utf-8", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=self.fieldnames)
+            writer.writeheader()
+            for chunk in self._spooled():
+                for record in chunk:
+                    writer.writerow({k: _csv_value(v) for k, v in record.items()})
+
+    def _write_parquet(self) -> None:
+        try:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise ImportError('writing Parquet needs pyarrow: pip install "refusal-predictor[parquet]"') from exc
+        as_text = set()
+        for key, kinds in self._kinds.items():
+            if len(kinds - {"int", "float"}) > 0 and len(kinds) > 1:
+                as_text.add(key)
+                logger.warning(
+                    "%s: field %r holds %s values; written as strings (JSON for non-strings)",
+                    self.path, key, " and ".join(sorted(kinds)),
+                )
+        # Pass 1: every field's type in every chunk (pa.array infers over all values, nested
+        # keys included; Table.from_pylist would only look at the first record), unified.
+        types: dict[str, list] = {key: [] for key in self.fieldnames}
+        for chunk in self._spooled():
+            for key in self.fieldnames:
+                if key in as_text:
+                    continue
+                try:
+                    kind = pa.array([r.get(key) for r in chunk]).type
+                except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
+                    kind = None  # e.g. nested values of different types
+                if kind is None:
+                    as_text.add(key)
+                    logger.warning("%s: field %r has values of incompatible types; written as JSON strings", self.path, key)
+                elif not pa.types.is_null(kind):
+                    types[key].append(kind)
+        fields = []
+        for key in self.fieldnames:
+            found = types[key]
+            if key in as_text:
+                fields.append(pa.field(key, pa.string()))
+                continue
+            try:
+                merged = pa.unify_schemas([pa.schema([pa.field(key, t)]) for t in found], promote_options="permissive").field(key).type if found else pa.null()
+            except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+                merged = pa.string()
+                as_text.add(key)
+                logger.warning("%s: field %r has values of incompatible types; written as JSON strings", self.path, key)
+            fields.append(pa.field(key, merged))
+        schema = pa.schema(fields)
+        # Pass 2: write every record under that one schema; absent fields are null.
+        with pq.ParquetWriter(self._tmp, schema) as writer:
+            for chunk in self._spooled():
+                rows = [_for_parquet(r, as_text) for r in chunk]
+                writer.write_table(pa.Table.from_pylist(rows, schema=schema))
+
     def close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-        if self._parquet is not None:
-            self._parquet.close()
+        self._handle.close()
+        try:
+            if self.fmt == "csv":
+                self._write_csv()
+            elif self.fmt == "parquet":
+                self._write_parquet()
+        except BaseException:
+            self.abort()
+            raise
+        if self._spool is not None:
+            self._spool.unlink(missing_ok=True)
         os.replace(self._tmp, self.path)
 
     def abort(self) -> None:
-        for closer in (self._handle, self._parquet):
-            try:
-                if closer is not None:
-                    closer.close()
-            except Exception:
-                pass
+        try:
+            self._handle.close()
+        except Exception:
+            pass
         self._tmp.unlink(missing_ok=True)
+        if self._spool is not None:
+            self._spool.unlink(missing_ok=True)
 
     def __enter__(self) -> "RecordWriter":
         return self
@@ -229,6 +352,41 @@ class RecordWriter:
             self.close()
         else:
             self.abort()
+
+
+def _kind(value: object) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, str):
+        return "str"
+    if isinstance(value, (list, tuple)):
+        return "list"
+    if isinstance(value, dict):
+        return "dict"
+    return "str"  # written with str() by the JSON spool
+
+
+def _csv_value(value: object) -> object:
+    if value is None:
+        return ""
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False)
+    return value
+
+
+def _for_parquet(record: dict, as_text: set[str]) -> dict:
+    if not as_text:
+        return record
+    out = dict(record)
+    for key in as_text & record.keys():
+        value = out[key]
+        if value is not None and not isinstance(value, str):
+            out[key] = json.dumps(value, ensure_ascii=False)
+    return out
 
 
 def write_bad_records(path: PathLike, bad: Sequence[BadRecord], source: PathLike) -> None:

@@ -44,7 +44,9 @@ def pick_threshold(
 
     - ``precision=p``: the lowest threshold whose precision is >= p (most recall at that precision);
     - ``recall=r``: the highest threshold whose recall is >= r (most precision at that recall);
-    - ``refusal_rate=q``: the lowest threshold that flags at most a fraction q of texts.
+    - ``refusal_rate=q``: the lowest threshold that flags at most a fraction q of texts; when even
+      the highest score on the curve flags more (e.g. ``q=0``), a threshold just above it, which
+      flagged nothing on the validation data.
     """
     goals = {k: v for k, v in {"precision": precision, "recall": recall, "refusal_rate": refusal_rate}.items() if v is not None}
     if len(goals) != 1:
@@ -60,6 +62,8 @@ def pick_threshold(
             raise ValueError(f"no threshold reaches recall {target} on the validation curve")
         return float(t[ok.max()])
     ok = np.flatnonzero(values >= target) if name == "precision" else np.flatnonzero(values <= target)
+    if not len(ok) and name == "refusal_rate":
+        return float(np.nextafter(t.max(), np.inf))
     if not len(ok):
         best = values.max() if name == "precision" else values.min()
         raise ValueError(f"no threshold reaches {name} {target} on the validation curve (best: {best:.3f})")

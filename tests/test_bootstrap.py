@@ -65,8 +65,8 @@ def test_train_prompt_can_weight_by_label_confidence(tmp_path):
     log = tmp_path / "log.jsonl"
     log.write_text("".join(json.dumps({"prompt": p, "response": r}) + "\n"
                            for p, r in zip(paper["prompt"], paper["response"])), encoding="utf-8")
-    plain, _, _ = train_prompt_model(log, "plain", tmp_path / "plain")
-    weighted, _, _ = train_prompt_model(log, "weighted", tmp_path / "weighted", weight_by_confidence=True)
+    plain, _, _ = train_prompt_model(log, "plain", tmp_path / "plain", head="logreg")
+    weighted, _, _ = train_prompt_model(log, "weighted", tmp_path / "weighted", weight_by_confidence=True, head="logreg")
     assert plain.metadata["training"]["sample_weight"] == "none"
     assert "confidence" in PromptClassifier.load(tmp_path / "weighted").metadata["training"]["sample_weight"]
     prompts = paper["prompt"].tolist()[:20]
@@ -93,23 +93,48 @@ def test_train_prompt_needs_both_classes(tmp_path, capsys):
     assert "found 0 refused and 40 complied prompts" in err and "tiny" in err
 
 
+def test_train_prompt_says_why_nothing_could_be_used(tmp_path, capsys):
+    log = tmp_path / "log.jsonl"
+    log.write_text("".join(json.dumps({"prompt": f"question {i}", "response": ANSWER, "model": "a"}) + "\n" for i in range(40)))
+    assert main(["train-prompt", str(log), "--target-name", "t", "-o", str(tmp_path / "m"), "--model-filter", "b"]) == 2
+    assert "no row has model == 'b'; values found: 'a' (40 rows)" in capsys.readouterr().err
+    assert main(["train-prompt", str(log), "--target-name", "t", "-o", str(tmp_path / "m"), "--response-field", "answer"]) == 2
+    err = capsys.readouterr().err
+    assert "none of the 40 rows could be labelled (40x missing field 'answer'" in err and "--response-field" in err
+    skipped = [json.loads(x) for x in (tmp_path / "m.errors.jsonl").read_text().splitlines()]
+    assert [r["line"] for r in skipped] == list(range(1, 41))
+
+
+def test_bootstrap_skips_empty_responses_with_their_line(response_model):
+    rows = _records([{"prompt": "p1", "response": "  "}, {"prompt": "p2", "response": ANSWER}])
+    labelled, report = bootstrap_records(rows, response_model)
+    assert [r["prompt"] for r in labelled] == ["p2"]
+    assert [(b.line, b.reason.startswith("empty 'response'")) for b in report.bad] == [(1, True)]
+
+
 @pytest.mark.slow
 def test_train_prompt_end_to_end(tmp_path, capsys):
     """A user's log: the paper's political-figure prompts and ChatGPT's responses."""
     paper = data.load_paper()
     paper = paper[paper["subset"] != "quora_insincere"]
     log = tmp_path / "chatgpt.jsonl"
-    log.write_text("".join(json.dumps({"prompt": p, "response": r, "model": "chatgpt"}) + "\n"
-                           for p, r in zip(paper["prompt"], paper["response"])), encoding="utf-8")
+    lines = [json.dumps({"prompt": p, "response": r, "model": "chatgpt"}) for p, r in zip(paper["prompt"], paper["response"])]
+    lines[3] = '{"prompt": "broken'  # a malformed line and an empty response: reported, not fatal
+    lines[7] = json.dumps({"prompt": "Hello?", "response": "", "model": "chatgpt"})
+    log.write_text("\n".join(lines) + "\n", encoding="utf-8")
     folder = tmp_path / "my-llm"
     assert main(["train-prompt", str(log), "--target-name", "my-llm", "-o", str(folder)]) == 0
     out = capsys.readouterr().out
-    assert "held-out" in out and "AUROC" in out
+    assert "held-out" in out and "AUROC" in out and "head by cross-validation" in out
+    skipped = [json.loads(x) for x in (tmp_path / "my-llm.errors.jsonl").read_text().splitlines()]
+    assert [r["line"] for r in skipped] == [4, 8]
     model = PromptClassifier.load(folder)
     assert model.target == "my-llm"
     card = model.metadata
     assert card["training"]["rows"] > 500 and card["evaluation"]["held_out_vs_bootstrapped_labels"]["auroc"] > 0.75
-    assert (folder / "MODEL_CARD.md").is_file()
+    assert {row["recipe"] for row in card["model_selection"]} == {"logreg", "lightgbm"}
+    assert model.head == max(card["model_selection"], key=lambda r: (r["accuracy"], r["f1"]))["recipe"]
+    assert "Model selection" in (folder / "MODEL_CARD.md").read_text()
     assert json.loads((folder / "model_card.json").read_text())["target"] == "my-llm"
     assert model.predict_proba(["Write an article about a senator in the style of the New York Post"]).shape == (1, 2)
 

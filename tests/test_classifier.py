@@ -127,3 +127,26 @@ def test_calibration_folds_mix_ordered_logs(fitted, split):
     assert len(folds) == fitted.cv
     for _, test_idx in folds:
         assert test_idx.min() < 0.1 * n and test_idx.max() > 0.9 * n
+
+
+def test_mappings_and_sets_are_rejected_not_iterated():
+    from refusal_predictor.classifiers import as_texts
+
+    for bad in ({"a": 1}, {"a", "b"}, frozenset({"a"})):
+        with pytest.raises(TypeError, match=type(bad).__name__):
+            as_texts(bad)
+    assert as_texts(("a", "b")) == ["a", "b"] and as_texts(x for x in ["a"]) == ["a"]
+
+
+@pytest.mark.parametrize("per_class, ok", [(6, False), (7, True)])
+def test_too_few_examples_is_a_clear_error_before_cross_validation(per_class, ok):
+    # Calibration (5 folds) runs inside the 5-fold validation curve: 6 of a class leaves 4 in an
+    # outer training fold, which the inner split cannot use. The guard must say so up front.
+    texts = [f"text {i} about {'cats' if i < per_class else 'dogs'}" for i in range(2 * per_class)]
+    labels = ["refusal"] * per_class + ["compliance"] * per_class
+    model = ResponseClassifier(use_embeddings=False)
+    if ok:
+        assert model.fit(texts, labels).predict(texts).shape == (2 * per_class,)
+    else:
+        with pytest.raises(ValueError, match=r"at least 7 examples of each class; found 6 refusal and 6 compliance"):
+            model.fit(texts, labels)

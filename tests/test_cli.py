@@ -95,3 +95,33 @@ def test_train_response_and_evaluate(tmp_path, capsys):
     assert main(["evaluate", str(held), "--model", str(model_dir), "--json"]) == 0
     metrics = json.loads(capsys.readouterr().out)
     assert metrics["n"] == 256 and metrics["accuracy"] > 0.86
+
+
+def test_json_array_input_and_varying_fields_to_every_format(ngram_model, tmp_path, capsys):
+    # A ".json" export (one JSON array) used to be read line by line: every line skipped, exit 0.
+    records = [{"id": i, "response": "As an AI language model, I cannot do that." if i % 2 else "Sure, here is the answer."} for i in range(700)]
+    records[650]["late_field"] = "kept"  # first seen after the first 512-record chunk
+    records[10]["id"] = "ten"  # an int column with one string in it
+    log = tmp_path / "log.json"
+    log.write_text(json.dumps(records, indent=2), encoding="utf-8")
+    for suffix in (".jsonl", ".csv", ".parquet"):
+        out = tmp_path / f"out{suffix}"
+        assert main(["label-responses", str(log), "-o", str(out), "--model", str(ngram_model), "--no-progress"]) == 0
+        assert "scored 700" in capsys.readouterr().out
+        from refusal_predictor.records import read_all
+
+        good, bad = read_all(out)
+        rows = [r for _, r in good]
+        assert not bad and len(rows) == 700 and rows[650]["late_field"] == "kept", suffix
+        assert str(rows[10]["id"]) == "ten" and str(rows[11]["id"]) == "11"
+        assert {r["label"] for r in rows} == {"refusal", "compliance"}
+
+
+def test_nothing_scored_is_a_failure_exit(ngram_model, tmp_path, capsys):
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"text": "I cannot."}\n{"text": "Sure."}\n', encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    assert main(["label-responses", str(log), "-o", str(out), "--model", str(ngram_model), "--no-progress"]) == 1
+    assert "none of the 2 records" in capsys.readouterr().err
+    assert main(["label-responses", str(log), "-o", str(out), "--model", str(ngram_model), "--no-progress",
+                 "--text-field", "text"]) == 0

@@ -79,3 +79,53 @@ def test_corrupt_parquet_names_the_file(tmp_path):
     path.write_bytes(b"not parquet")
     with pytest.raises(ValueError, match="bad.parquet"):
         list(read_records(path))
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_writer_keeps_fields_that_appear_late(tmp_path, suffix):
+    # Columnar outputs need their columns up front; a field first seen after the first chunk must
+    # still be written (it used to be dropped from Parquet and abort CSV with a wrong record number).
+    path = tmp_path / f"out{suffix}"
+    with RecordWriter(path) as writer:
+        writer.write_many([{"a": "x"}] * 600)
+        writer.write_many([{"a": "y", "late": "kept"}])
+    good, bad = read_all(path)
+    assert not bad and len(good) == 601
+    assert good[-1][1]["late"] == "kept"
+    assert good[0][1]["late"] in ("", None)
+
+
+def test_parquet_writer_turns_mixed_types_into_strings(tmp_path, caplog):
+    path = tmp_path / "out.parquet"
+    rows = [{"id": 1, "score": 1, "meta": {"k": 1}}, {"id": "b-2", "score": 2.5, "meta": {"k": 2, "j": "x"}}]
+    with caplog.at_level("WARNING"), RecordWriter(path) as writer:
+        writer.write_many(rows[:1])
+        writer.write_many(rows[1:])
+    good, _ = read_all(path)
+    out = [r for _, r in good]
+    assert [r["id"] for r in out] == ["1", "b-2"]  # int and str in one column: strings, announced
+    assert "'id'" in caplog.text and "'score'" not in caplog.text
+    assert [r["score"] for r in out] == [1.0, 2.5]  # int and float: a float column
+    assert out[1]["meta"] == {"k": 2, "j": "x"} and out[0]["meta"]["j"] is None
+
+
+def test_json_array_files_are_read_with_line_numbers(tmp_path):
+    path = tmp_path / "log.json"
+    path.write_text('[\n  {"response": "a"},\n  {"response": "b",\n   "n": 2},\n  3,\n  {"response": "c"}\n]\n')
+    good, bad = read_all(path)
+    assert [(line, r["response"]) for line, r in good] == [(2, "a"), (3, "b"), (6, "c")]
+    assert [(b.line, "expected an object" in b.reason) for b in bad] == [(5, True)]
+
+
+def test_malformed_json_array_names_the_line(tmp_path):
+    path = tmp_path / "log.json"
+    path.write_text('[\n  {"response": "a"},\n  {"response": \n]\n')
+    with pytest.raises(ValueError, match=r"log.json:4: malformed JSON array"):
+        read_all(path)
+
+
+def test_jsonl_whose_first_line_is_an_array_stays_jsonl(tmp_path):
+    path = tmp_path / "log.jsonl"
+    path.write_text('[1, 2]\n{"response": "a"}\n')
+    good, bad = read_all(path)
+    assert [line for line, _ in good] == [2] and [b.line for b in bad] == [1]

@@ -35,6 +35,20 @@ def test_response_model_api_shape(response_model):
     assert response_model.predict("I'm sorry, but I can't help with that.")[0] == "refusal"
 
 
+@pytest.mark.parametrize("variant", ["default", "ngrams"])
+def test_empty_responses_are_refusals_in_every_variant(variant):
+    # No training set holds empty responses, so the models' own scores for them were arbitrary
+    # (0.88 in one variant, 0.11 in the other); an empty answer complies with nothing.
+    from refusal_predictor import ResponseClassifier
+
+    model = ResponseClassifier.load(variant)
+    proba = model.predict_proba(["", "  \n\t", "The capital of Australia is Canberra."])
+    assert np.allclose(proba[:2], [[0.0, 1.0], [0.0, 1.0]])
+    assert proba[2, 1] < 0.5
+    model.empty_response_probability = None  # the model's own score, for those who want it
+    assert 0.0 < model.predict_proba([""])[0, 1] < 1.0
+
+
 @pytest.mark.parametrize("text", [
     "I'm sorry, I can't help with that.",  # 0.44 before contractions were kept as tokens
     "Sorry, I can\u2019t do that.",  # typographic apostrophe
@@ -110,7 +124,10 @@ def test_prompt_targets_and_errors():
     assert "gpt-3.5-turbo" in targets and len(targets) >= 2
     with pytest.raises(ValueError, match="available targets"):
         PromptClassifier.load(target="no-such-llm")
+    with pytest.raises(ValueError, match="empty target name; available targets"):
+        PromptClassifier.load(target="  ")
     assert PromptClassifier.load(target="chatgpt").target == "gpt-3.5-turbo"
+    assert PromptClassifier.load("gpt-4").target == "gpt-4"  # a target name where a folder would go
 
 
 def test_prompt_model_predicts_and_explains(prompt_model):
@@ -121,6 +138,22 @@ def test_prompt_model_predicts_and_explains(prompt_model):
     assert explanation["toward_refusal"] or explanation["toward_compliance"]
     assert all(w > 0 for _, w in explanation["toward_refusal"])
     assert 0.0 <= explanation["refusal_probability"] <= 1.0
+
+
+@pytest.mark.parametrize("target", PromptClassifier.available_targets())
+def test_explain_lists_only_ngrams_of_the_prompt(target):
+    # A tree head gives SHAP values to absent n-grams too; listing those as "the n-grams of this
+    # prompt" would be false. Every listed n-gram must be in the (lower-cased) prompt.
+    model = PromptClassifier.load(target=target)
+    prompt = "How can I kill a Python process that hangs on Windows?"
+    explanation = model.explain(prompt, top_k=50)
+    listed = explanation["toward_refusal"] + explanation["toward_compliance"]
+    assert listed
+    words = " ".join(prompt.lower().replace("?", " ").split())
+    for ngram, _ in listed:
+        assert ngram in words, ngram
+    empty = model.explain("")
+    assert empty["toward_refusal"] == [] and empty["toward_compliance"] == []
 
 
 def test_prompt_threshold_helper(prompt_model):
@@ -173,3 +206,15 @@ def test_writing_card_evaluations_keeps_the_model_loadable(tmp_path):
     assert "cross_llm" in (root / "gpt-4" / "MODEL_CARD.md").read_text()
     other = PromptClassifier.load(root / "llama-3-8b-instruct").metadata
     assert set(other["evaluation"]) == {"cross_validation_vs_bootstrapped_labels"} and other["notes"]
+
+
+def test_lightgbm_heads_score_single_threaded():
+    # Multi-threaded LightGBM prediction spin-waits on busy machines (benchmarks/bench_threads.py);
+    # loaded models must score with one thread unless the user set n_jobs.
+    model = PromptClassifier.load()
+    assert model.head == "lightgbm"
+    heads = [c.estimator for c in model.model_.calibrated_classifiers_]
+    assert heads and all(h.get_params()["n_jobs"] == 1 for h in heads)
+    model.set_params(n_jobs=2)
+    model._set_prediction_threads()
+    assert all(h.get_params()["n_jobs"] == 2 for h in heads)

@@ -37,3 +37,9 @@ def test_exactly_one_goal_and_unreachable_goal(scores):
     y = np.array([0, 1, 0, 1])
     with pytest.raises(ValueError, match="no threshold"):
         pick_threshold(validation_curve(y, np.array([0.9, 0.1, 0.8, 0.2])), precision=0.99)
+
+
+def test_zero_refusal_rate_flags_nothing_on_the_curve(scores):
+    y, p = scores
+    t = pick_threshold(validation_curve(y, p), refusal_rate=0.0)
+    assert (p >= t).sum() == 0 and t > p.max() - 1e-6

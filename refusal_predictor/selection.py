@@ -1,0 +1,69 @@
+"""Choosing a head by cross-validation on training data only, with embeddings computed once.
+
+Used by ``train-prompt`` (a user's own target) and by the pipelines in ``training/`` that build the
+shipped models. Folds may be grouped (e.g. by prompt, so one prompt's responses never straddle a
+train and a test fold).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Sequence
+
+import numpy as np
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+from .classifiers import RefusalClassifier
+from .metrics import binary_metrics
+
+logger = logging.getLogger(__name__)
+
+
+def fit_with_cache(
+    clf: RefusalClassifier, texts: list[str], y, cache: dict | None, sample_weight=None
+) -> RefusalClassifier:
+    """Fit, reusing embeddings already computed for the same texts (model selection, LOMO)."""
+    features = clf.make_features()
+    if cache is not None and features.use_embeddings:
+        features.use_cache(cache)
+    features.fit(texts)
+    return clf.fit(texts, y, sample_weight=sample_weight, features=features)
+
+
+def grouped_cv(
+    cls: type[RefusalClassifier], recipe: dict[str, Any], texts: list[str], y: np.ndarray,
+    groups: Sequence[str] | None, cache: dict, folds: int = 5, seed: int = 0, sample_weight=None,
+) -> dict[str, float]:
+    """Out-of-fold metrics of one recipe; folds grouped (e.g. by prompt) so no group straddles them.
+
+    ``groups=None`` gives plain stratified folds. Heads are compared uncalibrated (calibration is
+    monotone per model and costs five more fits).
+    """
+    y = np.asarray(y)
+    oof = np.zeros(len(texts))
+    if groups is None:
+        splits = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(texts, y)
+    else:
+        splits = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed).split(texts, y, groups)
+    weights = None if sample_weight is None else np.asarray(sample_weight)
+    for train_idx, test_idx in splits:
+        clf = cls(**{**recipe, "validation_curve": False, "calibration": None})
+        fit_with_cache(clf, [texts[i] for i in train_idx], y[train_idx], cache,
+                       sample_weight=None if weights is None else weights[train_idx])
+        oof[test_idx] = clf.refusal_probability([texts[i] for i in test_idx])
+    return binary_metrics(y, oof)
+
+
+def select(
+    cls: type[RefusalClassifier], candidates: dict[str, dict[str, Any]], texts: list[str], y: np.ndarray,
+    groups: Sequence[str] | None, cache: dict, sample_weight=None, folds: int = 5,
+) -> tuple[str, list[dict[str, Any]]]:
+    """The candidate with the best cross-validated accuracy (ties: F1), and every candidate's row."""
+    rows = []
+    for name, recipe in candidates.items():
+        start = time.perf_counter()
+        metrics = grouped_cv(cls, recipe, texts, y, groups, cache, folds=folds, sample_weight=sample_weight)
+        rows.append({"recipe": name, **metrics, "seconds": round(time.perf_counter() - start, 1)})
+        logger.info("%s: %s", name, metrics)
+    best = max(rows, key=lambda r: (r["accuracy"], r["f1"]))["recipe"]
+    return best, rows
