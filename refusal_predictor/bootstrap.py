@@ -7,6 +7,7 @@ label is kept together with its refusal rate).
 """
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from typing import Iterable
 import numpy as np
 
 from .artifacts import PathLike
+from .classifiers import is_blank
 from .records import BadRecord, RecordWriter, get_text, read_records, write_bad_records
 
 logger = logging.getLogger(__name__)
@@ -101,13 +103,16 @@ def bootstrap_records(
         if bad is not None:
             report.bad.append(bad)
             continue
-        if not prompt.strip():
-            report.bad.append(BadRecord(line, f"empty {prompt_field!r}"))
+        if is_blank(prompt):
+            report.bad.append(BadRecord(line, f"empty {prompt_field!r}", json.dumps(record, ensure_ascii=False, default=str)[:500]))
             continue
-        if not response.strip():
+        if is_blank(response):
             # ResponseClassifier calls an empty answer a refusal, but in a log it is as often a
             # timeout or an API error as a blocked generation: no label is better than a guess.
-            report.bad.append(BadRecord(line, f"empty {response_field!r} (a blocked generation cannot be told from an API error)"))
+            report.bad.append(BadRecord(
+                line, f"empty {response_field!r} (a blocked generation cannot be told from an API error)",
+                json.dumps(record, ensure_ascii=False, default=str)[:500],
+            ))
             continue
         model = record.get(model_field) if model_field else None
         pending.append((prompt, response, "" if model is None else str(model)))

@@ -67,6 +67,14 @@ def as_texts(X: str | Iterable[str], what: str = "text") -> list[str]:
     return texts
 
 
+_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"))
+
+
+def is_blank(text: str) -> bool:
+    """Nothing but whitespace and invisible characters (zero-width spaces, BOM, soft hyphen)."""
+    return not text.translate(_INVISIBLE).strip()
+
+
 def as_labels(y: Iterable[Any]) -> np.ndarray:
     """Labels as 0 (compliance) / 1 (refusal); accepts the class names, 0/1 and booleans."""
     out = []
@@ -163,8 +171,9 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
                 subsample_freq=1,
                 min_child_samples=5,
                 random_state=self.random_state,
-                # None: LightGBM's own default, one thread per physical core, for training.
-                n_jobs=self.n_jobs,
+                # One thread unless asked: OpenMP threads spin-wait for each other; on a busy
+                # 2-core machine a fit on 38 prompts took 0.25 s with one thread, 21.5 s with all.
+                n_jobs=self.n_jobs if self.n_jobs is not None else 1,
                 verbose=-1,
             )
         raise ValueError(f"head must be 'logreg' or 'lightgbm', got {self.head!r}")
@@ -243,8 +252,8 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
 
         Scoring batches are small (at most 2,048 rows, usually one) and OpenMP threads spin-wait
         for each other: one thread scored 1.2x faster than all on a quiet 2-core machine and 2x
-        faster beside two busy processes (benchmarks/bench_threads.py). Training keeps
-        LightGBM's per-core default.
+        faster beside two busy processes (benchmarks/bench_threads.py). Models trained before
+        ``n_jobs`` defaulted to one thread carry another count in their pickled heads.
         """
         threads = self.n_jobs if self.n_jobs is not None else 1
         model = getattr(self, "model_", None)
@@ -440,6 +449,6 @@ class ResponseClassifier(RefusalClassifier):
         texts = as_texts(X)
         proba = super().predict_proba(texts)
         if self.empty_response_probability is not None and len(texts):
-            empty = np.fromiter((not t.strip() for t in texts), dtype=bool, count=len(texts))
+            empty = np.fromiter((is_blank(t) for t in texts), dtype=bool, count=len(texts))
             proba[empty] = (1.0 - self.empty_response_probability, self.empty_response_probability)
         return proba

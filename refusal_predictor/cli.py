@@ -147,14 +147,14 @@ def _run_scoring(model, args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     print(report.summary())
-    return _exit_status(report.read, report.scored, args.input)
+    return _exit_status(report.read, report.scored, args.input,
+                        f"see the skipped records above (wrong --text-field {args.text_field!r} or --format?)")
 
 
-def _exit_status(read: int, used: int, path: str) -> int:
+def _exit_status(read: int, used: int, path: str, hint: str) -> int:
     """1 when a non-empty input gave nothing usable: a pipeline must not take that for success."""
     if read and not used:
-        print(f"error: none of the {read} records of {path} could be used; see the skipped records above "
-              "(wrong --text-field or --format?)", file=sys.stderr)
+        print(f"error: none of the {read} records of {path} could be used; {hint}", file=sys.stderr)
         return 1
     if not read:
         print(f"warning: {path} holds no records", file=sys.stderr)
@@ -250,7 +250,15 @@ def _cmd_bootstrap(args: argparse.Namespace) -> int:
     print(f"{args.input}: {report.summary()} -> {args.output}")
     if report.errors_path:
         print(f"skipped rows, with line numbers: {report.errors_path}")
-    return _exit_status(report.read, report.labelled, args.input)
+    if report.labelled and not report.written:
+        print(f"error: all {report.labelled} labels of {args.input} were below --min-confidence "
+              f"{args.min_confidence}; nothing was written", file=sys.stderr)
+        return 1
+    for item in report.bad[:5]:
+        print(f"skipped {item.describe(args.input)}", file=sys.stderr)
+    return _exit_status(report.read, report.labelled, args.input,
+                        f"see the skipped rows above (wrong --prompt-field {args.prompt_field!r} or "
+                        f"--response-field {args.response_field!r}?)")
 
 
 def _cmd_train_prompt(args: argparse.Namespace) -> int:

@@ -51,8 +51,14 @@ class PromptClassifier(RefusalClassifier):
         """
         if path is not None and target is not None:
             raise ValueError("give a model folder or a target name, not both")
-        if path is not None and not Path(path).exists() and _target_key(str(path)) in cls.available_targets():
-            path, target = None, str(path)
+        if path is not None and not Path(path).exists():
+            if _target_key(str(path)) in cls.available_targets():
+                path, target = None, str(path)
+            else:
+                raise ValueError(f"{str(path)!r} is neither a model folder nor a shipped target; "
+                                 f"available targets: {cls.available_targets()}")
+        if path is not None and not str(path).strip():
+            raise ValueError(f"empty model path; available targets: {cls.available_targets()}")
         if path is None:
             if target is not None and not str(target).strip():
                 raise ValueError(f"empty target name; available targets: {cls.available_targets()}")

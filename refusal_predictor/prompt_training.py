@@ -43,7 +43,7 @@ HEADS = ("logreg", "lightgbm")
 
 def errors_path_for(output_dir: PathLike) -> Path:
     """Skipped log rows of a train-prompt run go beside the model folder, not into it."""
-    folder = Path(output_dir)
+    folder = Path(output_dir).resolve()  # "." and ".." have no name of their own
     return folder.with_name(folder.name + ".errors.jsonl")
 
 
@@ -88,8 +88,9 @@ def train_prompt_model(
         def matching(stream):
             for line, r in stream:
                 if isinstance(r, dict):
-                    seen_models[str(r.get(model_field))] += 1
-                    if str(r.get(model_field)) != model_filter:
+                    value = r.get(model_field)
+                    seen_models["(field missing or null)" if value is None else str(value)] += 1
+                    if value is None or str(value) != model_filter:
                         continue
                 yield line, r
 
@@ -103,7 +104,9 @@ def train_prompt_model(
         write_bad_records(report.errors_path, report.bad, log_path)
     if model_filter is not None and not seen_models.get(model_filter):
         shown = ", ".join(f"{name!r} ({n} rows)" for name, n in seen_models.most_common(10)) or "none"
-        raise ValueError(f"{log_path}: no row has {model_field} == {model_filter!r}; values found: {shown}")
+        hint = f" (is the model field called something else than {model_field!r}? --model-field)" \
+            if set(seen_models) == {"(field missing or null)"} else ""
+        raise ValueError(f"{log_path}: no row has {model_field} == {model_filter!r}; values found: {shown}{hint}")
     if not report.labelled:
         reasons = Counter(b.reason.split(" (")[0] for b in report.bad)
         why = "; ".join(f"{n}x {r}" for r, n in reasons.most_common(3)) or "the log holds no rows"

@@ -11,6 +11,7 @@ import csv
 import json
 import logging
 import os
+import pickle
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -105,14 +106,17 @@ def _starts_with_array(path: PathLike) -> bool:
 def _read_json_array(path: PathLike, encoding: str) -> list[tuple[int, dict | BadRecord]] | None:
     """The elements of a file holding one JSON array, each with the line it starts on.
 
-    ``None`` when the file is JSON Lines after all (its first line is a complete array followed
-    by more lines). A malformed array cannot be resynchronised after the error, so it is a
-    ValueError naming the line rather than a silent loss of everything after it. The whole file
-    is read into memory; use JSON Lines for logs larger than memory.
+    Outside ``.json`` files this is only a guess, and ``None`` (read it as JSON Lines) when the
+    file is not one clean array. In a ``.json`` file a malformed array, or text after it, cannot
+    be resynchronised, so it is a ValueError naming the line rather than a silent loss of what
+    follows. The whole file is read into memory; use JSON Lines for logs larger than memory.
     """
+    is_json_file = str(path).lower().endswith(".json")
     try:
         text = Path(path).read_bytes().decode(encoding)
     except UnicodeDecodeError as exc:
+        if not is_json_file:
+            return None
         raise ValueError(f"{path}: not valid {encoding} at byte {exc.start}; a JSON array file must decode as a whole") from exc
     text = text.lstrip("\ufeff")
     decoder = json.JSONDecoder()
@@ -120,12 +124,17 @@ def _read_json_array(path: PathLike, encoding: str) -> list[tuple[int, dict | Ba
     try:
         value, end = decoder.raw_decode(text, start)
     except json.JSONDecodeError as exc:
-        first_line_end = text.find("\n", start)
-        if first_line_end != -1 and exc.pos > first_line_end and not str(path).lower().endswith(".json"):
-            return None  # a .jsonl file whose first line is a bad record: read it line by line
+        if not is_json_file:
+            return None  # a JSON Lines file whose first line is a bad record: read line by line
         raise ValueError(f"{path}:{exc.lineno}: malformed JSON array ({exc.msg} at column {exc.colno})") from exc
-    if text[end:].strip():
-        return None
+    rest = text[end:]
+    if rest.strip():
+        if not is_json_file:
+            return None  # JSON Lines whose first line happens to be an array
+        extra = end + len(rest) - len(rest.lstrip())
+        line = text.count("\n", 0, extra) + 1
+        raise ValueError(f"{path}:{line}: text after the end of the JSON array; a .json file must hold one array "
+                         "(or use JSON Lines, one object per line)")
     out: list[tuple[int, dict | BadRecord]] = []
     # Walk the array again to learn the line each element starts on.
     pos, line = start + 1, text.count("\n", 0, start) + 1
@@ -232,17 +241,26 @@ class RecordWriter:
         self._tmp = Path(tmp)
         self._spool: Path | None = None
         if self.fmt != "jsonl":
-            fd, spool = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".spool.jsonl", dir=self.path.parent)
+            fd, spool = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".spool", dir=self.path.parent)
             os.close(fd)
             self._spool = Path(spool)
-        self._handle = open(self._spool or self._tmp, "w", encoding="utf-8", newline="")
+            # Pickled chunks, not JSON: Parquet input round-trips timestamps, dates, bytes and
+            # decimals with their types. The spool is this process's own temporary file.
+            self._handle = open(self._spool, "wb")
+        else:
+            self._handle = open(self._tmp, "w", encoding="utf-8", newline="")
         self._kinds: dict[str, set[str]] = {}
         self.count = 0
 
     def write_many(self, records: Sequence[dict]) -> None:
-        for record in records:
-            self._handle.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
-            if self._spool is not None:
+        if not records:
+            return
+        if self._spool is None:
+            for record in records:
+                self._handle.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+        else:
+            pickle.dump(list(records), self._handle, protocol=pickle.HIGHEST_PROTOCOL)
+            for record in records:
                 for key, value in record.items():
                     if key not in self._kinds:
                         self._kinds[key] = set()
@@ -252,16 +270,13 @@ class RecordWriter:
                         self._kinds[key].add(_kind(value))
         self.count += len(records)
 
-    def _spooled(self, chunk_size: int = 4096) -> Iterator[list[dict]]:
-        with open(self._spool, encoding="utf-8") as handle:
-            chunk: list[dict] = []
-            for line in handle:
-                chunk.append(json.loads(line))
-                if len(chunk) >= chunk_size:
-                    yield chunk
-                    chunk = []
-            if chunk:
-                yield chunk
+    def _spooled(self) -> Iterator[list[dict]]:
+        with open(self._spool, "rb") as handle:
+            while True:
+                try:
+                    yield pickle.load(handle)
+                except EOFError:
+                    return
 
     def _write_csv(self) -> None:
         with open(self._tmp, "w", encoding="utf-8", newline="") as handle:
@@ -296,11 +311,16 @@ class RecordWriter:
                     kind = pa.array([r.get(key) for r in chunk]).type
                 except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
                     kind = None  # e.g. nested values of different types
+                if kind is not None and pa.types.is_struct(kind) and kind.num_fields == 0:
+                    continue  # only {} in this chunk: it fits any struct another chunk brings
                 if kind is None:
                     as_text.add(key)
                     logger.warning("%s: field %r has values of incompatible types; written as JSON strings", self.path, key)
                 elif not pa.types.is_null(kind):
                     types[key].append(kind)
+        for key, kinds in self._kinds.items():
+            if kinds == {"dict"} and not types[key]:
+                as_text.add(key)  # only ever {}: Parquet cannot store a struct without fields
         fields = []
         for key in self.fieldnames:
             found = types[key]
@@ -333,6 +353,10 @@ class RecordWriter:
             raise
         if self._spool is not None:
             self._spool.unlink(missing_ok=True)
+        # mkstemp creates 0600; the output gets the permissions any new file would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(self._tmp, 0o666 & ~umask)
         os.replace(self._tmp, self.path)
 
     def abort(self) -> None:
@@ -361,20 +385,20 @@ def _kind(value: object) -> str:
         return "int"
     if isinstance(value, float):
         return "float"
-    if isinstance(value, str):
-        return "str"
     if isinstance(value, (list, tuple)):
         return "list"
     if isinstance(value, dict):
         return "dict"
-    return "str"  # written with str() by the JSON spool
+    return type(value).__name__  # str, datetime, date, bytes, Decimal, ...
 
 
 def _csv_value(value: object) -> object:
     if value is None:
         return ""
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(value, ensure_ascii=False, default=str)
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).decode("utf-8", "backslashreplace")
     return value
 
 
@@ -385,7 +409,7 @@ def _for_parquet(record: dict, as_text: set[str]) -> dict:
     for key in as_text & record.keys():
         value = out[key]
         if value is not None and not isinstance(value, str):
-            out[key] = json.dumps(value, ensure_ascii=False)
+            out[key] = json.dumps(value, ensure_ascii=False, default=str)
     return out
 
 

@@ -181,3 +181,31 @@ def test_targets_trained_without_select_keep_the_recorded_recipe_choice():
     assert {r["recipe"] for r in rows} == set(recipes.PROMPT_CANDIDATES)
     assert max(rows, key=lambda r: (r["accuracy"], r["f1"]))["recipe"] == recipes.PROMPT_RECIPE_NAME
     assert recorded_selection("a-recipe-the-default-was-not-trained-with") == []
+
+
+def test_bootstrap_exit_status_when_nothing_is_written(tmp_path, capsys):
+    log = tmp_path / "log.jsonl"
+    log.write_text("".join(json.dumps({"prompt": f"q{i}", "resp": ANSWER}) + "\n" for i in range(3)))
+    out = tmp_path / "labels.jsonl"
+    assert main(["bootstrap", str(log), "-o", str(out), "--response-model", "ngrams"]) == 1
+    err = capsys.readouterr().err
+    assert "log.jsonl:1: missing field 'response'" in err and "--response-field 'response'" in err
+    assert "--text-field" not in err
+    assert main(["bootstrap", str(log), "-o", str(out), "--response-model", "ngrams", "--response-field", "resp",
+                 "--min-confidence", "1.0"]) == 1
+    assert "below --min-confidence" in capsys.readouterr().err
+
+
+def test_errors_path_beside_any_output_folder(tmp_path, monkeypatch):
+    from refusal_predictor.prompt_training import errors_path_for
+
+    monkeypatch.chdir(tmp_path)
+    assert errors_path_for(".") == tmp_path.resolve().parent / f"{tmp_path.name}.errors.jsonl"
+    assert errors_path_for("m") == tmp_path.resolve() / "m.errors.jsonl"
+
+
+def test_invisible_characters_only_is_an_empty_response(response_model):
+    proba = response_model.predict_proba(["\u200b", " \ufeff\u200d "])
+    assert np.allclose(proba[:, 1], 1.0)
+    _, report = bootstrap_records(_records([{"prompt": "p", "response": "\u200b"}]), response_model)
+    assert report.bad and report.bad[0].raw  # the row itself is kept in the errors file

@@ -1,6 +1,8 @@
 """Readers and writers keep every field and report every bad line with its number."""
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from refusal_predictor.records import BadRecord, RecordWriter, detect_format, get_text, read_all, read_records
@@ -129,3 +131,48 @@ def test_jsonl_whose_first_line_is_an_array_stays_jsonl(tmp_path):
     path.write_text('[1, 2]\n{"response": "a"}\n')
     good, bad = read_all(path)
     assert [line for line, _ in good] == [2] and [b.line for b in bad] == [1]
+
+
+def test_parquet_round_trip_keeps_column_types(tmp_path):
+    import datetime as dt
+    from decimal import Decimal
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    source = tmp_path / "in.parquet"
+    pq.write_table(pa.table({
+        "ts": pa.array([dt.datetime(2024, 5, 1, 12, tzinfo=dt.timezone.utc)] * 2, pa.timestamp("us", "UTC")),
+        "day": pa.array([dt.date(2024, 5, 1)] * 2, pa.date32()),
+        "blob": pa.array([b"\x00\xff", b"ok"], pa.binary()),
+        "dec": pa.array([Decimal("1.25"), Decimal("2.50")], pa.decimal128(5, 2)),
+        "response": ["a", "b"],
+    }), source)
+    good, _ = read_all(source)
+    out = tmp_path / "out.parquet"
+    with RecordWriter(out) as writer:
+        writer.write_many([{**r, "empty": {}} for _, r in good])
+    schema = pq.read_schema(out)
+    assert schema.field("ts").type == pa.timestamp("us", "UTC") and schema.field("day").type == pa.date32()
+    assert schema.field("blob").type == pa.binary() and pa.types.is_decimal(schema.field("dec").type)
+    first = [r for _, r in read_all(out)[0]][0]
+    assert first["blob"] == b"\x00\xff" and first["dec"] == Decimal("1.25")
+    assert first["empty"] == "{}"  # Parquet has no struct without fields
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
+
+
+def test_json_file_with_text_after_the_array_is_an_error(tmp_path):
+    path = tmp_path / "log.json"
+    path.write_text('[\n  {"response": "a"},\n  {"response": "b"}\n]\nx\n')
+    with pytest.raises(ValueError, match=r"log.json:5: text after the end of the JSON array"):
+        read_all(path)
+
+
+@pytest.mark.parametrize("first", ['[{"response": "a"}, {oops}]', '["unterminated'])
+def test_jsonl_with_a_bad_first_line_that_opens_an_array(tmp_path, first):
+    path = tmp_path / "log.jsonl"
+    path.write_text(first + '\n{"response": "b"}\n{"response": "c"}\n')
+    good, bad = read_all(path)
+    assert [line for line, _ in good] == [2, 3] and [b.line for b in bad] == [1]

@@ -124,6 +124,8 @@ def test_prompt_targets_and_errors():
     assert "gpt-3.5-turbo" in targets and len(targets) >= 2
     with pytest.raises(ValueError, match="available targets"):
         PromptClassifier.load(target="no-such-llm")
+    with pytest.raises(ValueError, match="neither a model folder nor a shipped target; available targets"):
+        PromptClassifier.load("gpt-5")
     with pytest.raises(ValueError, match="empty target name; available targets"):
         PromptClassifier.load(target="  ")
     assert PromptClassifier.load(target="chatgpt").target == "gpt-3.5-turbo"
