@@ -7,7 +7,6 @@ label is kept together with its refusal rate).
 """
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ import numpy as np
 
 from .artifacts import PathLike
 from .classifiers import is_blank
-from .records import BadRecord, RecordWriter, get_text, read_records, write_bad_records
+from .records import BadRecord, RecordWriter, get_text, raw_of, read_records, write_bad_records
 
 logger = logging.getLogger(__name__)
 
@@ -38,8 +37,12 @@ class BootstrapReport:
     bad: list[BadRecord] = field(default_factory=list)
     errors_path: Path | None = None
 
+    def reasons(self) -> Counter:
+        """How many bad rows per reason (the reason's text before any parenthesised detail)."""
+        return Counter(b.reason.split(" (")[0] for b in self.bad)
+
     def summary(self) -> str:
-        reasons = Counter(b.reason.split(" (")[0] for b in self.bad)
+        reasons = self.reasons()
         text = (
             f"read {self.read} rows; labelled {self.labelled}; dropped {self.dropped_low_confidence} "
             f"below the confidence cut; merged {self.merged_duplicates} duplicate rows "
@@ -104,14 +107,14 @@ def bootstrap_records(
             report.bad.append(bad)
             continue
         if is_blank(prompt):
-            report.bad.append(BadRecord(line, f"empty {prompt_field!r}", json.dumps(record, ensure_ascii=False, default=str)[:500]))
+            report.bad.append(BadRecord(line, f"empty {prompt_field!r}", raw_of(record)))
             continue
         if is_blank(response):
             # ResponseClassifier calls an empty answer a refusal, but in a log it is as often a
             # timeout or an API error as a blocked generation: no label is better than a guess.
             report.bad.append(BadRecord(
                 line, f"empty {response_field!r} (a blocked generation cannot be told from an API error)",
-                json.dumps(record, ensure_ascii=False, default=str)[:500],
+                raw_of(record),
             ))
             continue
         model = record.get(model_field) if model_field else None

@@ -171,9 +171,7 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
                 subsample_freq=1,
                 min_child_samples=5,
                 random_state=self.random_state,
-                # One thread unless asked: OpenMP threads spin-wait for each other; on a busy
-                # 2-core machine a fit on 38 prompts took 0.25 s with one thread, 21.5 s with all.
-                n_jobs=self.n_jobs if self.n_jobs is not None else 1,
+                n_jobs=self._lightgbm_threads(),
                 verbose=-1,
             )
         raise ValueError(f"head must be 'logreg' or 'lightgbm', got {self.head!r}")
@@ -240,22 +238,25 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
                 self.metadata_["cross_validation"] = binary_metrics(labels, oof)
         self.classes_ = np.asarray(CLASSES, dtype=object)
         self.n_features_in_ = 1
-        self._set_prediction_threads()
         logger.info(
             "fitted %s on %d texts (%d refusal, %d compliance), %d features",
             type(self).__name__, len(texts), n_ref, n_comp, matrix.shape[1],
         )
         return self
 
-    def _set_prediction_threads(self) -> None:
-        """Score with one LightGBM thread unless ``n_jobs`` says otherwise.
+    def _lightgbm_threads(self) -> int:
+        """One LightGBM thread unless ``n_jobs`` says otherwise, to train and to score.
 
-        Scoring batches are small (at most 2,048 rows, usually one) and OpenMP threads spin-wait
-        for each other: one thread scored 1.2x faster than all on a quiet 2-core machine and 2x
-        faster beside two busy processes (benchmarks/bench_threads.py). Models trained before
-        ``n_jobs`` defaulted to one thread carry another count in their pickled heads.
+        OpenMP threads spin-wait for each other: on a busy 2-core machine a fit on 38 prompts
+        took 0.25 s with one thread and 21.5 s with all, and one thread scored 1.2x faster than
+        all on a quiet machine, 2x beside two busy processes (benchmarks/bench_threads.py).
         """
-        threads = self.n_jobs if self.n_jobs is not None else 1
+        return self.n_jobs if self.n_jobs is not None else 1
+
+    def _set_prediction_threads(self) -> None:
+        """Give a loaded model's LightGBM heads :meth:`_lightgbm_threads`: models trained before
+        ``n_jobs`` defaulted to one thread carry another count in their pickled heads."""
+        threads = self._lightgbm_threads()
         model = getattr(self, "model_", None)
         heads = [c.estimator for c in getattr(model, "calibrated_classifiers_", [])] or [model]
         for head in heads:

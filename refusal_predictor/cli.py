@@ -180,11 +180,16 @@ def read_labelled(path: str, text_field: str, label_field: str, input_format=Non
             continue
         texts.append(text)
         labels.append(label)
-    for item in bad[:10]:
-        print(f"skipped {item.describe(path)}", file=sys.stderr)
-    if len(bad) > 10:
-        print(f"... and {len(bad) - 10} more skipped records", file=sys.stderr)
+    _print_skipped(bad, path, limit=10)
     return texts, labels, bad
+
+
+def _print_skipped(bad, path, limit: int = 5) -> None:
+    """The first skipped records with their line numbers on stderr; the errors file has them all."""
+    for item in bad[:limit]:
+        print(f"skipped {item.describe(path)}", file=sys.stderr)
+    if len(bad) > limit:
+        print(f"... and {len(bad) - limit} more skipped records", file=sys.stderr)
 
 
 def _cmd_train_response(args: argparse.Namespace) -> int:
@@ -254,8 +259,7 @@ def _cmd_bootstrap(args: argparse.Namespace) -> int:
         print(f"error: all {report.labelled} labels of {args.input} were below --min-confidence "
               f"{args.min_confidence}; nothing was written", file=sys.stderr)
         return 1
-    for item in report.bad[:5]:
-        print(f"skipped {item.describe(args.input)}", file=sys.stderr)
+    _print_skipped(report.bad, args.input)
     return _exit_status(report.read, report.labelled, args.input,
                         f"see the skipped rows above (wrong --prompt-field {args.prompt_field!r} or "
                         f"--response-field {args.response_field!r}?)")
@@ -273,8 +277,7 @@ def _cmd_train_prompt(args: argparse.Namespace) -> int:
         head=args.head, input_format=args.input_format, encoding=args.encoding, errors_path=args.errors,
     )
     print(f"bootstrap: {report.summary()}")
-    for item in report.bad[:5]:
-        print(f"skipped {item.describe(args.input)}", file=sys.stderr)
+    _print_skipped(report.bad, args.input)
     if report.errors_path:
         print(f"skipped rows, with line numbers and reasons: {report.errors_path}")
     selection = model.metadata.get("model_selection")

@@ -108,8 +108,7 @@ def train_prompt_model(
             if set(seen_models) == {"(field missing or null)"} else ""
         raise ValueError(f"{log_path}: no row has {model_field} == {model_filter!r}; values found: {shown}{hint}")
     if not report.labelled:
-        reasons = Counter(b.reason.split(" (")[0] for b in report.bad)
-        why = "; ".join(f"{n}x {r}" for r, n in reasons.most_common(3)) or "the log holds no rows"
+        why = "; ".join(f"{n}x {r}" for r, n in report.reasons().most_common(3)) or "the log holds no rows"
         raise ValueError(
             f"{log_path}: none of the {report.read} rows could be labelled ({why}); check "
             f"--prompt-field ({prompt_field!r}) and --response-field ({response_field!r})"

@@ -208,15 +208,20 @@ def _read_parquet(path: PathLike) -> Iterator[tuple[int, dict | BadRecord]]:
             yield row, record
 
 
+def raw_of(record: dict) -> str:
+    """A record as the errors file keeps it: JSON, cut at 500 characters."""
+    return json.dumps(record, ensure_ascii=False, default=str)[:500]
+
+
 def get_text(record: dict, field: str, line: int) -> str | BadRecord:
     """The string in ``field``; a BadRecord when it is missing, null or not a string."""
     if field not in record:
-        return BadRecord(line, f"missing field {field!r} (fields: {sorted(record)[:10]})", json.dumps(record, ensure_ascii=False, default=str)[:500])
+        return BadRecord(line, f"missing field {field!r} (fields: {sorted(record)[:10]})", raw_of(record))
     value = record[field]
     if value is None:
-        return BadRecord(line, f"field {field!r} is null", json.dumps(record, ensure_ascii=False, default=str)[:500])
+        return BadRecord(line, f"field {field!r} is null", raw_of(record))
     if not isinstance(value, str):
-        return BadRecord(line, f"field {field!r} is {type(value).__name__}, expected a string", json.dumps(record, ensure_ascii=False, default=str)[:500])
+        return BadRecord(line, f"field {field!r} is {type(value).__name__}, expected a string", raw_of(record))
     return value
 
 
@@ -225,8 +230,8 @@ class RecordWriter:
 
     Logs are not uniform: a field may first appear on line 90,000, or hold a number on one line
     and a string on the next. JSON Lines takes each record as it is. CSV and Parquet need their
-    columns up front, so their records are spooled to a temporary JSON Lines file and the real
-    file is written at ``close`` with the union of all fields (in order of first appearance):
+    columns up front, so their records are spooled (pickled, so values keep their types) to a
+    temporary file and the real file is written at ``close`` with the union of all fields (in order of first appearance):
     every field of every record is kept. A Parquet column whose values have different types
     across records is written as strings (JSON for non-strings), with a warning naming it.
     """
@@ -292,14 +297,15 @@ class RecordWriter:
             import pyarrow.parquet as pq
         except ImportError as exc:  # pragma: no cover - depends on the environment
             raise ImportError('writing Parquet needs pyarrow: pip install "refusal-predictor[parquet]"') from exc
-        as_text = set()
+        as_text: set[str] = set()
+
+        def as_strings(key: str, why: str) -> None:
+            as_text.add(key)
+            logger.warning("%s: field %r %s; written as strings (JSON for non-strings)", self.path, key, why)
+
         for key, kinds in self._kinds.items():
             if len(kinds - {"int", "float"}) > 0 and len(kinds) > 1:
-                as_text.add(key)
-                logger.warning(
-                    "%s: field %r holds %s values; written as strings (JSON for non-strings)",
-                    self.path, key, " and ".join(sorted(kinds)),
-                )
+                as_strings(key, f"holds {' and '.join(sorted(kinds))} values")
         # Pass 1: every field's type in every chunk (pa.array infers over all values, nested
         # keys included; Table.from_pylist would only look at the first record), unified.
         types: dict[str, list] = {key: [] for key in self.fieldnames}
@@ -310,13 +316,11 @@ class RecordWriter:
                 try:
                     kind = pa.array([r.get(key) for r in chunk]).type
                 except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
-                    kind = None  # e.g. nested values of different types
-                if kind is not None and pa.types.is_struct(kind) and kind.num_fields == 0:
+                    as_strings(key, "has values of incompatible types")  # e.g. nested ones
+                    continue
+                if pa.types.is_struct(kind) and kind.num_fields == 0:
                     continue  # only {} in this chunk: it fits any struct another chunk brings
-                if kind is None:
-                    as_text.add(key)
-                    logger.warning("%s: field %r has values of incompatible types; written as JSON strings", self.path, key)
-                elif not pa.types.is_null(kind):
+                if not pa.types.is_null(kind):
                     types[key].append(kind)
         for key, kinds in self._kinds.items():
             if kinds == {"dict"} and not types[key]:
@@ -324,16 +328,14 @@ class RecordWriter:
         fields = []
         for key in self.fieldnames:
             found = types[key]
-            if key in as_text:
-                fields.append(pa.field(key, pa.string()))
-                continue
-            try:
-                merged = pa.unify_schemas([pa.schema([pa.field(key, t)]) for t in found], promote_options="permissive").field(key).type if found else pa.null()
-            except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
-                merged = pa.string()
-                as_text.add(key)
-                logger.warning("%s: field %r has values of incompatible types; written as JSON strings", self.path, key)
-            fields.append(pa.field(key, merged))
+            if key not in as_text and found:
+                try:
+                    merged = pa.unify_schemas([pa.schema([pa.field(key, t)]) for t in found], promote_options="permissive")
+                    fields.append(merged.field(key))
+                    continue
+                except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+                    as_strings(key, "has values of incompatible types")
+            fields.append(pa.field(key, pa.string() if key in as_text else pa.null()))
         schema = pa.schema(fields)
         # Pass 2: write every record under that one schema; absent fields are null.
         with pq.ParquetWriter(self._tmp, schema) as writer:
