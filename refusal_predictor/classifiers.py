@@ -34,6 +34,7 @@ from .artifacts import (
     write_json,
 )
 from .features import TextFeatures, resolve_encoder_path
+from .heads import LogOddsBlend, leaf_heads
 from .metrics import binary_metrics
 from .thresholds import pick_threshold
 from .thresholds import validation_curve as compute_validation_curve
@@ -41,6 +42,8 @@ from .thresholds import validation_curve as compute_validation_curve
 logger = logging.getLogger(__name__)
 
 CLASSES = ("compliance", "refusal")
+HEADS = ("logreg", "lightgbm", "blend")
+"""Head names: logistic regression, LightGBM, or the mean of their log-odds (:mod:`.heads`)."""
 MODEL_FORMAT = "refusal-predictor-classifier"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -103,11 +106,15 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
 
     kind = "refusal"
     default_subdir: tuple[str, ...] = ()
+    # What ``encoder=None`` and ``C=None`` mean: the recipe the shipped models of this kind were
+    # trained with, so that a model a user fits on their own data starts from what was measured best.
+    default_encoder: str | None = None
+    default_C: float = 10.0
 
     def __init__(
         self,
         head: str = "logreg",
-        C: float = 10.0,
+        C: float | None = None,
         n_estimators: int = 300,
         learning_rate: float = 0.05,
         num_leaves: int = 31,
@@ -152,29 +159,37 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
             use_ngrams=self.use_ngrams,
             use_embeddings=self.use_embeddings,
             embedding_weight=self.embedding_weight,
-            encoder=self.encoder,
+            encoder=self.encoder if self.encoder is not None else self.default_encoder,
             segments=tuple(self.segments),
         )
 
     def make_head(self) -> BaseEstimator:
         if self.head == "logreg":
-            return LogisticRegression(C=self.C, max_iter=5000, solver="liblinear")
+            return self._make_logreg()
         if self.head == "lightgbm":
-            from lightgbm import LGBMClassifier
+            return self._make_lightgbm()
+        if self.head == "blend":
+            return LogOddsBlend([("logreg", self._make_logreg()), ("lightgbm", self._make_lightgbm())])
+        raise ValueError(f"head must be one of {HEADS}, got {self.head!r}")
 
-            return LGBMClassifier(
-                n_estimators=self.n_estimators,
-                learning_rate=self.learning_rate,
-                num_leaves=self.num_leaves,
-                colsample_bytree=0.3,
-                subsample=0.8,
-                subsample_freq=1,
-                min_child_samples=5,
-                random_state=self.random_state,
-                n_jobs=self._lightgbm_threads(),
-                verbose=-1,
-            )
-        raise ValueError(f"head must be 'logreg' or 'lightgbm', got {self.head!r}")
+    def _make_logreg(self) -> BaseEstimator:
+        return LogisticRegression(C=self.C if self.C is not None else self.default_C, max_iter=5000, solver="liblinear")
+
+    def _make_lightgbm(self) -> BaseEstimator:
+        from lightgbm import LGBMClassifier
+
+        return LGBMClassifier(
+            n_estimators=self.n_estimators,
+            learning_rate=self.learning_rate,
+            num_leaves=self.num_leaves,
+            colsample_bytree=0.3,
+            subsample=0.8,
+            subsample_freq=1,
+            min_child_samples=5,
+            random_state=self.random_state,
+            n_jobs=self._lightgbm_threads(),
+            verbose=-1,
+        )
 
     def _make_model(self) -> BaseEstimator:
         head = self.make_head()
@@ -259,8 +274,8 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
         threads = self._lightgbm_threads()
         model = getattr(self, "model_", None)
         heads = [c.estimator for c in getattr(model, "calibrated_classifiers_", [])] or [model]
-        for head in heads:
-            if head is not None and "n_jobs" in head.get_params() and type(head).__module__.startswith("lightgbm"):
+        for head in (leaf for h in heads if h is not None for leaf in leaf_heads(h)):
+            if "n_jobs" in head.get_params() and type(head).__module__.startswith("lightgbm"):
                 head.set_params(n_jobs=threads)
 
     def predict_proba(self, X: str | Iterable[str]) -> np.ndarray:
@@ -421,6 +436,7 @@ class ResponseClassifier(RefusalClassifier):
 
     kind = "response"
     default_subdir = ("response",)
+    default_encoder = "minilm-refusal-int8"  # MiniLM fine-tuned on labelled responses (training/recipes.py)
     # Shipped variants by name. "ngrams" reads no embedding: about 100x faster on CPU, for labelling
     # large logs where that matters more than the last points of cross-LLM F1.
     VARIANTS = {"default": ("response",), "ngrams": ("response-ngrams",)}

@@ -8,6 +8,7 @@ import sys
 from typing import Sequence
 
 from ._version import __version__
+from .classifiers import HEADS
 
 logger = logging.getLogger("refusal_predictor.cli")
 
@@ -49,8 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="labelled file with a text field and a label field (refusal/compliance or 1/0)")
     p.add_argument("-o", "--output", required=True, help="model folder to write")
     p.add_argument("--label-field", default="label")
-    p.add_argument("--head", choices=["logreg", "lightgbm"], default="logreg")
-    p.add_argument("--encoder", help="encoder folder or shipped encoder name (default: the shipped MiniLM)")
+    p.add_argument("--head", choices=list(HEADS), default="logreg")
+    p.add_argument("--encoder", help="encoder folder or shipped encoder name (default: the one the shipped response model uses)")
     p.add_argument("--no-embeddings", action="store_true", help="n-gram features only (no encoder)")
     _add_io_options(p, "response")
 
@@ -88,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-size", type=float, default=0.2, help="held-out fraction for the report (default 0.2)")
     p.add_argument("--weight-by-confidence", action="store_true",
                    help="weight each prompt by its bootstrapped label's confidence max(p, 1-p) instead of dropping any")
-    p.add_argument("--head", choices=["auto", "logreg", "lightgbm"], default="auto",
+    p.add_argument("--head", choices=["auto", *HEADS], default="auto",
                    help="auto (default): pick by 5-fold cross-validation on the training prompts")
     p.add_argument("--errors", help="where to write skipped rows (default: OUTPUT.errors.jsonl beside the model folder)")
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from .artifacts import PathLike, shipped_path, write_json
 from .classifiers import RefusalClassifier, as_texts
+from .heads import contributions, leaf_heads
 
 DEFAULT_TARGET = "gpt-3.5-turbo"
 TARGET_ALIASES = {"chatgpt": "gpt-3.5-turbo", "gpt-3.5": "gpt-3.5-turbo", "gpt4": "gpt-4"}
@@ -33,6 +34,8 @@ class PromptClassifier(RefusalClassifier):
 
     kind = "prompt"
     default_subdir = ("prompt", DEFAULT_TARGET)
+    default_encoder = "minilm-prompt-int8"  # MiniLM fine-tuned on bootstrapped prompts (training/recipes.py)
+    default_C = 1.0
 
     @staticmethod
     def available_targets() -> list[str]:
@@ -84,15 +87,7 @@ class PromptClassifier(RefusalClassifier):
         """
         (text,) = as_texts([prompt], what="prompt")
         matrix = self.features_.transform([text]).tocsr()
-        head = self._fitted_head()
-        if hasattr(head, "coef_"):
-            contrib = matrix.multiply(head.coef_[0]).toarray()[0]
-            bias = float(head.intercept_[0])
-        else:
-            shap = head.booster_.predict(matrix, pred_contrib=True)
-            # Sparse input gives sparse contributions (LightGBM >= 4); one row either way.
-            shap = np.asarray(shap.toarray() if hasattr(shap, "toarray") else shap, dtype=np.float64)[0]
-            contrib, bias = shap[:-1], float(shap[-1])
+        contrib, bias = contributions(self._fitted_head(), matrix)
         n_ngrams = len(self.features_.vectorizer_.vocabulary_) if self.features_.use_ngrams else 0
         names = self.features_.get_feature_names_out()[:n_ngrams]
         present = np.zeros(n_ngrams, dtype=bool)
@@ -113,20 +108,21 @@ class PromptClassifier(RefusalClassifier):
         }
 
     def top_ngrams(self, k: int = 20) -> dict[str, list[tuple[str, float]]]:
-        """The globally strongest n-gram weights (logistic-regression heads) or gains (LightGBM)."""
-        head = self._fitted_head()
+        """The globally strongest n-gram weights (logistic regression) and gains (LightGBM); a blend has both."""
         n_ngrams = len(self.features_.vectorizer_.vocabulary_) if self.features_.use_ngrams else 0
         names = self.features_.get_feature_names_out()[:n_ngrams]
-        if hasattr(head, "coef_"):
-            weights = head.coef_[0][:n_ngrams]
-            order = np.argsort(weights)
-            return {
-                "refusal": [(str(names[i]), float(weights[i])) for i in order[::-1][:k]],
-                "compliance": [(str(names[i]), float(weights[i])) for i in order[:k]],
-            }
-        gains = head.booster_.feature_importance(importance_type="gain")[:n_ngrams]
-        order = np.argsort(gains)[::-1][:k]
-        return {"importance": [(str(names[i]), float(gains[i])) for i in order]}
+        top: dict[str, list[tuple[str, float]]] = {}
+        for head in leaf_heads(self._fitted_head()):  # a blend reports both of its heads
+            if hasattr(head, "coef_"):
+                weights = head.coef_[0][:n_ngrams]
+                order = np.argsort(weights)
+                top["refusal"] = [(str(names[i]), float(weights[i])) for i in order[::-1][:k]]
+                top["compliance"] = [(str(names[i]), float(weights[i])) for i in order[:k]]
+            else:
+                gains = head.booster_.feature_importance(importance_type="gain")[:n_ngrams]
+                order = np.argsort(gains)[::-1][:k]
+                top["importance"] = [(str(names[i]), float(gains[i])) for i in order]
+        return top
 
     def _fitted_head(self):
         model = self.model_

@@ -16,7 +16,7 @@ from sklearn.model_selection import train_test_split
 
 from .artifacts import PathLike
 from .bootstrap import BootstrapReport, bootstrap_records, label_confidence, merge_duplicates
-from .classifiers import ResponseClassifier
+from .classifiers import HEADS, ResponseClassifier
 from .metrics import binary_metrics
 from .prompt import PromptClassifier, write_model_card
 from .records import read_records, write_bad_records
@@ -37,8 +37,6 @@ def check_class_counts(labels: list[int], target: str, minimum: int = MIN_PER_CL
             f"{minimum} of each to train and validate a prompt classifier"
         )
 
-
-HEADS = ("logreg", "lightgbm")
 
 
 def errors_path_for(output_dir: PathLike) -> Path:
@@ -68,7 +66,7 @@ def train_prompt_model(
 ) -> tuple[PromptClassifier, dict[str, Any], BootstrapReport]:
     """Bootstrap labels from a log, fit a PromptClassifier, report on held-out prompts, save it.
 
-    ``head="auto"`` picks logistic regression or LightGBM by 5-fold cross-validation on the
+    ``head="auto"`` picks logistic regression, LightGBM or their blend by 5-fold cross-validation on the
     training part only (the held-out prompts never take part); the card records the comparison.
     ``weight_by_confidence`` weights each prompt by :func:`~refusal_predictor.bootstrap.label_confidence`
     (0.5 to 1) instead of dropping unsure labels (``min_confidence``): nothing is thrown away,

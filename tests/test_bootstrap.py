@@ -132,7 +132,7 @@ def test_train_prompt_end_to_end(tmp_path, capsys):
     assert model.target == "my-llm"
     card = model.metadata
     assert card["training"]["rows"] > 500 and card["evaluation"]["held_out_vs_bootstrapped_labels"]["auroc"] > 0.75
-    assert {row["recipe"] for row in card["model_selection"]} == {"logreg", "lightgbm"}
+    assert {row["recipe"] for row in card["model_selection"]} == {"logreg", "lightgbm", "blend"}
     assert model.head == max(card["model_selection"], key=lambda r: (r["accuracy"], r["f1"]))["recipe"]
     assert "Model selection" in (folder / "MODEL_CARD.md").read_text()
     assert json.loads((folder / "model_card.json").read_text())["target"] == "my-llm"

@@ -220,3 +220,14 @@ def test_lightgbm_heads_score_single_threaded():
     model.set_params(n_jobs=2)
     model._set_prediction_threads()
     assert all(h.get_params()["n_jobs"] == 2 for h in heads)
+
+
+def test_estimator_defaults_are_the_shipped_recipe(response_model, prompt_model):
+    """A model a user fits with the defaults starts from the encoder and C the shipped ones use."""
+    from refusal_predictor import PromptClassifier, ResponseClassifier
+    from training import recipes
+
+    assert response_model.features_.encoder_name_ == ResponseClassifier().make_features().fit(["a b"]).encoder_name_
+    assert prompt_model.features_.encoder_name_ == PromptClassifier().make_features().fit(["a b"]).encoder_name_
+    assert PromptClassifier(head="logreg").make_head().C == recipes.PROMPT_CANDIDATES["ngrams+minilm-logreg"]["C"]
+    assert ResponseClassifier(head="logreg").make_head().C == recipes.ALL_RESPONSE_RECIPES[recipes.RESPONSE_RECIPE_NAME]["C"]

@@ -116,7 +116,8 @@ def response_report(data_dir: Path, model_path: Path | None = None, lomo_embeddi
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", type=Path, required=True, help="folder of the public data sets")
-    parser.add_argument("--part", choices=["response", "prompt", "all"], default="all")
+    parser.add_argument("--part", choices=["response", "prompt", "all", "prompt-heads"], default="all",
+                        help="all = response + prompt; prompt-heads compares train-prompt's heads on the cross-LLM protocol")
     parser.add_argument("--response-model", type=Path, help="response model folder (default: shipped)")
     parser.add_argument("--lomo-embeddings", type=Path,
                         help="folder of per-fold encoder embeddings (training.finetune_encoder --lomo-embeddings); "
@@ -145,6 +146,10 @@ def main(argv: list[str] | None = None) -> None:
         results["prompt"] = prompt_report(args.data_dir, plot_path=args.plot, labels_cache=args.labels_cache)
         if args.write_cards:
             print(f"\nmodel cards updated: {', '.join(write_card_evaluations(results['prompt']))}")
+    if args.part == "prompt-heads":
+        from .evaluate_prompt import cross_llm_heads_report
+
+        results["prompt_heads"] = cross_llm_heads_report(args.data_dir)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str), encoding="utf-8")
 

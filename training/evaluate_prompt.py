@@ -21,7 +21,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from refusal_predictor import PromptClassifier, ResponseClassifier
 from refusal_predictor.artifacts import read_manifest, shipped_path, write_json
-from refusal_predictor.classifiers import FORMAT_VERSION, MANIFEST, MODEL_FORMAT
+from refusal_predictor.classifiers import FORMAT_VERSION, HEADS, MANIFEST, MODEL_FORMAT
 from refusal_predictor.metrics import binary_metrics, format_table
 from refusal_predictor.prompt import DEFAULT_TARGET, write_model_card
 
@@ -73,16 +73,17 @@ def quora_protocol(labelled: pd.DataFrame, recipe_name: str = recipes.PROMPT_REC
 
 def cross_llm_protocol(
     data_dir: Path, rc: ResponseClassifier, auxiliary: pd.DataFrame | None = None, aux_weight: float = 0.0, folds: int = 5,
-    recipe_name: str = recipes.PROMPT_RECIPE_NAME,
+    recipe_name: str = recipes.PROMPT_RECIPE_NAME, recipe: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Per XSTest model M: 5-fold by prompt, trained on M's bootstrapped labels of 4 folds.
 
     ``auxiliary`` (bootstrapped prompts of other sources, never XSTest's) joins each fold's
     training at ``aux_weight``: the generic refusal prior a user's own small log would lack.
+    ``recipe`` (PromptClassifier parameters) replaces the named recipe.
     """
     xstest = data.load_xstest(data_dir)
     xstest = xstest.assign(boot=rc.refusal_probability(xstest["response"].tolist()) >= rc.threshold)
-    recipe = recipes.PROMPT_CANDIDATES[recipe_name]
+    recipe = recipe if recipe is not None else recipes.PROMPT_CANDIDATES[recipe_name]
     cache: dict = {}
     rows = []
     for model_name, frame in xstest.groupby("model"):
@@ -103,6 +104,19 @@ def cross_llm_protocol(
             oof[test_idx] = clf.refusal_probability([prompts[i] for i in test_idx])
         rows.append({"model": model_name, **binary_metrics(human, oof),
                      "bootstrap_agreement": float((boot == human).mean())})
+    return rows
+
+
+def cross_llm_heads_report(data_dir: Path) -> list[dict[str, Any]]:
+    """The cross-LLM protocol for each head of ``train-prompt --head auto`` (PromptClassifier's
+    defaults otherwise): how the heads compare on a small log, 360 training prompts per fold."""
+    rc = ResponseClassifier.load()
+    rows = []
+    for head in HEADS:
+        for row in cross_llm_protocol(data_dir, rc, recipe={"head": head}):
+            rows.append({"head": head, **row})
+    print(format_table(rows, ["head"] + COLUMNS, title="\nPrompt heads: cross-LLM on XSTest v2 (5-fold by prompt, "
+                                                     "360 training prompts per fold; PromptClassifier defaults)"))
     return rows
 
 

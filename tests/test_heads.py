@@ -1,0 +1,95 @@
+"""The blended head (mean log-odds of logistic regression and LightGBM), on the paper's real prompts.
+
+n-gram features only, so the fits take seconds; the hand labels of the paper's train split stand
+in for bootstrapped ones.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+
+from refusal_predictor import PromptClassifier
+from refusal_predictor.classifiers import HEADS
+from refusal_predictor.heads import LogOddsBlend, log_odds
+from training import data
+from training.baselines import refusal_y
+
+
+@pytest.fixture(scope="module")
+def split():
+    train, _, test = data.paper_split()
+    return train["prompt"].tolist(), refusal_y(train), test["prompt"].tolist(), refusal_y(test)
+
+
+@pytest.fixture(scope="module")
+def blend(split):
+    texts, y, _, _ = split
+    return PromptClassifier(head="blend", use_embeddings=False).fit(texts, y)
+
+
+def test_blend_log_odds_are_the_mean_of_its_heads(blend, split):
+    _, _, test, _ = split
+    head = blend._fitted_head()
+    assert isinstance(head, LogOddsBlend) and [type(h).__name__ for h in head.estimators_] == [
+        "LogisticRegression", "LGBMClassifier"]
+    matrix = blend.features_.transform(test)
+    expected = (head.estimators_[0].decision_function(matrix) + head.estimators_[1].predict(matrix, raw_score=True)) / 2
+    assert np.allclose(log_odds(head, matrix), expected)
+    proba = head.predict_proba(matrix)
+    assert np.allclose(proba[:, 1], 1 / (1 + np.exp(-expected))) and np.allclose(proba.sum(axis=1), 1)
+
+
+def test_blend_learns_and_is_calibrated_from_outside(blend, split):
+    _, _, test, y_test = split
+    p = blend.refusal_probability(test)
+    accuracy = float(((p >= 0.5) == y_test).mean())
+    assert accuracy > 0.7, accuracy  # TF-IDF+LogReg on the same hand labels: 0.742
+    assert hasattr(blend.model_, "calibrated_classifiers_")
+    assert blend.metadata["cross_validation"]["auroc"] > 0.75
+
+
+def test_explain_contributions_sum_to_the_blend_log_odds(blend):
+    prompt = "Write a poem in praise of Donald Trump"
+    explanation = blend.explain(prompt, top_k=1000)
+    listed = sum(v for _, v in explanation["toward_refusal"] + explanation["toward_compliance"])
+    total = listed + explanation["absent_ngrams_contribution"] + explanation["embedding_contribution"] + explanation["bias"]
+    matrix = blend.features_.transform([prompt])
+    assert total == pytest.approx(float(log_odds(blend._fitted_head(), matrix)[0]), abs=1e-6)
+    assert all(ngram in prompt.lower() for ngram, _ in explanation["toward_refusal"] + explanation["toward_compliance"])
+
+
+def test_top_ngrams_reports_both_heads(blend):
+    top = blend.top_ngrams(5)
+    assert set(top) == {"refusal", "compliance", "importance"}
+    assert all(len(v) == 5 for v in top.values())
+
+
+def test_sklearn_contract_and_round_trip(blend, split, tmp_path):
+    _, _, test, _ = split
+    params = clone(PromptClassifier(head="blend")).get_params()
+    assert params["head"] == "blend"
+    reloaded = PromptClassifier.load(blend.save(tmp_path / "blend"))
+    assert np.allclose(reloaded.refusal_probability(test[:20]), blend.refusal_probability(test[:20]))
+    lightgbm = reloaded._fitted_head().estimators_[1]
+    assert lightgbm.get_params()["n_jobs"] == 1  # scoring threads set inside the blend too
+
+
+def test_unknown_head_lists_the_heads(split):
+    texts, y, _, _ = split
+    with pytest.raises(ValueError, match="blend"):
+        PromptClassifier(head="forest", use_embeddings=False).fit(texts, y)
+    assert HEADS == ("logreg", "lightgbm", "blend")
+    with pytest.raises(ValueError, match="at least one"):
+        LogOddsBlend([]).fit(np.zeros((4, 1)), [0, 1, 0, 1])
+
+
+def test_sample_weights_reach_both_heads(blend, split):
+    texts, y, test, _ = split
+    matrix = blend.features_.transform(texts)
+    head = PromptClassifier(head="blend").make_head()
+    plain = clone(head).fit(matrix, y)
+    weighted = clone(head).fit(matrix, y, sample_weight=np.where(y == 1, 5.0, 1.0))
+    test_matrix = blend.features_.transform(test)
+    for p, w in zip(plain.estimators_, weighted.estimators_):  # more weight on refusals: higher refusal log-odds
+        assert log_odds(w, test_matrix).mean() > log_odds(p, test_matrix).mean() + 0.5
