@@ -53,7 +53,7 @@ def main() -> None:
     prompts = data.load_paper()["prompt"].tolist()[: args.n]
     model = PromptClassifier.load()
     heads = [c.estimator for c in model.model_.calibrated_classifiers_]
-    print(f"| machine | head threads | prompts/s | x all threads |")
+    print("| machine | head threads | prompts/s | x all threads |")
     print("|---|---|---|---|")
     for label, busy in (("quiet", 0), (f"{args.busy} busy process(es)", args.busy)):
         stop = mp.Event()

@@ -33,6 +33,7 @@ from .artifacts import (
     verify_files,
     write_json,
 )
+from .encoder import DEFAULT_ENCODER
 from .features import TextFeatures, resolve_encoder_path
 from .heads import LogOddsBlend, leaf_heads
 from .metrics import binary_metrics
@@ -106,8 +107,10 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
 
     kind = "refusal"
     default_subdir: tuple[str, ...] = ()
-    # What ``encoder=None`` and ``C=None`` mean: the recipe the shipped models of this kind were
-    # trained with, so that a model a user fits on their own data starts from what was measured best.
+    # What ``encoder=None`` and ``C=None`` mean. The encoder is the one the shipped models of this
+    # kind read (fine-tuned for the task); C is the one their recipe's LogReg candidate used. So a
+    # model a user fits on their own data starts from what was measured best. (Before 0.2,
+    # ``encoder=None`` meant the base all-MiniLM-L6-v2-int8; saved models keep what they used.)
     default_encoder: str | None = None
     default_C: float = 10.0
 
@@ -309,6 +312,16 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
         return tags
 
     # ------------------------------------------------------------------ persistence
+    def _resolved_params(self) -> dict[str, Any]:
+        """``get_params()`` with the class defaults that ``None`` stood for filled in, so a
+        manifest says which encoder and C a model was trained with even after the defaults move."""
+        params = self.get_params()
+        if params["C"] is None:
+            params["C"] = self.default_C
+        if params["encoder"] is None and self.features_.use_embeddings:
+            params["encoder"] = str(self.features_.encoder or DEFAULT_ENCODER)
+        return params
+
     def save(self, path: PathLike, metadata: dict[str, Any] | None = None, bundle_encoder: bool | None = None) -> Path:
         """Write a self-describing model folder (manifest + joblib + optional encoder copy).
 
@@ -343,7 +356,7 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
             "kind": self.kind,
             "classes": list(CLASSES),
             "threshold": self.threshold,
-            "params": {k: _jsonable(v) for k, v in self.get_params().items()},
+            "params": {k: _jsonable(v) for k, v in self._resolved_params().items()},
             "encoder": encoder_info,
             "versions": {
                 "refusal_predictor": __version__,

@@ -81,9 +81,10 @@ class PromptClassifier(RefusalClassifier):
 
         Only n-grams that occur in the prompt are listed. Contributions are in the head's log-odds
         units (before calibration): for logistic regression, n-gram weight x TF-IDF value; for
-        LightGBM, per-feature SHAP values. A tree head also learns from n-grams being *absent*;
-        that share is reported as one number (``absent_ngrams_contribution``), as is the embedding
-        block's (``embedding_contribution``), since its 384 dimensions have no words attached.
+        LightGBM, per-feature SHAP values; for the blend, the mean of the two. A tree head also
+        learns from n-grams being *absent*; that share is reported as one number
+        (``absent_ngrams_contribution``), as is the embedding block's (``embedding_contribution``),
+        since its 384 dimensions have no words attached.
         """
         (text,) = as_texts([prompt], what="prompt")
         matrix = self.features_.transform([text]).tocsr()

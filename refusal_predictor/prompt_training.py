@@ -38,7 +38,6 @@ def check_class_counts(labels: list[int], target: str, minimum: int = MIN_PER_CL
         )
 
 
-
 def errors_path_for(output_dir: PathLike) -> Path:
     """Skipped log rows of a train-prompt run go beside the model folder, not into it."""
     folder = Path(output_dir).resolve()  # "." and ".." have no name of their own

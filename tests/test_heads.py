@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
 
 from refusal_predictor import PromptClassifier
 from refusal_predictor.classifiers import HEADS
@@ -82,6 +83,18 @@ def test_unknown_head_lists_the_heads(split):
     assert HEADS == ("logreg", "lightgbm", "blend")
     with pytest.raises(ValueError, match="at least one"):
         LogOddsBlend([]).fit(np.zeros((4, 1)), [0, 1, 0, 1])
+    with pytest.raises(NotFittedError):
+        PromptClassifier(head="blend").make_head().predict(np.zeros((1, 3)))
+    tags = LogOddsBlend().__sklearn_tags__()
+    assert tags.input_tags.sparse and not tags.classifier_tags.multi_class
+
+
+def test_manifest_records_the_c_and_encoder_that_none_stood_for(blend, tmp_path):
+    import json
+
+    params = json.loads((blend.save(tmp_path / "m") / "manifest.json").read_text())["params"]
+    assert blend.get_params()["C"] is None and params["C"] == PromptClassifier.default_C == 1.0
+    assert params["encoder"] is None  # n-gram-only: no encoder to record
 
 
 def test_sample_weights_reach_both_heads(blend, split):

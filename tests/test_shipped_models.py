@@ -222,8 +222,9 @@ def test_lightgbm_heads_score_single_threaded():
     assert all(h.get_params()["n_jobs"] == 2 for h in heads)
 
 
-def test_estimator_defaults_are_the_shipped_recipe(response_model, prompt_model):
-    """A model a user fits with the defaults starts from the encoder and C the shipped ones use."""
+def test_estimator_defaults_use_the_shipped_encoders(response_model, prompt_model):
+    """A model a user fits with the defaults reads the encoder the shipped ones read; its LogReg
+    uses the C of the shipped recipes' LogReg candidates."""
     from refusal_predictor import PromptClassifier, ResponseClassifier
     from training import recipes
 

@@ -1,6 +1,6 @@
 """The evaluation report: our models beside the paper's baselines, measured in the same run.
 
-    python -m training.evaluate --data-dir DATA [--part response|prompt|all]
+    python -m training.evaluate --data-dir DATA [--part response|prompt|all|prompt-heads]
 
 Response part:
 - the paper's 256 test responses: the shipped ResponseClassifier, the paper's TF-IDF(1-3) +
@@ -8,7 +8,8 @@ Response part:
 - XSTest v2 leave-one-model-out: the shipped recipe retrained without model M's responses, tested
   on M; the keyword list beside it. For a recipe over the fine-tuned encoder, the encoder too is
   the one fine-tuned without M (its embeddings read from ``--lomo-embeddings``).
-Prompt part: see :mod:`training.evaluate_prompt`.
+Prompt part: see :mod:`training.evaluate_prompt`. ``prompt-heads`` (not in ``all``): the
+cross-LLM protocol for each head that ``train-prompt --head auto`` compares.
 """
 from __future__ import annotations
 

@@ -71,18 +71,23 @@ def quora_protocol(labelled: pd.DataFrame, recipe_name: str = recipes.PROMPT_REC
     return rows
 
 
+def bootstrapped_xstest(data_dir: Path, rc: ResponseClassifier) -> pd.DataFrame:
+    """XSTest v2's responses with the response classifier's label (``boot``) beside the human one."""
+    xstest = data.load_xstest(data_dir)
+    return xstest.assign(boot=rc.refusal_probability(xstest["response"].tolist()) >= rc.threshold)
+
+
 def cross_llm_protocol(
-    data_dir: Path, rc: ResponseClassifier, auxiliary: pd.DataFrame | None = None, aux_weight: float = 0.0, folds: int = 5,
+    xstest: pd.DataFrame, auxiliary: pd.DataFrame | None = None, aux_weight: float = 0.0, folds: int = 5,
     recipe_name: str = recipes.PROMPT_RECIPE_NAME, recipe: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Per XSTest model M: 5-fold by prompt, trained on M's bootstrapped labels of 4 folds.
 
-    ``auxiliary`` (bootstrapped prompts of other sources, never XSTest's) joins each fold's
-    training at ``aux_weight``: the generic refusal prior a user's own small log would lack.
-    ``recipe`` (PromptClassifier parameters) replaces the named recipe.
+    ``xstest`` comes from :func:`bootstrapped_xstest`. ``auxiliary`` (bootstrapped prompts of other
+    sources, never XSTest's) joins each fold's training at ``aux_weight``: the generic refusal
+    prior a user's own small log would lack. ``recipe`` (PromptClassifier parameters) replaces the
+    named recipe.
     """
-    xstest = data.load_xstest(data_dir)
-    xstest = xstest.assign(boot=rc.refusal_probability(xstest["response"].tolist()) >= rc.threshold)
     recipe = recipe if recipe is not None else recipes.PROMPT_CANDIDATES[recipe_name]
     cache: dict = {}
     rows = []
@@ -110,10 +115,10 @@ def cross_llm_protocol(
 def cross_llm_heads_report(data_dir: Path) -> list[dict[str, Any]]:
     """The cross-LLM protocol for each head of ``train-prompt --head auto`` (PromptClassifier's
     defaults otherwise): how the heads compare on a small log, 360 training prompts per fold."""
-    rc = ResponseClassifier.load()
+    xstest = bootstrapped_xstest(data_dir, ResponseClassifier.load())
     rows = []
     for head in HEADS:
-        for row in cross_llm_protocol(data_dir, rc, recipe={"head": head}):
+        for row in cross_llm_protocol(xstest, recipe={"head": head}):
             rows.append({"head": head, **row})
     print(format_table(rows, ["head"] + COLUMNS, title="\nPrompt heads: cross-LLM on XSTest v2 (5-fold by prompt, "
                                                      "360 training prompts per fold; PromptClassifier defaults)"))
@@ -195,11 +200,12 @@ def prompt_report(data_dir: Path, plot_path: Path | None = None, labels_cache: P
     print(format_table(results["paper_split"], COLUMNS, title="\nPrompt classifier: the paper's test split (256 prompts, hand labels)"))
     results["quora"] = quora_protocol(labelled, recipe_name)
     print(format_table(results["quora"], COLUMNS, title="\nPrompt classifier: Quora protocol (hand-labelled Quora prompts, none in training)"))
-    results["cross_llm"] = cross_llm_protocol(data_dir, rc, recipe_name=recipe_name)
+    xstest = bootstrapped_xstest(data_dir, rc)
+    results["cross_llm"] = cross_llm_protocol(xstest, recipe_name=recipe_name)
     print(format_table(results["cross_llm"], COLUMNS + ["bootstrap_agreement"],
                        title="\nPrompt classifier: cross-LLM on XSTest v2 (5-fold by prompt, M's bootstrapped labels only; human test labels)"))
     aux = auxiliary_prompts(labelled)
-    results["cross_llm_with_auxiliary"] = cross_llm_protocol(data_dir, rc, aux, recipes.CROSS_LLM_AUX_WEIGHT,
+    results["cross_llm_with_auxiliary"] = cross_llm_protocol(xstest, aux, recipes.CROSS_LLM_AUX_WEIGHT,
                                                              recipe_name=recipe_name)
     print(format_table(results["cross_llm_with_auxiliary"], COLUMNS,
                        title=f"\nPrompt classifier: cross-LLM on XSTest v2, plus {len(aux)} auxiliary bootstrapped prompts "
