@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .artifacts import PathLike
-from .records import BadRecord, RecordWriter, get_text, read_records, write_bad_records
+from .records import BadRecord, RecordWriter, check_paths, get_text, read_records, write_bad_records
 
 logger = logging.getLogger(__name__)
 
@@ -67,9 +67,15 @@ def score_file(
     """Score ``text_field`` of every record of ``input_path`` with ``score(texts) -> P(refusal)``.
 
     Output fields must not already exist in the input (that would overwrite user data): the run
-    stops with an error naming the line, and no partial output file is left behind.
+    stops with an error naming the line, and no partial output file is left behind. Neither may
+    the output or the errors file be the input file: that is refused before anything is read.
     """
     from tqdm.auto import tqdm
+
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be a probability between 0 and 1, got {threshold}")
+    errors_file = Path(errors_path) if errors_path else default_errors_path(output_path)
+    check_paths(input_path, output_path, errors_file)
 
     report = ScoreReport(input=Path(input_path), output=Path(output_path))
     pending: list[dict] = []
@@ -112,9 +118,8 @@ def score_file(
             if len(pending) >= chunk_size:
                 flush(writer)
         flush(writer)
+    report.errors_path = write_bad_records(errors_file, report.bad, input_path)
     if report.bad:
-        report.errors_path = Path(errors_path) if errors_path else default_errors_path(output_path)
-        write_bad_records(report.errors_path, report.bad, input_path)
         for item in report.bad[:5]:
             logger.warning("skipped %s", item.describe(input_path))
         if len(report.bad) > 5:

@@ -12,7 +12,7 @@ import shutil
 import warnings
 from pathlib import Path
 from collections.abc import Mapping, Set as AbstractSet
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import joblib
 import numpy as np
@@ -64,6 +64,10 @@ def as_texts(X: str | Iterable[str], what: str = "text") -> list[str]:
     if isinstance(X, (bytes, bytearray, Mapping, AbstractSet)) or X is None or not isinstance(X, Iterable):
         # A dict would iterate its keys and a set has no order to match the scores against.
         raise TypeError(f"expected a str or a list of str, got {type(X).__name__}")
+    if hasattr(X, "columns"):
+        # A DataFrame iterates its column names: it would score the word "response".
+        raise TypeError(f"expected a str or a list of str, got a {type(X).__name__}; pass one column, "
+                        "e.g. df['response']")
     texts = list(X)
     for i, t in enumerate(texts):
         if not isinstance(t, str):
@@ -334,20 +338,28 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
         joblib.dump(self, folder / _MODEL_FILE, compress=3)
         files = {_MODEL_FILE: sha256_file(folder / _MODEL_FILE)}
         encoder_info = None
+        bundled = folder / "encoder"
+        keep_bundled = False
         if self.features_.use_embeddings:
             enc_path = resolve_encoder_path(self.features_.encoder)
             shipped = enc_path.resolve().parent == shipped_path("encoders").resolve()
-            if bundle_encoder or (bundle_encoder is None and not shipped):
-                target = folder / "encoder"
-                if target.resolve() != enc_path.resolve():
-                    shutil.rmtree(target, ignore_errors=True)
-                    shutil.copytree(enc_path, target)
+            in_place = bundled.is_dir() and bundled.resolve() == enc_path.resolve()
+            if in_place:
+                keep_bundled = True  # a model loaded from this folder, saved back into it
+            elif bundle_encoder or (bundle_encoder is None and not shipped):
+                shutil.rmtree(bundled, ignore_errors=True)
+                shutil.copytree(enc_path, bundled)
+                keep_bundled = True
             encoder_info = {
                 "name": self.features_.encoder_name_,
                 "shipped_name": enc_path.name if shipped else None,
                 "sha256": self.features_.encoder_sha256_,
-                "bundled": (folder / "encoder").is_dir(),
+                "bundled": keep_bundled,
             }
+        if not keep_bundled and bundled.is_dir():
+            # Left by an earlier save into this folder: load() would prefer it to the right encoder.
+            shutil.rmtree(bundled)
+            logger.info("removed %s, an encoder bundled by an earlier save", bundled)
         merged = dict(getattr(self, "metadata_", {}) or {})
         merged.update(metadata or {})
         manifest = {
@@ -384,9 +396,10 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
                 f"{folder / MANIFEST}: this is a {manifest.get('kind')!r} model, not a {cls.kind!r} "
                 f"model; load it with the matching class"
             )
+        _check_manifest_fields(folder / MANIFEST, manifest)
         if verify:
-            verify_files(folder, manifest.get("files", {}))
-        trained_with = manifest.get("versions", {}).get("scikit-learn", "")
+            verify_files(folder, manifest["files"])
+        trained_with = str((manifest.get("versions") or {}).get("scikit-learn", ""))
         if trained_with.split(".")[:2] != sklearn.__version__.split(".")[:2]:
             logger.warning(
                 "%s was saved with scikit-learn %s; this is %s. Predictions may differ slightly.",
@@ -402,16 +415,33 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
             raise ModelFileError(f"{folder / _MODEL_FILE}: holds a {type(model).__name__}, not a {cls.__name__}")
         info = manifest.get("encoder")
         if info:
-            if info.get("bundled") and (folder / "encoder").is_dir():
+            if info.get("bundled"):
+                if not (folder / "encoder").is_dir():
+                    raise ModelFileError(
+                        f"{folder / 'encoder'}: {MANIFEST} says this model's encoder is bundled here, but the "
+                        "folder is missing; copy the model folder whole"
+                    )
                 model.features_.encoder = str(folder / "encoder")
             elif info.get("shipped_name"):
                 model.features_.encoder = info["shipped_name"]
             # get_encoder() checks the sha256 recorded at fit time when the session opens.
-        model.metadata_ = manifest.get("metadata", {})
+        model.metadata_ = manifest.get("metadata") or {}
         model.manifest_ = manifest
         model._set_prediction_threads()
         model.threshold = manifest.get("threshold", model.threshold)
         return model
+
+    def configure_encoder(self, *, providers: Sequence[str] | None = None, num_threads: int | None = None):
+        """Open the encoder with these onnxruntime providers / threads (see ``OnnxEncoder.load``).
+
+        E.g. ``num_threads=1`` for one scoring process per core, or
+        ``providers=["CPUExecutionProvider"]`` to keep a GPU free. Not saved with the model: it
+        describes this machine. Returns the model, so it chains after ``load()``.
+        """
+        check_is_fitted(self, "model_")
+        if self.features_.use_embeddings:
+            self.features_.configure_encoder(providers=providers, num_threads=num_threads)
+        return self
 
     def threshold_for(
         self, *, precision: float | None = None, recall: float | None = None, refusal_rate: float | None = None
@@ -429,6 +459,23 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
     @property
     def metadata(self) -> dict[str, Any]:
         return dict(getattr(self, "metadata_", {}) or {})
+
+
+def _check_manifest_fields(path: Path, manifest: dict[str, Any]) -> None:
+    """The fields load() reads have the types it expects: a hand-edited manifest fails here, by name."""
+    problems = []
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not isinstance(files.get(_MODEL_FILE), str) \
+            or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
+        problems.append(f"'files' must map {_MODEL_FILE} (and any other file) to its sha256")
+    for key in ("versions", "encoder", "metadata"):
+        if manifest.get(key) is not None and not isinstance(manifest[key], dict):
+            problems.append(f"{key!r} must be an object or null, got {type(manifest[key]).__name__}")
+    threshold = manifest.get("threshold", 0.5)
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
+        problems.append(f"'threshold' must be a probability, got {threshold!r}")
+    if problems:
+        raise ModelFileError(f"{path}: " + "; ".join(problems))
 
 
 def _jsonable(value: Any) -> Any:
@@ -450,7 +497,7 @@ class ResponseClassifier(RefusalClassifier):
     kind = "response"
     default_subdir = ("response",)
     default_encoder = "minilm-refusal-int8"  # MiniLM fine-tuned on labelled responses (training/recipes.py)
-    # Shipped variants by name. "ngrams" reads no embedding: about 100x faster on CPU, for labelling
+    # Shipped variants by name. "ngrams" reads no embedding: about 60x faster on CPU, for labelling
     # large logs where that matters more than the last points of cross-LLM F1.
     VARIANTS = {"default": ("response",), "ngrams": ("response-ngrams",)}
 

@@ -15,18 +15,22 @@ logger = logging.getLogger("refusal_predictor.cli")
 
 def _add_io_options(p: argparse.ArgumentParser, text_field: str) -> None:
     p.add_argument("--text-field", default=text_field, help=f"field holding the text (default: {text_field})")
-    p.add_argument("--format", dest="input_format", choices=["jsonl", "csv", "parquet"], help="input format (default: from the extension)")
+    p.add_argument("--format", dest="input_format", choices=["jsonl", "csv", "parquet"],
+                   help="input format (default: from the extension; .jsonl.gz and .csv.gz are read gunzipped)")
     p.add_argument("--encoding", default="utf-8", help="input text encoding (default: utf-8)")
 
 
 def _add_score_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-o", "--output", required=True, help="output file (.jsonl, .csv or .parquet)")
+    p.add_argument("-o", "--output", required=True,
+                   help="output file: .jsonl, .json (one array), .csv or .parquet; .jsonl.gz / .csv.gz are gzipped")
     p.add_argument("--output-format", choices=["jsonl", "csv", "parquet"], help="default: from the extension")
     p.add_argument("--threshold", type=float, help="refusal probability cut for the label (default: the model's)")
     p.add_argument("--probability-field", default="refusal_probability")
     p.add_argument("--label-field", default="label")
     p.add_argument("--errors", help="where to write skipped records (default: OUTPUT.errors.jsonl)")
     p.add_argument("--chunk-size", type=int, default=512, help="records scored per batch")
+    p.add_argument("--threads", type=int, help="encoder threads (default: onnxruntime's, one per core); "
+                                               "running several scoring processes on one machine, give each 1")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -42,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("label-responses", help="label every response of a JSONL/CSV/Parquet log as refusal or compliance")
     p.add_argument("input", help="input log")
     p.add_argument("--model", help="response model folder, or a shipped variant: default, ngrams "
-                                   "(no encoder, ~100x faster on CPU)")
+                                   "(no encoder, ~60x faster on CPU)")
     _add_io_options(p, "response")
     _add_score_options(p)
 
@@ -117,7 +121,7 @@ def _add_log_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-field", default="model", help="field naming the responding LLM (optional in the data)")
     p.add_argument("--min-confidence", type=float, help="drop labels whose max(p, 1-p) is below this (e.g. 0.9)")
     p.add_argument("--response-model", help="response model folder, or a shipped variant: default, ngrams "
-                                            "(no encoder, ~100x faster on CPU)")
+                                            "(no encoder, ~60x faster on CPU)")
     p.add_argument("--format", dest="input_format", choices=["jsonl", "csv", "parquet"])
     p.add_argument("--encoding", default="utf-8")
 
@@ -132,6 +136,8 @@ def _cmd_label_responses(args: argparse.Namespace) -> int:
 def _run_scoring(model, args: argparse.Namespace) -> int:
     from .batch import score_file
 
+    if args.threads is not None:
+        model.configure_encoder(num_threads=args.threads)
     report = score_file(
         model.refusal_probability,
         args.input,
@@ -213,6 +219,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         from .prompt import PromptClassifier as cls
     model = cls.load(args.model)
     texts, labels, bad = read_labelled(args.input, args.text_field, args.label_field, args.input_format, args.encoding)
+    if not texts:
+        print(f"error: {args.input} holds no usable labelled records (text field {args.text_field!r}, "
+              f"label field {args.label_field!r}); nothing to evaluate", file=sys.stderr)
+        return 1
     metrics = binary_metrics(labels, model.refusal_probability(texts), model.threshold if args.threshold is None else args.threshold)
     metrics["skipped"] = len(bad)
     if args.json:
@@ -237,7 +247,14 @@ def _cmd_info(args: argparse.Namespace) -> int:
     root = shipped_models_root()
     print(f"shipped models in {root}")
     for manifest in sorted(root.glob("**/manifest.json")) + sorted(root.glob("**/encoder.json")):
-        data = json.loads(manifest.read_text(encoding="utf-8"))
+        try:
+            data = json.loads(manifest.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            print(f"  {manifest.parent.relative_to(root)}: unreadable {manifest.name} ({exc}); reinstall the package")
+            continue
+        if not isinstance(data, dict):
+            print(f"  {manifest.parent.relative_to(root)}: {manifest.name} is not a JSON object; reinstall the package")
+            continue
         summary = data.get("metadata", {}).get("summary") or data.get("source_model", "")
         print(f"  {manifest.parent.relative_to(root)}: {data.get('kind', 'encoder')} {summary}")
     return 0
@@ -335,7 +352,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = _COMMANDS[args.command]
     try:
         return handler(args)
-    except (FileNotFoundError, ValueError, TypeError, ImportError) as exc:
+    except (OSError, ValueError, TypeError, ImportError) as exc:
+        # OSError: unwritable outputs, permissions, full disks; the message names the path.
         print(f"refusal-predictor {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

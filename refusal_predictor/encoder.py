@@ -164,6 +164,19 @@ def _read_manifest(folder: Path) -> dict[str, Any]:
     return manifest
 
 
+def _check_providers(providers: Sequence[str] | str) -> list[str]:
+    """A list of known provider names; a bare string would be read letter by letter."""
+    if isinstance(providers, str):
+        providers = [providers]
+    providers = list(providers)
+    known = ort.get_all_providers()
+    unknown = [p for p in providers if p not in known]
+    if unknown or not providers:
+        raise ValueError(f"unknown onnxruntime execution provider(s) {unknown or providers}; "
+                         f"this onnxruntime offers {ort.get_available_providers()}")
+    return providers
+
+
 def _default_providers() -> list[str]:
     if "CUDAExecutionProvider" in ort.get_available_providers():
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
@@ -281,15 +294,15 @@ class OnnxEncoder:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if num_threads is not None:
-            if num_threads < 1:
-                raise ValueError(f"num_threads must be at least 1, got {num_threads}")
+            if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
+                raise ValueError(f"num_threads must be a whole number of at least 1, got {num_threads!r}")
             options.intra_op_num_threads = num_threads
             options.inter_op_num_threads = 1
         # Idle threads must not spin: scoring often shares a small machine with other work.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         model_path = folder / MODEL_FILE
         _warn_if_two_onnxruntimes()
-        providers = list(providers) if providers is not None else _default_providers()
+        providers = _check_providers(providers) if providers is not None else _default_providers()
         if "CUDAExecutionProvider" in providers and "CUDAExecutionProvider" in ort.get_available_providers():
             _preload_cuda_libraries()
         try:
@@ -297,6 +310,11 @@ class OnnxEncoder:
         except _ORT_LOAD_ERRORS as e:
             raise EncoderFileError(f"{model_path}: onnxruntime could not load it: {e}") from e
 
+        unused = [p for p in providers if p not in session.get_providers()]
+        if unused:
+            # onnxruntime falls back silently; a user who asked for a GPU should hear it.
+            logger.warning("%s: execution provider(s) %s not in use (onnxruntime has %s); running on %s",
+                           folder, unused, ort.get_available_providers(), session.get_providers())
         inputs = {i.name: i.type for i in session.get_inputs()}
         problems = []
         if not {"input_ids", "attention_mask"} <= inputs.keys() or not inputs.keys() <= set(_MODEL_INPUTS):
@@ -395,7 +413,13 @@ class OnnxEncoder:
             arrays["attention_mask"][row, :n] = 1
             arrays["token_type_ids"][row, :n] = encoding.type_ids
         feed = {name: arrays[name].astype(dtype, copy=False) for name, dtype in self._input_types.items()}
-        hidden = self._session.run([self._output_name], feed)[0].astype(np.float32, copy=False)
+        try:
+            hidden = self._session.run([self._output_name], feed)[0].astype(np.float32, copy=False)
+        except _ORT_LOAD_ERRORS as e:
+            raise EncoderFileError(
+                f"{self.path}: onnxruntime failed on a batch of {shape[0]} x {shape[1]} tokens "
+                f"(max_seq_length {self.max_seq_length} in {MANIFEST_FILE}; is it larger than the model allows?): {e}"
+            ) from e
         mask = arrays["attention_mask"].astype(np.float32)
         pooled = np.einsum("bsd,bs->bd", hidden, mask) / np.maximum(mask.sum(axis=1, keepdims=True), 1e-9)
         if self._normalize:

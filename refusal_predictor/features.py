@@ -105,24 +105,38 @@ class TextFeatures(TransformerMixin, BaseEstimator):
         state = self.__dict__.copy()
         state.pop("_encoder", None)
         state.pop("_cache", None)
+        state.pop("_encoder_options", None)  # providers / threads belong to the machine, not the model
         return state
 
     def get_encoder(self) -> OnnxEncoder:
         encoder = getattr(self, "_encoder", None)
         if encoder is None:
-            encoder = OnnxEncoder.load(resolve_encoder_path(self.encoder))
-            expected = getattr(self, "encoder_sha256_", None)
-            if expected is not None and encoder.sha256 != expected:
-                raise ValueError(
-                    f"encoder {self.encoder!r} has sha256 {encoder.sha256[:12]}..., but this model "
-                    f"was trained with {expected[:12]}...; load the encoder it was trained with"
-                )
+            encoder = OnnxEncoder.load(resolve_encoder_path(self.encoder), **getattr(self, "_encoder_options", {}))
+            self._check_encoder(encoder)
             self._encoder = encoder
         return encoder
 
+    def _check_encoder(self, encoder: OnnxEncoder) -> None:
+        expected = getattr(self, "encoder_sha256_", None)
+        if expected is not None and encoder.sha256 != expected:
+            raise ValueError(
+                f"encoder {encoder.name!r} ({encoder.path}) has sha256 {encoder.sha256[:12]}..., but this "
+                f"model was trained with {expected[:12]}... ({self.encoder}); load the encoder it was trained with"
+            )
+
     def set_encoder(self, encoder: OnnxEncoder) -> None:
-        """Share an already open encoder (e.g. between the response and prompt classifiers)."""
+        """Use an already open encoder: one session shared by models trained with the same encoder.
+
+        The shipped response and prompt models use different encoders, so this checks the sha256
+        recorded at fit time: any other encoder would give confidently wrong scores.
+        """
+        self._check_encoder(encoder)
         self._encoder = encoder
+
+    def configure_encoder(self, *, providers: Sequence[str] | None = None, num_threads: int | None = None) -> None:
+        """How the encoder session is opened (see :meth:`OnnxEncoder.load`); reopened on next use."""
+        self._encoder_options = {"providers": providers, "num_threads": num_threads}
+        self.__dict__.pop("_encoder", None)
 
     def use_cache(self, cache: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
         """Memoise embeddings by text (in ``cache``, which may be shared between models).

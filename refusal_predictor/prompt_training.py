@@ -19,7 +19,7 @@ from .bootstrap import BootstrapReport, bootstrap_records, label_confidence, mer
 from .classifiers import HEADS, ResponseClassifier
 from .metrics import binary_metrics
 from .prompt import PromptClassifier, write_model_card
-from .records import read_records, write_bad_records
+from .records import check_paths, read_records, write_bad_records
 from .selection import fit_with_cache, select
 
 logger = logging.getLogger(__name__)
@@ -75,6 +75,10 @@ def train_prompt_model(
     """
     if head != "auto" and head not in HEADS:
         raise ValueError(f"head must be 'auto' or one of {HEADS}, got {head!r}")
+    errors_file = Path(errors_path) if errors_path else errors_path_for(output_dir)
+    check_paths(log_path, errors=errors_file)
+    if Path(output_dir).exists() and not Path(output_dir).is_dir():
+        raise ValueError(f"model folder {output_dir} is a file; give a folder path")
     rc = ResponseClassifier.load(response_model)
     records = read_records(log_path, input_format, encoding)
     seen_models: Counter = Counter()
@@ -96,9 +100,7 @@ def train_prompt_model(
         records, rc, prompt_field=prompt_field, response_field=response_field, model_field=model_field,
         source=Path(log_path).name, min_confidence=min_confidence,
     )
-    if report.bad:
-        report.errors_path = Path(errors_path) if errors_path else errors_path_for(output_dir)
-        write_bad_records(report.errors_path, report.bad, log_path)
+    report.errors_path = write_bad_records(errors_file, report.bad, log_path)
     if model_filter is not None and not seen_models.get(model_filter):
         shown = ", ".join(f"{name!r} ({n} rows)" for name, n in seen_models.most_common(10)) or "none"
         hint = f" (is the model field called something else than {model_field!r}? --model-field)" \

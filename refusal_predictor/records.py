@@ -7,16 +7,20 @@ silently.
 """
 from __future__ import annotations
 
+import codecs
 import csv
+import gzip
+import io
 import json
 import logging
 import os
 import pickle
 import sys
 import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import IO, Iterator, Sequence
 
 from .artifacts import PathLike
 
@@ -42,30 +46,65 @@ class BadRecord:
 
 
 def detect_format(path: PathLike, fmt: str | None = None) -> str:
+    """The format named by ``fmt``, else by the extension (a trailing ``.gz`` is compression)."""
     if fmt:
         if fmt not in FORMATS:
             raise ValueError(f"unknown format {fmt!r}; choose one of {FORMATS}")
-        return fmt
+    else:
+        ext = os.path.splitext(_without_gz(path))[1]
+        if ext not in _EXTENSIONS:
+            raise ValueError(f"{path}: cannot tell the format from the extension {ext!r}; pass --format {FORMATS}")
+        fmt = _EXTENSIONS[ext]
+    if fmt == "parquet" and is_gzipped(path):
+        raise ValueError(f"{path}: gzip around Parquet is not supported (Parquet compresses its own "
+                         "columns); use a plain .parquet file")
+    return fmt
+
+
+def is_gzipped(path: PathLike) -> bool:
+    return str(path).lower().endswith(".gz")
+
+
+def _without_gz(path: PathLike) -> str:
     name = str(path).lower()
-    for suffix in (".gz",):
-        name = name.removesuffix(suffix)
-    ext = os.path.splitext(name)[1]
-    if ext not in _EXTENSIONS:
-        raise ValueError(f"{path}: cannot tell the format from the extension {ext!r}; pass --format {FORMATS}")
-    return _EXTENSIONS[ext]
+    return name[: -len(".gz")] if name.endswith(".gz") else name
+
+
+def _open_bytes(path: PathLike) -> IO[bytes]:
+    """The file's bytes, gunzipped on the fly when the name ends in ``.gz``."""
+    return gzip.open(path, "rb") if is_gzipped(path) else open(path, "rb")
+
+
+def check_encoding(encoding: str) -> str:
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise ValueError(f"unknown text encoding {encoding!r} (e.g. utf-8, latin-1, cp1252)") from None
+    return encoding
 
 
 def read_records(path: PathLike, fmt: str | None = None, encoding: str = "utf-8") -> Iterator[tuple[int, dict | BadRecord]]:
-    """Yield ``(line, record)`` pairs; a record is a dict, or a BadRecord saying what is wrong."""
+    """Yield ``(line, record)`` pairs; a record is a dict, or a BadRecord saying what is wrong.
+
+    JSON Lines and CSV may be gzip-compressed (``log.jsonl.gz``). A file that stops being
+    readable part-way (a truncated or corrupt gzip stream) is a ValueError naming the file and the
+    last line read, after the records before it were yielded.
+    """
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path}: no such file")
     fmt = detect_format(path, fmt)
-    if fmt == "jsonl":
-        yield from _read_jsonl(path, encoding)
-    elif fmt == "csv":
-        yield from _read_csv(path, encoding)
-    else:
+    check_encoding(encoding)
+    if fmt == "parquet":
         yield from _read_parquet(path)
+        return
+    reader = _read_jsonl(path, encoding) if fmt == "jsonl" else _read_csv(path, encoding)
+    line = 0
+    try:
+        for line, record in reader:
+            yield line, record
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        where = f"after line {line} (the records before it were read)" if line else "from its start"
+        raise ValueError(f"{path}: not a readable gzip file {where}: {exc}") from exc
 
 
 def _read_jsonl(path: PathLike, encoding: str) -> Iterator[tuple[int, dict | BadRecord]]:
@@ -75,7 +114,7 @@ def _read_jsonl(path: PathLike, encoding: str) -> Iterator[tuple[int, dict | Bad
         if array is not None:
             yield from array
             return
-    with open(path, "rb") as handle:
+    with _open_bytes(path) as handle:
         for line_no, raw in enumerate(handle, start=1):
             if line_no == 1 and raw.startswith(b"\xef\xbb\xbf"):
                 raw = raw[3:]
@@ -98,7 +137,7 @@ def _read_jsonl(path: PathLike, encoding: str) -> Iterator[tuple[int, dict | Bad
 
 
 def _starts_with_array(path: PathLike) -> bool:
-    with open(path, "rb") as handle:
+    with _open_bytes(path) as handle:
         head = handle.read(4096).lstrip(b"\xef\xbb\xbf").lstrip()
     return head.startswith(b"[")
 
@@ -111,9 +150,10 @@ def _read_json_array(path: PathLike, encoding: str) -> list[tuple[int, dict | Ba
     be resynchronised, so it is a ValueError naming the line rather than a silent loss of what
     follows. The whole file is read into memory; use JSON Lines for logs larger than memory.
     """
-    is_json_file = str(path).lower().endswith(".json")
+    is_json_file = _without_gz(path).endswith(".json")
     try:
-        text = Path(path).read_bytes().decode(encoding)
+        with _open_bytes(path) as handle:
+            text = handle.read().decode(encoding)
     except UnicodeDecodeError as exc:
         if not is_json_file:
             return None
@@ -146,20 +186,25 @@ def _read_json_array(path: PathLike, encoding: str) -> list[tuple[int, dict | Ba
         if isinstance(item, dict):
             out.append((line, item))
         else:
-            out.append((line, BadRecord(line, f"array element is a JSON {type(item).__name__}, expected an object", text[pos:item_end][:500])))
+            out.append((line, BadRecord(line, f"array element is a JSON {type(item).__name__}, expected an object", text[pos:item_end])))
         line += text.count("\n", pos, item_end)
         pos = item_end
     return out
 
 
 def _read_csv(path: PathLike, encoding: str) -> Iterator[tuple[int, dict | BadRecord]]:
-    with open(path, encoding=encoding, errors="surrogateescape", newline="") as handle:
+    with io.TextIOWrapper(_open_bytes(path), encoding=encoding, errors="surrogateescape", newline="") as handle:
         reader = csv.reader(handle)
         try:
             header = next(reader)
         except StopIteration:
             return
+        except csv.Error as exc:
+            raise ValueError(f"{path}:1: malformed CSV header ({exc})") from exc
         header[0] = header[0].lstrip("\ufeff")
+        if any(_has_surrogates(name) for name in header):
+            raise ValueError(f"{path}:1: the CSV header is not valid {encoding}; pass the file's "
+                             "encoding (--encoding, e.g. latin-1 or cp1252)")
         last_line = reader.line_num
         while True:
             try:
@@ -175,13 +220,18 @@ def _read_csv(path: PathLike, encoding: str) -> Iterator[tuple[int, dict | BadRe
             if not row:
                 continue
             if len(row) != len(header):
-                yield line_no, BadRecord(line_no, f"{len(row)} fields, header has {len(header)}", ",".join(row))
+                yield line_no, BadRecord(line_no, f"{len(row)} fields, header has {len(header)}", _undecoded(row, encoding))
                 continue
             if any(_has_surrogates(v) for v in row):
-                raw = ",".join(row).encode(encoding, "surrogateescape").decode(encoding, "replace")
-                yield line_no, BadRecord(line_no, f"not valid {encoding}", raw)
+                yield line_no, BadRecord(line_no, f"not valid {encoding}; try --encoding (e.g. latin-1)",
+                                         _undecoded(row, encoding))
                 continue
             yield line_no, dict(zip(header, row))
+
+
+def _undecoded(row: list[str], encoding: str) -> str:
+    """A CSV row as text for the errors file; undecodable bytes become U+FFFD."""
+    return ",".join(row).encode(encoding, "surrogateescape").decode(encoding, "replace")
 
 
 def _has_surrogates(value: str) -> bool:
@@ -209,8 +259,8 @@ def _read_parquet(path: PathLike) -> Iterator[tuple[int, dict | BadRecord]]:
 
 
 def raw_of(record: dict) -> str:
-    """A record as the errors file keeps it: JSON, cut at 500 characters."""
-    return json.dumps(record, ensure_ascii=False, default=str)[:500]
+    """A record as the errors file keeps it: the whole record as JSON, so nothing skipped is lost."""
+    return json.dumps(record, ensure_ascii=False, default=str)
 
 
 def get_text(record: dict, field: str, line: int) -> str | BadRecord:
@@ -234,14 +284,21 @@ class RecordWriter:
     temporary file and the real file is written at ``close`` with the union of all fields (in order of first appearance):
     every field of every record is kept. A Parquet column whose values have different types
     across records is written as strings (JSON for non-strings), with a warning naming it.
+
+    A ``.json`` path (format not given) gets one JSON array, as ``.json`` input is read; a
+    ``.gz`` suffix gzips JSON Lines and CSV.
     """
 
     def __init__(self, path: PathLike, fmt: str | None = None, fieldnames: Sequence[str] | None = None) -> None:
         self.path = Path(path)
         self.fmt = detect_format(path, fmt)
+        self._array = fmt is None and _without_gz(path).endswith(".json")
         self.fieldnames: list[str] = list(fieldnames) if fieldnames else []
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
+        check_output_path(self.path)
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
+        except OSError as exc:
+            raise OSError(f"{self.path}: cannot write in {self.path.parent} ({exc.strerror or exc})") from exc
         os.close(fd)
         self._tmp = Path(tmp)
         self._spool: Path | None = None
@@ -253,16 +310,24 @@ class RecordWriter:
             # decimals with their types. The spool is this process's own temporary file.
             self._handle = open(self._spool, "wb")
         else:
-            self._handle = open(self._tmp, "w", encoding="utf-8", newline="")
+            self._handle = self._open_text(self._tmp)
+            if self._array:
+                self._handle.write("[")
         self._kinds: dict[str, set[str]] = {}
         self.count = 0
+
+    def _open_text(self, path: Path) -> IO[str]:
+        if is_gzipped(self.path):
+            return gzip.open(path, "wt", encoding="utf-8", newline="")
+        return open(path, "w", encoding="utf-8", newline="")
 
     def write_many(self, records: Sequence[dict]) -> None:
         if not records:
             return
         if self._spool is None:
-            for record in records:
-                self._handle.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+            for i, record in enumerate(records, start=self.count):
+                line = json.dumps(record, ensure_ascii=False, default=str)
+                self._handle.write(("\n" if i == 0 else ",\n") + line if self._array else line + "\n")
         else:
             pickle.dump(list(records), self._handle, protocol=pickle.HIGHEST_PROTOCOL)
             for record in records:
@@ -284,7 +349,7 @@ class RecordWriter:
                     return
 
     def _write_csv(self) -> None:
-        with open(self._tmp, "w", encoding="utf-8", newline="") as handle:
+        with self._open_text(self._tmp) as handle:
             writer = csv.DictWriter(handle, fieldnames=self.fieldnames)
             writer.writeheader()
             for chunk in self._spooled():
@@ -344,6 +409,8 @@ class RecordWriter:
                 writer.write_table(pa.Table.from_pylist(rows, schema=schema))
 
     def close(self) -> None:
+        if self._array:
+            self._handle.write("\n]\n")
         self._handle.close()
         try:
             if self.fmt == "csv":
@@ -359,7 +426,11 @@ class RecordWriter:
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(self._tmp, 0o666 & ~umask)
-        os.replace(self._tmp, self.path)
+        try:
+            os.replace(self._tmp, self.path)
+        except OSError as exc:
+            self.abort()
+            raise OSError(f"{self.path}: cannot be written ({exc.strerror or exc})") from exc
 
     def abort(self) -> None:
         try:
@@ -415,11 +486,71 @@ def _for_parquet(record: dict, as_text: set[str]) -> dict:
     return out
 
 
-def write_bad_records(path: PathLike, bad: Sequence[BadRecord], source: PathLike) -> None:
-    """Keep what could not be used, with its line number and reason, as JSON Lines."""
-    with open(path, "w", encoding="utf-8") as handle:
+def write_bad_records(path: PathLike, bad: Sequence[BadRecord], source: PathLike) -> Path | None:
+    """Keep what could not be used, with its line number and reason, as JSON Lines.
+
+    With nothing to keep, a file left at ``path`` by an earlier run is removed (it would report
+    that run's skipped records as this one's) and ``None`` is returned.
+    """
+    path = Path(path)
+    if not bad:
+        if path.is_file():
+            path.unlink()
+            logger.info("removed %s, left by an earlier run (this one skipped nothing)", path)
+        return None
+    check_output_path(path, what="errors file")
+    with open(path, "w", encoding="utf-8", errors="replace") as handle:
         for item in bad:
-            handle.write(json.dumps({"file": str(source), "line": item.line, "reason": item.reason, "raw": item.raw}, ensure_ascii=False) + "\n")
+            handle.write(json.dumps({"file": str(source), "line": item.line, "reason": item.reason,
+                                     "raw": _printable(item.raw)}, ensure_ascii=False) + "\n")
+    return path
+
+
+def _printable(text: str) -> str:
+    """Undecodable bytes kept by surrogateescape become U+FFFD: they cannot be written as UTF-8."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace") if _has_surrogates(text) else text
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+def check_output_path(path: PathLike, what: str = "output") -> Path:
+    """A file we may write: not a folder, and in a folder that exists (created if need be)."""
+    path = Path(path)
+    if str(path) == "-":
+        raise ValueError(f"{what} '-': standard input/output is not supported; give a file path")
+    if path.is_dir():
+        raise ValueError(f"{what} {path} is a folder; give a file path")
+    parent = path.parent
+    if parent.exists() and not parent.is_dir():
+        raise ValueError(f"{what} {path}: {parent} is a file, not a folder")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"{what} {path}: cannot create the folder {parent} ({exc.strerror or exc})") from exc
+    return path
+
+
+def check_paths(input_path: PathLike, output: PathLike | None = None, errors: PathLike | None = None) -> None:
+    """Refuse, before any work is done, outputs that would overwrite the input or each other.
+
+    Writing the output over the input would lose every record the run skips, and an errors file
+    over the output would replace the results.
+    """
+    source = Path(input_path)
+    named = [("output", Path(output)) if output is not None else None,
+             ("errors file", Path(errors)) if errors is not None else None]
+    named = [item for item in named if item is not None]
+    for what, path in named:
+        if _same_file(path, source):
+            raise ValueError(f"the {what} {path} is the input file {source}: it would be replaced; choose another path")
+        check_output_path(path, what)
+    if len(named) == 2 and _same_file(named[0][1], named[1][1]):
+        raise ValueError(f"the errors file {named[1][1]} is the output {named[0][1]}: choose another path")
 
 
 def read_all(path: PathLike, fmt: str | None = None, encoding: str = "utf-8") -> tuple[list[tuple[int, dict]], list[BadRecord]]:

@@ -150,3 +150,64 @@ def test_too_few_examples_is_a_clear_error_before_cross_validation(per_class, ok
     else:
         with pytest.raises(ValueError, match=r"at least 7 examples of each class; found 6 refusal and 6 compliance"):
             model.fit(texts, labels)
+
+
+def test_a_dataframe_is_a_type_error_not_its_column_names(fitted):
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame({"response": ["I'm sorry, I can't.", "Sure, here it is."]})
+    with pytest.raises(TypeError, match="pass one column"):
+        fitted.predict_proba(frame)
+    assert fitted.predict_proba(frame["response"]).shape == (2, 2)
+
+
+def test_saving_over_a_folder_drops_its_stale_bundled_encoder(tmp_path):
+    """A model saved into a folder where another model had bundled its encoder must use its own."""
+    import shutil
+
+    from refusal_predictor import PromptClassifier
+    from refusal_predictor.artifacts import shipped_path
+
+    copy = tmp_path / "enc"
+    shutil.copytree(shipped_path("encoders", "minilm-prompt-int8"), copy)
+    prompt = PromptClassifier.load()
+    prompt.features_.encoder = str(copy)  # not a shipped path: bundled on save
+    folder = tmp_path / "model"
+    prompt.save(folder)
+    assert (folder / "encoder").is_dir()
+    rc = ResponseClassifier.load()
+    rc.save(folder)
+    assert not (folder / "encoder").exists()
+    assert json.loads((folder / "manifest.json").read_text())["encoder"]["bundled"] is False
+    text = ["I'm sorry, but I can't help with that."]
+    assert ResponseClassifier.load(folder).predict_proba(text)[0, 1] == pytest.approx(rc.predict_proba(text)[0, 1])
+    prompt.save(tmp_path / "copied")
+    shutil.rmtree(tmp_path / "copied" / "encoder")  # copied without its encoder
+    with pytest.raises(ModelFileError, match="encoder.*bundled here, but the folder is missing"):
+        PromptClassifier.load(tmp_path / "copied")
+
+
+def test_an_encoder_of_another_model_is_refused():
+    from refusal_predictor import PromptClassifier
+
+    rc = ResponseClassifier.load()
+    with pytest.raises(ValueError, match="was trained with"):
+        rc.features_.set_encoder(PromptClassifier.load().features_.get_encoder())
+    rc.configure_encoder(providers=["CPUExecutionProvider"], num_threads=1)
+    assert rc.features_.get_encoder().providers == ["CPUExecutionProvider"]
+    assert rc.predict_proba(["I'm sorry, but I can't help with that."])[0, 1] > 0.9
+
+
+@pytest.mark.parametrize("edit, message", [
+    ({"files": ["model.joblib"]}, "'files' must map model.joblib"),
+    ({"files": {}}, "'files' must map model.joblib"),
+    ({"versions": None, "metadata": []}, "'metadata' must be an object"),
+    ({"threshold": 2}, "'threshold' must be a probability"),
+])
+def test_hand_edited_manifests_are_named_errors(fitted, tmp_path, edit, message):
+    folder = fitted.save(tmp_path / "m")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest.update(edit)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelFileError, match=message) as info:
+        ResponseClassifier.load(folder)
+    assert str(folder / "manifest.json") in str(info.value)

@@ -125,3 +125,84 @@ def test_nothing_scored_is_a_failure_exit(ngram_model, tmp_path, capsys):
     assert "none of the 2 records" in capsys.readouterr().err
     assert main(["label-responses", str(log), "-o", str(out), "--model", str(ngram_model), "--no-progress",
                  "--text-field", "text"]) == 0
+
+
+@pytest.mark.parametrize("flags", [["-o", "{log}"], ["-o", "{out}", "--errors", "{log}"], ["-o", "{out}", "--errors", "{out}"]])
+def test_outputs_never_replace_the_input_or_each_other(ngram_model, tmp_path, capsys, flags):
+    log = tmp_path / "log.jsonl"
+    original = b'{"id": 1, "response": "I cannot help."}\n{"id": 2, "text": "no response", "note": "keep me"}\n'
+    log.write_bytes(original)
+    out = tmp_path / "out.jsonl"
+    argv = [f.format(log=log, out=out) for f in flags]
+    assert main(["label-responses", str(log), *argv, "--model", str(ngram_model), "--no-progress"]) == 2
+    assert log.read_bytes() == original and not out.exists()
+    assert "choose another path" in capsys.readouterr().err
+    labels = tmp_path / "labels.jsonl"
+    assert main(["bootstrap", str(log), "-o", str(log), "--response-model", str(ngram_model)]) == 2
+    assert log.read_bytes() == original and not labels.exists()
+
+
+def test_skipped_records_are_kept_whole_and_a_stale_errors_file_is_removed(ngram_model, tmp_path):
+    log = tmp_path / "log.jsonl"
+    long_text = "x" * 5000
+    log.write_text(json.dumps({"id": 1, "response": "I cannot help."}) + "\n"
+                   + json.dumps({"id": 2, "text": long_text, "note": "keep me"}) + "\n", encoding="utf-8")
+    out = tmp_path / "run.jsonl"
+    assert main(["label-responses", str(log), "-o", str(out), "--model", str(ngram_model), "--no-progress"]) == 0
+    (error,) = _jsonl(tmp_path / "run.jsonl.errors.jsonl")
+    assert json.loads(error["raw"]) == {"id": 2, "text": long_text, "note": "keep me"}  # not cut short
+    clean = tmp_path / "clean.jsonl"
+    clean.write_text(json.dumps({"id": 3, "response": "Sure, here it is."}) + "\n", encoding="utf-8")
+    assert main(["label-responses", str(clean), "-o", str(out), "--model", str(ngram_model), "--no-progress"]) == 0
+    assert not (tmp_path / "run.jsonl.errors.jsonl").exists()  # it described the earlier run
+
+
+def test_gzip_input_and_output_and_json_array_output(ngram_model, tmp_path):
+    import gzip
+
+    rows = [{"id": i, "response": text} for i, text in enumerate(["I'm sorry, I can't do that.", "Sure! Here you go: 42."])]
+    log = tmp_path / "log.jsonl.gz"
+    with gzip.open(log, "wt", encoding="utf-8") as handle:
+        handle.write("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out.csv.gz"
+    assert main(["label-responses", str(log), "-o", str(out), "--model", str(ngram_model), "--no-progress"]) == 0
+    with gzip.open(out, "rt", encoding="utf-8") as handle:
+        lines = handle.read().splitlines()
+    assert lines[0] == "id,response,refusal_probability,label" and lines[1].endswith("refusal") and len(lines) == 3
+    array = tmp_path / "out.json"
+    assert main(["label-responses", str(log), "-o", str(array), "--model", str(ngram_model), "--no-progress"]) == 0
+    written = json.loads(array.read_text(encoding="utf-8"))
+    assert [r["id"] for r in written] == [0, 1] and written[0]["label"] == "refusal"
+    corrupt = tmp_path / "corrupt.jsonl.gz"
+    corrupt.write_bytes(gzip.compress(b'{"response": "a"}\n' * 50)[:-30])  # truncated stream
+    assert main(["label-responses", str(corrupt), "-o", str(tmp_path / "c.jsonl"), "--model", str(ngram_model), "--no-progress"]) == 2
+
+
+@pytest.mark.parametrize("output, message", [
+    ("folder", "is a folder"), ("afile/x.jsonl", "is a file, not a folder"), ("-", "not supported"),
+    ("x.parquet.gz", "gzip around Parquet"),
+])
+def test_unusable_outputs_are_refused_before_scoring(ngram_model, tmp_path, capsys, monkeypatch, output, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "afile").write_text("", encoding="utf-8")
+    (tmp_path / "log.jsonl").write_text('{"response": "I cannot help."}\n', encoding="utf-8")
+    assert main(["label-responses", "log.jsonl", "-o", output, "--model", str(ngram_model), "--no-progress"]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_bad_options_and_undecodable_csv_are_named(ngram_model, tmp_path, capsys):
+    log = tmp_path / "log.csv"
+    log.write_bytes(b"id,response\n1,fine\n2,d\xe9sol\xe9,extra\n3,caf\xe9\n")
+    out = tmp_path / "out.jsonl"
+    assert main(["label-responses", str(log), "-o", str(out), "--model", str(ngram_model), "--no-progress"]) == 0
+    errors = _jsonl(tmp_path / "out.jsonl.errors.jsonl")
+    assert [e["line"] for e in errors] == [3, 4] and "\ufffd" in errors[0]["raw"]
+    header = tmp_path / "header.csv"
+    header.write_bytes(b"cat\xe9gorie,response\na,I cannot help\n")
+    assert main(["label-responses", str(header), "-o", str(out), "--model", str(ngram_model), "--no-progress"]) == 2
+    assert f"{header}:1: the CSV header is not valid utf-8" in capsys.readouterr().err
+    assert main(["label-responses", str(log), "-o", str(out), "--encoding", "bogus", "--model", str(ngram_model)]) == 2
+    assert main(["label-responses", str(log), "-o", str(out), "--threshold", "2", "--model", str(ngram_model)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown text encoding 'bogus'" in err and "threshold must be a probability" in err

@@ -269,3 +269,27 @@ def test_one_onnxruntime_distribution_is_not_reported(caplog):
         OnnxEncoder.load(providers=["CPUExecutionProvider"], num_threads=1, verify=False)
     assert encoder_module._distribution_installed("onnxruntime") != encoder_module._distribution_installed("onnxruntime-gpu")
     assert "onnxruntime-gpu" not in caplog.text
+
+
+def test_provider_names_are_checked(caplog):
+    assert OnnxEncoder.load(providers="CPUExecutionProvider", verify=False).providers == ["CPUExecutionProvider"]
+    with pytest.raises(ValueError, match="unknown onnxruntime execution provider"):
+        OnnxEncoder.load(providers=["FooExecutionProvider"], verify=False)
+    with pytest.raises(ValueError, match="num_threads"):
+        OnnxEncoder.load(num_threads=1.5, verify=False)
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            enc = OnnxEncoder.load(providers=["CUDAExecutionProvider", "CPUExecutionProvider"], verify=False)
+        assert enc.providers == ["CPUExecutionProvider"]
+        assert "not in use" in caplog.text  # the silent fallback is logged
+
+
+def test_a_max_seq_length_beyond_the_model_names_the_folder(tmp_path):
+    folder = _copy_shipped(tmp_path)
+    manifest = json.loads((folder / "encoder.json").read_text())
+    manifest["max_seq_length"] = 100_000
+    (folder / "encoder.json").write_text(json.dumps(manifest))
+    enc = OnnxEncoder.load(folder, verify=False)
+    with pytest.raises(EncoderFileError, match="max_seq_length 100000"):
+        enc.encode(["word " * 1000])
