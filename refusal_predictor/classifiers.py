@@ -335,7 +335,12 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self, "model_")
         folder = Path(path)
         folder.mkdir(parents=True, exist_ok=True)
-        joblib.dump(self, folder / _MODEL_FILE, compress=3)
+        options = self.features_.__dict__.pop("_encoder_options", None)  # this machine's, not the model's
+        try:
+            joblib.dump(self, folder / _MODEL_FILE, compress=3)
+        finally:
+            if options is not None:
+                self.features_._encoder_options = options
         files = {_MODEL_FILE: sha256_file(folder / _MODEL_FILE)}
         encoder_info = None
         bundled = folder / "encoder"
@@ -356,8 +361,8 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
                 "sha256": self.features_.encoder_sha256_,
                 "bundled": keep_bundled,
             }
-        if not keep_bundled and bundled.is_dir():
-            # Left by an earlier save into this folder: load() would prefer it to the right encoder.
+        if not keep_bundled and (bundled / "encoder.json").is_file():
+            # An encoder bundled by an earlier save into this folder: 23+ MB this model does not use.
             shutil.rmtree(bundled)
             logger.info("removed %s, an encoder bundled by an earlier save", bundled)
         merged = dict(getattr(self, "metadata_", {}) or {})
@@ -435,12 +440,12 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
         """Open the encoder with these onnxruntime providers / threads (see ``OnnxEncoder.load``).
 
         E.g. ``num_threads=1`` for one scoring process per core, or
-        ``providers=["CPUExecutionProvider"]`` to keep a GPU free. Not saved with the model: it
-        describes this machine. Returns the model, so it chains after ``load()``.
+        ``providers=["CPUExecutionProvider"]`` to keep a GPU free. Kept when the model is pickled
+        to worker processes, not written by ``save()``: it describes this machine. Returns the
+        model, so it chains after ``load()``. A model without embeddings checks and ignores it.
         """
         check_is_fitted(self, "model_")
-        if self.features_.use_embeddings:
-            self.features_.configure_encoder(providers=providers, num_threads=num_threads)
+        self.features_.configure_encoder(providers=providers, num_threads=num_threads)
         return self
 
     def threshold_for(
@@ -471,6 +476,12 @@ def _check_manifest_fields(path: Path, manifest: dict[str, Any]) -> None:
     for key in ("versions", "encoder", "metadata"):
         if manifest.get(key) is not None and not isinstance(manifest[key], dict):
             problems.append(f"{key!r} must be an object or null, got {type(manifest[key]).__name__}")
+    encoder = manifest.get("encoder")
+    if isinstance(encoder, dict):
+        if not isinstance(encoder.get("bundled", False), bool):
+            problems.append(f"'encoder.bundled' must be true or false, got {encoder['bundled']!r}")
+        if not isinstance(encoder.get("shipped_name") or "", str):
+            problems.append(f"'encoder.shipped_name' must be a name or null, got {encoder['shipped_name']!r}")
     threshold = manifest.get("threshold", 0.5)
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
         problems.append(f"'threshold' must be a probability, got {threshold!r}")

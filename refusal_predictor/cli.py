@@ -20,6 +20,16 @@ def _add_io_options(p: argparse.ArgumentParser, text_field: str) -> None:
     p.add_argument("--encoding", default="utf-8", help="input text encoding (default: utf-8)")
 
 
+def _add_threads_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=int, help="encoder threads (default: onnxruntime's, one per core); "
+                                               "running several processes on one machine, give each 1")
+
+
+def _configured(model, args: argparse.Namespace):
+    """The model with ``--threads`` applied to its encoder (checked before any text is read)."""
+    return model.configure_encoder(num_threads=args.threads) if args.threads is not None else model
+
+
 def _add_score_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", required=True,
                    help="output file: .jsonl, .json (one array), .csv or .parquet; .jsonl.gz / .csv.gz are gzipped")
@@ -29,8 +39,7 @@ def _add_score_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-field", default="label")
     p.add_argument("--errors", help="where to write skipped records (default: OUTPUT.errors.jsonl)")
     p.add_argument("--chunk-size", type=int, default=512, help="records scored per batch")
-    p.add_argument("--threads", type=int, help="encoder threads (default: onnxruntime's, one per core); "
-                                               "running several scoring processes on one machine, give each 1")
+    _add_threads_option(p)
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -66,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-field", default="label")
     p.add_argument("--threshold", type=float)
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    _add_threads_option(p)
     _add_io_options(p, "response")
 
     p = sub.add_parser("export-encoder", help="export a sentence-transformers model to an ONNX encoder folder (needs the [train] extra)")
@@ -82,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-format", choices=["jsonl", "csv", "parquet"])
     _add_log_options(p)
     p.add_argument("--dedupe", action="store_true", help="merge duplicate (prompt, model) rows: majority label + refusal rate")
+    _add_threads_option(p)
     p.add_argument("--errors", help="where to write skipped rows (default: OUTPUT.errors.jsonl)")
 
     p = sub.add_parser("train-prompt", help="train a prompt classifier for your own LLM from its prompt/response logs")
@@ -136,8 +147,7 @@ def _cmd_label_responses(args: argparse.Namespace) -> int:
 def _run_scoring(model, args: argparse.Namespace) -> int:
     from .batch import score_file
 
-    if args.threads is not None:
-        model.configure_encoder(num_threads=args.threads)
+    model = _configured(model, args)
     report = score_file(
         model.refusal_probability,
         args.input,
@@ -217,7 +227,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         from .classifiers import ResponseClassifier as cls
     else:
         from .prompt import PromptClassifier as cls
-    model = cls.load(args.model)
+    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
+        raise ValueError(f"threshold must be a probability between 0 and 1, got {args.threshold}")
+    model = _configured(cls.load(args.model), args)
     texts, labels, bad = read_labelled(args.input, args.text_field, args.label_field, args.input_format, args.encoding)
     if not texts:
         print(f"error: {args.input} holds no usable labelled records (text field {args.text_field!r}, "
@@ -255,7 +267,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
         if not isinstance(data, dict):
             print(f"  {manifest.parent.relative_to(root)}: {manifest.name} is not a JSON object; reinstall the package")
             continue
-        summary = data.get("metadata", {}).get("summary") or data.get("source_model", "")
+        metadata = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
+        summary = metadata.get("summary") or data.get("source_model", "")
         print(f"  {manifest.parent.relative_to(root)}: {data.get('kind', 'encoder')} {summary}")
     return 0
 
@@ -265,7 +278,7 @@ def _cmd_bootstrap(args: argparse.Namespace) -> int:
     from .classifiers import ResponseClassifier
 
     report = bootstrap_file(
-        args.input, args.output, ResponseClassifier.load(args.response_model),
+        args.input, args.output, _configured(ResponseClassifier.load(args.response_model), args),
         input_format=args.input_format, output_format=args.output_format, encoding=args.encoding,
         errors_path=args.errors, prompt_field=args.prompt_field, response_field=args.response_field,
         model_field=args.model_field or None, min_confidence=args.min_confidence, deduplicate=args.dedupe,

@@ -164,17 +164,44 @@ def _read_manifest(folder: Path) -> dict[str, Any]:
     return manifest
 
 
-def _check_providers(providers: Sequence[str] | str) -> list[str]:
-    """A list of known provider names; a bare string would be read letter by letter."""
+ProviderSpec = str | tuple[str, dict]
+
+
+def _provider_name(provider: ProviderSpec) -> str:
+    return provider[0] if isinstance(provider, tuple) else provider
+
+
+def _check_providers(providers: Sequence[ProviderSpec] | str) -> list[ProviderSpec]:
+    """A list of known providers, each a name or onnxruntime's ``(name, options)`` pair.
+
+    A bare string is one provider (iterating it would pass onnxruntime single letters).
+    """
     if isinstance(providers, str):
         providers = [providers]
     providers = list(providers)
     known = ort.get_all_providers()
-    unknown = [p for p in providers if p not in known]
+    malformed = [p for p in providers if not (isinstance(p, str) or (
+        isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str) and isinstance(p[1], dict)))]
+    if malformed:
+        raise ValueError(f"providers must be names or (name, options dict) pairs, got {malformed}")
+    unknown = [_provider_name(p) for p in providers if _provider_name(p) not in known]
     if unknown or not providers:
         raise ValueError(f"unknown onnxruntime execution provider(s) {unknown or providers}; "
                          f"this onnxruntime offers {ort.get_available_providers()}")
     return providers
+
+
+def _check_threads(num_threads: int | None) -> int | None:
+    if num_threads is not None and (isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1):
+        raise ValueError(f"num_threads must be a whole number of at least 1, got {num_threads!r}")
+    return num_threads
+
+
+def check_session_options(providers: Sequence[ProviderSpec] | str | None = None,
+                          num_threads: int | None = None) -> dict[str, Any]:
+    """``OnnxEncoder.load``'s session arguments, checked before any session is opened."""
+    return {"providers": None if providers is None else _check_providers(providers),
+            "num_threads": _check_threads(num_threads)}
 
 
 def _default_providers() -> list[str]:
@@ -260,7 +287,7 @@ class OnnxEncoder:
         cls,
         path: str | os.PathLike | None = None,
         *,
-        providers: Sequence[str] | None = None,
+        providers: Sequence[ProviderSpec] | str | None = None,
         num_threads: int | None = None,
         verify: bool = True,
     ) -> OnnxEncoder:
@@ -268,7 +295,8 @@ class OnnxEncoder:
 
         Args:
             path: encoder folder; ``None`` for :func:`default_encoder_path`.
-            providers: onnxruntime execution providers in order of preference; default
+            providers: onnxruntime execution providers in order of preference (names or
+                ``(name, options)`` pairs, e.g. ``("CUDAExecutionProvider", {"device_id": 1})``); default
                 ``CUDAExecutionProvider`` when available, then ``CPUExecutionProvider``.
             num_threads: threads for one inference; default onnxruntime's (one per physical core).
             verify: check every file's sha256 against the manifest (about 0.1 s).
@@ -293,9 +321,7 @@ class OnnxEncoder:
 
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if num_threads is not None:
-            if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
-                raise ValueError(f"num_threads must be a whole number of at least 1, got {num_threads!r}")
+        if _check_threads(num_threads) is not None:
             options.intra_op_num_threads = num_threads
             options.inter_op_num_threads = 1
         # Idle threads must not spin: scoring often shares a small machine with other work.
@@ -303,14 +329,15 @@ class OnnxEncoder:
         model_path = folder / MODEL_FILE
         _warn_if_two_onnxruntimes()
         providers = _check_providers(providers) if providers is not None else _default_providers()
-        if "CUDAExecutionProvider" in providers and "CUDAExecutionProvider" in ort.get_available_providers():
+        names = [_provider_name(p) for p in providers]
+        if "CUDAExecutionProvider" in names and "CUDAExecutionProvider" in ort.get_available_providers():
             _preload_cuda_libraries()
         try:
             session = ort.InferenceSession(str(model_path), sess_options=options, providers=providers)
         except _ORT_LOAD_ERRORS as e:
             raise EncoderFileError(f"{model_path}: onnxruntime could not load it: {e}") from e
 
-        unused = [p for p in providers if p not in session.get_providers()]
+        unused = [name for name in names if name not in session.get_providers()]
         if unused:
             # onnxruntime falls back silently; a user who asked for a GPU should hear it.
             logger.warning("%s: execution provider(s) %s not in use (onnxruntime has %s); running on %s",
@@ -415,9 +442,10 @@ class OnnxEncoder:
         feed = {name: arrays[name].astype(dtype, copy=False) for name, dtype in self._input_types.items()}
         try:
             hidden = self._session.run([self._output_name], feed)[0].astype(np.float32, copy=False)
-        except _ORT_LOAD_ERRORS as e:
+        except _ort_errors.InvalidArgument as e:
+            # The one input-dependent failure a readable model gives: more positions than it has.
             raise EncoderFileError(
-                f"{self.path}: onnxruntime failed on a batch of {shape[0]} x {shape[1]} tokens "
+                f"{self.path}: onnxruntime rejected a batch of {shape[0]} x {shape[1]} tokens "
                 f"(max_seq_length {self.max_seq_length} in {MANIFEST_FILE}; is it larger than the model allows?): {e}"
             ) from e
         mask = arrays["attention_mask"].astype(np.float32)

@@ -20,7 +20,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.utils.validation import check_is_fitted
 
 from .artifacts import PathLike, shipped_path
-from .encoder import DEFAULT_ENCODER, OnnxEncoder
+from .encoder import DEFAULT_ENCODER, OnnxEncoder, check_session_options
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +105,6 @@ class TextFeatures(TransformerMixin, BaseEstimator):
         state = self.__dict__.copy()
         state.pop("_encoder", None)
         state.pop("_cache", None)
-        state.pop("_encoder_options", None)  # providers / threads belong to the machine, not the model
         return state
 
     def get_encoder(self) -> OnnxEncoder:
@@ -134,8 +133,11 @@ class TextFeatures(TransformerMixin, BaseEstimator):
         self._encoder = encoder
 
     def configure_encoder(self, *, providers: Sequence[str] | None = None, num_threads: int | None = None) -> None:
-        """How the encoder session is opened (see :meth:`OnnxEncoder.load`); reopened on next use."""
-        self._encoder_options = {"providers": providers, "num_threads": num_threads}
+        """How the encoder session is opened (see :meth:`OnnxEncoder.load`); reopened on next use.
+
+        Checked now, not at the first prediction; kept in pickles (worker processes), dropped by
+        the classifier's ``save()``."""
+        self._encoder_options = check_session_options(providers, num_threads)
         self.__dict__.pop("_encoder", None)
 
     def use_cache(self, cache: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:

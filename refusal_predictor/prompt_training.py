@@ -19,7 +19,7 @@ from .bootstrap import BootstrapReport, bootstrap_records, label_confidence, mer
 from .classifiers import HEADS, ResponseClassifier
 from .metrics import binary_metrics
 from .prompt import PromptClassifier, write_model_card
-from .records import check_paths, read_records, write_bad_records
+from .records import check_output_folder, check_paths, read_records, write_bad_records
 from .selection import fit_with_cache, select
 
 logger = logging.getLogger(__name__)
@@ -77,8 +77,7 @@ def train_prompt_model(
         raise ValueError(f"head must be 'auto' or one of {HEADS}, got {head!r}")
     errors_file = Path(errors_path) if errors_path else errors_path_for(output_dir)
     check_paths(log_path, errors=errors_file)
-    if Path(output_dir).exists() and not Path(output_dir).is_dir():
-        raise ValueError(f"model folder {output_dir} is a file; give a folder path")
+    check_output_folder(output_dir)
     rc = ResponseClassifier.load(response_model)
     records = read_records(log_path, input_format, encoding)
     seen_models: Counter = Counter()

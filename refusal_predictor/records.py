@@ -230,8 +230,10 @@ def _read_csv(path: PathLike, encoding: str) -> Iterator[tuple[int, dict | BadRe
 
 
 def _undecoded(row: list[str], encoding: str) -> str:
-    """A CSV row as text for the errors file; undecodable bytes become U+FFFD."""
-    return ",".join(row).encode(encoding, "surrogateescape").decode(encoding, "replace")
+    """A CSV row as CSV text for the errors file (quoted as needed); undecodable bytes become U+FFFD."""
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="").writerow(row)
+    return buffer.getvalue().encode(encoding, "surrogateescape").decode(encoding, "replace")
 
 
 def _has_surrogates(value: str) -> bool:
@@ -294,7 +296,7 @@ class RecordWriter:
         self.fmt = detect_format(path, fmt)
         self._array = fmt is None and _without_gz(path).endswith(".json")
         self.fieldnames: list[str] = list(fieldnames) if fieldnames else []
-        check_output_path(self.path)
+        check_output_path(self.path, create=True)
         try:
             fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
         except OSError as exc:
@@ -318,7 +320,11 @@ class RecordWriter:
 
     def _open_text(self, path: Path) -> IO[str]:
         if is_gzipped(self.path):
-            return gzip.open(path, "wt", encoding="utf-8", newline="")
+            # The header names the final file, not the temp file, and has no timestamp: the
+            # same records give the same bytes. Level 6: level 9 costs much more for little.
+            raw = open(path, "wb")
+            inner = _OwningGzipFile(filename=self.path.name[: -len(".gz")], mode="wb", compresslevel=6, mtime=0, fileobj=raw)
+            return io.TextIOWrapper(inner, encoding="utf-8", newline="")
         return open(path, "w", encoding="utf-8", newline="")
 
     def write_many(self, records: Sequence[dict]) -> None:
@@ -451,6 +457,18 @@ class RecordWriter:
             self.abort()
 
 
+class _OwningGzipFile(gzip.GzipFile):
+    """A GzipFile over an open file object that closes that file too."""
+
+    def close(self) -> None:
+        owned = self.fileobj
+        try:
+            super().close()
+        finally:
+            if owned is not None:
+                owned.close()
+
+
 def _kind(value: object) -> str:
     if isinstance(value, bool):
         return "bool"
@@ -489,21 +507,37 @@ def _for_parquet(record: dict, as_text: set[str]) -> dict:
 def write_bad_records(path: PathLike, bad: Sequence[BadRecord], source: PathLike) -> Path | None:
     """Keep what could not be used, with its line number and reason, as JSON Lines.
 
-    With nothing to keep, a file left at ``path`` by an earlier run is removed (it would report
-    that run's skipped records as this one's) and ``None`` is returned.
+    With nothing to keep, an errors file left at ``path`` by an earlier run is removed (it would
+    report that run's skipped records as this one's) and ``None`` is returned; a file there that
+    is not an errors file is left alone.
     """
     path = Path(path)
     if not bad:
-        if path.is_file():
+        if _is_errors_file(path):
             path.unlink()
             logger.info("removed %s, left by an earlier run (this one skipped nothing)", path)
         return None
-    check_output_path(path, what="errors file")
+    check_output_path(path, what="errors file", create=True)
     with open(path, "w", encoding="utf-8", errors="replace") as handle:
         for item in bad:
             handle.write(json.dumps({"file": str(source), "line": item.line, "reason": item.reason,
                                      "raw": _printable(item.raw)}, ensure_ascii=False) + "\n")
     return path
+
+
+_ERRORS_KEYS = {"file", "line", "reason", "raw"}
+
+
+def _is_errors_file(path: Path) -> bool:
+    """Whether ``path`` holds what :func:`write_bad_records` writes (judged by its first line)."""
+    if not path.is_file():
+        return False
+    try:
+        with open(path, "rb") as handle:
+            first = json.loads(handle.readline(1 << 20).decode("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(first, dict) and set(first) == _ERRORS_KEYS
 
 
 def _printable(text: str) -> str:
@@ -518,20 +552,39 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def check_output_path(path: PathLike, what: str = "output") -> Path:
-    """A file we may write: not a folder, and in a folder that exists (created if need be)."""
+def _check_parent(path: Path, what: str, create: bool) -> None:
+    """The folder ``path`` goes in exists or can be made: its nearest existing ancestor is a folder."""
+    parent = path.parent
+    ancestor = parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ValueError(f"{what} {path}: {ancestor} is a file, not a folder")
+    if create:
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ValueError(f"{what} {path}: cannot create the folder {parent} ({exc.strerror or exc})") from exc
+
+
+def check_output_path(path: PathLike, what: str = "output", create: bool = False) -> Path:
+    """A file we may write: not '-', not a folder, in a folder that exists or can be made
+    (made only with ``create``, i.e. when the file is written)."""
     path = Path(path)
     if str(path) == "-":
         raise ValueError(f"{what} '-': standard input/output is not supported; give a file path")
     if path.is_dir():
         raise ValueError(f"{what} {path} is a folder; give a file path")
-    parent = path.parent
-    if parent.exists() and not parent.is_dir():
-        raise ValueError(f"{what} {path}: {parent} is a file, not a folder")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ValueError(f"{what} {path}: cannot create the folder {parent} ({exc.strerror or exc})") from exc
+    _check_parent(path, what, create)
+    return path
+
+
+def check_output_folder(path: PathLike, what: str = "model folder") -> Path:
+    """A folder we may write into: not an existing file, under a folder that exists or can be made."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{what} {path} is a file; give a folder path")
+    _check_parent(path, what, create=False)
     return path
 
 
@@ -542,6 +595,8 @@ def check_paths(input_path: PathLike, output: PathLike | None = None, errors: Pa
     over the output would replace the results.
     """
     source = Path(input_path)
+    if not source.is_file():
+        raise FileNotFoundError(f"{source}: no such file")
     named = [("output", Path(output)) if output is not None else None,
              ("errors file", Path(errors)) if errors is not None else None]
     named = [item for item in named if item is not None]

@@ -177,6 +177,10 @@ def test_saving_over_a_folder_drops_its_stale_bundled_encoder(tmp_path):
     rc = ResponseClassifier.load()
     rc.save(folder)
     assert not (folder / "encoder").exists()
+    (tmp_path / "work" / "encoder").mkdir(parents=True)
+    (tmp_path / "work" / "encoder" / "notes.txt").write_text("mine", encoding="utf-8")
+    rc.save(tmp_path / "work")
+    assert (tmp_path / "work" / "encoder" / "notes.txt").is_file()  # not an encoder: left alone
     assert json.loads((folder / "manifest.json").read_text())["encoder"]["bundled"] is False
     text = ["I'm sorry, but I can't help with that."]
     assert ResponseClassifier.load(folder).predict_proba(text)[0, 1] == pytest.approx(rc.predict_proba(text)[0, 1])
@@ -186,15 +190,27 @@ def test_saving_over_a_folder_drops_its_stale_bundled_encoder(tmp_path):
         PromptClassifier.load(tmp_path / "copied")
 
 
-def test_an_encoder_of_another_model_is_refused():
+def test_an_encoder_of_another_model_is_refused(tmp_path):
     from refusal_predictor import PromptClassifier
 
     rc = ResponseClassifier.load()
     with pytest.raises(ValueError, match="was trained with"):
         rc.features_.set_encoder(PromptClassifier.load().features_.get_encoder())
-    rc.configure_encoder(providers=["CPUExecutionProvider"], num_threads=1)
+    with pytest.raises(ValueError, match="num_threads"):
+        rc.configure_encoder(num_threads=0)  # at the call, not at the first prediction
+    with pytest.raises(ValueError, match="unknown onnxruntime execution provider"):
+        ResponseClassifier.load("ngrams").configure_encoder(providers=["Bogus"])
+    rc.configure_encoder(providers=[("CPUExecutionProvider", {})], num_threads=1)
     assert rc.features_.get_encoder().providers == ["CPUExecutionProvider"]
     assert rc.predict_proba(["I'm sorry, but I can't help with that."])[0, 1] > 0.9
+    import pickle
+
+    assert pickle.loads(pickle.dumps(rc)).features_._encoder_options["num_threads"] == 1  # to workers
+    import joblib
+
+    saved = joblib.load(rc.save(tmp_path / "m") / "model.joblib")
+    assert not hasattr(saved.features_, "_encoder_options")  # this machine's, not the model's
+    assert rc.features_._encoder_options["num_threads"] == 1
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -202,6 +218,7 @@ def test_an_encoder_of_another_model_is_refused():
     ({"files": {}}, "'files' must map model.joblib"),
     ({"versions": None, "metadata": []}, "'metadata' must be an object"),
     ({"threshold": 2}, "'threshold' must be a probability"),
+    ({"encoder": {"bundled": "no"}}, "'encoder.bundled' must be true or false"),
 ])
 def test_hand_edited_manifests_are_named_errors(fitted, tmp_path, edit, message):
     folder = fitted.save(tmp_path / "m")

@@ -137,9 +137,8 @@ def test_outputs_never_replace_the_input_or_each_other(ngram_model, tmp_path, ca
     assert main(["label-responses", str(log), *argv, "--model", str(ngram_model), "--no-progress"]) == 2
     assert log.read_bytes() == original and not out.exists()
     assert "choose another path" in capsys.readouterr().err
-    labels = tmp_path / "labels.jsonl"
     assert main(["bootstrap", str(log), "-o", str(log), "--response-model", str(ngram_model)]) == 2
-    assert log.read_bytes() == original and not labels.exists()
+    assert log.read_bytes() == original
 
 
 def test_skipped_records_are_kept_whole_and_a_stale_errors_file_is_removed(ngram_model, tmp_path):
@@ -155,6 +154,10 @@ def test_skipped_records_are_kept_whole_and_a_stale_errors_file_is_removed(ngram
     clean.write_text(json.dumps({"id": 3, "response": "Sure, here it is."}) + "\n", encoding="utf-8")
     assert main(["label-responses", str(clean), "-o", str(out), "--model", str(ngram_model), "--no-progress"]) == 0
     assert not (tmp_path / "run.jsonl.errors.jsonl").exists()  # it described the earlier run
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not an errors file\n", encoding="utf-8")
+    assert main(["label-responses", str(clean), "-o", str(out), "--errors", str(notes), "--model", str(ngram_model), "--no-progress"]) == 0
+    assert notes.read_text(encoding="utf-8") == "not an errors file\n"  # a clean run removes only errors files
 
 
 def test_gzip_input_and_output_and_json_array_output(ngram_model, tmp_path):
@@ -168,6 +171,8 @@ def test_gzip_input_and_output_and_json_array_output(ngram_model, tmp_path):
     assert main(["label-responses", str(log), "-o", str(out), "--model", str(ngram_model), "--no-progress"]) == 0
     with gzip.open(out, "rt", encoding="utf-8") as handle:
         lines = handle.read().splitlines()
+    header = out.read_bytes()[:40]
+    assert b"out.csv\x00" in header and header[4:8] == b"\x00\x00\x00\x00"  # final name, no timestamp
     assert lines[0] == "id,response,refusal_probability,label" and lines[1].endswith("refusal") and len(lines) == 3
     array = tmp_path / "out.json"
     assert main(["label-responses", str(log), "-o", str(array), "--model", str(ngram_model), "--no-progress"]) == 0
@@ -180,7 +185,7 @@ def test_gzip_input_and_output_and_json_array_output(ngram_model, tmp_path):
 
 @pytest.mark.parametrize("output, message", [
     ("folder", "is a folder"), ("afile/x.jsonl", "is a file, not a folder"), ("-", "not supported"),
-    ("x.parquet.gz", "gzip around Parquet"),
+    ("x.parquet.gz", "gzip around Parquet"), ("afile/sub/x.jsonl", "is a file, not a folder"),
 ])
 def test_unusable_outputs_are_refused_before_scoring(ngram_model, tmp_path, capsys, monkeypatch, output, message):
     monkeypatch.chdir(tmp_path)
@@ -189,6 +194,8 @@ def test_unusable_outputs_are_refused_before_scoring(ngram_model, tmp_path, caps
     (tmp_path / "log.jsonl").write_text('{"response": "I cannot help."}\n', encoding="utf-8")
     assert main(["label-responses", "log.jsonl", "-o", output, "--model", str(ngram_model), "--no-progress"]) == 2
     assert message in capsys.readouterr().err
+    assert main(["label-responses", "missing.jsonl", "-o", "new/out.jsonl", "--model", str(ngram_model)]) == 2
+    assert not (tmp_path / "new").exists()  # nothing is created for a run that cannot start
 
 
 def test_bad_options_and_undecodable_csv_are_named(ngram_model, tmp_path, capsys):
