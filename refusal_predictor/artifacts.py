@@ -75,6 +75,18 @@ def read_manifest(
     return manifest
 
 
+def files_field_problem(files: Any, required: tuple[str, ...]) -> str | None:
+    """What is wrong with a manifest's ``files`` map (file name -> sha256), or ``None``.
+
+    Names must be plain file names: ``verify_files`` must not be pointed outside the folder.
+    """
+    if not isinstance(files, dict) or not set(required) <= files.keys():
+        return f"'files' must map {' and '.join(required)} to their sha256"
+    if any(not isinstance(name, str) or Path(name).name != name or not isinstance(sha, str) for name, sha in files.items()):
+        return "'files' must map plain file names to sha256 strings"
+    return None
+
+
 def verify_files(folder: PathLike, files: Mapping[str, str]) -> None:
     """Check every listed file exists and has the recorded sha256."""
     for name, expected in files.items():

@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .artifacts import PathLike
-from .records import BadRecord, RecordWriter, check_paths, get_text, read_records, write_bad_records
+from .records import BadRecord, RecordWriter, check_paths, default_errors_path, get_text, read_records, write_bad_records
 
 logger = logging.getLogger(__name__)
 
@@ -40,11 +40,6 @@ class ScoreReport:
         if self.bad:
             text += f"; skipped records with line numbers in {self.errors_path}"
         return text
-
-
-def default_errors_path(output: PathLike) -> Path:
-    output = Path(output)
-    return output.with_name(output.name + ".errors.jsonl")
 
 
 def score_file(
@@ -74,7 +69,7 @@ def score_file(
 
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must be a probability between 0 and 1, got {threshold}")
-    errors_file = Path(errors_path) if errors_path else default_errors_path(output_path)
+    errors_file = default_errors_path(output_path, errors_path)
     check_paths(input_path, output_path, errors_file)
 
     report = ScoreReport(input=Path(input_path), output=Path(output_path))

@@ -17,7 +17,9 @@ import numpy as np
 
 from .artifacts import PathLike
 from .classifiers import is_blank
-from .records import BadRecord, RecordWriter, check_paths, get_text, raw_of, read_records, write_bad_records
+from .records import (
+    BadRecord, RecordWriter, check_paths, default_errors_path, get_text, raw_of, read_records, write_bad_records,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -178,9 +180,7 @@ def bootstrap_file(
     >>> report = bootstrap_file("log.jsonl", "labels.jsonl", ResponseClassifier.load(), deduplicate=True)
     >>> print(report.summary())
     """
-    from .batch import default_errors_path
-
-    errors_file = Path(errors_path) if errors_path else default_errors_path(output_path)
+    errors_file = default_errors_path(output_path, errors_path)
     check_paths(log_path, output_path, errors_file)
     options.setdefault("source", Path(log_path).name)
     rows, report = bootstrap_records(read_records(log_path, input_format, encoding), response_classifier, **options)

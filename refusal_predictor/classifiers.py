@@ -26,6 +26,7 @@ from sklearn.utils.validation import check_is_fitted
 from ._version import __version__
 from .artifacts import (
     ModelFileError,
+    files_field_problem,
     PathLike,
     read_manifest,
     sha256_file,
@@ -469,10 +470,9 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
 def _check_manifest_fields(path: Path, manifest: dict[str, Any]) -> None:
     """The fields load() reads have the types it expects: a hand-edited manifest fails here, by name."""
     problems = []
-    files = manifest.get("files")
-    if not isinstance(files, dict) or not isinstance(files.get(_MODEL_FILE), str) \
-            or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
-        problems.append(f"'files' must map {_MODEL_FILE} (and any other file) to its sha256")
+    files_problem = files_field_problem(manifest.get("files"), (_MODEL_FILE,))
+    if files_problem:
+        problems.append(files_problem)
     for key in ("versions", "encoder", "metadata"):
         if manifest.get(key) is not None and not isinstance(manifest[key], dict):
             problems.append(f"{key!r} must be an object or null, got {type(manifest[key]).__name__}")

@@ -84,7 +84,7 @@ import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as _ort_errors
 from tokenizers import Tokenizer
 
-from .artifacts import ModelFileError, read_manifest, shipped_path, verify_files
+from .artifacts import ModelFileError, files_field_problem, read_manifest, shipped_path, verify_files
 
 __all__ = [
     "DEFAULT_ENCODER",
@@ -154,11 +154,9 @@ def _read_manifest(folder: Path) -> dict[str, Any]:
         problems.append(f"pooling {manifest.get('pooling')!r} is not supported (only 'mean')")
     if not isinstance(manifest.get("normalize"), bool):
         problems.append(f"normalize must be true or false, got {manifest.get('normalize')!r}")
-    files = manifest.get("files")
-    if not isinstance(files, dict) or not {MODEL_FILE, TOKENIZER_FILE} <= files.keys():
-        problems.append(f"files must map {MODEL_FILE} and {TOKENIZER_FILE} to their sha256")
-    elif any(Path(name).name != name or not isinstance(sha, str) for name, sha in files.items()):
-        problems.append("files must map plain file names to sha256 strings")
+    files_problem = files_field_problem(manifest.get("files"), (MODEL_FILE, TOKENIZER_FILE))
+    if files_problem:
+        problems.append(files_problem)
     if problems:
         raise EncoderFileError(f"{folder / MANIFEST_FILE}: " + "; ".join(problems))
     return manifest
@@ -321,14 +319,15 @@ class OnnxEncoder:
 
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if _check_threads(num_threads) is not None:
+        checked = check_session_options(providers, num_threads)
+        if checked["num_threads"] is not None:
             options.intra_op_num_threads = num_threads
             options.inter_op_num_threads = 1
         # Idle threads must not spin: scoring often shares a small machine with other work.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         model_path = folder / MODEL_FILE
         _warn_if_two_onnxruntimes()
-        providers = _check_providers(providers) if providers is not None else _default_providers()
+        providers = checked["providers"] or _default_providers()
         names = [_provider_name(p) for p in providers]
         if "CUDAExecutionProvider" in names and "CUDAExecutionProvider" in ort.get_available_providers():
             _preload_cuda_libraries()

@@ -504,6 +504,14 @@ def _for_parquet(record: dict, as_text: set[str]) -> dict:
     return out
 
 
+def default_errors_path(output: PathLike, given: PathLike | None = None) -> Path:
+    """``given`` when the user named an errors file, else ``OUTPUT.errors.jsonl`` beside the output."""
+    if given:
+        return Path(given)
+    output = Path(output)
+    return output.with_name(output.name + ".errors.jsonl")
+
+
 def write_bad_records(path: PathLike, bad: Sequence[BadRecord], source: PathLike) -> Path | None:
     """Keep what could not be used, with its line number and reason, as JSON Lines.
 
@@ -521,7 +529,7 @@ def write_bad_records(path: PathLike, bad: Sequence[BadRecord], source: PathLike
     with open(path, "w", encoding="utf-8", errors="replace") as handle:
         for item in bad:
             handle.write(json.dumps({"file": str(source), "line": item.line, "reason": item.reason,
-                                     "raw": _printable(item.raw)}, ensure_ascii=False) + "\n")
+                                     "raw": item.raw}, ensure_ascii=False) + "\n")
     return path
 
 
@@ -538,11 +546,6 @@ def _is_errors_file(path: Path) -> bool:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return False
     return isinstance(first, dict) and set(first) == _ERRORS_KEYS
-
-
-def _printable(text: str) -> str:
-    """Undecodable bytes kept by surrogateescape become U+FFFD: they cannot be written as UTF-8."""
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace") if _has_surrogates(text) else text
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -597,9 +600,7 @@ def check_paths(input_path: PathLike, output: PathLike | None = None, errors: Pa
     source = Path(input_path)
     if not source.is_file():
         raise FileNotFoundError(f"{source}: no such file")
-    named = [("output", Path(output)) if output is not None else None,
-             ("errors file", Path(errors)) if errors is not None else None]
-    named = [item for item in named if item is not None]
+    named = [(what, Path(path)) for what, path in (("output", output), ("errors file", errors)) if path is not None]
     for what, path in named:
         if _same_file(path, source):
             raise ValueError(f"the {what} {path} is the input file {source}: it would be replaced; choose another path")
