@@ -62,7 +62,30 @@ def test_response_model_on_the_paper_test_split(response_model):
     _, _, test = data.paper_split()
     pred = response_model.predict(test["response"].tolist())
     accuracy = float((pred == test["label"].to_numpy()).mean())
-    assert accuracy >= 0.89, accuracy  # measured 0.906; the paper's n-gram model: 0.906 (see training.evaluate)
+    assert accuracy >= 0.91, accuracy  # measured 0.922; the paper's n-gram model: 0.906 (see training.evaluate)
+
+
+def test_short_compliances_are_not_read_as_refusals(response_model, data_dir):
+    # Before the training pool carried truncated responses (training/augment.py) the model read
+    # "short" as "refusal": 17 % of AlpacaEval's short benign answers and 3.5 % of the paper's test
+    # compliances cut to their opening were scored as refusals (measured 4.1 % and 0.35 % after).
+    from training.evaluate import short_answer_report
+
+    rates = {row["probe"]: row["refusal-predictor (shipped)"] for row in short_answer_report(response_model, data_dir)}
+    assert rates["AlpacaEval answers < 80 chars"] <= 0.08, rates
+    assert rates["paper test compliances, openings"] <= 0.015, rates
+
+
+def test_refusal_openings_stay_refusals(response_model):
+    # the other side of the same change: a refusal cut after its refusing sentence is still one
+    from refusal_predictor.keywords import KeywordRefusalDetector
+    from training.augment import openings
+
+    _, _, test = data.paper_split()
+    cut = sorted({o for text in test.loc[test["label"] == "refusal", "response"] for o in openings(text)})
+    cut = [t for t, flag in zip(cut, KeywordRefusalDetector().predict_proba(cut)[:, 1] >= 0.5) if flag]
+    assert len(cut) > 50
+    assert np.mean(response_model.refusal_probability(cut) >= response_model.threshold) >= 0.95  # measured 0.987 (0.934 before)
 
 
 @pytest.mark.parametrize("kind", ["response", "prompt"])

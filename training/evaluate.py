@@ -5,6 +5,8 @@
 Response part:
 - the paper's 256 test responses: the shipped ResponseClassifier, the paper's TF-IDF(1-3) +
   LogReg(C=10) reproduced on the paper's train split, and the llm-guard NoRefusalLight keywords;
+- short compliances scored as refusal (:func:`short_answer_report`): AlpacaEval's short answers
+  and the openings of the paper's test compliances;
 - XSTest v2 leave-one-model-out: the shipped recipe retrained without model M's responses, tested
   on M; the keyword list beside it. For a recipe over the fine-tuned encoder, the encoder too is
   the one fine-tuned without M (its embeddings read from ``--lomo-embeddings``).
@@ -26,10 +28,10 @@ from refusal_predictor import ResponseClassifier
 from refusal_predictor.keywords import KeywordRefusalDetector
 from refusal_predictor.metrics import binary_metrics, format_table
 
-from . import data, recipes
+from . import augment, data, recipes
 from .baselines import paper_tfidf_logreg, refusal_y
 from .selection import fit_with_cache
-from .train_response import make_classifier, training_pool
+from .train_response import make_classifier, training_pool, training_rows
 
 logger = logging.getLogger(__name__)
 COLUMNS = ["model", "n", "accuracy", "f1", "precision", "recall", "auroc"]
@@ -44,6 +46,36 @@ def paper_split_report(model: ResponseClassifier) -> list[dict[str, Any]]:
         {"model": "paper TF-IDF+LogReg (reproduced)", **binary_metrics(y, baseline(texts))},
         {"model": "keywords (llm-guard NoRefusalLight)", **binary_metrics(y, KeywordRefusalDetector().predict_proba(texts)[:, 1])},
     ]
+    return rows
+
+
+SHORT_ANSWER_CHARS = 80
+
+
+def short_answer_report(model: ResponseClassifier, data_dir: Path) -> list[dict[str, Any]]:
+    """False refusals on short compliances, which the labelled test sets barely contain.
+
+    Two probes, each restricted to texts without a refusal phrase of the keyword list (they have
+    no hand labels; the keyword filter leaves what is almost surely compliance): AlpacaEval's
+    answers under ``SHORT_ANSWER_CHARS`` characters to its benign instructions ("$6.59",
+    "Category: Social"), and the openings (first sentence, first 4 / 12 words) of the paper's test
+    compliances, i.e. answers cut off by a token limit or read from a stream. The number is the
+    share scored as refusal: lower is better.
+    """
+    keywords = KeywordRefusalDetector()
+    train, _, test = data.paper_split()
+    baseline = paper_tfidf_logreg(train["response"].tolist(), refusal_y(train))
+    answers = data.load_alpaca_eval(data_dir)["response"].str.strip()
+    short = sorted(set(answers[(answers.str.len() > 0) & (answers.str.len() < SHORT_ANSWER_CHARS)]))
+    compliances = test.loc[test["label"] == "compliance", "response"]
+    cut = sorted({o for text in compliances for o in augment.openings(text)})
+    rows = []
+    for name, texts in [(f"AlpacaEval answers < {SHORT_ANSWER_CHARS} chars", short),
+                        ("paper test compliances, openings", cut)]:
+        texts = [t for t, flag in zip(texts, keywords.predict_proba(texts)[:, 1] >= 0.5) if not flag]
+        rows.append({"probe": name, "n": len(texts),
+                     "refusal-predictor (shipped)": float(np.mean(model.refusal_probability(texts) >= model.threshold)),
+                     "paper TF-IDF+LogReg": float(np.mean(baseline(texts) >= 0.5))})
     return rows
 
 
@@ -84,7 +116,8 @@ def xstest_lomo_report(data_dir: Path, recipe_name: str, lomo_embeddings: Path |
             from .finetune_encoder import load_lomo_embeddings
 
             cache = load_lomo_embeddings(lomo_embeddings, records, model_name)
-        clf = fit_with_cache(make_classifier(recipe, validation_curve=False), train["response"].tolist(), refusal_y(train), cache)
+        texts, y, weights, _ = training_rows(train)
+        clf = fit_with_cache(make_classifier(recipe, validation_curve=False), texts, y, cache, sample_weight=weights)
         ours = binary_metrics(refusal_y(test), clf.refusal_probability(test["response"].tolist()))
         kw = binary_metrics(refusal_y(test), keywords.predict_proba(test["response"].tolist())[:, 1])
         rows.append({"model": model_name, "n": ours["n"], "f1": ours["f1"], "accuracy": ours["accuracy"],
@@ -103,15 +136,19 @@ def response_report(data_dir: Path, model_path: Path | None = None, lomo_embeddi
     recipe_name = model.metadata.get("recipe", recipes.RESPONSE_RECIPE_NAME)
     paper_rows = paper_split_report(model)
     print(format_table(paper_rows, COLUMNS, title="\nResponse classifier: the paper's test split (256 responses)"))
+    short_rows = short_answer_report(model, data_dir)
+    print(format_table(short_rows, list(short_rows[0]),
+                       title="\nResponse classifier: short compliances scored as refusal (keyword-free texts; lower is better)"))
     try:
         lomo_rows = xstest_lomo_report(data_dir, recipe_name, lomo_embeddings)
     except LomoNeedsFoldEmbeddings as exc:
         print(f"\nResponse classifier: XSTest v2 leave-one-model-out not run: {exc}")
-        return {"paper_split": paper_rows, "xstest_lomo": None, "xstest_lomo_skipped": str(exc)}
+        return {"paper_split": paper_rows, "short_answers": short_rows, "xstest_lomo": None,
+                "xstest_lomo_skipped": str(exc)}
     print(format_table(lomo_rows, ["model", "n", "f1", "accuracy", "auroc", "keywords_f1", "keywords_accuracy"],
                        title=f"\nResponse classifier: XSTest v2 leave-one-model-out (recipe {recipe_name!r}"
                              + (f", fold encoders' embeddings from {lomo_embeddings})" if lomo_embeddings else ")")))
-    return {"paper_split": paper_rows, "xstest_lomo": lomo_rows}
+    return {"paper_split": paper_rows, "short_answers": short_rows, "xstest_lomo": lomo_rows}
 
 
 def main(argv: list[str] | None = None) -> None:

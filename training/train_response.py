@@ -3,7 +3,8 @@
     python -m training.train_response --data-dir DATA [--select] [-o models/response]
 
 Training pool: the paper's train + validation split (never its test split), XSTest v2 and
-GPTFuzz's labelled responses. ``--select`` compares the candidate recipes of
+GPTFuzz's labelled responses, plus the openings of those responses at a lower weight
+(:mod:`training.augment`: short compliances, which the labelled sets lack). ``--select`` compares the candidate recipes of
 ``training.recipes.RESPONSE_CANDIDATES`` by grouped cross-validation on that pool (folds split by
 prompt, so one prompt's responses from several LLMs never straddle train and test) and trains the
 best; without it the recipe named by ``--recipe`` or ``training.recipes.RESPONSE_RECIPE_NAME`` is
@@ -24,7 +25,7 @@ import pandas as pd
 from refusal_predictor import ResponseClassifier
 from refusal_predictor.metrics import format_table
 
-from . import data, recipes, selection
+from . import augment, data, recipes, selection
 from .baselines import refusal_y
 from .selection import fit_with_cache
 
@@ -50,6 +51,19 @@ def training_pool(data_dir: Path, gptfuzz_max_rows: int = GPTFUZZ_MAX_ROWS) -> p
     if len(fuzz) > gptfuzz_max_rows:
         fuzz = fuzz.sample(n=gptfuzz_max_rows, random_state=0)
     return pd.concat([pool[~is_fuzz], fuzz]).reset_index(drop=True)
+
+
+def training_rows(pool: pd.DataFrame) -> tuple[list[str], np.ndarray, np.ndarray, pd.DataFrame]:
+    """Texts, 0/1 targets and weights the response recipe trains on: ``pool`` plus the openings of
+    its responses (:mod:`training.augment`) at weight ``recipes.TRUNCATION_WEIGHT``.
+
+    The shipped model and every leave-one-model-out fold are trained through here, so what the
+    report measures is what ships. Also returns the added rows (for the model card).
+    """
+    extra = augment.truncated_responses(pool)
+    rows = pd.concat([pool, extra], ignore_index=True)
+    weights = np.concatenate([np.ones(len(pool)), np.full(len(extra), recipes.TRUNCATION_WEIGHT)])
+    return rows["response"].tolist(), refusal_y(rows), weights, extra
 
 
 def make_classifier(recipe: dict[str, Any], **overrides) -> ResponseClassifier:
@@ -94,7 +108,8 @@ def train(data_dir: Path, output: Path, select: bool, recipe_name: str | None = 
         print(format_table([{k: v for k, v in r.items() if k != "f1_by_model"} for r in lomo_rows],
                            ["recipe", "mean_f1", "min_f1"], title="XSTest v2 leave-one-model-out F1"))
     recipe = recipes.ALL_RESPONSE_RECIPES[name]
-    clf = fit_with_cache(make_classifier(recipe), texts, y, cache)
+    train_texts, train_y, weights, truncated = training_rows(pool)
+    clf = fit_with_cache(make_classifier(recipe), train_texts, train_y, cache, sample_weight=weights)
     sources = (
         pool.groupby(["source", "model"])
         .agg(rows=("label", "size"), refusal_rate=("label", lambda s: float((s == "refusal").mean())))
@@ -102,10 +117,14 @@ def train(data_dir: Path, output: Path, select: bool, recipe_name: str | None = 
         .to_dict("records")
     )
     metadata = {
-        "summary": f"response classifier, recipe {name!r}, trained on {len(pool)} labelled responses",
+        "summary": f"response classifier, recipe {name!r}, trained on {len(pool)} labelled responses "
+                   f"and {len(truncated)} of their openings",
         "recipe": name,
         "training": {"rows": len(pool), "refusal_rate": float(y.mean()), "sources": sources,
-                     "excluded": "the paper's test split (256 rows)"},
+                     "excluded": "the paper's test split (256 rows)",
+                     "truncated_openings": {"rows": len(truncated), "weight": recipes.TRUNCATION_WEIGHT,
+                                            "refusal_rate": float((truncated["label"] == "refusal").mean()),
+                                            "what": "openings of the pool's responses (training/augment.py)"}},
         "model_selection": selection_rows,
         "lomo_selection": lomo_rows,
     }
