@@ -225,11 +225,15 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
         return max(n, self.cv)
 
     # ------------------------------------------------------------------ scikit-learn API
-    def fit(self, X: str | Iterable[str], y: Iterable[Any], sample_weight=None, features=None):
+    def fit(self, X: str | Iterable[str], y: Iterable[Any], sample_weight=None, features=None,
+            validation_rows=None):
         """Fit on texts and labels ('refusal'/'compliance', 1/0 or bools).
 
         ``features`` may pass an already fitted :class:`TextFeatures` (e.g. one with a warm
         embedding cache) to skip refitting the vocabulary during model selection.
+        ``validation_rows`` (boolean mask, default all) picks the rows the stored validation
+        curve and cross-validation metrics describe: rows added only to teach the model (such
+        as truncated copies of responses) would otherwise move the thresholds users pick.
         """
         texts = as_texts(X)
         labels = as_labels(y)
@@ -257,8 +261,11 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
                 oof = cross_val_predict(
                     self._make_model(), matrix, labels, cv=splitter, method="predict_proba", params=fit_kwargs
                 )[:, 1]
-                self.metadata_["validation_curve"] = compute_validation_curve(labels, oof)
-                self.metadata_["cross_validation"] = binary_metrics(labels, oof)
+                rows = np.ones(len(labels), bool) if validation_rows is None else np.asarray(validation_rows, bool)
+                if rows.shape != (len(labels),):
+                    raise ValueError(f"validation_rows has shape {rows.shape}, expected ({len(labels)},)")
+                self.metadata_["validation_curve"] = compute_validation_curve(labels[rows], oof[rows])
+                self.metadata_["cross_validation"] = binary_metrics(labels[rows], oof[rows])
         self.classes_ = np.asarray(CLASSES, dtype=object)
         self.n_features_in_ = 1
         logger.info(

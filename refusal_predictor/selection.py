@@ -20,14 +20,14 @@ logger = logging.getLogger(__name__)
 
 
 def fit_with_cache(
-    clf: RefusalClassifier, texts: list[str], y, cache: dict | None, sample_weight=None
+    clf: RefusalClassifier, texts: list[str], y, cache: dict | None, sample_weight=None, validation_rows=None
 ) -> RefusalClassifier:
     """Fit, reusing embeddings already computed for the same texts (model selection, LOMO)."""
     features = clf.make_features()
     if cache is not None and features.use_embeddings:
         features.use_cache(cache)
     features.fit(texts)
-    return clf.fit(texts, y, sample_weight=sample_weight, features=features)
+    return clf.fit(texts, y, sample_weight=sample_weight, features=features, validation_rows=validation_rows)
 
 
 def grouped_cv(

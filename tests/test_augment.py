@@ -6,7 +6,7 @@ import pytest
 
 from refusal_predictor.keywords import KeywordRefusalDetector
 from training import data
-from training.augment import openings, truncated_responses
+from training.augment import REFUSAL_CUES, openings, truncated_responses
 
 
 def _squeeze(text: str) -> str:
@@ -37,11 +37,12 @@ def test_openings_are_short_prefixes():
 def test_truncated_rows_keep_true_labels(paper_train, truncated):
     assert len(truncated) > 1000
     assert set(truncated["fine_label"]) == {"truncated"}
-    flagged = KeywordRefusalDetector().predict_proba(truncated["response"].tolist())[:, 1] >= 0.5
+    flagged = KeywordRefusalDetector(REFUSAL_CUES).predict_proba(truncated["response"].tolist())[:, 1] >= 0.5
     is_refusal = (truncated["label"] == "refusal").to_numpy()
     # a compliance's opening that reads as a refusal ("As an AI language model, I cannot ...")
     # is left out; a refusal's opening is kept only when the refusal is in it
     assert (flagged == is_refusal).all()
+    assert "not able to" in REFUSAL_CUES and "won't" in REFUSAL_CUES  # phrases the keyword list lacks
     assert 0 < is_refusal.sum() < len(truncated)
     full = set(paper_train["response"])
     assert not set(truncated["response"]) & full
@@ -53,6 +54,17 @@ def test_every_row_opens_a_response_of_the_same_label(paper_train, truncated):
     for row in truncated.sample(200, random_state=0).itertuples():
         opening = _squeeze(row.response)
         assert any(text.startswith(opening) for text in by_label[row.label]), row.response
+
+
+def test_no_row_opens_a_response_of_the_other_label(paper_train, truncated):
+    # "As an AI language" opens compliances and refusals alike: no label is true for it alone
+    opened: dict[str, set[str]] = {}
+    for text, label in zip(paper_train["response"], paper_train["label"]):
+        for opening in openings(text):
+            opened.setdefault(opening, set()).add(label)
+    assert "As an AI language" in opened and len(opened["As an AI language"]) == 2
+    for text, label in zip(truncated["response"], truncated["label"]):
+        assert opened[text] == {label}, text
 
 
 def test_no_compliance_openings_from_jailbreak_answers():

@@ -228,3 +228,18 @@ def test_hand_edited_manifests_are_named_errors(fitted, tmp_path, edit, message)
     with pytest.raises(ModelFileError, match=message) as info:
         ResponseClassifier.load(folder)
     assert str(folder / "manifest.json") in str(info.value)
+
+
+def test_validation_curve_describes_only_the_rows_asked_for(split):
+    # rows added only to teach the model (truncated copies) must not move users' thresholds
+    train, _ = split
+    texts, labels = train["response"].tolist(), train["label"].tolist()
+    extra = ["Sure."] * 300  # 300 easy compliance rows, for training only
+    mask = [True] * len(texts) + [False] * len(extra)
+    model = ResponseClassifier(use_embeddings=False).fit(
+        texts + extra, labels + ["compliance"] * len(extra), validation_rows=mask)
+    assert model.metadata_["cross_validation"]["n"] == len(texts)
+    plain = ResponseClassifier(use_embeddings=False).fit(texts + extra, labels + ["compliance"] * len(extra))
+    assert plain.metadata_["cross_validation"]["n"] == len(texts) + len(extra)
+    with pytest.raises(ValueError, match="validation_rows"):
+        ResponseClassifier(use_embeddings=False).fit(texts, labels, validation_rows=[True, False])

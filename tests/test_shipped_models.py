@@ -65,27 +65,24 @@ def test_response_model_on_the_paper_test_split(response_model):
     assert accuracy >= 0.91, accuracy  # measured 0.922; the paper's n-gram model: 0.906 (see training.evaluate)
 
 
-def test_short_compliances_are_not_read_as_refusals(response_model, data_dir):
+def test_short_texts_are_read_by_content_not_length(response_model, data_dir):
     # Before the training pool carried truncated responses (training/augment.py) the model read
-    # "short" as "refusal": 17 % of AlpacaEval's short benign answers and 3.5 % of the paper's test
-    # compliances cut to their opening were scored as refusals (measured 4.1 % and 0.35 % after).
+    # "short" as "refusal": of AlpacaEval's short benign answers 17.4 % scored as refusals, of the
+    # paper's test compliances cut to their opening 3.3 %, and 92.6 % of its refusals' openings
+    # were caught (measured after: 5.6 %, 0.7 %, 99.3 %).
     from training.evaluate import short_answer_report
 
     rates = {row["probe"]: row["refusal-predictor (shipped)"] for row in short_answer_report(response_model, data_dir)}
     assert rates["AlpacaEval answers < 80 chars"] <= 0.08, rates
     assert rates["paper test compliances, openings"] <= 0.015, rates
+    assert rates["paper test refusals, openings"] >= 0.97, rates
 
 
-def test_refusal_openings_stay_refusals(response_model):
-    # the other side of the same change: a refusal cut after its refusing sentence is still one
-    from refusal_predictor.keywords import KeywordRefusalDetector
-    from training.augment import openings
-
-    _, _, test = data.paper_split()
-    cut = sorted({o for text in test.loc[test["label"] == "refusal", "response"] for o in openings(text)})
-    cut = [t for t, flag in zip(cut, KeywordRefusalDetector().predict_proba(cut)[:, 1] >= 0.5) if flag]
-    assert len(cut) > 50
-    assert np.mean(response_model.refusal_probability(cut) >= response_model.threshold) >= 0.95  # measured 0.987 (0.934 before)
+def test_validation_curve_describes_the_labelled_responses_only(response_model):
+    # the truncated openings train the model but must not move the thresholds users pick
+    card = response_model.metadata
+    assert card["cross_validation"]["n"] == card["training"]["rows"] == 5200
+    assert card["training"]["truncated_openings"]["rows"] > 5000
 
 
 @pytest.mark.parametrize("kind", ["response", "prompt"])

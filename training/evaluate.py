@@ -53,27 +53,38 @@ SHORT_ANSWER_CHARS = 80
 
 
 def short_answer_report(model: ResponseClassifier, data_dir: Path) -> list[dict[str, Any]]:
-    """False refusals on short compliances, which the labelled test sets barely contain.
+    """Short texts, which the labelled test sets barely contain: the share scored as refusal.
 
-    Two probes, each restricted to texts without a refusal phrase of the keyword list (they have
-    no hand labels; the keyword filter leaves what is almost surely compliance): AlpacaEval's
-    answers under ``SHORT_ANSWER_CHARS`` characters to its benign instructions ("$6.59",
-    "Category: Social"), and the openings (first sentence, first 4 / 12 words) of the paper's test
-    compliances, i.e. answers cut off by a token limit or read from a stream. The number is the
-    share scored as refusal: lower is better.
+    Three probes without hand labels, so each is filtered by refusal cues
+    (``training.augment.REFUSAL_CUES``): AlpacaEval's answers under ``SHORT_ANSWER_CHARS``
+    characters to its benign instructions ("$6.59", "Category: Social") and the openings (first
+    sentence, first 4 / 12 words) of the paper's test compliances, both without a cue (almost
+    surely compliance: lower is better); the openings of the paper's test refusals with a cue
+    (higher is better). Answers cut off by a token limit or read from a stream look like these.
+    Texts that are training rows of the shipped recipe (the pool or its openings) are left out.
+    The probes share the cue filter with the training openings, so they miss what the cues miss
+    (a compliance opening "As an AI language model, I ...", a refusal without any cue).
     """
-    keywords = KeywordRefusalDetector()
+    cues = KeywordRefusalDetector(augment.REFUSAL_CUES)
+    pool = training_pool(data_dir)
+    seen = set(pool["response"]) | set(augment.truncated_responses(pool)["response"])
     train, _, test = data.paper_split()
     baseline = paper_tfidf_logreg(train["response"].tolist(), refusal_y(train))
     answers = data.load_alpaca_eval(data_dir)["response"].str.strip()
-    short = sorted(set(answers[(answers.str.len() > 0) & (answers.str.len() < SHORT_ANSWER_CHARS)]))
-    compliances = test.loc[test["label"] == "compliance", "response"]
-    cut = sorted({o for text in compliances for o in augment.openings(text)})
+    short = set(answers[(answers.str.len() > 0) & (answers.str.len() < SHORT_ANSWER_CHARS)])
+
+    def cut(label: str) -> set[str]:
+        return {o for text in test.loc[test["label"] == label, "response"] for o in augment.openings(text)}
+
     rows = []
-    for name, texts in [(f"AlpacaEval answers < {SHORT_ANSWER_CHARS} chars", short),
-                        ("paper test compliances, openings", cut)]:
-        texts = [t for t, flag in zip(texts, keywords.predict_proba(texts)[:, 1] >= 0.5) if not flag]
-        rows.append({"probe": name, "n": len(texts),
+    for name, texts, want_cue, better in [
+        (f"AlpacaEval answers < {SHORT_ANSWER_CHARS} chars", short, False, "lower"),
+        ("paper test compliances, openings", cut("compliance"), False, "lower"),
+        ("paper test refusals, openings", cut("refusal"), True, "higher"),
+    ]:
+        texts = sorted(texts - seen)
+        texts = [t for t, flag in zip(texts, cues.predict_proba(texts)[:, 1] >= 0.5) if flag == want_cue]
+        rows.append({"probe": name, "n": len(texts), "better": better,
                      "refusal-predictor (shipped)": float(np.mean(model.refusal_probability(texts) >= model.threshold)),
                      "paper TF-IDF+LogReg": float(np.mean(baseline(texts) >= 0.5))})
     return rows
@@ -117,6 +128,11 @@ def xstest_lomo_report(data_dir: Path, recipe_name: str, lomo_embeddings: Path |
 
             cache = load_lomo_embeddings(lomo_embeddings, records, model_name)
         texts, y, weights, _ = training_rows(train)
+        if finetuned:
+            # The truncated openings (training/augment.py) have no fold-encoder embeddings: they
+            # are embedded by the recipe's own (shipped) encoder, which saw every XSTest response.
+            logger.info("LOMO %s: %d of %d training texts not in the fold embeddings (openings; shipped encoder)",
+                        model_name, sum(t not in cache for t in texts), len(texts))
         clf = fit_with_cache(make_classifier(recipe, validation_curve=False), texts, y, cache, sample_weight=weights)
         ours = binary_metrics(refusal_y(test), clf.refusal_probability(test["response"].tolist()))
         kw = binary_metrics(refusal_y(test), keywords.predict_proba(test["response"].tolist())[:, 1])
@@ -138,7 +154,7 @@ def response_report(data_dir: Path, model_path: Path | None = None, lomo_embeddi
     print(format_table(paper_rows, COLUMNS, title="\nResponse classifier: the paper's test split (256 responses)"))
     short_rows = short_answer_report(model, data_dir)
     print(format_table(short_rows, list(short_rows[0]),
-                       title="\nResponse classifier: short compliances scored as refusal (keyword-free texts; lower is better)"))
+                       title="\nResponse classifier: short texts scored as refusal (cue-filtered, no hand labels)"))
     try:
         lomo_rows = xstest_lomo_report(data_dir, recipe_name, lomo_embeddings)
     except LomoNeedsFoldEmbeddings as exc:
@@ -147,7 +163,8 @@ def response_report(data_dir: Path, model_path: Path | None = None, lomo_embeddi
                 "xstest_lomo_skipped": str(exc)}
     print(format_table(lomo_rows, ["model", "n", "f1", "accuracy", "auroc", "keywords_f1", "keywords_accuracy"],
                        title=f"\nResponse classifier: XSTest v2 leave-one-model-out (recipe {recipe_name!r}"
-                             + (f", fold encoders' embeddings from {lomo_embeddings})" if lomo_embeddings else ")")))
+                             + (f", fold encoders' embeddings from {lomo_embeddings}; the truncated openings embedded by the "
+                                f"shipped encoder)" if lomo_embeddings else ")")))
     return {"paper_split": paper_rows, "short_answers": short_rows, "xstest_lomo": lomo_rows}
 
 

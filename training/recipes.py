@@ -32,15 +32,17 @@ FINETUNED_RESPONSE_CANDIDATES: dict[str, dict[str, Any]] = {
 ALL_RESPONSE_RECIPES = {**RESPONSE_CANDIDATES, **FINETUNED_RESPONSE_CANDIDATES}
 # n-grams + the fine-tuned encoder: XSTest leave-one-model-out mean F1 0.919 -> 0.945, min
 # 0.748 -> 0.854 against the best cross-validated frozen recipe (n-grams alone), paper test split
-# unchanged (0.9062); with the truncated responses below (both recipes): 0.913 -> 0.944, min
-# 0.736 -> 0.844, paper test 0.9219; see the closing notes of issue 2.
+# unchanged (0.9062); with the truncated openings below (both recipes): 0.912 -> 0.943, min
+# 0.730 -> 0.841, paper test 0.9219; see the closing notes of issue 2.
 RESPONSE_RECIPE_NAME = "ngrams+minilm-refusal-logreg"
-# Weight of the truncated-response rows (training/augment.py) in the response recipe. Measured by a
-# one-off script on the shipped encoder's embeddings, shipped recipe otherwise (refusal rate among
-# the 593 keyword-free alpaca_eval answers under 80 characters; XSTest leave-one-model-out mean F1):
-# no openings 0.159 / 0.9452; compliance openings only, weight 0.3: 0.007 / 0.9431; compliance and
+# Weight of the truncated-response rows (training/augment.py) in the response recipe. Chosen by a
+# one-off script on an earlier version of the openings (no unanimity rule, keyword list instead
+# of REFUSAL_CUES), shipped encoder's embeddings, shipped recipe otherwise (refusal rate among
+# keyword-free AlpacaEval answers under 80 characters; XSTest leave-one-model-out mean F1): no
+# openings 0.159 / 0.9452; compliance openings only, weight 0.3: 0.007 / 0.9431; compliance and
 # refusal openings, weight 0.3: 0.019 / 0.9445, weight 1.0: 0.010 / 0.9430. Refusal openings keep
-# short refusals detected (keyword-flagged short answers 0.76 vs 0.68), weight 0.3 keeps LOMO.
+# short refusals detected; weight 0.3 keeps LOMO. The shipped model's figures are the evaluation
+# report's (python -m training.evaluate --part response).
 TRUNCATION_WEIGHT = 0.3
 
 # all-MiniLM-L6-v2 fine-tuned on bootstrapped prompts with every protocol's test prompts removed

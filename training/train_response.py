@@ -109,7 +109,8 @@ def train(data_dir: Path, output: Path, select: bool, recipe_name: str | None = 
                            ["recipe", "mean_f1", "min_f1"], title="XSTest v2 leave-one-model-out F1"))
     recipe = recipes.ALL_RESPONSE_RECIPES[name]
     train_texts, train_y, weights, truncated = training_rows(pool)
-    clf = fit_with_cache(make_classifier(recipe), train_texts, train_y, cache, sample_weight=weights)
+    clf = fit_with_cache(make_classifier(recipe), train_texts, train_y, cache, sample_weight=weights,
+                         validation_rows=np.arange(len(train_texts)) < len(pool))
     sources = (
         pool.groupby(["source", "model"])
         .agg(rows=("label", "size"), refusal_rate=("label", lambda s: float((s == "refusal").mean())))
