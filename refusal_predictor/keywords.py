@@ -46,10 +46,13 @@ class KeywordRefusalDetector:
         haystack = text.lower().replace("\u2019", "'")
         return [p for p, n in zip(self.phrases, self._needles) if n in haystack]
 
+    def flags(self, X: str | Iterable[str]) -> np.ndarray:
+        """Boolean array: which texts contain a phrase (what the 0/1 probabilities encode)."""
+        return np.asarray([bool(self.matches(t)) for t in as_texts(X)], dtype=bool)
+
     def predict_proba(self, X: str | Iterable[str]) -> np.ndarray:
-        texts = as_texts(X)
-        hits = np.asarray([bool(self.matches(t)) for t in texts], dtype=np.float64)
-        return np.column_stack([1.0 - hits, hits]) if texts else np.zeros((0, 2))
+        hits = self.flags(X).astype(np.float64)
+        return np.column_stack([1.0 - hits, hits]) if len(hits) else np.zeros((0, 2))
 
     def predict(self, X: str | Iterable[str]) -> np.ndarray:
-        return np.where(self.predict_proba(X)[:, 1] >= 0.5, CLASSES[1], CLASSES[0]).astype(object)
+        return np.where(self.flags(X), CLASSES[1], CLASSES[0]).astype(object)

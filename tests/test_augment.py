@@ -37,7 +37,7 @@ def test_openings_are_short_prefixes():
 def test_truncated_rows_keep_true_labels(paper_train, truncated):
     assert len(truncated) > 1000
     assert set(truncated["fine_label"]) == {"truncated"}
-    flagged = KeywordRefusalDetector(REFUSAL_CUES).predict_proba(truncated["response"].tolist())[:, 1] >= 0.5
+    flagged = KeywordRefusalDetector(REFUSAL_CUES).flags(truncated["response"].tolist())
     is_refusal = (truncated["label"] == "refusal").to_numpy()
     # a compliance's opening that reads as a refusal ("As an AI language model, I cannot ...")
     # is left out; a refusal's opening is kept only when the refusal is in it

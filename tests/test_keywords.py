@@ -10,3 +10,5 @@ def test_keyword_detector():
     proba = kw.predict_proba(["I cannot do that"])
     assert proba.shape == (1, 2) and proba[0, 1] == 1.0
     assert kw.matches("As an AI language model") == ["As an", "As an AI"]
+    assert kw.flags(["I cannot do that", "Here is the recipe.", ""]).tolist() == [True, False, False]
+    assert kw.flags([]).shape == (0,) and kw.predict_proba([]).shape == (0, 2)

@@ -76,7 +76,7 @@ def truncated_responses(pool: pd.DataFrame) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=pool.columns)
     # unanimity over every response an opening opens, before any filter
     frame = frame[frame.groupby("response")["label"].transform("nunique") == 1]
-    flagged = cues.predict_proba(frame["response"].tolist())[:, 1] >= 0.5
+    flagged = cues.flags(frame["response"].tolist())
     compliance = (frame["label"] == "compliance") & (frame["source"] != "gptfuzz")
     keep = (compliance & ~flagged) | ((frame["label"] == "refusal") & flagged)
     frame = frame[keep]

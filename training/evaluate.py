@@ -83,7 +83,7 @@ def short_answer_report(model: ResponseClassifier, data_dir: Path) -> list[dict[
         ("paper test refusals, openings", cut("refusal"), True, "higher"),
     ]:
         texts = sorted(texts - seen)
-        texts = [t for t, flag in zip(texts, cues.predict_proba(texts)[:, 1] >= 0.5) if flag == want_cue]
+        texts = [t for t, flag in zip(texts, cues.flags(texts)) if flag == want_cue]
         rows.append({"probe": name, "n": len(texts), "better": better,
                      "refusal-predictor (shipped)": float(np.mean(model.refusal_probability(texts) >= model.threshold)),
                      "paper TF-IDF+LogReg": float(np.mean(baseline(texts) >= 0.5))})
