@@ -193,7 +193,14 @@ def test_every_target_has_a_model_card(target):
     heads = {row["recipe"] for row in card["model_selection"]}
     assert heads == {"ngrams+minilm-logreg", "ngrams+minilm-lightgbm"}
     assert card["recipe"] == max(card["model_selection"], key=lambda r: (r["accuracy"], r["f1"]))["recipe"]
+    # the selection table was cross-validated on gpt-3.5-turbo's prompts: every card says so
+    protocol = card["model_selection_protocol"]
+    assert f"gpt-3.5-turbo's {card['model_selection'][0]['n']} bootstrapped prompts" in protocol
     assert (folder / "MODEL_CARD.md").read_text().startswith(f"# Prompt classifier: {target}")
+    assert protocol in (folder / "MODEL_CARD.md").read_text()
+    # bootstrapped by the response model that ships beside it, so retraining reproduces its labels
+    response_manifest = json.loads((shipped_path("response") / "manifest.json").read_text())
+    assert card["training"]["response_model_sha256"] == response_manifest["files"]["model.joblib"]
     assert json.loads((folder / "model_card.json").read_text()) == card
     # metrics under the evaluation protocols that cover this LLM, or a note saying none does
     evaluation = card["evaluation"]

@@ -20,9 +20,10 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
+import pandas as pd
 
 from refusal_predictor import ResponseClassifier
 from refusal_predictor.keywords import KeywordRefusalDetector
@@ -37,10 +38,16 @@ logger = logging.getLogger(__name__)
 COLUMNS = ["model", "n", "accuracy", "f1", "precision", "recall", "auroc"]
 
 
-def paper_split_report(model: ResponseClassifier) -> list[dict[str, Any]]:
-    train, _, test = data.paper_split()
+def paper_response_baseline() -> Callable[[list[str]], np.ndarray]:
+    """The paper's TF-IDF(1-3) + LogReg(C=10), trained on its train split's responses."""
+    train, _, _ = data.paper_split()
+    return paper_tfidf_logreg(train["response"].tolist(), refusal_y(train))
+
+
+def paper_split_report(model: ResponseClassifier, baseline: Callable[[list[str]], np.ndarray] | None = None) -> list[dict[str, Any]]:
+    _, _, test = data.paper_split()
     texts, y = test["response"].tolist(), refusal_y(test)
-    baseline = paper_tfidf_logreg(train["response"].tolist(), refusal_y(train))
+    baseline = paper_response_baseline() if baseline is None else baseline
     rows = [
         {"model": "refusal-predictor (shipped)", **binary_metrics(y, model.refusal_probability(texts), model.threshold)},
         {"model": "paper TF-IDF+LogReg (reproduced)", **binary_metrics(y, baseline(texts))},
@@ -52,7 +59,10 @@ def paper_split_report(model: ResponseClassifier) -> list[dict[str, Any]]:
 SHORT_ANSWER_CHARS = 80
 
 
-def short_answer_report(model: ResponseClassifier, data_dir: Path) -> list[dict[str, Any]]:
+def short_answer_report(
+    model: ResponseClassifier, data_dir: Path, pool: pd.DataFrame | None = None,
+    baseline: Callable[[list[str]], np.ndarray] | None = None,
+) -> list[dict[str, Any]]:
     """Short texts, which the labelled test sets barely contain: the share scored as refusal.
 
     Three probes without hand labels, so each is filtered by refusal cues
@@ -64,12 +74,14 @@ def short_answer_report(model: ResponseClassifier, data_dir: Path) -> list[dict[
     Texts that are training rows of the shipped recipe (the pool or its openings) are left out.
     The probes share the cue filter with the training openings, so they miss what the cues miss
     (a compliance opening "As an AI language model, I ...", a refusal without any cue).
+    ``pool`` (the response training pool) and ``baseline`` (:func:`paper_response_baseline`) are
+    built here unless the caller already has them.
     """
     cues = KeywordRefusalDetector(augment.REFUSAL_CUES)
-    pool = training_pool(data_dir)
+    pool = training_pool(data_dir) if pool is None else pool
     seen = set(pool["response"]) | set(augment.truncated_responses(pool)["response"])
-    train, _, test = data.paper_split()
-    baseline = paper_tfidf_logreg(train["response"].tolist(), refusal_y(train))
+    _, _, test = data.paper_split()
+    baseline = paper_response_baseline() if baseline is None else baseline
     answers = data.load_alpaca_eval(data_dir)["response"].str.strip()
     short = set(answers[(answers.str.len() > 0) & (answers.str.len() < SHORT_ANSWER_CHARS)])
 
@@ -94,14 +106,17 @@ class LomoNeedsFoldEmbeddings(RuntimeError):
     """Leave-one-model-out of a fine-tuned recipe was asked for without per-fold embeddings."""
 
 
-def xstest_lomo_report(data_dir: Path, recipe_name: str, lomo_embeddings: Path | None = None) -> list[dict[str, Any]]:
+def xstest_lomo_report(
+    data_dir: Path, recipe_name: str, lomo_embeddings: Path | None = None, pool: pd.DataFrame | None = None,
+) -> list[dict[str, Any]]:
     """Leave one XSTest completion set out: train the recipe on everything else, test on it.
 
     A recipe over an encoder fine-tuned on this pool needs ``lomo_embeddings``: per held-out model,
     the embeddings of an encoder fine-tuned without that model's responses (the shipped encoder
-    has seen them, so using it here would leak the test rows).
+    has seen them, so using it here would leak the test rows). ``pool``: the response training
+    pool, read from ``data_dir`` unless given.
     """
-    pool = training_pool(data_dir)
+    pool = training_pool(data_dir) if pool is None else pool
     recipe = recipes.ALL_RESPONSE_RECIPES[recipe_name]
     finetuned = recipe_name in recipes.FINETUNED_RESPONSE_CANDIDATES
     if finetuned and lomo_embeddings is None:
@@ -150,13 +165,14 @@ def xstest_lomo_report(data_dir: Path, recipe_name: str, lomo_embeddings: Path |
 def response_report(data_dir: Path, model_path: Path | None = None, lomo_embeddings: Path | None = None) -> dict[str, Any]:
     model = ResponseClassifier.load(model_path)
     recipe_name = model.metadata.get("recipe", recipes.RESPONSE_RECIPE_NAME)
-    paper_rows = paper_split_report(model)
+    pool, baseline = training_pool(data_dir), paper_response_baseline()
+    paper_rows = paper_split_report(model, baseline)
     print(format_table(paper_rows, COLUMNS, title="\nResponse classifier: the paper's test split (256 responses)"))
-    short_rows = short_answer_report(model, data_dir)
+    short_rows = short_answer_report(model, data_dir, pool, baseline)
     print(format_table(short_rows, list(short_rows[0]),
                        title="\nResponse classifier: short texts scored as refusal (cue-filtered, no hand labels)"))
     try:
-        lomo_rows = xstest_lomo_report(data_dir, recipe_name, lomo_embeddings)
+        lomo_rows = xstest_lomo_report(data_dir, recipe_name, lomo_embeddings, pool)
     except LomoNeedsFoldEmbeddings as exc:
         print(f"\nResponse classifier: XSTest v2 leave-one-model-out not run: {exc}")
         return {"paper_split": paper_rows, "short_answers": short_rows, "xstest_lomo": None,

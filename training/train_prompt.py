@@ -36,6 +36,8 @@ logger = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_TARGETS = ("gpt-3.5-turbo", "gpt-4", "llama-2-7b-chat", "llama-3-8b-instruct", "mistral-7b-instruct")
 MIN_PROMPTS = 300
+# The recipe is chosen once, by CV on this target's labels (the largest log), for every target.
+SELECTION_TARGET = DEFAULT_TARGETS[0]
 # Logs of any LLM from these sources join every target's training as auxiliary rows: they hold the
 # harmful, jailbreak and borderline prompts that a single LLM's logs cover thinly.
 AUXILIARY_SOURCES = ("xstest-v2", "refusal-direction", "jailbreakbench", "llm-past-tense")
@@ -112,7 +114,7 @@ def target_rows(labelled: pd.DataFrame, target: str, aux_weight: float = 0.0) ->
     return pd.concat([own, merge_by_prompt(aux).assign(weight=aux_weight, auxiliary=True)], ignore_index=True)
 
 
-def select_recipe(labelled: pd.DataFrame, target: str = "gpt-3.5-turbo") -> tuple[str, list[dict]]:
+def select_recipe(labelled: pd.DataFrame, target: str = SELECTION_TARGET) -> tuple[str, list[dict]]:
     """Compare the prompt recipes by 5-fold CV on one target's bootstrapped labels."""
     rows = target_rows(labelled, target)
     prompts = rows["prompt"].tolist()
@@ -143,8 +145,10 @@ def fit_target(
 def train_target(
     target: str, labelled: pd.DataFrame, output_root: Path, rc: ResponseClassifier,
     recipe_name: str = recipes.PROMPT_RECIPE_NAME, selection_rows: list[dict] | None = None,
-    aux_weight: float = recipes.PROMPT_AUX_WEIGHT,
+    aux_weight: float = recipes.PROMPT_AUX_WEIGHT, recorded: bool = False,
 ) -> dict[str, Any] | None:
+    """Fit and save one target with its card. ``selection_rows``: the CV table that chose the
+    recipe, from this run (``--select``) or ``recorded`` from the shipped default's card."""
     model, rows = fit_target(labelled, target, recipe_name, aux_weight)
     if model is None:
         return None
@@ -160,6 +164,7 @@ def train_target(
                    f"(+{int((~own).sum())} auxiliary prompts of other LLMs, weight {aux_weight}) with bootstrapped labels.",
         "recipe": recipe_name,
         "model_selection": selection_rows or [],
+        "model_selection_protocol": selection_protocol(selection_rows or [], recorded),
         "training": {
             "rows": int(own.sum()), "refusal_rate": float(y[own].mean()), "sources": sources,
             "auxiliary_rows": int((~own).sum()), "auxiliary_weight": aux_weight,
@@ -176,6 +181,19 @@ def train_target(
     write_model_card(folder, model.metadata)
     print(f"saved {folder}: {card['summary']} CV AUROC {card['evaluation']['cross_validation_vs_bootstrapped_labels'].get('auroc', float('nan')):.3f}")
     return card
+
+
+def selection_protocol(selection_rows: list[dict], recorded: bool = False) -> str:
+    """What a card's model-selection table measured. The recipe is chosen once, on
+    ``SELECTION_TARGET``'s labels, and serves every target: a gpt-4 card must not read as if its
+    table were cross-validated on gpt-4's prompts."""
+    n = selection_rows[0].get("n") if selection_rows else None
+    prompts = f"{n} bootstrapped prompts" if n is not None else "bootstrapped prompts"
+    text = (f"5-fold cross-validation on {SELECTION_TARGET}'s {prompts} (training data only), best accuracy; "
+            f"the recipe chosen there serves every target")
+    if recorded:
+        text += "; recorded from the run that chose it (train_prompt --select), with the response model of that run"
+    return text + "."
 
 
 def recorded_selection(recipe_name: str = recipes.PROMPT_RECIPE_NAME) -> list[dict]:
@@ -207,7 +225,7 @@ def main(argv: list[str] | None = None) -> None:
     labelled = bootstrapped_pool(args.data_dir, rc, args.labels_cache, args.targets)
     name, table = select_recipe(labelled) if args.select else (recipes.PROMPT_RECIPE_NAME, recorded_selection())
     for target in args.targets:
-        train_target(target, labelled, args.output_root, rc, name, table, args.aux_weight)
+        train_target(target, labelled, args.output_root, rc, name, table, args.aux_weight, recorded=not args.select)
 
 
 if __name__ == "__main__":
