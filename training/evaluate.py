@@ -79,7 +79,7 @@ def short_answer_report(
     """
     cues = KeywordRefusalDetector(augment.REFUSAL_CUES)
     pool = training_pool(data_dir) if pool is None else pool
-    seen = set(pool["response"]) | set(augment.truncated_responses(pool)["response"])
+    seen = set(training_rows(pool)[0])
     _, _, test = data.paper_split()
     baseline = paper_response_baseline() if baseline is None else baseline
     answers = data.load_alpaca_eval(data_dir)["response"].str.strip()
