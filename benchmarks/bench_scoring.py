@@ -1,13 +1,15 @@
 """End-to-end scoring throughput of the shipped classifiers, with baselines from the same run.
 
-    python benchmarks/bench_scoring.py [--runs 5]
+    python benchmarks/bench_scoring.py [--runs 5] [--providers CUDAExecutionProvider,CPUExecutionProvider]
 
 Prints texts per second (median of --runs timed runs after a warm-up) for the shipped
 ResponseClassifier on real ChatGPT responses and the shipped PromptClassifier on real prompts, at
 the default per-text embedding (batch 1, each score independent of its batch mates) and at
 encoder batch 64; the keyword baseline (llm-guard's NoRefusalLight phrases) and the n-gram part
 alone are measured beside them (for responses also an n-gram LogReg without the encoder), and
-each row gives its ratio to the keyword baseline.
+each row gives its ratio to the keyword baseline. ``--providers`` / ``--threads`` open the
+classifiers' encoders as ``configure_encoder`` does (e.g. the CUDA provider with onnxruntime-gpu);
+the line before the table says which providers the sessions really use.
 """
 from __future__ import annotations
 
@@ -48,10 +50,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--n", type=int, default=128, help="texts per run")
+    parser.add_argument("--providers", help="comma-separated onnxruntime providers for the encoders")
+    parser.add_argument("--threads", type=int, help="onnxruntime intra-op threads for the encoders")
     args = parser.parse_args()
     paper = data.load_paper()
     sets = {"response": paper["response"].tolist()[: args.n], "prompt": paper["prompt"].tolist()[: args.n]}
     models = {"response": ResponseClassifier.load(), "prompt": PromptClassifier.load()}
+    providers = args.providers.split(",") if args.providers else None
+    for model in models.values():
+        model.configure_encoder(providers=providers, num_threads=args.threads)
+    print("encoder providers in use:", {kind: m.features_.get_encoder().providers for kind, m in models.items()})
     keywords = KeywordRefusalDetector()
     print("| kind | scorer | texts/s | x keywords |")
     print("|---|---|---|---|")
