@@ -13,8 +13,8 @@ from .classifiers import HEADS
 logger = logging.getLogger("refusal_predictor.cli")
 
 
-def _add_io_options(p: argparse.ArgumentParser, text_field: str) -> None:
-    p.add_argument("--text-field", default=text_field, help=f"field holding the text (default: {text_field})")
+def _add_io_options(p: argparse.ArgumentParser, text_field: str | None, default_help: str | None = None) -> None:
+    p.add_argument("--text-field", default=text_field, help=f"field holding the text (default: {default_help or text_field})")
     p.add_argument("--format", dest="input_format", choices=["jsonl", "csv", "parquet"],
                    help="input format (default: from the extension; .jsonl.gz and .csv.gz are read gunzipped)")
     p.add_argument("--encoding", default="utf-8", help="input text encoding (default: utf-8)")
@@ -76,7 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float)
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     _add_threads_option(p)
-    _add_io_options(p, "response")
+    # None: the field named like --kind, so `bootstrap`'s output (prompt, label) evaluates as is and
+    # a log holding both fields never scores its responses with a prompt model.
+    _add_io_options(p, None, "the --kind: response or prompt")
 
     p = sub.add_parser("export-encoder", help="export a sentence-transformers model to an ONNX encoder folder (needs the [train] extra)")
     p.add_argument("model", help="hub name (needs internet) or local sentence-transformers folder")
@@ -84,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-quantize", action="store_true", help="keep fp32 weights (best on GPU)")
     p.add_argument("--max-seq-length", type=int)
 
-    p = sub.add_parser("info", help="list the shipped models and encoders with their metrics")
+    p = sub.add_parser("info", help="list the shipped models and encoders, one summary line each")
 
     p = sub.add_parser("bootstrap", help="label a log of prompt/response pairs with the response classifier (prompt labels)")
     p.add_argument("input", help="log with prompt and response fields (JSONL, CSV, Parquet)")
@@ -230,9 +232,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         raise ValueError(f"threshold must be a probability between 0 and 1, got {args.threshold}")
     model = _configured(cls.load(args.model), args)
-    texts, labels, bad = read_labelled(args.input, args.text_field, args.label_field, args.input_format, args.encoding)
+    text_field = args.kind if args.text_field is None else args.text_field
+    texts, labels, bad = read_labelled(args.input, text_field, args.label_field, args.input_format, args.encoding)
     if not texts:
-        print(f"error: {args.input} holds no usable labelled records (text field {args.text_field!r}, "
+        print(f"error: {args.input} holds no usable labelled records (text field {text_field!r}, "
               f"label field {args.label_field!r}); nothing to evaluate", file=sys.stderr)
         return 1
     metrics = binary_metrics(labels, model.refusal_probability(texts), model.threshold if args.threshold is None else args.threshold)

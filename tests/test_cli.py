@@ -213,3 +213,24 @@ def test_bad_options_and_undecodable_csv_are_named(ngram_model, tmp_path, capsys
     assert main(["label-responses", str(log), "-o", str(out), "--threshold", "2", "--model", str(ngram_model)]) == 2
     err = capsys.readouterr().err
     assert "unknown text encoding 'bogus'" in err and "threshold must be a probability" in err
+
+
+def test_evaluate_prompt_kind_reads_the_prompt_field(tmp_path, capsys):
+    # `--kind prompt` used to read the "response" field: bootstrap's own output (prompt, label)
+    # held "no usable records", and a log with both fields scored its responses as prompts.
+    _, _, test = data.paper_split()
+    rows = test.head(40)
+    labels = tmp_path / "labels.jsonl"
+    labels.write_text("".join(json.dumps({"prompt": p, "response": r, "label": l}) + "\n"
+                              for p, r, l in zip(rows["prompt"], rows["response"], rows["label"])), encoding="utf-8")
+    assert main(["evaluate", str(labels), "--kind", "prompt", "--json"]) == 0
+    default = json.loads(capsys.readouterr().out)
+    assert main(["evaluate", str(labels), "--kind", "prompt", "--text-field", "prompt", "--json"]) == 0
+    assert default == json.loads(capsys.readouterr().out)
+    assert main(["evaluate", str(labels), "--kind", "prompt", "--text-field", "response", "--json"]) == 0
+    assert default != json.loads(capsys.readouterr().out)
+    prompts_only = tmp_path / "prompts.jsonl"
+    prompts_only.write_text("".join(json.dumps({"prompt": p, "label": l}) + "\n" for p, l in zip(rows["prompt"], rows["label"])),
+                            encoding="utf-8")
+    assert main(["evaluate", str(prompts_only), "--kind", "prompt", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == default and default["n"] == 40
