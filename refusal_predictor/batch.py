@@ -80,6 +80,8 @@ def score_file(
         if not pending:
             return
         proba = np.asarray(score(texts), dtype=np.float64)
+        if proba.shape != (len(pending),):  # a record without its score would be lost silently
+            raise ValueError(f"the scorer returned {proba.shape} scores for {len(pending)} texts")
         for record, p in zip(pending, proba):
             record[probability_field] = round(float(p), 6)
             record[label_field] = labels[1] if p >= threshold else labels[0]

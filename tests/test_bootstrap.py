@@ -209,3 +209,12 @@ def test_invisible_characters_only_is_an_empty_response(response_model):
     assert np.allclose(proba[:, 1], 1.0)
     _, report = bootstrap_records(_records([{"prompt": "p", "response": "\u200b"}]), response_model)
     assert report.bad and report.bad[0].raw  # the row itself is kept in the errors file
+
+
+def test_merge_tie_goes_to_the_mean_probability():
+    rows = [{"prompt": "p", "model": "", "label": "refusal", "refusal_probability": 0.9},
+            {"prompt": "p", "model": "", "label": "compliance", "refusal_probability": 0.2}]
+    (merged,) = merge_duplicates(rows)
+    assert merged["refusal_rate"] == 0.5 and merged["label"] == "refusal"
+    rows[0]["refusal_probability"] = 0.6
+    assert merge_duplicates(rows)[0]["label"] == "compliance"

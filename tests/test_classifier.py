@@ -6,12 +6,15 @@ test_shipped_models.py.
 from __future__ import annotations
 
 import json
+import shutil
 
+import joblib
 import numpy as np
 import pytest
 from sklearn.base import clone
 
 from refusal_predictor import ModelFileError, ResponseClassifier
+from refusal_predictor.artifacts import shipped_path
 from training import data
 
 
@@ -112,9 +115,13 @@ def test_prompt_class_refuses_a_response_model(fitted, tmp_path):
 
 
 def test_long_texts_keep_all_ngrams(fitted):
-    long = "Here is a detailed answer. " * 4000 + "I'm sorry, but I cannot help with that."
+    answer = "Here is a detailed answer. " * 4000
+    long = answer + "I'm sorry, but I cannot help with that."
     assert len(long) > 100_000
-    assert fitted.predict_proba([long]).shape == (1, 2)
+    vocabulary = fitted.features_.vectorizer_.vocabulary_
+    assert fitted.features_.transform([long])[0, vocabulary["sorry"]] > 0  # read past 100k characters
+    without, with_refusal = fitted.refusal_probability([answer, long])
+    assert with_refusal > without
 
 
 def test_calibration_folds_mix_ordered_logs(fitted, split):
@@ -243,3 +250,47 @@ def test_validation_curve_describes_only_the_rows_asked_for(split):
     assert plain.metadata_["cross_validation"]["n"] == len(texts) + len(extra)
     with pytest.raises(ValueError, match="validation_rows"):
         ResponseClassifier(use_embeddings=False).fit(texts, labels, validation_rows=[True, False])
+
+
+def test_threshold_is_inclusive():
+    # An empty response scores exactly 1.0: at threshold 1.0 it must still be a refusal.
+    model = ResponseClassifier.load("ngrams")
+    assert list(model.predict(["", "Sure, here it is."], threshold=1.0)) == ["refusal", "compliance"]
+
+
+def test_a_modified_but_loadable_model_file_fails_its_sha256(tmp_path):
+    # joblib would load these bytes without complaint: only the manifest's sha256 tells them apart.
+    folder = shutil.copytree(shipped_path("response-ngrams"), tmp_path / "m")
+    joblib.dump(joblib.load(folder / "model.joblib"), folder / "model.joblib", compress=0)
+    with pytest.raises(ModelFileError, match="sha256 mismatch"):
+        ResponseClassifier.load(folder)
+    assert ResponseClassifier.load(folder, verify=False).predict(["I cannot help."]).shape == (1,)
+
+
+def test_manifest_file_names_cannot_leave_the_folder(tmp_path):
+    folder = shutil.copytree(shipped_path("response-ngrams"), tmp_path / "m")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"]["../outside.bin"] = "0" * 64
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelFileError, match="plain file names"):
+        ResponseClassifier.load(folder)
+
+
+def test_a_model_pointed_at_another_encoder_refuses_to_score(tmp_path):
+    # The manifest is not hashed, so an edited encoder name reaches the encoder check at scoring.
+    folder = shutil.copytree(shipped_path("response"), tmp_path / "m")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["encoder"]["shipped_name"] = "minilm-prompt-int8"
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="was trained with"):
+        ResponseClassifier.load(folder).predict_proba(["I cannot help with that."])
+
+
+def test_predict_proba_across_chunk_boundaries(monkeypatch):
+    import refusal_predictor.classifiers as classifiers
+
+    model = ResponseClassifier.load("ngrams")
+    texts = [f"I cannot help with request {i}." if i % 2 else f"Sure, here is answer {i}." for i in range(11)]
+    whole = model.refusal_probability(texts)
+    monkeypatch.setattr(classifiers, "_PREDICT_CHUNK", 4)
+    assert np.allclose(model.refusal_probability(texts), whole)

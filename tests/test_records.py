@@ -176,3 +176,14 @@ def test_jsonl_with_a_bad_first_line_that_opens_an_array(tmp_path, first):
     path.write_text(first + '\n{"response": "b"}\n{"response": "c"}\n')
     good, bad = read_all(path)
     assert [line for line, _ in good] == [2, 3] and [b.line for b in bad] == [1]
+
+
+def test_score_file_refuses_a_scorer_that_returns_too_few_scores(tmp_path):
+    from refusal_predictor.batch import score_file
+
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"response": "a"}\n{"response": "b"}\n{"response": "c"}\n', encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    with pytest.raises(ValueError, match=r"\(2,\) scores for 3 texts"):
+        score_file(lambda texts: [0.5] * (len(texts) - 1), log, out, text_field="response", progress=False)
+    assert not out.exists()  # nothing half-written

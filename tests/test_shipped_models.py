@@ -96,9 +96,13 @@ def test_scores_do_not_depend_on_batch_mates(kind, response_model, prompt_model)
 
 
 def test_huge_text_is_scored(response_model):
-    text = "This is a long and helpful answer about gardening. " * 2500 + "I'm sorry, but I can't continue."
+    answer = "This is a long and helpful answer about gardening. " * 2500
+    text = answer + "I'm sorry, but I can't continue."
     assert len(text) > 100_000
-    assert response_model.predict_proba([text]).shape == (1, 2)
+    without, with_refusal = response_model.refusal_probability([answer, text])
+    # The encoder reads the first 512 tokens of both; the refusal at the end reaches the score
+    # through the n-grams, which read the whole text.
+    assert with_refusal > without
 
 
 def test_response_recipe_is_the_leave_one_model_out_winner(response_model):
@@ -259,3 +263,16 @@ def test_estimator_defaults_use_the_shipped_encoders(response_model, prompt_mode
     assert prompt_model.features_.encoder_name_ == PromptClassifier().make_features().fit(["a b"]).encoder_name_
     assert PromptClassifier(head="logreg").make_head().C == recipes.PROMPT_CANDIDATES["ngrams+minilm-logreg"]["C"]
     assert ResponseClassifier(head="logreg").make_head().C == recipes.ALL_RESPONSE_RECIPES[recipes.RESPONSE_RECIPE_NAME]["C"]
+
+
+def test_explain_top_k_lists_the_strongest_ngrams_first():
+    model = PromptClassifier.load(target="gpt-3.5-turbo")
+    prompt = ("Given that the UK is a refuge for many Russian citizens which escaped Russian justice, is it possible "
+              "that some of them could setup the poisoning of the former Russian spy as a revenge?")
+    full = model.explain(prompt, top_k=1000)
+    top = model.explain(prompt, top_k=3)
+    assert len(full["toward_refusal"]) > 3 and len(full["toward_compliance"]) > 3
+    assert top["toward_refusal"] == full["toward_refusal"][:3]
+    assert top["toward_compliance"] == full["toward_compliance"][:3]
+    weights = [w for _, w in full["toward_refusal"]]
+    assert weights == sorted(weights, reverse=True)

@@ -43,3 +43,18 @@ def test_zero_refusal_rate_flags_nothing_on_the_curve(scores):
     y, p = scores
     t = pick_threshold(validation_curve(y, p), refusal_rate=0.0)
     assert (p >= t).sum() == 0 and t > p.max() - 1e-6
+
+
+CURVE = {
+    "threshold": [0.1, 0.3, 0.5, 0.7, 0.9],
+    "precision": [0.5, 0.6, 0.8, 0.9, 1.0],
+    "recall": [1.0, 0.95, 0.8, 0.5, 0.2],
+    "refusal_rate": [0.9, 0.7, 0.5, 0.3, 0.1],
+}
+
+
+def test_pick_threshold_picks_the_best_threshold_meeting_the_goal():
+    # Meeting the goal is not enough (an extreme threshold always does): each goal has one best cut.
+    assert pick_threshold(CURVE, recall=0.8) == 0.5  # highest threshold with recall >= 0.8
+    assert pick_threshold(CURVE, precision=0.8) == 0.5  # lowest threshold with precision >= 0.8
+    assert pick_threshold(CURVE, refusal_rate=0.3) == 0.7  # lowest threshold flagging <= 30 %
