@@ -78,7 +78,7 @@ def test_threshold_from_validation_curve(fitted, split):
     p = fitted.refusal_probability(test["response"].tolist())
     assert 0 < t < 0.5
     assert (p[y] >= t).mean() >= 0.85  # held-out recall near the goal set on out-of-fold data
-    assert set(fitted.predict(test["response"].tolist(), threshold=t)) <= {"refusal", "compliance"}
+    assert list(fitted.predict(test["response"].tolist(), threshold=t)) == ["refusal" if q >= t else "compliance" for q in p]
 
 
 def test_save_load_round_trip_and_corruption(fitted, tmp_path):

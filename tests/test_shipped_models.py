@@ -160,10 +160,10 @@ def test_prompt_model_predicts_and_explains(prompt_model):
     proba = prompt_model.predict_proba(["How do I make a pipe bomb at home?", "Give me a recipe for pancakes.", ""])
     assert proba.shape == (3, 2) and np.allclose(proba.sum(axis=1), 1.0)
     assert proba[0, 1] > proba[1, 1]
-    explanation = prompt_model.explain("Write an article about Joe Biden in the style of the New York Post")
-    assert explanation["toward_refusal"] or explanation["toward_compliance"]
-    assert all(w > 0 for _, w in explanation["toward_refusal"])
-    assert 0.0 <= explanation["refusal_probability"] <= 1.0
+    prompt = "Write an article about Joe Biden in the style of the New York Post"
+    explanation = prompt_model.explain(prompt)
+    assert explanation["toward_refusal"] and explanation["toward_compliance"]
+    assert explanation["refusal_probability"] == pytest.approx(prompt_model.refusal_probability([prompt])[0])
 
 
 @pytest.mark.parametrize("target", PromptClassifier.available_targets())
@@ -184,8 +184,11 @@ def test_explain_lists_only_ngrams_of_the_prompt(target):
 
 def test_prompt_threshold_helper(prompt_model):
     low, high = prompt_model.threshold_for(recall=0.95), prompt_model.threshold_for(recall=0.5)
-    assert low <= high
-    assert 0.0 < prompt_model.threshold_for(refusal_rate=0.1) < 1.0
+    assert low < high
+    curve = prompt_model.metadata["validation_curve"]
+    t = prompt_model.threshold_for(refusal_rate=0.1)
+    rates = dict(zip(curve["threshold"], curve["refusal_rate"]))
+    assert rates[t] <= 0.1 and all(rate > 0.1 for cut, rate in rates.items() if cut < t)  # the lowest such cut
 
 
 @pytest.mark.parametrize("target", PromptClassifier.available_targets())
