@@ -279,3 +279,23 @@ def test_explain_top_k_lists_the_strongest_ngrams_first():
     assert top["toward_compliance"] == full["toward_compliance"][:3]
     weights = [w for _, w in full["toward_refusal"]]
     assert weights == sorted(weights, reverse=True)
+
+
+@pytest.mark.parametrize("name,window", [("minilm-refusal-int8", 512), ("minilm-prompt-int8", 256), ("all-MiniLM-L6-v2-int8", 256)])
+def test_shipped_encoders_read_exactly_their_window(name, window):
+    # A word just inside the window moves the embedding, one just past it does not: the encoder
+    # reads what its manifest says (a 256-token cap on the 512-token response encoder would halve
+    # what it reads, and no score test would notice).
+    encoder = OnnxEncoder.load(shipped_path("encoders", name))
+    assert encoder.max_seq_length == window
+    words = ["the"] * (window + 50)  # one token each
+
+    def embedding(position: int | None) -> np.ndarray:
+        text = list(words)
+        if position is not None:
+            text[position] = "bomb"
+        return encoder.encode([" ".join(text)], batch_size=1)[0]
+
+    plain = embedding(None)
+    assert np.abs(embedding(window - 12) - plain).max() > 1e-3
+    np.testing.assert_array_equal(embedding(window + 10), plain)
