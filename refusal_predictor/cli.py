@@ -30,6 +30,23 @@ def _configured(model, args: argparse.Namespace):
     return model.configure_encoder(num_threads=args.threads) if args.threads is not None else model
 
 
+def _add_label_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--label-field", default="label")
+    p.add_argument("--refusal-values", type=_value_set, metavar="V1,V2",
+                   help="label values that mean refusal, e.g. a tone scheme's 'rejected,redirected'; "
+                        "given alone, every other value means compliance")
+    p.add_argument("--compliance-values", type=_value_set, metavar="V1,V2",
+                   help="label values that mean compliance; given alone, every other value means refusal; "
+                        "given with --refusal-values, other values are skipped and reported")
+
+
+def _value_set(text: str) -> frozenset[str]:
+    values = frozenset(v.strip().lower() for v in text.split(",") if v.strip())
+    if not values:
+        raise argparse.ArgumentTypeError("expected comma-separated label values")
+    return values
+
+
 def _add_score_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", required=True,
                    help="output file: .jsonl, .json (one array), .csv or .parquet; .jsonl.gz / .csv.gz are gzipped")
@@ -60,9 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_score_options(p)
 
     p = sub.add_parser("train-response", help="train a response classifier on your own labelled responses")
-    p.add_argument("input", help="labelled file with a text field and a label field (refusal/compliance or 1/0)")
+    p.add_argument("input", help="labelled file with a text field and a label field (refusal/compliance, "
+                                 "1/0, or the values named by --refusal-values / --compliance-values)")
     p.add_argument("-o", "--output", required=True, help="model folder to write")
-    p.add_argument("--label-field", default="label")
+    _add_label_options(p)
     p.add_argument("--head", choices=list(HEADS), default="logreg")
     p.add_argument("--encoder", help="encoder folder or shipped encoder name (default: the one the shipped response model uses)")
     p.add_argument("--no-embeddings", action="store_true", help="n-gram features only (no encoder)")
@@ -72,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="labelled file")
     p.add_argument("--kind", choices=["response", "prompt"], default="response")
     p.add_argument("--model", help="model folder (default: the shipped one of that kind)")
-    p.add_argument("--label-field", default="label")
+    _add_label_options(p)
     p.add_argument("--threshold", type=float)
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     _add_threads_option(p)
@@ -180,9 +198,29 @@ def _exit_status(read: int, used: int, path: str, hint: str) -> int:
     return 0
 
 
-def read_labelled(path: str, text_field: str, label_field: str, input_format=None, encoding="utf-8"):
-    """Texts and 0/1 labels of a labelled file; bad records are reported, not dropped silently."""
+def _label_of(value, refusal_values: frozenset[str] | None, compliance_values: frozenset[str] | None) -> int:
+    """0/1 for a label value: the class names, 1/0 and booleans, or a user's own scheme (a fine
+    label such as the paper's tones) named by ``--refusal-values`` / ``--compliance-values``."""
     from .classifiers import as_labels
+
+    if value is None or not (refusal_values or compliance_values):
+        return int(as_labels([value])[0])
+    key = str(value).strip().lower()
+    if refusal_values and key in refusal_values:
+        return 1
+    if compliance_values and key in compliance_values:
+        return 0
+    if refusal_values and compliance_values:
+        raise ValueError(f"neither in --refusal-values {sorted(refusal_values)} nor in --compliance-values {sorted(compliance_values)}")
+    return 0 if refusal_values else 1
+
+
+def read_labelled(path: str, text_field: str, label_field: str, input_format=None, encoding="utf-8",
+                  refusal_values: frozenset[str] | None = None, compliance_values: frozenset[str] | None = None):
+    """Texts and 0/1 labels of a labelled file; bad records are reported, not dropped silently."""
+    both = (refusal_values or frozenset()) & (compliance_values or frozenset())
+    if both:
+        raise ValueError(f"label values {sorted(both)} are in both --refusal-values and --compliance-values")
     from .records import BadRecord, get_text, read_all
 
     good, bad = read_all(path, input_format, encoding)
@@ -193,9 +231,11 @@ def read_labelled(path: str, text_field: str, label_field: str, input_format=Non
             bad.append(text)
             continue
         try:
-            label = as_labels([record.get(label_field)])[0]
-        except ValueError:
-            bad.append(BadRecord(line, f"field {label_field!r} is {record.get(label_field)!r}; expected refusal/compliance or 1/0"))
+            label = _label_of(record.get(label_field), refusal_values, compliance_values)
+        except ValueError as exc:
+            expected = str(exc) if (refusal_values or compliance_values) and record.get(label_field) is not None \
+                else "expected refusal/compliance or 1/0 (or name your values with --refusal-values)"
+            bad.append(BadRecord(line, f"field {label_field!r} is {record.get(label_field)!r}; {expected}"))
             continue
         texts.append(text)
         labels.append(label)
@@ -214,7 +254,8 @@ def _print_skipped(bad, path, limit: int = 5) -> None:
 def _cmd_train_response(args: argparse.Namespace) -> int:
     from .classifiers import ResponseClassifier
 
-    texts, labels, bad = read_labelled(args.input, args.text_field, args.label_field, args.input_format, args.encoding)
+    texts, labels, bad = read_labelled(args.input, args.text_field, args.label_field, args.input_format, args.encoding,
+                                       args.refusal_values, args.compliance_values)
     model = ResponseClassifier(head=args.head, encoder=args.encoder, use_embeddings=not args.no_embeddings)
     model.fit(texts, labels)
     model.save(args.output, metadata={"training": {"file": str(args.input), "rows": len(texts), "skipped": len(bad)}})
@@ -233,11 +274,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         raise ValueError(f"threshold must be a probability between 0 and 1, got {args.threshold}")
     model = _configured(cls.load(args.model), args)
     text_field = args.kind if args.text_field is None else args.text_field
-    texts, labels, bad = read_labelled(args.input, text_field, args.label_field, args.input_format, args.encoding)
+    texts, labels, bad = read_labelled(args.input, text_field, args.label_field, args.input_format, args.encoding,
+                                       args.refusal_values, args.compliance_values)
     if not texts:
         print(f"error: {args.input} holds no usable labelled records (text field {text_field!r}, "
               f"label field {args.label_field!r}); nothing to evaluate", file=sys.stderr)
         return 1
+    if len(set(labels)) == 1:
+        print(f"warning: every usable record of {args.input} is labelled {model.classes_[labels[0]]!r} "
+              f"({len(bad)} skipped): F1, precision, recall and AUROC say nothing here", file=sys.stderr)
     metrics = binary_metrics(labels, model.refusal_probability(texts), model.threshold if args.threshold is None else args.threshold)
     metrics["skipped"] = len(bad)
     if args.json:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -285,3 +286,33 @@ def test_evaluate_threshold_is_used(tmp_path, capsys):
     assert main(["evaluate", str(held), "--model", "ngrams", "--json", "--threshold", "0"]) == 0
     metrics = json.loads(capsys.readouterr().out)
     assert metrics["recall"] == 1.0 and metrics["accuracy"] == 0.5  # everything called a refusal
+
+
+def test_label_values_map_a_fine_label_scheme(tmp_path, capsys):
+    # The shipped example log carries the paper's tones, not refusal/compliance: they could not be
+    # evaluated (every record skipped) until a user could say which values mean refusal.
+    example = str(Path(__file__).resolve().parent.parent / "examples" / "chatgpt_responses.jsonl")
+    tones = [r["human_tone"] for r in _jsonl(Path(example))]
+    assert main(["evaluate", example, "--label-field", "human_tone", "--model", "ngrams", "--json"]) == 0
+    out = capsys.readouterr()  # only "complied" is a known label name: the refusal tones were skipped
+    assert json.loads(out.out)["skipped"] == sum(t != "complied" for t in tones)
+    assert "name your values with --refusal-values" in out.err
+    assert "every usable record of" in out.err and "is labelled 'compliance'" in out.err
+    assert main(["evaluate", example, "--label-field", "human_tone", "--compliance-values", "complied",
+                 "--model", "ngrams", "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["n"] == len(tones) and metrics["refusal_rate"] == pytest.approx(sum(t != "complied" for t in tones) / len(tones))
+    # Both sets given: a value in neither is skipped with its line, not guessed.
+    assert main(["evaluate", example, "--label-field", "human_tone", "--compliance-values", "Complied",
+                 "--refusal-values", "rejected,redirected,contradicted", "--model", "ngrams", "--json"]) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out)["n"] == sum(t != "disclaimed" for t in tones)
+    first = tones.index("disclaimed") + 1
+    assert f"chatgpt_responses.jsonl:{first}: field 'human_tone' is 'disclaimed'; neither in --refusal-values" in out.err
+    assert main(["evaluate", example, "--label-field", "human_tone", "--compliance-values", "complied",
+                 "--refusal-values", "complied"]) == 2
+    assert "in both --refusal-values and --compliance-values" in capsys.readouterr().err
+    model_dir = tmp_path / "m"
+    assert main(["train-response", example, "-o", str(model_dir), "--label-field", "human_tone",
+                 "--refusal-values", "rejected,redirected,contradicted,disclaimed", "--no-embeddings"]) == 0
+    assert f"trained on {len(tones)} responses ({sum(t != 'complied' for t in tones)} refusal)" in capsys.readouterr().out
