@@ -43,6 +43,7 @@ def test_wheel_ships_models_and_scores_without_torch(tmp_path):
                    "refusal_predictor/models/prompt/gpt-3.5-turbo/manifest.json"):
         assert needed in names, needed
     assert not any(n.startswith(("training/", "tests/")) for n in names)
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names), "the MIT licence text must ship"
 
     # A fresh environment: the wheel installed alone, its dependencies borrowed from this one.
     venv = tmp_path / "venv"
