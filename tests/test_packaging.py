@@ -44,6 +44,7 @@ def test_wheel_ships_models_and_scores_without_torch(tmp_path):
         assert needed in names, needed
     assert not any(n.startswith(("training/", "tests/")) for n in names)
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names), "the MIT licence text must ship"
+    assert "refusal_predictor/models/encoders/LICENSE-all-MiniLM-L6-v2.txt" in names  # Apache-2.0 weights
 
     # A fresh environment: the wheel installed alone, its dependencies borrowed from this one.
     venv = tmp_path / "venv"
