@@ -42,6 +42,14 @@ class ScoreReport:
         return text
 
 
+def checked_scores(score: Callable[[list[str]], np.ndarray], texts: list[str]) -> np.ndarray:
+    """One score per text, or an error: zipping records with too few scores would lose records silently."""
+    proba = np.asarray(score(texts), dtype=np.float64)
+    if proba.shape != (len(texts),):
+        raise ValueError(f"the scorer returned {proba.shape} scores for {len(texts)} texts")
+    return proba
+
+
 def score_file(
     score: Callable[[list[str]], np.ndarray],
     input_path: PathLike,
@@ -79,9 +87,7 @@ def score_file(
     def flush(writer: RecordWriter) -> None:
         if not pending:
             return
-        proba = np.asarray(score(texts), dtype=np.float64)
-        if proba.shape != (len(pending),):  # a record without its score would be lost silently
-            raise ValueError(f"the scorer returned {proba.shape} scores for {len(pending)} texts")
+        proba = checked_scores(score, texts)
         for record, p in zip(pending, proba):
             record[probability_field] = round(float(p), 6)
             record[label_field] = labels[1] if p >= threshold else labels[0]

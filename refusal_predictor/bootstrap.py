@@ -16,6 +16,7 @@ from typing import Iterable
 import numpy as np
 
 from .artifacts import PathLike
+from .batch import checked_scores
 from .classifiers import is_blank
 from .records import (
     BadRecord, RecordWriter, check_paths, default_errors_path, get_text, raw_of, read_records, write_bad_records,
@@ -82,7 +83,7 @@ def bootstrap_records(
     def flush() -> None:
         if not pending:
             return
-        proba = response_classifier.refusal_probability([r for _, r, _ in pending])
+        proba = checked_scores(response_classifier.refusal_probability, [r for _, r, _ in pending])
         for (prompt, _, model), p in zip(pending, proba):
             report.labelled += 1
             if min_confidence is not None and max(p, 1 - p) < min_confidence:

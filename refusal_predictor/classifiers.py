@@ -11,7 +11,7 @@ import logging
 import shutil
 import warnings
 from pathlib import Path
-from collections.abc import Mapping, Set as AbstractSet
+from collections.abc import Collection, Mapping, Set as AbstractSet
 from typing import Any, Iterable, Sequence
 
 import joblib
@@ -84,20 +84,62 @@ def is_blank(text: str) -> bool:
     return not text.translate(_INVISIBLE).strip()
 
 
-def as_labels(y: Iterable[Any]) -> np.ndarray:
-    """Labels as 0 (compliance) / 1 (refusal); accepts the class names, 0/1 and booleans."""
+def _label_key(value: Any) -> str | None:
+    """A label value as a lower-case key: booleans and whole numbers as their 0/1 spelling, so
+    ``True``, ``1``, ``1.0`` and ``"1"`` are one value; None or a blank string is no label."""
+    if isinstance(value, (bool, np.bool_)):
+        return str(int(value))
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        if np.isnan(value):  # a missing cell read by pandas
+            return None
+        return str(int(value)) if float(value).is_integer() else str(float(value))
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    key = str(value).strip().lower()
+    try:  # "1.0" from a CSV export of float labels
+        number = float(key)
+    except ValueError:
+        return key
+    return str(int(number)) if number.is_integer() else key
+
+
+def label_value(value: Any, refusal_values: Collection[str] | None = None,
+                compliance_values: Collection[str] | None = None) -> int:
+    """One label as 0 (compliance) / 1 (refusal), or a ValueError saying why it is none.
+
+    Accepts the class names, 0/1 and booleans, and a user's own scheme (e.g. the paper's tones):
+    values in ``refusal_values`` / ``compliance_values`` (lower-case) first, then the class names
+    and 0/1; given one set alone, every other value is the other class, as the paper counts every
+    tone but ``complied`` as a refusal. Given both, a value in neither is an error.
+    """
+    refusal_values, compliance_values = set(refusal_values or ()), set(compliance_values or ())
+    key = _label_key(value)
+    if key is None:
+        raise ValueError("no label (empty)")
+    if key in refusal_values:
+        return 1
+    if key in compliance_values:
+        return 0
+    if key in _LABEL_ALIASES:
+        return _LABEL_ALIASES[key]
+    if refusal_values and compliance_values:
+        raise ValueError(f"neither in the refusal values {sorted(refusal_values)} nor in the compliance values {sorted(compliance_values)}")
+    if refusal_values or compliance_values:
+        return 0 if refusal_values else 1
+    raise ValueError("expected 'refusal'/'compliance', 1/0 or a bool (or name your own values)")
+
+
+def as_labels(y: Iterable[Any], refusal_values: Collection[str] | None = None,
+              compliance_values: Collection[str] | None = None) -> np.ndarray:
+    """Labels as 0 (compliance) / 1 (refusal); see :func:`label_value` for what is accepted."""
     out = []
     for i, value in enumerate(y):
-        if isinstance(value, (bool, np.bool_)):
-            out.append(int(value))
-            continue
-        if isinstance(value, (int, np.integer)) and value in (0, 1):
-            out.append(int(value))
-            continue
-        key = str(value).strip().lower() if isinstance(value, str) else None
-        if key not in _LABEL_ALIASES:
-            raise ValueError(f"label {i} is {value!r}; expected 'refusal'/'compliance', 1/0 or a bool")
-        out.append(_LABEL_ALIASES[key])
+        try:
+            out.append(label_value(value, refusal_values, compliance_values))
+        except ValueError as exc:
+            raise ValueError(f"label {i} is {value!r}; {exc}") from None
     return np.asarray(out, dtype=np.int64)
 
 

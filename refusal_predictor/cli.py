@@ -198,29 +198,13 @@ def _exit_status(read: int, used: int, path: str, hint: str) -> int:
     return 0
 
 
-def _label_of(value, refusal_values: frozenset[str] | None, compliance_values: frozenset[str] | None) -> int:
-    """0/1 for a label value: the class names, 1/0 and booleans, or a user's own scheme (a fine
-    label such as the paper's tones) named by ``--refusal-values`` / ``--compliance-values``."""
-    from .classifiers import as_labels
-
-    if value is None or not (refusal_values or compliance_values):
-        return int(as_labels([value])[0])
-    key = str(value).strip().lower()
-    if refusal_values and key in refusal_values:
-        return 1
-    if compliance_values and key in compliance_values:
-        return 0
-    if refusal_values and compliance_values:
-        raise ValueError(f"neither in --refusal-values {sorted(refusal_values)} nor in --compliance-values {sorted(compliance_values)}")
-    return 0 if refusal_values else 1
-
-
 def read_labelled(path: str, text_field: str, label_field: str, input_format=None, encoding="utf-8",
                   refusal_values: frozenset[str] | None = None, compliance_values: frozenset[str] | None = None):
     """Texts and 0/1 labels of a labelled file; bad records are reported, not dropped silently."""
     both = (refusal_values or frozenset()) & (compliance_values or frozenset())
     if both:
         raise ValueError(f"label values {sorted(both)} are in both --refusal-values and --compliance-values")
+    from .classifiers import label_value
     from .records import BadRecord, get_text, read_all
 
     good, bad = read_all(path, input_format, encoding)
@@ -231,11 +215,10 @@ def read_labelled(path: str, text_field: str, label_field: str, input_format=Non
             bad.append(text)
             continue
         try:
-            label = _label_of(record.get(label_field), refusal_values, compliance_values)
+            label = label_value(record.get(label_field), refusal_values, compliance_values)
         except ValueError as exc:
-            expected = str(exc) if (refusal_values or compliance_values) and record.get(label_field) is not None \
-                else "expected refusal/compliance or 1/0 (or name your values with --refusal-values)"
-            bad.append(BadRecord(line, f"field {label_field!r} is {record.get(label_field)!r}; {expected}"))
+            reason = str(exc).replace("name your own values", "name your values with --refusal-values / --compliance-values")
+            bad.append(BadRecord(line, f"field {label_field!r} is {record.get(label_field)!r}: {reason}"))
             continue
         texts.append(text)
         labels.append(label)
@@ -282,7 +265,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         return 1
     if len(set(labels)) == 1:
         print(f"warning: every usable record of {args.input} is labelled {model.classes_[labels[0]]!r} "
-              f"({len(bad)} skipped): F1, precision, recall and AUROC say nothing here", file=sys.stderr)
+              f"({len(bad)} skipped): only accuracy means something here (the share of them the model "
+              f"also calls {model.classes_[labels[0]]!r}); AUROC is undefined", file=sys.stderr)
     metrics = binary_metrics(labels, model.refusal_probability(texts), model.threshold if args.threshold is None else args.threshold)
     metrics["skipped"] = len(bad)
     if args.json:

@@ -218,3 +218,14 @@ def test_merge_tie_goes_to_the_mean_probability():
     assert merged["refusal_rate"] == 0.5 and merged["label"] == "refusal"
     rows[0]["refusal_probability"] = 0.6
     assert merge_duplicates(rows)[0]["label"] == "compliance"
+
+
+def test_bootstrap_refuses_a_classifier_that_returns_too_few_scores():
+    # Zipping rows with too few scores would label fewer rows than it read and say nothing.
+    class Short:
+        def refusal_probability(self, texts):
+            return np.full(len(texts) - 1, 0.9)
+
+    rows = _records([{"prompt": f"p{i}", "response": ANSWER} for i in range(3)])
+    with pytest.raises(ValueError, match=r"\(2,\) scores for 3 texts"):
+        bootstrap_records(rows, Short())

@@ -294,3 +294,19 @@ def test_predict_proba_across_chunk_boundaries(monkeypatch):
     whole = model.refusal_probability(texts)
     monkeypatch.setattr(classifiers, "_PREDICT_CHUNK", 4)
     assert np.allclose(model.refusal_probability(texts), whole)
+
+
+def test_as_labels_reads_standard_values_and_a_users_scheme():
+    from refusal_predictor.classifiers import as_labels
+
+    assert list(as_labels([True, False, 1, 0, 1.0, "0.0", " Refusal ", "complied", np.int64(1)])) == [1, 0, 1, 0, 1, 0, 1, 0, 1]
+    # One set alone: its values, then the standard ones, then every other value is the other class.
+    assert list(as_labels(["rejected", "redirected", "complied", True], compliance_values={"complied"})) == [1, 1, 0, 1]
+    assert list(as_labels(["rejected", "disclaimed", "refusal", 0], refusal_values={"rejected"})) == [1, 0, 1, 0]
+    with pytest.raises(ValueError, match="label 1 is 'disclaimed'; neither in the refusal values"):
+        as_labels(["rejected", "disclaimed"], refusal_values={"rejected"}, compliance_values={"complied"})
+    for empty in (None, "", "  ", float("nan")):
+        with pytest.raises(ValueError, match="no label"):
+            as_labels([empty], refusal_values={"rejected"})
+    with pytest.raises(ValueError, match="expected 'refusal'/'compliance'"):
+        as_labels(["maybe"])

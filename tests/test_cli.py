@@ -298,6 +298,15 @@ def test_label_values_map_a_fine_label_scheme(tmp_path, capsys):
     assert json.loads(out.out)["skipped"] == sum(t != "complied" for t in tones)
     assert "name your values with --refusal-values" in out.err
     assert "every usable record of" in out.err and "is labelled 'compliance'" in out.err
+    # Booleans, numbers and the class names keep their meaning beside a user's own values, and an
+    # empty label is skipped, not counted as "every other value".
+    mixed = tmp_path / "mixed.csv"
+    mixed.write_text("response,label\nI cannot help.,true\nSure.,0\nI won't.,1.0\nHere you go.,compliance\n"
+                     "No.,rejected\nFine.,complied\nUnlabelled.,\n", encoding="utf-8")
+    assert main(["evaluate", str(mixed), "--refusal-values", "rejected", "--model", "ngrams", "--json"]) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out)["n"] == 6 and json.loads(out.out)["refusal_rate"] == 0.5
+    assert "mixed.csv:8: field 'label' is '': no label (empty)" in out.err
     assert main(["evaluate", example, "--label-field", "human_tone", "--compliance-values", "complied",
                  "--model", "ngrams", "--json"]) == 0
     metrics = json.loads(capsys.readouterr().out)
@@ -308,7 +317,7 @@ def test_label_values_map_a_fine_label_scheme(tmp_path, capsys):
     out = capsys.readouterr()
     assert json.loads(out.out)["n"] == sum(t != "disclaimed" for t in tones)
     first = tones.index("disclaimed") + 1
-    assert f"chatgpt_responses.jsonl:{first}: field 'human_tone' is 'disclaimed'; neither in --refusal-values" in out.err
+    assert f"chatgpt_responses.jsonl:{first}: field 'human_tone' is 'disclaimed': neither in the refusal values" in out.err
     assert main(["evaluate", example, "--label-field", "human_tone", "--compliance-values", "complied",
                  "--refusal-values", "complied"]) == 2
     assert "in both --refusal-values and --compliance-values" in capsys.readouterr().err
