@@ -241,7 +241,9 @@ def _cmd_train_response(args: argparse.Namespace) -> int:
                                        args.refusal_values, args.compliance_values)
     model = ResponseClassifier(head=args.head, encoder=args.encoder, use_embeddings=not args.no_embeddings)
     model.fit(texts, labels)
-    model.save(args.output, metadata={"training": {"file": str(args.input), "rows": len(texts), "skipped": len(bad)}})
+    labels_read = {"label_field": args.label_field,
+                   "refusal_values": sorted(args.refusal_values or ()), "compliance_values": sorted(args.compliance_values or ())}
+    model.save(args.output, metadata={"training": {"file": str(args.input), "rows": len(texts), "skipped": len(bad), **labels_read}})
     print(f"trained on {len(texts)} responses ({sum(labels)} refusal); skipped {len(bad)}; saved to {args.output}")
     return 0
 

@@ -325,3 +325,5 @@ def test_label_values_map_a_fine_label_scheme(tmp_path, capsys):
     assert main(["train-response", example, "-o", str(model_dir), "--label-field", "human_tone",
                  "--refusal-values", "rejected,redirected,contradicted,disclaimed", "--no-embeddings"]) == 0
     assert f"trained on {len(tones)} responses ({sum(t != 'complied' for t in tones)} refusal)" in capsys.readouterr().out
+    training = ResponseClassifier.load(model_dir).metadata["training"]  # how the labels were read, for the record
+    assert training["label_field"] == "human_tone" and training["refusal_values"] == ["contradicted", "disclaimed", "redirected", "rejected"]
