@@ -85,24 +85,27 @@ def is_blank(text: str) -> bool:
 
 
 def _label_key(value: Any) -> str | None:
-    """A label value as a lower-case key: booleans and whole numbers as their 0/1 spelling, so
-    ``True``, ``1``, ``1.0`` and ``"1"`` are one value; None or a blank string is no label."""
+    """A label value as a lower-case key, numbers by their whole value, so ``True``, ``1``, ``1.0``
+    and ``"1.0"`` (a CSV export of float labels) are one value; None, NaN or blank is no label."""
     if isinstance(value, (bool, np.bool_)):
-        return str(int(value))
-    if isinstance(value, (int, np.integer)):
-        return str(int(value))
-    if isinstance(value, (float, np.floating)):
-        if np.isnan(value):  # a missing cell read by pandas
-            return None
-        return str(int(value)) if float(value).is_integer() else str(float(value))
-    if value is None or (isinstance(value, str) and not value.strip()):
+        value = int(value)
+    if value is None or (isinstance(value, (float, np.floating)) and np.isnan(value)):
         return None
     key = str(value).strip().lower()
-    try:  # "1.0" from a CSV export of float labels
+    try:
         number = float(key)
     except ValueError:
-        return key
+        return key or None
     return str(int(number)) if number.is_integer() else key
+
+
+def check_label_values(refusal_values: Collection[str] | None, compliance_values: Collection[str] | None,
+                       names: tuple[str, str] = ("refusal_values", "compliance_values")) -> None:
+    """A value may name one class only: checked once per call of :func:`as_labels` or a file read.
+    ``names``: what the caller calls the two sets (the CLI's options)."""
+    both = set(refusal_values or ()) & set(compliance_values or ())
+    if both:
+        raise ValueError(f"label values {sorted(both)} are in both {names[0]} and {names[1]}")
 
 
 def label_value(value: Any, refusal_values: Collection[str] | None = None,
@@ -114,7 +117,7 @@ def label_value(value: Any, refusal_values: Collection[str] | None = None,
     and 0/1; given one set alone, every other value is the other class, as the paper counts every
     tone but ``complied`` as a refusal. Given both, a value in neither is an error.
     """
-    refusal_values, compliance_values = set(refusal_values or ()), set(compliance_values or ())
+    refusal_values, compliance_values = refusal_values or (), compliance_values or ()
     key = _label_key(value)
     if key is None:
         raise ValueError("no label (empty)")
@@ -134,6 +137,7 @@ def label_value(value: Any, refusal_values: Collection[str] | None = None,
 def as_labels(y: Iterable[Any], refusal_values: Collection[str] | None = None,
               compliance_values: Collection[str] | None = None) -> np.ndarray:
     """Labels as 0 (compliance) / 1 (refusal); see :func:`label_value` for what is accepted."""
+    check_label_values(refusal_values, compliance_values)
     out = []
     for i, value in enumerate(y):
         try:

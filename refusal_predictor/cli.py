@@ -201,10 +201,8 @@ def _exit_status(read: int, used: int, path: str, hint: str) -> int:
 def read_labelled(path: str, text_field: str, label_field: str, input_format=None, encoding="utf-8",
                   refusal_values: frozenset[str] | None = None, compliance_values: frozenset[str] | None = None):
     """Texts and 0/1 labels of a labelled file; bad records are reported, not dropped silently."""
-    both = (refusal_values or frozenset()) & (compliance_values or frozenset())
-    if both:
-        raise ValueError(f"label values {sorted(both)} are in both --refusal-values and --compliance-values")
-    from .classifiers import label_value
+    from .classifiers import check_label_values, label_value
+    check_label_values(refusal_values, compliance_values, ("--refusal-values", "--compliance-values"))
     from .records import BadRecord, get_text, read_all
 
     good, bad = read_all(path, input_format, encoding)

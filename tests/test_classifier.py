@@ -310,3 +310,5 @@ def test_as_labels_reads_standard_values_and_a_users_scheme():
             as_labels([empty], refusal_values={"rejected"})
     with pytest.raises(ValueError, match="expected 'refusal'/'compliance'"):
         as_labels(["maybe"])
+    with pytest.raises(ValueError, match=r"\['rejected'\] are in both refusal_values and compliance_values"):
+        as_labels(["rejected"], refusal_values={"rejected"}, compliance_values={"rejected", "complied"})
