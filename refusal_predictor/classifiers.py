@@ -109,13 +109,15 @@ def check_label_values(refusal_values: Collection[str] | None, compliance_values
 
 
 def label_value(value: Any, refusal_values: Collection[str] | None = None,
-                compliance_values: Collection[str] | None = None) -> int:
+                compliance_values: Collection[str] | None = None,
+                names: tuple[str, str] = ("refusal_values", "compliance_values")) -> int:
     """One label as 0 (compliance) / 1 (refusal), or a ValueError saying why it is none.
 
     Accepts the class names, 0/1 and booleans, and a user's own scheme (e.g. the paper's tones):
     values in ``refusal_values`` / ``compliance_values`` (lower-case) first, then the class names
     and 0/1; given one set alone, every other value is the other class, as the paper counts every
-    tone but ``complied`` as a refusal. Given both, a value in neither is an error.
+    tone but ``complied`` as a refusal. Given both, a value in neither is an error. ``names``: what
+    the caller calls the two sets, so the error points at the caller's own options.
     """
     refusal_values, compliance_values = refusal_values or (), compliance_values or ()
     key = _label_key(value)
@@ -131,7 +133,7 @@ def label_value(value: Any, refusal_values: Collection[str] | None = None,
         raise ValueError(f"neither in the refusal values {sorted(refusal_values)} nor in the compliance values {sorted(compliance_values)}")
     if refusal_values or compliance_values:
         return 0 if refusal_values else 1
-    raise ValueError("expected 'refusal'/'compliance', 1/0 or a bool (or name your own values)")
+    raise ValueError(f"expected 'refusal'/'compliance', 1/0 or a bool (or name your values with {names[0]} / {names[1]})")
 
 
 def as_labels(y: Iterable[Any], refusal_values: Collection[str] | None = None,

@@ -202,7 +202,8 @@ def read_labelled(path: str, text_field: str, label_field: str, input_format=Non
                   refusal_values: frozenset[str] | None = None, compliance_values: frozenset[str] | None = None):
     """Texts and 0/1 labels of a labelled file; bad records are reported, not dropped silently."""
     from .classifiers import check_label_values, label_value
-    check_label_values(refusal_values, compliance_values, ("--refusal-values", "--compliance-values"))
+    options = ("--refusal-values", "--compliance-values")
+    check_label_values(refusal_values, compliance_values, options)
     from .records import BadRecord, get_text, read_all
 
     good, bad = read_all(path, input_format, encoding)
@@ -213,10 +214,9 @@ def read_labelled(path: str, text_field: str, label_field: str, input_format=Non
             bad.append(text)
             continue
         try:
-            label = label_value(record.get(label_field), refusal_values, compliance_values)
+            label = label_value(record.get(label_field), refusal_values, compliance_values, options)
         except ValueError as exc:
-            reason = str(exc).replace("name your own values", "name your values with --refusal-values / --compliance-values")
-            bad.append(BadRecord(line, f"field {label_field!r} is {record.get(label_field)!r}: {reason}"))
+            bad.append(BadRecord(line, f"field {label_field!r} is {record.get(label_field)!r}: {exc}"))
             continue
         texts.append(text)
         labels.append(label)

@@ -308,7 +308,7 @@ def test_as_labels_reads_standard_values_and_a_users_scheme():
     for empty in (None, "", "  ", float("nan")):
         with pytest.raises(ValueError, match="no label"):
             as_labels([empty], refusal_values={"rejected"})
-    with pytest.raises(ValueError, match="expected 'refusal'/'compliance'"):
+    with pytest.raises(ValueError, match="expected 'refusal'/'compliance'.*name your values with refusal_values / compliance_values"):
         as_labels(["maybe"])
     with pytest.raises(ValueError, match=r"\['rejected'\] are in both refusal_values and compliance_values"):
         as_labels(["rejected"], refusal_values={"rejected"}, compliance_values={"rejected", "complied"})
