@@ -492,16 +492,19 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
         model.threshold = manifest.get("threshold", model.threshold)
         return model
 
-    def configure_encoder(self, *, providers: Sequence[str] | None = None, num_threads: int | None = None):
+    def configure_encoder(self, *, providers: Sequence[str] | None = None, num_threads: int | None = None,
+                          concurrent_runs: int | None = None):
         """Open the encoder with these onnxruntime providers / threads (see ``OnnxEncoder.load``).
 
-        E.g. ``num_threads=1`` for one scoring process per core, or
-        ``providers=["CPUExecutionProvider"]`` to keep a GPU free. Kept when the model is pickled
-        to worker processes, not written by ``save()``: it describes this machine. Returns the
-        model, so it chains after ``load()``. A model without embeddings checks and ignores it.
+        E.g. ``num_threads=1`` for one scoring process per core, ``concurrent_runs=1`` when the
+        caller already scores from several threads, or ``providers=["CPUExecutionProvider"]`` to
+        keep a GPU free. Kept when the model is pickled to worker processes, not written by
+        ``save()``: it describes this machine. Returns the model, so it chains after ``load()``.
+        A model without embeddings checks and ignores it.
         """
         check_is_fitted(self, "model_")
-        self.features_.configure_encoder(providers=providers, num_threads=num_threads)
+        self.features_.configure_encoder(providers=providers, num_threads=num_threads,
+                                         concurrent_runs=concurrent_runs)
         return self
 
     def threshold_for(

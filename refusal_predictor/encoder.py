@@ -62,6 +62,13 @@ Behaviour worth knowing
   downstream models on embeddings computed the way they will be scored, and use
   ``encode(texts, batch_size=1)`` as the exact per-text path: each embedding then depends on its
   own text only. Float32 encoders show no such effect (differences ~1e-7).
+* Concurrent runs (CPU provider): a call that makes several batches (a list of texts at
+  ``batch_size=1``, the exact per-text path) runs ``concurrent_runs`` of them at once, each on one
+  thread, in a second session opened on first use; one inference alone (a single text) keeps the
+  main session, which spreads it over all ``num_threads``. Short texts at batch 1 gain most
+  (one intra-op thread per run wastes less than splitting a 20-token inference over cores:
+  ``benchmarks/bench_scoring.py`` measures both ways in one run). Embeddings are bit-identical either way: a text's
+  embedding never depends on the thread count or on which session ran it.
 * Providers: ``CUDAExecutionProvider`` is used first when onnxruntime has it (the
   ``onnxruntime-gpu`` package on a machine with a GPU), else the CPU. int8 encoders gain little
   on a GPU (their integer matrix products mostly run on the CPU); export a float32 encoder
@@ -75,7 +82,9 @@ import functools
 import importlib.metadata
 import logging
 import os
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -189,17 +198,26 @@ def _check_providers(providers: Sequence[ProviderSpec] | str) -> list[ProviderSp
     return providers
 
 
-def _check_threads(num_threads: int | None) -> int | None:
+def _check_threads(num_threads: int | None, name: str = "num_threads") -> int | None:
     if num_threads is not None and (isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1):
-        raise ValueError(f"num_threads must be a whole number of at least 1, got {num_threads!r}")
+        raise ValueError(f"{name} must be a whole number of at least 1, got {num_threads!r}")
     return num_threads
 
 
 def check_session_options(providers: Sequence[ProviderSpec] | str | None = None,
-                          num_threads: int | None = None) -> dict[str, Any]:
+                          num_threads: int | None = None, concurrent_runs: int | None = None) -> dict[str, Any]:
     """``OnnxEncoder.load``'s session arguments, checked before any session is opened."""
     return {"providers": None if providers is None else _check_providers(providers),
-            "num_threads": _check_threads(num_threads)}
+            "num_threads": _check_threads(num_threads),
+            "concurrent_runs": _check_threads(concurrent_runs, "concurrent_runs")}
+
+
+def _available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
 
 
 def _default_providers() -> list[str]:
@@ -257,12 +275,20 @@ class OnnxEncoder:
         sha256: sha256 of ``model.onnx`` as recorded in the manifest (checked when loaded with
             ``verify=True``).
         providers: the onnxruntime execution providers the session really uses.
+        concurrent_runs: batches of one ``encode`` call run at once (1 on a GPU; see ``load``).
         path: the encoder folder.
         manifest: the parsed ``encoder.json``.
     """
 
-    def __init__(self, session: ort.InferenceSession, tokenizer: Tokenizer, manifest: dict[str, Any], path: Path):
+    def __init__(self, session: ort.InferenceSession, tokenizer: Tokenizer, manifest: dict[str, Any], path: Path,
+                 *, concurrent_runs: int = 1,
+                 open_single_thread_session: Callable[[], ort.InferenceSession] | None = None):
         self._session = session
+        # Several batches of one call run at once in a one-thread-per-run session (opened on first use).
+        self.concurrent_runs = concurrent_runs if open_single_thread_session is not None else 1
+        self._open_single_thread_session = open_single_thread_session
+        self._single_thread_session: ort.InferenceSession | None = None
+        self._lock = threading.Lock()
         self._tokenizer = tokenizer
         self.manifest = manifest
         self.path = path
@@ -287,6 +313,7 @@ class OnnxEncoder:
         *,
         providers: Sequence[ProviderSpec] | str | None = None,
         num_threads: int | None = None,
+        concurrent_runs: int | None = None,
         verify: bool = True,
     ) -> OnnxEncoder:
         """Load an encoder folder (default: the encoder shipped with the package).
@@ -297,6 +324,10 @@ class OnnxEncoder:
                 ``(name, options)`` pairs, e.g. ``("CUDAExecutionProvider", {"device_id": 1})``); default
                 ``CUDAExecutionProvider`` when available, then ``CPUExecutionProvider``.
             num_threads: threads for one inference; default onnxruntime's (one per physical core).
+            concurrent_runs: on the CPU provider, batches of one ``encode`` call run at once, one
+                thread each (see the module notes); default ``num_threads`` when given, else one per
+                CPU available to the process. ``1``: one batch at a time, on the main session
+                (e.g. when the caller already scores from several threads). Not used on a GPU.
             verify: check every file's sha256 against the manifest (about 0.1 s).
 
         Raises:
@@ -317,24 +348,28 @@ class OnnxEncoder:
         except Exception as e:  # tokenizers raises a bare Exception for unreadable files
             raise EncoderFileError(f"{tokenizer_path}: tokenizers could not load it: {e}") from e
 
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        checked = check_session_options(providers, num_threads)
-        if checked["num_threads"] is not None:
-            options.intra_op_num_threads = num_threads
-            options.inter_op_num_threads = 1
-        # Idle threads must not spin: scoring often shares a small machine with other work.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        checked = check_session_options(providers, num_threads, concurrent_runs)
         model_path = folder / MODEL_FILE
         _warn_if_two_onnxruntimes()
         providers = checked["providers"] or _default_providers()
         names = [_provider_name(p) for p in providers]
         if "CUDAExecutionProvider" in names and "CUDAExecutionProvider" in ort.get_available_providers():
             _preload_cuda_libraries()
-        try:
-            session = ort.InferenceSession(str(model_path), sess_options=options, providers=providers)
-        except _ORT_LOAD_ERRORS as e:
-            raise EncoderFileError(f"{model_path}: onnxruntime could not load it: {e}") from e
+
+        def open_session(threads: int | None, session_providers: Sequence[ProviderSpec]) -> ort.InferenceSession:
+            options = ort.SessionOptions()
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            if threads is not None:
+                options.intra_op_num_threads = threads
+                options.inter_op_num_threads = 1
+            # Idle threads must not spin: scoring often shares a small machine with other work.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            try:
+                return ort.InferenceSession(str(model_path), sess_options=options, providers=session_providers)
+            except _ORT_LOAD_ERRORS as e:
+                raise EncoderFileError(f"{model_path}: onnxruntime could not load it: {e}") from e
+
+        session = open_session(checked["num_threads"], providers)
 
         unused = [name for name in names if name not in session.get_providers()]
         if unused:
@@ -352,7 +387,11 @@ class OnnxEncoder:
             problems.append(f"output width {width} differs from dimension {manifest['dimension']} in {MANIFEST_FILE}")
         if problems:
             raise EncoderFileError(f"{model_path}: " + "; ".join(problems))
-        return cls(session, tokenizer, manifest, folder)
+        runs = checked["concurrent_runs"] or checked["num_threads"] or _available_cpus()
+        on_cpu_only = session.get_providers() == ["CPUExecutionProvider"]
+        return cls(session, tokenizer, manifest, folder, concurrent_runs=runs,
+                   open_single_thread_session=(lambda: open_session(1, ["CPUExecutionProvider"]))
+                   if on_cpu_only and runs > 1 else None)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, dimension={self.dimension}, providers={self.providers})"
@@ -390,19 +429,33 @@ class OnnxEncoder:
             from tqdm.auto import tqdm
 
             progress = tqdm(total=len(texts), desc="Encoding", unit="text")
+        pool = None
         try:
             for start in range(0, len(texts), _CHUNK_SIZE):
                 encodings = self._tokenizer.encode_batch(texts[start : start + _CHUNK_SIZE])
-                for rows in _token_budget_batches(
-                    [len(e.ids) for e in encodings], batch_size, max_tokens_per_batch
-                ):
-                    embeddings[start + rows] = self._embed([encodings[i] for i in rows])
+                batches = list(_token_budget_batches([len(e.ids) for e in encodings], batch_size, max_tokens_per_batch))
+                if len(batches) > 1 and self.concurrent_runs > 1:
+                    session = self._get_single_thread_session()
+                    pool = pool or ThreadPoolExecutor(min(self.concurrent_runs, len(batches)), thread_name_prefix="encoder")
+                    results = pool.map(lambda rows: self._embed([encodings[i] for i in rows], session), batches)
+                else:
+                    results = (self._embed([encodings[i] for i in rows]) for rows in batches)
+                for rows, pooled in zip(batches, results):
+                    embeddings[start + rows] = pooled
                     if progress is not None:
                         progress.update(len(rows))
         finally:
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
             if progress is not None:
                 progress.close()
         return embeddings
+
+    def _get_single_thread_session(self) -> ort.InferenceSession:
+        with self._lock:
+            if self._single_thread_session is None:
+                self._single_thread_session = self._open_single_thread_session()
+            return self._single_thread_session
 
     def token_lengths(self, texts: Sequence[str]) -> np.ndarray:
         """Tokens per text before truncation, special tokens included (int64 array).
@@ -424,8 +477,9 @@ class OnnxEncoder:
         tokenizer.no_truncation()
         return tokenizer
 
-    def _embed(self, encodings: list) -> np.ndarray:
-        """Run one batch and pool it: mean over the attention mask, then L2 normalisation."""
+    def _embed(self, encodings: list, session: ort.InferenceSession | None = None) -> np.ndarray:
+        """Run one batch (on ``session``, default the main one) and pool it: mean over the attention
+        mask, then L2 normalisation."""
         width = max(len(e.ids) for e in encodings)
         shape = (len(encodings), width)
         arrays = {
@@ -440,7 +494,7 @@ class OnnxEncoder:
             arrays["token_type_ids"][row, :n] = encoding.type_ids
         feed = {name: arrays[name].astype(dtype, copy=False) for name, dtype in self._input_types.items()}
         try:
-            hidden = self._session.run([self._output_name], feed)[0].astype(np.float32, copy=False)
+            hidden = (session or self._session).run([self._output_name], feed)[0].astype(np.float32, copy=False)
         except _ort_errors.InvalidArgument as e:
             # The one input-dependent failure a readable model gives: more positions than it has.
             raise EncoderFileError(

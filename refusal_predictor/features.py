@@ -132,12 +132,13 @@ class TextFeatures(TransformerMixin, BaseEstimator):
         self._check_encoder(encoder)
         self._encoder = encoder
 
-    def configure_encoder(self, *, providers: Sequence[str] | None = None, num_threads: int | None = None) -> None:
+    def configure_encoder(self, *, providers: Sequence[str] | None = None, num_threads: int | None = None,
+                          concurrent_runs: int | None = None) -> None:
         """How the encoder session is opened (see :meth:`OnnxEncoder.load`); reopened on next use.
 
         Checked now, not at the first prediction; kept in pickles (worker processes), dropped by
         the classifier's ``save()``."""
-        self._encoder_options = check_session_options(providers, num_threads)
+        self._encoder_options = check_session_options(providers, num_threads, concurrent_runs)
         self.__dict__.pop("_encoder", None)
 
     def use_cache(self, cache: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:

@@ -218,6 +218,10 @@ def test_an_encoder_of_another_model_is_refused(tmp_path):
     saved = joblib.load(rc.save(tmp_path / "m") / "model.joblib")
     assert not hasattr(saved.features_, "_encoder_options")  # this machine's, not the model's
     assert rc.features_._encoder_options["num_threads"] == 1
+    assert rc.features_.get_encoder().concurrent_runs == 1
+    assert rc.configure_encoder(num_threads=2, concurrent_runs=1).features_.get_encoder().concurrent_runs == 1
+    with pytest.raises(ValueError, match="concurrent_runs"):
+        rc.configure_encoder(concurrent_runs=0)
 
 
 @pytest.mark.parametrize("edit, message", [

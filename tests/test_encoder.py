@@ -100,6 +100,28 @@ def test_shape_normalisation_and_order(encoder):
     np.testing.assert_array_equal(encoder.encode(TEXTS), encoder.encode(TEXTS))
 
 
+def test_concurrent_runs_give_the_same_embeddings_as_one_run_at_a_time():
+    """The batches of one call run at once on a one-thread session: a speed-up, never another result."""
+    texts = [r["prompt"] for r in json.loads(HAND_LABELED.read_text())[:40]] + TEXTS
+    one_at_a_time = OnnxEncoder.load(providers=["CPUExecutionProvider"], concurrent_runs=1, verify=False)
+    concurrent = OnnxEncoder.load(providers=["CPUExecutionProvider"], concurrent_runs=3, verify=False)
+    assert (one_at_a_time.concurrent_runs, concurrent.concurrent_runs) == (1, 3)
+    single = concurrent.encode([texts[0]], batch_size=1)  # one inference: the main session, all its threads
+    assert concurrent._single_thread_session is None
+    expected = {}
+    for batch_size in (1, 4):
+        expected[batch_size] = one_at_a_time.encode(texts, batch_size=batch_size)
+        np.testing.assert_array_equal(concurrent.encode(texts, batch_size=batch_size), expected[batch_size])
+    assert concurrent._single_thread_session is not None and one_at_a_time._single_thread_session is None
+    np.testing.assert_array_equal(single[0], expected[1][0])
+    # num_threads alone sets both: one thread and one run at a time for one process per core.
+    assert OnnxEncoder.load(providers=["CPUExecutionProvider"], num_threads=1, verify=False).concurrent_runs == 1
+    assert OnnxEncoder.load(providers=["CPUExecutionProvider"], num_threads=2, verify=False).concurrent_runs == 2
+    for bad in (0, True, 1.5):
+        with pytest.raises(ValueError, match="concurrent_runs must be a whole number"):
+            OnnxEncoder.load(concurrent_runs=bad, verify=False)
+
+
 def test_empty_inputs(encoder):
     empty = encoder.encode([])
     assert empty.shape == (0, 384) and empty.dtype == np.float32
