@@ -64,8 +64,8 @@ Behaviour worth knowing
   own text only. Float32 encoders show no such effect (differences ~1e-7).
 * Concurrent runs (CPU provider): a call that makes several batches (a list of texts at
   ``batch_size=1``, the exact per-text path) runs ``concurrent_runs`` of them at once, each on one
-  thread, in a second session opened on first use; one inference alone (a single text) keeps the
-  main session, which spreads it over all ``num_threads``. Short texts at batch 1 gain most
+  thread, in a second session opened on first use (27 MB more for each shipped MiniLM); one
+  inference alone (a single text) keeps the main session, which spreads it over all ``num_threads``. Short texts at batch 1 gain most
   (one intra-op thread per run wastes less than splitting a 20-token inference over cores:
   ``benchmarks/bench_scoring.py`` measures both ways in one run). Embeddings are bit-identical either way: a text's
   embedding never depends on the thread count or on which session ran it.
