@@ -21,7 +21,8 @@ def _add_io_options(p: argparse.ArgumentParser, text_field: str | None, default_
 
 
 def _add_threads_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--threads", type=int, help="encoder threads (default: onnxruntime's, one per core); "
+    p.add_argument("--threads", type=int, help="CPU threads of the encoder: N texts embedded at once, one thread "
+                                               "each, and N threads for one text (default: one per available CPU); "
                                                "running several processes on one machine, give each 1")
 
 

@@ -62,13 +62,16 @@ Behaviour worth knowing
   downstream models on embeddings computed the way they will be scored, and use
   ``encode(texts, batch_size=1)`` as the exact per-text path: each embedding then depends on its
   own text only. Float32 encoders show no such effect (differences ~1e-7).
-* Concurrent runs (CPU provider): a call that makes several batches (a list of texts at
-  ``batch_size=1``, the exact per-text path) runs ``concurrent_runs`` of them at once, each on one
-  thread, in a second session opened on first use (27 MB more for each shipped MiniLM); one
-  inference alone (a single text) keeps the main session, which spreads it over all ``num_threads``. Short texts at batch 1 gain most
-  (one intra-op thread per run wastes less than splitting a 20-token inference over cores:
-  ``benchmarks/bench_scoring.py`` measures both ways in one run). Embeddings are bit-identical either way: a text's
-  embedding never depends on the thread count or on which session ran it.
+* Concurrent runs (CPU provider, ``batch_size=1`` only): a list of texts on the exact per-text
+  path runs ``concurrent_runs`` inferences at once, each on one thread, in a second session
+  opened on first use from the same ``model.onnx`` (checked against the manifest's sha256 then
+  too, when the encoder was loaded with ``verify=True``); one text alone keeps the main session,
+  which spreads it over all ``num_threads``. Short texts gain most: one thread per inference
+  wastes less than splitting a 20-token inference over cores (``benchmarks/bench_scoring.py``
+  measures both ways in one run). Memory: the second session holds its own arena, about 30 MB
+  for short prompts and 80 MB for 512-token responses with the shipped MiniLMs on 2 CPUs.
+  Batches of several texts run one at a time, on the main session, so ``max_tokens_per_batch``
+  still bounds memory. The shipped encoders' embeddings are bit-identical either way (tested).
 * Providers: ``CUDAExecutionProvider`` is used first when onnxruntime has it (the
   ``onnxruntime-gpu`` package on a machine with a GPU), else the CPU. int8 encoders gain little
   on a GPU (their integer matrix products mostly run on the CPU); export a float32 encoder
@@ -80,7 +83,9 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+import hashlib
 import logging
+import math
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -213,11 +218,19 @@ def check_session_options(providers: Sequence[ProviderSpec] | str | None = None,
 
 
 def _available_cpus() -> int:
-    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    """CPUs this process may use: its affinity mask where the OS has one, capped by a cgroup v2
+    CPU quota (``docker --cpus=2`` on a large host leaves every CPU in the mask)."""
     try:
-        return len(os.sched_getaffinity(0))
+        cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
+        cpus = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return cpus
 
 
 def _default_providers() -> list[str]:
@@ -275,7 +288,8 @@ class OnnxEncoder:
         sha256: sha256 of ``model.onnx`` as recorded in the manifest (checked when loaded with
             ``verify=True``).
         providers: the onnxruntime execution providers the session really uses.
-        concurrent_runs: batches of one ``encode`` call run at once (1 on a GPU; see ``load``).
+        concurrent_runs: inferences of one ``encode(..., batch_size=1)`` call run at once (1 on a
+            GPU; see ``load``).
         path: the encoder folder.
         manifest: the parsed ``encoder.json``.
     """
@@ -324,9 +338,10 @@ class OnnxEncoder:
                 ``(name, options)`` pairs, e.g. ``("CUDAExecutionProvider", {"device_id": 1})``); default
                 ``CUDAExecutionProvider`` when available, then ``CPUExecutionProvider``.
             num_threads: threads for one inference; default onnxruntime's (one per physical core).
-            concurrent_runs: on the CPU provider, batches of one ``encode`` call run at once, one
-                thread each (see the module notes); default ``num_threads`` when given, else one per
-                CPU available to the process. ``1``: one batch at a time, on the main session
+            concurrent_runs: on the CPU provider, the texts of one ``encode(..., batch_size=1)``
+                call run this many at once, one thread each (see the module notes); default
+                ``num_threads`` when given, else one per CPU available to the process (affinity
+                mask and cgroup CPU quota). ``1``: one inference at a time, on the main session
                 (e.g. when the caller already scores from several threads). Not used on a GPU.
             verify: check every file's sha256 against the manifest (about 0.1 s).
 
@@ -356,7 +371,8 @@ class OnnxEncoder:
         if "CUDAExecutionProvider" in names and "CUDAExecutionProvider" in ort.get_available_providers():
             _preload_cuda_libraries()
 
-        def open_session(threads: int | None, session_providers: Sequence[ProviderSpec]) -> ort.InferenceSession:
+        def open_session(threads: int | None, session_providers: Sequence[ProviderSpec],
+                         expected_sha256: str | None = None) -> ort.InferenceSession:
             options = ort.SessionOptions()
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
             if threads is not None:
@@ -365,7 +381,17 @@ class OnnxEncoder:
             # Idle threads must not spin: scoring often shares a small machine with other work.
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             try:
-                return ort.InferenceSession(str(model_path), sess_options=options, providers=session_providers)
+                if expected_sha256 is None:
+                    return ort.InferenceSession(str(model_path), sess_options=options, providers=session_providers)
+                # A session opened after load() must run the model load() checked, not a file
+                # replaced since: hash the very bytes it is built from.
+                model = model_path.read_bytes()
+                if hashlib.sha256(model).hexdigest() != expected_sha256:
+                    raise EncoderFileError(f"{model_path}: changed since the encoder was loaded (sha256 differs "
+                                           f"from {MANIFEST_FILE}); load the encoder again")
+                return ort.InferenceSession(model, sess_options=options, providers=session_providers)
+            except OSError as e:
+                raise EncoderFileError(f"{model_path}: could not read it: {e}") from e
             except _ORT_LOAD_ERRORS as e:
                 raise EncoderFileError(f"{model_path}: onnxruntime could not load it: {e}") from e
 
@@ -389,8 +415,10 @@ class OnnxEncoder:
             raise EncoderFileError(f"{model_path}: " + "; ".join(problems))
         runs = checked["concurrent_runs"] or checked["num_threads"] or _available_cpus()
         on_cpu_only = session.get_providers() == ["CPUExecutionProvider"]
+        cpu_providers = [p for p in providers if _provider_name(p) == "CPUExecutionProvider"] or ["CPUExecutionProvider"]
+        expected = manifest["files"][MODEL_FILE] if verify else None
         return cls(session, tokenizer, manifest, folder, concurrent_runs=runs,
-                   open_single_thread_session=(lambda: open_session(1, ["CPUExecutionProvider"]))
+                   open_single_thread_session=(lambda: open_session(1, cpu_providers, expected))
                    if on_cpu_only and runs > 1 else None)
 
     def __repr__(self) -> str:
@@ -434,7 +462,7 @@ class OnnxEncoder:
             for start in range(0, len(texts), _CHUNK_SIZE):
                 encodings = self._tokenizer.encode_batch(texts[start : start + _CHUNK_SIZE])
                 batches = list(_token_budget_batches([len(e.ids) for e in encodings], batch_size, max_tokens_per_batch))
-                if len(batches) > 1 and self.concurrent_runs > 1:
+                if batch_size == 1 and len(batches) > 1 and self.concurrent_runs > 1:
                     session = self._get_single_thread_session()
                     pool = pool or ThreadPoolExecutor(min(self.concurrent_runs, len(batches)), thread_name_prefix="encoder")
                     results = pool.map(lambda rows: self._embed([encodings[i] for i in rows], session), batches)

@@ -6,6 +6,7 @@ import importlib
 import json
 import os
 import shutil
+import threading
 import warnings
 from pathlib import Path
 
@@ -100,26 +101,56 @@ def test_shape_normalisation_and_order(encoder):
     np.testing.assert_array_equal(encoder.encode(TEXTS), encoder.encode(TEXTS))
 
 
+class _RecordingSession:
+    """An onnxruntime session that records which threads ran it."""
+
+    def __init__(self, session):
+        self.session, self.threads = session, []
+
+    def run(self, *args, **kwargs):
+        self.threads.append(threading.current_thread().name)
+        return self.session.run(*args, **kwargs)
+
+
 def test_concurrent_runs_give_the_same_embeddings_as_one_run_at_a_time():
-    """The batches of one call run at once on a one-thread session: a speed-up, never another result."""
+    """A list's texts run several at once on a one-thread session: a speed-up, never another result."""
     texts = [r["prompt"] for r in json.loads(HAND_LABELED.read_text())[:40]] + TEXTS
     one_at_a_time = OnnxEncoder.load(providers=["CPUExecutionProvider"], concurrent_runs=1, verify=False)
-    concurrent = OnnxEncoder.load(providers=["CPUExecutionProvider"], concurrent_runs=3, verify=False)
+    concurrent = OnnxEncoder.load(providers=["CPUExecutionProvider"], concurrent_runs=3)
     assert (one_at_a_time.concurrent_runs, concurrent.concurrent_runs) == (1, 3)
+    opened = []
+    open_session = concurrent._open_single_thread_session
+    concurrent._open_single_thread_session = lambda: opened.append(_RecordingSession(open_session())) or opened[-1]
     single = concurrent.encode([texts[0]], batch_size=1)  # one inference: the main session, all its threads
-    assert concurrent._single_thread_session is None
-    expected = {}
-    for batch_size in (1, 4):
-        expected[batch_size] = one_at_a_time.encode(texts, batch_size=batch_size)
-        np.testing.assert_array_equal(concurrent.encode(texts, batch_size=batch_size), expected[batch_size])
-    assert concurrent._single_thread_session is not None and one_at_a_time._single_thread_session is None
-    np.testing.assert_array_equal(single[0], expected[1][0])
+    assert opened == []
+    expected = one_at_a_time.encode(texts, batch_size=1)
+    np.testing.assert_array_equal(concurrent.encode(texts, batch_size=1), expected)
+    np.testing.assert_array_equal(single[0], expected[0])
+    # Every text ran on the one-thread session, from more than one worker thread.
+    [session] = opened
+    assert len(session.threads) == len(texts)
+    assert len(set(session.threads)) > 1 and all(name.startswith("encoder") for name in session.threads)
+    # Batches of several texts run one at a time on the main session (max_tokens_per_batch bounds memory).
+    np.testing.assert_array_equal(concurrent.encode(texts, batch_size=4), one_at_a_time.encode(texts, batch_size=4))
+    assert len(session.threads) == len(texts)
     # num_threads alone sets both: one thread and one run at a time for one process per core.
     assert OnnxEncoder.load(providers=["CPUExecutionProvider"], num_threads=1, verify=False).concurrent_runs == 1
     assert OnnxEncoder.load(providers=["CPUExecutionProvider"], num_threads=2, verify=False).concurrent_runs == 2
     for bad in (0, True, 1.5):
         with pytest.raises(ValueError, match="concurrent_runs must be a whole number"):
             OnnxEncoder.load(concurrent_runs=bad, verify=False)
+
+
+def test_the_second_session_runs_the_model_that_was_checked(tmp_path):
+    """Opened at the first list, it must not pick up a model.onnx replaced since load()."""
+    folder = _copy_shipped(tmp_path)
+    encoder = OnnxEncoder.load(folder, providers=["CPUExecutionProvider"], concurrent_runs=2)
+    shutil.copy(REPO / "models" / "encoders" / "minilm-prompt-int8" / "model.onnx", folder / "model.onnx")
+    with pytest.raises(EncoderFileError, match="model.onnx: changed since the encoder was loaded"):
+        encoder.encode(TEXTS, batch_size=1)
+    (folder / "model.onnx").unlink()
+    with pytest.raises(EncoderFileError, match="model.onnx: could not read it"):
+        encoder.encode(TEXTS, batch_size=1)
 
 
 def test_empty_inputs(encoder):
