@@ -217,7 +217,7 @@ def check_session_options(providers: Sequence[ProviderSpec] | str | None = None,
             "concurrent_runs": _check_threads(concurrent_runs, "concurrent_runs")}
 
 
-def _available_cpus() -> int:
+def _available_cpus(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
     """CPUs this process may use: its affinity mask where the OS has one, capped by a cgroup v2
     CPU quota (``docker --cpus=2`` on a large host leaves every CPU in the mask)."""
     try:
@@ -225,7 +225,7 @@ def _available_cpus() -> int:
     except AttributeError:  # macOS, Windows
         cpus = os.cpu_count() or 1
     try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        quota, period = cpu_max.read_text().split()[:2]
         if quota != "max":
             cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
     except (OSError, ValueError):

@@ -141,6 +141,18 @@ def test_concurrent_runs_give_the_same_embeddings_as_one_run_at_a_time():
             OnnxEncoder.load(concurrent_runs=bad, verify=False)
 
 
+def test_default_concurrent_runs_respect_a_cgroup_cpu_quota(tmp_path):
+    from refusal_predictor.encoder import _available_cpus
+
+    mask = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpu_max = tmp_path / "cpu.max"
+    for content, expected in [("50000 100000\n", 1), ("max 100000\n", mask), ("garbage\n", mask),
+                              (f"{100000 * (mask + 3)} 100000\n", mask)]:
+        cpu_max.write_text(content)
+        assert _available_cpus(cpu_max) == expected, content
+    assert _available_cpus(tmp_path / "missing") == mask
+
+
 def test_the_second_session_runs_the_model_that_was_checked(tmp_path):
     """Opened at the first list, it must not pick up a model.onnx replaced since load()."""
     folder = _copy_shipped(tmp_path)
