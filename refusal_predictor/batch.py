@@ -78,7 +78,7 @@ def score_file(
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must be a probability between 0 and 1, got {threshold}")
     errors_file = default_errors_path(output_path, errors_path)
-    check_paths(input_path, output_path, errors_file)
+    check_paths(input_path, output_path, errors_file, input_format=input_format, output_format=output_format)
 
     report = ScoreReport(input=Path(input_path), output=Path(output_path))
     pending: list[dict] = []

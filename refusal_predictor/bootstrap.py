@@ -182,7 +182,7 @@ def bootstrap_file(
     >>> print(report.summary())
     """
     errors_file = default_errors_path(output_path, errors_path)
-    check_paths(log_path, output_path, errors_file)
+    check_paths(log_path, output_path, errors_file, input_format=input_format, output_format=output_format)
     options.setdefault("source", Path(log_path).name)
     rows, report = bootstrap_records(read_records(log_path, input_format, encoding), response_classifier, **options)
     with RecordWriter(output_path, output_format) as writer:

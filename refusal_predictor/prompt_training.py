@@ -76,7 +76,7 @@ def train_prompt_model(
     if head != "auto" and head not in HEADS:
         raise ValueError(f"head must be 'auto' or one of {HEADS}, got {head!r}")
     errors_file = Path(errors_path) if errors_path else errors_path_for(output_dir)
-    check_paths(log_path, errors=errors_file)
+    check_paths(log_path, errors=errors_file, input_format=input_format)
     check_output_folder(output_dir)
     rc = ResponseClassifier.load(response_model)
     records = read_records(log_path, input_format, encoding)

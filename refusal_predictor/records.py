@@ -11,6 +11,7 @@ import codecs
 import csv
 import gzip
 import io
+import importlib
 import json
 import logging
 import os
@@ -244,11 +245,18 @@ def _has_surrogates(value: str) -> bool:
         return True
 
 
-def _read_parquet(path: PathLike) -> Iterator[tuple[int, dict | BadRecord]]:
+def require_pyarrow(doing: str) -> None:
+    """Parquet is an optional extra: say so (``doing``: "reading" / "writing") before any work."""
     try:
-        import pyarrow.parquet as pq
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError('reading Parquet needs pyarrow: pip install "refusal-predictor[parquet]"') from exc
+        importlib.import_module("pyarrow.parquet")
+    except ImportError as exc:
+        raise ImportError(f'{doing} Parquet needs pyarrow: pip install "refusal-predictor[parquet]"') from exc
+
+
+def _read_parquet(path: PathLike) -> Iterator[tuple[int, dict | BadRecord]]:
+    require_pyarrow("reading")
+    import pyarrow.parquet as pq
+
     try:
         parquet = pq.ParquetFile(path)
     except Exception as exc:
@@ -294,6 +302,8 @@ class RecordWriter:
     def __init__(self, path: PathLike, fmt: str | None = None, fieldnames: Sequence[str] | None = None) -> None:
         self.path = Path(path)
         self.fmt = detect_format(path, fmt)
+        if self.fmt == "parquet":
+            require_pyarrow("writing")
         self._array = fmt is None and _without_gz(path).endswith(".json")
         self.fieldnames: list[str] = list(fieldnames) if fieldnames else []
         check_output_path(self.path, create=True)
@@ -363,11 +373,9 @@ class RecordWriter:
                     writer.writerow({k: _csv_value(v) for k, v in record.items()})
 
     def _write_parquet(self) -> None:
-        try:
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-        except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise ImportError('writing Parquet needs pyarrow: pip install "refusal-predictor[parquet]"') from exc
+        import pyarrow as pa  # checked in __init__
+        import pyarrow.parquet as pq
+
         as_text: set[str] = set()
 
         def as_strings(key: str, why: str) -> None:
@@ -591,11 +599,14 @@ def check_output_folder(path: PathLike, what: str = "model folder") -> Path:
     return path
 
 
-def check_paths(input_path: PathLike, output: PathLike | None = None, errors: PathLike | None = None) -> None:
-    """Refuse, before any work is done, outputs that would overwrite the input or each other.
+def check_paths(input_path: PathLike, output: PathLike | None = None, errors: PathLike | None = None, *,
+                input_format: str | None = None, output_format: str | None = None) -> None:
+    """Refuse, before any work is done, outputs that would overwrite the input or each other, and
+    formats that cannot be read or written here.
 
     Writing the output over the input would lose every record the run skips, and an errors file
-    over the output would replace the results.
+    over the output would replace the results. A Parquet output without pyarrow would fail only
+    after every record was scored.
     """
     source = Path(input_path)
     if not source.is_file():
@@ -607,6 +618,10 @@ def check_paths(input_path: PathLike, output: PathLike | None = None, errors: Pa
         check_output_path(path, what)
     if len(named) == 2 and _same_file(named[0][1], named[1][1]):
         raise ValueError(f"the errors file {named[1][1]} is the output {named[0][1]}: choose another path")
+    if detect_format(source, input_format) == "parquet":
+        require_pyarrow("reading")
+    if output is not None and detect_format(output, output_format) == "parquet":
+        require_pyarrow("writing")
 
 
 def read_all(path: PathLike, fmt: str | None = None, encoding: str = "utf-8") -> tuple[list[tuple[int, dict]], list[BadRecord]]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 
@@ -187,3 +188,38 @@ def test_score_file_refuses_a_scorer_that_returns_too_few_scores(tmp_path):
     with pytest.raises(ValueError, match=r"\(2,\) scores for 3 texts"):
         score_file(lambda texts: [0.5] * (len(texts) - 1), log, out, text_field="response", progress=False)
     assert not out.exists()  # nothing half-written
+
+
+def test_parquet_without_pyarrow_is_refused_before_any_record_is_scored(tmp_path, monkeypatch, capsys):
+    """pyarrow is an optional extra; a missing one must not cost a whole scoring run."""
+    from refusal_predictor import cli
+    from refusal_predictor.batch import score_file
+    from refusal_predictor.bootstrap import bootstrap_file
+
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"prompt": "p", "response": "a"}\n{"prompt": "q", "response": "b"}\n', encoding="utf-8")
+    (tmp_path / "in.parquet").write_bytes(b"never opened")
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # import pyarrow now raises ImportError
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+    scored = []
+
+    def scorer(texts):
+        scored.append(texts)
+        return [0.5] * len(texts)
+
+    class NeverAsked:
+        def __getattr__(self, name):
+            raise AssertionError(f"the response classifier was used ({name}) before the format check")
+
+    with pytest.raises(ImportError, match=r'writing Parquet needs pyarrow: pip install "refusal-predictor\[parquet\]"'):
+        score_file(scorer, log, tmp_path / "out.parquet", text_field="response", progress=False)
+    with pytest.raises(ImportError, match="writing Parquet needs pyarrow"):
+        score_file(scorer, log, tmp_path / "out.data", output_format="parquet", text_field="response", progress=False)
+    with pytest.raises(ImportError, match="reading Parquet needs pyarrow"):
+        score_file(scorer, tmp_path / "in.parquet", tmp_path / "out.jsonl", text_field="response", progress=False)
+    with pytest.raises(ImportError, match="writing Parquet needs pyarrow"):
+        bootstrap_file(log, tmp_path / "labels.parquet", NeverAsked())
+    assert scored == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.parquet", "log.jsonl"]  # nothing half-written
+    assert cli.main(["label-responses", str(log), "-o", str(tmp_path / "out.parquet"), "--model", "ngrams"]) == 2
+    assert "writing Parquet needs pyarrow" in capsys.readouterr().err
