@@ -38,6 +38,7 @@ from .encoder import DEFAULT_ENCODER
 from .features import TextFeatures, resolve_encoder_path
 from .heads import LogOddsBlend, leaf_heads
 from .metrics import binary_metrics
+from .records import check_output_folder
 from .thresholds import pick_threshold
 from .thresholds import validation_curve as compute_validation_curve
 
@@ -147,6 +148,25 @@ def as_labels(y: Iterable[Any], refusal_values: Collection[str] | None = None,
         except ValueError as exc:
             raise ValueError(f"label {i} is {value!r}; {exc}") from None
     return np.asarray(out, dtype=np.int64)
+
+
+def check_save_folder(path: PathLike) -> Path:
+    """Where ``save()`` may write: a new or empty folder, or a model folder (saved over).
+
+    ``save()`` replaces ``manifest.json`` and ``model.joblib`` and removes a bundled ``encoder/``,
+    so a user's own non-empty folder is refused rather than partly overwritten; the CLI calls
+    this before training, so the refusal does not come after the work.
+    """
+    folder = check_output_folder(path)
+    if folder.is_dir() and any(folder.iterdir()):
+        try:
+            manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError):
+            manifest = None
+        if not isinstance(manifest, dict) or manifest.get("format") != MODEL_FORMAT:
+            raise ValueError(f"{folder} is a non-empty folder that is not a refusal-predictor model "
+                             f"(no {MANIFEST} of format {MODEL_FORMAT!r}); save into a new or empty folder")
+    return folder
 
 
 class RefusalClassifier(ClassifierMixin, BaseEstimator):
@@ -389,7 +409,7 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
         (``bundle_encoder=None``), so a saved model always loads on another machine.
         """
         check_is_fitted(self, "model_")
-        folder = Path(path)
+        folder = check_save_folder(path)
         folder.mkdir(parents=True, exist_ok=True)
         options = self.features_.__dict__.pop("_encoder_options", None)  # this machine's, not the model's
         try:

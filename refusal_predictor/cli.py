@@ -234,8 +234,9 @@ def _print_skipped(bad, path, limit: int = 5) -> None:
 
 
 def _cmd_train_response(args: argparse.Namespace) -> int:
-    from .classifiers import ResponseClassifier
+    from .classifiers import ResponseClassifier, check_save_folder
 
+    check_save_folder(args.output)  # before the training, not after it
     texts, labels, bad = read_labelled(args.input, args.text_field, args.label_field, args.input_format, args.encoding,
                                        args.refusal_values, args.compliance_values)
     model = ResponseClassifier(head=args.head, encoder=args.encoder, use_embeddings=not args.no_embeddings)
@@ -280,7 +281,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _cmd_export_encoder(args: argparse.Namespace) -> int:
     from .exporters.onnx import export_encoder
+    from .records import check_output_folder
 
+    check_output_folder(args.output, "output folder")  # before the export, not after it
     path = export_encoder(args.model, args.output, quantize=None if args.no_quantize else "int8", max_seq_length=args.max_seq_length)
     print(f"exported {args.model} to {path}")
     return 0

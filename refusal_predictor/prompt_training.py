@@ -16,10 +16,10 @@ from sklearn.model_selection import train_test_split
 
 from .artifacts import PathLike
 from .bootstrap import BootstrapReport, bootstrap_records, label_confidence, merge_duplicates
-from .classifiers import HEADS, ResponseClassifier
+from .classifiers import HEADS, ResponseClassifier, check_save_folder
 from .metrics import binary_metrics
 from .prompt import PromptClassifier, write_model_card
-from .records import check_output_folder, check_paths, read_records, write_bad_records
+from .records import check_paths, read_records, write_bad_records
 from .selection import fit_with_cache, select
 
 logger = logging.getLogger(__name__)
@@ -76,8 +76,10 @@ def train_prompt_model(
     if head != "auto" and head not in HEADS:
         raise ValueError(f"head must be 'auto' or one of {HEADS}, got {head!r}")
     errors_file = Path(errors_path) if errors_path else errors_path_for(output_dir)
+    if not 0.0 < test_size < 1.0:
+        raise ValueError(f"test_size must be a fraction between 0 and 1 (exclusive), got {test_size}")
     check_paths(log_path, errors=errors_file, input_format=input_format)
-    check_output_folder(output_dir)
+    check_save_folder(output_dir)
     rc = ResponseClassifier.load(response_model)
     records = read_records(log_path, input_format, encoding)
     seen_models: Counter = Counter()

@@ -571,11 +571,22 @@ def _check_parent(path: Path, what: str, create: bool) -> None:
         ancestor = ancestor.parent
     if not ancestor.is_dir():
         raise ValueError(f"{what} {path}: {ancestor} is a file, not a folder")
+    _check_writable(ancestor, what, path)
     if create:
         try:
             parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ValueError(f"{what} {path}: cannot create the folder {parent} ({exc.strerror or exc})") from exc
+
+
+def _check_writable(folder: Path, what: str, path: Path) -> None:
+    """A run must not discover at its end that its output cannot be written (a read-only or full
+    file system, missing permissions): a temporary file is made and removed in ``folder`` now."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise ValueError(f"{what} {path}: cannot write in {folder} ({exc.strerror or exc})") from exc
 
 
 def check_output_path(path: PathLike, what: str = "output", create: bool = False) -> Path:
@@ -596,6 +607,8 @@ def check_output_folder(path: PathLike, what: str = "model folder") -> Path:
     if path.exists() and not path.is_dir():
         raise ValueError(f"{what} {path} is a file; give a folder path")
     _check_parent(path, what, create=False)
+    if path.is_dir():
+        _check_writable(path, what, path)
     return path
 
 

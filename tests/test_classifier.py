@@ -186,8 +186,15 @@ def test_saving_over_a_folder_drops_its_stale_bundled_encoder(tmp_path):
     assert not (folder / "encoder").exists()
     (tmp_path / "work" / "encoder").mkdir(parents=True)
     (tmp_path / "work" / "encoder" / "notes.txt").write_text("mine", encoding="utf-8")
-    rc.save(tmp_path / "work")
-    assert (tmp_path / "work" / "encoder" / "notes.txt").is_file()  # not an encoder: left alone
+    # A user's own non-empty folder is not a model folder: refused, nothing in it touched.
+    (tmp_path / "work" / "manifest.json").write_text('{"mine": true}', encoding="utf-8")
+    with pytest.raises(ValueError, match="work is a non-empty folder that is not a refusal-predictor model"):
+        rc.save(tmp_path / "work")
+    assert (tmp_path / "work" / "encoder" / "notes.txt").is_file()
+    assert (tmp_path / "work" / "manifest.json").read_text(encoding="utf-8") == '{"mine": true}'
+    assert sorted(p.name for p in (tmp_path / "work").rglob("*")) == ["encoder", "manifest.json", "notes.txt"]
+    (tmp_path / "empty").mkdir()
+    rc.save(tmp_path / "empty")  # an empty folder is fine
     assert json.loads((folder / "manifest.json").read_text())["encoder"]["bundled"] is False
     text = ["I'm sorry, but I can't help with that."]
     assert ResponseClassifier.load(folder).predict_proba(text)[0, 1] == pytest.approx(rc.predict_proba(text)[0, 1])

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -223,3 +224,65 @@ def test_parquet_without_pyarrow_is_refused_before_any_record_is_scored(tmp_path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.parquet", "log.jsonl"]  # nothing half-written
     assert cli.main(["label-responses", str(log), "-o", str(tmp_path / "out.parquet"), "--model", "ngrams"]) == 2
     assert "writing Parquet needs pyarrow" in capsys.readouterr().err
+
+
+def test_outputs_that_cannot_be_written_are_refused_before_any_work(tmp_path, monkeypatch, capsys):
+    """A read-only or full folder, a file where a folder goes, a user's own folder, a bad option:
+    found before scoring, training or exporting, not after."""
+    import tempfile
+
+    from refusal_predictor import cli
+    from refusal_predictor.batch import score_file
+    from refusal_predictor.bootstrap import bootstrap_file
+    from refusal_predictor.classifiers import ResponseClassifier
+    from refusal_predictor.exporters import onnx as onnx_exporter
+    from refusal_predictor.prompt_training import train_prompt_model
+
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"prompt": "p", "response": "I cannot help.", "label": 1}\n', encoding="utf-8")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_temporary_file = tempfile.TemporaryFile
+
+    def temporary_file(*args, dir=None, **kwargs):  # root ignores chmod: simulate a read-only folder
+        if dir is not None and Path(dir) == locked:
+            raise PermissionError(13, "Permission denied")
+        return real_temporary_file(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", temporary_file)
+
+    def never(*args, **kwargs):
+        raise AssertionError("work started before the output was checked")
+
+    monkeypatch.setattr(ResponseClassifier, "fit", never)
+    monkeypatch.setattr(onnx_exporter, "export_encoder", never)
+
+    class NeverAsked:
+        def __getattr__(self, name):
+            never()
+
+    with pytest.raises(ValueError, match=r"labels.jsonl: cannot write in .*locked \(Permission denied\)"):
+        bootstrap_file(log, locked / "labels.jsonl", NeverAsked())
+    with pytest.raises(ValueError, match="errors file .*cannot write in"):
+        score_file(never, log, tmp_path / "out.jsonl", errors_path=locked / "e.jsonl", text_field="response", progress=False)
+    with pytest.raises(ValueError, match="the probability field and the label field are both 'x'"):
+        score_file(never, log, tmp_path / "out.jsonl", probability_field="x", label_field="x", text_field="response")
+    with pytest.raises(ValueError, match="chunk_size must be a whole number of at least 1, got 0"):
+        score_file(never, log, tmp_path / "out.jsonl", chunk_size=0, text_field="response")
+    for test_size in (0, 1.0, -0.1):
+        with pytest.raises(ValueError, match="test_size must be a fraction between 0 and 1"):
+            train_prompt_model(log, "t", tmp_path / "m", test_size=test_size)
+    with pytest.raises(ValueError, match="cannot write in"):
+        train_prompt_model(log, "t", locked, response_model="ngrams")
+    (tmp_path / "afile").write_text("", encoding="utf-8")
+    for argv, message in [
+        (["train-response", str(log), "-o", str(tmp_path / "afile"), "--no-embeddings"], "is a file"),
+        (["train-response", str(log), "-o", str(locked / "m"), "--no-embeddings"], "cannot write in"),
+        (["train-response", str(log), "-o", str(tmp_path), "--no-embeddings"], "not a refusal-predictor model"),
+        (["export-encoder", "any-model", "-o", str(tmp_path / "afile")], "is a file"),
+        (["label-responses", str(log), "-o", str(locked / "o.jsonl"), "--model", "ngrams"], "cannot write in"),
+    ]:
+        assert cli.main(argv) == 2, argv
+        assert message in capsys.readouterr().err, argv
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "locked", "log.jsonl"]  # nothing left behind
+    assert list(locked.iterdir()) == []
