@@ -87,9 +87,11 @@ def check_encoding(encoding: str) -> str:
 def read_records(path: PathLike, fmt: str | None = None, encoding: str = "utf-8") -> Iterator[tuple[int, dict | BadRecord]]:
     """Yield ``(line, record)`` pairs; a record is a dict, or a BadRecord saying what is wrong.
 
-    JSON Lines and CSV may be gzip-compressed (``log.jsonl.gz``). A file that stops being
-    readable part-way (a truncated or corrupt gzip stream) is a ValueError naming the file and the
-    last line read, after the records before it were yielded.
+    JSON Lines and CSV may be gzip-compressed (``log.jsonl.gz``). A gzip stream that stops being
+    readable part-way (cut short, or corrupt) ends with a BadRecord on the line after the last one
+    read, saying the rest of the file is lost: the records before it are kept, as for any bad line,
+    rather than a run's work being thrown away at its end. One unreadable from its start is a
+    ValueError naming the file.
     """
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path}: no such file")
@@ -104,8 +106,10 @@ def read_records(path: PathLike, fmt: str | None = None, encoding: str = "utf-8"
         for line, record in reader:
             yield line, record
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
-        where = f"after line {line} (the records before it were read)" if line else "from its start"
-        raise ValueError(f"{path}: not a readable gzip file {where}: {exc}") from exc
+        if not line:
+            raise ValueError(f"{path}: not a readable gzip file from its start: {exc}") from exc
+        yield line + 1, BadRecord(line + 1, f"the gzip stream is cut short or corrupt after line {line} ({exc}); "
+                                            "the rest of the file could not be read")
 
 
 def _read_jsonl(path: PathLike, encoding: str) -> Iterator[tuple[int, dict | BadRecord]]:

@@ -180,9 +180,19 @@ def test_gzip_input_and_output_and_json_array_output(ngram_model, tmp_path):
     assert main(["label-responses", str(log), "-o", str(array), "--model", str(ngram_model), "--no-progress"]) == 0
     written = json.loads(array.read_text(encoding="utf-8"))
     assert [r["id"] for r in written] == [0, 1] and written[0]["label"] == "refusal"
+    # A stream cut short keeps the records read before the cut and reports the cut as a skipped line.
     corrupt = tmp_path / "corrupt.jsonl.gz"
-    corrupt.write_bytes(gzip.compress(b'{"response": "a"}\n' * 50)[:-30])  # truncated stream
-    assert main(["label-responses", str(corrupt), "-o", str(tmp_path / "c.jsonl"), "--model", str(ngram_model), "--no-progress"]) == 2
+    corrupt.write_bytes(gzip.compress(b'{"response": "a"}\n' * 3000)[:-30])  # truncated stream
+    assert main(["label-responses", str(corrupt), "-o", str(tmp_path / "c.jsonl"), "--model", str(ngram_model),
+                 "--no-progress", "--chunk-size", "100"]) == 0
+    kept = _jsonl(tmp_path / "c.jsonl")
+    [cut] = _jsonl(tmp_path / "c.jsonl.errors.jsonl")
+    assert 2000 < len(kept) < 3000 and cut["line"] == len(kept) + 1
+    assert "gzip stream is cut short or corrupt after line" in cut["reason"]
+    unreadable = tmp_path / "unreadable.jsonl.gz"
+    unreadable.write_bytes(b"\x1f\x8b\x08\x00" + b"\x00" * 40)  # a gzip header, then nothing readable
+    assert main(["label-responses", str(unreadable), "-o", str(tmp_path / "u.jsonl"), "--model", str(ngram_model), "--no-progress"]) == 2
+    assert not (tmp_path / "u.jsonl").exists()
 
 
 @pytest.mark.parametrize("output, message", [
