@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .artifacts import PathLike
+from .encoder import check_count
 from .records import BadRecord, RecordWriter, check_paths, default_errors_path, get_text, read_records, write_bad_records
 
 logger = logging.getLogger(__name__)
@@ -79,8 +80,7 @@ def score_file(
         raise ValueError(f"threshold must be a probability between 0 and 1, got {threshold}")
     if probability_field == label_field:
         raise ValueError(f"the probability field and the label field are both {label_field!r}: one would overwrite the other")
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a whole number of at least 1, got {chunk_size!r}")
+    check_count(chunk_size, "chunk_size")
     errors_file = default_errors_path(output_path, errors_path)
     check_paths(input_path, output_path, errors_file, input_format=input_format, output_format=output_format)
 

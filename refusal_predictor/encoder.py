@@ -203,18 +203,19 @@ def _check_providers(providers: Sequence[ProviderSpec] | str) -> list[ProviderSp
     return providers
 
 
-def _check_threads(num_threads: int | None, name: str = "num_threads") -> int | None:
-    if num_threads is not None and (isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1):
-        raise ValueError(f"{name} must be a whole number of at least 1, got {num_threads!r}")
-    return num_threads
+def check_count(value: int | None, name: str) -> int | None:
+    """A count option (threads, runs, chunk size): None (the default) or a whole number >= 1."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"{name} must be a whole number of at least 1, got {value!r}")
+    return value
 
 
 def check_session_options(providers: Sequence[ProviderSpec] | str | None = None,
                           num_threads: int | None = None, concurrent_runs: int | None = None) -> dict[str, Any]:
     """``OnnxEncoder.load``'s session arguments, checked before any session is opened."""
     return {"providers": None if providers is None else _check_providers(providers),
-            "num_threads": _check_threads(num_threads),
-            "concurrent_runs": _check_threads(concurrent_runs, "concurrent_runs")}
+            "num_threads": check_count(num_threads, "num_threads"),
+            "concurrent_runs": check_count(concurrent_runs, "concurrent_runs")}
 
 
 def _available_cpus(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:

@@ -575,12 +575,13 @@ def _check_parent(path: Path, what: str, create: bool) -> None:
         ancestor = ancestor.parent
     if not ancestor.is_dir():
         raise ValueError(f"{what} {path}: {ancestor} is a file, not a folder")
-    _check_writable(ancestor, what, path)
     if create:
         try:
             parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ValueError(f"{what} {path}: cannot create the folder {parent} ({exc.strerror or exc})") from exc
+    else:  # the up-front check; a writer that creates its file finds out at once anyway
+        _check_writable(ancestor, what, path)
 
 
 def _check_writable(folder: Path, what: str, path: Path) -> None:
@@ -608,11 +609,12 @@ def check_output_path(path: PathLike, what: str = "output", create: bool = False
 def check_output_folder(path: PathLike, what: str = "model folder") -> Path:
     """A folder we may write into: not an existing file, under a folder that exists or can be made."""
     path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"{what} {path} is a file; give a folder path")
-    _check_parent(path, what, create=False)
     if path.is_dir():
-        _check_writable(path, what, path)
+        _check_writable(path, what, path)  # written into, so this folder, not its parent
+    elif path.exists():
+        raise ValueError(f"{what} {path} is a file; give a folder path")
+    else:
+        _check_parent(path, what, create=False)
     return path
 
 
