@@ -15,7 +15,8 @@ import numpy as np
 
 from .artifacts import PathLike
 from .encoder import check_count
-from .records import BadRecord, RecordWriter, check_paths, default_errors_path, get_text, read_records, write_bad_records
+from .records import (BadRecord, RecordWriter, check_paths, default_errors_path, find_field, get_text, raw_of,
+                      read_records, write_bad_records)
 
 logger = logging.getLogger(__name__)
 
@@ -70,9 +71,11 @@ def score_file(
 ) -> ScoreReport:
     """Score ``text_field`` of every record of ``input_path`` with ``score(texts) -> P(refusal)``.
 
-    Output fields must not already exist in the input (that would overwrite user data): the run
-    stops with an error naming the line, and no partial output file is left behind. Neither may
-    the output or the errors file be the input file: that is refused before anything is read.
+    Output fields must not already exist in the input (that would overwrite user data): a pass
+    before any scoring finds the first record holding one and the run is refused, naming its
+    line, with nothing written. A record that gains one after that pass (a log still being
+    appended to) is skipped with its line, like any bad record. Neither may the output or the
+    errors file be the input file: that is refused before anything is read.
     """
     from tqdm.auto import tqdm
 
@@ -83,6 +86,10 @@ def score_file(
     check_count(chunk_size, "chunk_size")
     errors_file = default_errors_path(output_path, errors_path)
     check_paths(input_path, output_path, errors_file, input_format=input_format, output_format=output_format)
+    clash = find_field(input_path, (probability_field, label_field), input_format, encoding)
+    if clash:
+        raise ValueError(f"{input_path}:{clash[0]}: the record already has a field {clash[1]!r}; choose "
+                         "another output field name so the input value is not overwritten")
 
     report = ScoreReport(input=Path(input_path), output=Path(output_path))
     pending: list[dict] = []
@@ -110,12 +117,11 @@ def score_file(
             if isinstance(record, BadRecord):
                 report.bad.append(record)
                 continue
-            for name in (probability_field, label_field):
-                if name in record:
-                    raise ValueError(
-                        f"{input_path}:{line}: the record already has a field {name!r}; choose "
-                        "another output field name so the input value is not overwritten"
-                    )
+            clash = [name for name in (probability_field, label_field) if name in record]
+            if clash:
+                report.bad.append(BadRecord(line, f"the record already has a field {clash[0]!r}, which scoring "
+                                                  "would overwrite", raw_of(record)))
+                continue
             text = get_text(record, text_field, line)
             if isinstance(text, BadRecord):
                 report.bad.append(text)

@@ -286,3 +286,61 @@ def test_outputs_that_cannot_be_written_are_refused_before_any_work(tmp_path, mo
         assert message in capsys.readouterr().err, argv
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "locked", "log.jsonl"]  # nothing left behind
     assert list(locked.iterdir()) == []
+
+
+def test_an_output_field_in_the_input_is_refused_before_any_scoring(tmp_path):
+    """A clash on line 3,000 of a log used to stop the run there, throwing away the 2,999 records
+    scored before it; it is now found in a first pass, whatever the format."""
+    import json
+
+    from refusal_predictor.batch import score_file
+    from refusal_predictor.records import find_field
+
+    def never(texts):
+        raise AssertionError("scoring started before the input's fields were checked")
+
+    rows = [{"response": f"text {i}"} for i in range(3000)]
+    rows[2999] = {"response": "last", "label": "gold"}
+    log = tmp_path / "log.jsonl"
+    log.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    with pytest.raises(ValueError, match=r"log.jsonl:3000: the record already has a field 'label'"):
+        score_file(never, log, out, text_field="response", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log.jsonl"]
+
+    # A key spelt with escapes is still the same key; the name inside a value is not a clash.
+    escaped = tmp_path / "escaped.jsonl"
+    escaped.write_text('{"response": "the label is fine"}\n{"response": "x", "\\u006cabel": 1}\n', encoding="utf-8")
+    assert find_field(escaped, ["refusal_probability", "label"]) == (2, "label")
+    assert find_field(escaped, ["refusal_probability", "predicted"]) is None
+    csv_log = tmp_path / "log.csv"
+    csv_log.write_text("response,refusal_probability\nhello,0.1\n", encoding="utf-8")
+    assert find_field(csv_log, ["refusal_probability", "label"]) == (2, "refusal_probability")
+    array = tmp_path / "log.json"
+    array.write_text('[\n{"response": "a"},\n{"response": "b", "label": 0}\n]\n', encoding="utf-8")
+    assert find_field(array, ["label"]) == (3, "label")
+    pytest.importorskip("pyarrow")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"response": ["a"], "label": ["b"]}), tmp_path / "log.parquet")
+    assert find_field(tmp_path / "log.parquet", ["refusal_probability", "label"]) == (1, "label")
+
+
+def test_a_record_that_gains_an_output_field_after_the_first_pass_is_skipped_not_fatal(tmp_path, monkeypatch):
+    """A log still being appended to can gain a clashing record after the check: that record is
+    skipped with its line (kept whole in the errors file) and the others are written."""
+    import json
+
+    from refusal_predictor import batch
+
+    monkeypatch.setattr(batch, "find_field", lambda *args, **kwargs: None)
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"response": "a"}\n{"response": "b", "label": "gold"}\n{"response": "c"}\n', encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    report = batch.score_file(lambda texts: [0.9] * len(texts), log, out, text_field="response", progress=False)
+    assert (report.read, report.scored) == (3, 2)
+    assert [json.loads(l)["response"] for l in out.read_text(encoding="utf-8").splitlines()] == ["a", "c"]
+    [skipped] = [json.loads(l) for l in report.errors_path.read_text(encoding="utf-8").splitlines()]
+    assert skipped["line"] == 2 and "already has a field 'label'" in skipped["reason"]
+    assert json.loads(skipped["raw"]) == {"response": "b", "label": "gold"}
