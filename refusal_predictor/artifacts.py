@@ -13,9 +13,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import uuid
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 PathLike = str | os.PathLike
 
@@ -103,3 +106,38 @@ def verify_files(folder: PathLike, files: Mapping[str, str]) -> None:
 
 def write_json(path: PathLike, payload: Mapping[str, Any]) -> None:
     Path(path).write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+
+
+@contextmanager
+def staged_folder(folder: PathLike) -> Iterator[Path]:
+    """Build a folder's new contents beside it, then swap them in whole.
+
+    Writing a model straight into its folder over an earlier model left, on a full disk or a
+    crash part-way, a folder whose manifest no longer matched its files: neither model loaded.
+    The caller writes into the yielded sibling folder; when the block ends without error it
+    replaces ``folder`` by two renames (the old folder is removed after), and on any error it is
+    deleted and ``folder`` is left as it was. A ``folder`` that is a symbolic link has its target
+    replaced, not the link.
+    """
+    folder = Path(os.path.realpath(folder)) if Path(folder).is_symlink() else Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = folder.parent / f".{folder.name}.saving-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    try:
+        yield staging
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+        if not folder.exists():
+            os.rename(staging, folder)
+            return
+        old = folder.parent / f".{folder.name}.replaced-{uuid.uuid4().hex[:8]}"
+        os.rename(folder, old)
+        try:
+            os.rename(staging, folder)
+        except BaseException:
+            os.rename(old, folder)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

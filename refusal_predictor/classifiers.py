@@ -31,6 +31,7 @@ from .artifacts import (
     read_manifest,
     sha256_file,
     shipped_path,
+    staged_folder,
     verify_files,
     write_json,
 )
@@ -153,11 +154,11 @@ def as_labels(y: Iterable[Any], refusal_values: Collection[str] | None = None,
 def check_save_folder(path: PathLike) -> Path:
     """Where ``save()`` may write: a new or empty folder, or a model folder (saved over).
 
-    ``save()`` replaces ``manifest.json`` and ``model.joblib`` and removes a bundled ``encoder/``,
-    so a user's own non-empty folder is refused rather than partly overwritten; the CLI calls
-    this before training, so the refusal does not come after the work.
+    ``save()`` replaces ``manifest.json``, ``model.joblib`` and a bundled ``encoder/`` (the folder
+    is swapped whole, other files carried over), so a user's own non-empty folder is refused rather
+    than taken over; the CLI calls this before training, so the refusal does not come after the work.
     """
-    folder = check_output_folder(path)
+    folder = check_output_folder(path, staged=True)
     if folder.is_dir() and any(folder.iterdir()):
         try:
             manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
@@ -406,41 +407,58 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
         """Write a self-describing model folder (manifest + joblib + optional encoder copy).
 
         The encoder is copied into the folder unless it is one shipped with the package
-        (``bundle_encoder=None``), so a saved model always loads on another machine.
+        (``bundle_encoder=None``), so a saved model always loads on another machine. The folder is
+        written beside itself and swapped in whole, so a save that fails part-way (a full disk)
+        leaves an earlier model in it loadable.
         """
         check_is_fitted(self, "model_")
         folder = check_save_folder(path)
-        folder.mkdir(parents=True, exist_ok=True)
+        with staged_folder(folder) as staging:
+            manifest = self._write_folder(staging, folder, metadata, bundle_encoder)
+        self.metadata_ = manifest["metadata"]
+        return folder
+
+    def _write_folder(self, staging: Path, folder: Path, metadata: dict[str, Any] | None,
+                      bundle_encoder: bool | None) -> dict[str, Any]:
+        """Write the model into ``staging``, the folder that replaces ``folder`` once complete.
+
+        Files of ``folder`` that ``save()`` does not own (a model card, a user's notes) are carried
+        over; an encoder bundled there by an earlier save is not, unless this model reads it.
+        """
+        owned = {MANIFEST, _MODEL_FILE, "encoder"}
+        if folder.is_dir():
+            for item in folder.iterdir():
+                if item.name in owned:
+                    continue
+                if item.is_dir() and not item.is_symlink():
+                    shutil.copytree(item, staging / item.name, symlinks=True)
+                else:
+                    shutil.copy2(item, staging / item.name, follow_symlinks=False)
         options = self.features_.__dict__.pop("_encoder_options", None)  # this machine's, not the model's
         try:
-            joblib.dump(self, folder / _MODEL_FILE, compress=3)
+            joblib.dump(self, staging / _MODEL_FILE, compress=3)
         finally:
             if options is not None:
                 self.features_._encoder_options = options
-        files = {_MODEL_FILE: sha256_file(folder / _MODEL_FILE)}
+        files = {_MODEL_FILE: sha256_file(staging / _MODEL_FILE)}
         encoder_info = None
         bundled = folder / "encoder"
-        keep_bundled = False
         if self.features_.use_embeddings:
             enc_path = resolve_encoder_path(self.features_.encoder)
             shipped = enc_path.resolve().parent == shipped_path("encoders").resolve()
+            # A model loaded from this folder and saved back into it reads the bundled copy.
             in_place = bundled.is_dir() and bundled.resolve() == enc_path.resolve()
-            if in_place:
-                keep_bundled = True  # a model loaded from this folder, saved back into it
-            elif bundle_encoder or (bundle_encoder is None and not shipped):
-                shutil.rmtree(bundled, ignore_errors=True)
-                shutil.copytree(enc_path, bundled)
-                keep_bundled = True
+            keep_bundled = in_place or bool(bundle_encoder) or (bundle_encoder is None and not shipped)
+            if keep_bundled:
+                shutil.copytree(enc_path, staging / "encoder")
             encoder_info = {
                 "name": self.features_.encoder_name_,
                 "shipped_name": enc_path.name if shipped else None,
                 "sha256": self.features_.encoder_sha256_,
                 "bundled": keep_bundled,
             }
-        if not keep_bundled and (bundled / "encoder.json").is_file():
-            # An encoder bundled by an earlier save into this folder: 23+ MB this model does not use.
-            shutil.rmtree(bundled)
-            logger.info("removed %s, an encoder bundled by an earlier save", bundled)
+        if (bundled / "encoder.json").is_file() and not (staging / "encoder").exists():
+            logger.info("dropped %s, an encoder bundled by an earlier save that this model does not use", bundled)
         merged = dict(getattr(self, "metadata_", {}) or {})
         merged.update(metadata or {})
         manifest = {
@@ -459,9 +477,8 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
             "files": files,
             "metadata": merged,
         }
-        write_json(folder / MANIFEST, manifest)
-        self.metadata_ = merged
-        return folder
+        write_json(staging / MANIFEST, manifest)
+        return manifest
 
     @classmethod
     def default_path(cls) -> Path:

@@ -606,14 +606,18 @@ def check_output_path(path: PathLike, what: str = "output", create: bool = False
     return path
 
 
-def check_output_folder(path: PathLike, what: str = "model folder") -> Path:
-    """A folder we may write into: not an existing file, under a folder that exists or can be made."""
+def check_output_folder(path: PathLike, what: str = "model folder", *, staged: bool = False) -> Path:
+    """A folder we may write into: not an existing file, under a folder that exists or can be made.
+
+    ``staged``: the folder is built beside itself and swapped in, so its parent is written to,
+    and an existing folder's files are removed, so it must be writable too.
+    """
     path = Path(path)
-    if path.is_dir():
-        _check_writable(path, what, path)  # written into, so this folder, not its parent
-    elif path.exists():
+    if path.exists() and not path.is_dir():
         raise ValueError(f"{what} {path} is a file; give a folder path")
-    else:
+    if path.is_dir():
+        _check_writable(path, what, path)
+    if staged or not path.is_dir():
         _check_parent(path, what, create=False)
     return path
 

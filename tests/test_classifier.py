@@ -323,3 +323,38 @@ def test_as_labels_reads_standard_values_and_a_users_scheme():
         as_labels(["maybe"])
     with pytest.raises(ValueError, match=r"\['rejected'\] are in both refusal_values and compliance_values"):
         as_labels(["rejected"], refusal_values={"rejected"}, compliance_values={"rejected", "complied"})
+
+
+def test_a_save_that_fails_part_way_leaves_the_earlier_model_loadable(fitted, tmp_path, monkeypatch):
+    """Saving over a model used to write file by file into its folder: a full disk part-way left a
+    manifest that no longer matched its files, and neither model loaded. The folder is now built
+    beside itself and swapped in whole."""
+    import errno
+
+    from refusal_predictor import classifiers
+
+    folder = fitted.save(tmp_path / "m")
+    (folder / "MODEL_CARD.md").write_text("the card", encoding="utf-8")
+    manifest = (folder / "manifest.json").read_bytes()
+    texts = ["I'm sorry, but I can't help with that.", "Sure, here is a poem about the sea."]
+    expected = ResponseClassifier.load(folder).predict_proba(texts)
+
+    def full_disk(path, payload):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(classifiers, "write_json", full_disk)
+    with pytest.raises(OSError, match="No space left on device"):
+        fitted.save(folder, metadata={"run": 2})
+    assert [p.name for p in tmp_path.iterdir()] == ["m"]  # nothing half-written left beside it
+    assert (folder / "manifest.json").read_bytes() == manifest
+    np.testing.assert_array_equal(ResponseClassifier.load(folder).predict_proba(texts), expected)
+
+    monkeypatch.undo()
+    fitted.save(folder, metadata={"run": 2})
+    assert [p.name for p in tmp_path.iterdir()] == ["m"]
+    assert (folder / "MODEL_CARD.md").read_text(encoding="utf-8") == "the card"  # not save()'s: kept
+    assert json.loads((folder / "manifest.json").read_text())["metadata"]["run"] == 2
+    link = tmp_path / "link"
+    link.symlink_to(folder, target_is_directory=True)
+    fitted.save(link, metadata={"run": 3})
+    assert link.is_symlink() and json.loads((folder / "manifest.json").read_text())["metadata"]["run"] == 3
