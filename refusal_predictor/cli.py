@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import signal
 import sys
-from typing import Sequence
+import threading
+from typing import Iterator, Sequence
 
 from ._version import __version__
 from .classifiers import HEADS
@@ -394,17 +397,53 @@ _COMMANDS = {
 }
 
 
+class Terminated(SystemExit):
+    """SIGTERM (or SIGHUP) turned into an exception, so a run stopped by a scheduler, ``kill`` or
+    ``timeout`` unwinds like one stopped by Ctrl-C: outputs being written (hidden temporary and
+    spool files beside them) and half-built model folders are removed, not left behind."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(128 + signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _signals_raise() -> Iterator[None]:
+    def raise_terminated(signum, frame):
+        signal.signal(signum, signal.SIG_DFL)  # a second signal during the clean-up ends it at once
+        raise Terminated(signum)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread; the caller's stay in charge
+        return
+    # Only signals at their default (which would kill the process uncleanly): one ignored (nohup)
+    # or handled by a program that calls main() stays as it is.
+    wanted = [getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)]
+    previous = {signum: signal.signal(signum, raise_terminated)
+                for signum in wanted if signal.getsignal(signum) == signal.SIG_DFL}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     handler = _COMMANDS[args.command]
     try:
-        return handler(args)
+        with _signals_raise():
+            return handler(args)
     except (OSError, ValueError, TypeError, ImportError) as exc:
         # OSError: unwritable outputs, permissions, full disks; the message names the path.
         print(f"refusal-predictor {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except Terminated as exc:
+        name = signal.Signals(exc.signum).name
+        print(f"refusal-predictor {args.command}: stopped by {name}; outputs being written were removed", file=sys.stderr)
+        return exc.code
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -337,3 +337,32 @@ def test_label_values_map_a_fine_label_scheme(tmp_path, capsys):
     assert f"trained on {len(tones)} responses ({sum(t != 'complied' for t in tones)} refusal)" in capsys.readouterr().out
     training = ResponseClassifier.load(model_dir).metadata["training"]  # how the labels were read, for the record
     assert training["label_field"] == "human_tone" and training["refusal_values"] == ["contradicted", "disclaimed", "redirected", "rejected"]
+
+
+def test_sigterm_removes_the_outputs_being_written(ngram_model, tmp_path):
+    """A run stopped by SIGTERM (a scheduler, ``timeout``, ``kill``) used to leave its hidden
+    temporary and spool files beside the output; it now unwinds like Ctrl-C and exits 143."""
+    import json
+    import os
+    import signal
+    import time
+
+    log = tmp_path / "log.jsonl"
+    with open(log, "w", encoding="utf-8") as handle:
+        for i in range(200_000):
+            handle.write(json.dumps({"id": i, "response": f"Sure, here is answer number {i} to your question."}) + "\n")
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-m", "refusal_predictor.cli", "label-responses", str(log), "-o",
+                             str(out_dir / "out.csv"), "--model", str(ngram_model), "--no-progress"],
+                            stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 120
+    while not any(p.name.endswith(".spool") and p.stat().st_size for p in out_dir.iterdir()):
+        assert proc.poll() is None and time.monotonic() < deadline, "the run ended before it was stopped"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert "stopped by SIGTERM" in err
+    assert list(out_dir.iterdir()) == []
