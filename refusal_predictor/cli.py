@@ -440,10 +440,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # OSError: unwritable outputs, permissions, full disks; the message names the path.
         print(f"refusal-predictor {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except Terminated as exc:
-        name = signal.Signals(exc.signum).name
-        print(f"refusal-predictor {args.command}: stopped by {name}; outputs being written were removed", file=sys.stderr)
-        return exc.code
+    except (Terminated, KeyboardInterrupt) as exc:
+        signum = exc.signum if isinstance(exc, Terminated) else signal.SIGINT
+        print(f"refusal-predictor {args.command}: stopped by {signal.Signals(signum).name}; "
+              "outputs being written were removed", file=sys.stderr)
+        return 128 + signum
 
 
 if __name__ == "__main__":  # pragma: no cover

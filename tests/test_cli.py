@@ -366,3 +366,16 @@ def test_sigterm_removes_the_outputs_being_written(ngram_model, tmp_path):
     assert proc.returncode == 128 + signal.SIGTERM
     assert "stopped by SIGTERM" in err
     assert list(out_dir.iterdir()) == []
+
+
+def test_ctrl_c_is_reported_without_a_traceback(ngram_model, tmp_path, monkeypatch, capsys):
+    from refusal_predictor import batch
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(batch, "score_file", interrupted)
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"response": "hi"}\n', encoding="utf-8")
+    assert main(["label-responses", str(log), "-o", str(tmp_path / "o.jsonl"), "--model", str(ngram_model)]) == 130
+    assert "stopped by SIGINT" in capsys.readouterr().err
