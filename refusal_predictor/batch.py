@@ -17,6 +17,7 @@ from .artifacts import PathLike
 from .encoder import check_count
 from .records import (BadRecord, RecordWriter, check_paths, default_errors_path, find_field, get_text, raw_of,
                       read_records, write_bad_records)
+from .thresholds import check_threshold
 
 logger = logging.getLogger(__name__)
 
@@ -79,8 +80,7 @@ def score_file(
     """
     from tqdm.auto import tqdm
 
-    if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold must be a probability between 0 and 1, got {threshold}")
+    check_threshold(threshold)
     if probability_field == label_field:
         raise ValueError(f"the probability field and the label field are both {label_field!r}: one would overwrite the other")
     check_count(chunk_size, "chunk_size")

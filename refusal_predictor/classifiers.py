@@ -40,7 +40,7 @@ from .features import TextFeatures, resolve_encoder_path
 from .heads import LogOddsBlend, leaf_heads
 from .metrics import binary_metrics
 from .records import check_output_folder
-from .thresholds import pick_threshold
+from .thresholds import check_threshold, pick_threshold
 from .thresholds import validation_curve as compute_validation_curve
 
 logger = logging.getLogger(__name__)
@@ -304,6 +304,7 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
         curve and cross-validation metrics describe: rows added only to teach the model (such
         as truncated copies of responses) would otherwise move the thresholds users pick.
         """
+        check_threshold(self.threshold)
         texts = as_texts(X)
         labels = as_labels(y)
         if len(texts) != len(labels):
@@ -379,9 +380,24 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
 
     def predict(self, X: str | Iterable[str], threshold: float | None = None) -> np.ndarray:
         """'refusal' where the refusal probability is >= ``threshold`` (default: self.threshold)."""
-        cut = self.threshold if threshold is None else threshold
+        cut = check_threshold(self.threshold if threshold is None else threshold)
         proba = self.refusal_probability(X)
         return np.where(proba >= cut, CLASSES[1], CLASSES[0]).astype(object)
+
+    def score(self, X: str | Iterable[str], y: Iterable[Any], sample_weight: Any = None) -> float:
+        """Accuracy at ``threshold``, reading ``y`` as ``fit`` does (1/0, booleans, "refused", ...).
+
+        scikit-learn's own ``score`` compared ``predict``'s class names with ``y`` literally: a
+        perfect model scored 0.0 on the labels ``fit`` took, and ``cross_val_score`` or
+        ``GridSearchCV`` over 1/0 labels gave nan.
+        """
+        from sklearn.metrics import accuracy_score
+
+        truth = as_labels(y)
+        predicted = (self.refusal_probability(X) >= check_threshold(self.threshold)).astype(np.int64)
+        if len(truth) != len(predicted):
+            raise ValueError(f"{len(predicted)} texts but {len(truth)} labels")
+        return float(accuracy_score(truth, predicted, sample_weight=sample_weight))
 
     def _more_tags(self) -> dict:  # scikit-learn < 1.6
         return {"X_types": ["string"]}
@@ -519,7 +535,8 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
                         f"{folder / 'encoder'}: {MANIFEST} says this model's encoder is bundled here, but the "
                         "folder is missing; copy the model folder whole"
                     )
-                model.features_.encoder = str(folder / "encoder")
+                # Absolute: the session opens at the first prediction, maybe after a chdir.
+                model.features_.encoder = str((folder / "encoder").resolve())
             elif info.get("shipped_name"):
                 model.features_.encoder = info["shipped_name"]
             # get_encoder() checks the sha256 recorded at fit time when the session opens.
@@ -615,9 +632,9 @@ class ResponseClassifier(RefusalClassifier):
     def load(cls, path: PathLike | None = None, *, verify: bool = True) -> "ResponseClassifier":
         """Load a model folder, a shipped variant by name ("default", "ngrams"), or (``None``) the default.
 
-        A folder that exists wins over a variant of the same name.
+        A folder that exists wins over a variant of the same name (a file of that name does not).
         """
-        if path is not None and not Path(path).exists() and str(path) in cls.VARIANTS:
+        if path is not None and not Path(path).is_dir() and str(path) in cls.VARIANTS:
             path = shipped_path(*cls.VARIANTS[str(path)])
         return super().load(path, verify=verify)
 

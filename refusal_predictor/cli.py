@@ -258,8 +258,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         from .classifiers import ResponseClassifier as cls
     else:
         from .prompt import PromptClassifier as cls
-    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
-        raise ValueError(f"threshold must be a probability between 0 and 1, got {args.threshold}")
+    if args.threshold is not None:
+        from .thresholds import check_threshold
+
+        check_threshold(args.threshold)
     model = _configured(cls.load(args.model), args)
     text_field = args.kind if args.text_field is None else args.text_field
     texts, labels, bad = read_labelled(args.input, text_field, args.label_field, args.input_format, args.encoding,

@@ -10,6 +10,7 @@ how it ends.
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 from typing import Sequence
 
@@ -23,6 +24,7 @@ from .artifacts import PathLike, shipped_path
 from .encoder import DEFAULT_ENCODER, OnnxEncoder, check_session_options
 
 logger = logging.getLogger(__name__)
+_OPENING = threading.Lock()  # encoder sessions are opened (and dropped) one at a time
 
 _SEGMENTS = ("head", "tail")
 
@@ -103,16 +105,21 @@ class TextFeatures(TransformerMixin, BaseEstimator):
     # -- the encoder is a resource, not a parameter: opened on demand, dropped when pickled --
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state.pop("_encoder", None)
-        state.pop("_cache", None)
+        for name in ("_encoder", "_cache", "_ngram_names"):
+            state.pop(name, None)
         return state
 
     def get_encoder(self) -> OnnxEncoder:
         encoder = getattr(self, "_encoder", None)
         if encoder is None:
-            encoder = OnnxEncoder.load(resolve_encoder_path(self.encoder), **getattr(self, "_encoder_options", {}))
-            self._check_encoder(encoder)
-            self._encoder = encoder
+            # One opening at a time: threads making a model's first predictions together would each
+            # open (and hash) the encoder, and a configure_encoder() during an opening was undone.
+            with _OPENING:
+                encoder = getattr(self, "_encoder", None)
+                if encoder is None:
+                    encoder = OnnxEncoder.load(resolve_encoder_path(self.encoder), **getattr(self, "_encoder_options", {}))
+                    self._check_encoder(encoder)
+                    self._encoder = encoder
         return encoder
 
     def _check_encoder(self, encoder: OnnxEncoder) -> None:
@@ -130,7 +137,8 @@ class TextFeatures(TransformerMixin, BaseEstimator):
         recorded at fit time: any other encoder would give confidently wrong scores.
         """
         self._check_encoder(encoder)
-        self._encoder = encoder
+        with _OPENING:
+            self._encoder = encoder
 
     def configure_encoder(self, *, providers: Sequence[str] | None = None, num_threads: int | None = None,
                           concurrent_runs: int | None = None) -> None:
@@ -138,8 +146,10 @@ class TextFeatures(TransformerMixin, BaseEstimator):
 
         Checked now, not at the first prediction; kept in pickles (worker processes), dropped by
         the classifier's ``save()``."""
-        self._encoder_options = check_session_options(providers, num_threads, concurrent_runs)
-        self.__dict__.pop("_encoder", None)
+        options = check_session_options(providers, num_threads, concurrent_runs)
+        with _OPENING:
+            self._encoder_options = options
+            self.__dict__.pop("_encoder", None)
 
     def use_cache(self, cache: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
         """Memoise embeddings by text (in ``cache``, which may be shared between models).
@@ -156,15 +166,17 @@ class TextFeatures(TransformerMixin, BaseEstimator):
         if unknown or not self.segments:
             raise ValueError(f"segments must be a non-empty subset of {_SEGMENTS}, got {self.segments}")
         if self.use_ngrams:
-            self.vectorizer_ = TfidfVectorizer(
-                ngram_range=tuple(self.ngram_range),
-                min_df=self.min_df if len(texts) >= 10 * self.min_df else 1,
-                max_features=self.max_features,
-                sublinear_tf=self.sublinear_tf,
-                token_pattern=self.token_pattern,
-                preprocessor=normalize_text,
-                dtype=np.float32,
-            ).fit(texts)
+            min_df = self.min_df if len(texts) >= 10 * self.min_df else 1
+            try:
+                self.vectorizer_ = self._vectorizer(min_df).fit(texts)
+            except ValueError as exc:
+                if min_df == 1 or "no terms remain" not in str(exc):
+                    raise
+                # Unsegmented scripts (Chinese, Japanese) make each clause one "word": 20 such
+                # prompts can share none, and fit() failed on sklearn's pruning message.
+                logger.warning("no n-gram occurs in %s or more of the %d texts (as in Chinese or Japanese "
+                               "text, which has no spaces between words); keeping every n-gram", min_df, len(texts))
+                self.vectorizer_ = self._vectorizer(1).fit(texts)
         if self.use_embeddings:
             encoder = self.get_encoder()
             self.encoder_sha256_ = encoder.sha256
@@ -174,6 +186,17 @@ class TextFeatures(TransformerMixin, BaseEstimator):
             len(self.segments) * self.embedding_dim_ if self.use_embeddings else 0
         )
         return self
+
+    def _vectorizer(self, min_df: int | float) -> TfidfVectorizer:
+        return TfidfVectorizer(
+            ngram_range=tuple(self.ngram_range),
+            min_df=min_df,
+            max_features=self.max_features,
+            sublinear_tf=self.sublinear_tf,
+            token_pattern=self.token_pattern,
+            preprocessor=normalize_text,
+            dtype=np.float32,
+        )
 
     def _n_ngrams(self) -> int:
         return len(self.vectorizer_.vocabulary_) if self.use_ngrams else 0
@@ -210,6 +233,19 @@ class TextFeatures(TransformerMixin, BaseEstimator):
         if not texts:
             return np.zeros((0, encoder.dimension), dtype=np.float32)
         return np.vstack([cache[t] for t in texts])
+
+    def ngram_names(self, columns: Sequence[int] | np.ndarray) -> np.ndarray:
+        """The n-grams of the given n-gram columns. The inverted vocabulary is built on first use and
+        kept (not pickled): ``explain()`` names a prompt's few n-grams per call, and building all
+        48,000 names each time (``get_feature_names_out``) took 6x as long as a prediction."""
+        names = getattr(self, "_ngram_names", None)
+        if names is None:
+            vocabulary = self.vectorizer_.vocabulary_
+            names = np.empty(len(vocabulary), dtype=object)
+            for term, column in vocabulary.items():
+                names[column] = term
+            self._ngram_names = names
+        return names[np.asarray(columns, dtype=np.intp)]
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
         check_is_fitted(self, "n_features_out_")

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sklearn.utils.validation import check_is_fitted
 
 from .artifacts import PathLike, shipped_path, write_json
 from .classifiers import RefusalClassifier, as_texts
@@ -54,7 +55,7 @@ class PromptClassifier(RefusalClassifier):
         """
         if path is not None and target is not None:
             raise ValueError("give a model folder or a target name, not both")
-        if path is not None and not Path(path).exists():
+        if path is not None and not Path(path).is_dir():
             if _target_key(str(path)) in cls.available_targets():
                 path, target = None, str(path)
             else:
@@ -86,23 +87,28 @@ class PromptClassifier(RefusalClassifier):
         (``absent_ngrams_contribution``), as is the embedding block's (``embedding_contribution``),
         since its 384 dimensions have no words attached.
         """
+        if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 0:
+            raise ValueError(f"top_k must be a whole number of at least 0, got {top_k!r}")
         (text,) = as_texts([prompt], what="prompt")
+        check_is_fitted(self, "model_")
         matrix = self.features_.transform([text]).tocsr()
         contrib, bias = contributions(self._fitted_head(), matrix)
         n_ngrams = len(self.features_.vectorizer_.vocabulary_) if self.features_.use_ngrams else 0
-        names = self.features_.get_feature_names_out()[:n_ngrams]
         present = np.zeros(n_ngrams, dtype=bool)
         present[matrix[:, :n_ngrams].nonzero()[1]] = True
         ngram_part = contrib[:n_ngrams]
         idx = np.flatnonzero(present)
         order = idx[np.argsort(ngram_part[idx])]
-        toward_refusal = [(str(names[i]), float(ngram_part[i])) for i in order[::-1][:top_k] if ngram_part[i] > 0]
-        toward_compliance = [(str(names[i]), float(ngram_part[i])) for i in order[:top_k] if ngram_part[i] < 0]
+        top_refusal = [i for i in order[::-1][:top_k] if ngram_part[i] > 0]
+        top_compliance = [i for i in order[:top_k] if ngram_part[i] < 0]
+        chosen = top_refusal + top_compliance
+        names = dict(zip(chosen, self.features_.ngram_names(chosen))) if chosen else {}
         return {
             "prompt": text,
-            "refusal_probability": float(self.refusal_probability([text])[0]),
-            "toward_refusal": toward_refusal,
-            "toward_compliance": toward_compliance,
+            # From the matrix built above: predict_proba would transform (and embed) the text again.
+            "refusal_probability": float(self.model_.predict_proba(matrix)[0, 1]),
+            "toward_refusal": [(str(names[i]), float(ngram_part[i])) for i in top_refusal],
+            "toward_compliance": [(str(names[i]), float(ngram_part[i])) for i in top_compliance],
             "absent_ngrams_contribution": float(ngram_part[~present].sum()),
             "embedding_contribution": float(contrib[n_ngrams:].sum()),
             "bias": bias,

@@ -13,6 +13,14 @@ import numpy as np
 from sklearn.metrics import precision_recall_curve
 
 
+def check_threshold(value: Any, name: str = "threshold") -> float:
+    """A decision threshold, or a ValueError: a pre-filter given NaN, 1.5 or "0.5" (say from a
+    config file) would otherwise flag nothing, or everything, without a word."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be a probability between 0 and 1, got {value!r}")
+    return float(value)
+
+
 def validation_curve(y_true: Any, refusal_proba: Any, max_points: int = 200) -> dict[str, list[float]]:
     """Precision, recall and predicted refusal rate per threshold (thresholds ascending)."""
     y = np.asarray(y_true, dtype=int)
@@ -24,7 +32,9 @@ def validation_curve(y_true: Any, refusal_proba: Any, max_points: int = 200) -> 
         keep = np.unique(np.linspace(0, len(thresholds) - 1, max_points).round().astype(int))
         thresholds, precision, recall, rate = thresholds[keep], precision[keep], recall[keep], rate[keep]
     return {
-        "threshold": [round(float(v), 6) for v in thresholds],
+        # Unrounded: a threshold rounded to 6 places moved past the score it stood for, so
+        # recall=1.0 or refusal_rate=0 missed its promise on the very data of the curve.
+        "threshold": [float(v) for v in thresholds],
         "precision": [round(float(v), 6) for v in precision],
         "recall": [round(float(v), 6) for v in recall],
         "refusal_rate": [round(float(v), 6) for v in rate],

@@ -358,3 +358,71 @@ def test_a_save_that_fails_part_way_leaves_the_earlier_model_loadable(fitted, tm
     link.symlink_to(folder, target_is_directory=True)
     fitted.save(link, metadata={"run": 3})
     assert link.is_symlink() and json.loads((folder / "manifest.json").read_text())["metadata"]["run"] == 3
+
+
+def test_score_reads_labels_as_fit_does(split):
+    """scikit-learn's score() compared predict()'s class names with y literally: a model scored
+    0.0 on the 'refused'/'complied' labels fit() took, and cross_val_score on 1/0 gave nan."""
+    from sklearn.model_selection import cross_val_score
+
+    train, test = split
+    small = train.iloc[:300]
+    model = ResponseClassifier(use_embeddings=False).fit(small["response"].tolist(), small["label"].tolist())
+    texts = test["response"].tolist()
+    names = test["label"].tolist()
+    ones = [1 if label == "refusal" else 0 for label in names]
+    tones = ["refused" if label == "refusal" else "complied" for label in names]
+    expected = float(np.mean(model.predict(texts) == np.asarray(names, dtype=object)))
+    assert expected > 0.8
+    for y in (names, ones, [bool(v) for v in ones], tones):
+        assert model.score(texts, y) == pytest.approx(expected)
+    scores = cross_val_score(ResponseClassifier(use_embeddings=False), small["response"].tolist(),
+                             [1 if label == "refusal" else 0 for label in small["label"]], cv=2)
+    assert np.all(scores > 0.7)
+
+
+def test_thresholds_are_checked_where_they_are_used(fitted):
+    """NaN, 1.5 or "0.5" (say from a pipeline's config) made the pre-filter flag nothing or
+    everything, or failed deep in numpy."""
+    texts = ["I can't help with that.", "Sure, here it is."]
+    for bad in (float("nan"), 1.5, -1, "0.5", True):
+        with pytest.raises(ValueError, match="threshold must be a probability between 0 and 1"):
+            fitted.predict(texts, threshold=bad)
+    model = clone(fitted).set_params(threshold=float("nan"))
+    with pytest.raises(ValueError, match="threshold must be a probability"):
+        model.fit(texts * 10, ["refusal", "compliance"] * 10)
+    import pickle
+
+    broken = pickle.loads(pickle.dumps(fitted))
+    broken.threshold = None
+    with pytest.raises(ValueError, match="got None"):
+        broken.predict(texts)
+    assert list(fitted.predict(texts, threshold=0.0)) == ["refusal", "refusal"]
+
+
+def test_a_bundled_encoder_survives_a_change_of_directory(tmp_path, monkeypatch):
+    """A model loaded from a relative folder kept a relative encoder path and opened its encoder
+    at the first prediction, against whatever the working directory was by then."""
+    from refusal_predictor import PromptClassifier
+
+    copy = tmp_path / "enc"
+    shutil.copytree(shipped_path("encoders", "minilm-prompt-int8"), copy)
+    prompt = PromptClassifier.load()
+    prompt.features_.encoder = str(copy)
+    prompt.save(tmp_path / "model")  # not a shipped encoder: bundled
+    expected = prompt.refusal_probability(["How do I pick a lock?"])
+    monkeypatch.chdir(tmp_path)
+    model = PromptClassifier.load("model")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    np.testing.assert_allclose(model.refusal_probability(["How do I pick a lock?"]), expected)
+
+
+def test_a_file_named_like_a_shipped_model_does_not_hide_it(tmp_path, monkeypatch):
+    from refusal_predictor import PromptClassifier
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "gpt-4").write_text("", encoding="utf-8")
+    (tmp_path / "ngrams").write_text("", encoding="utf-8")
+    assert PromptClassifier.load("gpt-4").target == "gpt-4"
+    assert not ResponseClassifier.load("ngrams").features_.use_embeddings

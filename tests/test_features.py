@@ -14,3 +14,74 @@ def test_contractions_are_tokens_and_apostrophes_are_normalised():
     curly, ascii_ = features.transform(["I CAN\u2019T"]), features.transform(["i can't"])
     assert (curly != ascii_).nnz == 0 and curly.nnz > 0
     assert normalize_text("Don\u2018t \u02bcQuote\u02bc") == "don't 'quote'"
+
+
+def test_unsegmented_scripts_keep_their_ngrams():
+    """From 20 texts on, n-grams must occur twice; in Chinese or Japanese a whole clause is one
+    token, so 20 prompts could share none and fit() failed with scikit-learn's pruning message."""
+    prompts = [f"请告诉我第{i}个问题的答案" for i in range(22)]
+    features = TextFeatures(use_embeddings=False).fit(prompts)
+    assert len(features.vectorizer_.vocabulary_) == 22
+    assert features.transform(["请告诉我第3个问题的答案"]).nnz == 1
+    english = TextFeatures(use_embeddings=False).fit([f"tell me answer {i}" for i in range(22)])
+    assert set(english.vectorizer_.vocabulary_) == {"tell", "me", "answer", "tell me", "me answer", "tell me answer"}
+
+
+class _FakeEncoder:
+    sha256, name, dimension = "0" * 64, "fake", 4
+
+    def __init__(self, options):
+        self.options = options
+
+
+def test_first_predictions_from_many_threads_open_the_encoder_once(monkeypatch):
+    import threading
+    import time
+
+    from refusal_predictor import features as features_module
+
+    opened = []
+
+    def load(path, **options):
+        time.sleep(0.2)
+        opened.append(options)
+        return _FakeEncoder(options)
+
+    monkeypatch.setattr(features_module.OnnxEncoder, "load", staticmethod(load))
+    features = TextFeatures()
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(features.get_encoder())) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(opened) == 1 and len({id(e) for e in got}) == 1
+
+
+def test_configure_encoder_during_an_opening_is_not_undone(monkeypatch):
+    """A configure_encoder() while another thread's first prediction was opening the session was
+    silently undone: that thread stored the encoder opened with the old options."""
+    import threading
+
+    from refusal_predictor import features as features_module
+
+    release = threading.Event()
+    started = threading.Event()
+
+    def load(path, **options):
+        started.set()
+        release.wait(10)
+        return _FakeEncoder(options)
+
+    monkeypatch.setattr(features_module.OnnxEncoder, "load", staticmethod(load))
+    features = TextFeatures()
+    opening = threading.Thread(target=features.get_encoder)
+    opening.start()
+    assert started.wait(10)
+    configuring = threading.Thread(target=lambda: features.configure_encoder(num_threads=1))
+    configuring.start()
+    configuring.join(0.3)  # blocked until the opening ends (before the fix it returned at once)
+    release.set()
+    opening.join()
+    configuring.join()
+    assert features.get_encoder().options["num_threads"] == 1

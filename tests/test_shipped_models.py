@@ -300,3 +300,23 @@ def test_shipped_encoders_read_exactly_their_window(name, window):
     # [CLS] and [SEP] take two of the window's tokens: words 0 .. window-3 are read.
     assert np.abs(embedding(window - 3) - plain).max() > 1e-3
     np.testing.assert_array_equal(embedding(window - 2), plain)
+
+
+def test_explain_embeds_the_prompt_once_and_names_only_what_it_lists(prompt_model, monkeypatch):
+    """explain() rebuilt all 48,000 feature names and embedded the prompt a second time for its
+    probability: about 10x the time of a prediction, per call."""
+    features = prompt_model.features_
+    calls = []
+    transform = features.transform
+    monkeypatch.setattr(features, "transform", lambda texts: calls.append(texts) or transform(texts))
+    monkeypatch.setattr(features, "get_feature_names_out", lambda *a: pytest.fail("all feature names built"))
+    prompt = "Write an article about Joe Biden in the style of the New York Post"
+    explanation = prompt_model.explain(prompt, top_k=3)
+    assert len(calls) == 1
+    monkeypatch.undo()
+    assert explanation["refusal_probability"] == pytest.approx(prompt_model.refusal_probability([prompt])[0])
+    assert len(explanation["toward_refusal"]) <= 3 and explanation["toward_refusal"]
+    assert prompt_model.explain(prompt, top_k=0)["toward_refusal"] == []
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="top_k must be a whole number"):
+            prompt_model.explain(prompt, top_k=bad)

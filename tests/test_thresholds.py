@@ -58,3 +58,14 @@ def test_pick_threshold_picks_the_best_threshold_meeting_the_goal():
     assert pick_threshold(CURVE, recall=0.8) == 0.5  # highest threshold with recall >= 0.8
     assert pick_threshold(CURVE, precision=0.8) == 0.5  # lowest threshold with precision >= 0.8
     assert pick_threshold(CURVE, refusal_rate=0.3) == 0.7  # lowest threshold flagging <= 30 %
+
+
+def test_picked_thresholds_keep_their_promise_on_the_curve_s_own_data():
+    """Thresholds stored rounded to 6 places moved past the scores they stood for: recall=1.0
+    missed a positive and refusal_rate=0 still flagged a text, on the very data of the curve."""
+    y = np.array([1, 0, 1, 0])
+    p = np.array([0.1234567, 0.05, 0.9876543, 0.01])
+    curve = validation_curve(y, p)
+    cut = pick_threshold(curve, recall=1.0)
+    assert (p[y == 1] >= cut).all()
+    assert not (p >= pick_threshold(curve, refusal_rate=0.0)).any()
