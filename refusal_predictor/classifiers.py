@@ -394,7 +394,7 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
         from sklearn.metrics import accuracy_score
 
         truth = as_labels(y)
-        predicted = (self.refusal_probability(X) >= check_threshold(self.threshold)).astype(np.int64)
+        predicted = (self.predict(X) == CLASSES[1]).astype(np.int64)
         if len(truth) != len(predicted):
             raise ValueError(f"{len(predicted)} texts but {len(truth)} labels")
         return float(accuracy_score(truth, predicted, sample_weight=sample_weight))
@@ -594,9 +594,10 @@ def _check_manifest_fields(path: Path, manifest: dict[str, Any]) -> None:
             problems.append(f"'encoder.bundled' must be true or false, got {encoder['bundled']!r}")
         if not isinstance(encoder.get("shipped_name") or "", str):
             problems.append(f"'encoder.shipped_name' must be a name or null, got {encoder['shipped_name']!r}")
-    threshold = manifest.get("threshold", 0.5)
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
-        problems.append(f"'threshold' must be a probability, got {threshold!r}")
+    try:
+        check_threshold(manifest.get("threshold", 0.5), "'threshold'")
+    except ValueError as exc:
+        problems.append(str(exc))
     if problems:
         raise ModelFileError(f"{path}: " + "; ".join(problems))
 

@@ -206,10 +206,10 @@ def read_labelled(path: str, text_field: str, label_field: str, input_format=Non
                   refusal_values: frozenset[str] | None = None, compliance_values: frozenset[str] | None = None):
     """Texts and 0/1 labels of a labelled file; bad records are reported, not dropped silently."""
     from .classifiers import check_label_values, label_value
-    options = ("--refusal-values", "--compliance-values")
-    check_label_values(refusal_values, compliance_values, options)
     from .records import BadRecord, get_text, read_all
 
+    options = ("--refusal-values", "--compliance-values")
+    check_label_values(refusal_values, compliance_values, options)
     good, bad = read_all(path, input_format, encoding)
     texts, labels = [], []
     for line, record in good:
