@@ -1,6 +1,7 @@
 """Batch scoring of log files: stream records, score one text field per record, write them back.
 
-Every input field is kept and two are added (a probability and a label). Records that cannot be
+Every input field is kept and two are added (a probability and a label), or more where the
+scorer says more (a response's tone). Records that cannot be
 scored are reported with their line numbers and written to an errors file beside the output, so
 nothing the user gave disappears without a trace.
 """
@@ -47,14 +48,20 @@ class ScoreReport:
 
 def checked_scores(score: Callable[[list[str]], np.ndarray], texts: list[str]) -> np.ndarray:
     """One score per text, or an error: zipping records with too few scores would lose records silently."""
-    proba = np.asarray(score(texts), dtype=np.float64)
-    if proba.shape != (len(texts),):
-        raise ValueError(f"the scorer returned {proba.shape} scores for {len(texts)} texts")
-    return proba
+    return _check_count(np.asarray(score(texts), dtype=np.float64), len(texts), "scores")
+
+
+def _check_count(values: np.ndarray, n: int, what: str) -> np.ndarray:
+    if values.shape[:1] != (n,) or values.ndim != 1:
+        raise ValueError(f"the scorer returned {values.shape} {what} for {n} texts")
+    return values
+
+
+Scorer = Callable[[list[str]], "np.ndarray | tuple[np.ndarray, dict[str, Sequence]]"]
 
 
 def score_file(
-    score: Callable[[list[str]], np.ndarray],
+    score: Scorer,
     input_path: PathLike,
     output_path: PathLike,
     *,
@@ -69,8 +76,12 @@ def score_file(
     chunk_size: int = 512,
     errors_path: PathLike | None = None,
     progress: bool = True,
+    extra_fields: Sequence[str] = (),
 ) -> ScoreReport:
     """Score ``text_field`` of every record of ``input_path`` with ``score(texts) -> P(refusal)``.
+
+    A scorer that says more per text (a response's tone) returns ``(P(refusal), {field: values})``
+    for the fields named in ``extra_fields``; each is added to the records like the label.
 
     Output fields must not already exist in the input (that would overwrite user data): a pass
     before any scoring finds the first record holding one and the run is refused, naming its
@@ -81,12 +92,15 @@ def score_file(
     from tqdm.auto import tqdm
 
     check_threshold(threshold)
-    if probability_field == label_field:
-        raise ValueError(f"the probability field and the label field are both {label_field!r}: one would overwrite the other")
+    outputs = (probability_field, label_field, *extra_fields)
+    repeated = sorted({name for name in outputs if outputs.count(name) > 1})
+    if repeated:
+        raise ValueError(f"output field {repeated[0]!r} is named twice (probability, label or extra field): "
+                         "one would overwrite the other")
     check_count(chunk_size, "chunk_size")
     errors_file = default_errors_path(output_path, errors_path)
     check_paths(input_path, output_path, errors_file, input_format=input_format, output_format=output_format)
-    clash = find_field(input_path, (probability_field, label_field), input_format, encoding)
+    clash = find_field(input_path, outputs, input_format, encoding)
     if clash:
         raise ValueError(f"{input_path}:{clash[0]}: the record already has a field {clash[1]!r}; choose "
                          "another output field name so the input value is not overwritten")
@@ -98,10 +112,20 @@ def score_file(
     def flush(writer: RecordWriter) -> None:
         if not pending:
             return
-        proba = checked_scores(score, texts)
-        for record, p in zip(pending, proba):
+        result = score(texts)
+        extra: dict[str, Sequence] = {}
+        if isinstance(result, tuple):
+            result, extra = result
+        if sorted(extra) != sorted(extra_fields):
+            raise ValueError(f"the scorer returned the fields {sorted(extra)}; expected {sorted(extra_fields)}")
+        proba = _check_count(np.asarray(result, dtype=np.float64), len(texts), "scores")
+        columns = {name: _check_count(np.asarray(values, dtype=object), len(texts), f"{name!r} values")
+                   for name, values in extra.items()}
+        for i, (record, p) in enumerate(zip(pending, proba)):
             record[probability_field] = round(float(p), 6)
             record[label_field] = labels[1] if p >= threshold else labels[0]
+            for name, values in columns.items():
+                record[name] = values[i]
         writer.write_many(pending)
         report.scored += len(pending)
         report.positives += int((proba >= threshold).sum())
@@ -117,7 +141,7 @@ def score_file(
             if isinstance(record, BadRecord):
                 report.bad.append(record)
                 continue
-            clash = [name for name in (probability_field, label_field) if name in record]
+            clash = [name for name in outputs if name in record]
             if clash:
                 report.bad.append(BadRecord(line, f"the record already has a field {clash[0]!r}, which scoring "
                                                   "would overwrite", raw_of(record)))

@@ -21,6 +21,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
 from ._version import __version__
@@ -42,6 +43,7 @@ from .metrics import binary_metrics
 from .records import check_output_folder
 from .thresholds import check_threshold, pick_threshold
 from .thresholds import validation_curve as compute_validation_curve
+from .tones import COMPLIANCE_TONE, ToneHead
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +54,7 @@ MODEL_FORMAT = "refusal-predictor-classifier"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 _MODEL_FILE = "model.joblib"
+TONES_FILE = "tones.joblib"
 _PREDICT_CHUNK = 2048
 
 _LABEL_ALIASES = {
@@ -338,6 +341,7 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
                 self.metadata_["cross_validation"] = binary_metrics(labels[rows], oof[rows])
         self.classes_ = np.asarray(CLASSES, dtype=object)
         self.n_features_in_ = 1
+        self._fitted_new()
         logger.info(
             "fitted %s on %d texts (%d refusal, %d compliance), %d features",
             type(self).__name__, len(texts), n_ref, n_comp, matrix.shape[1],
@@ -369,11 +373,17 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
         texts = as_texts(X)
         if not texts:
             return np.zeros((0, 2), dtype=np.float64)
-        chunks = []
+        return self._heads_proba(texts, self.model_)[0]
+
+    def _heads_proba(self, texts: list[str], *heads: BaseEstimator) -> list[np.ndarray]:
+        """Each head's ``predict_proba`` over the texts' feature rows, built once per chunk for all
+        heads: the encoder is most of the cost, so a second head (tones) must not embed again."""
+        chunks: list[list[np.ndarray]] = [[] for _ in heads]
         for start in range(0, len(texts), _PREDICT_CHUNK):
             matrix = self.features_.transform(texts[start : start + _PREDICT_CHUNK])
-            chunks.append(self.model_.predict_proba(matrix))
-        return np.vstack(chunks)
+            for out, head in zip(chunks, heads):
+                out.append(head.predict_proba(matrix))
+        return [np.vstack(out) for out in chunks]
 
     def refusal_probability(self, X: str | Iterable[str]) -> np.ndarray:
         return self.predict_proba(X)[:, 1]
@@ -441,7 +451,7 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
         Files of ``folder`` that ``save()`` does not own (a model card, a user's notes) are carried
         over; an encoder bundled there by an earlier save is not, unless this model reads it.
         """
-        owned = {MANIFEST, _MODEL_FILE, "encoder"}
+        owned = {MANIFEST, _MODEL_FILE, "encoder", *self._extra_files}
         if folder.is_dir():
             for item in folder.iterdir():
                 if item.name in owned:
@@ -450,13 +460,10 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
                     shutil.copytree(item, staging / item.name, symlinks=True)
                 else:
                     shutil.copy2(item, staging / item.name, follow_symlinks=False)
-        options = self.features_.__dict__.pop("_encoder_options", None)  # this machine's, not the model's
-        try:
-            joblib.dump(self, staging / _MODEL_FILE, compress=3)
-        finally:
-            if options is not None:
-                self.features_._encoder_options = options
+        self._write_model_file(staging / _MODEL_FILE)
         files = {_MODEL_FILE: sha256_file(staging / _MODEL_FILE)}
+        extras = self._write_extras(staging)
+        files.update(extras.pop("files", {}))
         encoder_info = None
         bundled = folder / "encoder"
         if self.features_.use_embeddings:
@@ -492,9 +499,49 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
             },
             "files": files,
             "metadata": merged,
+            **extras,
         }
         write_json(staging / MANIFEST, manifest)
         return manifest
+
+    #: Files beside model.joblib that ``save()`` owns (writes, or removes when the model has none).
+    _extra_files: tuple[str, ...] = ()
+    #: Attributes kept out of model.joblib: this machine's (``_loaded_file_``) or saved beside it.
+    _unpickled_attributes: tuple[str, ...] = ("_loaded_file_",)
+
+    def _write_extras(self, staging: Path) -> dict[str, Any]:
+        """Write the parts saved beside model.joblib; returns manifest fields (``files``: their sums)."""
+        return {}
+
+    def _state_token(self) -> tuple:
+        """Equal for two states of this object whose model.joblib files are equivalent: the fitted
+        parts by identity (``fit`` makes new ones) and the parameters (the threshold aside: the
+        manifest holds it and load() applies it)."""
+        params = {k: v for k, v in self.get_params().items() if k != "threshold"}
+        return (id(self.model_), id(self.features_), repr(sorted(params.items(), key=lambda kv: kv[0])))
+
+    def _fitted_new(self) -> None:
+        """Forget where a loaded model came from: after a fit its model.joblib is new."""
+        self.__dict__.pop("_loaded_file_", None)
+
+    def _write_model_file(self, target: Path) -> None:
+        """model.joblib: copied byte for byte from the folder it was loaded from when nothing in it
+        changed since, so sha256 sums recorded elsewhere (the prompt models' cards name the response
+        model that labelled their data) stay true when a model gains a card or a tone head;
+        otherwise pickled, without this machine's encoder options and the parts saved beside it."""
+        source = self.__dict__.get("_loaded_file_")
+        if source and source[2] == self._state_token() and Path(source[0]).is_file() \
+                and sha256_file(source[0]) == source[1]:
+            shutil.copy2(source[0], target)
+            return
+        kept = {name: self.__dict__.pop(name) for name in self._unpickled_attributes if name in self.__dict__}
+        options = self.features_.__dict__.pop("_encoder_options", None)  # this machine's, not the model's
+        try:
+            joblib.dump(self, target, compress=3)
+        finally:
+            self.__dict__.update(kept)
+            if options is not None:
+                self.features_._encoder_options = options
 
     @classmethod
     def default_path(cls) -> Path:
@@ -542,6 +589,9 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
             # get_encoder() checks the sha256 recorded at fit time when the session opens.
         model.metadata_ = manifest.get("metadata") or {}
         model.manifest_ = manifest
+        if verify:  # the sum was just checked, so a save that changes nothing can copy the file
+            model._loaded_file_ = (str((folder / _MODEL_FILE).resolve()), manifest["files"][_MODEL_FILE],
+                                   model._state_token())
         model._set_prediction_threads()
         model.threshold = manifest.get("threshold", model.threshold)
         return model
@@ -611,11 +661,18 @@ def _jsonable(value: Any) -> Any:
 
 
 class ResponseClassifier(RefusalClassifier):
-    """Is this LLM response a refusal? Trained on human-labelled responses of several LLMs.
+    """Is this LLM response a refusal, and in what tone? Trained on human-labelled responses of several LLMs.
 
     >>> rc = ResponseClassifier.load()
     >>> rc.predict(["I'm sorry, but I can't help with that."])
     array(['refusal'], dtype=object)
+    >>> rc.predict_tone(["I'm sorry, but I can't help with that."])
+    array(['rejected'], dtype=object)
+
+    The tone (:mod:`refusal_predictor.tones`) refines the label: ``predict_tone`` gives the
+    compliance tone (``"complied"``) wherever ``predict`` says compliance, and otherwise the
+    likeliest refusal tone. A model gets a tone head from :meth:`fit_tones`; the shipped default
+    has one, learned from the paper's hand-labelled tones.
     """
 
     kind = "response"
@@ -624,6 +681,8 @@ class ResponseClassifier(RefusalClassifier):
     # Shipped variants by name. "ngrams" reads no embedding: about 60x faster on CPU, for labelling
     # large logs where that matters more than the last points of cross-LLM F1.
     VARIANTS = {"default": ("response",), "ngrams": ("response-ngrams",)}
+    _extra_files = (TONES_FILE,)
+    _unpickled_attributes = ("_loaded_file_", "tone_head_")
 
     @classmethod
     def available_variants(cls) -> list[str]:
@@ -634,22 +693,148 @@ class ResponseClassifier(RefusalClassifier):
         """Load a model folder, a shipped variant by name ("default", "ngrams"), or (``None``) the default.
 
         A folder that exists wins over a variant of the same name (a file of that name does not).
+        Variant names are read case-insensitively, as prompt target names are.
         """
-        if path is not None and not Path(path).is_dir() and str(path) in cls.VARIANTS:
-            path = shipped_path(*cls.VARIANTS[str(path)])
-        return super().load(path, verify=verify)
+        if path is not None and not Path(path).is_dir() and str(path).strip().lower() in cls.VARIANTS:
+            path = shipped_path(*cls.VARIANTS[str(path).strip().lower()])
+        model = super().load(path, verify=verify)
+        folder = Path(path) if path is not None else cls.default_path()
+        if TONES_FILE in model.manifest_["files"]:
+            model.tone_head_ = _load_tone_head(folder, model)
+        return model
 
     #: Refusal probability given to an empty or whitespace-only response, whatever the model.
     #: The LLM answered nothing, so nothing was complied with; content filters (e.g. a blocked
     #: generation) produce exactly this. No training set holds empty responses, so a model's own
     #: score for them is arbitrary and differed between shipped variants (0.88 against 0.11).
-    #: Set it to ``None`` on an instance to get the model's score instead.
+    #: Set it to ``None`` on an instance to get the model's score instead (kept by ``clone``,
+    #: pickling and ``save``).
     empty_response_probability: float | None = 1.0
+
+    def __sklearn_clone__(self):
+        # Not a constructor parameter (the shipped models were pickled before it existed), so
+        # scikit-learn's clone would not carry a value set on the instance: carried here.
+        new = super().__sklearn_clone__()
+        if "empty_response_probability" in vars(self):
+            new.empty_response_probability = self.empty_response_probability
+        return new
+
+    def _state_token(self) -> tuple:
+        return (*super()._state_token(), repr(vars(self).get("empty_response_probability", "class default")))
+
+    def fit(self, X, y, sample_weight=None, features=None, validation_rows=None):
+        # A tone head reads the feature rows of the model it was fitted on; new features void it.
+        self.__dict__.pop("tone_head_", None)
+        return super().fit(X, y, sample_weight=sample_weight, features=features, validation_rows=validation_rows)
 
     def predict_proba(self, X: str | Iterable[str]) -> np.ndarray:
         texts = as_texts(X)
-        proba = super().predict_proba(texts)
+        return self._empty_rows(texts, super().predict_proba(texts))
+
+    def _empty_rows(self, texts: list[str], proba: np.ndarray) -> np.ndarray:
         if self.empty_response_probability is not None and len(texts):
             empty = np.fromiter((is_blank(t) for t in texts), dtype=bool, count=len(texts))
             proba[empty] = (1.0 - self.empty_response_probability, self.empty_response_probability)
         return proba
+
+    # ------------------------------------------------------------------ tones
+    def fit_tones(self, X: str | Iterable[str], tones: Iterable[str], sample_weight: Any = None, *,
+                  compliance_tone: str = COMPLIANCE_TONE, C: float = 10.0) -> "ResponseClassifier":
+        """Learn the tone of refusals (e.g. the paper's rejected / redirected / contradicted / disclaimed)
+        over this fitted model's features; rows whose tone is ``compliance_tone`` are left out, since
+        the binary head already decides *whether*. Tone names are read stripped and lower-case.
+
+        Call it after ``fit`` (a later ``fit`` drops the tone head); ``save`` keeps it. Cross-validated
+        accuracy of the tone head goes to ``metadata_["tones"]``.
+        """
+        check_is_fitted(self, "model_")
+        texts = as_texts(X)
+        names = []
+        for i, tone in enumerate(tones):
+            if not isinstance(tone, str):
+                raise TypeError(f"tone {i} is {type(tone).__name__}, expected str")
+            if not tone.strip():
+                raise ValueError(f"tone {i} is empty")
+            names.append(tone.strip().lower())
+        if len(names) != len(texts):
+            raise ValueError(f"{len(texts)} texts but {len(names)} tones")
+        compliance_tone = compliance_tone.strip().lower()
+        rows = [i for i, t in enumerate(names) if t != compliance_tone]
+        weights = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)[rows]
+        matrix = self.features_.transform([texts[i] for i in rows]) if rows else None
+        if matrix is None:
+            raise ValueError(f"no refusal tones to learn: all {len(names)} tones are {compliance_tone!r}")
+        head = ToneHead(C=C, compliance_tone=compliance_tone).fit(matrix, [names[i] for i in rows], weights)
+        self.tone_head_ = head
+        self.metadata_ = {**self.metadata, "tones": {"compliance_tone": compliance_tone, **head.metadata_}}
+        logger.info("fitted a tone head on %d refusals: %s", len(rows), ", ".join(map(str, head.tones_)))
+        return self
+
+    def _tone_head(self) -> ToneHead:
+        check_is_fitted(self, "model_")
+        head = getattr(self, "tone_head_", None)
+        if head is None:
+            raise NotFittedError(
+                "this response model has no tone head; fit one with fit_tones(texts, tones), or load the "
+                "shipped default model, which has one"
+            )
+        return head
+
+    @property
+    def tones_(self) -> np.ndarray:
+        """The tones ``predict_tone`` can return: the compliance tone first, then the refusal tones."""
+        head = self._tone_head()
+        return np.asarray([head.compliance_tone, *head.tones_], dtype=object)
+
+    def _refusal_and_tone_proba(self, X: str | Iterable[str]) -> tuple[np.ndarray, np.ndarray]:
+        head = self._tone_head()
+        texts = as_texts(X)
+        if not texts:
+            return np.zeros(0), np.zeros((0, len(head.tones_)))
+        proba, conditional = self._heads_proba(texts, self.model_, head)
+        return self._empty_rows(texts, proba)[:, 1], conditional
+
+    def predict_tone_proba(self, X: str | Iterable[str]) -> np.ndarray:
+        """Joint tone probabilities, shape (n, len(tones_)), columns in ``tones_`` order; rows sum to 1.
+
+        The first column is 1 - P(refusal), exactly ``predict_proba(X)[:, 0]``; the others split
+        P(refusal) by the tone head's P(tone | refusal).
+        """
+        refusal, conditional = self._refusal_and_tone_proba(X)
+        return np.column_stack([1.0 - refusal, refusal[:, None] * conditional])
+
+    def predict_tone(self, X: str | Iterable[str], threshold: float | None = None) -> np.ndarray:
+        """The compliance tone where ``predict`` says compliance, else the likeliest refusal tone."""
+        return self.refusal_probability_and_tone(X, threshold)[1]
+
+    def refusal_probability_and_tone(self, X: str | Iterable[str],
+                                     threshold: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """P(refusal) and the tone, from one pass of the encoder (what batch scoring calls)."""
+        cut = check_threshold(self.threshold if threshold is None else threshold)
+        refusal, conditional = self._refusal_and_tone_proba(X)
+        head = self._tone_head()
+        likeliest = head.tones_[np.argmax(conditional, axis=1)] if len(refusal) else np.zeros(0, dtype=object)
+        return refusal, np.where(refusal >= cut, likeliest, head.compliance_tone).astype(object)
+
+    def _write_extras(self, staging: Path) -> dict[str, Any]:
+        head = getattr(self, "tone_head_", None)
+        if head is None:
+            return {}
+        joblib.dump(head, staging / TONES_FILE, compress=3)
+        return {"files": {TONES_FILE: sha256_file(staging / TONES_FILE)},
+                "tones": {"compliance": head.compliance_tone, "refusal": [str(t) for t in head.tones_]}}
+
+
+def _load_tone_head(folder: Path, model: ResponseClassifier) -> ToneHead:
+    """The tone head saved beside model.joblib (its sha256 already checked), or an error naming it."""
+    path = folder / TONES_FILE
+    try:
+        head = joblib.load(path)
+    except Exception as exc:  # unpickling errors come in many types
+        raise ModelFileError(f"{path}: cannot be loaded ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(head, ToneHead):
+        raise ModelFileError(f"{path}: holds a {type(head).__name__}, not a ToneHead")
+    if getattr(head, "n_features_in_", None) != model.features_.n_features_out_:
+        raise ModelFileError(f"{path}: fitted on {getattr(head, 'n_features_in_', None)} features, but this "
+                             f"model makes {model.features_.n_features_out_}; it belongs to another model")
+    return head

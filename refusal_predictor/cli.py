@@ -79,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(no encoder, ~60x faster on CPU)")
     _add_io_options(p, "response")
     _add_score_options(p)
+    p.add_argument("--tone", action="store_true",
+                   help="also add the tone: 'complied' for a compliance, else how it refused (rejected, redirected, "
+                        "contradicted, disclaimed), from the same pass of the encoder")
+    p.add_argument("--tone-field", default="tone", help="field for --tone (default: tone)")
 
     p = sub.add_parser("train-response", help="train a response classifier on your own labelled responses")
     p.add_argument("input", help="labelled file with a text field and a label field (refusal/compliance, "
@@ -165,15 +169,25 @@ def _cmd_label_responses(args: argparse.Namespace) -> int:
     from .classifiers import ResponseClassifier
 
     model = ResponseClassifier.load(args.model)
-    return _run_scoring(model, args)
+    if not args.tone:
+        return _run_scoring(model, args)
+    model.tones_  # a model without a tone head fails here, before any reading  # noqa: B018
+    threshold = model.threshold if args.threshold is None else args.threshold
+
+    def score(texts: list[str]):
+        refusal, tones = model.refusal_probability_and_tone(texts, threshold)
+        return refusal, {args.tone_field: tones}
+
+    return _run_scoring(model, args, score, (args.tone_field,))
 
 
-def _run_scoring(model, args: argparse.Namespace) -> int:
+def _run_scoring(model, args: argparse.Namespace, score=None, extra_fields: tuple[str, ...] = ()) -> int:
+    """Score ``args.input`` with ``score`` (default: the model's refusal probability)."""
     from .batch import score_file
 
     model = _configured(model, args)
     report = score_file(
-        model.refusal_probability,
+        score or model.refusal_probability,
         args.input,
         args.output,
         text_field=args.text_field,
@@ -186,6 +200,7 @@ def _run_scoring(model, args: argparse.Namespace) -> int:
         chunk_size=args.chunk_size,
         errors_path=args.errors,
         progress=not args.no_progress,
+        extra_fields=extra_fields,
     )
     print(report.summary())
     return _exit_status(report.read, report.scored, args.input,
@@ -310,6 +325,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
             continue
         metadata = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
         summary = metadata.get("summary") or data.get("source_model", "")
+        tones = data.get("tones") if isinstance(data.get("tones"), dict) else {}
+        if isinstance(tones.get("refusal"), list):
+            summary += f"; refusal tones: {', '.join(map(str, tones['refusal']))}"
         print(f"  {manifest.parent.relative_to(root)}: {data.get('kind', 'encoder')} {summary}")
     return 0
 

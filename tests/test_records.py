@@ -265,7 +265,7 @@ def test_outputs_that_cannot_be_written_are_refused_before_any_work(tmp_path, mo
         bootstrap_file(log, locked / "labels.jsonl", NeverAsked())
     with pytest.raises(ValueError, match="errors file .*cannot write in"):
         score_file(never, log, tmp_path / "out.jsonl", errors_path=locked / "e.jsonl", text_field="response", progress=False)
-    with pytest.raises(ValueError, match="the probability field and the label field are both 'x'"):
+    with pytest.raises(ValueError, match="output field 'x' is named twice"):
         score_file(never, log, tmp_path / "out.jsonl", probability_field="x", label_field="x", text_field="response")
     with pytest.raises(ValueError, match="chunk_size must be a whole number of at least 1, got 0"):
         score_file(never, log, tmp_path / "out.jsonl", chunk_size=0, text_field="response")

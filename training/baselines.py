@@ -22,3 +22,22 @@ def paper_tfidf_logreg(train_texts: list[str], train_y: np.ndarray) -> Callable[
     vectorizer = TfidfVectorizer(ngram_range=(1, 3))
     head = LogisticRegression(C=10, max_iter=1000).fit(vectorizer.fit_transform(train_texts), train_y)
     return lambda texts: head.predict_proba(vectorizer.transform(texts))[:, 1]
+
+
+def paper_tfidf_logreg_tones(train_texts: list[str], train_tones: list[str],
+                             compliance_tone: str = "complied") -> Callable[[list[str]], tuple[np.ndarray, np.ndarray]]:
+    """The paper's classifier applied to the tones: the same features and head, one class per tone.
+
+    Returns a function from texts to (the likeliest tone, the likeliest tone other than
+    ``compliance_tone``): the second is its answer to "how did this refusal refuse".
+    """
+    vectorizer = TfidfVectorizer(ngram_range=(1, 3))
+    head = LogisticRegression(C=10, max_iter=1000).fit(vectorizer.fit_transform(train_texts), train_tones)
+    classes = np.asarray(head.classes_, dtype=object)
+    refusal_columns = np.flatnonzero(classes != compliance_tone)
+
+    def predict(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        proba = head.predict_proba(vectorizer.transform(texts))
+        return classes[proba.argmax(axis=1)], classes[refusal_columns[proba[:, refusal_columns].argmax(axis=1)]]
+
+    return predict

@@ -5,6 +5,8 @@
 Response part:
 - the paper's 256 test responses: the shipped ResponseClassifier, the paper's TF-IDF(1-3) +
   LogReg(C=10) reproduced on the paper's train split, and the llm-guard NoRefusalLight keywords;
+- the tone of each of those 256 responses (complied, rejected, redirected, ...): the shipped
+  model's tone head beside the paper's recipe trained on the tones and the majority tone;
 - short compliances scored as refusal (:func:`short_answer_report`): AlpacaEval's short answers
   and the openings of the paper's test compliances;
 - XSTest v2 leave-one-model-out: the shipped recipe retrained without model M's responses, tested
@@ -30,9 +32,9 @@ from refusal_predictor.keywords import KeywordRefusalDetector
 from refusal_predictor.metrics import binary_metrics, format_table
 
 from . import augment, data, recipes
-from .baselines import paper_tfidf_logreg, refusal_y
+from .baselines import paper_tfidf_logreg, paper_tfidf_logreg_tones, refusal_y
 from .selection import fit_with_cache
-from .train_response import make_classifier, training_pool, training_rows
+from .train_response import make_classifier, tone_rows, training_pool, training_rows
 
 logger = logging.getLogger(__name__)
 COLUMNS = ["model", "n", "accuracy", "f1", "precision", "recall", "auroc"]
@@ -53,6 +55,39 @@ def paper_split_report(model: ResponseClassifier, baseline: Callable[[list[str]]
         {"model": "paper TF-IDF+LogReg (reproduced)", **binary_metrics(y, baseline(texts))},
         {"model": "keywords (llm-guard NoRefusalLight)", **binary_metrics(y, KeywordRefusalDetector().predict_proba(texts)[:, 1])},
     ]
+    return rows
+
+
+def tone_report(model: ResponseClassifier, pool: pd.DataFrame) -> list[dict[str, Any]]:
+    """The paper's test tones: accuracy and macro-F1 over all 256 responses (the tone implies the
+    label, so a wrong label is a wrong tone), and accuracy over the refusals alone (how they refused).
+
+    Beside the shipped model: the paper's TF-IDF+LogReg trained on the tones of the same rows as
+    our tone head (``train_response.tone_rows``), and the majority tone (of all rows; of refusals).
+    ``refusals_accuracy`` takes each model's likeliest refusal tone, whatever its label says.
+    Tones too rare to learn (``counseling``) count as errors for every row.
+    """
+    from sklearn.metrics import f1_score
+
+    _, _, test = data.paper_split()
+    texts, truth = test["response"].tolist(), test["fine_label"].to_numpy(dtype=object)
+    refused = (test["label"] == "refusal").to_numpy()
+    train_texts, train_tones = tone_rows(pool)
+    majority = pd.Series(train_tones).mode()[0]
+    refusal_majority = pd.Series([t for t in train_tones if t != "complied"]).mode()[0]
+    _, refusal_tones = model.refusal_probability_and_tone(texts, threshold=0.0)  # the likeliest refusal tone
+    candidates = [
+        ("refusal-predictor (shipped)", model.predict_tone(texts), refusal_tones),
+        ("paper TF-IDF+LogReg on tones", *paper_tfidf_logreg_tones(train_texts, train_tones)(texts)),
+        (f"majority ({majority!r}; refusals {refusal_majority!r})", np.full(len(texts), majority, dtype=object),
+         np.full(len(texts), refusal_majority, dtype=object)),
+    ]
+    rows = []
+    for name, tones, given_refusal in candidates:
+        rows.append({"model": name, "n": len(texts), "accuracy": float(np.mean(tones == truth)),
+                     "macro_f1": float(f1_score(truth, tones, average="macro", zero_division=0)),
+                     "refusals_n": int(refused.sum()),
+                     "refusals_accuracy": float(np.mean(given_refusal[refused] == truth[refused]))})
     return rows
 
 
@@ -168,6 +203,10 @@ def response_report(data_dir: Path, model_path: Path | None = None, lomo_embeddi
     pool, baseline = training_pool(data_dir), paper_response_baseline()
     paper_rows = paper_split_report(model, baseline)
     print(format_table(paper_rows, COLUMNS, title="\nResponse classifier: the paper's test split (256 responses)"))
+    tone_rows_ = tone_report(model, pool)
+    print(format_table(tone_rows_, list(tone_rows_[0]),
+                       title="\nResponse classifier: tones of the paper's test split (refusals_accuracy: how the "
+                             "refusals refused)"))
     short_rows = short_answer_report(model, data_dir, pool, baseline)
     print(format_table(short_rows, list(short_rows[0]),
                        title="\nResponse classifier: short texts scored as refusal (cue-filtered, no hand labels)"))
@@ -175,13 +214,13 @@ def response_report(data_dir: Path, model_path: Path | None = None, lomo_embeddi
         lomo_rows = xstest_lomo_report(data_dir, recipe_name, lomo_embeddings, pool)
     except LomoNeedsFoldEmbeddings as exc:
         print(f"\nResponse classifier: XSTest v2 leave-one-model-out not run: {exc}")
-        return {"paper_split": paper_rows, "short_answers": short_rows, "xstest_lomo": None,
+        return {"paper_split": paper_rows, "tones": tone_rows_, "short_answers": short_rows, "xstest_lomo": None,
                 "xstest_lomo_skipped": str(exc)}
     print(format_table(lomo_rows, ["model", "n", "f1", "accuracy", "auroc", "keywords_f1", "keywords_accuracy"],
                        title=f"\nResponse classifier: XSTest v2 leave-one-model-out (recipe {recipe_name!r}"
                              + (f", fold encoders' embeddings from {lomo_embeddings}; the truncated openings embedded by the "
                                 f"shipped encoder)" if lomo_embeddings else ")")))
-    return {"paper_split": paper_rows, "short_answers": short_rows, "xstest_lomo": lomo_rows}
+    return {"paper_split": paper_rows, "tones": tone_rows_, "short_answers": short_rows, "xstest_lomo": lomo_rows}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -2,6 +2,9 @@
 
     python -m training.train_response --data-dir DATA [--select] [-o models/response]
 
+The tone head (how a refusal refused: :mod:`refusal_predictor.tones`) is fitted on the paper's
+hand-labelled tones of the same rows; ``--tones-only`` refits only that, keeping model.joblib.
+
 Training pool: the paper's train + validation split (never its test split), XSTest v2 and
 GPTFuzz's labelled responses, plus the openings of those responses at a lower weight
 (:mod:`training.augment`: short compliances, which the labelled sets lack). ``--select`` compares the candidate recipes of
@@ -66,6 +69,22 @@ def training_rows(pool: pd.DataFrame) -> tuple[list[str], np.ndarray, np.ndarray
     return rows["response"].tolist(), refusal_y(rows), weights, extra
 
 
+def tone_rows(pool: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """Responses and tones the tone head learns from: the pool's paper rows (its train and
+    validation splits), the one labelled set that says *how* a response refused. XSTest's
+    full/partial refusal is another scheme and is not mixed in."""
+    paper = pool[(pool["source"] == "chatgpt-refusals") & pool["fine_label"].notna()]
+    return paper["response"].tolist(), paper["fine_label"].tolist()
+
+
+def add_tones(clf: ResponseClassifier, pool: pd.DataFrame) -> dict[str, Any]:
+    """Fit ``clf``'s tone head on :func:`tone_rows`; returns what the model card records of it."""
+    texts, tones = tone_rows(pool)
+    clf.fit_tones(texts, tones)
+    return {"source": "chatgpt-refusals train + validation splits (hand-labelled tones)",
+            **clf.metadata["tones"]}
+
+
 def make_classifier(recipe: dict[str, Any], **overrides) -> ResponseClassifier:
     return ResponseClassifier(**{**recipe, **overrides})
 
@@ -111,6 +130,7 @@ def train(data_dir: Path, output: Path, select: bool, recipe_name: str | None = 
     train_texts, train_y, weights, truncated = training_rows(pool)
     clf = fit_with_cache(make_classifier(recipe), train_texts, train_y, cache, sample_weight=weights,
                          validation_rows=np.arange(len(train_texts)) < len(pool))
+    tones = add_tones(clf, pool)
     sources = (
         pool.groupby(["source", "model"])
         .agg(rows=("label", "size"), refusal_rate=("label", lambda s: float((s == "refusal").mean())))
@@ -128,9 +148,24 @@ def train(data_dir: Path, output: Path, select: bool, recipe_name: str | None = 
                                             "what": "openings of the pool's responses (training/augment.py)"}},
         "model_selection": selection_rows,
         "lomo_selection": lomo_rows,
+        "tones": tones,
     }
     clf.save(output, metadata=metadata)
     print(f"saved {output}: {metadata['summary']}")
+    return clf
+
+
+def train_tones(data_dir: Path, folder: Path) -> ResponseClassifier:
+    """Give the model in ``folder`` a tone head (or a new one) and save it back in place.
+
+    Its model.joblib is kept byte for byte (``save`` copies an unchanged model), so the prompt
+    models whose labels it bootstrapped still name it by the same sha256.
+    """
+    clf = ResponseClassifier.load(folder)
+    tones = add_tones(clf, training_pool(data_dir))
+    clf.save(folder, metadata={"tones": tones})
+    print(f"saved {folder}: tone head over {', '.join(map(str, clf.tones_[1:]))} "
+          f"(cross-validated accuracy {tones['cross_validation']['accuracy']:.4f})")
     return clf
 
 
@@ -145,8 +180,13 @@ def main(argv: list[str] | None = None) -> None:
                              "choose between the n-gram recipe and the fine-tuned ones by leave-one-model-out")
     parser.add_argument("--recipe", choices=sorted(recipes.ALL_RESPONSE_RECIPES),
                         help=f"recipe to train (default {recipes.RESPONSE_RECIPE_NAME})")
+    parser.add_argument("--tones-only", action="store_true",
+                        help="only (re)fit the tone head of the model already in --output, keeping its model.joblib")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if args.tones_only:
+        train_tones(args.data_dir, args.output)
+        return
     train(args.data_dir, args.output, args.select, args.recipe, args.lomo_embeddings)
 
 

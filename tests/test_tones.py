@@ -1,0 +1,205 @@
+"""The tone of a response (complied, rejected, redirected, ...) on the paper's hand-labelled tones.
+
+The shipped models' tone heads are measured on the paper's test split; the fit / save / load
+contract is tested on small n-gram models so it runs in seconds.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+
+from refusal_predictor import ModelFileError, ResponseClassifier
+from refusal_predictor.artifacts import shipped_path
+from refusal_predictor.batch import score_file
+from refusal_predictor.cli import main
+from training import data
+
+REFUSAL_TONES = ["contradicted", "disclaimed", "redirected", "rejected"]
+
+
+@pytest.fixture(scope="module")
+def split():
+    train, val, test = data.paper_split()
+    return pd.concat([train, val]), test
+
+
+@pytest.fixture(scope="module")
+def toned(split):
+    """An n-gram model with a tone head, fitted on the paper's train + validation rows."""
+    train, _ = split
+    texts = train["response"].tolist()
+    return ResponseClassifier(use_embeddings=False, validation_curve=False).fit(
+        texts, train["label"].tolist()).fit_tones(texts, train["fine_label"].tolist())
+
+
+def _sha(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("variant", ["default", "ngrams"])
+def test_shipped_tones_on_the_paper_test_split(variant, split):
+    """Majority tone: accuracy 0.609, refusals 0.59; the shipped default measured 0.863 / 0.81."""
+    _, test = split
+    model = ResponseClassifier.load(variant)
+    assert list(model.tones_) == ["complied", *REFUSAL_TONES]
+    texts, truth = test["response"].tolist(), test["fine_label"].to_numpy(dtype=object)
+    tones = model.predict_tone(texts)
+    assert np.mean(tones == truth) > 0.84
+    refused = (test["label"] == "refusal").to_numpy()
+    _, how = model.refusal_probability_and_tone(texts, threshold=0.0)
+    assert np.mean(how[refused] == truth[refused]) > 0.75
+    assert set(how[refused]) >= {"rejected", "redirected"}  # not one tone for everything
+
+
+def test_tone_refines_the_label_never_contradicts_it(response_model, split):
+    _, test = split
+    texts = test["response"].tolist()[:60] + ["", "I'm sorry, but I can't help with that."]
+    labels, tones = response_model.predict(texts), response_model.predict_tone(texts)
+    assert ((tones == "complied") == (labels == "compliance")).all()
+    assert tones[-1] == "rejected"
+    joint = response_model.predict_tone_proba(texts)
+    assert joint.shape == (len(texts), 5)
+    np.testing.assert_allclose(joint.sum(axis=1), 1.0, atol=1e-9)
+    np.testing.assert_allclose(joint[:, 0], response_model.predict_proba(texts)[:, 0], atol=1e-12)
+    at_zero = response_model.predict_tone(texts, threshold=0.0)
+    assert "complied" not in set(at_zero)
+    assert response_model.predict_tone([]).shape == (0,)
+    assert response_model.predict_tone_proba([]).shape == (0, 5)
+    assert response_model.predict_tone("I cannot help with that.").shape == (1,)
+
+
+def test_fit_save_load_keeps_the_tone_head_and_fit_drops_it(toned, split, tmp_path):
+    _, test = split
+    texts = test["response"].tolist()
+    before = toned.predict_tone(texts)
+    assert list(toned.tones_) == ["complied", *REFUSAL_TONES]
+    assert toned.metadata["tones"]["dropped_tones"] == {"counseling": 1}
+    toned.save(tmp_path / "m")
+    manifest = json.loads((tmp_path / "m" / "manifest.json").read_text())
+    assert manifest["tones"] == {"compliance": "complied", "refusal": REFUSAL_TONES}
+    assert "tones.joblib" in manifest["files"]
+    loaded = ResponseClassifier.load(tmp_path / "m")
+    assert (loaded.predict_tone(texts) == before).all()
+    refit = clone(toned).fit(texts, test["label"].tolist())
+    with pytest.raises(NotFittedError, match="fit_tones"):
+        refit.predict_tone(texts)
+    loaded.fit(texts, test["label"].tolist())  # a refit voids the tone head, also on disk
+    loaded.save(tmp_path / "m")
+    assert not (tmp_path / "m" / "tones.joblib").exists()
+    assert not hasattr(ResponseClassifier.load(tmp_path / "m"), "tones_")
+
+
+def test_fit_tones_errors_say_what_they_found(split):
+    train, _ = split
+    texts = train["response"].tolist()[:200]
+    model = ResponseClassifier(use_embeddings=False, validation_curve=False).fit(texts, train["label"].tolist()[:200])
+    with pytest.raises(NotFittedError):
+        ResponseClassifier().fit_tones(texts, ["rejected"] * len(texts))
+    with pytest.raises(ValueError, match=r"at least two refusal tones .* rejected: 3"):
+        model.fit_tones(texts[:10], ["complied"] * 7 + ["rejected"] * 3)
+    with pytest.raises(ValueError, match="all 4 tones are 'complied'"):
+        model.fit_tones(texts[:4], ["Complied "] * 4)
+    with pytest.raises(ValueError, match="10 texts but 9 tones"):
+        model.fit_tones(texts[:10], ["rejected"] * 9)
+    with pytest.raises(TypeError, match="tone 1 is int"):
+        model.fit_tones(texts[:2], ["rejected", 3])
+    with pytest.raises(ValueError, match="tone 0 is empty"):
+        model.fit_tones(texts[:2], [" ", "rejected"])
+
+
+def test_saving_a_loaded_model_keeps_its_model_file_byte_for_byte(tmp_path, split):
+    """Prompt model cards name the response model that bootstrapped their labels by sha256: giving it a
+    tone head (or saving it back for any other reason) must not change that file."""
+    folder = tmp_path / "ngrams"
+    shutil.copytree(shipped_path("response-ngrams"), folder)
+    shipped_sha = _sha(folder / "model.joblib")
+    train, _ = split
+    model = ResponseClassifier.load(folder)
+    model.fit_tones(train["response"].tolist(), train["fine_label"].tolist(), C=1.0)
+    model.save(folder)
+    assert _sha(folder / "model.joblib") == shipped_sha
+    assert ResponseClassifier.load(folder).tone_head_.C == 1.0
+    # A changed parameter or setting is pickled anew, and kept.
+    model = ResponseClassifier.load(folder)
+    model.empty_response_probability = None
+    model.save(folder)
+    assert _sha(folder / "model.joblib") != shipped_sha
+    reloaded = ResponseClassifier.load(folder)
+    assert reloaded.empty_response_probability is None and hasattr(reloaded, "tones_")
+    assert not (folder / "model.joblib").read_bytes().count(b"tone_head_")  # saved beside it, not inside
+
+
+def test_a_tone_file_of_another_model_or_corrupt_is_a_named_error(toned, tmp_path):
+    toned.save(tmp_path / "m")
+    folder = tmp_path / "m"
+    shutil.copy(shipped_path("response") / "tones.joblib", folder / "tones.joblib")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    with pytest.raises(ModelFileError, match="tones.joblib"):
+        ResponseClassifier.load(folder)  # sha256 mismatch
+    manifest["files"]["tones.joblib"] = _sha(folder / "tones.joblib")
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelFileError, match="tones.joblib: fitted on .* it belongs to another model"):
+        ResponseClassifier.load(folder)
+
+
+def test_clone_keeps_the_empty_response_setting_and_variant_names_ignore_case():
+    model = ResponseClassifier(use_embeddings=False)
+    model.empty_response_probability = None
+    assert clone(model).empty_response_probability is None
+    assert clone(ResponseClassifier()).empty_response_probability == 1.0
+    assert ResponseClassifier.load(" NGRAMS").manifest_["params"]["use_embeddings"] is False
+
+
+def test_label_responses_adds_the_tone(tmp_path, capsys):
+    log = tmp_path / "log.jsonl"
+    log.write_text("\n".join(json.dumps({"id": i, "response": r}) for i, r in enumerate([
+        "I'm sorry, but I cannot help with that request.",
+        "Sure! Here are five ideas for a birthday party: a picnic, a treasure hunt, karaoke, a movie night and a bake-off.",
+        "It is not appropriate to make assumptions about someone's character. I suggest consulting reliable sources.",
+    ])) + "\n")
+    out = tmp_path / "out.jsonl"
+    assert main(["label-responses", str(log), "-o", str(out), "--model", "ngrams", "--tone", "--no-progress"]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["tone"] for r in rows][:2] == ["rejected", "complied"]
+    assert all((r["tone"] == "complied") == (r["label"] == "compliance") for r in rows)
+    assert rows[2]["tone"] in REFUSAL_TONES
+    # --threshold moves the tone with the label
+    assert main(["label-responses", str(log), "-o", str(tmp_path / "all.jsonl"), "--model", "ngrams", "--tone",
+                 "--tone-field", "how", "--threshold", "0", "--no-progress"]) == 0
+    assert all(json.loads(line)["how"] in REFUSAL_TONES for line in (tmp_path / "all.jsonl").read_text().splitlines())
+    # the tone field is an output field: one already in the input is refused before scoring
+    clash = tmp_path / "clash.jsonl"
+    clash.write_text(json.dumps({"response": "No.", "tone": "mine"}) + "\n")
+    capsys.readouterr()
+    assert main(["label-responses", str(clash), "-o", str(tmp_path / "c.jsonl"), "--model", "ngrams", "--tone"]) == 2
+    assert "already has a field 'tone'" in capsys.readouterr().err
+
+
+def test_label_responses_tone_needs_a_tone_head(toned, tmp_path, capsys):
+    folder = tmp_path / "plain"
+    ResponseClassifier(use_embeddings=False, validation_curve=False).fit(
+        ["No, I cannot.", "Sure, here it is."] * 10, ["refusal", "compliance"] * 10).save(folder)
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"response": "No."}\n')
+    assert main(["label-responses", str(log), "-o", str(tmp_path / "o.jsonl"), "--model", str(folder), "--tone"]) == 2
+    assert "no tone head" in capsys.readouterr().err
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_score_file_checks_what_a_scorer_returns(tmp_path):
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"response": "a"}\n{"response": "b"}\n')
+    with pytest.raises(ValueError, match=r"returned the fields \['x'\]; expected \['tone'\]"):
+        score_file(lambda t: (np.zeros(len(t)), {"x": ["a"] * len(t)}), log, tmp_path / "o.jsonl",
+                   text_field="response", extra_fields=("tone",), progress=False)
+    with pytest.raises(ValueError, match=r"returned \(1,\) 'tone' values for 2 texts"):
+        score_file(lambda t: (np.zeros(len(t)), {"tone": ["a"]}), log, tmp_path / "o.jsonl",
+                   text_field="response", extra_fields=("tone",), progress=False)
+    assert not (tmp_path / "o.jsonl").exists()
