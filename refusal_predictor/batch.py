@@ -93,6 +93,8 @@ def score_file(
 
     check_threshold(threshold)
     outputs = (probability_field, label_field, *extra_fields)
+    if not all(isinstance(name, str) and name.strip() for name in outputs):
+        raise ValueError(f"output field names must be non-empty, got {list(outputs)}")
     repeated = sorted({name for name in outputs if outputs.count(name) > 1})
     if repeated:
         raise ValueError(f"output field {repeated[0]!r} is named twice (probability, label or extra field): "

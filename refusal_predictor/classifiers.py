@@ -6,6 +6,7 @@ calibration, saving and loading behave the same way.
 """
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import shutil
@@ -341,7 +342,6 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
                 self.metadata_["cross_validation"] = binary_metrics(labels[rows], oof[rows])
         self.classes_ = np.asarray(CLASSES, dtype=object)
         self.n_features_in_ = 1
-        self._fitted_new()
         logger.info(
             "fitted %s on %d texts (%d refusal, %d compliance), %d features",
             type(self).__name__, len(texts), n_ref, n_comp, matrix.shape[1],
@@ -451,15 +451,7 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
         Files of ``folder`` that ``save()`` does not own (a model card, a user's notes) are carried
         over; an encoder bundled there by an earlier save is not, unless this model reads it.
         """
-        owned = {MANIFEST, _MODEL_FILE, "encoder", *self._extra_files}
-        if folder.is_dir():
-            for item in folder.iterdir():
-                if item.name in owned:
-                    continue
-                if item.is_dir() and not item.is_symlink():
-                    shutil.copytree(item, staging / item.name, symlinks=True)
-                else:
-                    shutil.copy2(item, staging / item.name, follow_symlinks=False)
+        _carry_over(folder, staging, {MANIFEST, _MODEL_FILE, "encoder", TONES_FILE})
         self._write_model_file(staging / _MODEL_FILE)
         files = {_MODEL_FILE: sha256_file(staging / _MODEL_FILE)}
         extras = self._write_extras(staging)
@@ -504,44 +496,21 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
         write_json(staging / MANIFEST, manifest)
         return manifest
 
-    #: Files beside model.joblib that ``save()`` owns (writes, or removes when the model has none).
-    _extra_files: tuple[str, ...] = ()
-    #: Attributes kept out of model.joblib: this machine's (``_loaded_file_``) or saved beside it.
-    _unpickled_attributes: tuple[str, ...] = ("_loaded_file_",)
-
     def _write_extras(self, staging: Path) -> dict[str, Any]:
         """Write the parts saved beside model.joblib; returns manifest fields (``files``: their sums)."""
         return {}
 
-    def _state_token(self) -> tuple:
-        """Equal for two states of this object whose model.joblib files are equivalent: the fitted
-        parts by identity (``fit`` makes new ones) and the parameters (the threshold aside: the
-        manifest holds it and load() applies it)."""
-        params = {k: v for k, v in self.get_params().items() if k != "threshold"}
-        return (id(self.model_), id(self.features_), repr(sorted(params.items(), key=lambda kv: kv[0])))
-
-    def _fitted_new(self) -> None:
-        """Forget where a loaded model came from: after a fit its model.joblib is new."""
-        self.__dict__.pop("_loaded_file_", None)
+    def _saved_copy(self) -> "RefusalClassifier":
+        """What model.joblib holds: a shallow copy without the parts saved beside it and without this
+        machine's encoder options. A copy, so that a save never changes the live model (other
+        threads may be predicting with it)."""
+        state = copy.copy(self)
+        state.features_ = copy.copy(self.features_)
+        state.features_.__dict__.pop("_encoder_options", None)
+        return state
 
     def _write_model_file(self, target: Path) -> None:
-        """model.joblib: copied byte for byte from the folder it was loaded from when nothing in it
-        changed since, so sha256 sums recorded elsewhere (the prompt models' cards name the response
-        model that labelled their data) stay true when a model gains a card or a tone head;
-        otherwise pickled, without this machine's encoder options and the parts saved beside it."""
-        source = self.__dict__.get("_loaded_file_")
-        if source and source[2] == self._state_token() and Path(source[0]).is_file() \
-                and sha256_file(source[0]) == source[1]:
-            shutil.copy2(source[0], target)
-            return
-        kept = {name: self.__dict__.pop(name) for name in self._unpickled_attributes if name in self.__dict__}
-        options = self.features_.__dict__.pop("_encoder_options", None)  # this machine's, not the model's
-        try:
-            joblib.dump(self, target, compress=3)
-        finally:
-            self.__dict__.update(kept)
-            if options is not None:
-                self.features_._encoder_options = options
+        joblib.dump(self._saved_copy(), target, compress=3)
 
     @classmethod
     def default_path(cls) -> Path:
@@ -589,9 +558,6 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
             # get_encoder() checks the sha256 recorded at fit time when the session opens.
         model.metadata_ = manifest.get("metadata") or {}
         model.manifest_ = manifest
-        if verify:  # the sum was just checked, so a save that changes nothing can copy the file
-            model._loaded_file_ = (str((folder / _MODEL_FILE).resolve()), manifest["files"][_MODEL_FILE],
-                                   model._state_token())
         model._set_prediction_threads()
         model.threshold = manifest.get("threshold", model.threshold)
         return model
@@ -627,6 +593,19 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
     @property
     def metadata(self) -> dict[str, Any]:
         return dict(getattr(self, "metadata_", {}) or {})
+
+
+def _carry_over(folder: Path, staging: Path, owned: set[str]) -> None:
+    """Copy what ``folder`` holds, but the ``owned`` names, into the ``staging`` folder replacing it."""
+    if not folder.is_dir():
+        return
+    for item in folder.iterdir():
+        if item.name in owned:
+            continue
+        if item.is_dir() and not item.is_symlink():
+            shutil.copytree(item, staging / item.name, symlinks=True)
+        else:
+            shutil.copy2(item, staging / item.name, follow_symlinks=False)
 
 
 def _check_manifest_fields(path: Path, manifest: dict[str, Any]) -> None:
@@ -681,8 +660,6 @@ class ResponseClassifier(RefusalClassifier):
     # Shipped variants by name. "ngrams" reads no embedding: about 60x faster on CPU, for labelling
     # large logs where that matters more than the last points of cross-LLM F1.
     VARIANTS = {"default": ("response",), "ngrams": ("response-ngrams",)}
-    _extra_files = (TONES_FILE,)
-    _unpickled_attributes = ("_loaded_file_", "tone_head_")
 
     @classmethod
     def available_variants(cls) -> list[str]:
@@ -719,13 +696,20 @@ class ResponseClassifier(RefusalClassifier):
             new.empty_response_probability = self.empty_response_probability
         return new
 
-    def _state_token(self) -> tuple:
-        return (*super()._state_token(), repr(vars(self).get("empty_response_probability", "class default")))
-
     def fit(self, X, y, sample_weight=None, features=None, validation_rows=None):
-        # A tone head reads the feature rows of the model it was fitted on; new features void it.
-        self.__dict__.pop("tone_head_", None)
-        return super().fit(X, y, sample_weight=sample_weight, features=features, validation_rows=validation_rows)
+        # A tone head reads the feature rows of the model it was fitted on: new features void it,
+        # but a fit refused for its input (too few examples) leaves the model, and its head, as they were.
+        features_before = getattr(self, "features_", None)
+        try:
+            return super().fit(X, y, sample_weight=sample_weight, features=features, validation_rows=validation_rows)
+        finally:
+            if getattr(self, "features_", None) is not features_before:
+                self.__dict__.pop("tone_head_", None)
+
+    def _saved_copy(self) -> "ResponseClassifier":
+        state = super()._saved_copy()
+        state.__dict__.pop("tone_head_", None)  # saved beside it, as tones.joblib
+        return state
 
     def predict_proba(self, X: str | Iterable[str]) -> np.ndarray:
         texts = as_texts(X)
@@ -760,7 +744,12 @@ class ResponseClassifier(RefusalClassifier):
             raise ValueError(f"{len(texts)} texts but {len(names)} tones")
         compliance_tone = compliance_tone.strip().lower()
         rows = [i for i, t in enumerate(names) if t != compliance_tone]
-        weights = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)[rows]
+        weights = None
+        if sample_weight is not None:
+            weights = np.asarray(sample_weight, dtype=np.float64)
+            if weights.shape != (len(texts),):
+                raise ValueError(f"{len(texts)} texts but sample_weight has shape {weights.shape}")
+            weights = weights[rows]
         matrix = self.features_.transform([texts[i] for i in rows]) if rows else None
         if matrix is None:
             raise ValueError(f"no refusal tones to learn: all {len(names)} tones are {compliance_tone!r}")
@@ -792,13 +781,20 @@ class ResponseClassifier(RefusalClassifier):
         if not texts:
             return np.zeros(0), np.zeros((0, len(head.tones_)))
         proba, conditional = self._heads_proba(texts, self.model_, head)
+        if self.empty_response_probability is not None:
+            # Nothing to read a tone from: the commonest refusal tone (the paper's "rejected"), the
+            # same in every model, as the probability is; the model's own guess differed by model.
+            blank = np.fromiter((is_blank(t) for t in texts), dtype=bool, count=len(texts))
+            conditional[blank] = head.tones_ == head.default_tone_
         return self._empty_rows(texts, proba)[:, 1], conditional
 
     def predict_tone_proba(self, X: str | Iterable[str]) -> np.ndarray:
         """Joint tone probabilities, shape (n, len(tones_)), columns in ``tones_`` order; rows sum to 1.
 
         The first column is 1 - P(refusal), exactly ``predict_proba(X)[:, 0]``; the others split
-        P(refusal) by the tone head's P(tone | refusal).
+        P(refusal) by the tone head's P(tone | refusal). ``predict_tone`` is not this table's argmax:
+        it decides the label first (at the threshold), then the tone, so a response at P(refusal)
+        0.58 split over four tones is a refusal in its likeliest tone, not "complied".
         """
         refusal, conditional = self._refusal_and_tone_proba(X)
         return np.column_stack([1.0 - refusal, refusal[:, None] * conditional])
@@ -815,6 +811,33 @@ class ResponseClassifier(RefusalClassifier):
         head = self._tone_head()
         likeliest = head.tones_[np.argmax(conditional, axis=1)] if len(refusal) else np.zeros(0, dtype=object)
         return refusal, np.where(refusal >= cut, likeliest, head.compliance_tone).astype(object)
+
+    def save_tones(self, path: PathLike, metadata: dict[str, Any] | None = None) -> Path:
+        """Write only the tone head into ``path``, the model folder this model was loaded from, and
+        leave its model.joblib as it is: that file's sha256 may be recorded elsewhere (the prompt
+        models' cards name the response model that bootstrapped their labels), and a tone head
+        changes nothing the binary head says. ``save()`` writes the whole model instead.
+        """
+        head = self._tone_head()
+        folder = Path(path)
+        manifest = read_manifest(folder, MANIFEST, MODEL_FORMAT, (FORMAT_VERSION,))
+        loaded = (getattr(self, "manifest_", None) or {}).get("files", {}).get(_MODEL_FILE)
+        if manifest.get("kind") != self.kind or not loaded or (manifest.get("files") or {}).get(_MODEL_FILE) != loaded:
+            raise ValueError(f"{folder} does not hold the model this one was loaded from (its {_MODEL_FILE} "
+                             "differs); save() writes the whole model")
+        verify_files(folder, {_MODEL_FILE: loaded})
+        if getattr(head, "n_features_in_", None) != self.features_.n_features_out_:
+            raise ValueError("the tone head was fitted on other features than this model's")
+        with staged_folder(folder) as staging:
+            _carry_over(folder, staging, {MANIFEST, TONES_FILE})
+            extras = self._write_extras(staging)
+            files = {k: v for k, v in manifest["files"].items() if k != TONES_FILE}
+            manifest = {**manifest, **extras, "files": {**files, **extras["files"]},
+                        "metadata": {**(manifest.get("metadata") or {}), "tones": self.metadata.get("tones"),
+                                     **(metadata or {})}}
+            write_json(staging / MANIFEST, manifest)
+        self.manifest_, self.metadata_ = manifest, manifest["metadata"]
+        return folder
 
     def _write_extras(self, staging: Path) -> dict[str, Any]:
         head = getattr(self, "tone_head_", None)

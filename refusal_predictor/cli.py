@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tone", action="store_true",
                    help="also add the tone: 'complied' for a compliance, else how it refused (rejected, redirected, "
                         "contradicted, disclaimed), from the same pass of the encoder")
-    p.add_argument("--tone-field", default="tone", help="field for --tone (default: tone)")
+    p.add_argument("--tone-field", help="field for --tone (default: tone)")
 
     p = sub.add_parser("train-response", help="train a response classifier on your own labelled responses")
     p.add_argument("input", help="labelled file with a text field and a label field (refusal/compliance, "
@@ -168,9 +168,12 @@ def _add_log_options(p: argparse.ArgumentParser) -> None:
 def _cmd_label_responses(args: argparse.Namespace) -> int:
     from .classifiers import ResponseClassifier
 
+    if args.tone_field is not None and not args.tone:
+        raise ValueError("--tone-field names the field of --tone; add --tone")
     model = ResponseClassifier.load(args.model)
     if not args.tone:
         return _run_scoring(model, args)
+    args.tone_field = "tone" if args.tone_field is None else args.tone_field
     model.tones_  # a model without a tone head fails here, before any reading  # noqa: B018
     threshold = model.threshold if args.threshold is None else args.threshold
 

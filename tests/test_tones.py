@@ -114,26 +114,61 @@ def test_fit_tones_errors_say_what_they_found(split):
         model.fit_tones(texts[:2], [" ", "rejected"])
 
 
-def test_saving_a_loaded_model_keeps_its_model_file_byte_for_byte(tmp_path, split):
+def test_save_tones_leaves_the_model_file_as_it_is(tmp_path, split):
     """Prompt model cards name the response model that bootstrapped their labels by sha256: giving it a
-    tone head (or saving it back for any other reason) must not change that file."""
+    tone head must not change that file; save() writes the whole model, and never alters the live one."""
     folder = tmp_path / "ngrams"
     shutil.copytree(shipped_path("response-ngrams"), folder)
+    (folder / "MODEL_CARD.md").write_text("my notes")
     shipped_sha = _sha(folder / "model.joblib")
     train, _ = split
     model = ResponseClassifier.load(folder)
     model.fit_tones(train["response"].tolist(), train["fine_label"].tolist(), C=1.0)
-    model.save(folder)
+    model.save_tones(folder, metadata={"note": "refit"})
     assert _sha(folder / "model.joblib") == shipped_sha
-    assert ResponseClassifier.load(folder).tone_head_.C == 1.0
-    # A changed parameter or setting is pickled anew, and kept.
-    model = ResponseClassifier.load(folder)
-    model.empty_response_probability = None
-    model.save(folder)
-    assert _sha(folder / "model.joblib") != shipped_sha
+    assert (folder / "MODEL_CARD.md").read_text() == "my notes"
     reloaded = ResponseClassifier.load(folder)
-    assert reloaded.empty_response_probability is None and hasattr(reloaded, "tones_")
-    assert not (folder / "model.joblib").read_bytes().count(b"tone_head_")  # saved beside it, not inside
+    assert reloaded.tone_head_.C == 1.0 and reloaded.metadata["note"] == "refit"
+    assert reloaded.metadata["tones"]["dropped_tones"] == {"counseling": 1}
+    # Another folder, or one whose model.joblib is not the one this model came from, is refused.
+    with pytest.raises(ValueError, match="does not hold the model this one was loaded from"):
+        model.save_tones(shipped_path("response"))
+    # save() pickles the model as it is now, and leaves the live model whole (threads may use it).
+    model.features_.set_params(embedding_weight=0.5)
+    model.save(tmp_path / "whole")
+    assert hasattr(model, "tone_head_")
+    assert ResponseClassifier.load(tmp_path / "whole").features_.embedding_weight == 0.5
+    assert b"tone_head_" not in (tmp_path / "whole" / "model.joblib").read_bytes()  # saved beside it
+
+
+def test_blank_responses_have_one_tone_in_every_model():
+    """Nothing to read a tone from: the commonest refusal tone, as the probability is fixed at 1.0."""
+    blanks = ["", "   ", "\u200b"]
+    for variant in ("default", "ngrams"):
+        model = ResponseClassifier.load(variant)
+        assert list(model.predict_tone(blanks)) == ["rejected"] * 3
+        np.testing.assert_allclose(model.predict_tone_proba(blanks)[:, -1], 1.0)
+
+
+def test_a_refused_fit_keeps_the_tone_head(toned):
+    model = clone(toned).fit(*_few(40)).fit_tones(*_few_tones(40))
+    with pytest.raises(ValueError, match="at least 5 examples of each class"):
+        model.fit(["No.", "Sure."], ["refusal", "compliance"])
+    assert model.predict_tone("I'm sorry, I can't do that.")[0] != "complied"
+    texts, tones = _few_tones(40)
+    with pytest.raises(ValueError, match=r"40 texts but sample_weight has shape \(41,\)"):
+        model.fit_tones(texts, tones, sample_weight=np.ones(41))
+
+
+def _few(n):
+    texts, _ = _few_tones(n)
+    return texts, ["refusal" if i % 2 else "compliance" for i in range(n)]
+
+
+def _few_tones(n):
+    texts = [f"I cannot help with request {i}, sorry." if i % 2 else f"Here is answer {i}: yes." for i in range(n)]
+    tones = ["complied" if i % 2 == 0 else ("rejected" if i % 4 == 1 else "redirected") for i in range(n)]
+    return texts, tones
 
 
 def test_a_tone_file_of_another_model_or_corrupt_is_a_named_error(toned, tmp_path):
@@ -183,6 +218,12 @@ def test_label_responses_adds_the_tone(tmp_path, capsys):
 
 
 def test_label_responses_tone_needs_a_tone_head(toned, tmp_path, capsys):
+    log0 = tmp_path / "log0.jsonl"
+    log0.write_text('{"response": "No."}\n')
+    assert main(["label-responses", str(log0), "-o", str(tmp_path / "o0.jsonl"), "--tone-field", "how"]) == 2
+    assert "--tone-field names the field of --tone; add --tone" in capsys.readouterr().err
+    assert main(["label-responses", str(log0), "-o", str(tmp_path / "o0.jsonl"), "--label-field", " "]) == 2
+    assert "output field names must be non-empty" in capsys.readouterr().err
     folder = tmp_path / "plain"
     ResponseClassifier(use_embeddings=False, validation_curve=False).fit(
         ["No, I cannot.", "Sure, here it is."] * 10, ["refusal", "compliance"] * 10).save(folder)

@@ -156,14 +156,12 @@ def train(data_dir: Path, output: Path, select: bool, recipe_name: str | None = 
 
 
 def train_tones(data_dir: Path, folder: Path) -> ResponseClassifier:
-    """Give the model in ``folder`` a tone head (or a new one) and save it back in place.
-
-    Its model.joblib is kept byte for byte (``save`` copies an unchanged model), so the prompt
-    models whose labels it bootstrapped still name it by the same sha256.
+    """Give the model in ``folder`` a tone head (or a new one), leaving its model.joblib as it is
+    (``save_tones``), so the prompt models whose labels it bootstrapped still name it by its sha256.
     """
     clf = ResponseClassifier.load(folder)
     tones = add_tones(clf, training_pool(data_dir))
-    clf.save(folder, metadata={"tones": tones})
+    clf.save_tones(folder, metadata={"tones": tones})
     print(f"saved {folder}: tone head over {', '.join(map(str, clf.tones_[1:]))} "
           f"(cross-validated accuracy {tones['cross_validation']['accuracy']:.4f})")
     return clf
