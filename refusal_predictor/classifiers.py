@@ -452,7 +452,7 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
         over; an encoder bundled there by an earlier save is not, unless this model reads it.
         """
         _carry_over(folder, staging, {MANIFEST, _MODEL_FILE, "encoder", TONES_FILE})
-        self._write_model_file(staging / _MODEL_FILE)
+        joblib.dump(self._saved_copy(), staging / _MODEL_FILE, compress=3)
         files = {_MODEL_FILE: sha256_file(staging / _MODEL_FILE)}
         extras = self._write_extras(staging)
         files.update(extras.pop("files", {}))
@@ -509,9 +509,6 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
         state.features_.__dict__.pop("_encoder_options", None)
         return state
 
-    def _write_model_file(self, target: Path) -> None:
-        joblib.dump(self._saved_copy(), target, compress=3)
-
     @classmethod
     def default_path(cls) -> Path:
         return shipped_path(*cls.default_subdir)
@@ -535,14 +532,7 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
                 "%s was saved with scikit-learn %s; this is %s. Predictions may differ slightly.",
                 folder, trained_with, sklearn.__version__,
             )
-        try:
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", category=UserWarning, module="sklearn")
-                model = joblib.load(folder / _MODEL_FILE)
-        except Exception as exc:  # unpickling errors come in many types
-            raise ModelFileError(f"{folder / _MODEL_FILE}: cannot be loaded ({type(exc).__name__}: {exc})") from exc
-        if not isinstance(model, cls):
-            raise ModelFileError(f"{folder / _MODEL_FILE}: holds a {type(model).__name__}, not a {cls.__name__}")
+        model = _load_joblib(folder / _MODEL_FILE, cls)
         info = manifest.get("encoder")
         if info:
             if info.get("bundled"):
@@ -593,6 +583,19 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
     @property
     def metadata(self) -> dict[str, Any]:
         return dict(getattr(self, "metadata_", {}) or {})
+
+
+def _load_joblib(path: Path, expected: type) -> Any:
+    """Unpickle a model folder's file (its sha256 already checked) or raise an error naming it."""
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=UserWarning, module="sklearn")
+            obj = joblib.load(path)
+    except Exception as exc:  # unpickling errors come in many types
+        raise ModelFileError(f"{path}: cannot be loaded ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(obj, expected):
+        raise ModelFileError(f"{path}: holds a {type(obj).__name__}, not a {expected.__name__}")
+    return obj
 
 
 def _carry_over(folder: Path, staging: Path, owned: set[str]) -> None:
@@ -715,10 +718,16 @@ class ResponseClassifier(RefusalClassifier):
         texts = as_texts(X)
         return self._empty_rows(texts, super().predict_proba(texts))
 
-    def _empty_rows(self, texts: list[str], proba: np.ndarray) -> np.ndarray:
-        if self.empty_response_probability is not None and len(texts):
-            empty = np.fromiter((is_blank(t) for t in texts), dtype=bool, count=len(texts))
-            proba[empty] = (1.0 - self.empty_response_probability, self.empty_response_probability)
+    def _blank_rows(self, texts: list[str]) -> np.ndarray | None:
+        """Which texts get ``empty_response_probability`` (None when it is switched off)."""
+        if self.empty_response_probability is None or not texts:
+            return None
+        return np.fromiter((is_blank(t) for t in texts), dtype=bool, count=len(texts))
+
+    def _empty_rows(self, texts: list[str], proba: np.ndarray, blank: np.ndarray | None = None) -> np.ndarray:
+        blank = self._blank_rows(texts) if blank is None else blank
+        if blank is not None:
+            proba[blank] = (1.0 - self.empty_response_probability, self.empty_response_probability)
         return proba
 
     # ------------------------------------------------------------------ tones
@@ -750,9 +759,9 @@ class ResponseClassifier(RefusalClassifier):
             if weights.shape != (len(texts),):
                 raise ValueError(f"{len(texts)} texts but sample_weight has shape {weights.shape}")
             weights = weights[rows]
-        matrix = self.features_.transform([texts[i] for i in rows]) if rows else None
-        if matrix is None:
+        if not rows:
             raise ValueError(f"no refusal tones to learn: all {len(names)} tones are {compliance_tone!r}")
+        matrix = self.features_.transform([texts[i] for i in rows])
         head = ToneHead(C=C, compliance_tone=compliance_tone).fit(matrix, [names[i] for i in rows], weights)
         self.tone_head_ = head
         self.metadata_ = {**self.metadata, "tones": {"compliance_tone": compliance_tone, **head.metadata_}}
@@ -781,12 +790,12 @@ class ResponseClassifier(RefusalClassifier):
         if not texts:
             return np.zeros(0), np.zeros((0, len(head.tones_)))
         proba, conditional = self._heads_proba(texts, self.model_, head)
-        if self.empty_response_probability is not None:
+        blank = self._blank_rows(texts)
+        if blank is not None:
             # Nothing to read a tone from: the commonest refusal tone (the paper's "rejected"), the
             # same in every model, as the probability is; the model's own guess differed by model.
-            blank = np.fromiter((is_blank(t) for t in texts), dtype=bool, count=len(texts))
             conditional[blank] = head.tones_ == head.default_tone_
-        return self._empty_rows(texts, proba)[:, 1], conditional
+        return self._empty_rows(texts, proba, blank)[:, 1], conditional
 
     def predict_tone_proba(self, X: str | Iterable[str]) -> np.ndarray:
         """Joint tone probabilities, shape (n, len(tones_)), columns in ``tones_`` order; rows sum to 1.
@@ -851,12 +860,7 @@ class ResponseClassifier(RefusalClassifier):
 def _load_tone_head(folder: Path, model: ResponseClassifier) -> ToneHead:
     """The tone head saved beside model.joblib (its sha256 already checked), or an error naming it."""
     path = folder / TONES_FILE
-    try:
-        head = joblib.load(path)
-    except Exception as exc:  # unpickling errors come in many types
-        raise ModelFileError(f"{path}: cannot be loaded ({type(exc).__name__}: {exc})") from exc
-    if not isinstance(head, ToneHead):
-        raise ModelFileError(f"{path}: holds a {type(head).__name__}, not a ToneHead")
+    head = _load_joblib(path, ToneHead)
     if getattr(head, "n_features_in_", None) != model.features_.n_features_out_:
         raise ModelFileError(f"{path}: fitted on {getattr(head, 'n_features_in_', None)} features, but this "
                              f"model makes {model.features_.n_features_out_}; it belongs to another model")
