@@ -141,3 +141,20 @@ def staged_folder(folder: PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def carry_over(folder: Path, staging: Path, owned: set[str]) -> None:
+    """Copy what ``folder`` holds, but the ``owned`` names, into the ``staging`` folder replacing it.
+
+    A save owns only its own files; a model card, a licence or a user's notes beside them survive
+    the swap of :func:`staged_folder`.
+    """
+    if not folder.is_dir():
+        return
+    for item in folder.iterdir():
+        if item.name in owned:
+            continue
+        if item.is_dir() and not item.is_symlink():
+            shutil.copytree(item, staging / item.name, symlinks=True)
+        else:
+            shutil.copy2(item, staging / item.name, follow_symlinks=False)

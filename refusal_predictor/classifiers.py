@@ -28,6 +28,7 @@ from sklearn.utils.validation import check_is_fitted
 from ._version import __version__
 from .artifacts import (
     ModelFileError,
+    carry_over,
     files_field_problem,
     PathLike,
     read_manifest,
@@ -41,7 +42,7 @@ from .encoder import DEFAULT_ENCODER
 from .features import TextFeatures, resolve_encoder_path
 from .heads import LogOddsBlend, leaf_heads
 from .metrics import binary_metrics
-from .records import check_output_folder
+from .records import check_replaceable_folder
 from .thresholds import check_threshold, pick_threshold
 from .thresholds import validation_curve as compute_validation_curve
 from .tones import COMPLIANCE_TONE, ToneHead
@@ -159,19 +160,9 @@ def check_save_folder(path: PathLike) -> Path:
     """Where ``save()`` may write: a new or empty folder, or a model folder (saved over).
 
     ``save()`` replaces ``manifest.json``, ``model.joblib`` and a bundled ``encoder/`` (the folder
-    is swapped whole, other files carried over), so a user's own non-empty folder is refused rather
-    than taken over; the CLI calls this before training, so the refusal does not come after the work.
+    is swapped whole, other files carried over).
     """
-    folder = check_output_folder(path, staged=True)
-    if folder.is_dir() and any(folder.iterdir()):
-        try:
-            manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError):
-            manifest = None
-        if not isinstance(manifest, dict) or manifest.get("format") != MODEL_FORMAT:
-            raise ValueError(f"{folder} is a non-empty folder that is not a refusal-predictor model "
-                             f"(no {MANIFEST} of format {MODEL_FORMAT!r}); save into a new or empty folder")
-    return folder
+    return check_replaceable_folder(path, MANIFEST, MODEL_FORMAT, "model folder")
 
 
 class RefusalClassifier(ClassifierMixin, BaseEstimator):
@@ -451,7 +442,7 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
         Files of ``folder`` that ``save()`` does not own (a model card, a user's notes) are carried
         over; an encoder bundled there by an earlier save is not, unless this model reads it.
         """
-        _carry_over(folder, staging, {MANIFEST, _MODEL_FILE, "encoder", TONES_FILE})
+        carry_over(folder, staging, {MANIFEST, _MODEL_FILE, "encoder", TONES_FILE})
         joblib.dump(self._saved_copy(), staging / _MODEL_FILE, compress=3)
         files = {_MODEL_FILE: sha256_file(staging / _MODEL_FILE)}
         extras = self._write_extras(staging)
@@ -596,19 +587,6 @@ def _load_joblib(path: Path, expected: type) -> Any:
     if not isinstance(obj, expected):
         raise ModelFileError(f"{path}: holds a {type(obj).__name__}, not a {expected.__name__}")
     return obj
-
-
-def _carry_over(folder: Path, staging: Path, owned: set[str]) -> None:
-    """Copy what ``folder`` holds, but the ``owned`` names, into the ``staging`` folder replacing it."""
-    if not folder.is_dir():
-        return
-    for item in folder.iterdir():
-        if item.name in owned:
-            continue
-        if item.is_dir() and not item.is_symlink():
-            shutil.copytree(item, staging / item.name, symlinks=True)
-        else:
-            shutil.copy2(item, staging / item.name, follow_symlinks=False)
 
 
 def _check_manifest_fields(path: Path, manifest: dict[str, Any]) -> None:
@@ -838,7 +816,7 @@ class ResponseClassifier(RefusalClassifier):
         if getattr(head, "n_features_in_", None) != self.features_.n_features_out_:
             raise ValueError("the tone head was fitted on other features than this model's")
         with staged_folder(folder) as staging:
-            _carry_over(folder, staging, {MANIFEST, TONES_FILE})
+            carry_over(folder, staging, {MANIFEST, TONES_FILE})
             extras = self._write_extras(staging)
             files = {k: v for k, v in manifest["files"].items() if k != TONES_FILE}
             manifest = {**manifest, **extras, "files": {**files, **extras["files"]},

@@ -303,10 +303,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_export_encoder(args: argparse.Namespace) -> int:
-    from .exporters.onnx import export_encoder
-    from .records import check_output_folder
+    from .exporters.onnx import check_export_folder, export_encoder
 
-    check_output_folder(args.output, "output folder")  # before the export, not after it
+    check_export_folder(args.output)  # before the export, not after it
     path = export_encoder(args.model, args.output, quantize=None if args.no_quantize else "int8", max_seq_length=args.max_seq_length)
     print(f"exported {args.model} to {path}")
     return 0

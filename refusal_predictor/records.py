@@ -622,6 +622,25 @@ def check_output_folder(path: PathLike, what: str = "model folder", *, staged: b
     return path
 
 
+def check_replaceable_folder(path: PathLike, manifest: str, fmt: str, what: str) -> Path:
+    """A folder a save may replace whole: new, empty, or holding an earlier artefact of ``fmt``.
+
+    Saves build the folder beside itself and swap it in (:func:`.artifacts.staged_folder`), so a
+    user's own non-empty folder is refused rather than taken over. Callers check before their
+    work (training, an export), so the refusal does not come after it.
+    """
+    folder = check_output_folder(path, what, staged=True)
+    if folder.is_dir() and any(folder.iterdir()):
+        try:
+            found = json.loads((folder / manifest).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError):
+            found = None
+        if not isinstance(found, dict) or found.get("format") != fmt:
+            raise ValueError(f"{folder} is a non-empty folder that is not a refusal-predictor {what} "
+                             f"(no {manifest} of format {fmt!r}); save into a new or empty folder")
+    return folder
+
+
 def check_paths(input_path: PathLike, output: PathLike | None = None, errors: PathLike | None = None, *,
                 input_format: str | None = None, output_format: str | None = None) -> None:
     """Refuse, before any work is done, outputs that would overwrite the input or each other, and

@@ -250,6 +250,55 @@ def test_export_rejects_unknown_quantization(tmp_path):
         export_encoder("any-model", tmp_path, quantize="int4")
 
 
+def test_export_refuses_a_folder_that_is_not_an_encoder_before_exporting(tmp_path):
+    """The export replaces its folder whole: a user's own non-empty folder is refused, untouched,
+    before the (minutes-long) export starts: "any-model" is never looked up."""
+    from refusal_predictor.exporters.onnx import export_encoder
+
+    (tmp_path / "notes.txt").write_text("mine", encoding="utf-8")
+    with pytest.raises(ValueError, match="is a non-empty folder that is not a refusal-predictor encoder folder"):
+        export_encoder("any-model", tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_an_export_replaces_an_earlier_encoder_whole_and_keeps_other_files(tmp_path):
+    from refusal_predictor.exporters.onnx import install_encoder
+
+    folder = _copy_shipped(tmp_path)
+    (folder / "LICENSE.txt").write_text("licence", encoding="utf-8")
+    (folder / "tokenizer.json").unlink()  # the new export's files replace these, missing or not
+    new = REPO / "models" / "encoders" / "minilm-prompt-int8"
+    install_encoder(new, folder)
+    assert OnnxEncoder.load(folder).manifest == OnnxEncoder.load(new).manifest
+    assert sorted(p.name for p in folder.iterdir()) == ["LICENSE.txt", "encoder.json", "model.onnx", "tokenizer.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["encoder"]  # no staging folder left
+
+
+def test_a_failed_export_leaves_the_earlier_encoder_loading(tmp_path, monkeypatch):
+    """Copying the files over the earlier encoder one by one left, on a full disk part-way, a
+    model.onnx that its encoder.json did not describe: neither encoder loaded."""
+    import errno
+
+    import refusal_predictor.exporters.onnx as onnx_exporter
+
+    folder = _copy_shipped(tmp_path)
+    before = OnnxEncoder.load(folder)
+    copyfile = shutil.copyfile
+
+    def disk_full_at_the_manifest(src, dst, *args, **kwargs):
+        if Path(dst).name == "encoder.json":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return copyfile(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(onnx_exporter.shutil, "copyfile", disk_full_at_the_manifest)
+    with pytest.raises(OSError, match="No space left"):
+        onnx_exporter.install_encoder(REPO / "models" / "encoders" / "minilm-prompt-int8", folder)
+    after = OnnxEncoder.load(folder)
+    assert after.sha256 == before.sha256
+    np.testing.assert_array_equal(after.encode(TEXTS), before.encode(TEXTS))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["encoder"]
+
+
 @pytest.mark.slow
 def test_reexport_matches_sentence_transformers(tmp_path):
     pytest.importorskip("torch")

@@ -280,6 +280,7 @@ def test_outputs_that_cannot_be_written_are_refused_before_any_work(tmp_path, mo
         (["train-response", str(log), "-o", str(locked / "m"), "--no-embeddings"], "cannot write in"),
         (["train-response", str(log), "-o", str(tmp_path), "--no-embeddings"], "not a refusal-predictor model"),
         (["export-encoder", "any-model", "-o", str(tmp_path / "afile")], "is a file"),
+        (["export-encoder", "any-model", "-o", str(tmp_path)], "not a refusal-predictor encoder folder"),
         (["label-responses", str(log), "-o", str(locked / "o.jsonl"), "--model", "ngrams"], "cannot write in"),
     ]:
         assert cli.main(argv) == 2, argv

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from .._version import __version__
-from ..artifacts import sha256_file, write_json
+from ..artifacts import carry_over, sha256_file, staged_folder, write_json
 from ..encoder import (
     ENCODER_FORMAT,
     ENCODER_FORMAT_VERSION,
@@ -37,8 +37,9 @@ from ..encoder import (
     TOKENIZER_FILE,
     OnnxEncoder,
 )
+from ..records import check_replaceable_folder
 
-__all__ = ["export_encoder", "packaged_minilm_path"]
+__all__ = ["check_export_folder", "export_encoder", "packaged_minilm_path"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,8 +85,10 @@ def export_encoder(
         model_name_or_path: a Hugging Face hub id (downloaded as sentence-transformers does) or a
             local sentence-transformers folder. The model must be a transformer followed by mean
             pooling and, optionally, normalisation; the encoder always normalises.
-        output_dir: folder to write ``model.onnx``, ``tokenizer.json`` and ``encoder.json`` into
-            (created if needed; those three files are replaced).
+        output_dir: folder to write ``model.onnx``, ``tokenizer.json`` and ``encoder.json`` into:
+            a new or empty folder, or an encoder folder, which is replaced whole once the export
+            has passed its parity check (other files in it, such as a licence, are kept). Any
+            other non-empty folder is refused before the export starts.
         quantize: ``"int8"`` for per-channel dynamic int8 weights (about 4x smaller, about 2x
             faster on CPU, cosine to the float model about 0.99) or ``None`` for float32.
         max_seq_length: truncation length in tokens; default the model's own
@@ -100,6 +103,7 @@ def export_encoder(
     """
     if quantize not in _MIN_COSINE:
         raise ValueError(f"quantize must be 'int8' or None, got {quantize!r}")
+    output_dir = check_export_folder(output_dir)
     try:
         import onnx
         import onnxruntime
@@ -110,7 +114,6 @@ def export_encoder(
     except ImportError as e:
         raise ImportError(f"{_TRAIN_EXTRA_HINT} ({e})") from e
 
-    output_dir = Path(output_dir)
     st_model = SentenceTransformer(
         model_name_or_path, device="cpu", model_kwargs={"attn_implementation": "eager"}
     )
@@ -176,11 +179,26 @@ def export_encoder(
         write_json(staged / MANIFEST_FILE, manifest)
         _check_parity(st_model, staged, _MIN_COSINE[quantize])
 
-        output_dir.mkdir(parents=True, exist_ok=True)
-        for f in (MODEL_FILE, TOKENIZER_FILE, MANIFEST_FILE):
-            shutil.copyfile(staged / f, output_dir / f)
+        install_encoder(staged, output_dir)
     logger.info("exported %s to %s", model_name_or_path, output_dir)
     return output_dir
+
+
+def check_export_folder(output_dir: str | os.PathLike) -> Path:
+    """Where an export may write: a new or empty folder, or an earlier encoder (replaced whole)."""
+    return check_replaceable_folder(output_dir, MANIFEST_FILE, ENCODER_FORMAT, "encoder folder")
+
+
+def install_encoder(staged: Path, output_dir: Path) -> None:
+    """Swap a finished encoder folder in for ``output_dir`` whole.
+
+    Copying the three files over an earlier encoder one by one left, on a full disk or a crash
+    part-way, a folder whose manifest did not match its model: neither encoder loaded.
+    """
+    with staged_folder(output_dir) as staging:
+        carry_over(output_dir, staging, {MODEL_FILE, TOKENIZER_FILE, MANIFEST_FILE})
+        for f in (MODEL_FILE, TOKENIZER_FILE, MANIFEST_FILE):
+            shutil.copyfile(staged / f, staging / f)
 
 
 def _check_architecture(st_model: Any) -> Any:
