@@ -244,3 +244,17 @@ def test_score_file_checks_what_a_scorer_returns(tmp_path):
         score_file(lambda t: (np.zeros(len(t)), {"tone": ["a"]}), log, tmp_path / "o.jsonl",
                    text_field="response", extra_fields=("tone",), progress=False)
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_tone_report_names_and_measures_the_model_it_was_given(toned, split):
+    """The report named any model "(shipped)"; its row is the model's own tone accuracy."""
+    from training.evaluate import SHIPPED, model_name, tone_report
+
+    pool, test = split
+    assert model_name(None) == SHIPPED
+    rows = tone_report(toned, pool, model_name("my-model"))
+    ours = rows[0]
+    assert ours["model"] == "refusal-predictor (my-model)"
+    truth = test["fine_label"].to_numpy(dtype=object)
+    assert ours["accuracy"] == pytest.approx(np.mean(toned.predict_tone(test["response"].tolist()) == truth))
+    assert rows[-1]["accuracy"] == pytest.approx(np.mean(truth == "complied"))  # the majority tone

@@ -38,6 +38,12 @@ from .train_response import make_classifier, tone_rows, training_pool, training_
 
 logger = logging.getLogger(__name__)
 COLUMNS = ["model", "n", "accuracy", "f1", "precision", "recall", "auroc"]
+SHIPPED = "refusal-predictor (shipped)"
+
+
+def model_name(model_path: Path | None) -> str:
+    """The report's name for the model under evaluation: only the default is "shipped"."""
+    return SHIPPED if model_path is None else f"refusal-predictor ({model_path})"
 
 
 def paper_response_baseline() -> Callable[[list[str]], np.ndarray]:
@@ -46,19 +52,20 @@ def paper_response_baseline() -> Callable[[list[str]], np.ndarray]:
     return paper_tfidf_logreg(train["response"].tolist(), refusal_y(train))
 
 
-def paper_split_report(model: ResponseClassifier, baseline: Callable[[list[str]], np.ndarray] | None = None) -> list[dict[str, Any]]:
+def paper_split_report(model: ResponseClassifier, baseline: Callable[[list[str]], np.ndarray] | None = None,
+                       name: str = SHIPPED) -> list[dict[str, Any]]:
     _, _, test = data.paper_split()
     texts, y = test["response"].tolist(), refusal_y(test)
     baseline = paper_response_baseline() if baseline is None else baseline
     rows = [
-        {"model": "refusal-predictor (shipped)", **binary_metrics(y, model.refusal_probability(texts), model.threshold)},
+        {"model": name, **binary_metrics(y, model.refusal_probability(texts), model.threshold)},
         {"model": "paper TF-IDF+LogReg (reproduced)", **binary_metrics(y, baseline(texts))},
         {"model": "keywords (llm-guard NoRefusalLight)", **binary_metrics(y, KeywordRefusalDetector().predict_proba(texts)[:, 1])},
     ]
     return rows
 
 
-def tone_report(model: ResponseClassifier, pool: pd.DataFrame) -> list[dict[str, Any]]:
+def tone_report(model: ResponseClassifier, pool: pd.DataFrame, name: str = SHIPPED) -> list[dict[str, Any]]:
     """The paper's test tones: accuracy and macro-F1 over all 256 responses (the tone implies the
     label, so a wrong label is a wrong tone), and accuracy over the refusals alone (how they refused).
 
@@ -77,7 +84,7 @@ def tone_report(model: ResponseClassifier, pool: pd.DataFrame) -> list[dict[str,
     refusal_majority = pd.Series([t for t in train_tones if t != "complied"]).mode()[0]
     _, refusal_tones = model.refusal_probability_and_tone(texts, threshold=0.0)  # the likeliest refusal tone
     candidates = [
-        ("refusal-predictor (shipped)", model.predict_tone(texts), refusal_tones),
+        (name, model.predict_tone(texts), refusal_tones),
         ("paper TF-IDF+LogReg on tones", *paper_tfidf_logreg_tones(train_texts, train_tones)(texts)),
         (f"majority ({majority!r}; refusals {refusal_majority!r})", np.full(len(texts), majority, dtype=object),
          np.full(len(texts), refusal_majority, dtype=object)),
@@ -96,7 +103,7 @@ SHORT_ANSWER_CHARS = 80
 
 def short_answer_report(
     model: ResponseClassifier, data_dir: Path, pool: pd.DataFrame | None = None,
-    baseline: Callable[[list[str]], np.ndarray] | None = None,
+    baseline: Callable[[list[str]], np.ndarray] | None = None, name: str = SHIPPED,
 ) -> list[dict[str, Any]]:
     """Short texts, which the labelled test sets barely contain: the share scored as refusal.
 
@@ -132,7 +139,7 @@ def short_answer_report(
         texts = sorted(texts - seen)
         texts = [t for t, flag in zip(texts, cues.flags(texts)) if flag == want_cue]
         rows.append({"probe": name, "n": len(texts), "better": better,
-                     "refusal-predictor (shipped)": float(np.mean(model.refusal_probability(texts) >= model.threshold)),
+                     name: float(np.mean(model.refusal_probability(texts) >= model.threshold)),
                      "paper TF-IDF+LogReg": float(np.mean(baseline(texts) >= 0.5))})
     return rows
 
@@ -201,13 +208,14 @@ def response_report(data_dir: Path, model_path: Path | None = None, lomo_embeddi
     model = ResponseClassifier.load(model_path)
     recipe_name = model.metadata.get("recipe", recipes.RESPONSE_RECIPE_NAME)
     pool, baseline = training_pool(data_dir), paper_response_baseline()
-    paper_rows = paper_split_report(model, baseline)
+    name = model_name(model_path)
+    paper_rows = paper_split_report(model, baseline, name)
     print(format_table(paper_rows, COLUMNS, title="\nResponse classifier: the paper's test split (256 responses)"))
-    tone_rows_ = tone_report(model, pool)
+    tone_rows_ = tone_report(model, pool, name)
     print(format_table(tone_rows_, list(tone_rows_[0]),
                        title="\nResponse classifier: tones of the paper's test split (refusals_accuracy: how the "
                              "refusals refused)"))
-    short_rows = short_answer_report(model, data_dir, pool, baseline)
+    short_rows = short_answer_report(model, data_dir, pool, baseline, name)
     print(format_table(short_rows, list(short_rows[0]),
                        title="\nResponse classifier: short texts scored as refusal (cue-filtered, no hand labels)"))
     try:
