@@ -131,14 +131,14 @@ def short_answer_report(
         return {o for text in test.loc[test["label"] == label, "response"] for o in augment.openings(text)}
 
     rows = []
-    for name, texts, want_cue, better in [
+    for probe, texts, want_cue, better in [
         (f"AlpacaEval answers < {SHORT_ANSWER_CHARS} chars", short, False, "lower"),
         ("paper test compliances, openings", cut("compliance"), False, "lower"),
         ("paper test refusals, openings", cut("refusal"), True, "higher"),
     ]:
         texts = sorted(texts - seen)
         texts = [t for t, flag in zip(texts, cues.flags(texts)) if flag == want_cue]
-        rows.append({"probe": name, "n": len(texts), "better": better,
+        rows.append({"probe": probe, "n": len(texts), "better": better,
                      name: float(np.mean(model.refusal_probability(texts) >= model.threshold)),
                      "paper TF-IDF+LogReg": float(np.mean(baseline(texts) >= 0.5))})
     return rows
