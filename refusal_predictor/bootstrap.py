@@ -8,6 +8,7 @@ label is kept together with its refusal rate).
 from __future__ import annotations
 
 import logging
+import unicodedata
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +39,12 @@ class BootstrapReport:
     conflicting_prompts: int = 0
     written: int = 0
     bad: list[BadRecord] = field(default_factory=list)
+    low_confidence: list[BadRecord] = field(default_factory=list)
     errors_path: Path | None = None
+
+    def unused(self) -> list[BadRecord]:
+        """Every row not used, in line order, for the errors file: bad rows and unsure labels."""
+        return sorted(self.bad + self.low_confidence, key=lambda b: b.line)
 
     def reasons(self) -> Counter:
         """How many bad rows per reason (the reason's text before any parenthesised detail)."""
@@ -52,7 +58,12 @@ class BootstrapReport:
             f"({self.conflicting_prompts} prompts with conflicting labels); skipped {len(self.bad)} bad rows"
         )
         if reasons:
-            text += " (" + "; ".join(f"{n}x {r}" for r, n in reasons.most_common(5)) + ")"
+            shown = reasons.most_common(5)
+            text += " (" + "; ".join(f"{n}x {r}" for r, n in shown)
+            rest = sum(reasons.values()) - sum(n for _, n in shown)
+            if rest:
+                text += f"; {rest} more for {len(reasons) - len(shown)} other reasons, in the errors file"
+            text += ")"
         return text + f"; wrote {self.written}"
 
 
@@ -77,21 +88,26 @@ def bootstrap_records(
     if min_confidence is not None and not 0.5 <= min_confidence <= 1.0:
         raise ValueError(f"min_confidence must be in [0.5, 1], got {min_confidence}")
     report = BootstrapReport()
+    # The model's own cut, as label-responses applies it: one model, one label per response.
+    threshold = float(getattr(response_classifier, "threshold", 0.5))
     rows: list[dict] = []
-    pending: list[tuple[str, str, str]] = []
+    pending: list[tuple[str, str, str, int, dict]] = []
 
     def flush() -> None:
         if not pending:
             return
-        proba = checked_scores(response_classifier.refusal_probability, [r for _, r, _ in pending])
-        for (prompt, _, model), p in zip(pending, proba):
+        proba = checked_scores(response_classifier.refusal_probability, [r for _, r, *_ in pending])
+        for (prompt, _, model, line, record), p in zip(pending, proba):
             report.labelled += 1
             if min_confidence is not None and max(p, 1 - p) < min_confidence:
                 report.dropped_low_confidence += 1
+                report.low_confidence.append(BadRecord(
+                    line, f"label confidence {max(p, 1 - p):.3f} below the cut {min_confidence} "
+                          f"(refusal probability {p:.3f})", raw_of(record)))
                 continue
             rows.append({
                 "prompt": prompt,
-                "label": "refusal" if p >= 0.5 else "compliance",
+                "label": "refusal" if p >= threshold else "compliance",
                 "refusal_probability": round(float(p), 6),
                 "model": model,
                 "source": source,
@@ -121,7 +137,7 @@ def bootstrap_records(
             ))
             continue
         model = record.get(model_field) if model_field else None
-        pending.append((prompt, response, "" if model is None else str(model)))
+        pending.append((prompt, response, "" if model is None else str(model), line, record))
         if len(pending) >= batch_size:
             flush()
     flush()
@@ -139,17 +155,29 @@ def label_confidence(row: dict) -> float:
     return max(p, 1.0 - p)
 
 
+def prompt_key(text: str) -> str:
+    """What makes two prompts one: equal up to Unicode compatibility forms, whitespace and case.
+
+    Logs repeat a prompt with a trailing newline, doubled spaces or other capitals, and the
+    features barely tell such copies apart. Kept as two prompts, one copy could land in a held-out
+    split while its twin trained: a log holding each prompt twice reported a held-out AUROC of
+    0.96 where the true one was 0.81.
+    """
+    return " ".join(unicodedata.normalize("NFKC", text).split()).casefold()
+
+
 def merge_duplicates(
     rows: list[dict], keys: tuple[str, ...] = ("prompt", "model"), report: BootstrapReport | None = None
 ) -> list[dict]:
     """One row per ``keys``: the majority label, with ``refusal_rate`` and ``n_responses``.
 
-    Rows that are already merges count with their ``n_responses``; a tie goes to the mean
-    refusal probability.
+    Prompts are compared by :func:`prompt_key`; the merged row keeps the first one's text. Rows
+    that are already merges count with their ``n_responses``; a tie goes to the mean refusal
+    probability.
     """
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for row in rows:
-        groups[tuple(row[k] for k in keys)].append(row)
+        groups[tuple(prompt_key(row[k]) if k == "prompt" else row[k] for k in keys)].append(row)
     merged = []
     for group in groups.values():
         weights = [r.get("n_responses", 1) for r in group]
@@ -187,5 +215,5 @@ def bootstrap_file(
     rows, report = bootstrap_records(read_records(log_path, input_format, encoding), response_classifier, **options)
     with RecordWriter(output_path, output_format) as writer:
         writer.write_many(rows)
-    report.errors_path = write_bad_records(errors_file, report.bad, log_path)
+    report.errors_path = write_bad_records(errors_file, report.unused(), log_path)
     return report

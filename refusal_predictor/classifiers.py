@@ -80,6 +80,13 @@ def as_texts(X: str | Iterable[str], what: str = "text") -> list[str]:
     for i, t in enumerate(texts):
         if not isinstance(t, str):
             raise TypeError(f"{what} {i} is {type(t).__name__}, expected str")
+        if not t.isascii():
+            try:
+                t.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                # The tokenizer's own error names neither the text nor the cause.
+                raise ValueError(f"{what} {i} holds a lone UTF-16 surrogate {t[exc.start]!r} at character "
+                                 f"{exc.start} (half of a character, e.g. an emoji cut in two)") from None
     return texts
 
 
@@ -156,13 +163,20 @@ def as_labels(y: Iterable[Any], refusal_values: Collection[str] | None = None,
     return np.asarray(out, dtype=np.int64)
 
 
-def check_save_folder(path: PathLike) -> Path:
+def check_save_folder(path: PathLike, kind: str | None = None) -> Path:
     """Where ``save()`` may write: a new or empty folder, or a model folder (saved over).
 
     ``save()`` replaces ``manifest.json``, ``model.joblib`` and a bundled ``encoder/`` (the folder
-    is swapped whole, other files carried over).
+    is swapped whole, other files carried over). A model of another ``kind`` is not saved over:
+    ``train-prompt --response-model DIR -o DIR`` replaced the response model it had just used.
     """
-    return check_replaceable_folder(path, MANIFEST, MODEL_FORMAT, "model folder")
+    folder = check_replaceable_folder(path, MANIFEST, MODEL_FORMAT, "model folder")
+    if kind is not None and (folder / MANIFEST).is_file():
+        found = json.loads((folder / MANIFEST).read_text(encoding="utf-8")).get("kind")
+        if found != kind:
+            raise ValueError(f"{folder} holds a {found!r} model; a {kind!r} model is not saved over it: "
+                             "choose another folder (or remove that one)")
+    return folder
 
 
 class RefusalClassifier(ClassifierMixin, BaseEstimator):
@@ -429,7 +443,7 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
         leaves an earlier model in it loadable.
         """
         check_is_fitted(self, "model_")
-        folder = check_save_folder(path)
+        folder = check_save_folder(path, self.kind)
         with staged_folder(folder) as staging:
             manifest = self._write_folder(staging, folder, metadata, bundle_encoder)
         self.metadata_ = manifest["metadata"]

@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="labels file to write")
     p.add_argument("--output-format", choices=["jsonl", "csv", "parquet"])
     _add_log_options(p)
-    p.add_argument("--dedupe", action="store_true", help="merge duplicate (prompt, model) rows: majority label + refusal rate")
+    p.add_argument("--dedupe", action="store_true", help="merge duplicate (prompt, model) rows, prompts equal up to whitespace and case: majority label + refusal rate")
     _add_threads_option(p)
     p.add_argument("--errors", help="where to write skipped rows (default: OUTPUT.errors.jsonl)")
 
@@ -257,7 +257,7 @@ def _print_skipped(bad, path, limit: int = 5) -> None:
 def _cmd_train_response(args: argparse.Namespace) -> int:
     from .classifiers import ResponseClassifier, check_save_folder
 
-    check_save_folder(args.output)  # before the training, not after it
+    check_save_folder(args.output, ResponseClassifier.kind)  # before the training, not after it
     texts, labels, bad = read_labelled(args.input, args.text_field, args.label_field, args.input_format, args.encoding,
                                        args.refusal_values, args.compliance_values)
     model = ResponseClassifier(head=args.head, encoder=args.encoder, use_embeddings=not args.no_embeddings)
@@ -346,7 +346,7 @@ def _cmd_bootstrap(args: argparse.Namespace) -> int:
     )
     print(f"{args.input}: {report.summary()} -> {args.output}")
     if report.errors_path:
-        print(f"skipped rows, with line numbers: {report.errors_path}")
+        print(f"rows not used (skipped, or below --min-confidence), with line numbers: {report.errors_path}")
     if report.labelled and not report.written:
         print(f"error: all {report.labelled} labels of {args.input} were below --min-confidence "
               f"{args.min_confidence}; nothing was written", file=sys.stderr)
@@ -358,9 +358,9 @@ def _cmd_bootstrap(args: argparse.Namespace) -> int:
 
 
 def _cmd_train_prompt(args: argparse.Namespace) -> int:
-    from .prompt_training import train_prompt_model
+    from .prompt_training import default_output, train_prompt_model
 
-    output = args.output or f"prompt-model-{args.target_name}"
+    output = args.output or default_output(args.target_name)
     model, held_out, report = train_prompt_model(
         args.input, args.target_name, output, response_model=args.response_model,
         prompt_field=args.prompt_field, response_field=args.response_field, model_field=args.model_field or None,
@@ -371,7 +371,7 @@ def _cmd_train_prompt(args: argparse.Namespace) -> int:
     print(f"bootstrap: {report.summary()}")
     _print_skipped(report.bad, args.input)
     if report.errors_path:
-        print(f"skipped rows, with line numbers and reasons: {report.errors_path}")
+        print(f"rows not used (skipped, or below --min-confidence), with line numbers and reasons: {report.errors_path}")
     selection = model.metadata.get("model_selection")
     if args.head == "auto" and selection:
         table = ", ".join(f"{r['recipe']} accuracy {r['accuracy']:.4f} AUROC {r['auroc']:.4f}" for r in selection)

@@ -7,6 +7,7 @@ bootstrapped labels on prompts the model never saw, which is what the model will
 from __future__ import annotations
 
 import logging
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -25,10 +26,16 @@ from .selection import fit_with_cache, select
 logger = logging.getLogger(__name__)
 
 MIN_PER_CLASS = 10
+# Per class in the training part: 5-fold selection, and calibration inside each fold, need this many.
+MIN_TRAIN_PER_CLASS = 8
 
 
-def check_class_counts(labels: list[int], target: str, minimum: int = MIN_PER_CLASS) -> None:
-    """A clear error when a target has too few prompts of a class to train and validate on."""
+def check_class_counts(labels: list[int], target: str, minimum: int = MIN_PER_CLASS, test_size: float = 0.2) -> None:
+    """A clear error when a target has too few prompts of a class to train and validate on.
+
+    The held-out part (``test_size``) is taken first, so what counts is what the training part
+    keeps: with few refusals a large ``test_size`` left cross-validation too few to run.
+    """
     n_ref = int(sum(labels))
     n_comp = len(labels) - n_ref
     if min(n_ref, n_comp) < minimum:
@@ -36,6 +43,19 @@ def check_class_counts(labels: list[int], target: str, minimum: int = MIN_PER_CL
             f"target {target!r}: found {n_ref} refused and {n_comp} complied prompts; need at least "
             f"{minimum} of each to train and validate a prompt classifier"
         )
+    kept = int(min(n_ref, n_comp) * (1.0 - test_size))
+    if kept < MIN_TRAIN_PER_CLASS:
+        raise ValueError(
+            f"target {target!r}: found {n_ref} refused and {n_comp} complied prompts; with test_size "
+            f"{test_size} the training part keeps about {kept} of the rarer class, and cross-validation "
+            f"needs {MIN_TRAIN_PER_CLASS}: lower test_size (--test-size) or bring more prompts"
+        )
+
+
+def default_output(target: str) -> str:
+    """The default model folder of a target, one folder even for hub-style names ("org/model")."""
+    safe = re.sub(r"[^\w.-]+", "-", target).strip("-.")
+    return f"prompt-model-{safe or 'target'}"
 
 
 def errors_path_for(output_dir: PathLike) -> Path:
@@ -79,16 +99,18 @@ def train_prompt_model(
     if not 0.0 < test_size < 1.0:
         raise ValueError(f"test_size must be a fraction between 0 and 1 (exclusive), got {test_size}")
     check_paths(log_path, errors=errors_file, input_format=input_format)
-    check_save_folder(output_dir)
+    check_save_folder(output_dir, PromptClassifier.kind)
     rc = ResponseClassifier.load(response_model)
     records = read_records(log_path, input_format, encoding)
     seen_models: Counter = Counter()
+    in_log = {"rows": 0}  # with model_filter, ``report.read`` counts the matching rows only
     if model_filter is not None:
         if not model_field:
             raise ValueError("model_filter needs model_field")
 
         def matching(stream):
             for line, r in stream:
+                in_log["rows"] += 1
                 if isinstance(r, dict):
                     value = r.get(model_field)
                     seen_models["(field missing or null)" if value is None else str(value)] += 1
@@ -101,7 +123,7 @@ def train_prompt_model(
         records, rc, prompt_field=prompt_field, response_field=response_field, model_field=model_field,
         source=Path(log_path).name, min_confidence=min_confidence,
     )
-    report.errors_path = write_bad_records(errors_file, report.bad, log_path)
+    report.errors_path = write_bad_records(errors_file, report.unused(), log_path)
     if model_filter is not None and not seen_models.get(model_filter):
         shown = ", ".join(f"{name!r} ({n} rows)" for name, n in seen_models.most_common(10)) or "none"
         hint = f" (is the model field called something else than {model_field!r}? --model-field)" \
@@ -113,10 +135,19 @@ def train_prompt_model(
             f"{log_path}: none of the {report.read} rows could be labelled ({why}); check "
             f"--prompt-field ({prompt_field!r}) and --response-field ({response_field!r})"
         )
-    rows = merge_duplicates(rows, ("prompt",))  # one row per prompt, whichever model answered
+    answered_by = Counter(r["model"] or "(no model field)" for r in rows)
+    if model_filter is None and len(answered_by) > 1:
+        logger.warning("%s: the log holds the answers of %d LLMs (%s); their labels are pooled, one "
+                       "majority label per prompt, for target %r; --model-filter NAME trains on one",
+                       log_path, len(answered_by),
+                       ", ".join(f"{m!r} {n} rows" for m, n in answered_by.most_common(5)), target)
+    # One row per prompt (up to whitespace and case, so no copy of a held-out prompt trains),
+    # whichever model answered.
+    rows = merge_duplicates(rows, ("prompt",), report)
+    report.written = len(rows)
     prompts = [r["prompt"] for r in rows]
     labels = [int(r["label"] == "refusal") for r in rows]
-    check_class_counts(labels, target)
+    check_class_counts(labels, target, test_size=test_size)
     weights = np.array([label_confidence(r) if weight_by_confidence else 1.0 for r in rows])
     train_p, test_p, train_y, test_y, train_w, _ = train_test_split(
         prompts, labels, weights, test_size=test_size, random_state=random_state, stratify=labels
@@ -145,8 +176,13 @@ def train_prompt_model(
             "bootstrap": {
                 "read": report.read, "labelled": report.labelled, "dropped_low_confidence": report.dropped_low_confidence,
                 "skipped_bad_rows": len(report.bad), "min_confidence": min_confidence,
+                "merged_duplicate_rows": report.merged_duplicates, "conflicting_prompts": report.conflicting_prompts,
                 "model_filter": model_filter,
+                "rows_in_log": in_log["rows"] if model_filter is not None else report.read,
+                "answered_by": dict(answered_by.most_common(20)),
                 "response_model": str(response_model or "shipped default"),
+                "response_model_sha256": rc.manifest_["files"]["model.joblib"],
+                "response_threshold": rc.threshold,
             },
         },
         "head": head,

@@ -119,6 +119,8 @@ def _read_jsonl(path: PathLike, encoding: str) -> Iterator[tuple[int, dict | Bad
         if array is not None:
             yield from array
             return
+    elif _without_gz(path).endswith(".json"):
+        _refuse_one_json_object(path, encoding)
     with _open_bytes(path) as handle:
         for line_no, raw in enumerate(handle, start=1):
             if line_no == 1 and raw.startswith(b"\xef\xbb\xbf"):
@@ -126,7 +128,7 @@ def _read_jsonl(path: PathLike, encoding: str) -> Iterator[tuple[int, dict | Bad
             try:
                 text = raw.decode(encoding)
             except UnicodeDecodeError as exc:
-                yield line_no, BadRecord(line_no, f"not valid {encoding} at byte {exc.start}", raw.decode(encoding, "replace"))
+                yield line_no, BadRecord(line_no, f"not valid {encoding} (at byte {exc.start})", raw.decode(encoding, "replace"))
                 continue
             if not text.strip():
                 continue  # blank lines carry nothing
@@ -138,7 +140,26 @@ def _read_jsonl(path: PathLike, encoding: str) -> Iterator[tuple[int, dict | Bad
             if not isinstance(record, dict):
                 yield line_no, BadRecord(line_no, f"a JSON {type(record).__name__}, expected an object", text.rstrip("\n"))
                 continue
+            if _has_lone_surrogate(record, text):
+                yield line_no, BadRecord(line_no, LONE_SURROGATE, text.rstrip("\n"))
+                continue
             yield line_no, record
+
+
+def _refuse_one_json_object(path: PathLike, encoding: str) -> None:
+    """A ``.json`` file holding one pretty-printed object (an API dump, a benchmark artifact) is
+    not a log: read line by line it gave one "malformed JSON" per line and a hint to check the
+    field names. A one-line object is a JSON Lines file of one record, and is read as such."""
+    try:
+        with _open_bytes(path) as handle:
+            text = handle.read().decode(encoding).lstrip("\ufeff").strip()
+        value = json.loads(text)
+    except (UnicodeDecodeError, ValueError):
+        return  # JSON Lines (or bad lines, each reported with its number)
+    if isinstance(value, dict) and "\n" in text:
+        keys = ", ".join(repr(k) for k in list(value)[:8])
+        raise ValueError(f"{path}: holds one JSON object (keys {keys}), not records; a .json file must hold "
+                         "an array of objects ([{...}, {...}]), or use JSON Lines (one object per line)")
 
 
 def _starts_with_array(path: PathLike) -> bool:
@@ -188,7 +209,9 @@ def _read_json_array(path: PathLike, encoding: str) -> list[tuple[int, dict | Ba
             line += text[pos] == "\n"
             pos += 1
         _, item_end = decoder.raw_decode(text, pos)
-        if isinstance(item, dict):
+        if isinstance(item, dict) and _has_lone_surrogate(item, text[pos:item_end]):
+            out.append((line, BadRecord(line, LONE_SURROGATE, text[pos:item_end])))
+        elif isinstance(item, dict):
             out.append((line, item))
         else:
             out.append((line, BadRecord(line, f"array element is a JSON {type(item).__name__}, expected an object", text[pos:item_end])))
@@ -239,6 +262,22 @@ def _undecoded(row: list[str], encoding: str) -> str:
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="").writerow(row)
     return buffer.getvalue().encode(encoding, "surrogateescape").decode(encoding, "replace")
+
+
+LONE_SURROGATE = ("a lone UTF-16 surrogate escape (half of a character, e.g. \\ud83d: a text cut "
+                  "mid-emoji); it can be neither scored nor written")
+
+
+def _has_lone_surrogate(record: dict, source: str) -> bool:
+    """Whether JSON escapes in ``source`` decoded to half a character somewhere in ``record``.
+
+    ``json`` accepts ``"\\ud83d"`` alone, and the string it yields can be neither tokenized nor
+    encoded: one such row stopped a whole run, naming no line. Only lines holding a ``\\u``
+    escape are checked in full.
+    """
+    if "\\u" not in source:
+        return False
+    return _has_surrogates(json.dumps(record, ensure_ascii=False))
 
 
 def _has_surrogates(value: str) -> bool:

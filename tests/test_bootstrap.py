@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from refusal_predictor import PromptClassifier
+from refusal_predictor import PromptClassifier, ResponseClassifier
 from refusal_predictor.bootstrap import bootstrap_records, label_confidence, merge_duplicates
 from refusal_predictor.prompt_training import train_prompt_model
 from refusal_predictor.cli import main
@@ -229,3 +229,111 @@ def test_bootstrap_refuses_a_classifier_that_returns_too_few_scores():
     rows = _records([{"prompt": f"p{i}", "response": ANSWER} for i in range(3)])
     with pytest.raises(ValueError, match=r"\(2,\) scores for 3 texts"):
         bootstrap_records(rows, Short())
+
+
+def test_prompts_equal_up_to_whitespace_and_case_are_one_prompt(response_model):
+    rows = _records([
+        {"prompt": "How do I bake bread?", "response": ANSWER},
+        {"prompt": "how do I  bake bread?\n", "response": ANSWER},
+        {"prompt": "HOW DO I BAKE BREAD?", "response": REFUSAL},
+        {"prompt": "How do I bake a cake?", "response": ANSWER},
+    ])
+    labelled, report = bootstrap_records(rows, response_model, deduplicate=True)
+    assert [(r["prompt"], r["n_responses"]) for r in labelled] == [("How do I bake bread?", 3), ("How do I bake a cake?", 1)]
+    assert report.merged_duplicates == 2 and report.conflicting_prompts == 1
+
+
+def _political_log(path, copies):
+    paper = data.load_paper()
+    paper = paper[paper["subset"] == "political_figures"].head(200)
+    lines = []
+    for model, edit in copies:
+        lines += [json.dumps({"prompt": edit(p), "response": r, "model": model}) for p, r in zip(paper["prompt"], paper["response"])]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_train_prompt_merges_near_duplicates_before_the_held_out_split(tmp_path, caplog, response_model):
+    """A log holding each prompt twice, once with a trailing newline, put copies of held-out
+    prompts into training: a held-out AUROC of 0.96 where the true one was 0.81."""
+    clean = _political_log(tmp_path / "clean.jsonl", [("chatgpt", str)])
+    twice = _political_log(tmp_path / "twice.jsonl", [("chatgpt", str), ("chatgpt-2", lambda p: p.upper() + "\n")])
+    _, held_clean, _ = train_prompt_model(clean, "t", tmp_path / "clean", head="logreg")
+    with caplog.at_level("WARNING", logger="refusal_predictor"):
+        model, held_twice, report = train_prompt_model(twice, "t", tmp_path / "twice", head="logreg")
+    assert held_twice == held_clean
+    assert report.merged_duplicates == 200 and report.written == 200
+    assert "the answers of 2 LLMs" in caplog.text and "--model-filter" in caplog.text
+    boot = PromptClassifier.load(tmp_path / "twice").metadata["training"]["bootstrap"]
+    assert boot["merged_duplicate_rows"] == 200 and boot["rows_in_log"] == 400
+    assert boot["answered_by"] == {"chatgpt": 200, "chatgpt-2": 200}
+    assert boot["response_model_sha256"] == response_model.manifest_["files"]["model.joblib"]
+
+
+def test_bootstrap_labels_at_the_response_models_threshold(response_model):
+    """label-responses cut at the model's threshold and bootstrap at 0.5: one model, two labels."""
+    paper = data.load_paper().head(300)
+    records = _records([{"prompt": p, "response": r} for p, r in zip(paper["prompt"], paper["response"])])
+    for threshold in (0.2, 0.9):
+        model = ResponseClassifier.load("ngrams").set_params(threshold=threshold)
+        labelled, _ = bootstrap_records(records, model)
+        assert [r["label"] for r in labelled] == list(model.predict(paper["response"].tolist())), threshold
+
+
+def test_a_prompt_model_is_not_saved_over_a_response_model(tmp_path, capsys):
+    folder = tmp_path / "my-rc"
+    ResponseClassifier(use_embeddings=False, validation_curve=False).fit(
+        [REFUSAL, ANSWER] * 10, ["refusal", "compliance"] * 10).save(folder)
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in folder.iterdir())
+    log = _political_log(tmp_path / "log.jsonl", [("chatgpt", str)])
+    assert main(["train-prompt", str(log), "--target-name", "t", "--response-model", str(folder), "-o", str(folder)]) == 2
+    assert "holds a 'response' model; a 'prompt' model is not saved over it" in capsys.readouterr().err
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in folder.iterdir()) == before
+    assert ResponseClassifier.load(folder).predict([REFUSAL])[0] == "refusal"
+    with pytest.raises(ValueError, match="holds a 'response' model"):
+        PromptClassifier(use_embeddings=False, validation_curve=False).fit(
+            ["how to bake", "how to hack"] * 10, [0, 1] * 10).save(folder)
+
+
+def test_labels_below_the_confidence_cut_are_listed_with_their_lines(tmp_path):
+    from refusal_predictor.bootstrap import bootstrap_file
+
+    log = tmp_path / "log.jsonl"
+    log.write_text("".join(json.dumps({"prompt": f"p{i}", "response": r}) + "\n"
+                           for i, r in enumerate([REFUSAL, "Hmm.", ANSWER, "Well."])), encoding="utf-8")
+    report = bootstrap_file(log, tmp_path / "labels.jsonl", ResponseClassifier.load("ngrams"), min_confidence=0.999999)
+    listed = [json.loads(x) for x in report.errors_path.read_text(encoding="utf-8").splitlines()]
+    assert len(listed) == report.dropped_low_confidence >= 1
+    assert all("below the cut 0.999999" in r["reason"] and json.loads(r["raw"])["prompt"] == f"p{r['line'] - 1}"
+               for r in listed)
+    kept = [json.loads(x)["prompt"] for x in (tmp_path / "labels.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert sorted(kept + [json.loads(r["raw"])["prompt"] for r in listed]) == ["p0", "p1", "p2", "p3"]
+
+
+def test_class_counts_are_checked_on_what_training_keeps():
+    from refusal_predictor.prompt_training import check_class_counts, default_output
+
+    check_class_counts([1] * 10 + [0] * 100, "t", test_size=0.2)
+    with pytest.raises(ValueError, match="found 10 refused and 100 complied prompts; with test_size 0.6 the "
+                                         "training part keeps about 4 of the rarer class"):
+        check_class_counts([1] * 10 + [0] * 100, "t", test_size=0.6)
+    assert default_output("meta-llama/Llama-3-8B-Instruct") == "prompt-model-meta-llama-Llama-3-8B-Instruct"
+    assert default_output("../") == "prompt-model-target"
+
+
+def test_the_summary_says_when_it_lists_only_some_reasons():
+    from refusal_predictor.bootstrap import BootstrapReport
+
+    report = BootstrapReport(read=7, bad=[BadRecord(i, f"reason {i} (detail)") for i in range(7)])
+    assert "2 more for 2 other reasons, in the errors file" in report.summary()
+
+
+def test_protocols_hold_out_a_prompt_in_every_spelling():
+    """The evaluation protocols removed their test prompts from training by exact text only."""
+    import pandas as pd
+
+    from training.train_prompt import same_prompt
+
+    held = same_prompt(pd.Series(["What is  the capital of FRANCE?\n", "What is the capital of Spain?", None]),
+                       ["what is the capital of france?"])
+    assert held.tolist() == [True, False, False]

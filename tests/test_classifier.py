@@ -181,7 +181,10 @@ def test_saving_over_a_folder_drops_its_stale_bundled_encoder(tmp_path):
     folder = tmp_path / "model"
     prompt.save(folder)
     assert (folder / "encoder").is_dir()
-    rc = ResponseClassifier.load()
+    with pytest.raises(ValueError, match="holds a 'prompt' model; a 'response' model is not saved over it"):
+        ResponseClassifier.load().save(folder)
+    assert (folder / "encoder").is_dir()
+    rc = PromptClassifier.load()  # the same kind, reading the shipped encoder
     rc.save(folder)
     assert not (folder / "encoder").exists()
     (tmp_path / "work" / "encoder").mkdir(parents=True)
@@ -197,7 +200,7 @@ def test_saving_over_a_folder_drops_its_stale_bundled_encoder(tmp_path):
     rc.save(tmp_path / "empty")  # an empty folder is fine
     assert json.loads((folder / "manifest.json").read_text())["encoder"]["bundled"] is False
     text = ["I'm sorry, but I can't help with that."]
-    assert ResponseClassifier.load(folder).predict_proba(text)[0, 1] == pytest.approx(rc.predict_proba(text)[0, 1])
+    assert PromptClassifier.load(folder).predict_proba(text)[0, 1] == pytest.approx(rc.predict_proba(text)[0, 1])
     prompt.save(tmp_path / "copied")
     shutil.rmtree(tmp_path / "copied" / "encoder")  # copied without its encoder
     with pytest.raises(ModelFileError, match="encoder.*bundled here, but the folder is missing"):

@@ -1,6 +1,7 @@
 """Readers and writers keep every field and report every bad line with its number."""
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -345,3 +346,38 @@ def test_a_record_that_gains_an_output_field_after_the_first_pass_is_skipped_not
     [skipped] = [json.loads(l) for l in report.errors_path.read_text(encoding="utf-8").splitlines()]
     assert skipped["line"] == 2 and "already has a field 'label'" in skipped["reason"]
     assert json.loads(skipped["raw"]) == {"response": "b", "label": "gold"}
+
+
+def test_a_lone_surrogate_is_a_bad_line_not_a_failed_run(tmp_path):
+    """JSON allows "\\ud83d" alone (what a logger writes after cutting an emoji in two); the string
+    it decodes to can be neither tokenized nor written, and one such line stopped every command."""
+    from refusal_predictor import ResponseClassifier
+    from refusal_predictor.batch import score_file
+    from refusal_predictor.records import read_records
+
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"response": "fine \\ud83d\\ude00"}\n{"response": "cut \\ud83d"}\n{"response": "ok", "note": "\\udc00"}\n'
+                   '{"response": "I cannot help."}\n', encoding="utf-8")
+    read = list(read_records(log))
+    assert [type(r).__name__ for _, r in read] == ["dict", "BadRecord", "BadRecord", "dict"]
+    assert read[1][1].line == 2 and "lone UTF-16 surrogate" in read[1][1].reason
+    array = tmp_path / "log.json"
+    array.write_text('[{"response": "a"},\n {"response": "b \\udc00"}]', encoding="utf-8")
+    assert [(line, type(r).__name__) for line, r in read_records(array)] == [(1, "dict"), (2, "BadRecord")]
+    report = score_file(ResponseClassifier.load("ngrams").refusal_probability, log, tmp_path / "out.jsonl", text_field="response", progress=False)
+    assert (report.read, report.scored, [b.line for b in report.bad]) == (4, 2, [2, 3])
+    with pytest.raises(ValueError, match=r"text 1 holds a lone UTF-16 surrogate '\\ud83d' at character 4"):
+        ResponseClassifier.load("ngrams").predict(["fine", "cut \ud83d"])
+
+
+def test_a_json_file_holding_one_object_is_named_not_read_as_broken_lines(tmp_path):
+    from refusal_predictor.records import read_records
+
+    dump = tmp_path / "artifact.json"
+    dump.write_text(json.dumps({"parameters": {}, "jailbreaks": [{"prompt": "p"}]}, indent=2), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"artifact.json: holds one JSON object \(keys 'parameters', 'jailbreaks'\), "
+                                         "not records"):
+        list(read_records(dump))
+    one_line = tmp_path / "one.json"  # a JSON Lines file of one record, named .json: read as before
+    one_line.write_text('{"prompt": "p", "response": "r"}\n', encoding="utf-8")
+    assert [r for _, r in read_records(one_line)] == [{"prompt": "p", "response": "r"}]

@@ -53,15 +53,15 @@ def paper_split_protocol(model: PromptClassifier) -> list[dict[str, Any]]:
 
 def quora_protocol(labelled: pd.DataFrame, recipe_name: str = recipes.PROMPT_RECIPE_NAME) -> list[dict[str, Any]]:
     """The shipped gpt-3.5-turbo recipe retrained with every Quora prompt removed, on Quora."""
-    from .train_prompt import fit_target
+    from .train_prompt import fit_target, same_prompt
 
     quora = data.load_quora_hand_labelled()
     paper = data.load_paper()
     quora_prompts = set(quora["prompt"])
-    others = paper[~paper["prompt"].isin(quora_prompts)]
+    others = paper[~same_prompt(paper["prompt"], quora_prompts)]
     texts, y = quora["prompt"].tolist(), refusal_y(quora)
     baseline = paper_tfidf_logreg(others["prompt"].tolist(), refusal_y(others))
-    model, _ = fit_target(labelled[~labelled["prompt"].isin(quora_prompts)], "gpt-3.5-turbo", recipe_name,
+    model, _ = fit_target(labelled[~same_prompt(labelled["prompt"], quora_prompts)], "gpt-3.5-turbo", recipe_name,
                           validation_curve=False)
     rows = [
         {"model": "refusal-predictor gpt-3.5-turbo recipe, no Quora (bootstrapped)", **binary_metrics(y, model.refusal_probability(texts), model.threshold)},

@@ -164,12 +164,12 @@ def build_prompt_records(data_dir: Path, labels: pd.DataFrame, val_fraction: flo
     test split (kept as ``in_pool=False`` rows with their hand labels, for the report only).
     ``val_fraction`` of the rest is marked ``split='val'`` for the sweep."""
     from . import data
-    from .train_prompt import merge_by_prompt
+    from .train_prompt import merge_by_prompt, same_prompt
 
     _, _, test = data.paper_split()
     excluded = (set(data.load_xstest(data_dir)["prompt"]) | set(data.load_quora_hand_labelled()["prompt"])
                 | set(test["prompt"]))
-    rows = labels[~labels["prompt"].isin(excluded) & (labels["prompt"].fillna("").str.strip() != "")]
+    rows = labels[~same_prompt(labels["prompt"], excluded) & (labels["prompt"].fillna("").str.strip() != "")]
     merged = merge_by_prompt(rows)
     rng = np.random.default_rng(seed)
     merged = merged.assign(response=merged["prompt"], split=np.where(rng.random(len(merged)) < val_fraction, "val", None),

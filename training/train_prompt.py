@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -26,7 +26,7 @@ import pandas as pd
 from refusal_predictor import PromptClassifier, ResponseClassifier
 from refusal_predictor.metrics import format_table
 from refusal_predictor.prompt import write_model_card
-from refusal_predictor.bootstrap import merge_duplicates
+from refusal_predictor.bootstrap import merge_duplicates, prompt_key
 from refusal_predictor.prompt_training import MIN_PER_CLASS
 
 from . import data, recipes, selection
@@ -49,12 +49,19 @@ def held_out_prompts() -> set[str]:
     return set(test["prompt"])
 
 
+def same_prompt(prompts: pd.Series, among: Iterable[str]) -> pd.Series:
+    """Which of ``prompts`` are one of ``among`` up to whitespace and case (``prompt_key``): what
+    a protocol holds out is held out in every spelling, as ``merge_duplicates`` merges them."""
+    keys = {prompt_key(p) for p in among}
+    return prompts.fillna("").map(prompt_key).isin(keys)
+
+
 def prompt_pool(data_dir: Path) -> pd.DataFrame:
     pool = data.load_bootstrap_pool(data_dir)
     keep = pool["source"] != "gptfuzz"
     if "intervention" in pool:
         keep &= pool["intervention"].isna()
-    keep &= ~pool["prompt"].isin(held_out_prompts())
+    keep &= ~same_prompt(pool["prompt"], held_out_prompts())
     keep &= pool["prompt"].fillna("").str.strip() != ""
     return pool[keep].reset_index(drop=True)
 
@@ -108,7 +115,7 @@ def target_rows(labelled: pd.DataFrame, target: str, aux_weight: float = 0.0) ->
     if aux_weight <= 0:
         return own
     aux = labelled[(labelled["model"] != target) & labelled["source"].isin(AUXILIARY_SOURCES)]
-    aux = aux[~aux["prompt"].isin(set(own["prompt"]))]
+    aux = aux[~same_prompt(aux["prompt"], own["prompt"])]
     if aux.empty:
         return own
     return pd.concat([own, merge_by_prompt(aux).assign(weight=aux_weight, auxiliary=True)], ignore_index=True)
