@@ -34,13 +34,16 @@ class BootstrapReport:
 
     read: int = 0
     labelled: int = 0
-    dropped_low_confidence: int = 0
     merged_duplicates: int = 0
     conflicting_prompts: int = 0
     written: int = 0
     bad: list[BadRecord] = field(default_factory=list)
     low_confidence: list[BadRecord] = field(default_factory=list)
     errors_path: Path | None = None
+
+    @property
+    def dropped_low_confidence(self) -> int:
+        return len(self.low_confidence)
 
     def unused(self) -> list[BadRecord]:
         """Every row not used, in line order, for the errors file: bad rows and unsure labels."""
@@ -100,7 +103,6 @@ def bootstrap_records(
         for (prompt, _, model, line, record), p in zip(pending, proba):
             report.labelled += 1
             if min_confidence is not None and max(p, 1 - p) < min_confidence:
-                report.dropped_low_confidence += 1
                 report.low_confidence.append(BadRecord(
                     line, f"label confidence {max(p, 1 - p):.3f} below the cut {min_confidence} "
                           f"(refusal probability {p:.3f})", raw_of(record)))

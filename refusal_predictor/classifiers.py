@@ -170,12 +170,10 @@ def check_save_folder(path: PathLike, kind: str | None = None) -> Path:
     is swapped whole, other files carried over). A model of another ``kind`` is not saved over:
     ``train-prompt --response-model DIR -o DIR`` replaced the response model it had just used.
     """
-    folder = check_replaceable_folder(path, MANIFEST, MODEL_FORMAT, "model folder")
-    if kind is not None and (folder / MANIFEST).is_file():
-        found = json.loads((folder / MANIFEST).read_text(encoding="utf-8")).get("kind")
-        if found != kind:
-            raise ValueError(f"{folder} holds a {found!r} model; a {kind!r} model is not saved over it: "
-                             "choose another folder (or remove that one)")
+    folder, earlier = check_replaceable_folder(path, MANIFEST, MODEL_FORMAT, "model folder")
+    if kind is not None and earlier is not None and earlier.get("kind") != kind:
+        raise ValueError(f"{folder} holds a {earlier.get('kind')!r} model; a {kind!r} model is not saved over it: "
+                         "choose another folder (or remove that one)")
     return folder
 
 

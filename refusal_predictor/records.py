@@ -149,7 +149,16 @@ def _read_jsonl(path: PathLike, encoding: str) -> Iterator[tuple[int, dict | Bad
 def _refuse_one_json_object(path: PathLike, encoding: str) -> None:
     """A ``.json`` file holding one pretty-printed object (an API dump, a benchmark artifact) is
     not a log: read line by line it gave one "malformed JSON" per line and a hint to check the
-    field names. A one-line object is a JSON Lines file of one record, and is read as such."""
+    field names. A one-line object is a JSON Lines file of one record, and is read as such.
+    The whole file is read only when its first line is not a JSON value by itself, as an
+    object's opening ``{`` is not: a large JSON Lines log named ``.json`` is not loaded twice."""
+    try:
+        with _open_bytes(path) as handle:
+            first = next((raw for raw in handle if raw.strip()), b"")
+            json.loads(first.decode(encoding).lstrip("\ufeff"))
+            return  # a record per line: JSON Lines
+    except (UnicodeDecodeError, ValueError):
+        pass
     try:
         with _open_bytes(path) as handle:
             text = handle.read().decode(encoding).lstrip("\ufeff").strip()
@@ -661,14 +670,16 @@ def check_output_folder(path: PathLike, what: str = "model folder", *, staged: b
     return path
 
 
-def check_replaceable_folder(path: PathLike, manifest: str, fmt: str, what: str) -> Path:
+def check_replaceable_folder(path: PathLike, manifest: str, fmt: str, what: str) -> tuple[Path, dict | None]:
     """A folder a save may replace whole: new, empty, or holding an earlier artefact of ``fmt``.
 
     Saves build the folder beside itself and swap it in (:func:`.artifacts.staged_folder`), so a
     user's own non-empty folder is refused rather than taken over. Callers check before their
-    work (training, an export), so the refusal does not come after it.
+    work (training, an export), so the refusal does not come after it. Returns the folder and
+    the earlier artefact's manifest (``None`` for a new or empty folder), for checks of its own.
     """
     folder = check_output_folder(path, what, staged=True)
+    found = None
     if folder.is_dir() and any(folder.iterdir()):
         try:
             found = json.loads((folder / manifest).read_text(encoding="utf-8"))
@@ -677,7 +688,7 @@ def check_replaceable_folder(path: PathLike, manifest: str, fmt: str, what: str)
         if not isinstance(found, dict) or found.get("format") != fmt:
             raise ValueError(f"{folder} is a non-empty folder that is not a refusal-predictor {what} "
                              f"(no {manifest} of format {fmt!r}); save into a new or empty folder")
-    return folder
+    return folder, found
 
 
 def check_paths(input_path: PathLike, output: PathLike | None = None, errors: PathLike | None = None, *,

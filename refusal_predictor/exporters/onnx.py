@@ -186,7 +186,7 @@ def export_encoder(
 
 def check_export_folder(output_dir: str | os.PathLike) -> Path:
     """Where an export may write: a new or empty folder, or an earlier encoder (replaced whole)."""
-    return check_replaceable_folder(output_dir, MANIFEST_FILE, ENCODER_FORMAT, "encoder folder")
+    return check_replaceable_folder(output_dir, MANIFEST_FILE, ENCODER_FORMAT, "encoder folder")[0]
 
 
 def install_encoder(staged: Path, output_dir: Path) -> None:
