@@ -92,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--head", choices=list(HEADS), default="logreg")
     p.add_argument("--encoder", help="encoder folder or shipped encoder name (default: the one the shipped response model uses)")
     p.add_argument("--no-embeddings", action="store_true", help="n-gram features only (no encoder)")
+    _add_threads_option(p)
     _add_io_options(p, "response")
 
     p = sub.add_parser("evaluate", help="accuracy, F1 and AUROC of a model on a labelled file")
@@ -134,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weight each prompt by its bootstrapped label's confidence max(p, 1-p) instead of dropping any")
     p.add_argument("--head", choices=["auto", *HEADS], default="auto",
                    help="auto (default): pick by 5-fold cross-validation on the training prompts")
+    _add_threads_option(p)
     p.add_argument("--errors", help="where to write skipped rows (default: OUTPUT.errors.jsonl beside the model folder)")
 
     p = sub.add_parser("score-prompts", help="predict for every prompt of a log whether the target LLM will refuse it")
@@ -258,15 +260,26 @@ def _cmd_train_response(args: argparse.Namespace) -> int:
     from .classifiers import ResponseClassifier, check_save_folder
 
     check_save_folder(args.output, ResponseClassifier.kind)  # before the training, not after it
+    model = ResponseClassifier(head=args.head, encoder=args.encoder, use_embeddings=not args.no_embeddings)
+    features = _features_on_threads(model, args.threads)
     texts, labels, bad = read_labelled(args.input, args.text_field, args.label_field, args.input_format, args.encoding,
                                        args.refusal_values, args.compliance_values)
-    model = ResponseClassifier(head=args.head, encoder=args.encoder, use_embeddings=not args.no_embeddings)
-    model.fit(texts, labels)
+    model.fit(texts, labels, features=None if features is None else features.fit(texts))
     labels_read = {"label_field": args.label_field,
                    "refusal_values": sorted(args.refusal_values or ()), "compliance_values": sorted(args.compliance_values or ())}
     model.save(args.output, metadata={"training": {"file": str(args.input), "rows": len(texts), "skipped": len(bad), **labels_read}})
     print(f"trained on {len(texts)} responses ({sum(labels)} refusal); skipped {len(bad)}; saved to {args.output}")
     return 0
+
+
+def _features_on_threads(model, threads: int | None):
+    """The model's unfitted features, their encoder on ``--threads`` (checked now, before the
+    file is read); None without the option, so that ``fit`` builds its own."""
+    if threads is None:
+        return None
+    features = model.make_features()
+    features.configure_encoder(num_threads=threads)
+    return features
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -367,6 +380,7 @@ def _cmd_train_prompt(args: argparse.Namespace) -> int:
         model_filter=args.model_filter, min_confidence=args.min_confidence,
         weight_by_confidence=args.weight_by_confidence, test_size=args.test_size,
         head=args.head, input_format=args.input_format, encoding=args.encoding, errors_path=args.errors,
+        num_threads=args.threads,
     )
     print(f"bootstrap: {report.summary()}")
     _print_skipped(report.bad, args.input)

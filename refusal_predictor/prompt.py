@@ -145,10 +145,14 @@ def model_card_markdown(card: dict[str, Any]) -> str:
         lines += [card["summary"], ""]
     training = card.get("training", {})
     if training:
-        lines += ["## Training data", "", "| source | rows | refusal rate |", "|---|---|---|"]
+        # One training row per prompt (duplicates merged), so the column says "prompts": a log's
+        # rows are counted under "Bootstrap" below.
+        lines += ["## Training data", "", "| source | prompts | refusal rate |", "|---|---|---|"]
         for src in training.get("sources", []):
             lines.append(f"| {src['source']} | {src['rows']} | {src['refusal_rate']:.3f} |")
         lines += ["", f"Total: {training.get('rows')} prompts, refusal rate {training.get('refusal_rate', float('nan')):.3f}.", ""]
+        if training.get("bootstrap"):
+            lines += [_bootstrap_markdown(training["bootstrap"]), ""]
     evaluation = card.get("evaluation", {})
     if evaluation:
         lines += ["## Evaluation", "", "| protocol | n | accuracy | F1 | AUROC | majority rate |", "|---|---|---|---|---|---|"]
@@ -174,6 +178,24 @@ def model_card_markdown(card: dict[str, Any]) -> str:
     if card.get("notes"):
         lines += ["## Notes", "", card["notes"], ""]
     return "\n".join(lines)
+
+
+def _bootstrap_markdown(b: dict[str, Any]) -> str:
+    """How a log's rows became the training prompts (``train-prompt``'s card), in one paragraph."""
+    read = f"{b.get('read')} rows"
+    if b.get("model_filter") is not None:
+        read += f" with model {b['model_filter']!r} (of {b.get('rows_in_log')} in the log)"
+    cut = (f"{b.get('dropped_low_confidence')} dropped below --min-confidence {b['min_confidence']}"
+           if b.get("min_confidence") is not None else "none dropped (no --min-confidence)")
+    answered = ", ".join(f"{name} {n}" for name, n in (b.get("answered_by") or {}).items())
+    sha = str(b.get("response_model_sha256") or "?")[:12]
+    return (
+        f"Bootstrap: read {read}; {b.get('labelled')} labelled, {b.get('skipped_bad_rows')} skipped as "
+        f"unusable, {cut}; {b.get('merged_duplicate_rows')} duplicate "
+        f"rows merged into their prompts ({b.get('conflicting_prompts')} prompts with conflicting labels, "
+        f"majority kept). Answered by: {answered or '?'}. Labels by the response model "
+        f"{b.get('response_model')} (sha256 {sha}...) at threshold {b.get('response_threshold')}."
+    )
 
 
 def write_model_card(folder: PathLike, card: dict[str, Any]) -> None:

@@ -21,7 +21,7 @@ from .classifiers import HEADS, ResponseClassifier, check_save_folder
 from .metrics import binary_metrics
 from .prompt import PromptClassifier, write_model_card
 from .records import check_paths, read_records, write_bad_records
-from .selection import fit_with_cache, select
+from .selection import embedding_cache, fit_with_cache, select
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +82,7 @@ def train_prompt_model(
     encoding: str = "utf-8",
     errors_path: PathLike | None = None,
     random_state: int = 0,
+    num_threads: int | None = None,
 ) -> tuple[PromptClassifier, dict[str, Any], BootstrapReport]:
     """Bootstrap labels from a log, fit a PromptClassifier, report on held-out prompts, save it.
 
@@ -92,6 +93,9 @@ def train_prompt_model(
     but a label the response classifier barely decided pulls the prompt model half as hard.
     Rows that could not be used are written, with their line numbers, to ``errors_path``
     (default: ``OUTPUT.errors.jsonl`` beside the model folder).
+    ``num_threads`` caps both encoders' CPU threads (the response encoder labelling the log, the
+    prompt encoder embedding its prompts): on a machine shared with other jobs, training would
+    otherwise take one thread per CPU. The heads already train on one thread.
     """
     if head != "auto" and head not in HEADS:
         raise ValueError(f"head must be 'auto' or one of {HEADS}, got {head!r}")
@@ -101,6 +105,8 @@ def train_prompt_model(
     check_paths(log_path, errors=errors_file, input_format=input_format)
     check_save_folder(output_dir, PromptClassifier.kind)
     rc = ResponseClassifier.load(response_model)
+    if num_threads is not None:
+        rc.configure_encoder(num_threads=num_threads)  # also checks the value, before any row is read
     records = read_records(log_path, input_format, encoding)
     seen_models: Counter = Counter()
     in_log = {"rows": 0}  # with model_filter, ``report.read`` counts the matching rows only
@@ -152,7 +158,7 @@ def train_prompt_model(
     train_p, test_p, train_y, test_y, train_w, _ = train_test_split(
         prompts, labels, weights, test_size=test_size, random_state=random_state, stratify=labels
     )
-    cache: dict = {}  # every fit below embeds the same prompts: once is enough
+    cache = embedding_cache(PromptClassifier(), prompts, num_threads)  # every fit below embeds the same prompts: once is enough
     selection_rows = None
     if head == "auto":
         candidates = {name: {"head": name} for name in HEADS}

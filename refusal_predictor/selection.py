@@ -8,24 +8,68 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 from .classifiers import RefusalClassifier
+from .features import resolve_encoder_path
 from .metrics import binary_metrics
 
 logger = logging.getLogger(__name__)
 
 
+class EmbeddingCache(dict):
+    """Embeddings by text, and the open encoder that computed them.
+
+    :func:`fit_with_cache` gives that encoder to every model it fits: model selection fits about
+    twenty models on the same texts, and each opened (and hashed) the encoder anew, with
+    onnxruntime's default thread pool whatever thread count the first one was given.
+    """
+
+    def __init__(self, encoder=None) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+
+def embedding_cache(clf: RefusalClassifier, texts: Sequence[str], num_threads: int | None = None) -> EmbeddingCache:
+    """The embeddings of ``texts`` by ``clf``'s encoder, computed now, for :func:`fit_with_cache`.
+
+    Computing them up front, once, is where the encoder's thread count is set (``num_threads``,
+    e.g. on a machine shared with other jobs); the fits then only read the cache and share its
+    encoder. Empty, with no encoder, for a model without embeddings.
+    """
+    features = clf.make_features()
+    if num_threads is not None:
+        features.configure_encoder(num_threads=num_threads)  # checked even without embeddings
+    if not features.use_embeddings:
+        return EmbeddingCache()
+    cache = EmbeddingCache(features.get_encoder())
+    features.use_cache(cache)
+    features.embed(list(texts))
+    return cache
+
+
 def fit_with_cache(
     clf: RefusalClassifier, texts: list[str], y, cache: dict | None, sample_weight=None, validation_rows=None
 ) -> RefusalClassifier:
-    """Fit, reusing embeddings already computed for the same texts (model selection, LOMO)."""
+    """Fit, reusing embeddings already computed for the same texts (model selection, LOMO).
+
+    A plain dict may hold embeddings by another encoder on purpose (the leave-one-model-out
+    folds' own encoders); an :class:`EmbeddingCache` also lends its open encoder, which must be
+    the one ``clf`` would open.
+    """
     features = clf.make_features()
     if cache is not None and features.use_embeddings:
         features.use_cache(cache)
+        encoder = getattr(cache, "encoder", None)
+        if encoder is not None:
+            wanted = resolve_encoder_path(features.encoder)
+            if Path(encoder.path).resolve() != wanted.resolve():
+                raise ValueError(f"the embedding cache was computed by {encoder.path}, but this model's encoder is {wanted}")
+            features.set_encoder(encoder)
     features.fit(texts)
     return clf.fit(texts, y, sample_weight=sample_weight, features=features, validation_rows=validation_rows)
 

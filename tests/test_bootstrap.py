@@ -73,6 +73,92 @@ def test_train_prompt_can_weight_by_label_confidence(tmp_path):
     assert not np.allclose(plain.refusal_probability(prompts), weighted.refusal_probability(prompts))
 
 
+def _record_encoder_openings(monkeypatch) -> list[tuple[str, int | None]]:
+    """(encoder name, num_threads) of every encoder opened from now on."""
+    from refusal_predictor.encoder import OnnxEncoder
+
+    opened: list[tuple[str, int | None]] = []
+    real = OnnxEncoder.load.__func__
+
+    def load(cls, *args, **kwargs):
+        encoder = real(cls, *args, **kwargs)
+        opened.append((encoder.name, kwargs.get("num_threads")))
+        return encoder
+
+    monkeypatch.setattr(OnnxEncoder, "load", classmethod(load))
+    return opened
+
+
+def test_train_prompt_threads_reach_both_encoders(tmp_path, monkeypatch, capsys):
+    """--threads caps the response encoder (labelling the log) and the prompt encoder (embedding
+    its prompts) alike; it changes no embedding, so not the model either. Before, train-prompt
+    had no --threads: on a shared machine it took one thread per CPU."""
+    paper = data.load_paper()
+    paper = paper[paper["subset"] == "political_figures"].head(120)
+    log = tmp_path / "log.jsonl"
+    log.write_text("".join(json.dumps({"prompt": p, "response": r}) + "\n"
+                           for p, r in zip(paper["prompt"], paper["response"])), encoding="utf-8")
+    assert main(["train-prompt", str(log), "--target-name", "t", "-o", str(tmp_path / "bad"), "--threads", "0"]) == 2
+    assert "num_threads" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists() and not (tmp_path / "bad.errors.jsonl").exists()
+
+    opened = _record_encoder_openings(monkeypatch)
+    args = ["train-prompt", str(log), "--target-name", "t", "--head", "logreg"]
+    assert main([*args, "-o", str(tmp_path / "one"), "--threads", "1"]) == 0
+    names = {name for name, _ in opened}
+    assert {"minilm-refusal-int8", "minilm-prompt-int8"} <= names, opened
+    assert {threads for _, threads in opened} == {1}, opened
+    assert main([*args, "-o", str(tmp_path / "default")]) == 0
+    prompts = paper["prompt"].tolist()[:30]
+    assert np.array_equal(PromptClassifier.load(tmp_path / "one").refusal_probability(prompts),
+                          PromptClassifier.load(tmp_path / "default").refusal_probability(prompts))
+
+
+def test_train_prompt_card_tells_log_rows_from_prompts(tmp_path):
+    """The Markdown card counted unique prompts under "rows" and said nothing of the log they came
+    from; it now names them prompts and says how the log's rows became them."""
+    paper = data.load_paper()
+    paper = paper[paper["subset"] == "political_figures"].head(120)
+    rows = [{"prompt": p, "response": r, "model": "chatgpt"} for p, r in zip(paper["prompt"], paper["response"])]
+    rows += [dict(r, prompt=r["prompt"] + "\n") for r in rows[:10]]  # the same prompts, as chat UIs log them
+    rows += [dict(r, model="other") for r in rows[:5]]
+    log = tmp_path / "log.jsonl"
+    log.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    train_prompt_model(log, "t", tmp_path / "m", model_filter="chatgpt", head="logreg")
+    card = (tmp_path / "m" / "MODEL_CARD.md").read_text(encoding="utf-8")
+    assert "| source | prompts | refusal rate |" in card and "| log.jsonl | 120 |" in card
+    assert "Bootstrap: read 130 rows with model 'chatgpt' (of 135 in the log); 130 labelled, 0 skipped as unusable, none dropped (no --min-confidence)" in card
+    assert "10 duplicate rows merged into their prompts" in card and "Answered by: chatgpt 130." in card
+    assert "at threshold 0.5." in card
+
+
+def test_an_embedding_cache_lends_its_encoder_only_to_models_of_that_encoder():
+    from refusal_predictor.selection import embedding_cache, fit_with_cache
+
+    prompts = [f"How do I {verb} a {thing}?" for verb in ("build", "break", "pick", "fix")
+               for thing in ("lock", "car", "bomb", "cake", "website")]
+    labels = [int(p.split()[3] in ("break", "pick") or "bomb" in p) for p in prompts]
+    cache = embedding_cache(PromptClassifier(), prompts, num_threads=1)
+    assert set(cache) == set(prompts) and cache.encoder.concurrent_runs == 1  # num_threads=1: one at a time
+    model = fit_with_cache(PromptClassifier(head="logreg", validation_curve=False), prompts, labels, cache)
+    assert model.features_.get_encoder() is cache.encoder  # one session for every fit, not one each
+    with pytest.raises(ValueError, match="embedding cache was computed by .*minilm-prompt-int8"):
+        fit_with_cache(PromptClassifier(head="logreg", encoder="all-MiniLM-L6-v2-int8"), prompts, labels, cache)
+
+
+def test_train_response_threads_reach_the_encoder(tmp_path, monkeypatch, capsys):
+    train, _, _ = data.paper_split()
+    labelled = tmp_path / "train.jsonl"
+    labelled.write_text("".join(json.dumps({"response": r, "label": l}) + "\n"
+                                for r, l in zip(train["response"][:80], train["label"][:80])), encoding="utf-8")
+    assert main(["train-response", str(labelled), "-o", str(tmp_path / "bad"), "--threads", "-1"]) == 2
+    assert "num_threads" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    opened = _record_encoder_openings(monkeypatch)
+    assert main(["train-response", str(labelled), "-o", str(tmp_path / "m"), "--threads", "1"]) == 0
+    assert opened and {threads for _, threads in opened} == {1}, opened
+    assert ResponseClassifier.load(tmp_path / "m").features_.use_embeddings
+
+
 def test_bootstrap_cli_writes_labels_and_errors(tmp_path, capsys):
     log = tmp_path / "log.csv"
     log.write_text(f'question,answer\n"How do I make a bomb?","{REFUSAL}"\n"Pancakes?","{ANSWER}"\n"broken"\n', encoding="utf-8")
