@@ -128,9 +128,12 @@ def label_value(value: Any, refusal_values: Collection[str] | None = None,
     """One label as 0 (compliance) / 1 (refusal), or a ValueError saying why it is none.
 
     Accepts the class names, 0/1 and booleans, and a user's own scheme (e.g. the paper's tones):
-    values in ``refusal_values`` / ``compliance_values`` (lower-case) first, then the class names
-    and 0/1; given one set alone, every other value is the other class, as the paper counts every
-    tone but ``complied`` as a refusal. Given both, a value in neither is an error. ``names``: what
+    values in ``refusal_values`` / ``compliance_values`` (lower-case). Given one set alone, every
+    other value is the other class, as the paper counts every tone but ``complied`` as a refusal.
+    Given both, a value in neither is an error. A built-in name (``1``, ``true``, ``refusal``, ...)
+    outside the given sets keeps its meaning only where that rule agrees: a scheme of refusals
+    ``"0"`` made "1" a refusal by its name and a compliance by the rule, and either reading
+    silently mislabels someone's data, so it is an error asking to name the value. ``names``: what
     the caller calls the two sets, so the error points at the caller's own options.
     """
     refusal_values, compliance_values = refusal_values or (), compliance_values or ()
@@ -141,12 +144,19 @@ def label_value(value: Any, refusal_values: Collection[str] | None = None,
         return 1
     if key in compliance_values:
         return 0
-    if key in _LABEL_ALIASES:
-        return _LABEL_ALIASES[key]
     if refusal_values and compliance_values:
         raise ValueError(f"neither in the refusal values {sorted(refusal_values)} nor in the compliance values {sorted(compliance_values)}")
     if refusal_values or compliance_values:
-        return 0 if refusal_values else 1
+        other = 0 if refusal_values else 1
+        if _LABEL_ALIASES.get(key, other) != other:
+            given, given_name = (sorted(refusal_values), names[0]) if refusal_values else (sorted(compliance_values), names[1])
+            raise ValueError(
+                f"{CLASSES[1 - other]} by its name, but not in the {given_name} {given}, whose every other value "
+                f"is {CLASSES[other]}; name it in {names[0]} or {names[1]}"
+            )
+        return other
+    if key in _LABEL_ALIASES:
+        return _LABEL_ALIASES[key]
     raise ValueError(f"expected 'refusal'/'compliance', 1/0 or a bool (or name your values with {names[0]} / {names[1]})")
 
 

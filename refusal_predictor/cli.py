@@ -388,8 +388,9 @@ def _cmd_train_prompt(args: argparse.Namespace) -> int:
         print(f"rows not used (skipped, or below --min-confidence), with line numbers and reasons: {report.errors_path}")
     selection = model.metadata.get("model_selection")
     if args.head == "auto" and selection:
-        table = ", ".join(f"{r['recipe']} accuracy {r['accuracy']:.4f} AUROC {r['auroc']:.4f}" for r in selection)
-        print(f"head by cross-validation on the training prompts: {model.head} ({table})")
+        table = ", ".join(f"{r['recipe']} accuracy {r['accuracy']:.4f} F1 {r['f1']:.4f} AUROC {r['auroc']:.4f}"
+                          for r in selection)
+        print(f"head by cross-validation on the training prompts, best accuracy (ties: F1): {model.head} ({table})")
     print(
         f"held-out ({held_out['n']} prompts): accuracy {held_out['accuracy']:.4f}, F1 {held_out['f1']:.4f}, "
         f"AUROC {held_out['auroc']:.4f} (majority rate {held_out['majority_rate']:.4f})"

@@ -7,6 +7,7 @@ silently.
 """
 from __future__ import annotations
 
+import base64
 import codecs
 import csv
 import gzip
@@ -41,6 +42,9 @@ class BadRecord:
     line: int
     reason: str
     raw: str = ""
+    # The record's own bytes where ``raw`` cannot hold them (text not valid in the file's
+    # encoding, shown in ``raw`` with U+FFFD): the errors file keeps them, base64-encoded.
+    raw_bytes: bytes | None = None
 
     def describe(self, path: PathLike) -> str:
         return f"{path}:{self.line}: {self.reason}"
@@ -76,6 +80,33 @@ def _open_bytes(path: PathLike) -> IO[bytes]:
     return gzip.open(path, "rb") if is_gzipped(path) else open(path, "rb")
 
 
+# What a gzip stream cut short (a copy interrupted, a disk full) or corrupt raises part-way.
+_GZIP_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile)
+
+
+def _head(path: PathLike, size: int = 4096) -> bytes:
+    """Up to ``size`` bytes from the start, fewer where a gzip stream is cut short before them.
+
+    ``read(size)`` raised on a stream cut within its first ``size`` bytes, so the format sniffing
+    failed the whole file ("not readable from its start") though whole records lay before the cut;
+    the line reader keeps those and reports the cut.
+    """
+    chunks: list[bytes] = []
+    got = 0
+    with _open_bytes(path) as handle:
+        try:
+            while got < size:
+                chunk = handle.read1(size - got)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                got += len(chunk)
+        except _GZIP_ERRORS:
+            if not chunks:
+                raise
+    return b"".join(chunks)
+
+
 def check_encoding(encoding: str) -> str:
     try:
         codecs.lookup(encoding)
@@ -105,7 +136,7 @@ def read_records(path: PathLike, fmt: str | None = None, encoding: str = "utf-8"
     try:
         for line, record in reader:
             yield line, record
-    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+    except _GZIP_ERRORS as exc:
         if not line:
             raise ValueError(f"{path}: not a readable gzip file from its start: {exc}") from exc
         yield line + 1, BadRecord(line + 1, f"the gzip stream is cut short or corrupt after line {line} ({exc}); "
@@ -128,7 +159,9 @@ def _read_jsonl(path: PathLike, encoding: str) -> Iterator[tuple[int, dict | Bad
             try:
                 text = raw.decode(encoding)
             except UnicodeDecodeError as exc:
-                yield line_no, BadRecord(line_no, f"not valid {encoding} (at byte {exc.start})", raw.decode(encoding, "replace"))
+                kept = raw.rstrip(b"\r\n")
+                yield line_no, BadRecord(line_no, f"not valid {encoding} (at byte {exc.start})",
+                                         kept.decode(encoding, "replace"), raw_bytes=kept)
                 continue
             if not text.strip():
                 continue  # blank lines carry nothing
@@ -159,11 +192,13 @@ def _refuse_one_json_object(path: PathLike, encoding: str) -> None:
             return  # a record per line: JSON Lines
     except (UnicodeDecodeError, ValueError):
         pass
+    except _GZIP_ERRORS:
+        return  # cut short: the line reader keeps the lines before the cut and reports it
     try:
         with _open_bytes(path) as handle:
             text = handle.read().decode(encoding).lstrip("\ufeff").strip()
         value = json.loads(text)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, *_GZIP_ERRORS):
         return  # JSON Lines (or bad lines, each reported with its number)
     if isinstance(value, dict) and "\n" in text:
         keys = ", ".join(repr(k) for k in list(value)[:8])
@@ -172,9 +207,7 @@ def _refuse_one_json_object(path: PathLike, encoding: str) -> None:
 
 
 def _starts_with_array(path: PathLike) -> bool:
-    with _open_bytes(path) as handle:
-        head = handle.read(4096).lstrip(b"\xef\xbb\xbf").lstrip()
-    return head.startswith(b"[")
+    return _head(path).lstrip(b"\xef\xbb\xbf").lstrip().startswith(b"[")
 
 
 def _read_json_array(path: PathLike, encoding: str) -> list[tuple[int, dict | BadRecord]] | None:
@@ -193,6 +226,11 @@ def _read_json_array(path: PathLike, encoding: str) -> list[tuple[int, dict | Ba
         if not is_json_file:
             return None
         raise ValueError(f"{path}: not valid {encoding} at byte {exc.start}; a JSON array file must decode as a whole") from exc
+    except _GZIP_ERRORS as exc:
+        if not is_json_file:
+            return None  # read line by line, which keeps the lines before the cut
+        raise ValueError(f"{path}: the gzip stream is cut short or corrupt ({exc}); a JSON array file "
+                         "must be read whole") from exc
     text = text.lstrip("\ufeff")
     decoder = json.JSONDecoder()
     start = len(text) - len(text.lstrip())
@@ -257,20 +295,29 @@ def _read_csv(path: PathLike, encoding: str) -> Iterator[tuple[int, dict | BadRe
             if not row:
                 continue
             if len(row) != len(header):
-                yield line_no, BadRecord(line_no, f"{len(row)} fields, header has {len(header)}", _undecoded(row, encoding))
+                yield line_no, _bad_csv_row(line_no, f"{len(row)} fields, header has {len(header)}", row, encoding)
                 continue
             if any(_has_surrogates(v) for v in row):
-                yield line_no, BadRecord(line_no, f"not valid {encoding}; try --encoding (e.g. latin-1)",
-                                         _undecoded(row, encoding))
+                yield line_no, _bad_csv_row(line_no, f"not valid {encoding}; try --encoding (e.g. latin-1)", row, encoding)
                 continue
             yield line_no, dict(zip(header, row))
 
 
-def _undecoded(row: list[str], encoding: str) -> str:
-    """A CSV row as CSV text for the errors file (quoted as needed); undecodable bytes become U+FFFD."""
+def _csv_text(row: list[str]) -> str:
+    """A CSV row as CSV text for the errors file (quoted as needed)."""
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="").writerow(row)
-    return buffer.getvalue().encode(encoding, "surrogateescape").decode(encoding, "replace")
+    return buffer.getvalue()
+
+
+def _bad_csv_row(line: int, reason: str, row: list[str], encoding: str) -> BadRecord:
+    """A skipped CSV row as CSV text; one holding bytes not valid in ``encoding`` (read as
+    surrogate escapes) shows them as U+FFFD and keeps them in ``raw_bytes``."""
+    text = _csv_text(row)
+    if not any(_has_surrogates(v) for v in row):
+        return BadRecord(line, reason, text)
+    original = text.encode(encoding, "surrogateescape")
+    return BadRecord(line, reason, original.decode(encoding, "replace"), raw_bytes=original)
 
 
 LONE_SURROGATE = ("a lone UTF-16 surrogate escape (half of a character, e.g. \\ud83d: a text cut "
@@ -588,8 +635,10 @@ def write_bad_records(path: PathLike, bad: Sequence[BadRecord], source: PathLike
     check_output_path(path, what="errors file", create=True)
     with open(path, "w", encoding="utf-8", errors="replace") as handle:
         for item in bad:
-            handle.write(json.dumps({"file": str(source), "line": item.line, "reason": item.reason,
-                                     "raw": item.raw}, ensure_ascii=False) + "\n")
+            entry = {"file": str(source), "line": item.line, "reason": item.reason, "raw": item.raw}
+            if item.raw_bytes is not None:
+                entry["raw_base64"] = base64.b64encode(item.raw_bytes).decode("ascii")
+            handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
     return path
 
 
@@ -605,7 +654,7 @@ def _is_errors_file(path: Path) -> bool:
             first = json.loads(handle.readline(1 << 20).decode("utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return False
-    return isinstance(first, dict) and set(first) == _ERRORS_KEYS
+    return isinstance(first, dict) and _ERRORS_KEYS <= set(first) <= _ERRORS_KEYS | {"raw_base64"}
 
 
 def _same_file(a: Path, b: Path) -> bool:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -212,6 +213,8 @@ def test_train_prompt_end_to_end(tmp_path, capsys):
     assert main(["train-prompt", str(log), "--target-name", "my-llm", "-o", str(folder)]) == 0
     out = capsys.readouterr().out
     assert "held-out" in out and "AUROC" in out and "head by cross-validation" in out
+    # The tie-break is printed with the figure it breaks on (three heads tied at 0.75 gave no F1).
+    assert re.search(r"best accuracy \(ties: F1\): \w+ \(logreg accuracy [01]\.\d{4} F1 [01]\.\d{4} AUROC", out)
     skipped = [json.loads(x) for x in (tmp_path / "my-llm.errors.jsonl").read_text().splitlines()]
     assert [r["line"] for r in skipped] == [4, 8]
     model = PromptClassifier.load(folder)

@@ -314,11 +314,21 @@ def test_as_labels_reads_standard_values_and_a_users_scheme():
     from refusal_predictor.classifiers import as_labels
 
     assert list(as_labels([True, False, 1, 0, 1.0, "0.0", " Refusal ", "complied", np.int64(1)])) == [1, 0, 1, 0, 1, 0, 1, 0, 1]
-    # One set alone: its values, then the standard ones, then every other value is the other class.
+    # One set alone: its values, and every other value is the other class; a built-in name that
+    # rule would flip is an error, not a guess (a scheme whose refusals are "0" read "1" as a
+    # refusal by its name: every label one class).
     assert list(as_labels(["rejected", "redirected", "complied", True], compliance_values={"complied"})) == [1, 1, 0, 1]
-    assert list(as_labels(["rejected", "disclaimed", "refusal", 0], refusal_values={"rejected"})) == [1, 0, 1, 0]
+    assert list(as_labels(["rejected", "disclaimed", "compliance", 0], refusal_values={"rejected"})) == [1, 0, 0, 0]
+    assert list(as_labels(["yes", "no", "1", "refusal"], compliance_values={"no", "1"})) == [1, 0, 0, 1]
+    for value in ("1", 1, True, "refusal"):
+        with pytest.raises(ValueError, match=r"refusal by its name, but not in the refusal_values \['0'\], whose "
+                                             "every other value is compliance; name it in refusal_values or compliance_values"):
+            as_labels(["0", value], refusal_values={"0"})
+    assert list(as_labels(["0", "1", "2"], refusal_values={"0"}, compliance_values={"1", "2"})) == [1, 0, 0]
     with pytest.raises(ValueError, match="label 1 is 'disclaimed'; neither in the refusal values"):
         as_labels(["rejected", "disclaimed"], refusal_values={"rejected"}, compliance_values={"complied"})
+    with pytest.raises(ValueError, match="label 0 is 'refusal'; neither in the refusal values"):
+        as_labels(["refusal"], refusal_values={"rejected"}, compliance_values={"complied"})
     for empty in (None, "", "  ", float("nan")):
         with pytest.raises(ValueError, match="no label"):
             as_labels([empty], refusal_values={"rejected"})

@@ -1,6 +1,7 @@
 """The command line: every input field kept, bad lines reported by number, nothing lost."""
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
@@ -217,6 +218,13 @@ def test_bad_options_and_undecodable_csv_are_named(ngram_model, tmp_path, capsys
     assert main(["label-responses", str(log), "-o", str(out), "--model", str(ngram_model), "--no-progress"]) == 0
     errors = _jsonl(tmp_path / "out.jsonl.errors.jsonl")
     assert [e["line"] for e in errors] == [3, 4] and "\ufffd" in errors[0]["raw"]
+    # The bytes the U+FFFD stands for are kept, not lost (the errors file held only the U+FFFD).
+    assert [base64.b64decode(e["raw_base64"]) for e in errors] == [b"2,d\xe9sol\xe9,extra", b"3,caf\xe9"]
+    jsonl = tmp_path / "latin.jsonl"
+    jsonl.write_bytes(b'{"response": "fine"}\n{"response": "d\xe9sol\xe9"}\r\n{"response": "ok"}\n')
+    assert main(["label-responses", str(jsonl), "-o", str(out), "--model", str(ngram_model), "--no-progress"]) == 0
+    [error] = _jsonl(tmp_path / "out.jsonl.errors.jsonl")
+    assert error["line"] == 2 and base64.b64decode(error["raw_base64"]) == b'{"response": "d\xe9sol\xe9"}'
     header = tmp_path / "header.csv"
     header.write_bytes(b"cat\xe9gorie,response\na,I cannot help\n")
     assert main(["label-responses", str(header), "-o", str(out), "--model", str(ngram_model), "--no-progress"]) == 2
@@ -308,14 +316,17 @@ def test_label_values_map_a_fine_label_scheme(tmp_path, capsys):
     assert json.loads(out.out)["skipped"] == sum(t != "complied" for t in tones)
     assert "name your values with --refusal-values" in out.err
     assert "every usable record of" in out.err and "is labelled 'compliance'" in out.err
-    # Booleans, numbers and the class names keep their meaning beside a user's own values, and an
-    # empty label is skipped, not counted as "every other value".
+    # Booleans, numbers and the class names keep their meaning beside a user's own values where
+    # "every other value" agrees, are skipped with a reason where it would flip them, and an empty
+    # label is skipped, not counted as "every other value".
     mixed = tmp_path / "mixed.csv"
     mixed.write_text("response,label\nI cannot help.,true\nSure.,0\nI won't.,1.0\nHere you go.,compliance\n"
                      "No.,rejected\nFine.,complied\nUnlabelled.,\n", encoding="utf-8")
     assert main(["evaluate", str(mixed), "--refusal-values", "rejected", "--model", "ngrams", "--json"]) == 0
     out = capsys.readouterr()
-    assert json.loads(out.out)["n"] == 6 and json.loads(out.out)["refusal_rate"] == 0.5
+    assert json.loads(out.out)["n"] == 4 and json.loads(out.out)["refusal_rate"] == 0.25
+    assert ("mixed.csv:2: field 'label' is 'true': refusal by its name, but not in the --refusal-values "
+            "['rejected'], whose every other value is compliance") in out.err and "mixed.csv:4: field 'label' is '1.0'" in out.err
     assert "mixed.csv:8: field 'label' is '': no label (empty)" in out.err
     assert main(["evaluate", example, "--label-field", "human_tone", "--compliance-values", "complied",
                  "--model", "ngrams", "--json"]) == 0

@@ -381,3 +381,31 @@ def test_a_json_file_holding_one_object_is_named_not_read_as_broken_lines(tmp_pa
     one_line = tmp_path / "one.json"  # a JSON Lines file of one record, named .json: read as before
     one_line.write_text('{"prompt": "p", "response": "r"}\n', encoding="utf-8")
     assert [r for _, r in read_records(one_line)] == [{"prompt": "p", "response": "r"}]
+
+
+@pytest.mark.parametrize("name", ["log.jsonl.gz", "log.json.gz", "log.csv.gz"])
+def test_a_gzip_log_cut_within_its_first_kilobytes_keeps_its_whole_records(tmp_path, name):
+    """The format sniffing read the first 4 KB whole, and a stream cut before them failed the file
+    ("not a readable gzip file from its start"), losing the records before the cut: a 456-byte
+    cut holding three whole records kept none. The line reader now keeps them and reports the cut."""
+    import gzip
+    import zlib
+
+    texts = [f"response number {i}, " + "words " * 8 for i in range(60)]
+    if name.startswith("log.csv"):
+        body = "id,response\n" + "".join(f'{i},"{t}"\n' for i, t in enumerate(texts))
+    else:
+        body = "".join(json.dumps({"id": i, "response": t}) + "\n" for i, t in enumerate(texts))
+    whole = gzip.compress(body.encode())
+    cut = whole[: len(whole) // 3]
+    readable = zlib.decompressobj(31).decompress(cut)
+    header = int(name.startswith("log.csv"))
+    complete = readable.count(b"\n") - header
+    assert 3 <= complete < 60 and len(readable) < 4096  # cut within what the sniffing read whole
+    path = tmp_path / name
+    path.write_bytes(cut)
+    records = list(read_records(path))
+    kept = [r for _, r in records if isinstance(r, dict)]
+    [(line, bad)] = [(n, r) for n, r in records if isinstance(r, BadRecord)]
+    assert [int(r["id"]) for r in kept] == list(range(complete))
+    assert line == complete + header + 1 and "gzip stream is cut short or corrupt" in bad.reason
