@@ -39,8 +39,14 @@ def shipped_models_root() -> Path:
     """The folder holding the models shipped with the package.
 
     In an installed wheel the repository's ``models/`` folder is the package
-    ``refusal_predictor.models``; in a source checkout it is ``<repo>/models``.
+    ``refusal_predictor.models``; in a source checkout it is ``<repo>/models``. The checkout's own
+    folder comes first: with the package installed editable from one checkout, code run from a
+    second checkout resolves ``refusal_predictor.models`` through the install to the *first*
+    checkout's models, so its training scripts read, and overwrote, another checkout's models.
     """
+    checkout = source_checkout_models()
+    if checkout is not None:
+        return checkout
     try:
         root = Path(str(resources.files("refusal_predictor.models")))
         if root.is_dir():
@@ -48,6 +54,21 @@ def shipped_models_root() -> Path:
     except ModuleNotFoundError:
         pass
     return Path(__file__).resolve().parent.parent / "models"
+
+
+def source_checkout_models(package_dir: Path | None = None) -> Path | None:
+    """``<repo>/models`` when this package is imported from a source checkout of refusal-predictor
+    (its ``setup.cfg`` names the project and maps ``models/`` into the package), else ``None``.
+    A wheel's site-packages has no such ``setup.cfg`` beside the package."""
+    repo = (package_dir or Path(__file__).resolve().parent).parent
+    models, setup_cfg = repo / "models", repo / "setup.cfg"
+    if not (models / "__init__.py").is_file() or not setup_cfg.is_file():
+        return None
+    try:
+        text = setup_cfg.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    return models if "name = refusal-predictor" in text and "refusal_predictor.models = models" in text else None
 
 
 def shipped_path(*parts: str) -> Path:

@@ -187,6 +187,20 @@ def check_save_folder(path: PathLike, kind: str | None = None) -> Path:
     return folder
 
 
+def _runtime_versions() -> dict[str, str]:
+    """Versions of the other libraries a saved model's scores depend on (the LightGBM head, the
+    ONNX encoder), for telling apart a model that scores differently after an upgrade."""
+    import importlib
+
+    found = {}
+    for module in ("lightgbm", "onnxruntime"):
+        try:
+            found[module] = str(importlib.import_module(module).__version__)
+        except Exception:  # noqa: BLE001 - not installed or broken: nothing to record
+            continue
+    return found
+
+
 class RefusalClassifier(ClassifierMixin, BaseEstimator):
     """Binary refusal classifier over n-grams + sentence embeddings, with calibrated probabilities.
 
@@ -501,6 +515,7 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
                 "refusal_predictor": __version__,
                 "scikit-learn": sklearn.__version__,
                 "numpy": np.__version__,
+                **_runtime_versions(),
             },
             "files": files,
             "metadata": merged,

@@ -86,6 +86,12 @@ def test_save_load_round_trip_and_corruption(fitted, tmp_path):
     folder = fitted.save(tmp_path / "m")
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["kind"] == "response" and manifest["classes"] == ["compliance", "refusal"]
+    import lightgbm
+    import onnxruntime
+
+    # every library whose upgrade can move the scores is recorded beside scikit-learn's version
+    assert manifest["versions"]["lightgbm"] == lightgbm.__version__
+    assert manifest["versions"]["onnxruntime"] == onnxruntime.__version__
     loaded = ResponseClassifier.load(folder)
     assert np.allclose(loaded.predict_proba(texts), fitted.predict_proba(texts))
 

@@ -74,3 +74,48 @@ def test_wheel_ships_models_and_scores_without_torch(tmp_path):
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
     cli = subprocess.run([str(venv / "bin" / "refusal-predictor"), "info"], cwd=tmp_path, capture_output=True, text=True, env=env)
     assert cli.returncode == 0 and "response" in cli.stdout, cli.stderr
+
+
+_RESOLVE_THROUGH_AN_INSTALL = textwrap.dedent("""
+    import importlib.abc, importlib.util, sys
+    from pathlib import Path
+
+    other = Path(sys.argv[1])
+
+    class EditableInstall(importlib.abc.MetaPathFinder):
+        # What an editable install of another checkout does: it maps refusal_predictor.models there.
+        def find_spec(self, name, path, target=None):
+            if name == "refusal_predictor.models":
+                return importlib.util.spec_from_file_location(
+                    name, other / "__init__.py", submodule_search_locations=[str(other)])
+            return None
+
+    sys.meta_path.append(EditableInstall())
+    from refusal_predictor.artifacts import shipped_models_root
+    print(shipped_models_root())
+""")
+
+
+def _copy_package(root: Path, with_setup_cfg: bool) -> Path:
+    import shutil
+
+    shutil.copytree(REPO / "refusal_predictor", root / "refusal_predictor",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    (root / "models").mkdir()
+    (root / "models" / "__init__.py").write_text("", encoding="utf-8")
+    if with_setup_cfg:
+        shutil.copy(REPO / "setup.cfg", root / "setup.cfg")
+    return root
+
+
+@pytest.mark.parametrize("with_setup_cfg", [True, False])
+def test_a_checkout_reads_its_own_models_not_those_of_an_editable_install(tmp_path, with_setup_cfg):
+    """A second checkout, with the package installed editable from the first, read (and its
+    training scripts wrote) the first checkout's models/. Without a setup.cfg beside the package
+    (an installed wheel) the installed package's models/ is the one."""
+    second = _copy_package(tmp_path / "second", with_setup_cfg)
+    out = subprocess.run([sys.executable, "-c", _RESOLVE_THROUGH_AN_INSTALL, str(REPO / "models")],
+                         cwd=second, env={"PYTHONPATH": str(second), "PATH": ""}, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    expected = second / "models" if with_setup_cfg else REPO / "models"
+    assert Path(out.stdout.strip()).resolve() == expected.resolve()

@@ -30,6 +30,7 @@ import pandas as pd
 from refusal_predictor import ResponseClassifier
 from refusal_predictor.keywords import KeywordRefusalDetector
 from refusal_predictor.metrics import binary_metrics, format_table
+from refusal_predictor.prompt import DEFAULT_TARGET
 
 from . import augment, data, recipes
 from .baselines import paper_tfidf_logreg, paper_tfidf_logreg_tones, refusal_y
@@ -231,12 +232,33 @@ def response_report(data_dir: Path, model_path: Path | None = None, lomo_embeddi
     return {"paper_split": paper_rows, "tones": tone_rows_, "short_answers": short_rows, "xstest_lomo": lomo_rows}
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    """Refuse up front what the run would trip over at its end (the report takes up to an hour):
+    a ``--json`` or ``--plot`` path in a missing folder, and model folders that are not there."""
+    for option, path in (("--json", args.json), ("--plot", args.plot if args.part in ("prompt", "all") else None)):
+        if path is not None and not path.parent.is_dir():
+            raise ValueError(f"{option} {path}: folder {path.parent} does not exist")
+    for option, path in (("--response-model", args.response_model), ("--prompt-models", args.prompt_models),
+                         ("--lomo-embeddings", args.lomo_embeddings), ("--write-cards-from", args.write_cards_from)):
+        named_variant = option == "--response-model" and str(path).strip().lower() in ResponseClassifier.VARIANTS
+        if path is not None and not path.exists() and not named_variant:
+            raise ValueError(f"{option} {path}: no such file or folder")
+    if args.prompt_models is not None and not (args.prompt_models / DEFAULT_TARGET).is_dir():
+        raise ValueError(f"--prompt-models {args.prompt_models}: no {DEFAULT_TARGET} model folder in it "
+                         f"(the paper and Quora protocols score that target)")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", type=Path, required=True, help="folder of the public data sets")
     parser.add_argument("--part", choices=["response", "prompt", "all", "prompt-heads"], default="all",
                         help="all = response + prompt; prompt-heads compares train-prompt's heads on the cross-LLM protocol")
-    parser.add_argument("--response-model", type=Path, help="response model folder (default: shipped)")
+    parser.add_argument("--response-model", type=Path,
+                        help="response model folder to evaluate, which also bootstraps the prompt protocols' labels "
+                             "(default: shipped)")
+    parser.add_argument("--prompt-models", type=Path,
+                        help="folder of prompt model folders, one per target (train_prompt -o); the prompt part "
+                             "evaluates, and --write-cards writes, these (default: shipped models/prompt)")
     parser.add_argument("--lomo-embeddings", type=Path,
                         help="folder of per-fold encoder embeddings (training.finetune_encoder --lomo-embeddings); "
                              "needed for leave-one-model-out of a recipe over a fine-tuned encoder")
@@ -248,12 +270,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--write-cards-from", type=Path, metavar="JSON",
                         help="write the cards from an earlier run's --json (after retraining a target) and stop")
     args = parser.parse_args(argv)
+    try:  # what would fail only at the end of a long run, checked first
+        check_arguments(args)
+    except ValueError as exc:
+        parser.error(str(exc))
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     if args.write_cards_from:
         from .evaluate_prompt import write_card_evaluations
 
         earlier = json.loads(args.write_cards_from.read_text(encoding="utf-8"))
-        print(f"model cards updated: {', '.join(write_card_evaluations(earlier['prompt']))}")
+        print(f"model cards updated: {', '.join(write_card_evaluations(earlier['prompt'], args.prompt_models))}")
         return
     results: dict[str, Any] = {}
     if args.part in ("response", "all"):
@@ -261,9 +287,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.part in ("prompt", "all"):
         from .evaluate_prompt import prompt_report, write_card_evaluations
 
-        results["prompt"] = prompt_report(args.data_dir, plot_path=args.plot, labels_cache=args.labels_cache)
+        results["prompt"] = prompt_report(args.data_dir, plot_path=args.plot, labels_cache=args.labels_cache,
+                                          response_model=args.response_model, prompt_models=args.prompt_models)
         if args.write_cards:
-            print(f"\nmodel cards updated: {', '.join(write_card_evaluations(results['prompt']))}")
+            print(f"\nmodel cards updated: {', '.join(write_card_evaluations(results['prompt'], args.prompt_models))}")
     if args.part == "prompt-heads":
         from .evaluate_prompt import cross_llm_heads_report
 

@@ -1,9 +1,9 @@
 """Build the shipped prompt classifiers (``models/prompt/<target>``), one per target LLM.
 
-    python -m training.train_prompt --data-dir DATA [--targets gpt-3.5-turbo gpt-4 ...]
+    python -m training.train_prompt --data-dir DATA [--targets gpt-3.5-turbo gpt-4 ...] [-o DIR]
 
 For each target, every public log of that LLM (``training.data.load_bootstrap_pool``) is labelled
-by the shipped ResponseClassifier (the bootstrap), duplicate prompts are merged (majority label),
+by the shipped ResponseClassifier (or ``--response-model DIR``: the bootstrap), duplicate prompts are merged (majority label),
 and a PromptClassifier is trained on those labels, with the prompts other LLMs answered in the
 auxiliary sources at a lower weight. Held out of every target: the paper's test split (the
 evaluation retrains without the Quora prompts for the Quora protocol). Left out as prompts:
@@ -70,9 +70,30 @@ def bootstrapped_pool(data_dir: Path, rc: ResponseClassifier, cache: Path | None
                       targets: Sequence[str] = DEFAULT_TARGETS) -> pd.DataFrame:
     """The targets' logs plus the auxiliary sources, labelled by the response classifier."""
     pool = prompt_pool(data_dir)
+    check_targets(pool, targets)
     pool = pool[pool["model"].isin(targets) | pool["source"].isin(AUXILIARY_SOURCES)].reset_index(drop=True)
     logger.info("bootstrapping %d responses of %d LLMs", len(pool), pool["model"].nunique())
     return bootstrap(pool, rc, cache)
+
+
+def check_targets(pool: pd.DataFrame, targets: Sequence[str]) -> None:
+    """Refuse, before the bootstrap (minutes), a target no log answered: a misspelt name only
+    failed once every response had been labelled."""
+    known = set(pool["model"].dropna())
+    unknown = [t for t in targets if t not in known]
+    if unknown:
+        counts = pool["model"].value_counts()
+        listed = ", ".join(f"{m} ({n} rows)" for m, n in counts.items())
+        raise ValueError(f"no logs of target(s) {', '.join(map(repr, unknown))} in the data; the logs' LLMs are: {listed}")
+
+
+def check_outputs(output_root: Path, targets: Sequence[str]) -> None:
+    """Each target's folder must be one a save may replace (new, empty, or a prompt model), checked
+    before the bootstrap rather than after the training."""
+    from refusal_predictor.classifiers import check_save_folder
+
+    for target in targets:
+        check_save_folder(output_root / target, PromptClassifier.kind)
 
 
 def _as_text(frame: pd.DataFrame) -> pd.DataFrame:
@@ -176,7 +197,8 @@ def train_target(
             "rows": int(own.sum()), "refusal_rate": float(y[own].mean()), "sources": sources,
             "auxiliary_rows": int((~own).sum()), "auxiliary_weight": aux_weight,
             "auxiliary_sources": list(AUXILIARY_SOURCES) if aux_weight > 0 else [],
-            "labels": "bootstrapped by the shipped ResponseClassifier (majority over duplicate prompts)",
+            "labels": f"bootstrapped by {'the shipped' if is_shipped(rc) else 'a'} ResponseClassifier "
+                      f"(majority over duplicate prompts)",
             "response_model_sha256": rc.manifest_["files"]["model.joblib"],
             "excluded": "the paper's test split (256 prompts)",
         },
@@ -188,6 +210,15 @@ def train_target(
     write_model_card(folder, model.metadata)
     print(f"saved {folder}: {card['summary']} CV AUROC {card['evaluation']['cross_validation_vs_bootstrapped_labels'].get('auroc', float('nan')):.3f}")
     return card
+
+
+def is_shipped(rc: ResponseClassifier) -> bool:
+    """Whether ``rc`` is the shipped default response model (the card says which labelled the prompts)."""
+    try:
+        shipped = ResponseClassifier.load()
+    except Exception:  # noqa: BLE001 - no shipped model: this one is not it
+        return False
+    return rc.manifest_["files"]["model.joblib"] == shipped.manifest_["files"]["model.joblib"]
 
 
 def selection_protocol(selection_rows: list[dict], recorded: bool = False) -> str:
@@ -219,21 +250,38 @@ def recorded_selection(recipe_name: str = recipes.PROMPT_RECIPE_NAME) -> list[di
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", type=Path, required=True)
-    parser.add_argument("--targets", nargs="+", default=list(DEFAULT_TARGETS))
-    parser.add_argument("-o", "--output-root", type=Path, default=REPO / "models" / "prompt")
+    parser.add_argument("--data-dir", type=Path, required=True, help="folder of the public data sets")
+    parser.add_argument("--targets", nargs="+", default=list(DEFAULT_TARGETS),
+                        help=f"LLMs to train a model for, each into OUTPUT_ROOT/TARGET (default: {' '.join(DEFAULT_TARGETS)})")
+    parser.add_argument("-o", "--output-root", type=Path, default=REPO / "models" / "prompt",
+                        help="folder of the targets' model folders (default: this checkout's models/prompt, "
+                             "replacing the shipped models)")
+    parser.add_argument("--response-model", type=Path,
+                        help="response model folder that bootstraps the labels (default: the shipped one)")
     parser.add_argument("--select", action="store_true", help="choose the recipe by CV on gpt-3.5-turbo first")
     parser.add_argument("--aux-weight", type=float, default=recipes.PROMPT_AUX_WEIGHT,
                         help="sample weight of other LLMs' prompts from the auxiliary sources (0: target only)")
     parser.add_argument("--labels-cache", type=Path, help="Parquet file keeping the bootstrapped labels between runs")
+    parser.add_argument("--labels-only", action="store_true",
+                        help="write the bootstrapped labels to --labels-cache and stop (what training.finetune_encoder "
+                             "--labels fine-tunes the prompt encoder on)")
     args = parser.parse_args(argv)
+    if args.labels_only and args.labels_cache is None:
+        parser.error("--labels-only needs --labels-cache")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    rc = ResponseClassifier.load()
-    labelled = bootstrapped_pool(args.data_dir, rc, args.labels_cache, args.targets)
+    try:
+        if not args.labels_only:
+            check_outputs(args.output_root, args.targets)
+        rc = ResponseClassifier.load(args.response_model)
+        labelled = bootstrapped_pool(args.data_dir, rc, args.labels_cache, args.targets)
+    except ValueError as exc:  # bad target, output folder or response model: before any labelling
+        parser.error(str(exc))
+    if args.labels_only:
+        print(f"bootstrapped labels of {len(labelled)} responses in {args.labels_cache}")
+        return
     name, table = select_recipe(labelled) if args.select else (recipes.PROMPT_RECIPE_NAME, recorded_selection())
     for target in args.targets:
         train_target(target, labelled, args.output_root, rc, name, table, args.aux_weight, recorded=not args.select)
-
 
 if __name__ == "__main__":
     main()

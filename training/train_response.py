@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from refusal_predictor import ResponseClassifier
+from refusal_predictor.classifiers import check_save_folder
 from refusal_predictor.metrics import format_table
 
 from . import augment, data, recipes, selection
@@ -170,14 +171,18 @@ def train_tones(data_dir: Path, folder: Path) -> ResponseClassifier:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", type=Path, required=True, help="folder of the public data sets")
-    parser.add_argument("-o", "--output", type=Path, default=REPO / "models" / "response")
+    parser.add_argument("-o", "--output", type=Path, default=REPO / "models" / "response",
+                        help="model folder to write (default: this checkout's models/response, replacing the "
+                             "shipped default model; the n-gram variant is models/response-ngrams)")
     parser.add_argument("--select", action="store_true",
-                        help="choose among the frozen-encoder recipes by grouped cross-validation and train the best")
+                        help="choose among the frozen-encoder recipes by grouped cross-validation and train the best "
+                             "(the fine-tuned encoder's recipe, the shipped default, competes only with --lomo-embeddings)")
     parser.add_argument("--lomo-embeddings", type=Path,
                         help="per-fold fine-tuned encoder embeddings (training.finetune_encoder --lomo-embeddings): "
                              "choose between the n-gram recipe and the fine-tuned ones by leave-one-model-out")
     parser.add_argument("--recipe", choices=sorted(recipes.ALL_RESPONSE_RECIPES),
-                        help=f"recipe to train (default {recipes.RESPONSE_RECIPE_NAME})")
+                        help=f"recipe to train (default {recipes.RESPONSE_RECIPE_NAME}; "
+                             f"models/response-ngrams is ngrams-logreg)")
     parser.add_argument("--tones-only", action="store_true",
                         help="only (re)fit the tone head of the model already in --output, keeping its model.joblib")
     args = parser.parse_args(argv)
@@ -185,8 +190,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.tones_only:
         train_tones(args.data_dir, args.output)
         return
+    try:  # before the training (minutes), not after it
+        check_save_folder(args.output, ResponseClassifier.kind)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.lomo_embeddings is not None and not args.lomo_embeddings.is_dir():
+        parser.error(f"--lomo-embeddings {args.lomo_embeddings}: no such folder")
     train(args.data_dir, args.output, args.select, args.recipe, args.lomo_embeddings)
-
 
 if __name__ == "__main__":
     main()

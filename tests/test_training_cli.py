@@ -1,0 +1,131 @@
+"""The training scripts refuse bad arguments before their long work, and write where they are told."""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+
+import pytest
+
+from refusal_predictor import ResponseClassifier
+from refusal_predictor.artifacts import shipped_path
+
+
+def _not_reached(*args, **kwargs):
+    raise AssertionError("the long work started before the arguments were checked")
+
+
+def test_train_prompt_refuses_an_unknown_target_before_labelling(data_dir, tmp_path, monkeypatch, capsys):
+    from training import train_prompt
+
+    monkeypatch.setattr(train_prompt, "bootstrap", _not_reached)
+    with pytest.raises(SystemExit) as exit_:
+        train_prompt.main(["--data-dir", str(data_dir), "--targets", "gpt-4", "gpt-3.5-turbbo", "-o", str(tmp_path)])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "no logs of target(s) 'gpt-3.5-turbbo'" in err and "gpt-3.5-turbo (" in err
+    assert not any(tmp_path.iterdir())
+
+
+def test_train_prompt_refuses_a_foreign_output_folder_before_reading_the_logs(tmp_path, monkeypatch, capsys):
+    from training import train_prompt
+
+    monkeypatch.setattr(train_prompt, "prompt_pool", _not_reached)
+    (tmp_path / "gpt-4").mkdir()
+    (tmp_path / "gpt-4" / "notes.txt").write_text("mine", encoding="utf-8")
+    with pytest.raises(SystemExit) as exit_:
+        train_prompt.main(["--data-dir", str(tmp_path), "--targets", "gpt-4", "-o", str(tmp_path)])
+    assert exit_.value.code == 2
+    assert "gpt-4 is a non-empty folder that is not a refusal-predictor model folder" in capsys.readouterr().err
+    assert (tmp_path / "gpt-4" / "notes.txt").read_text(encoding="utf-8") == "mine"
+
+
+def test_train_prompt_bootstraps_with_the_response_model_it_is_given(tmp_path, monkeypatch):
+    from training import train_prompt
+
+    used = []
+
+    def stop(data_dir, rc, cache=None, targets=()):
+        used.append(rc)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_prompt, "bootstrapped_pool", stop)
+    ngrams = shipped_path("response-ngrams")
+    with pytest.raises(KeyboardInterrupt):
+        train_prompt.main(["--data-dir", str(tmp_path), "--targets", "gpt-4", "-o", str(tmp_path / "out"),
+                           "--response-model", str(ngrams)])
+    assert used[0].manifest_["files"]["model.joblib"] == ResponseClassifier.load(ngrams).manifest_["files"]["model.joblib"]
+    assert not train_prompt.is_shipped(used[0]) and train_prompt.is_shipped(ResponseClassifier.load())
+
+
+def test_train_response_refuses_a_foreign_output_folder_before_training(tmp_path, monkeypatch, capsys):
+    from training import train_response
+
+    monkeypatch.setattr(train_response, "train", _not_reached)
+    (tmp_path / "keep.csv").write_text("a,b\n", encoding="utf-8")
+    with pytest.raises(SystemExit) as exit_:
+        train_response.main(["--data-dir", str(tmp_path), "-o", str(tmp_path)])
+    assert exit_.value.code == 2
+    assert "is a non-empty folder that is not a refusal-predictor model folder" in capsys.readouterr().err
+    prompt_model = shutil.copytree(shipped_path("prompt", "gpt-4"), tmp_path / "prompt")
+    with pytest.raises(SystemExit):
+        train_response.main(["--data-dir", str(tmp_path), "-o", str(prompt_model)])
+    assert "holds a 'prompt' model" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option", ["--json", "--plot"])
+def test_evaluate_refuses_an_output_in_a_missing_folder_up_front(tmp_path, monkeypatch, capsys, option):
+    from training import evaluate
+
+    monkeypatch.setattr(evaluate, "response_report", _not_reached)
+    with pytest.raises(SystemExit) as exit_:
+        evaluate.main(["--data-dir", str(tmp_path), option, str(tmp_path / "missing" / "out")])
+    assert exit_.value.code == 2
+    assert f"{option} {tmp_path / 'missing' / 'out'}: folder {tmp_path / 'missing'} does not exist" in capsys.readouterr().err
+
+
+def test_evaluate_writes_the_cards_of_the_prompt_models_it_is_given(tmp_path, capsys):
+    """``--prompt-models`` (a train_prompt -o folder) gets the cards; the shipped ones are untouched."""
+    from training import evaluate
+
+    root = tmp_path / "prompt"
+    for target in ("gpt-3.5-turbo", "gpt-4"):
+        shutil.copytree(shipped_path("prompt", target), root / target)
+    shipped = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in shipped_path("prompt").rglob("*") if p.is_file()}
+    results = {"prompt": {
+        "paper_split": [{"model": "ours", "n": 256, "accuracy": 0.5}],
+        "quora": [{"model": "ours", "n": 985, "accuracy": 0.25}],
+        "cross_llm": [{"model": "gpt-4", "n": 450, "accuracy": 0.125, "auroc": 0.75}],
+    }}
+    earlier = tmp_path / "report.json"
+    earlier.write_text(json.dumps(results), encoding="utf-8")
+    evaluate.main(["--data-dir", str(tmp_path), "--write-cards-from", str(earlier), "--prompt-models", str(root)])
+    assert "model cards updated: gpt-3.5-turbo, gpt-4" in capsys.readouterr().out
+    card = json.loads((root / "gpt-3.5-turbo" / "model_card.json").read_text(encoding="utf-8"))
+    assert card["evaluation"]["quora"]["accuracy"] == 0.25
+    card = json.loads((root / "gpt-4" / "model_card.json").read_text(encoding="utf-8"))
+    assert card["evaluation"]["cross_llm"]["auroc"] == 0.75
+    assert shipped == {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in shipped_path("prompt").rglob("*") if p.is_file()}
+    with pytest.raises(SystemExit):
+        evaluate.main(["--data-dir", str(tmp_path), "--part", "prompt", "--prompt-models", str(tmp_path / "none")])
+    assert "--prompt-models" in capsys.readouterr().err
+
+
+def test_train_prompt_labels_only_writes_the_labels_and_trains_nothing(tmp_path, monkeypatch, capsys):
+    import pandas as pd
+
+    from training import train_prompt
+
+    def labels(data_dir, rc, cache=None, targets=()):
+        frame = pd.DataFrame({"prompt": ["a"], "label": ["refusal"]})
+        frame.to_parquet(cache)
+        return frame
+
+    monkeypatch.setattr(train_prompt, "bootstrapped_pool", labels)
+    monkeypatch.setattr(train_prompt, "train_target", _not_reached)
+    with pytest.raises(SystemExit):
+        train_prompt.main(["--data-dir", str(tmp_path), "--labels-only"])
+    assert "--labels-only needs --labels-cache" in capsys.readouterr().err
+    train_prompt.main(["--data-dir", str(tmp_path), "--labels-only", "--labels-cache", str(tmp_path / "l.parquet")])
+    assert (tmp_path / "l.parquet").is_file()
+    assert f"bootstrapped labels of 1 responses in {tmp_path / 'l.parquet'}" in capsys.readouterr().out
