@@ -46,16 +46,18 @@ def test_train_prompt_bootstraps_with_the_response_model_it_is_given(tmp_path, m
     used = []
 
     def stop(data_dir, rc, cache=None, targets=()):
-        used.append(rc)
+        used.append((rc, targets))
         raise KeyboardInterrupt
 
     monkeypatch.setattr(train_prompt, "bootstrapped_pool", stop)
     ngrams = shipped_path("response-ngrams")
     with pytest.raises(KeyboardInterrupt):
-        train_prompt.main(["--data-dir", str(tmp_path), "--targets", "gpt-4", "-o", str(tmp_path / "out"),
+        train_prompt.main(["--data-dir", str(tmp_path), "--targets", "GPT4", "chatgpt", "gpt-4", "-o", str(tmp_path / "out"),
                            "--response-model", str(ngrams)])
-    assert used[0].manifest_["files"]["model.joblib"] == ResponseClassifier.load(ngrams).manifest_["files"]["model.joblib"]
-    assert not train_prompt.is_shipped(used[0]) and train_prompt.is_shipped(ResponseClassifier.load())
+    rc, targets = used[0]
+    assert targets == ["gpt-4", "gpt-3.5-turbo"]  # named as the logs and PromptClassifier.load name them
+    assert rc.manifest_["files"]["model.joblib"] == ResponseClassifier.load(ngrams).manifest_["files"]["model.joblib"]
+    assert not train_prompt.is_shipped(rc) and train_prompt.is_shipped(ResponseClassifier.load())
 
 
 def test_train_response_refuses_a_foreign_output_folder_before_training(tmp_path, monkeypatch, capsys):
@@ -109,6 +111,23 @@ def test_evaluate_writes_the_cards_of_the_prompt_models_it_is_given(tmp_path, ca
     with pytest.raises(SystemExit):
         evaluate.main(["--data-dir", str(tmp_path), "--part", "prompt", "--prompt-models", str(tmp_path / "none")])
     assert "--prompt-models" in capsys.readouterr().err
+    # one target retrained into a folder of its own gets its card without a gpt-3.5-turbo beside it
+    shutil.rmtree(root / "gpt-3.5-turbo")
+    evaluate.main(["--data-dir", str(tmp_path), "--write-cards-from", str(earlier), "--prompt-models", str(root)])
+    assert "model cards updated: gpt-4" in capsys.readouterr().out
+
+
+def test_evaluate_refuses_to_write_cards_from_another_response_models_labels(tmp_path, monkeypatch, capsys):
+    """The prompt protocols retrain on the labels model's labels: the shipped cards (their data
+    labelled by the shipped response model) must not get the metrics of labels by the n-gram one."""
+    from training import evaluate, evaluate_prompt
+
+    monkeypatch.setattr(evaluate_prompt, "prompt_report", _not_reached)
+    with pytest.raises(SystemExit) as exit_:
+        evaluate.main(["--data-dir", str(tmp_path), "--part", "prompt", "--labels-model", "ngrams", "--write-cards"])
+    assert exit_.value.code == 2
+    assert "its training data was labelled by the response model of sha256" in capsys.readouterr().err
+    evaluate_prompt.check_cards_labelled_by(ResponseClassifier.load())  # the shipped ones agree
 
 
 def test_train_prompt_labels_only_writes_the_labels_and_trains_nothing(tmp_path, monkeypatch, capsys):
@@ -126,6 +145,9 @@ def test_train_prompt_labels_only_writes_the_labels_and_trains_nothing(tmp_path,
     with pytest.raises(SystemExit):
         train_prompt.main(["--data-dir", str(tmp_path), "--labels-only"])
     assert "--labels-only needs --labels-cache" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # written after the labelling: its folder is checked before
+        train_prompt.main(["--data-dir", str(tmp_path), "--labels-only", "--labels-cache", str(tmp_path / "no" / "l.parquet")])
+    assert f"--labels-cache {tmp_path / 'no' / 'l.parquet'}: folder {tmp_path / 'no'} does not exist" in capsys.readouterr().err
     train_prompt.main(["--data-dir", str(tmp_path), "--labels-only", "--labels-cache", str(tmp_path / "l.parquet")])
     assert (tmp_path / "l.parquet").is_file()
     assert f"bootstrapped labels of 1 responses in {tmp_path / 'l.parquet'}" in capsys.readouterr().out

@@ -234,18 +234,26 @@ def response_report(data_dir: Path, model_path: Path | None = None, lomo_embeddi
 
 def check_arguments(args: argparse.Namespace) -> None:
     """Refuse up front what the run would trip over at its end (the report takes up to an hour):
-    a ``--json`` or ``--plot`` path in a missing folder, and model folders that are not there."""
-    for option, path in (("--json", args.json), ("--plot", args.plot if args.part in ("prompt", "all") else None)):
+    an output in a missing folder, model folders that are not there, and cards that would get
+    metrics from labels another response model made."""
+    prompt_part = args.part in ("prompt", "all") and not args.write_cards_from
+    for option, path in (("--json", args.json), ("--plot", args.plot if prompt_part else None),
+                         ("--labels-cache", args.labels_cache)):
         if path is not None and not path.parent.is_dir():
             raise ValueError(f"{option} {path}: folder {path.parent} does not exist")
-    for option, path in (("--response-model", args.response_model), ("--prompt-models", args.prompt_models),
-                         ("--lomo-embeddings", args.lomo_embeddings), ("--write-cards-from", args.write_cards_from)):
-        named_variant = option == "--response-model" and str(path).strip().lower() in ResponseClassifier.VARIANTS
+    for option, path in (("--response-model", args.response_model), ("--labels-model", args.labels_model),
+                         ("--prompt-models", args.prompt_models), ("--lomo-embeddings", args.lomo_embeddings),
+                         ("--write-cards-from", args.write_cards_from)):
+        named_variant = option.endswith("-model") and str(path).strip().lower() in ResponseClassifier.VARIANTS
         if path is not None and not path.exists() and not named_variant:
             raise ValueError(f"{option} {path}: no such file or folder")
-    if args.prompt_models is not None and not (args.prompt_models / DEFAULT_TARGET).is_dir():
+    if prompt_part and args.prompt_models is not None and not (args.prompt_models / DEFAULT_TARGET).is_dir():
         raise ValueError(f"--prompt-models {args.prompt_models}: no {DEFAULT_TARGET} model folder in it "
                          f"(the paper and Quora protocols score that target)")
+    if prompt_part and args.write_cards:
+        from .evaluate_prompt import check_cards_labelled_by
+
+        check_cards_labelled_by(ResponseClassifier.load(args.labels_model), args.prompt_models)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -253,9 +261,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data-dir", type=Path, required=True, help="folder of the public data sets")
     parser.add_argument("--part", choices=["response", "prompt", "all", "prompt-heads"], default="all",
                         help="all = response + prompt; prompt-heads compares train-prompt's heads on the cross-LLM protocol")
-    parser.add_argument("--response-model", type=Path,
-                        help="response model folder to evaluate, which also bootstraps the prompt protocols' labels "
-                             "(default: shipped)")
+    parser.add_argument("--response-model", type=Path, help="response model folder to evaluate (default: shipped)")
+    parser.add_argument("--labels-model", type=Path,
+                        help="response model that bootstraps the prompt protocols' labels (default: shipped); with "
+                             "--write-cards it must be the one that labelled the prompt models' training data")
     parser.add_argument("--prompt-models", type=Path,
                         help="folder of prompt model folders, one per target (train_prompt -o); the prompt part "
                              "evaluates, and --write-cards writes, these (default: shipped models/prompt)")
@@ -288,7 +297,7 @@ def main(argv: list[str] | None = None) -> None:
         from .evaluate_prompt import prompt_report, write_card_evaluations
 
         results["prompt"] = prompt_report(args.data_dir, plot_path=args.plot, labels_cache=args.labels_cache,
-                                          response_model=args.response_model, prompt_models=args.prompt_models)
+                                          response_model=args.labels_model, prompt_models=args.prompt_models)
         if args.write_cards:
             print(f"\nmodel cards updated: {', '.join(write_card_evaluations(results['prompt'], args.prompt_models))}")
     if args.part == "prompt-heads":

@@ -187,6 +187,21 @@ def write_card_evaluations(results: dict[str, Any], root: Path | None = None) ->
     return written
 
 
+def check_cards_labelled_by(rc: ResponseClassifier, root: Path | None = None) -> None:
+    """The protocols retrain on ``rc``'s labels; cards of models whose data another response model
+    labelled would get metrics that are not theirs (``evaluate --labels-model X --write-cards``
+    over the shipped models, which the shipped response model labelled)."""
+    root = shipped_path("prompt") if root is None else root
+    sha = rc.manifest_["files"]["model.joblib"]
+    for folder in sorted(p for p in root.iterdir() if (p / MANIFEST).is_file()):
+        card = read_manifest(folder, MANIFEST, MODEL_FORMAT, (FORMAT_VERSION,)).get("metadata", {})
+        labelled_by = card.get("training", {}).get("response_model_sha256")
+        if labelled_by != sha:
+            raise ValueError(f"{folder}: its training data was labelled by the response model of sha256 {labelled_by}, "
+                             f"not by the labels model of this run ({sha}); its card would get another model's "
+                             f"metrics: pass --labels-model with the response model that labelled it")
+
+
 def prompt_report(data_dir: Path, plot_path: Path | None = None, labels_cache: Path | None = None,
                   response_model: Path | None = None, prompt_models: Path | None = None) -> dict[str, Any]:
     """``response_model`` bootstraps the labels the protocols retrain on (default: shipped);

@@ -16,6 +16,7 @@ protocols' metrics are added by ``python -m training.evaluate --data-dir DATA --
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -25,7 +26,7 @@ import pandas as pd
 
 from refusal_predictor import PromptClassifier, ResponseClassifier
 from refusal_predictor.metrics import format_table
-from refusal_predictor.prompt import write_model_card
+from refusal_predictor.prompt import TARGET_ALIASES, write_model_card
 from refusal_predictor.bootstrap import merge_duplicates, prompt_key
 from refusal_predictor.prompt_training import MIN_PER_CLASS
 
@@ -76,6 +77,16 @@ def bootstrapped_pool(data_dir: Path, rc: ResponseClassifier, cache: Path | None
     return bootstrap(pool, rc, cache)
 
 
+class UnknownTargetError(ValueError):
+    """A ``--targets`` name that no log in the data answered."""
+
+
+def canonical_target(name: str) -> str:
+    """A target as the logs and ``PromptClassifier.load(target=...)`` name it: ``GPT4``, ``gpt4``
+    and ``chatgpt`` are ``gpt-4``, ``gpt-4`` and ``gpt-3.5-turbo``."""
+    return data.normalize_model_name(TARGET_ALIASES.get(name.strip().lower(), name))
+
+
 def check_targets(pool: pd.DataFrame, targets: Sequence[str]) -> None:
     """Refuse, before the bootstrap (minutes), a target no log answered: a misspelt name only
     failed once every response had been labelled."""
@@ -84,7 +95,14 @@ def check_targets(pool: pd.DataFrame, targets: Sequence[str]) -> None:
     if unknown:
         counts = pool["model"].value_counts()
         listed = ", ".join(f"{m} ({n} rows)" for m, n in counts.items())
-        raise ValueError(f"no logs of target(s) {', '.join(map(repr, unknown))} in the data; the logs' LLMs are: {listed}")
+        raise UnknownTargetError(f"no logs of target(s) {', '.join(map(repr, unknown))} in the data; "
+                                 f"the logs' LLMs are: {listed}")
+
+
+def check_writable_file(option: str, path: Path | None) -> None:
+    """A file the run writes at its end (or after its first long step) must have a folder to go to."""
+    if path is not None and not path.parent.is_dir():
+        raise ValueError(f"{option} {path}: folder {path.parent} does not exist")
 
 
 def check_outputs(output_root: Path, targets: Sequence[str]) -> None:
@@ -214,11 +232,15 @@ def train_target(
 
 def is_shipped(rc: ResponseClassifier) -> bool:
     """Whether ``rc`` is the shipped default response model (the card says which labelled the prompts)."""
+    return rc.manifest_["files"]["model.joblib"] == _shipped_response_sha256()
+
+
+@functools.lru_cache(maxsize=1)
+def _shipped_response_sha256() -> str | None:
     try:
-        shipped = ResponseClassifier.load()
-    except Exception:  # noqa: BLE001 - no shipped model: this one is not it
-        return False
-    return rc.manifest_["files"]["model.joblib"] == shipped.manifest_["files"]["model.joblib"]
+        return ResponseClassifier.load().manifest_["files"]["model.joblib"]
+    except Exception:  # noqa: BLE001 - no shipped model: nothing is it
+        return None
 
 
 def selection_protocol(selection_rows: list[dict], recorded: bool = False) -> str:
@@ -263,18 +285,25 @@ def main(argv: list[str] | None = None) -> None:
                         help="sample weight of other LLMs' prompts from the auxiliary sources (0: target only)")
     parser.add_argument("--labels-cache", type=Path, help="Parquet file keeping the bootstrapped labels between runs")
     parser.add_argument("--labels-only", action="store_true",
-                        help="write the bootstrapped labels to --labels-cache and stop (what training.finetune_encoder "
-                             "--labels fine-tunes the prompt encoder on)")
+                        help="write the bootstrapped labels to --labels-cache and stop, training nothing (what "
+                             "training.finetune_encoder --labels fine-tunes the prompt encoder on)")
     args = parser.parse_args(argv)
     if args.labels_only and args.labels_cache is None:
         parser.error("--labels-only needs --labels-cache")
+    if args.labels_only and args.select:
+        parser.error("--labels-only trains nothing; --select chooses a recipe to train")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    try:
+    try:  # bad target names, output folders, cache folder or response model: before any labelling
+        args.targets = list(dict.fromkeys(canonical_target(t) for t in args.targets))
         if not args.labels_only:
             check_outputs(args.output_root, args.targets)
+        check_writable_file("--labels-cache", args.labels_cache)
         rc = ResponseClassifier.load(args.response_model)
+    except ValueError as exc:
+        parser.error(str(exc))
+    try:
         labelled = bootstrapped_pool(args.data_dir, rc, args.labels_cache, args.targets)
-    except ValueError as exc:  # bad target, output folder or response model: before any labelling
+    except UnknownTargetError as exc:  # raised before the labelling starts
         parser.error(str(exc))
     if args.labels_only:
         print(f"bootstrapped labels of {len(labelled)} responses in {args.labels_cache}")
