@@ -237,10 +237,11 @@ def check_arguments(args: argparse.Namespace) -> None:
     an output in a missing folder, model folders that are not there, and cards that would get
     metrics from labels another response model made."""
     prompt_part = args.part in ("prompt", "all") and not args.write_cards_from
+    from .train_prompt import check_writable_file
+
     for option, path in (("--json", args.json), ("--plot", args.plot if prompt_part else None),
                          ("--labels-cache", args.labels_cache)):
-        if path is not None and not path.parent.is_dir():
-            raise ValueError(f"{option} {path}: folder {path.parent} does not exist")
+        check_writable_file(option, path)
     for option, path in (("--response-model", args.response_model), ("--labels-model", args.labels_model),
                          ("--prompt-models", args.prompt_models), ("--lomo-embeddings", args.lomo_embeddings),
                          ("--write-cards-from", args.write_cards_from)):

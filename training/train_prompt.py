@@ -29,6 +29,7 @@ from refusal_predictor.metrics import format_table
 from refusal_predictor.prompt import TARGET_ALIASES, write_model_card
 from refusal_predictor.bootstrap import merge_duplicates, prompt_key
 from refusal_predictor.prompt_training import MIN_PER_CLASS
+from refusal_predictor.records import check_output_path
 
 from . import data, recipes, selection
 from .baselines import refusal_y
@@ -100,9 +101,13 @@ def check_targets(pool: pd.DataFrame, targets: Sequence[str]) -> None:
 
 
 def check_writable_file(option: str, path: Path | None) -> None:
-    """A file the run writes at its end (or after its first long step) must have a folder to go to."""
-    if path is not None and not path.parent.is_dir():
+    """A file the run writes at its end (or after its first long step) must have a folder to go to
+    (the writers do not make one), and one it may write in (``records.check_output_path``)."""
+    if path is None:
+        return
+    if not path.parent.is_dir():
         raise ValueError(f"{option} {path}: folder {path.parent} does not exist")
+    check_output_path(path, option)
 
 
 def check_outputs(output_root: Path, targets: Sequence[str]) -> None:
