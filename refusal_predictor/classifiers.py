@@ -260,8 +260,10 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
         self.n_jobs = n_jobs
 
     # ------------------------------------------------------------------ building blocks
-    def make_features(self) -> TextFeatures:
-        return TextFeatures(
+    def make_features(self, num_threads: int | None = None) -> TextFeatures:
+        """Unfitted features of this recipe; ``num_threads`` sets their encoder's thread count now,
+        so that a bad value fails before any file is read or any text embedded."""
+        features = TextFeatures(
             ngram_range=self.ngram_range,
             max_features=self.max_features,
             use_ngrams=self.use_ngrams,
@@ -270,6 +272,9 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
             encoder=self.encoder if self.encoder is not None else self.default_encoder,
             segments=tuple(self.segments),
         )
+        if num_threads is not None:
+            features.configure_encoder(num_threads=num_threads)  # checked even without embeddings
+        return features
 
     def make_head(self) -> BaseEstimator:
         if self.head == "logreg":

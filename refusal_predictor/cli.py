@@ -261,7 +261,7 @@ def _cmd_train_response(args: argparse.Namespace) -> int:
 
     check_save_folder(args.output, ResponseClassifier.kind)  # before the training, not after it
     model = ResponseClassifier(head=args.head, encoder=args.encoder, use_embeddings=not args.no_embeddings)
-    features = _features_on_threads(model, args.threads)
+    features = None if args.threads is None else model.make_features(args.threads)  # checked before the file is read
     texts, labels, bad = read_labelled(args.input, args.text_field, args.label_field, args.input_format, args.encoding,
                                        args.refusal_values, args.compliance_values)
     model.fit(texts, labels, features=None if features is None else features.fit(texts))
@@ -270,16 +270,6 @@ def _cmd_train_response(args: argparse.Namespace) -> int:
     model.save(args.output, metadata={"training": {"file": str(args.input), "rows": len(texts), "skipped": len(bad), **labels_read}})
     print(f"trained on {len(texts)} responses ({sum(labels)} refusal); skipped {len(bad)}; saved to {args.output}")
     return 0
-
-
-def _features_on_threads(model, threads: int | None):
-    """The model's unfitted features, their encoder on ``--threads`` (checked now, before the
-    file is read); None without the option, so that ``fit`` builds its own."""
-    if threads is None:
-        return None
-    features = model.make_features()
-    features.configure_encoder(num_threads=threads)
-    return features
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:

@@ -41,9 +41,7 @@ def embedding_cache(clf: RefusalClassifier, texts: Sequence[str], num_threads: i
     e.g. on a machine shared with other jobs); the fits then only read the cache and share its
     encoder. Empty, with no encoder, for a model without embeddings.
     """
-    features = clf.make_features()
-    if num_threads is not None:
-        features.configure_encoder(num_threads=num_threads)  # checked even without embeddings
+    features = clf.make_features(num_threads)
     if not features.use_embeddings:
         return EmbeddingCache()
     cache = EmbeddingCache(features.get_encoder())
