@@ -262,6 +262,50 @@ def test_training_labels_cache_survives_the_parquet_round_trip(tmp_path):
     assert changed.calls == 1
 
 
+def test_training_labels_cache_is_reused_row_by_row_and_never_shrinks(tmp_path, capsys):
+    """A run over fewer rows (train_prompt --targets X) replaced a whole pool's cache with its own
+    rows: the next full run re-labelled everything, and finetune_encoder --labels read a part."""
+    import pandas as pd
+    import pytest
+
+    from training import train_prompt
+    from training.train_prompt import bootstrap
+
+    class CountingModel:
+        threshold = 0.5
+        manifest_ = {"files": {"model.joblib": "abc"}}
+
+        def __init__(self):
+            self.texts = []
+
+        def refusal_probability(self, texts):
+            self.texts += texts
+            return np.array([0.9 if "sorry" in t else 0.1 for t in texts])
+
+    pool = pd.DataFrame({"prompt": ["a", "b", "c"], "response": ["sorry, no", "sure", "sorry"],
+                         "model": ["m", "n", "m"], "source": ["s", "s", "t"]})
+    cache = tmp_path / "labels.parquet"
+    rc = CountingModel()
+    whole = bootstrap(pool, rc, cache)
+    subset = bootstrap(pool[pool["model"] == "m"], rc, cache)
+    assert rc.texts == ["sorry, no", "sure", "sorry"]  # the subset came from the cache
+    assert subset.to_dict("records") == whole[whole["model"] == "m"].reset_index(drop=True).to_dict("records")
+    assert len(pd.read_parquet(cache)) == 3
+    grown = pd.concat([pool, pd.DataFrame({"prompt": ["d"], "response": ["ok"], "model": ["n"], "source": ["s"]})])
+    assert list(bootstrap(grown.iloc[::-1], rc, cache)["label"]) == ["compliance", "refusal", "compliance", "refusal"]
+    assert rc.texts[3:] == ["ok"]  # only the new row was labelled
+    assert len(pd.read_parquet(cache)) == 4 and not list(tmp_path.glob(".*"))
+    assert "bootstrap labels: 3 from" in capsys.readouterr().out
+
+    cache.write_bytes(b"not parquet")
+    with pytest.raises(train_prompt.LabelsCacheError, match=f"--labels-cache {cache}: not a readable Parquet file"):
+        bootstrap(pool, rc, cache)
+    assert cache.read_bytes() == b"not parquet"  # the user's file is left as it was
+    pd.DataFrame({"prompt": ["a"]}).to_parquet(cache)
+    with pytest.raises(train_prompt.LabelsCacheError, match="not a labels cache of this script"):
+        bootstrap(pool, rc, cache)
+
+
 def test_targets_trained_without_select_keep_the_recorded_recipe_choice():
     from training import recipes
     from training.train_prompt import recorded_selection

@@ -86,6 +86,23 @@ def test_evaluate_refuses_an_output_in_a_missing_folder_up_front(tmp_path, monke
     assert f"{option} {tmp_path / 'missing' / 'out'}: folder {tmp_path / 'missing'} does not exist" in capsys.readouterr().err
 
 
+def test_evaluate_and_train_prompt_refuse_an_unreadable_labels_cache_before_the_work(tmp_path, monkeypatch, capsys):
+    from training import evaluate, train_prompt
+
+    cache = tmp_path / "labels.parquet"
+    cache.write_text("a CSV someone keeps here\n")
+    monkeypatch.setattr(evaluate, "response_report", _not_reached)
+    monkeypatch.setattr(train_prompt, "prompt_pool", lambda data_dir: __import__("pandas").DataFrame(
+        {"prompt": ["p"], "response": ["r"], "model": ["gpt-3.5-turbo"], "source": ["s"]}))
+    monkeypatch.setattr(ResponseClassifier, "refusal_probability", _not_reached)
+    for main, args in ((evaluate.main, []), (train_prompt.main, ["--labels-only", "--targets", "gpt-3.5-turbo"])):
+        with pytest.raises(SystemExit) as exit_:
+            main(["--data-dir", str(tmp_path), "--labels-cache", str(cache), *args])
+        assert exit_.value.code == 2
+        assert f"--labels-cache {cache}: not a readable Parquet file" in capsys.readouterr().err
+    assert cache.read_text() == "a CSV someone keeps here\n"
+
+
 def test_evaluate_writes_the_cards_of_the_prompt_models_it_is_given(tmp_path, capsys):
     """``--prompt-models`` (a train_prompt -o folder) gets the cards; the shipped ones are untouched."""
     from training import evaluate

@@ -248,6 +248,10 @@ def check_arguments(args: argparse.Namespace) -> None:
         named_variant = option.endswith("-model") and str(path).strip().lower() in ResponseClassifier.VARIANTS
         if path is not None and not path.exists() and not named_variant:
             raise ValueError(f"{option} {path}: no such file or folder")
+    if prompt_part and args.labels_cache is not None:
+        from .train_prompt import read_labels_cache
+
+        read_labels_cache(args.labels_cache)  # a file it would refuse after the response part
     if prompt_part and args.prompt_models is not None and not (args.prompt_models / DEFAULT_TARGET).is_dir():
         raise ValueError(f"--prompt-models {args.prompt_models}: no {DEFAULT_TARGET} model folder in it "
                          f"(the paper and Quora protocols score that target)")

@@ -74,7 +74,7 @@ def bootstrapped_pool(data_dir: Path, rc: ResponseClassifier, cache: Path | None
     pool = prompt_pool(data_dir)
     check_targets(pool, targets)
     pool = pool[pool["model"].isin(targets) | pool["source"].isin(AUXILIARY_SOURCES)].reset_index(drop=True)
-    logger.info("bootstrapping %d responses of %d LLMs", len(pool), pool["model"].nunique())
+    logger.info("bootstrap pool: %d responses of %d LLMs", len(pool), pool["model"].nunique())
     return bootstrap(pool, rc, cache)
 
 
@@ -125,27 +125,72 @@ def _as_text(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.astype("object").where(frame.notna(), "").astype(str).reset_index(drop=True)
 
 
+CACHE_KEY = ["prompt", "response", "model", "source"]
+
+
+class LabelsCacheError(ValueError):
+    """A ``--labels-cache`` file this script cannot read as one it wrote."""
+
+
+def read_labels_cache(cache: Path) -> pd.DataFrame | None:
+    """The cached labels, or None when there is no cache yet; an unreadable file is an error
+    naming it (it is not overwritten: it may be something else the user keeps there)."""
+    if not cache.exists():
+        return None
+    try:
+        cached = pd.read_parquet(cache)
+    except Exception as exc:  # pyarrow raises several types for a file that is not Parquet
+        raise LabelsCacheError(f"--labels-cache {cache}: not a readable Parquet file ({exc}); give another "
+                               f"path or delete it") from exc
+    missing = [c for c in CACHE_KEY + ["refusal_probability", "label", "response_model"] if c not in cached]
+    if missing:
+        raise LabelsCacheError(f"--labels-cache {cache}: not a labels cache of this script (no column(s) "
+                               f"{', '.join(missing)}); give another path or delete it")
+    return cached
+
+
 def bootstrap(pool: pd.DataFrame, rc: ResponseClassifier, cache: Path | None = None) -> pd.DataFrame:
     """Label every response with the response classifier; one row per (prompt, response).
 
-    ``cache`` (Parquet) keeps the labels between runs; it is reused only when it was made by the
-    same response model from the same rows.
+    ``cache`` (Parquet) keeps the labels between runs, row by row: a run reuses the rows the same
+    response model labelled before, labels only the others and writes the cache back with both.
+    A run over fewer rows (``--targets``) once replaced a whole pool's cache with its own rows,
+    so the next full run, and ``finetune_encoder --labels``, lost the rest. Labels another
+    response model made are stale: they are replaced.
     """
     key = rc.manifest_["files"]["model.joblib"]
-    columns = ["prompt", "response", "model", "source"]
-    if cache is not None and cache.is_file():
-        cached = pd.read_parquet(cache)
-        same_rows = _as_text(cached[columns]).equals(_as_text(pool[columns]))
-        if same_rows and (cached["response_model"] == key).all():
-            print(f"bootstrap labels from {cache}")
-            return cached.drop(columns="response_model")
-    proba = rc.refusal_probability(pool["response"].fillna("").tolist())
-    labelled = pool[columns].reset_index(drop=True).assign(
-        refusal_probability=proba, label=np.where(proba >= rc.threshold, "refusal", "compliance")
-    )
+    rows = pool[CACHE_KEY].reset_index(drop=True)
+    cached = read_labels_cache(cache) if cache is not None else None
+    if cached is not None and not (cached["response_model"] == key).all():
+        logger.warning("%s holds labels by another response model; they are replaced", cache)
+        cached = None
+    proba = np.full(len(rows), np.nan)
+    if cached is not None:
+        known = _as_text(cached[CACHE_KEY]).assign(_p=cached["refusal_probability"].to_numpy(dtype=float))
+        known = known.drop_duplicates(subset=CACHE_KEY)
+        proba = _as_text(rows).merge(known, on=CACHE_KEY, how="left")["_p"].to_numpy(dtype=float, copy=True)
+    new = np.isnan(proba)
+    if new.any():
+        proba[new] = rc.refusal_probability(rows.loc[new, "response"].fillna("").tolist())
+    labelled = rows.assign(refusal_probability=proba, label=np.where(proba >= rc.threshold, "refusal", "compliance"))
     if cache is not None:
-        labelled.assign(response_model=key).to_parquet(cache)
+        print(f"bootstrap labels: {int((~new).sum())} from {cache}, {int(new.sum())} labelled now")
+        if new.any():
+            added = labelled[new].assign(response_model=key)
+            whole = added if cached is None else pd.concat([cached, added], ignore_index=True)
+            _write_atomically(whole, cache)
     return labelled
+
+
+def _write_atomically(frame: pd.DataFrame, path: Path) -> None:
+    """Parquet written beside ``path`` and renamed over it: a run stopped mid-write leaves the
+    previous cache, not half of one."""
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        frame.to_parquet(partial)
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def merge_by_prompt(rows: pd.DataFrame) -> pd.DataFrame:
@@ -308,7 +353,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(str(exc))
     try:
         labelled = bootstrapped_pool(args.data_dir, rc, args.labels_cache, args.targets)
-    except UnknownTargetError as exc:  # raised before the labelling starts
+    except (UnknownTargetError, LabelsCacheError) as exc:  # raised before the labelling starts
         parser.error(str(exc))
     if args.labels_only:
         print(f"bootstrapped labels of {len(labelled)} responses in {args.labels_cache}")
