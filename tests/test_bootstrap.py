@@ -306,6 +306,54 @@ def test_training_labels_cache_is_reused_row_by_row_and_never_shrinks(tmp_path, 
         bootstrap(pool, rc, cache)
 
 
+def test_training_labels_cache_file_is_the_same_whatever_runs_came_before(tmp_path, caplog):
+    """finetune_encoder --labels reads the whole file: its rows (order, stale rows, labels at the
+    model's threshold) must not depend on the order of earlier runs."""
+    import pandas as pd
+    import pytest
+
+    from training import train_prompt
+    from training.train_prompt import bootstrap
+
+    class Model:
+        def __init__(self, sha="abc", threshold=0.5):
+            self.manifest_, self.threshold = {"files": {"model.joblib": sha}}, threshold
+
+        def refusal_probability(self, texts):
+            return np.array([0.6 if "sorry" in t else 0.1 for t in texts])
+
+    data = pd.DataFrame({"prompt": list("abcd"), "response": ["sorry", "sure", "sorry", "ok"],
+                         "model": ["m", "n", "m", None], "source": "s"})
+    fresh, staged = tmp_path / "fresh.parquet", tmp_path / "staged.parquet"
+    bootstrap(data, Model(), fresh, universe=data)
+    bootstrap(data[data["model"] == "n"], Model(), staged, universe=data)
+    bootstrap(data, Model(), staged, universe=data)
+    assert pd.read_parquet(staged).equals(pd.read_parquet(fresh))  # same rows, same order
+    assert list(pd.read_parquet(fresh)["prompt"]) == list("abcd")
+    renamed = data.assign(model=data["model"].replace("m", "m2"))  # e.g. a loader renames a model
+    bootstrap(renamed, Model(), staged, universe=renamed)
+    assert list(pd.read_parquet(staged)["model"].fillna("-")) == ["m2", "n", "m2", "-"]  # the stale rows left
+    bootstrap(renamed, Model(threshold=0.7), staged, universe=renamed)
+    assert set(pd.read_parquet(staged)["label"]) == {"compliance"}  # labels at the model's threshold
+
+    shared = tmp_path / "shared.parquet"
+    link = tmp_path / "link.parquet"
+    link.symlink_to(shared)
+    bootstrap(data, Model(), link, universe=data)
+    assert link.is_symlink() and len(pd.read_parquet(shared)) == 4
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+    with caplog.at_level("WARNING"):
+        bootstrap(data.iloc[:1], Model("other"), fresh, universe=data)
+    assert "holds labels by another response model" in caplog.text
+    assert list(pd.read_parquet(fresh)["response_model"]) == ["other"]
+    frame = pd.read_parquet(fresh)
+    frame.loc[0, "refusal_probability"] = float("nan")
+    frame.to_parquet(fresh)
+    with pytest.raises(train_prompt.LabelsCacheError, match="1 refusal_probability value"):
+        bootstrap(data, Model("other"), fresh)
+
+
 def test_targets_trained_without_select_keep_the_recorded_recipe_choice():
     from training import recipes
     from training.train_prompt import recorded_selection

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
+import os
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -71,11 +72,11 @@ def prompt_pool(data_dir: Path) -> pd.DataFrame:
 def bootstrapped_pool(data_dir: Path, rc: ResponseClassifier, cache: Path | None = None,
                       targets: Sequence[str] = DEFAULT_TARGETS) -> pd.DataFrame:
     """The targets' logs plus the auxiliary sources, labelled by the response classifier."""
-    pool = prompt_pool(data_dir)
-    check_targets(pool, targets)
-    pool = pool[pool["model"].isin(targets) | pool["source"].isin(AUXILIARY_SOURCES)].reset_index(drop=True)
+    whole = prompt_pool(data_dir)
+    check_targets(whole, targets)
+    pool = whole[whole["model"].isin(targets) | whole["source"].isin(AUXILIARY_SOURCES)].reset_index(drop=True)
     logger.info("bootstrap pool: %d responses of %d LLMs", len(pool), pool["model"].nunique())
-    return bootstrap(pool, rc, cache)
+    return bootstrap(pool, rc, cache, universe=whole)
 
 
 class UnknownTargetError(ValueError):
@@ -146,17 +147,25 @@ def read_labels_cache(cache: Path) -> pd.DataFrame | None:
     if missing:
         raise LabelsCacheError(f"--labels-cache {cache}: not a labels cache of this script (no column(s) "
                                f"{', '.join(missing)}); give another path or delete it")
+    proba = pd.to_numeric(cached["refusal_probability"], errors="coerce").to_numpy(dtype=float)
+    bad = ~((proba >= 0) & (proba <= 1))  # NaN included
+    if bad.any():
+        raise LabelsCacheError(f"--labels-cache {cache}: {int(bad.sum())} refusal_probability value(s) not in "
+                               f"[0, 1] (row {int(np.argmax(bad))} first); give another path or delete it")
     return cached
 
 
-def bootstrap(pool: pd.DataFrame, rc: ResponseClassifier, cache: Path | None = None) -> pd.DataFrame:
+def bootstrap(pool: pd.DataFrame, rc: ResponseClassifier, cache: Path | None = None,
+              universe: pd.DataFrame | None = None) -> pd.DataFrame:
     """Label every response with the response classifier; one row per (prompt, response).
 
     ``cache`` (Parquet) keeps the labels between runs, row by row: a run reuses the rows the same
-    response model labelled before, labels only the others and writes the cache back with both.
-    A run over fewer rows (``--targets``) once replaced a whole pool's cache with its own rows,
-    so the next full run, and ``finetune_encoder --labels``, lost the rest. Labels another
-    response model made are stale: they are replaced.
+    response model labelled before and labels only the others. A run over fewer rows
+    (``--targets``) once replaced a whole pool's cache with its own rows, so the next full run,
+    and ``finetune_encoder --labels``, lost the rest. The file is written in ``universe``'s order
+    (the whole data pool, of which ``pool`` is a part) and holds only its rows: so it is the same
+    whatever runs came before, and rows the data no longer has leave it. Labels are recomputed
+    at the model's threshold; labels another response model made are stale and replaced.
     """
     key = rc.manifest_["files"]["model.joblib"]
     rows = pool[CACHE_KEY].reset_index(drop=True)
@@ -164,30 +173,59 @@ def bootstrap(pool: pd.DataFrame, rc: ResponseClassifier, cache: Path | None = N
     if cached is not None and not (cached["response_model"] == key).all():
         logger.warning("%s holds labels by another response model; they are replaced", cache)
         cached = None
-    proba = np.full(len(rows), np.nan)
+    known = pd.DataFrame(columns=CACHE_KEY + ["_p"])
     if cached is not None:
         known = _as_text(cached[CACHE_KEY]).assign(_p=cached["refusal_probability"].to_numpy(dtype=float))
         known = known.drop_duplicates(subset=CACHE_KEY)
-        proba = _as_text(rows).merge(known, on=CACHE_KEY, how="left")["_p"].to_numpy(dtype=float, copy=True)
+    proba = _as_text(rows).merge(known, on=CACHE_KEY, how="left")["_p"].to_numpy(dtype=float, copy=True)
     new = np.isnan(proba)
     if new.any():
         proba[new] = rc.refusal_probability(rows.loc[new, "response"].fillna("").tolist())
-    labelled = rows.assign(refusal_probability=proba, label=np.where(proba >= rc.threshold, "refusal", "compliance"))
+    labelled = rows.assign(refusal_probability=proba, label=_labels(proba, rc.threshold))
     if cache is not None:
         print(f"bootstrap labels: {int((~new).sum())} from {cache}, {int(new.sum())} labelled now")
-        if new.any():
-            added = labelled[new].assign(response_model=key)
-            whole = added if cached is None else pd.concat([cached, added], ignore_index=True)
-            _write_atomically(whole, cache)
+        _write_cache(cache, labelled, cached, universe, key, rc.threshold)
     return labelled
 
 
+def _labels(proba: np.ndarray, threshold: float) -> np.ndarray:
+    return np.where(proba >= threshold, "refusal", "compliance")
+
+
+def _write_cache(cache: Path, labelled: pd.DataFrame, cached: pd.DataFrame | None,
+                 universe: pd.DataFrame | None, key: str, threshold: float) -> None:
+    """Every row of ``universe`` with a label (this run's or the cache's), in its order; without a
+    universe, the cache's rows and then this run's new ones. Written only when it changed."""
+    columns = CACHE_KEY + ["refusal_probability"]
+    text_key = [f"_{c}" for c in CACHE_KEY]
+    both = pd.concat(([] if cached is None else [cached[columns]]) + [labelled[columns]], ignore_index=True)
+    both[text_key] = _as_text(both[CACHE_KEY]).to_numpy()
+    both = both.drop_duplicates(subset=text_key, keep="last")
+    if universe is not None:
+        order = universe[CACHE_KEY].reset_index(drop=True)
+        order[text_key] = _as_text(order).to_numpy()
+        both = order.drop_duplicates(subset=text_key).merge(both[text_key + ["refusal_probability"]], on=text_key)
+    proba = both["refusal_probability"].to_numpy(dtype=float)
+    out = both[CACHE_KEY].assign(refusal_probability=proba, label=_labels(proba, threshold),
+                                 response_model=key).reset_index(drop=True)
+    if cached is not None and len(cached) == len(out) and _as_text(out).equals(_as_text(cached[out.columns])):
+        return
+    _write_atomically(out, cache)
+
+
 def _write_atomically(frame: pd.DataFrame, path: Path) -> None:
-    """Parquet written beside ``path`` and renamed over it: a run stopped mid-write leaves the
-    previous cache, not half of one."""
-    partial = path.with_name(f".{path.name}.partial")
+    """Parquet written beside ``path`` (a link's target: a symlinked shared cache stays shared)
+    and renamed over it, so a run stopped mid-write leaves the previous cache, not half of one.
+    Two runs sharing one cache at once are not supported: the last to finish wins."""
+    import tempfile
+
+    path = path.resolve()
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    os.close(fd)
+    partial = Path(name)
     try:
         frame.to_parquet(partial)
+        partial.chmod(0o644)
         partial.replace(path)
     finally:
         partial.unlink(missing_ok=True)
