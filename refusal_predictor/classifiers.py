@@ -39,7 +39,7 @@ from .artifacts import (
     write_json,
 )
 from .encoder import DEFAULT_ENCODER
-from .features import TextFeatures, resolve_encoder_path
+from .features import TextFeatures
 from .heads import LogOddsBlend, leaf_heads
 from .metrics import binary_metrics
 from .records import check_replaceable_folder
@@ -113,6 +113,14 @@ def _label_key(value: Any) -> str | None:
     return str(int(number)) if number.is_integer() else key
 
 
+def label_keys(values: Iterable[Any] | None) -> frozenset[str]:
+    """A user's label values as the keys :func:`label_value` compares: ``{3.0}``, ``{"3.0"}`` and
+    ``{3}`` all mean the file's ``3`` / ``3.0``, as the file's own values are read. Compared raw,
+    ``--compliance-values 3.0`` matched no row of a CSV of 3.0s, and every row became a refusal."""
+    keys = (_label_key(v) for v in values or ())
+    return frozenset(k for k in keys if k is not None)
+
+
 def check_label_values(refusal_values: Collection[str] | None, compliance_values: Collection[str] | None,
                        names: tuple[str, str] = ("refusal_values", "compliance_values")) -> None:
     """A value may name one class only: checked once per call of :func:`as_labels` or a file read.
@@ -128,7 +136,7 @@ def label_value(value: Any, refusal_values: Collection[str] | None = None,
     """One label as 0 (compliance) / 1 (refusal), or a ValueError saying why it is none.
 
     Accepts the class names, 0/1 and booleans, and a user's own scheme (e.g. the paper's tones):
-    values in ``refusal_values`` / ``compliance_values`` (lower-case). Given one set alone, every
+    values in ``refusal_values`` / ``compliance_values``, given as :func:`label_keys`. Given one set alone, every
     other value is the other class, as the paper counts every tone but ``complied`` as a refusal.
     Given both, a value in neither is an error. A built-in name (``1``, ``true``, ``refusal``, ...)
     outside the given sets keeps its meaning only where that rule agrees: a scheme of refusals
@@ -163,6 +171,7 @@ def label_value(value: Any, refusal_values: Collection[str] | None = None,
 def as_labels(y: Iterable[Any], refusal_values: Collection[str] | None = None,
               compliance_values: Collection[str] | None = None) -> np.ndarray:
     """Labels as 0 (compliance) / 1 (refusal); see :func:`label_value` for what is accepted."""
+    refusal_values, compliance_values = label_keys(refusal_values), label_keys(compliance_values)
     check_label_values(refusal_values, compliance_values)
     out = []
     for i, value in enumerate(y):
@@ -491,7 +500,7 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
         encoder_info = None
         bundled = folder / "encoder"
         if self.features_.use_embeddings:
-            enc_path = resolve_encoder_path(self.features_.encoder)
+            enc_path = self.features_.encoder_folder()
             shipped = enc_path.resolve().parent == shipped_path("encoders").resolve()
             # A model loaded from this folder and saved back into it reads the bundled copy.
             in_place = bundled.is_dir() and bundled.resolve() == enc_path.resolve()
@@ -500,8 +509,10 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
                 shutil.copytree(enc_path, staging / "encoder")
             encoder_info = {
                 "name": self.features_.encoder_name_,
-                "shipped_name": enc_path.name if shipped else None,
+                # The folder's own name: a symbolic link to a shipped encoder has another.
+                "shipped_name": enc_path.resolve().name if shipped else None,
                 "sha256": self.features_.encoder_sha256_,
+                "settings": getattr(self.features_, "encoder_settings_", None),
                 "bundled": keep_bundled,
             }
         if (bundled / "encoder.json").is_file() and not (staging / "encoder").exists():
@@ -577,8 +588,10 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
                 # Absolute: the session opens at the first prediction, maybe after a chdir.
                 model.features_.encoder = str((folder / "encoder").resolve())
             elif info.get("shipped_name"):
-                model.features_.encoder = info["shipped_name"]
-            # get_encoder() checks the sha256 recorded at fit time when the session opens.
+                model.features_.use_shipped_encoder(info["shipped_name"])
+            if info.get("settings") and not getattr(model.features_, "encoder_settings_", None):
+                model.features_.encoder_settings_ = info["settings"]  # a model pickled before they were
+            # get_encoder() checks the sha256 and settings recorded at fit time when the session opens.
         model.metadata_ = manifest.get("metadata") or {}
         model.manifest_ = manifest
         model._set_prediction_threads()
@@ -646,6 +659,8 @@ def _check_manifest_fields(path: Path, manifest: dict[str, Any]) -> None:
             problems.append(f"'encoder.bundled' must be true or false, got {encoder['bundled']!r}")
         if not isinstance(encoder.get("shipped_name") or "", str):
             problems.append(f"'encoder.shipped_name' must be a name or null, got {encoder['shipped_name']!r}")
+        if not isinstance(encoder.get("settings") or {}, dict):
+            problems.append(f"'encoder.settings' must be an object or null, got {encoder['settings']!r}")
     try:
         check_threshold(manifest.get("threshold", 0.5), "'threshold'")
     except ValueError as exc:

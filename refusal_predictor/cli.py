@@ -5,9 +5,11 @@ import argparse
 import contextlib
 import json
 import logging
+import math
 import signal
 import sys
 import threading
+from pathlib import Path
 from typing import Iterator, Sequence
 
 from ._version import __version__
@@ -45,7 +47,9 @@ def _add_label_options(p: argparse.ArgumentParser) -> None:
 
 
 def _value_set(text: str) -> frozenset[str]:
-    values = frozenset(v.strip().lower() for v in text.split(",") if v.strip())
+    from .classifiers import label_keys
+
+    values = label_keys(text.split(","))
     if not values:
         raise argparse.ArgumentTypeError("expected comma-separated label values")
     return values
@@ -94,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-embeddings", action="store_true", help="n-gram features only (no encoder)")
     _add_threads_option(p)
     _add_io_options(p, "response")
+    p.add_argument("--errors", help="where to write skipped rows (default: OUTPUT.errors.jsonl beside the model folder)")
 
     p = sub.add_parser("evaluate", help="accuracy, F1 and AUROC of a model on a labelled file")
     p.add_argument("input", help="labelled file")
@@ -101,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="model folder (default: the shipped one of that kind)")
     _add_label_options(p)
     p.add_argument("--threshold", type=float)
-    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON (an undefined metric is null)")
+    p.add_argument("--errors", help="also write every skipped row, with its line and reason, to this JSON Lines file")
     _add_threads_option(p)
     # None: the field named like --kind, so `bootstrap`'s output (prompt, label) evaluates as is and
     # a log holding both fields never scores its responses with a prompt model.
@@ -226,7 +232,7 @@ def read_labelled(path: str, text_field: str, label_field: str, input_format=Non
                   refusal_values: frozenset[str] | None = None, compliance_values: frozenset[str] | None = None):
     """Texts and 0/1 labels of a labelled file; bad records are reported, not dropped silently."""
     from .classifiers import check_label_values, label_value
-    from .records import BadRecord, get_text, read_all
+    from .records import BadRecord, get_text, raw_of, read_all
 
     options = ("--refusal-values", "--compliance-values")
     check_label_values(refusal_values, compliance_values, options)
@@ -237,33 +243,51 @@ def read_labelled(path: str, text_field: str, label_field: str, input_format=Non
         if isinstance(text, BadRecord):
             bad.append(text)
             continue
+        if label_field not in record:
+            bad.append(BadRecord(line, f"missing field {label_field!r} (fields: {sorted(record)[:10]})", raw_of(record)))
+            continue
         try:
-            label = label_value(record.get(label_field), refusal_values, compliance_values, options)
+            label = label_value(record[label_field], refusal_values, compliance_values, options)
         except ValueError as exc:
-            bad.append(BadRecord(line, f"field {label_field!r} is {record.get(label_field)!r}: {exc}"))
+            bad.append(BadRecord(line, f"field {label_field!r} is {record[label_field]!r}: {exc}", raw_of(record)))
             continue
         texts.append(text)
         labels.append(label)
-    _print_skipped(bad, path, limit=10)
+    bad.sort(key=lambda item: item.line)  # unreadable lines and unusable labels, in file order
     return texts, labels, bad
 
 
-def _print_skipped(bad, path, limit: int = 5) -> None:
+def _report_skipped(bad, path: str, errors_path: str | Path | None, hint: str | None = None) -> None:
+    """The first skipped rows on stderr; all of them in ``errors_path``, when there is one."""
+    from .records import write_bad_records
+
+    written = write_bad_records(errors_path, bad, path) if errors_path is not None else None
+    _print_skipped(bad, path, limit=10, more=f"all {len(bad)} with their reasons in {written}" if written else hint)
+
+
+def _print_skipped(bad, path, limit: int = 5, more: str | None = None) -> None:
     """The first skipped records with their line numbers on stderr; the errors file has them all."""
     for item in bad[:limit]:
         print(f"skipped {item.describe(path)}", file=sys.stderr)
     if len(bad) > limit:
-        print(f"... and {len(bad) - limit} more skipped records", file=sys.stderr)
+        print(f"... and {len(bad) - limit} more skipped records" + (f" ({more})" if more else ""), file=sys.stderr)
 
 
 def _cmd_train_response(args: argparse.Namespace) -> int:
     from .classifiers import ResponseClassifier, check_save_folder
+    from .prompt_training import errors_path_for
 
     check_save_folder(args.output, ResponseClassifier.kind)  # before the training, not after it
     model = ResponseClassifier(head=args.head, encoder=args.encoder, use_embeddings=not args.no_embeddings)
     features = None if args.threads is None else model.make_features(args.threads)  # checked before the file is read
     texts, labels, bad = read_labelled(args.input, args.text_field, args.label_field, args.input_format, args.encoding,
                                        args.refusal_values, args.compliance_values)
+    _report_skipped(bad, args.input, errors_path_for(args.output) if args.errors is None else args.errors)
+    refusals, needed = sum(labels), model.min_examples_per_class()
+    if min(refusals, len(labels) - refusals) < needed:  # before any feature is fitted on them
+        raise ValueError(f"{args.input}: training needs at least {needed} usable rows of each class; found "
+                         f"{refusals} refusal and {len(labels) - refusals} compliance ({len(bad)} rows skipped; text "
+                         f"field {args.text_field!r}, label field {args.label_field!r})")
     model.fit(texts, labels, features=None if features is None else features.fit(texts))
     labels_read = {"label_field": args.label_field,
                    "refusal_values": sorted(args.refusal_values or ()), "compliance_values": sorted(args.compliance_values or ())}
@@ -287,6 +311,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     text_field = args.kind if args.text_field is None else args.text_field
     texts, labels, bad = read_labelled(args.input, text_field, args.label_field, args.input_format, args.encoding,
                                        args.refusal_values, args.compliance_values)
+    _report_skipped(bad, args.input, args.errors, hint="--errors FILE keeps them all")
     if not texts:
         print(f"error: {args.input} holds no usable labelled records (text field {text_field!r}, "
               f"label field {args.label_field!r}); nothing to evaluate", file=sys.stderr)
@@ -298,7 +323,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     metrics = binary_metrics(labels, model.refusal_probability(texts), model.threshold if args.threshold is None else args.threshold)
     metrics["skipped"] = len(bad)
     if args.json:
-        print(json.dumps(metrics, indent=2))
+        # null, not NaN: NaN is not JSON, and strict parsers (JavaScript's JSON.parse) refuse it.
+        print(json.dumps({k: None if isinstance(v, float) and math.isnan(v) else v for k, v in metrics.items()}, indent=2))
     else:
         for key, value in metrics.items():
             print(f"{key:>14}: {value:.4f}" if isinstance(value, float) else f"{key:>14}: {value}")

@@ -311,6 +311,14 @@ class OnnxEncoder:
         self.dimension: int = manifest["dimension"]
         self.max_seq_length: int = manifest["max_seq_length"]
         self.sha256: str = manifest["files"][MODEL_FILE]
+        # What else decides an embedding: one model.onnx exported at 256 and at 512 tokens is the
+        # same file, so its sha256 alone let a model score with the other length (0.125 -> 0.057).
+        self.settings: dict[str, Any] = {
+            "tokenizer_sha256": manifest["files"][TOKENIZER_FILE],
+            "max_seq_length": self.max_seq_length,
+            "pooling": manifest.get("pooling", "mean"),
+            "normalize": manifest["normalize"],
+        }
         self.providers: list[str] = session.get_providers()
         self._normalize: bool = manifest["normalize"]
         self._output_name = session.get_outputs()[0].name

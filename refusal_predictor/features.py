@@ -9,6 +9,7 @@ how it ends.
 """
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 from pathlib import Path
@@ -52,11 +53,16 @@ def resolve_encoder_path(encoder: str | PathLike | None) -> Path:
     candidate = Path(encoder)
     if candidate.is_dir():
         return candidate
-    shipped = shipped_path("encoders", str(encoder))
+    return shipped_encoder_path(str(encoder), "neither a folder nor a shipped encoder name")
+
+
+def shipped_encoder_path(name: str, problem: str = "not a shipped encoder name") -> Path:
+    """The packaged encoder folder of that name, never a folder of the working directory."""
+    shipped = shipped_path("encoders", name)
     if shipped.is_dir():
         return shipped
     raise FileNotFoundError(
-        f"encoder {str(encoder)!r} is neither a folder nor a shipped encoder name; "
+        f"encoder {name!r} is {problem}; "
         f"shipped: {sorted(p.name for p in shipped_path('encoders').glob('*') if p.is_dir())}"
     )
 
@@ -105,8 +111,15 @@ class TextFeatures(TransformerMixin, BaseEstimator):
     # -- the encoder is a resource, not a parameter: opened on demand, dropped when pickled --
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        for name in ("_encoder", "_cache", "_ngram_names"):
+        for name in ("_encoder", "_cache", "_ngram_names", "_shipped_encoder"):
             state.pop(name, None)
+        vectorizer = state.get("vectorizer_")
+        if vectorizer is not None and "_stop_words_id" in vectorizer.__dict__:
+            # scikit-learn caches id(stop_words), a memory address that changes with every process,
+            # so two identical trainings wrote different model.joblib bytes; it is recomputed on use.
+            vectorizer = copy.copy(vectorizer)
+            del vectorizer._stop_words_id
+            state["vectorizer_"] = vectorizer
         return state
 
     def get_encoder(self) -> OnnxEncoder:
@@ -117,10 +130,26 @@ class TextFeatures(TransformerMixin, BaseEstimator):
             with _OPENING:
                 encoder = getattr(self, "_encoder", None)
                 if encoder is None:
-                    encoder = OnnxEncoder.load(resolve_encoder_path(self.encoder), **getattr(self, "_encoder_options", {}))
+                    encoder = OnnxEncoder.load(self.encoder_folder(), **getattr(self, "_encoder_options", {}))
                     self._check_encoder(encoder)
                     self._encoder = encoder
         return encoder
+
+    def encoder_folder(self) -> Path:
+        """The encoder folder this model opens.
+
+        A model whose manifest names a shipped encoder is pinned to the packaged folder by
+        :meth:`use_shipped_encoder`: resolved as a plain name, a same-named folder in the working
+        directory came first, and an empty one there broke the shipped models.
+        """
+        pinned = getattr(self, "_shipped_encoder", None)
+        if pinned is not None and pinned == self.encoder:
+            return shipped_encoder_path(pinned)
+        return resolve_encoder_path(self.encoder)
+
+    def use_shipped_encoder(self, name: str) -> None:
+        """Open the packaged encoder ``name`` (until ``encoder`` is set to something else)."""
+        self.encoder = self._shipped_encoder = name
 
     def _check_encoder(self, encoder: OnnxEncoder) -> None:
         expected = getattr(self, "encoder_sha256_", None)
@@ -129,6 +158,13 @@ class TextFeatures(TransformerMixin, BaseEstimator):
                 f"encoder {encoder.name!r} ({encoder.path}) has sha256 {encoder.sha256[:12]}..., but this "
                 f"model was trained with {expected[:12]}... ({self.encoder}); load the encoder it was trained with"
             )
+        # Models saved before the settings were recorded check the weights' sha256 only.
+        recorded = getattr(self, "encoder_settings_", None) or {}
+        differ = {k: (v, encoder.settings.get(k)) for k, v in recorded.items() if encoder.settings.get(k) != v}
+        if differ:
+            detail = "; ".join(f"{k} {got!r}, trained with {want!r}" for k, (want, got) in differ.items())
+            raise ValueError(f"encoder {encoder.name!r} ({encoder.path}) has the weights this model was trained "
+                             f"with but other settings ({detail}); load the encoder it was trained with")
 
     def set_encoder(self, encoder: OnnxEncoder) -> None:
         """Use an already open encoder: one session shared by models trained with the same encoder.
@@ -180,6 +216,7 @@ class TextFeatures(TransformerMixin, BaseEstimator):
         if self.use_embeddings:
             encoder = self.get_encoder()
             self.encoder_sha256_ = encoder.sha256
+            self.encoder_settings_ = dict(encoder.settings)
             self.encoder_name_ = encoder.name
             self.embedding_dim_ = encoder.dimension
         self.n_features_out_ = self._n_ngrams() + (

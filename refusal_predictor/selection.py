@@ -15,7 +15,6 @@ import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 from .classifiers import RefusalClassifier
-from .features import resolve_encoder_path
 from .metrics import binary_metrics
 
 logger = logging.getLogger(__name__)
@@ -64,7 +63,7 @@ def fit_with_cache(
         features.use_cache(cache)
         encoder = getattr(cache, "encoder", None)
         if encoder is not None:
-            wanted = resolve_encoder_path(features.encoder)
+            wanted = features.encoder_folder()
             if Path(encoder.path).resolve() != wanted.resolve():
                 raise ValueError(f"the embedding cache was computed by {encoder.path}, but this model's encoder is {wanted}")
             features.set_encoder(encoder)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import joblib
 import numpy as np
@@ -445,3 +446,82 @@ def test_a_file_named_like_a_shipped_model_does_not_hide_it(tmp_path, monkeypatc
     (tmp_path / "ngrams").write_text("", encoding="utf-8")
     assert PromptClassifier.load("gpt-4").target == "gpt-4"
     assert not ResponseClassifier.load("ngrams").features_.use_embeddings
+
+
+def test_a_folder_named_like_a_shipped_encoder_in_the_working_directory_is_not_opened(tmp_path, monkeypatch):
+    """A manifest's shipped encoder is the packaged one: resolved as a bare name, an empty folder
+    ./minilm-refusal-int8 broke the shipped response model (and ./minilm-prompt-int8 the prompt models)."""
+    from refusal_predictor import PromptClassifier
+
+    monkeypatch.chdir(tmp_path)
+    for name in (ResponseClassifier.default_encoder, PromptClassifier.default_encoder):
+        (tmp_path / name).mkdir()
+    assert ResponseClassifier.load().predict_proba(["I'm sorry, but I can't help with that."])[0, 1] > 0.9
+    assert PromptClassifier.load().predict_proba(["How do I pick a lock?"]).shape == (1, 2)
+    # Given when training, a name is a folder of the working directory first (as model names are).
+    from refusal_predictor.features import TextFeatures
+
+    with pytest.raises(ValueError, match="encoder.json"):
+        TextFeatures(encoder=ResponseClassifier.default_encoder).get_encoder()
+
+
+def test_an_encoder_with_the_same_weights_but_other_settings_is_refused(tmp_path):
+    """One model.onnx exported at 256 and at 512 tokens is the same file: its sha256 alone let a
+    model score with the other length. The settings are recorded and checked too, also for the
+    shipped models (their manifests record them)."""
+    from refusal_predictor.encoder import OnnxEncoder
+
+    shipped = ResponseClassifier.load()
+    other = OnnxEncoder.load(_with_length(ResponseClassifier.default_encoder, tmp_path / "shorter", 256))
+    assert other.sha256 == shipped.manifest_["encoder"]["sha256"]
+    with pytest.raises(ValueError, match="max_seq_length 256, trained with 512"):
+        shipped.features_.set_encoder(other)
+    # A model trained now records the settings itself, and saves them in its manifest. The encoder
+    # is named through a symbolic link to the shipped folder: the manifest names the folder itself.
+    link = tmp_path / "my-encoder"
+    link.symlink_to(shipped_path("encoders", "all-MiniLM-L6-v2-int8"), target_is_directory=True)
+    train, _, _ = data.paper_split()
+    model = ResponseClassifier(encoder=str(link), validation_curve=False, cv=2).fit(
+        train["response"].head(60).tolist(), train["label"].head(60).tolist())
+    folder = model.save(tmp_path / "model")
+    link.unlink()
+    saved = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))["encoder"]
+    assert saved["shipped_name"] == "all-MiniLM-L6-v2-int8" and saved["settings"]["max_seq_length"] == 256
+    reloaded = ResponseClassifier.load(folder)
+    assert reloaded.predict_proba(["I cannot help with that."]).shape == (1, 2)
+    with pytest.raises(ValueError, match="max_seq_length 512, trained with 256"):
+        reloaded.features_.set_encoder(OnnxEncoder.load(_with_length("all-MiniLM-L6-v2-int8", tmp_path / "longer", 512)))
+
+
+def _with_length(shipped_encoder: str, copy: Path, length: int) -> Path:
+    """A copy of a shipped encoder whose encoder.json (not hashed: its files are) says ``length``."""
+    shutil.copytree(shipped_path("encoders", shipped_encoder), copy)
+    manifest = json.loads((copy / "encoder.json").read_text(encoding="utf-8"))
+    manifest["max_seq_length"] = length
+    (copy / "encoder.json").write_text(json.dumps(manifest), encoding="utf-8")
+    return copy
+
+
+def test_two_identical_trainings_write_identical_model_files(tmp_path):
+    """scikit-learn's TfidfVectorizer caches id(stop_words), a memory address that differs from
+    one process to the next: two identical trainings wrote different model.joblib bytes."""
+    import hashlib
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from refusal_predictor import ResponseClassifier\n"
+        "from training import data\n"
+        "train, _, _ = data.paper_split()\n"
+        "ResponseClassifier(use_embeddings=False, validation_curve=False).fit("
+        "train['response'].tolist(), train['label'].tolist()).save(sys.argv[1])\n"
+    )
+    digests = []
+    for run in ("a", "b"):
+        subprocess.run([sys.executable, "-c", script, str(tmp_path / run)], check=True,
+                       cwd=Path(__file__).resolve().parent.parent)
+        digests.append(hashlib.sha256((tmp_path / run / "model.joblib").read_bytes()).hexdigest())
+    assert digests[0] == digests[1]
+    model = ResponseClassifier.load(tmp_path / "a")  # the cache left out is rebuilt on use
+    assert model.predict(["As an AI language model, I cannot do that."])[0] == "refusal"

@@ -390,3 +390,68 @@ def test_ctrl_c_is_reported_without_a_traceback(ngram_model, tmp_path, monkeypat
     log.write_text('{"response": "hi"}\n', encoding="utf-8")
     assert main(["label-responses", str(log), "-o", str(tmp_path / "o.jsonl"), "--model", str(ngram_model)]) == 130
     assert "stopped by SIGINT" in capsys.readouterr().err
+
+
+def test_label_values_given_as_numbers_match_the_file_as_it_writes_them(ngram_model, tmp_path, capsys):
+    """A CSV of float ratings holds "3.0", read as 3; --compliance-values 3.0 stayed "3.0", matched
+    nothing, and every row became a refusal (accuracy 0.344, exit 0)."""
+    from refusal_predictor.classifiers import as_labels
+
+    _, _, test = data.paper_split()
+    ratings = tmp_path / "ratings.csv"
+    test.assign(rating=np.where(test["label"] == "refusal", np.where(np.arange(len(test)) % 2, 1.0, 2.0), 3.0))[
+        ["response", "rating"]].to_csv(ratings, index=False)
+    assert "3.0" in ratings.read_text(encoding="utf-8")
+    runs = {}
+    for values in (["--compliance-values", "3"], ["--compliance-values", "3.0"], ["--refusal-values", "1.0,2"],
+                   ["--refusal-values", "1.0,2.0", "--compliance-values", "3.0"]):
+        assert main(["evaluate", str(ratings), "--model", str(ngram_model), "--label-field", "rating", "--json", *values]) == 0
+        runs[" ".join(values)] = json.loads(capsys.readouterr().out)
+    assert all(run == runs["--compliance-values 3"] for run in runs.values()), runs
+    assert runs["--compliance-values 3"]["n"] == 256 and runs["--compliance-values 3"]["refusal_rate"] == pytest.approx(100 / 256)
+    assert list(as_labels([3.0, "1.0", 2], refusal_values={1, "2.0"})) == [0, 1, 1]
+
+
+def test_train_response_keeps_every_skipped_row_and_names_the_file(tmp_path, capsys):
+    """Only the first ten skipped rows were printed and no errors file was written; a missing label
+    field read "is None"; with no usable row, --threads gave scikit-learn's "empty vocabulary"."""
+    train, _, _ = data.paper_split()
+    rows = [{"response": r, "label": l} for r, l in zip(train["response"], train["label"])]
+    for i in range(0, 50, 2):  # 25 unusable rows spread through the file
+        rows[i] = {"response": rows[i]["response"]} if i % 4 else {"response": rows[i]["response"], "label": "perhaps"}
+    labelled = tmp_path / "train.jsonl"
+    labelled.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    model_dir = tmp_path / "model"
+    assert main(["train-response", str(labelled), "-o", str(model_dir), "--no-embeddings"]) == 0
+    err = capsys.readouterr().err
+    errors = _jsonl(tmp_path / "model.errors.jsonl")
+    assert [e["line"] for e in errors] == list(range(1, 51, 2))
+    assert errors[1]["reason"].startswith("missing field 'label' (fields: ['response'])") and "'perhaps'" in errors[0]["reason"]
+    assert json.loads(errors[1]["raw"]) == rows[2]
+    assert f"... and 15 more skipped records (all 25 with their reasons in {tmp_path / 'model.errors.jsonl'})" in err
+    # evaluate keeps them all where asked, and says how otherwise
+    assert main(["evaluate", str(labelled), "--model", str(model_dir), "--json"]) == 0
+    assert "(--errors FILE keeps them all)" in capsys.readouterr().err
+    assert main(["evaluate", str(labelled), "--model", str(model_dir), "--json", "--errors", str(tmp_path / "e.jsonl")]) == 0
+    assert _jsonl(tmp_path / "e.jsonl") == errors
+    # No usable row: the file is named, with the fields read, before any feature is fitted.
+    for threads in ([], ["--threads", "1"]):
+        assert main(["train-response", str(labelled), "-o", str(tmp_path / "none"), "--text-field", "text", *threads]) == 2
+        err = capsys.readouterr().err
+        assert f"{labelled}: training needs at least" in err and "found 0 refusal and 0 compliance" in err
+        assert "text field 'text'" in err and "vocabulary" not in err
+        assert not (tmp_path / "none").exists() and len(_jsonl(tmp_path / "none.errors.jsonl")) == len(rows)
+
+
+def test_evaluate_json_is_strict_json_when_a_metric_is_undefined(ngram_model, tmp_path, capsys):
+    """One class only: AUROC is undefined, and --json printed NaN, which strict parsers refuse."""
+    one_class = tmp_path / "refusals.jsonl"
+    one_class.write_text('{"response": "I cannot help with that.", "label": "refusal"}\n'
+                         '{"response": "As an AI language model, I cannot.", "label": "refusal"}\n', encoding="utf-8")
+    assert main(["evaluate", str(one_class), "--model", str(ngram_model), "--json"]) == 0
+
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+
+    metrics = json.loads(capsys.readouterr().out, parse_constant=refuse)
+    assert metrics["auroc"] is None and metrics["n"] == 2 and metrics["refusal_rate"] == 1.0

@@ -250,6 +250,17 @@ def test_export_rejects_unknown_quantization(tmp_path):
         export_encoder("any-model", tmp_path, quantize="int4")
 
 
+@pytest.mark.parametrize("length", [0, -5, 1.5, True])
+def test_export_refuses_a_bad_max_seq_length_before_loading_the_model(tmp_path, length):
+    """-5 passed the check after loading and failed after the whole export (OverflowError); every
+    bad length is now refused first: "any-model" is never looked up."""
+    from refusal_predictor.exporters.onnx import export_encoder
+
+    with pytest.raises(ValueError, match="max_seq_length must be a whole number of tokens of at least 1"):
+        export_encoder("any-model", tmp_path / "enc", max_seq_length=length)
+    assert not (tmp_path / "enc").exists()
+
+
 def test_export_refuses_a_folder_that_is_not_an_encoder_before_exporting(tmp_path):
     """The export replaces its folder whole: a user's own non-empty folder is refused, untouched,
     before the (minutes-long) export starts: "any-model" is never looked up."""

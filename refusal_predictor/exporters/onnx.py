@@ -103,6 +103,11 @@ def export_encoder(
     """
     if quantize not in _MIN_COSINE:
         raise ValueError(f"quantize must be 'int8' or None, got {quantize!r}")
+    if max_seq_length is not None and (isinstance(max_seq_length, bool) or not isinstance(max_seq_length, int)
+                                       or max_seq_length < 1):
+        # Checked before the model loads: a negative length passed the later check and failed
+        # after the whole export, with an OverflowError from the tokenizer.
+        raise ValueError(f"max_seq_length must be a whole number of tokens of at least 1, got {max_seq_length!r}")
     output_dir = check_export_folder(output_dir)
     try:
         import onnx
@@ -124,7 +129,7 @@ def export_encoder(
     if max_seq_length is None:
         max_seq_length = st_model.max_seq_length
     limit = getattr(config, "max_position_embeddings", None)
-    if not max_seq_length or (limit and max_seq_length > limit):
+    if max_seq_length < 1 or (limit and max_seq_length > limit):
         raise ValueError(f"max_seq_length {max_seq_length} is not within the model's {limit} positions")
     st_model.max_seq_length = max_seq_length
 
