@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 import shutil
 import warnings
 from pathlib import Path
@@ -98,19 +99,27 @@ def is_blank(text: str) -> bool:
     return not text.translate(_INVISIBLE).strip()
 
 
+_BOOLEAN_WORDS = {"true": "1", "false": "0"}
+
+
 def _label_key(value: Any) -> str | None:
-    """A label value as a lower-case key, numbers by their whole value, so ``True``, ``1``, ``1.0``
-    and ``"1.0"`` (a CSV export of float labels) are one value; None, NaN or blank is no label."""
+    """A label value as a lower-case key, numbers by their value, so ``True``, ``"true"``, ``1``,
+    ``1.0`` and ``"1.0"`` (a CSV export of float labels) are one value, and ``2.5`` and ``"2.50"``
+    another; None, NaN or blank is no label."""
     if isinstance(value, (bool, np.bool_)):
         value = int(value)
     if value is None or (isinstance(value, (float, np.floating)) and np.isnan(value)):
         return None
     key = str(value).strip().lower()
+    if key in _BOOLEAN_WORDS:  # a JSON or Parquet boolean is read as 1/0: its spelling in a CSV too
+        return _BOOLEAN_WORDS[key]
     try:
         number = float(key)
     except ValueError:
         return key or None
-    return str(int(number)) if number.is_integer() else key
+    if not math.isfinite(number):
+        return key
+    return str(int(number)) if number.is_integer() else repr(number)
 
 
 def label_keys(values: Iterable[Any] | None) -> frozenset[str]:

@@ -276,13 +276,17 @@ def _print_skipped(bad, path, limit: int = 5, more: str | None = None) -> None:
 def _cmd_train_response(args: argparse.Namespace) -> int:
     from .classifiers import ResponseClassifier, check_save_folder
     from .prompt_training import errors_path_for
+    from .records import check_errors_outside, check_paths
 
+    errors = errors_path_for(args.output) if args.errors is None else Path(args.errors)
+    check_paths(args.input, errors=errors, input_format=args.input_format)  # never the input, which it would replace
+    check_errors_outside(errors, args.output)
     check_save_folder(args.output, ResponseClassifier.kind)  # before the training, not after it
     model = ResponseClassifier(head=args.head, encoder=args.encoder, use_embeddings=not args.no_embeddings)
     features = None if args.threads is None else model.make_features(args.threads)  # checked before the file is read
     texts, labels, bad = read_labelled(args.input, args.text_field, args.label_field, args.input_format, args.encoding,
                                        args.refusal_values, args.compliance_values)
-    _report_skipped(bad, args.input, errors_path_for(args.output) if args.errors is None else args.errors)
+    _report_skipped(bad, args.input, errors)
     refusals, needed = sum(labels), model.min_examples_per_class()
     if min(refusals, len(labels) - refusals) < needed:  # before any feature is fitted on them
         raise ValueError(f"{args.input}: training needs at least {needed} usable rows of each class; found "
@@ -307,6 +311,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         from .thresholds import check_threshold
 
         check_threshold(args.threshold)
+    if args.errors is not None:
+        from .records import check_paths
+
+        check_paths(args.input, errors=args.errors, input_format=args.input_format)  # never the input
     model = _configured(cls.load(args.model), args)
     text_field = args.kind if args.text_field is None else args.text_field
     texts, labels, bad = read_labelled(args.input, text_field, args.label_field, args.input_format, args.encoding,

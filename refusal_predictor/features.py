@@ -111,7 +111,7 @@ class TextFeatures(TransformerMixin, BaseEstimator):
     # -- the encoder is a resource, not a parameter: opened on demand, dropped when pickled --
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        for name in ("_encoder", "_cache", "_ngram_names", "_shipped_encoder"):
+        for name in ("_encoder", "_cache", "_ngram_names"):  # the shipped-encoder pin is kept: a copy scores alike
             state.pop(name, None)
         vectorizer = state.get("vectorizer_")
         if vectorizer is not None and "_stop_words_id" in vectorizer.__dict__:

@@ -765,6 +765,15 @@ def check_paths(input_path: PathLike, output: PathLike | None = None, errors: Pa
         require_pyarrow("writing")
 
 
+def check_errors_outside(errors: PathLike, model_folder: PathLike) -> None:
+    """Refuse, before any work, an errors file at or inside the model folder a run will save: it is
+    written first, and ``save()`` then refused the folder it made, after the whole training."""
+    errors_path, folder = Path(errors).resolve(), Path(model_folder).resolve()
+    if errors_path == folder or folder in errors_path.parents:
+        raise ValueError(f"the errors file {errors} is in the model folder {model_folder}, which must hold the "
+                         f"model alone; choose a path outside it")
+
+
 def find_field(path: PathLike, names: Sequence[str], fmt: str | None = None,
                encoding: str = "utf-8") -> tuple[int, str] | None:
     """The first ``(line, name)`` at which a record of ``path`` already holds one of ``names``.

@@ -458,6 +458,13 @@ def test_a_folder_named_like_a_shipped_encoder_in_the_working_directory_is_not_o
         (tmp_path / name).mkdir()
     assert ResponseClassifier.load().predict_proba(["I'm sorry, but I can't help with that."])[0, 1] > 0.9
     assert PromptClassifier.load().predict_proba(["How do I pick a lock?"]).shape == (1, 2)
+    import copy
+    import pickle
+
+    for copied in (pickle.loads(pickle.dumps(ResponseClassifier.load())), copy.deepcopy(ResponseClassifier.load())):
+        assert copied.predict_proba(["I'm sorry, but I can't help with that."])[0, 1] > 0.9  # worker processes
+        folder = copied.save(tmp_path / "saved")
+        assert json.loads((folder / "manifest.json").read_text(encoding="utf-8"))["encoder"]["bundled"] is False
     # Given when training, a name is a folder of the working directory first (as model names are).
     from refusal_predictor.features import TextFeatures
 

@@ -455,3 +455,27 @@ def test_evaluate_json_is_strict_json_when_a_metric_is_undefined(ngram_model, tm
 
     metrics = json.loads(capsys.readouterr().out, parse_constant=refuse)
     assert metrics["auroc"] is None and metrics["n"] == 2 and metrics["refusal_rate"] == 1.0
+
+
+def test_label_values_compare_fractions_and_booleans_by_value():
+    from refusal_predictor.classifiers import as_labels
+
+    assert list(as_labels([2.5, "2.50", 0.1, 1.0], compliance_values={"2.5", "1e-1"})) == [0, 0, 0, 1]
+    assert list(as_labels([True, False, "True", "false"], refusal_values={"true"}, compliance_values={"FALSE"})) == [1, 0, 1, 0]
+
+
+def test_an_errors_file_over_the_input_or_in_the_model_folder_is_refused_first(tmp_path, capsys):
+    """--errors the input replaced the user's labelled file with its errors (exit 0); --errors in
+    the new model folder made it, so save() refused that folder after the whole training."""
+    labelled = tmp_path / "labelled.jsonl"
+    labelled.write_text('{"response": "I cannot help.", "label": "refusal"}\n{"response": "x", "label": "maybe"}\n',
+                        encoding="utf-8")
+    before = labelled.read_bytes()
+    assert main(["evaluate", str(labelled), "--model", "ngrams", "--errors", str(labelled)]) == 2
+    assert main(["train-response", str(labelled), "-o", str(tmp_path / "m"), "--errors", str(labelled)]) == 2
+    assert "is the input file" in capsys.readouterr().err and labelled.read_bytes() == before
+    for errors in (tmp_path / "m", tmp_path / "m" / "skipped.jsonl"):
+        assert main(["train-response", str(labelled), "-o", str(tmp_path / "m"), "--errors", str(errors)]) == 2
+        assert main(["train-prompt", str(labelled), "--target-name", "x", "-o", str(tmp_path / "m"), "--errors", str(errors)]) == 2
+        assert capsys.readouterr().err.count("is in the model folder") == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labelled.jsonl"]
