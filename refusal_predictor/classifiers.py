@@ -347,6 +347,19 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
             n += 1
         return max(n, self.cv)
 
+    def check_class_counts(self, labels: Iterable[Any]) -> tuple[int, int]:
+        """(refusals, compliances) of 0/1 labels, or a ValueError when ``fit`` could not use them."""
+        labels = np.asarray(list(labels), dtype=np.int64)
+        n_ref = int(labels.sum())
+        n_comp = len(labels) - n_ref
+        needed = self.min_examples_per_class()
+        if min(n_ref, n_comp) < needed:
+            raise ValueError(
+                f"training needs at least {needed} examples of each class; found {n_ref} refusal "
+                f"and {n_comp} compliance"
+            )
+        return n_ref, n_comp
+
     # ------------------------------------------------------------------ scikit-learn API
     def fit(self, X: str | Iterable[str], y: Iterable[Any], sample_weight=None, features=None,
             validation_rows=None):
@@ -363,15 +376,7 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
         labels = as_labels(y)
         if len(texts) != len(labels):
             raise ValueError(f"{len(texts)} texts but {len(labels)} labels")
-        n_ref = int(labels.sum())
-        n_comp = len(labels) - n_ref
-        min_class = min(n_ref, n_comp)
-        needed = self.min_examples_per_class()
-        if min_class < needed:
-            raise ValueError(
-                f"training needs at least {needed} examples of each class; found {n_ref} refusal "
-                f"and {n_comp} compliance"
-            )
+        n_ref, n_comp = self.check_class_counts(labels)
         self.features_ = features if features is not None else self.make_features().fit(texts)
         matrix = self.features_.transform(texts)
         fit_kwargs = {} if sample_weight is None else {"sample_weight": np.asarray(sample_weight)}

@@ -276,22 +276,22 @@ def _print_skipped(bad, path, limit: int = 5, more: str | None = None) -> None:
 def _cmd_train_response(args: argparse.Namespace) -> int:
     from .classifiers import ResponseClassifier, check_save_folder
     from .prompt_training import errors_path_for
-    from .records import check_errors_outside, check_paths
+    from .records import check_paths
 
     errors = errors_path_for(args.output) if args.errors is None else Path(args.errors)
-    check_paths(args.input, errors=errors, input_format=args.input_format)  # never the input, which it would replace
-    check_errors_outside(errors, args.output)
+    # never the input, which it would replace, nor in the model folder
+    check_paths(args.input, errors=errors, input_format=args.input_format, model_folder=args.output)
     check_save_folder(args.output, ResponseClassifier.kind)  # before the training, not after it
     model = ResponseClassifier(head=args.head, encoder=args.encoder, use_embeddings=not args.no_embeddings)
     features = None if args.threads is None else model.make_features(args.threads)  # checked before the file is read
     texts, labels, bad = read_labelled(args.input, args.text_field, args.label_field, args.input_format, args.encoding,
                                        args.refusal_values, args.compliance_values)
     _report_skipped(bad, args.input, errors)
-    refusals, needed = sum(labels), model.min_examples_per_class()
-    if min(refusals, len(labels) - refusals) < needed:  # before any feature is fitted on them
-        raise ValueError(f"{args.input}: training needs at least {needed} usable rows of each class; found "
-                         f"{refusals} refusal and {len(labels) - refusals} compliance ({len(bad)} rows skipped; text "
-                         f"field {args.text_field!r}, label field {args.label_field!r})")
+    try:
+        model.check_class_counts(labels)  # before --threads' features are fitted on them
+    except ValueError as exc:
+        raise ValueError(f"{args.input}: {exc} ({len(bad)} rows skipped; text field {args.text_field!r}, "
+                         f"label field {args.label_field!r})") from None
     model.fit(texts, labels, features=None if features is None else features.fit(texts))
     labels_read = {"label_field": args.label_field,
                    "refusal_values": sorted(args.refusal_values or ()), "compliance_values": sorted(args.compliance_values or ())}

@@ -20,7 +20,7 @@ from .bootstrap import BootstrapReport, bootstrap_records, label_confidence, mer
 from .classifiers import HEADS, ResponseClassifier, check_save_folder
 from .metrics import binary_metrics
 from .prompt import PromptClassifier, write_model_card
-from .records import check_errors_outside, check_paths, read_records, write_bad_records
+from .records import check_paths, read_records, write_bad_records
 from .selection import embedding_cache, fit_with_cache, select
 
 logger = logging.getLogger(__name__)
@@ -102,8 +102,7 @@ def train_prompt_model(
     errors_file = Path(errors_path) if errors_path else errors_path_for(output_dir)
     if not 0.0 < test_size < 1.0:
         raise ValueError(f"test_size must be a fraction between 0 and 1 (exclusive), got {test_size}")
-    check_paths(log_path, errors=errors_file, input_format=input_format)
-    check_errors_outside(errors_file, output_dir)
+    check_paths(log_path, errors=errors_file, input_format=input_format, model_folder=output_dir)
     check_save_folder(output_dir, PromptClassifier.kind)
     rc = ResponseClassifier.load(response_model)
     if num_threads is not None:

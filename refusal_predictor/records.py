@@ -741,13 +741,16 @@ def check_replaceable_folder(path: PathLike, manifest: str, fmt: str, what: str)
 
 
 def check_paths(input_path: PathLike, output: PathLike | None = None, errors: PathLike | None = None, *,
-                input_format: str | None = None, output_format: str | None = None) -> None:
+                input_format: str | None = None, output_format: str | None = None,
+                model_folder: PathLike | None = None) -> None:
     """Refuse, before any work is done, outputs that would overwrite the input or each other, and
     formats that cannot be read or written here.
 
     Writing the output over the input would lose every record the run skips, and an errors file
     over the output would replace the results. A Parquet output without pyarrow would fail only
-    after every record was scored.
+    after every record was scored. An errors file at or inside ``model_folder`` (the folder a
+    training run saves) is written first, and ``save()`` then refused the folder it made, after
+    the whole training.
     """
     source = Path(input_path)
     if not source.is_file():
@@ -759,19 +762,15 @@ def check_paths(input_path: PathLike, output: PathLike | None = None, errors: Pa
         check_output_path(path, what)
     if len(named) == 2 and _same_file(named[0][1], named[1][1]):
         raise ValueError(f"the errors file {named[1][1]} is the output {named[0][1]}: choose another path")
+    if errors is not None and model_folder is not None:
+        errors_path, folder = Path(errors).resolve(), Path(model_folder).resolve()
+        if errors_path == folder or folder in errors_path.parents:
+            raise ValueError(f"the errors file {errors} is in the model folder {model_folder}, which must hold the "
+                             f"model alone; choose a path outside it")
     if detect_format(source, input_format) == "parquet":
         require_pyarrow("reading")
     if output is not None and detect_format(output, output_format) == "parquet":
         require_pyarrow("writing")
-
-
-def check_errors_outside(errors: PathLike, model_folder: PathLike) -> None:
-    """Refuse, before any work, an errors file at or inside the model folder a run will save: it is
-    written first, and ``save()`` then refused the folder it made, after the whole training."""
-    errors_path, folder = Path(errors).resolve(), Path(model_folder).resolve()
-    if errors_path == folder or folder in errors_path.parents:
-        raise ValueError(f"the errors file {errors} is in the model folder {model_folder}, which must hold the "
-                         f"model alone; choose a path outside it")
 
 
 def find_field(path: PathLike, names: Sequence[str], fmt: str | None = None,
