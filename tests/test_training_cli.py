@@ -147,6 +147,26 @@ def test_evaluate_refuses_to_write_cards_from_another_response_models_labels(tmp
     evaluate_prompt.check_cards_labelled_by(ResponseClassifier.load())  # the shipped ones agree
 
 
+def test_evaluate_loads_the_labels_model_once_for_the_card_check_and_the_report(tmp_path, monkeypatch):
+    """``--write-cards`` checks the cards against the labels model up front; the report then
+    bootstraps with that same loaded model instead of loading it a second time."""
+    from training import evaluate, evaluate_prompt
+
+    loads, given = [], []
+    real_load = ResponseClassifier.load.__func__
+
+    def counting_load(cls, path=None, **kwargs):
+        loads.append(path)
+        return real_load(cls, path, **kwargs)
+
+    monkeypatch.setattr(ResponseClassifier, "load", classmethod(counting_load))
+    monkeypatch.setattr(evaluate_prompt, "prompt_report", lambda *a, **kw: given.append(kw["response_model"]) or {})
+    monkeypatch.setattr(evaluate_prompt, "write_card_evaluations", lambda results, root: [])
+    evaluate.main(["--data-dir", str(tmp_path), "--part", "prompt", "--write-cards", "--plot", str(tmp_path / "p.png")])
+    assert loads == [None]
+    assert len(given) == 1 and isinstance(given[0], ResponseClassifier)
+
+
 def test_train_prompt_labels_only_writes_the_labels_and_trains_nothing(tmp_path, monkeypatch, capsys):
     import pandas as pd
 

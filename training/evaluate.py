@@ -232,10 +232,11 @@ def response_report(data_dir: Path, model_path: Path | None = None, lomo_embeddi
     return {"paper_split": paper_rows, "tones": tone_rows_, "short_answers": short_rows, "xstest_lomo": lomo_rows}
 
 
-def check_arguments(args: argparse.Namespace) -> None:
+def check_arguments(args: argparse.Namespace) -> ResponseClassifier | None:
     """Refuse up front what the run would trip over at its end (the report takes up to an hour):
     an output in a missing folder, model folders that are not there, and cards that would get
-    metrics from labels another response model made."""
+    metrics from labels another response model made. Returns the labels model when the card
+    check loaded it, so that the prompt part does not load it again."""
     prompt_part = args.part in ("prompt", "all") and not args.write_cards_from
     from .train_prompt import check_writable_file
 
@@ -258,7 +259,10 @@ def check_arguments(args: argparse.Namespace) -> None:
     if prompt_part and args.write_cards:
         from .evaluate_prompt import check_cards_labelled_by
 
-        check_cards_labelled_by(ResponseClassifier.load(args.labels_model), args.prompt_models)
+        labels_model = ResponseClassifier.load(args.labels_model)
+        check_cards_labelled_by(labels_model, args.prompt_models)
+        return labels_model
+    return None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -285,7 +289,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="write the cards from an earlier run's --json (after retraining a target) and stop")
     args = parser.parse_args(argv)
     try:  # what would fail only at the end of a long run, checked first
-        check_arguments(args)
+        labels_model = check_arguments(args)
     except ValueError as exc:
         parser.error(str(exc))
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
@@ -302,7 +306,7 @@ def main(argv: list[str] | None = None) -> None:
         from .evaluate_prompt import prompt_report, write_card_evaluations
 
         results["prompt"] = prompt_report(args.data_dir, plot_path=args.plot, labels_cache=args.labels_cache,
-                                          response_model=args.labels_model, prompt_models=args.prompt_models)
+                                          response_model=labels_model or args.labels_model, prompt_models=args.prompt_models)
         if args.write_cards:
             print(f"\nmodel cards updated: {', '.join(write_card_evaluations(results['prompt'], args.prompt_models))}")
     if args.part == "prompt-heads":

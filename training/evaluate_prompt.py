@@ -203,12 +203,14 @@ def check_cards_labelled_by(rc: ResponseClassifier, root: Path | None = None) ->
 
 
 def prompt_report(data_dir: Path, plot_path: Path | None = None, labels_cache: Path | None = None,
-                  response_model: Path | None = None, prompt_models: Path | None = None) -> dict[str, Any]:
-    """``response_model`` bootstraps the labels the protocols retrain on (default: shipped);
+                  response_model: Path | ResponseClassifier | None = None,
+                  prompt_models: Path | None = None) -> dict[str, Any]:
+    """``response_model`` (a folder or a loaded model) bootstraps the labels the protocols retrain
+    on (default: shipped);
     ``prompt_models`` holds the target folders scored as they are (default: shipped)."""
     from .train_prompt import bootstrapped_pool
 
-    rc = ResponseClassifier.load(response_model)
+    rc = response_model if isinstance(response_model, ResponseClassifier) else ResponseClassifier.load(response_model)
     model = PromptClassifier.load(None if prompt_models is None else prompt_models / DEFAULT_TARGET)
     labelled = bootstrapped_pool(data_dir, rc, labels_cache)
     # The protocols retrain the recipe the shipped default was trained with (train_prompt --select).
