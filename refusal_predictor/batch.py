@@ -16,8 +16,8 @@ import numpy as np
 
 from .artifacts import PathLike
 from .encoder import check_count
-from .records import (BadRecord, RecordWriter, check_paths, default_errors_path, find_field, get_text, raw_of,
-                      read_records, write_bad_records)
+from .records import (BadRecord, RecordWriter, check_paths, default_errors_path, detect_format, find_field, get_text,
+                      input_columns, raw_of, read_records, write_bad_records)
 from .thresholds import check_threshold
 
 logger = logging.getLogger(__name__)
@@ -124,7 +124,8 @@ def score_file(
         columns = {name: _check_count(np.asarray(values, dtype=object), len(texts), f"{name!r} values")
                    for name, values in extra.items()}
         for i, (record, p) in enumerate(zip(pending, proba)):
-            record[probability_field] = round(float(p), 6)
+            rounded = round(float(p), 6)  # unless rounding would cross the threshold the label was decided by
+            record[probability_field] = rounded if (rounded >= threshold) == (p >= threshold) else float(p)
             record[label_field] = labels[1] if p >= threshold else labels[0]
             for name, values in columns.items():
                 record[name] = values[i]
@@ -134,7 +135,12 @@ def score_file(
         pending.clear()
         texts.clear()
 
-    with RecordWriter(output_path, output_format) as writer, tqdm(
+    # A CSV header or Parquet schema: every column is written even if no record has it (a
+    # header-only file), and Parquet output keeps the input's column types.
+    columns, schema = input_columns(input_path, input_format, encoding)
+    keep_types = schema is not None and detect_format(output_path, output_format) == "parquet"
+    with RecordWriter(output_path, output_format, fieldnames=None if columns is None else [*columns, *outputs],
+                      schema=schema if keep_types else None) as writer, tqdm(
         unit=" records", desc="scoring", disable=not progress
     ) as bar:
         for line, record in read_records(input_path, input_format, encoding):

@@ -10,17 +10,21 @@ from __future__ import annotations
 import base64
 import codecs
 import csv
+import datetime
 import gzip
 import io
 import importlib
 import json
 import logging
+import math
 import os
 import pickle
+import re
 import sys
 import tempfile
 import zlib
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import IO, Iterator, Sequence
 
@@ -50,6 +54,99 @@ class BadRecord:
         return f"{path}:{self.line}: {self.reason}"
 
 
+class JsonNumber:
+    """A JSON number that a float would change (``1e400`` becomes infinity, which is not JSON;
+    ``0.10000000000000000001`` becomes 0.1): kept as its text, and written back as that number.
+
+    Numbers a float holds exactly are floats (``1.50`` is read as 1.5 and written ``1.5``: the
+    same value, as any JSON tool writes it)."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __str__(self) -> str:
+        return self.text
+
+    def __repr__(self) -> str:
+        return f"JsonNumber({self.text!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, JsonNumber) and other.text == self.text
+
+    def __hash__(self) -> int:
+        return hash(self.text)
+
+    def __getstate__(self) -> str:
+        return self.text
+
+    def __setstate__(self, state: str) -> None:
+        self.text = state
+
+
+def _json_float(text: str) -> float | JsonNumber:
+    value = float(text)
+    if repr(value) == text or (math.isfinite(value) and Decimal(repr(value)) == Decimal(text)):
+        return value
+    return JsonNumber(text)
+
+
+class _DuplicateField(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _object_without_duplicates(pairs: list[tuple[str, object]]) -> dict:
+    """JSON allows a key twice in one object and keeps only the last value: the first would be
+    lost without a word (and a duplicated text field would score the other text)."""
+    record = dict(pairs)
+    if len(record) != len(pairs):
+        seen: set[str] = set()
+        raise _DuplicateField(next(k for k, _ in pairs if k in seen or seen.add(k)))
+    return record
+
+
+_DECODER = json.JSONDecoder(object_pairs_hook=_object_without_duplicates, parse_float=_json_float)
+
+
+def _duplicate_reason(key: str) -> str:
+    return (f"field {key!r} appears twice in one object; JSON readers keep only the last value, so the "
+            "record is not used (rename one of them)")
+
+
+_NUMBER_MARK = "\x00\x01refusal-predictor-number:"
+_MARKED_NUMBER = re.compile(r'"\\u0000\\u0001refusal-predictor-number:([-+0-9.eE]+)\\u0001\\u0000"')
+
+
+def dumps_value(value: object) -> str:
+    """A record (or any value of one) as JSON, the one way outputs and the errors file write it.
+
+    Numbers a float cannot hold (:class:`JsonNumber`, finite decimals) are written as the
+    numbers they are; datetimes in ISO 8601; bytes in base64; other values as their ``str``."""
+    marked = False
+
+    def default(obj: object) -> object:
+        nonlocal marked
+        if isinstance(obj, JsonNumber) or (isinstance(obj, Decimal) and obj.is_finite()):
+            marked = True
+            return f"{_NUMBER_MARK}{obj}\x01\x00"
+        return _plain_value(obj)
+
+    text = json.dumps(value, ensure_ascii=False, default=default)
+    return _MARKED_NUMBER.sub(r"\1", text) if marked else text
+
+
+def _plain_value(obj: object) -> object:
+    """A value JSON has no type for, as text: ISO 8601 times, base64 bytes, else ``str``."""
+    if isinstance(obj, (datetime.datetime, datetime.date, datetime.time)):
+        return obj.isoformat()
+    if isinstance(obj, (bytes, bytearray, memoryview)):
+        return base64.b64encode(bytes(obj)).decode("ascii")
+    return str(obj)
+
+
 def detect_format(path: PathLike, fmt: str | None = None) -> str:
     """The format named by ``fmt``, else by the extension (a trailing ``.gz`` is compression)."""
     if fmt:
@@ -58,7 +155,8 @@ def detect_format(path: PathLike, fmt: str | None = None) -> str:
     else:
         ext = os.path.splitext(_without_gz(path))[1]
         if ext not in _EXTENSIONS:
-            raise ValueError(f"{path}: cannot tell the format from the extension {ext!r}; pass --format {FORMATS}")
+            raise ValueError(f"{path}: cannot tell the format from the extension {ext!r}; name it (--format for an "
+                             f"input, --output-format for an output: one of {FORMATS})")
         fmt = _EXTENSIONS[ext]
     if fmt == "parquet" and is_gzipped(path):
         raise ValueError(f"{path}: gzip around Parquet is not supported (Parquet compresses its own "
@@ -152,6 +250,9 @@ def _read_jsonl(path: PathLike, encoding: str) -> Iterator[tuple[int, dict | Bad
             return
     elif _without_gz(path).endswith(".json"):
         _refuse_one_json_object(path, encoding)
+    if "\n".encode(encoding) != b"\n":
+        yield from _read_jsonl_wide(path, encoding)
+        return
     with _open_bytes(path) as handle:
         for line_no, raw in enumerate(handle, start=1):
             if line_no == 1 and raw.startswith(b"\xef\xbb\xbf"):
@@ -163,20 +264,41 @@ def _read_jsonl(path: PathLike, encoding: str) -> Iterator[tuple[int, dict | Bad
                 yield line_no, BadRecord(line_no, f"not valid {encoding} (at byte {exc.start})",
                                          kept.decode(encoding, "replace"), raw_bytes=kept)
                 continue
-            if not text.strip():
-                continue  # blank lines carry nothing
-            try:
-                record = json.loads(text)
-            except json.JSONDecodeError as exc:
-                yield line_no, BadRecord(line_no, f"malformed JSON ({exc.msg} at column {exc.colno})", text.rstrip("\n"))
-                continue
-            if not isinstance(record, dict):
-                yield line_no, BadRecord(line_no, f"a JSON {type(record).__name__}, expected an object", text.rstrip("\n"))
-                continue
-            if _has_lone_surrogate(record, text):
-                yield line_no, BadRecord(line_no, LONE_SURROGATE, text.rstrip("\n"))
-                continue
-            yield line_no, record
+            if text.strip():  # blank lines carry nothing
+                yield line_no, _json_line(line_no, text)
+
+
+def _read_jsonl_wide(path: PathLike, encoding: str) -> Iterator[tuple[int, dict | BadRecord]]:
+    """JSON Lines in an encoding whose newline is not the byte 0x0A (UTF-16, UTF-32): decoded as a
+    stream, since splitting the bytes at 0x0A cut every character in two. Where the bytes stop
+    being valid, the rest of the file is reported as unreadable (a UTF-16 stream cannot be
+    resynchronised reliably), as for a cut gzip stream."""
+    line_no = 0
+    with io.TextIOWrapper(_open_bytes(path), encoding=encoding, newline="\n") as handle:
+        try:
+            for line_no, text in enumerate(handle, start=1):
+                if line_no == 1:
+                    text = text.lstrip("\ufeff")
+                if text.strip():
+                    yield line_no, _json_line(line_no, text)
+        except UnicodeDecodeError as exc:
+            yield line_no + 1, BadRecord(line_no + 1, f"not valid {encoding} after line {line_no} ({exc.reason}); "
+                                                      "the rest of the file could not be read")
+
+
+def _json_line(line_no: int, text: str) -> dict | BadRecord:
+    """One JSON Lines record, or what is wrong with it."""
+    try:
+        record = _DECODER.decode(text)
+    except json.JSONDecodeError as exc:
+        return BadRecord(line_no, f"malformed JSON ({exc.msg} at column {exc.colno})", text.rstrip("\n"))
+    except _DuplicateField as exc:
+        return BadRecord(line_no, _duplicate_reason(exc.key), text.rstrip("\n"))
+    if not isinstance(record, dict):
+        return BadRecord(line_no, f"a JSON {type(record).__name__}, expected an object", text.rstrip("\n"))
+    if _has_lone_surrogate(record, text):
+        return BadRecord(line_no, LONE_SURROGATE, text.rstrip("\n"))
+    return record
 
 
 def _refuse_one_json_object(path: PathLike, encoding: str) -> None:
@@ -251,11 +373,18 @@ def _read_json_array(path: PathLike, encoding: str) -> list[tuple[int, dict | Ba
     out: list[tuple[int, dict | BadRecord]] = []
     # Walk the array again to learn the line each element starts on.
     pos, line = start + 1, text.count("\n", 0, start) + 1
-    for item in value:
+    for _ in value:  # each element decoded again below, where its text is known
         while text[pos] in " \t\r\n,":
             line += text[pos] == "\n"
             pos += 1
-        _, item_end = decoder.raw_decode(text, pos)
+        try:
+            item, item_end = _DECODER.raw_decode(text, pos)  # exact numbers, no duplicate keys
+        except _DuplicateField as exc:
+            _, item_end = decoder.raw_decode(text, pos)
+            out.append((line, BadRecord(line, _duplicate_reason(exc.key), text[pos:item_end])))
+            line += text.count("\n", pos, item_end)
+            pos = item_end
+            continue
         if isinstance(item, dict) and _has_lone_surrogate(item, text[pos:item_end]):
             out.append((line, BadRecord(line, LONE_SURROGATE, text[pos:item_end])))
         elif isinstance(item, dict):
@@ -267,19 +396,66 @@ def _read_json_array(path: PathLike, encoding: str) -> list[tuple[int, dict | Ba
     return out
 
 
+class _LineRecorder:
+    """The lines a ``csv.reader`` takes, kept until taken: a row the reader rejects is reported
+    with the text it was read from."""
+
+    def __init__(self, handle: IO[str]) -> None:
+        self._handle = handle
+        self._lines: list[str] = []
+
+    def __iter__(self) -> "_LineRecorder":
+        return self
+
+    def __next__(self) -> str:
+        line = next(self._handle)
+        self._lines.append(line)
+        return line
+
+    def take(self) -> str:
+        text = "".join(self._lines)
+        self._lines.clear()
+        return text
+
+
+def csv_header(path: PathLike, encoding: str = "utf-8") -> list[str] | None:
+    """The CSV file's column names (``None`` for an empty file), checked as the reader checks them."""
+    with io.TextIOWrapper(_open_bytes(path), encoding=encoding, errors="surrogateescape", newline="") as handle:
+        return _checked_header(path, csv.reader(handle, strict=True), encoding)
+
+
+def _checked_header(path: PathLike, reader, encoding: str) -> list[str] | None:
+    try:
+        header = next(reader)
+    except StopIteration:
+        return None
+    except csv.Error as exc:
+        raise ValueError(f"{path}:1: malformed CSV header ({exc})") from exc
+    header[0] = header[0].lstrip("\ufeff")
+    if any(_has_surrogates(name) for name in header):
+        raise ValueError(f"{path}:1: the CSV header is not valid {encoding}; pass the file's "
+                         "encoding (--encoding, e.g. latin-1 or cp1252)")
+    columns: dict[str, list[int]] = {}
+    for number, name in enumerate(header, start=1):
+        columns.setdefault(name, []).append(number)
+    for name, numbers in columns.items():
+        if len(numbers) > 1:  # a record is a dict: all but one of those columns would be lost
+            where = ", ".join(map(str, numbers))
+            what = f"leaves columns {where} without a name" if name == "" else f"names {name!r} in columns {where}"
+            raise ValueError(f"{path}:1: the CSV header {what}; every column needs a name of its own, or all but "
+                             "one of them would be lost: name them apart")
+    return header
+
+
 def _read_csv(path: PathLike, encoding: str) -> Iterator[tuple[int, dict | BadRecord]]:
     with io.TextIOWrapper(_open_bytes(path), encoding=encoding, errors="surrogateescape", newline="") as handle:
-        reader = csv.reader(handle)
-        try:
-            header = next(reader)
-        except StopIteration:
+        lines = _LineRecorder(handle)
+        # strict: a stray quote ('"x"y') or one never closed is an error, not text read some other way
+        reader = csv.reader(lines, strict=True)
+        header = _checked_header(path, reader, encoding)
+        if header is None:
             return
-        except csv.Error as exc:
-            raise ValueError(f"{path}:1: malformed CSV header ({exc})") from exc
-        header[0] = header[0].lstrip("\ufeff")
-        if any(_has_surrogates(name) for name in header):
-            raise ValueError(f"{path}:1: the CSV header is not valid {encoding}; pass the file's "
-                             "encoding (--encoding, e.g. latin-1 or cp1252)")
+        lines.take()
         last_line = reader.line_num
         while True:
             try:
@@ -287,9 +463,16 @@ def _read_csv(path: PathLike, encoding: str) -> Iterator[tuple[int, dict | BadRe
             except StopIteration:
                 break
             except csv.Error as exc:
-                yield last_line + 1, BadRecord(last_line + 1, f"malformed CSV ({exc})")
+                line_no, raw = last_line + 1, lines.take().rstrip("\r\n")
+                if str(exc) == "unexpected end of data":
+                    reason = (f"malformed CSV: a quoted field opened here is never closed, so lines {line_no}-"
+                              f"{reader.line_num} (the end of the file) were read as one field; none of them is used")
+                else:
+                    reason = f"malformed CSV ({exc})"
+                yield line_no, _bad_csv_text(line_no, reason, raw, encoding)
                 last_line = reader.line_num
                 continue
+            lines.take()
             line_no = last_line + 1
             last_line = reader.line_num
             if not row:
@@ -311,10 +494,13 @@ def _csv_text(row: list[str]) -> str:
 
 
 def _bad_csv_row(line: int, reason: str, row: list[str], encoding: str) -> BadRecord:
-    """A skipped CSV row as CSV text; one holding bytes not valid in ``encoding`` (read as
-    surrogate escapes) shows them as U+FFFD and keeps them in ``raw_bytes``."""
-    text = _csv_text(row)
-    if not any(_has_surrogates(v) for v in row):
+    return _bad_csv_text(line, reason, _csv_text(row), encoding)
+
+
+def _bad_csv_text(line: int, reason: str, text: str, encoding: str) -> BadRecord:
+    """A skipped CSV row's text; one holding bytes not valid in ``encoding`` (read as surrogate
+    escapes) shows them as U+FFFD and keeps them in ``raw_bytes``."""
+    if not _has_surrogates(text):
         return BadRecord(line, reason, text)
     original = text.encode(encoding, "surrogateescape")
     return BadRecord(line, reason, original.decode(encoding, "replace"), raw_bytes=original)
@@ -333,7 +519,7 @@ def _has_lone_surrogate(record: dict, source: str) -> bool:
     """
     if "\\u" not in source:
         return False
-    return _has_surrogates(json.dumps(record, ensure_ascii=False))
+    return _has_surrogates(dumps_value(record))
 
 
 def _has_surrogates(value: str) -> bool:
@@ -352,8 +538,25 @@ def require_pyarrow(doing: str) -> None:
         raise ImportError(f'{doing} Parquet needs pyarrow: pip install "refusal-predictor[parquet]"') from exc
 
 
-def _read_parquet(path: PathLike) -> Iterator[tuple[int, dict | BadRecord]]:
+def parquet_schema(path: PathLike):
+    """The Parquet file's Arrow schema, its column names checked (see :func:`read_records`)."""
     require_pyarrow("reading")
+    import pyarrow.parquet as pq
+
+    try:
+        schema = pq.read_schema(path)
+    except Exception as exc:
+        raise ValueError(f"{path}: not a readable Parquet file ({exc})") from exc
+    names = schema.names
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:  # a record is a dict: all but one of those columns would be lost
+        raise ValueError(f"{path}: the Parquet schema names column {repeated[0]!r} {names.count(repeated[0])} times; "
+                         "every column needs a name of its own, or all but one of them would be lost")
+    return schema
+
+
+def _read_parquet(path: PathLike) -> Iterator[tuple[int, dict | BadRecord]]:
+    parquet_schema(path)
     import pyarrow.parquet as pq
 
     try:
@@ -362,14 +565,63 @@ def _read_parquet(path: PathLike) -> Iterator[tuple[int, dict | BadRecord]]:
         raise ValueError(f"{path}: not a readable Parquet file ({exc})") from exc
     row = 0
     for batch in parquet.iter_batches(batch_size=8192):
-        for record in batch.to_pylist():
+        try:
+            records = batch.to_pylist()
+        except UnicodeDecodeError:
+            records = None  # a string value that is not UTF-8: find it row by row
+        except Exception as exc:  # e.g. nanosecond timestamps without pandas installed
+            raise ValueError(f"{path}: rows {row + 1}-{row + batch.num_rows} cannot be read as Python values "
+                             f"({exc})") from exc
+        if records is not None:
+            for record in records:
+                row += 1
+                yield row, record
+            continue
+        for i in range(batch.num_rows):
             row += 1
+            try:
+                record = batch.slice(i, 1).to_pylist()[0]
+            except UnicodeDecodeError:
+                record = _bad_utf8_row(batch, i, row)
             yield row, record
+
+
+def _bad_utf8_row(batch, i: int, row: int) -> BadRecord:
+    """A Parquet row whose string column holds bytes that are not UTF-8 (Parquet strings must be):
+    the reason names the columns; ``raw_bytes`` keeps the first one's bytes."""
+    import pyarrow as pa
+
+    bad = []
+    for name in batch.schema.names:
+        try:
+            batch.column(name)[i].as_py()
+        except UnicodeDecodeError:
+            bad.append(name)
+    data = batch.column(bad[0]).cast(pa.binary())[i].as_py() if bad else b""
+    return BadRecord(row, f"column {', '.join(map(repr, bad))} holds bytes that are not valid UTF-8 (Parquet strings "
+                          f"must be); raw_base64 holds the bytes of {bad[0]!r}" if bad else "not valid UTF-8",
+                     data.decode("utf-8", "replace"), raw_bytes=data)
+
+
+def input_columns(path: PathLike, fmt: str | None = None, encoding: str = "utf-8") -> tuple[list[str] | None, object]:
+    """The columns a CSV header or a Parquet schema names (``None`` for JSON, whose records name
+    their own), and the Arrow schema of a Parquet file (else ``None``), checked as the readers
+    check them: a repeated column name is refused before any work."""
+    fmt = detect_format(path, fmt)
+    if fmt == "parquet":
+        schema = parquet_schema(path)
+        return list(schema.names), schema
+    if fmt == "csv":
+        try:
+            return csv_header(path, check_encoding(encoding)), None
+        except _GZIP_ERRORS:
+            return None, None  # unreadable from its start: the reader says so
+    return None, None
 
 
 def raw_of(record: dict) -> str:
     """A record as the errors file keeps it: the whole record as JSON, so nothing skipped is lost."""
-    return json.dumps(record, ensure_ascii=False, default=str)
+    return dumps_value(record)
 
 
 def get_text(record: dict, field: str, line: int) -> str | BadRecord:
@@ -395,11 +647,16 @@ class RecordWriter:
     across records is written as strings (JSON for non-strings), with a warning naming it.
 
     A ``.json`` path (format not given) gets one JSON array, as ``.json`` input is read; a
-    ``.gz`` suffix gzips JSON Lines and CSV.
+    ``.gz`` suffix gzips JSON Lines and CSV. ``fieldnames`` are written first, as columns even
+    when no record has them (a header-only input keeps its columns). ``schema``: the Arrow
+    schema of a Parquet input; Parquet output keeps its column types (nanosecond timestamps,
+    decimal precision, small integers) where the values still fit them.
     """
 
-    def __init__(self, path: PathLike, fmt: str | None = None, fieldnames: Sequence[str] | None = None) -> None:
+    def __init__(self, path: PathLike, fmt: str | None = None, fieldnames: Sequence[str] | None = None,
+                 schema=None) -> None:
         self.path = Path(path)
+        self.schema = schema
         self.fmt = detect_format(path, fmt)
         if self.fmt == "parquet":
             require_pyarrow("writing")
@@ -439,9 +696,15 @@ class RecordWriter:
     def write_many(self, records: Sequence[dict]) -> None:
         if not records:
             return
+        try:
+            self._write_many(records)
+        except OSError as exc:  # a full disk: say which file
+            raise OSError(exc.errno, f"{self.path}: cannot be written ({exc.strerror or exc})") from exc
+
+    def _write_many(self, records: Sequence[dict]) -> None:
         if self._spool is None:
             for i, record in enumerate(records, start=self.count):
-                line = json.dumps(record, ensure_ascii=False, default=str)
+                line = dumps_value(record)
                 self._handle.write(("\n" if i == 0 else ",\n") + line if self._array else line + "\n")
         else:
             pickle.dump(list(records), self._handle, protocol=pickle.HIGHEST_PROTOCOL)
@@ -481,15 +744,16 @@ class RecordWriter:
             as_text.add(key)
             logger.warning("%s: field %r %s; written as strings (JSON for non-strings)", self.path, key, why)
 
+        given = {field.name: field.type for field in self.schema} if self.schema is not None else {}
         for key, kinds in self._kinds.items():
-            if len(kinds - {"int", "float"}) > 0 and len(kinds) > 1:
+            if key not in given and len(kinds - {"int", "float"}) > 0 and len(kinds) > 1:
                 as_strings(key, f"holds {' and '.join(sorted(kinds))} values")
         # Pass 1: every field's type in every chunk (pa.array infers over all values, nested
         # keys included; Table.from_pylist would only look at the first record), unified.
         types: dict[str, list] = {key: [] for key in self.fieldnames}
         for chunk in self._spooled():
             for key in self.fieldnames:
-                if key in as_text:
+                if key in as_text or key in given:
                     continue
                 try:
                     kind = pa.array([r.get(key) for r in chunk]).type
@@ -503,19 +767,34 @@ class RecordWriter:
         for key, kinds in self._kinds.items():
             if kinds == {"dict"} and not types[key]:
                 as_text.add(key)  # only ever {}: Parquet cannot store a struct without fields
-        fields = []
+        chosen: dict[str, object] = {}
         for key in self.fieldnames:
             found = types[key]
-            if key not in as_text and found:
+            if key in as_text:
+                continue
+            if key in given:
+                chosen[key] = given[key]  # the input's type, checked against the values below
+            elif found:
                 try:
                     merged = pa.unify_schemas([pa.schema([pa.field(key, t)]) for t in found], promote_options="permissive")
-                    fields.append(merged.field(key))
-                    continue
+                    chosen[key] = merged.field(key).type
                 except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
                     as_strings(key, "has values of incompatible types")
-            fields.append(pa.field(key, pa.string() if key in as_text else pa.null()))
-        schema = pa.schema(fields)
-        # Pass 2: write every record under that one schema; absent fields are null.
+        # Pass 2, for the columns whose type is not the one every chunk inferred: do all values fit
+        # it? (int64 and double unify to double, which cannot hold 2**53 + 1; the input's types
+        # are checked too.) Writing must not fail after a whole run's scoring.
+        check = {key for key, kind in chosen.items() if key in given or any(t != kind for t in types[key])}
+        for chunk in self._spooled() if check else ():
+            for key in sorted(check):
+                try:
+                    pa.array([r.get(key) for r in chunk], type=chosen[key])
+                except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError) as exc:
+                    check.discard(key)
+                    del chosen[key]
+                    as_strings(key, f"holds values that do not fit one type ({exc})")
+        schema = pa.schema([pa.field(key, pa.string() if key in as_text else chosen.get(key, pa.null()))
+                            for key in self.fieldnames])
+        # Pass 3: write every record under that one schema; absent fields are null.
         with pq.ParquetWriter(self._tmp, schema) as writer:
             for chunk in self._spooled():
                 rows = [_for_parquet(r, as_text) for r in chunk]
@@ -530,6 +809,9 @@ class RecordWriter:
                 self._write_csv()
             elif self.fmt == "parquet":
                 self._write_parquet()
+        except OSError as exc:
+            self.abort()
+            raise OSError(exc.errno, f"{self.path}: cannot be written ({exc.strerror or exc})") from exc
         except BaseException:
             self.abort()
             raise
@@ -591,12 +873,15 @@ def _kind(value: object) -> str:
 
 
 def _csv_value(value: object) -> object:
+    """A value as CSV text: JSON's spelling for booleans and nested values, as JSON output has it."""
     if value is None:
         return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, (dict, list, tuple)):
-        return json.dumps(value, ensure_ascii=False, default=str)
-    if isinstance(value, (bytes, bytearray)):
-        return bytes(value).decode("utf-8", "backslashreplace")
+        return dumps_value(value)
+    if isinstance(value, (bytes, bytearray, memoryview, datetime.datetime, datetime.date, datetime.time)):
+        return _plain_value(value)
     return value
 
 
@@ -607,7 +892,7 @@ def _for_parquet(record: dict, as_text: set[str]) -> dict:
     for key in as_text & record.keys():
         value = out[key]
         if value is not None and not isinstance(value, str):
-            out[key] = json.dumps(value, ensure_ascii=False, default=str)
+            out[key] = dumps_value(value)
     return out
 
 
@@ -633,12 +918,25 @@ def write_bad_records(path: PathLike, bad: Sequence[BadRecord], source: PathLike
             logger.info("removed %s, left by an earlier run (this one skipped nothing)", path)
         return None
     check_output_path(path, what="errors file", create=True)
-    with open(path, "w", encoding="utf-8", errors="replace") as handle:
-        for item in bad:
-            entry = {"file": str(source), "line": item.line, "reason": item.reason, "raw": item.raw}
-            if item.raw_bytes is not None:
-                entry["raw_base64"] = base64.b64encode(item.raw_bytes).decode("ascii")
-            handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
+    # Written aside and renamed, as outputs are: a full disk leaves no half-written errors file.
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with open(fd, "w", encoding="utf-8", errors="replace") as handle:
+            for item in bad:
+                entry = {"file": str(source), "line": item.line, "reason": item.reason, "raw": item.raw}
+                if item.raw_bytes is not None:
+                    entry["raw_base64"] = base64.b64encode(item.raw_bytes).decode("ascii")
+                handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(exc.errno, f"{path}: the errors file cannot be written ({exc.strerror or exc})") from exc
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path
 
 

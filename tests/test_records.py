@@ -409,3 +409,201 @@ def test_a_gzip_log_cut_within_its_first_kilobytes_keeps_its_whole_records(tmp_p
     [(line, bad)] = [(n, r) for n, r in records if isinstance(r, BadRecord)]
     assert [int(r["id"]) for r in kept] == list(range(complete))
     assert line == complete + header + 1 and "gzip stream is cut short or corrupt" in bad.reason
+
+
+# Fidelity of the user's own fields through batch scoring (each of these lost or altered a value).
+def _score(log, out, **kwargs):
+    """score_file with a scorer that reads the text: 'sorry' is a refusal (no model: the fields matter here)."""
+    from refusal_predictor.batch import score_file
+
+    return score_file(lambda texts: [0.9 if "sorry" in t else 0.1 for t in texts], log, out,
+                      text_field="response", progress=False, **kwargs)
+
+
+def _errors(out):
+    return [json.loads(line) for line in Path(f"{out}.errors.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+@pytest.mark.parametrize("name", ["log.jsonl", "log.json"])
+def test_a_record_naming_a_field_twice_is_skipped_whole_not_read_as_its_last_value(tmp_path, name):
+    """JSON keeps the last of two equal keys: the refusal text was lost and "Sure!" scored instead."""
+    twice = '{"id": 1, "response": "I\'m sorry, I can\'t.", "response": "Sure!"}'
+    rows = ['{"id": 0, "response": "fine"}', twice, '{"id": 2, "meta": {"k": 1, "k": 2}, "response": "ok"}']
+    log = tmp_path / name
+    log.write_text("\n".join(rows) + "\n" if name.endswith("l") else "[\n" + ",\n".join(rows) + "\n]\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    report = _score(log, out)
+    assert report.scored == 1
+    errors = _errors(out)
+    assert [(e["line"], e["raw"]) for e in errors] == [(2 + name.endswith("json"), twice),
+                                                       (3 + name.endswith("json"), rows[2])]
+    assert "field 'response' appears twice" in errors[0]["reason"] and "'k' appears twice" in errors[1]["reason"]
+
+
+@pytest.mark.parametrize("header, message", [
+    ("response,id,id", "names 'id' in columns 2, 3"),
+    ("response,,", "leaves columns 2, 3 without a name"),
+])
+def test_a_csv_header_naming_a_column_twice_is_refused_before_any_work(tmp_path, header, message):
+    log = tmp_path / "log.csv"
+    log.write_text(f"{header}\nok,a,b\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=f"log.csv:1: the CSV header {message}"):
+        _score(log, tmp_path / "out.csv")
+    assert not (tmp_path / "out.csv").exists()
+    single = tmp_path / "single.csv"  # one unnamed column loses nothing: it is kept under ""
+    single.write_text("response,\nok,a\n", encoding="utf-8")
+    assert read_all(single)[0] == [(2, {"response": "ok", "": "a"})]
+
+
+def test_a_parquet_schema_naming_a_column_twice_is_refused(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    log = tmp_path / "log.parquet"
+    pq.write_table(pa.Table.from_arrays([pa.array(["ok"]), pa.array([1]), pa.array(["x"])],
+                                        names=["response", "id", "id"]), log)
+    with pytest.raises(ValueError, match="names column 'id' 2 times"):
+        _score(log, tmp_path / "out.jsonl")
+
+
+def test_json_numbers_a_double_cannot_hold_are_written_back_as_the_same_numbers(tmp_path):
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"response": "ok", "big": 1e400, "long": 0.10000000000000000001, "plain": 1.50, '
+                   '"n": [2.5, {"m": 1E-400}], "int": 123456789012345678901234567890}\n', encoding="utf-8")
+    for name in ("out.jsonl", "out.json", "out.csv"):
+        _score(log, tmp_path / name)
+    text = (tmp_path / "out.jsonl").read_text(encoding="utf-8")
+    assert text.startswith('{"response": "ok", "big": 1e400, "long": 0.10000000000000000001, "plain": 1.5, '
+                           '"n": [2.5, {"m": 1E-400}], "int": 123456789012345678901234567890, ')
+    assert json.loads((tmp_path / "out.json").read_text(encoding="utf-8"))[0]["int"] == 123456789012345678901234567890
+    assert "Infinity" not in (tmp_path / "out.json").read_text(encoding="utf-8")
+    header, row = (tmp_path / "out.csv").read_text(encoding="utf-8").splitlines()
+    assert row.startswith('ok,1e400,0.10000000000000000001,1.5,"[2.5, {""m"": 1E-400}]",123456789012345678901234567890,')
+
+
+def test_parquet_to_parquet_keeps_the_input_column_types(tmp_path):
+    """Nanosecond timestamps were cut to microseconds; int8, decimal precision and dictionaries widened."""
+    from decimal import Decimal
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    log = tmp_path / "log.parquet"
+    types = {"ts": pa.timestamp("ns"), "small": pa.int8(), "dec": pa.decimal128(10, 2),
+             "cat": pa.dictionary(pa.int32(), pa.string()), "u": pa.uint64(), "none": pa.string()}
+    pq.write_table(pa.table({
+        "response": ["I'm sorry", "ok"],
+        "ts": pa.array([1700000000123456789, None], types["ts"]),
+        "small": pa.array([1, -2], types["small"]),
+        "dec": pa.array([Decimal("1.50"), Decimal("-0.01")], types["dec"]),
+        "cat": pa.array(["a", "b"]).dictionary_encode(),
+        "u": pa.array([2**64 - 1, 0], types["u"]),
+        "none": pa.array([None, None], types["none"]),
+    }), log)
+    out = tmp_path / "out.parquet"
+    _score(log, out)
+    schema = pq.read_schema(out)
+    assert {name: schema.field(name).type for name in types} == types
+    assert pq.read_table(out).column("ts").cast(pa.int64()).to_pylist() == [1700000000123456789, None]
+    assert pq.read_table(out).column("u").to_pylist() == [2**64 - 1, 0]
+
+
+def test_parquet_output_with_integers_beyond_2_53_beside_floats_is_written_not_failed(tmp_path, caplog):
+    """Typed by chunk, int64 then double unified to double, which cannot hold 2**53 + 1: the write
+    failed after the whole run's scoring, and no output was left."""
+    log = tmp_path / "log.jsonl"
+    rows = [{"response": "ok", "cost": 2**53 + 1}] * 3 + [{"response": "ok", "cost": 0.5}]
+    log.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    out = tmp_path / "out.parquet"
+    _score(log, out, chunk_size=3)
+    assert [r["cost"] for _, r in read_all(out)[0]] == [str(2**53 + 1)] * 3 + ["0.5"]
+    assert "field 'cost' holds values that do not fit one type" in caplog.text
+
+
+def test_a_parquet_string_that_is_not_utf8_skips_its_row_naming_the_column(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    log = tmp_path / "log.parquet"
+    column = pa.array([b"ok", b"caf\xe9", b"fine"], pa.binary()).cast(pa.string(), safe=False)
+    pq.write_table(pa.table({"response": column, "id": [1, 2, 3]}), log)
+    out = tmp_path / "out.jsonl"
+    report = _score(log, out)
+    assert report.scored == 2 and [r["id"] for _, r in read_all(out)[0]] == [1, 3]
+    (error,) = _errors(out)
+    assert error["line"] == 2 and "column 'response' holds bytes that are not valid UTF-8" in error["reason"]
+    assert error["raw_base64"] == "Y2Fm6Q=="  # b"caf\xe9"
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-32"])
+def test_utf16_json_lines_are_read(tmp_path, encoding):
+    """Split at the byte 0x0A before decoding, every UTF-16 line was cut in two."""
+    log = tmp_path / "log.jsonl"
+    log.write_bytes('{"response": "I\'m sorry", "t": "é😀"}\n{"response": "ok"}\n'.encode(encoding))
+    good, bad = read_all(log, encoding=encoding)
+    assert bad == [] and [(line, r["t"] if "t" in r else None) for line, r in good] == [(1, "é😀"), (2, None)]
+
+
+def test_csv_is_read_strictly_a_stray_or_unclosed_quote_is_a_skipped_row(tmp_path):
+    log = tmp_path / "log.csv"
+    log.write_text('response,id\nok,1\n"x"y,2\nfine,3\n"never closed,4\nlost,5\nlost,6\n', encoding="utf-8")
+    good, bad = read_all(log)
+    assert [(line, r["id"]) for line, r in good] == [(2, "1"), (4, "3")]
+    assert [(b.line, b.raw) for b in bad] == [(3, '"x"y,2'), (5, '"never closed,4\nlost,5\nlost,6')]
+    assert "lines 5-7 (the end of the file) were read as one field" in bad[1].reason
+
+
+def test_a_header_only_csv_keeps_its_columns(tmp_path):
+    log = tmp_path / "log.csv"
+    log.write_text("response,id\n", encoding="utf-8")
+    _score(log, tmp_path / "out.csv")
+    assert (tmp_path / "out.csv").read_text(encoding="utf-8") == "response,id,refusal_probability,label\n"
+
+
+def test_the_written_probability_agrees_with_the_label_at_the_threshold(tmp_path):
+    """Rounded to 6 places, 0.4999996 read 0.5 beside the label compliance."""
+    from refusal_predictor.batch import score_file
+
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"response": "a"}\n{"response": "b"}\n', encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    score_file(lambda texts: [0.4999996, 0.2500004], log, out, text_field="response", progress=False)
+    assert [(r["refusal_probability"], r["label"]) for _, r in read_all(out)[0]] == [(0.4999996, "compliance"),
+                                                                                     (0.25, "compliance")]
+
+
+def test_json_and_csv_output_spell_parquet_values_as_json_tools_do(tmp_path):
+    import datetime as dt
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    log = tmp_path / "log.parquet"
+    pq.write_table(pa.table({"response": ["ok"], "flag": [True], "blob": pa.array([b"\x00\xff"]),
+                             "at": pa.array([dt.datetime(2024, 5, 1, 12, 30)], pa.timestamp("us"))}), log)
+    _score(log, tmp_path / "out.jsonl")
+    _score(log, tmp_path / "out.csv")
+    record = json.loads((tmp_path / "out.jsonl").read_text(encoding="utf-8"))
+    assert (record["flag"], record["blob"], record["at"]) == (True, "AP8=", "2024-05-01T12:30:00")
+    assert (tmp_path / "out.csv").read_text(encoding="utf-8").splitlines()[1].startswith("ok,true,AP8=,2024-05-01T12:30:00,")
+
+
+def test_an_errors_file_that_cannot_be_written_names_itself_and_leaves_nothing_half_written(tmp_path, monkeypatch):
+    from refusal_predictor import records
+
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"response": "ok"}\n{"text": "no response"}\n', encoding="utf-8")
+    errors = tmp_path / "errors.jsonl"
+    errors.write_text('{"file": "earlier", "line": 1, "reason": "r", "raw": ""}\n', encoding="utf-8")
+    real_replace = os.replace
+
+    def full_disk(src, dst):
+        if Path(dst) == errors:
+            raise OSError(28, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(records.os, "replace", full_disk)
+    with pytest.raises(OSError, match="errors.jsonl: the errors file cannot be written"):
+        _score(log, tmp_path / "out.jsonl", errors_path=errors)
+    assert errors.read_text(encoding="utf-8").startswith('{"file": "earlier"')  # the earlier one, whole
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
