@@ -18,7 +18,7 @@ from .artifacts import PathLike
 from .encoder import check_count
 from .records import (BadRecord, RecordWriter, check_paths, default_errors_path, detect_format, find_field, get_text,
                       input_columns, raw_of, read_records, write_bad_records)
-from .thresholds import check_threshold
+from .thresholds import check_threshold, written_probability
 
 logger = logging.getLogger(__name__)
 
@@ -124,8 +124,7 @@ def score_file(
         columns = {name: _check_count(np.asarray(values, dtype=object), len(texts), f"{name!r} values")
                    for name, values in extra.items()}
         for i, (record, p) in enumerate(zip(pending, proba)):
-            rounded = round(float(p), 6)  # unless rounding would cross the threshold the label was decided by
-            record[probability_field] = rounded if (rounded >= threshold) == (p >= threshold) else float(p)
+            record[probability_field] = written_probability(p, threshold)
             record[label_field] = labels[1] if p >= threshold else labels[0]
             for name, values in columns.items():
                 record[name] = values[i]

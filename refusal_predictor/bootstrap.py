@@ -22,6 +22,7 @@ from .classifiers import is_blank
 from .records import (
     BadRecord, RecordWriter, check_paths, default_errors_path, get_text, raw_of, read_records, write_bad_records,
 )
+from .thresholds import written_probability
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +111,7 @@ def bootstrap_records(
             rows.append({
                 "prompt": prompt,
                 "label": "refusal" if p >= threshold else "compliance",
-                "refusal_probability": round(float(p), 6),
+                "refusal_probability": written_probability(p, threshold),
                 "model": model,
                 "source": source,
             })

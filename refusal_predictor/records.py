@@ -20,6 +20,7 @@ import math
 import os
 import pickle
 import re
+import secrets
 import sys
 import tempfile
 import zlib
@@ -69,8 +70,8 @@ class JsonNumber:
     def __str__(self) -> str:
         return self.text
 
-    def __repr__(self) -> str:
-        return f"JsonNumber({self.text!r})"
+    def __repr__(self) -> str:  # messages quote values with !r: show the number as the file has it
+        return self.text
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, JsonNumber) and other.text == self.text
@@ -109,6 +110,7 @@ def _object_without_duplicates(pairs: list[tuple[str, object]]) -> dict:
 
 
 _DECODER = json.JSONDecoder(object_pairs_hook=_object_without_duplicates, parse_float=_json_float)
+_PLAIN = json.JSONDecoder()
 
 
 def _duplicate_reason(key: str) -> str:
@@ -116,26 +118,26 @@ def _duplicate_reason(key: str) -> str:
             "record is not used (rename one of them)")
 
 
-_NUMBER_MARK = "\x00\x01refusal-predictor-number:"
-_MARKED_NUMBER = re.compile(r'"\\u0000\\u0001refusal-predictor-number:([-+0-9.eE]+)\\u0001\\u0000"')
-
-
 def dumps_value(value: object) -> str:
     """A record (or any value of one) as JSON, the one way outputs and the errors file write it.
 
     Numbers a float cannot hold (:class:`JsonNumber`, finite decimals) are written as the
-    numbers they are; datetimes in ISO 8601; bytes in base64; other values as their ``str``."""
-    marked = False
+    numbers they are; datetimes in ISO 8601; bytes in base64; other values as their ``str``.
+    ``json`` has no hook for raw number text, so such a number goes through as a placeholder
+    string holding a random nonce, replaced afterwards: no string of the user's can match it."""
+    nonce = ""
 
     def default(obj: object) -> object:
-        nonlocal marked
+        nonlocal nonce
         if isinstance(obj, JsonNumber) or (isinstance(obj, Decimal) and obj.is_finite()):
-            marked = True
-            return f"{_NUMBER_MARK}{obj}\x01\x00"
+            nonce = nonce or secrets.token_hex(16)
+            return f"{nonce}:{obj}:{nonce}"
         return _plain_value(obj)
 
     text = json.dumps(value, ensure_ascii=False, default=default)
-    return _MARKED_NUMBER.sub(r"\1", text) if marked else text
+    if not nonce:
+        return text
+    return re.sub(f'"{nonce}:([-+0-9.eE]+):{nonce}"', r"\1", text)
 
 
 def _plain_value(obj: object) -> object:
@@ -213,8 +215,12 @@ def check_encoding(encoding: str) -> str:
     return encoding
 
 
-def read_records(path: PathLike, fmt: str | None = None, encoding: str = "utf-8") -> Iterator[tuple[int, dict | BadRecord]]:
+def read_records(path: PathLike, fmt: str | None = None, encoding: str = "utf-8", *,
+                 exact: bool = True) -> Iterator[tuple[int, dict | BadRecord]]:
     """Yield ``(line, record)`` pairs; a record is a dict, or a BadRecord saying what is wrong.
+
+    ``exact=False`` reads JSON with the plain decoder, a third faster: numbers as floats, and a
+    key given twice keeps its last value. Only for a pass that looks at field names.
 
     JSON Lines and CSV may be gzip-compressed (``log.jsonl.gz``). A gzip stream that stops being
     readable part-way (cut short, or corrupt) ends with a BadRecord on the line after the last one
@@ -229,7 +235,7 @@ def read_records(path: PathLike, fmt: str | None = None, encoding: str = "utf-8"
     if fmt == "parquet":
         yield from _read_parquet(path)
         return
-    reader = _read_jsonl(path, encoding) if fmt == "jsonl" else _read_csv(path, encoding)
+    reader = _read_jsonl(path, encoding, _DECODER if exact else _PLAIN) if fmt == "jsonl" else _read_csv(path, encoding)
     line = 0
     try:
         for line, record in reader:
@@ -241,17 +247,17 @@ def read_records(path: PathLike, fmt: str | None = None, encoding: str = "utf-8"
                                             "the rest of the file could not be read")
 
 
-def _read_jsonl(path: PathLike, encoding: str) -> Iterator[tuple[int, dict | BadRecord]]:
+def _read_jsonl(path: PathLike, encoding: str, decoder: json.JSONDecoder) -> Iterator[tuple[int, dict | BadRecord]]:
     """JSON Lines, or a JSON array of objects (``[{...}, {...}]``, as many tools export ``.json``)."""
-    if _starts_with_array(path):
-        array = _read_json_array(path, encoding)
+    if _starts_with_array(path, encoding):
+        array = _read_json_array(path, encoding, decoder)
         if array is not None:
             yield from array
             return
     elif _without_gz(path).endswith(".json"):
         _refuse_one_json_object(path, encoding)
     if "\n".encode(encoding) != b"\n":
-        yield from _read_jsonl_wide(path, encoding)
+        yield from _read_jsonl_wide(path, encoding, decoder)
         return
     with _open_bytes(path) as handle:
         for line_no, raw in enumerate(handle, start=1):
@@ -265,31 +271,34 @@ def _read_jsonl(path: PathLike, encoding: str) -> Iterator[tuple[int, dict | Bad
                                          kept.decode(encoding, "replace"), raw_bytes=kept)
                 continue
             if text.strip():  # blank lines carry nothing
-                yield line_no, _json_line(line_no, text)
+                yield line_no, _json_line(line_no, text, decoder)
 
 
-def _read_jsonl_wide(path: PathLike, encoding: str) -> Iterator[tuple[int, dict | BadRecord]]:
-    """JSON Lines in an encoding whose newline is not the byte 0x0A (UTF-16, UTF-32): decoded as a
-    stream, since splitting the bytes at 0x0A cut every character in two. Where the bytes stop
-    being valid, the rest of the file is reported as unreadable (a UTF-16 stream cannot be
-    resynchronised reliably), as for a cut gzip stream."""
-    line_no = 0
-    with io.TextIOWrapper(_open_bytes(path), encoding=encoding, newline="\n") as handle:
-        try:
-            for line_no, text in enumerate(handle, start=1):
-                if line_no == 1:
-                    text = text.lstrip("\ufeff")
-                if text.strip():
-                    yield line_no, _json_line(line_no, text)
-        except UnicodeDecodeError as exc:
-            yield line_no + 1, BadRecord(line_no + 1, f"not valid {encoding} after line {line_no} ({exc.reason}); "
-                                                      "the rest of the file could not be read")
+def _read_jsonl_wide(path: PathLike, encoding: str, decoder: json.JSONDecoder) -> Iterator[tuple[int, dict | BadRecord]]:
+    """JSON Lines in an encoding whose newline is not the byte 0x0A (UTF-16, UTF-32), decoded as a
+    stream: split at that byte first, every character was cut in two. Bytes not valid in the
+    encoding are decoded as a lone surrogate, which valid text of these encodings never yields,
+    so the line holding them is skipped with its number and the lines around it are kept."""
+    with io.TextIOWrapper(_open_bytes(path), encoding=encoding, errors=_MARK_INVALID, newline="\n") as handle:
+        for line_no, text in enumerate(handle, start=1):
+            if line_no == 1:
+                text = text.lstrip("\ufeff")
+            if _INVALID in text:
+                yield line_no, BadRecord(line_no, f"not valid {encoding}",
+                                         text.replace(_INVALID, "\ufffd").rstrip("\r\n"))
+            elif text.strip():
+                yield line_no, _json_line(line_no, text, decoder)
 
 
-def _json_line(line_no: int, text: str) -> dict | BadRecord:
+_INVALID = "\udcff"  # a lone surrogate: never the result of decoding valid UTF-16 or UTF-32
+_MARK_INVALID = "refusal_predictor.mark_invalid"
+codecs.register_error(_MARK_INVALID, lambda exc: (_INVALID, exc.end))
+
+
+def _json_line(line_no: int, text: str, decoder: json.JSONDecoder = _DECODER) -> dict | BadRecord:
     """One JSON Lines record, or what is wrong with it."""
     try:
-        record = _DECODER.decode(text)
+        record = decoder.decode(text)
     except json.JSONDecodeError as exc:
         return BadRecord(line_no, f"malformed JSON ({exc.msg} at column {exc.colno})", text.rstrip("\n"))
     except _DuplicateField as exc:
@@ -328,11 +337,15 @@ def _refuse_one_json_object(path: PathLike, encoding: str) -> None:
                          "an array of objects ([{...}, {...}]), or use JSON Lines (one object per line)")
 
 
-def _starts_with_array(path: PathLike) -> bool:
-    return _head(path).lstrip(b"\xef\xbb\xbf").lstrip().startswith(b"[")
+def _starts_with_array(path: PathLike, encoding: str = "utf-8") -> bool:
+    head = _head(path)
+    if "\n".encode(encoding) == b"\n":  # ASCII-compatible: look at the bytes
+        return head.lstrip(b"\xef\xbb\xbf").lstrip().startswith(b"[")
+    return head.decode(encoding, "ignore").lstrip("\ufeff").lstrip().startswith("[")
 
 
-def _read_json_array(path: PathLike, encoding: str) -> list[tuple[int, dict | BadRecord]] | None:
+def _read_json_array(path: PathLike, encoding: str,
+                     exact: json.JSONDecoder = _DECODER) -> list[tuple[int, dict | BadRecord]] | None:
     """The elements of a file holding one JSON array, each with the line it starts on.
 
     Outside ``.json`` files this is only a guess, and ``None`` (read it as JSON Lines) when the
@@ -378,7 +391,7 @@ def _read_json_array(path: PathLike, encoding: str) -> list[tuple[int, dict | Ba
             line += text[pos] == "\n"
             pos += 1
         try:
-            item, item_end = _DECODER.raw_decode(text, pos)  # exact numbers, no duplicate keys
+            item, item_end = exact.raw_decode(text, pos)  # exact numbers, no duplicate keys (by default)
         except _DuplicateField as exc:
             _, item_end = decoder.raw_decode(text, pos)
             out.append((line, BadRecord(line, _duplicate_reason(exc.key), text[pos:item_end])))
@@ -587,20 +600,26 @@ def _read_parquet(path: PathLike) -> Iterator[tuple[int, dict | BadRecord]]:
 
 
 def _bad_utf8_row(batch, i: int, row: int) -> BadRecord:
-    """A Parquet row whose string column holds bytes that are not UTF-8 (Parquet strings must be):
-    the reason names the columns; ``raw_bytes`` keeps the first one's bytes."""
-    import pyarrow as pa
-
+    """A Parquet row whose strings hold bytes that are not UTF-8 (Parquet strings must be): the
+    reason names the columns; ``raw_bytes`` keeps the first one's bytes where it is a flat
+    string column (a nested one, ``list<string>``, has no single value's bytes to show)."""
     bad = []
     for name in batch.schema.names:
         try:
             batch.column(name)[i].as_py()
         except UnicodeDecodeError:
             bad.append(name)
-    data = batch.column(bad[0]).cast(pa.binary())[i].as_py() if bad else b""
-    return BadRecord(row, f"column {', '.join(map(repr, bad))} holds bytes that are not valid UTF-8 (Parquet strings "
-                          f"must be); raw_base64 holds the bytes of {bad[0]!r}" if bad else "not valid UTF-8",
-                     data.decode("utf-8", "replace"), raw_bytes=data)
+    if not bad:
+        return BadRecord(row, "holds bytes that are not valid UTF-8")
+    where = f"column {', '.join(map(repr, bad))} holds bytes that are not valid UTF-8 (Parquet strings must be)"
+    try:
+        import pyarrow as pa
+
+        data = batch.column(bad[0]).cast(pa.binary())[i].as_py()
+    except Exception:  # not a flat string column
+        return BadRecord(row, where)
+    return BadRecord(row, f"{where}; raw_base64 holds the bytes of {bad[0]!r}", data.decode("utf-8", "replace"),
+                     raw_bytes=data)
 
 
 def input_columns(path: PathLike, fmt: str | None = None, encoding: str = "utf-8") -> tuple[list[str] | None, object]:
@@ -632,7 +651,8 @@ def get_text(record: dict, field: str, line: int) -> str | BadRecord:
     if value is None:
         return BadRecord(line, f"field {field!r} is null", raw_of(record))
     if not isinstance(value, str):
-        return BadRecord(line, f"field {field!r} is {type(value).__name__}, expected a string", raw_of(record))
+        kind = "float" if isinstance(value, JsonNumber) else type(value).__name__
+        return BadRecord(line, f"field {field!r} is {kind}, expected a string", raw_of(record))
     return value
 
 
@@ -663,15 +683,17 @@ class RecordWriter:
         self._array = fmt is None and _without_gz(path).endswith(".json")
         self.fieldnames: list[str] = list(fieldnames) if fieldnames else []
         check_output_path(self.path, create=True)
+        # A symbolic link is written through (its target replaced), not replaced by a file.
+        self._target = resolved_target(self.path, "output")
         try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
+            fd, tmp = tempfile.mkstemp(prefix=f".{self._target.name}.", dir=self._target.parent)
         except OSError as exc:
-            raise OSError(f"{self.path}: cannot write in {self.path.parent} ({exc.strerror or exc})") from exc
+            raise OSError(f"{self.path}: cannot write in {self._target.parent} ({exc.strerror or exc})") from exc
         os.close(fd)
         self._tmp = Path(tmp)
         self._spool: Path | None = None
         if self.fmt != "jsonl":
-            fd, spool = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".spool", dir=self.path.parent)
+            fd, spool = tempfile.mkstemp(prefix=f".{self._target.name}.", suffix=".spool", dir=self._target.parent)
             os.close(fd)
             self._spool = Path(spool)
             # Pickled chunks, not JSON: Parquet input round-trips timestamps, dates, bytes and
@@ -707,6 +729,8 @@ class RecordWriter:
                 line = dumps_value(record)
                 self._handle.write(("\n" if i == 0 else ",\n") + line if self._array else line + "\n")
         else:
+            if self.fmt == "parquet":  # Parquet's numbers are doubles: a JsonNumber goes as the nearest one
+                records = [_doubles_for_parquet(record) for record in records]
             pickle.dump(list(records), self._handle, protocol=pickle.HIGHEST_PROTOCOL)
             for record in records:
                 for key, value in record.items():
@@ -758,14 +782,16 @@ class RecordWriter:
                 try:
                     kind = pa.array([r.get(key) for r in chunk]).type
                 except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
-                    as_strings(key, "has values of incompatible types")  # e.g. nested ones
+                    numbers = _kind(JsonNumber("")) in self._kinds.get(key, ())
+                    as_strings(key, "holds numbers beyond the range of a double" if numbers else
+                               "has values of incompatible types")  # e.g. nested ones
                     continue
                 if pa.types.is_struct(kind) and kind.num_fields == 0:
                     continue  # only {} in this chunk: it fits any struct another chunk brings
                 if not pa.types.is_null(kind):
                     types[key].append(kind)
         for key, kinds in self._kinds.items():
-            if kinds == {"dict"} and not types[key]:
+            if key not in given and kinds == {"dict"} and not types[key]:
                 as_text.add(key)  # only ever {}: Parquet cannot store a struct without fields
         chosen: dict[str, object] = {}
         for key in self.fieldnames:
@@ -817,12 +843,9 @@ class RecordWriter:
             raise
         if self._spool is not None:
             self._spool.unlink(missing_ok=True)
-        # mkstemp creates 0600; the output gets the permissions any new file would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(self._tmp, 0o666 & ~umask)
+        os.chmod(self._tmp, _new_file_mode(self._target))
         try:
-            os.replace(self._tmp, self.path)
+            os.replace(self._tmp, self._target)
         except OSError as exc:
             self.abort()
             raise OSError(f"{self.path}: cannot be written ({exc.strerror or exc})") from exc
@@ -858,7 +881,29 @@ class _OwningGzipFile(gzip.GzipFile):
                 owned.close()
 
 
+def _doubles_for_parquet(value):
+    """``value`` with every :class:`JsonNumber` in range as the nearest double (Parquet has no
+    arbitrary-precision number; a JSON Lines to Parquet run wrote them so before they were kept);
+    one beyond the double range (``1e400``) stays, and its column is written as strings."""
+    if isinstance(value, JsonNumber):
+        number = float(value.text)
+        return number if math.isfinite(number) else value
+    if isinstance(value, dict):
+        return {k: _doubles_for_parquet(v) for k, v in value.items()} if _holds_number(value) else value
+    if isinstance(value, list):
+        return [_doubles_for_parquet(v) for v in value] if _holds_number(value) else value
+    return value
+
+
+def _holds_number(value) -> bool:
+    items = value.values() if isinstance(value, dict) else value
+    return any(isinstance(v, (JsonNumber, dict, list)) and (isinstance(v, JsonNumber) or _holds_number(v))
+               for v in items)
+
+
 def _kind(value: object) -> str:
+    if isinstance(value, JsonNumber):
+        return "number beyond the range of a double"
     if isinstance(value, bool):
         return "bool"
     if isinstance(value, int):
@@ -896,6 +941,25 @@ def _for_parquet(record: dict, as_text: set[str]) -> dict:
     return out
 
 
+def resolved_target(path: Path, what: str) -> Path:
+    """The file a write to ``path`` replaces: a symbolic link's target (written through, as a
+    user who links a file means); a device or pipe there is refused (it cannot be replaced
+    atomically, and replacing /dev/null with a file would break the system)."""
+    if path.exists() and not path.is_file():
+        raise ValueError(f"{what} {path} is not a regular file (a device or a pipe); give a file path")
+    return path.resolve() if path.is_symlink() else path
+
+
+def _new_file_mode(target: Path) -> int:
+    """An existing file's permissions, else those any new file gets (mkstemp creates 0600)."""
+    try:
+        return target.stat().st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 def default_errors_path(output: PathLike, given: PathLike | None = None) -> Path:
     """``given`` when the user named an errors file, else ``OUTPUT.errors.jsonl`` beside the output."""
     if given:
@@ -918,19 +982,24 @@ def write_bad_records(path: PathLike, bad: Sequence[BadRecord], source: PathLike
             logger.info("removed %s, left by an earlier run (this one skipped nothing)", path)
         return None
     check_output_path(path, what="errors file", create=True)
+    lines = []
+    for item in bad:
+        entry = {"file": str(source), "line": item.line, "reason": item.reason, "raw": item.raw}
+        if item.raw_bytes is not None:
+            entry["raw_base64"] = base64.b64encode(item.raw_bytes).decode("ascii")
+        lines.append(json.dumps(entry, ensure_ascii=False) + "\n")
+    if path.exists() and not path.is_file():  # /dev/null, /dev/stderr, a pipe: written as asked
+        with open(path, "w", encoding="utf-8", errors="replace") as handle:
+            handle.writelines(lines)
+        return path
+    target = path.resolve() if path.is_symlink() else path
     # Written aside and renamed, as outputs are: a full disk leaves no half-written errors file.
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     try:
         with open(fd, "w", encoding="utf-8", errors="replace") as handle:
-            for item in bad:
-                entry = {"file": str(source), "line": item.line, "reason": item.reason, "raw": item.raw}
-                if item.raw_bytes is not None:
-                    entry["raw_base64"] = base64.b64encode(item.raw_bytes).decode("ascii")
-                handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
+            handle.writelines(lines)
+        os.chmod(tmp, _new_file_mode(target))
+        os.replace(tmp, target)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
         raise OSError(exc.errno, f"{path}: the errors file cannot be written ({exc.strerror or exc})") from exc
@@ -1058,6 +1127,8 @@ def check_paths(input_path: PathLike, output: PathLike | None = None, errors: Pa
         if _same_file(path, source):
             raise ValueError(f"the {what} {path} is the input file {source}: it would be replaced; choose another path")
         check_output_path(path, what)
+        if what == "output":
+            resolved_target(path, what)  # a device or pipe: refused now, not after the work
     if len(named) == 2 and _same_file(named[0][1], named[1][1]):
         raise ValueError(f"the errors file {named[1][1]} is the output {named[0][1]}: choose another path")
     if errors is not None and model_folder is not None:
@@ -1083,24 +1154,19 @@ def find_field(path: PathLike, names: Sequence[str], fmt: str | None = None,
     unreadable file, are left for the scoring pass to report.
     """
     fmt = detect_format(path, fmt)
-    if fmt == "parquet":
-        require_pyarrow("reading")
-        import pyarrow.parquet as pq
-
+    if fmt in ("csv", "parquet"):
         try:
-            columns = pq.read_schema(path).names
-        except Exception:
-            return None
+            columns = input_columns(path, fmt, encoding)[0] or []
+        except ValueError:
+            return None  # unreadable: the scoring pass reports it
         clash = [name for name in names if name in columns]
         return (1, clash[0]) if clash else None
     try:
-        for line, record in read_records(path, fmt, encoding):
+        for line, record in read_records(path, fmt, encoding, exact=False):
             if isinstance(record, dict):
                 clash = [name for name in names if name in record]
                 if clash:
                     return line, clash[0]
-                if fmt == "csv":
-                    return None  # every row has the header's fields
     except ValueError:
         pass
     return None

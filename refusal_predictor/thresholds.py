@@ -21,6 +21,13 @@ def check_threshold(value: Any, name: str = "threshold") -> float:
     return float(value)
 
 
+def written_probability(p: float, threshold: float) -> float:
+    """``p`` rounded to 6 places for an output file, unless rounding would cross ``threshold``:
+    0.4999996 written as 0.5 beside the label "compliance" would contradict the file's own rule."""
+    rounded = round(float(p), 6)
+    return rounded if (rounded >= threshold) == (p >= threshold) else float(p)
+
+
 def validation_curve(y_true: Any, refusal_proba: Any, max_points: int = 200) -> dict[str, list[float]]:
     """Precision, recall and predicted refusal rate per threshold (thresholds ascending)."""
     y = np.asarray(y_true, dtype=int)

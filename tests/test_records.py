@@ -317,7 +317,7 @@ def test_an_output_field_in_the_input_is_refused_before_any_scoring(tmp_path):
     assert find_field(escaped, ["refusal_probability", "predicted"]) is None
     csv_log = tmp_path / "log.csv"
     csv_log.write_text("response,refusal_probability\nhello,0.1\n", encoding="utf-8")
-    assert find_field(csv_log, ["refusal_probability", "label"]) == (2, "refusal_probability")
+    assert find_field(csv_log, ["refusal_probability", "label"]) == (1, "refusal_probability")  # the header
     array = tmp_path / "log.json"
     array.write_text('[\n{"response": "a"},\n{"response": "b", "label": 0}\n]\n', encoding="utf-8")
     assert find_field(array, ["label"]) == (3, "label")
@@ -490,7 +490,8 @@ def test_parquet_to_parquet_keeps_the_input_column_types(tmp_path):
 
     log = tmp_path / "log.parquet"
     types = {"ts": pa.timestamp("ns"), "small": pa.int8(), "dec": pa.decimal128(10, 2),
-             "cat": pa.dictionary(pa.int32(), pa.string()), "u": pa.uint64(), "none": pa.string()}
+             "cat": pa.dictionary(pa.int32(), pa.string()), "u": pa.uint64(), "none": pa.string(),
+             "meta": pa.struct([("a", pa.int64()), ("b", pa.string())])}
     pq.write_table(pa.table({
         "response": ["I'm sorry", "ok"],
         "ts": pa.array([1700000000123456789, None], types["ts"]),
@@ -499,6 +500,7 @@ def test_parquet_to_parquet_keeps_the_input_column_types(tmp_path):
         "cat": pa.array(["a", "b"]).dictionary_encode(),
         "u": pa.array([2**64 - 1, 0], types["u"]),
         "none": pa.array([None, None], types["none"]),
+        "meta": pa.array([{"a": 1, "b": "x"}, None], types["meta"]),
     }), log)
     out = tmp_path / "out.parquet"
     _score(log, out)
@@ -506,6 +508,7 @@ def test_parquet_to_parquet_keeps_the_input_column_types(tmp_path):
     assert {name: schema.field(name).type for name in types} == types
     assert pq.read_table(out).column("ts").cast(pa.int64()).to_pylist() == [1700000000123456789, None]
     assert pq.read_table(out).column("u").to_pylist() == [2**64 - 1, 0]
+    assert pq.read_table(out).column("meta").to_pylist() == [{"a": 1, "b": "x"}, None]  # not a JSON string
 
 
 def test_parquet_output_with_integers_beyond_2_53_beside_floats_is_written_not_failed(tmp_path, caplog):
@@ -607,3 +610,93 @@ def test_an_errors_file_that_cannot_be_written_names_itself_and_leaves_nothing_h
         _score(log, tmp_path / "out.jsonl", errors_path=errors)
     assert errors.read_text(encoding="utf-8").startswith('{"file": "earlier"')  # the earlier one, whole
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_csv_header_holding_an_output_field_is_refused_even_without_a_usable_row(tmp_path):
+    log = tmp_path / "log.csv"
+    log.write_text('response,label\n"never closed,x\n', encoding="utf-8")
+    with pytest.raises(ValueError, match="log.csv:1: the record already has a field 'label'"):
+        _score(log, tmp_path / "out.csv")
+
+
+def test_a_linked_errors_file_is_written_through_its_link_and_a_device_is_not_replaced(tmp_path):
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"response": "ok"}\n{"text": "no response"}\n', encoding="utf-8")
+    kept = tmp_path / "kept.jsonl"
+    kept.write_text("", encoding="utf-8")
+    kept.chmod(0o640)
+    link = tmp_path / "errors.jsonl"
+    link.symlink_to(kept)
+    _score(log, tmp_path / "out.jsonl", errors_path=link)
+    assert link.is_symlink() and json.loads(kept.read_text(encoding="utf-8"))["line"] == 2
+    assert kept.stat().st_mode & 0o777 == 0o640  # its permissions kept
+    to_null = tmp_path / "null.jsonl"
+    to_null.symlink_to(os.devnull)  # a regression replaces this link, never the device itself
+    _score(log, tmp_path / "out2.jsonl", errors_path=to_null)
+    assert to_null.is_symlink() and not Path(os.devnull).is_file()
+    with pytest.raises(ValueError, match="is not a regular file"):
+        _score(log, to_null)  # an output cannot be swapped in over a device
+    assert to_null.is_symlink()
+
+
+def test_json_numbers_beyond_a_double_go_to_parquet_as_doubles_or_as_strings_out_of_range(tmp_path, caplog):
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"response": "ok", "ts": 1700000000.123456789012, "big": 1e400}\n'
+                   '{"response": "ok", "ts": 1700000001.5, "big": 2.0}\n', encoding="utf-8")
+    out = tmp_path / "out.parquet"
+    _score(log, out)
+    rows = [r for _, r in read_all(out)[0]]
+    assert [r["ts"] for r in rows] == [1700000000.123456789012, 1700000001.5]
+    assert [r["big"] for r in rows] == ["1e400", "2.0"]
+    assert "field 'big' holds float and number beyond the range of a double values" in caplog.text
+
+
+def test_bytes_not_valid_in_a_utf16_log_skip_their_line_only(tmp_path):
+    lines = [f'{{"response": "r{i}"}}\n'.encode("utf-16-le") for i in range(1, 6)]
+    lines[2] = b"\x00\xd8" + lines[2]  # a high surrogate with no low one: not UTF-16
+    log = tmp_path / "log.jsonl"
+    log.write_bytes(b"".join(lines))
+    good, bad = read_all(log, encoding="utf-16-le")
+    assert [line for line, _ in good] == [1, 2, 4, 5] and [(b.line, b.reason) for b in bad] == [(3, "not valid utf-16-le")]
+
+
+def test_a_non_utf8_string_inside_a_nested_parquet_column_skips_its_row(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tags = pa.array([[b"ok"], [b"caf\xe9"], [b"fine"]], pa.list_(pa.binary())).cast(pa.list_(pa.string()), safe=False)
+    log = tmp_path / "log.parquet"
+    pq.write_table(pa.table({"response": ["a", "b", "c"], "tags": tags}), log)
+    good, bad = read_all(log)
+    assert [line for line, _ in good] == [1, 3] and bad[0].line == 2 and "column 'tags'" in bad[0].reason
+
+
+def test_bootstrap_writes_a_probability_that_agrees_with_its_label():
+    from refusal_predictor.bootstrap import bootstrap_records
+
+    class Fixed:
+        threshold = 0.5
+
+        def refusal_probability(self, texts):
+            return [0.4999996] * len(texts)
+
+    rows, _ = bootstrap_records([(1, {"prompt": "p", "response": "r"})], Fixed())
+    assert (rows[0]["label"], rows[0]["refusal_probability"]) == ("compliance", 0.4999996)
+
+
+def test_a_users_string_never_becomes_a_number_in_json_output(tmp_path):
+    from refusal_predictor.records import dumps_value
+
+    log = tmp_path / "log.jsonl"
+    placeholder = "\\u0000\\u0001refusal-predictor-number:42\\u0001\\u0000"
+    log.write_text('{"response": "ok", "big": 1e400, "note": "%s"}\n' % placeholder, encoding="utf-8")
+    (_, record), = read_all(log)[0]
+    text = dumps_value(record)
+    assert text.startswith('{"response": "ok", "big": 1e400, "note": "') and json.loads(text)["note"] == record["note"]
+
+
+def test_a_utf16_json_array_is_read_as_an_array(tmp_path):
+    log = tmp_path / "log.json"
+    log.write_bytes('[\n{"response": "a"},\n{"response": "b"}\n]\n'.encode("utf-16"))
+    good, bad = read_all(log, encoding="utf-16")
+    assert bad == [] and [(line, r["response"]) for line, r in good] == [(2, "a"), (3, "b")]
