@@ -19,17 +19,16 @@ import logging
 import math
 import os
 import pickle
-import re
-import secrets
 import sys
 import tempfile
 import zlib
 from dataclasses import dataclass
-from decimal import Decimal
 from pathlib import Path
 from typing import IO, Iterator, Sequence
 
 from .artifacts import PathLike
+from .jsonvalues import (EXACT_DECODER, PLAIN_DECODER, DuplicateField, JsonNumber, duplicate_reason, dumps_value,
+                         plain_value)
 
 logger = logging.getLogger(__name__)
 
@@ -53,100 +52,6 @@ class BadRecord:
 
     def describe(self, path: PathLike) -> str:
         return f"{path}:{self.line}: {self.reason}"
-
-
-class JsonNumber:
-    """A JSON number that a float would change (``1e400`` becomes infinity, which is not JSON;
-    ``0.10000000000000000001`` becomes 0.1): kept as its text, and written back as that number.
-
-    Numbers a float holds exactly are floats (``1.50`` is read as 1.5 and written ``1.5``: the
-    same value, as any JSON tool writes it)."""
-
-    __slots__ = ("text",)
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-    def __str__(self) -> str:
-        return self.text
-
-    def __repr__(self) -> str:  # messages quote values with !r: show the number as the file has it
-        return self.text
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, JsonNumber) and other.text == self.text
-
-    def __hash__(self) -> int:
-        return hash(self.text)
-
-    def __getstate__(self) -> str:
-        return self.text
-
-    def __setstate__(self, state: str) -> None:
-        self.text = state
-
-
-def _json_float(text: str) -> float | JsonNumber:
-    value = float(text)
-    if repr(value) == text or (math.isfinite(value) and Decimal(repr(value)) == Decimal(text)):
-        return value
-    return JsonNumber(text)
-
-
-class _DuplicateField(ValueError):
-    def __init__(self, key: str) -> None:
-        super().__init__(key)
-        self.key = key
-
-
-def _object_without_duplicates(pairs: list[tuple[str, object]]) -> dict:
-    """JSON allows a key twice in one object and keeps only the last value: the first would be
-    lost without a word (and a duplicated text field would score the other text)."""
-    record = dict(pairs)
-    if len(record) != len(pairs):
-        seen: set[str] = set()
-        raise _DuplicateField(next(k for k, _ in pairs if k in seen or seen.add(k)))
-    return record
-
-
-_DECODER = json.JSONDecoder(object_pairs_hook=_object_without_duplicates, parse_float=_json_float)
-_PLAIN = json.JSONDecoder()
-
-
-def _duplicate_reason(key: str) -> str:
-    return (f"field {key!r} appears twice in one object; JSON readers keep only the last value, so the "
-            "record is not used (rename one of them)")
-
-
-def dumps_value(value: object) -> str:
-    """A record (or any value of one) as JSON, the one way outputs and the errors file write it.
-
-    Numbers a float cannot hold (:class:`JsonNumber`, finite decimals) are written as the
-    numbers they are; datetimes in ISO 8601; bytes in base64; other values as their ``str``.
-    ``json`` has no hook for raw number text, so such a number goes through as a placeholder
-    string holding a random nonce, replaced afterwards: no string of the user's can match it."""
-    nonce = ""
-
-    def default(obj: object) -> object:
-        nonlocal nonce
-        if isinstance(obj, JsonNumber) or (isinstance(obj, Decimal) and obj.is_finite()):
-            nonce = nonce or secrets.token_hex(16)
-            return f"{nonce}:{obj}:{nonce}"
-        return _plain_value(obj)
-
-    text = json.dumps(value, ensure_ascii=False, default=default)
-    if not nonce:
-        return text
-    return re.sub(f'"{nonce}:([-+0-9.eE]+):{nonce}"', r"\1", text)
-
-
-def _plain_value(obj: object) -> object:
-    """A value JSON has no type for, as text: ISO 8601 times, base64 bytes, else ``str``."""
-    if isinstance(obj, (datetime.datetime, datetime.date, datetime.time)):
-        return obj.isoformat()
-    if isinstance(obj, (bytes, bytearray, memoryview)):
-        return base64.b64encode(bytes(obj)).decode("ascii")
-    return str(obj)
 
 
 def detect_format(path: PathLike, fmt: str | None = None) -> str:
@@ -235,7 +140,7 @@ def read_records(path: PathLike, fmt: str | None = None, encoding: str = "utf-8"
     if fmt == "parquet":
         yield from _read_parquet(path)
         return
-    reader = _read_jsonl(path, encoding, _DECODER if exact else _PLAIN) if fmt == "jsonl" else _read_csv(path, encoding)
+    reader = _read_jsonl(path, encoding, EXACT_DECODER if exact else PLAIN_DECODER) if fmt == "jsonl" else _read_csv(path, encoding)
     line = 0
     try:
         for line, record in reader:
@@ -295,14 +200,14 @@ _MARK_INVALID = "refusal_predictor.mark_invalid"
 codecs.register_error(_MARK_INVALID, lambda exc: (_INVALID, exc.end))
 
 
-def _json_line(line_no: int, text: str, decoder: json.JSONDecoder = _DECODER) -> dict | BadRecord:
+def _json_line(line_no: int, text: str, decoder: json.JSONDecoder = EXACT_DECODER) -> dict | BadRecord:
     """One JSON Lines record, or what is wrong with it."""
     try:
         record = decoder.decode(text)
     except json.JSONDecodeError as exc:
         return BadRecord(line_no, f"malformed JSON ({exc.msg} at column {exc.colno})", text.rstrip("\n"))
-    except _DuplicateField as exc:
-        return BadRecord(line_no, _duplicate_reason(exc.key), text.rstrip("\n"))
+    except DuplicateField as exc:
+        return BadRecord(line_no, duplicate_reason(exc.key), text.rstrip("\n"))
     if not isinstance(record, dict):
         return BadRecord(line_no, f"a JSON {type(record).__name__}, expected an object", text.rstrip("\n"))
     if _has_lone_surrogate(record, text):
@@ -345,7 +250,7 @@ def _starts_with_array(path: PathLike, encoding: str = "utf-8") -> bool:
 
 
 def _read_json_array(path: PathLike, encoding: str,
-                     exact: json.JSONDecoder = _DECODER) -> list[tuple[int, dict | BadRecord]] | None:
+                     item_decoder: json.JSONDecoder = EXACT_DECODER) -> list[tuple[int, dict | BadRecord]] | None:
     """The elements of a file holding one JSON array, each with the line it starts on.
 
     Outside ``.json`` files this is only a guess, and ``None`` (read it as JSON Lines) when the
@@ -391,10 +296,10 @@ def _read_json_array(path: PathLike, encoding: str,
             line += text[pos] == "\n"
             pos += 1
         try:
-            item, item_end = exact.raw_decode(text, pos)  # exact numbers, no duplicate keys (by default)
-        except _DuplicateField as exc:
+            item, item_end = item_decoder.raw_decode(text, pos)  # exact numbers, no duplicate keys (by default)
+        except DuplicateField as exc:
             _, item_end = decoder.raw_decode(text, pos)
-            out.append((line, BadRecord(line, _duplicate_reason(exc.key), text[pos:item_end])))
+            out.append((line, BadRecord(line, duplicate_reason(exc.key), text[pos:item_end])))
             line += text.count("\n", pos, item_end)
             pos = item_end
             continue
@@ -926,7 +831,7 @@ def _csv_value(value: object) -> object:
     if isinstance(value, (dict, list, tuple)):
         return dumps_value(value)
     if isinstance(value, (bytes, bytearray, memoryview, datetime.datetime, datetime.date, datetime.time)):
-        return _plain_value(value)
+        return plain_value(value)
     return value
 
 

@@ -685,7 +685,7 @@ def test_bootstrap_writes_a_probability_that_agrees_with_its_label():
 
 
 def test_a_users_string_never_becomes_a_number_in_json_output(tmp_path):
-    from refusal_predictor.records import dumps_value
+    from refusal_predictor.jsonvalues import dumps_value
 
     log = tmp_path / "log.jsonl"
     placeholder = "\\u0000\\u0001refusal-predictor-number:42\\u0001\\u0000"
