@@ -208,6 +208,8 @@ def _json_line(line_no: int, text: str, decoder: json.JSONDecoder = EXACT_DECODE
         return BadRecord(line_no, f"malformed JSON ({exc.msg} at column {exc.colno})", text.rstrip("\n"))
     except DuplicateField as exc:
         return BadRecord(line_no, duplicate_reason(exc.key), text.rstrip("\n"))
+    except ValueError as exc:  # e.g. an integer of over 4,300 digits (Python's conversion limit)
+        return BadRecord(line_no, f"unreadable JSON ({exc})", text.rstrip("\n"))
     if not isinstance(record, dict):
         return BadRecord(line_no, f"a JSON {type(record).__name__}, expected an object", text.rstrip("\n"))
     if _has_lone_surrogate(record, text):
@@ -280,6 +282,10 @@ def _read_json_array(path: PathLike, encoding: str,
         if not is_json_file:
             return None  # a JSON Lines file whose first line is a bad record: read line by line
         raise ValueError(f"{path}:{exc.lineno}: malformed JSON array ({exc.msg} at column {exc.colno})") from exc
+    except ValueError as exc:  # e.g. an integer of over 4,300 digits
+        if not is_json_file:
+            return None
+        raise ValueError(f"{path}: unreadable JSON array ({exc})") from exc
     rest = text[end:]
     if rest.strip():
         if not is_json_file:
@@ -711,6 +717,9 @@ class RecordWriter:
                     chosen[key] = merged.field(key).type
                 except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
                     as_strings(key, "has values of incompatible types")
+        for key in [key for key, kind in chosen.items() if _has_empty_struct(kind)]:
+            del chosen[key]  # a nested {} in every record: Parquet cannot store a struct without fields
+            as_strings(key, "holds an empty object {} inside, which Parquet cannot store")
         # Pass 2, for the columns whose type is not the one every chunk inferred: do all values fit
         # it? (int64 and double unify to double, which cannot hold 2**53 + 1; the input's types
         # are checked too.) Writing must not fail after a whole run's scoring.
@@ -786,6 +795,18 @@ class _OwningGzipFile(gzip.GzipFile):
                 owned.close()
 
 
+def _has_empty_struct(kind) -> bool:
+    import pyarrow as pa
+
+    if pa.types.is_struct(kind):
+        return kind.num_fields == 0 or any(_has_empty_struct(kind.field(i).type) for i in range(kind.num_fields))
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+        return _has_empty_struct(kind.value_type)
+    if pa.types.is_map(kind):
+        return _has_empty_struct(kind.key_type) or _has_empty_struct(kind.item_type)
+    return False
+
+
 def _doubles_for_parquet(value):
     """``value`` with every :class:`JsonNumber` in range as the nearest double (Parquet has no
     arbitrary-precision number; a JSON Lines to Parquet run wrote them so before they were kept);
@@ -852,7 +873,17 @@ def resolved_target(path: Path, what: str) -> Path:
     atomically, and replacing /dev/null with a file would break the system)."""
     if path.exists() and not path.is_file():
         raise ValueError(f"{what} {path} is not a regular file (a device or a pipe); give a file path")
-    return path.resolve() if path.is_symlink() else path
+    return link_target(path, what)
+
+
+def link_target(path: Path, what: str) -> Path:
+    """``path``, or the file its symbolic link (chain) names, existing or not."""
+    if not path.is_symlink():
+        return path
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError) as exc:  # a loop
+        raise ValueError(f"{what} {path}: its symbolic link cannot be followed ({exc})") from exc
 
 
 def _new_file_mode(target: Path) -> int:
@@ -883,7 +914,7 @@ def write_bad_records(path: PathLike, bad: Sequence[BadRecord], source: PathLike
     path = Path(path)
     if not bad:
         if _is_errors_file(path):
-            path.unlink()
+            link_target(path, "errors file").unlink()  # behind a link, the file it names
             logger.info("removed %s, left by an earlier run (this one skipped nothing)", path)
         return None
     check_output_path(path, what="errors file", create=True)
@@ -894,12 +925,18 @@ def write_bad_records(path: PathLike, bad: Sequence[BadRecord], source: PathLike
             entry["raw_base64"] = base64.b64encode(item.raw_bytes).decode("ascii")
         lines.append(json.dumps(entry, ensure_ascii=False) + "\n")
     if path.exists() and not path.is_file():  # /dev/null, /dev/stderr, a pipe: written as asked
-        with open(path, "w", encoding="utf-8", errors="replace") as handle:
-            handle.writelines(lines)
+        try:
+            with open(path, "w", encoding="utf-8", errors="replace") as handle:
+                handle.writelines(lines)
+        except OSError as exc:
+            raise OSError(exc.errno, f"{path}: the errors file cannot be written ({exc.strerror or exc})") from exc
         return path
-    target = path.resolve() if path.is_symlink() else path
+    target = link_target(path, "errors file")
     # Written aside and renamed, as outputs are: a full disk leaves no half-written errors file.
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    except OSError as exc:
+        raise OSError(exc.errno, f"{path}: the errors file cannot be written ({exc.strerror or exc})") from exc
     try:
         with open(fd, "w", encoding="utf-8", errors="replace") as handle:
             handle.writelines(lines)
@@ -932,7 +969,7 @@ def _is_errors_file(path: Path) -> bool:
 def _same_file(a: Path, b: Path) -> bool:
     try:
         return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
-    except OSError:
+    except (OSError, RuntimeError):  # RuntimeError: a symbolic link loop, refused by the later checks
         return False
 
 
@@ -971,7 +1008,9 @@ def check_output_path(path: PathLike, what: str = "output", create: bool = False
         raise ValueError(f"{what} '-': standard input/output is not supported; give a file path")
     if path.is_dir():
         raise ValueError(f"{what} {path} is a folder; give a file path")
-    _check_parent(path, what, create)
+    if path.exists() and not path.is_file():
+        return path  # a device or pipe (--errors /dev/null): opened as it is, no file is made beside it
+    _check_parent(link_target(path, what), what, create)  # behind a link, where the file is written
     return path
 
 

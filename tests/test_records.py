@@ -700,3 +700,46 @@ def test_a_utf16_json_array_is_read_as_an_array(tmp_path):
     log.write_bytes('[\n{"response": "a"},\n{"response": "b"}\n]\n'.encode("utf-16"))
     good, bad = read_all(log, encoding="utf-16")
     assert bad == [] and [(line, r["response"]) for line, r in good] == [(2, "a"), (3, "b")]
+
+
+def test_a_nested_empty_object_goes_to_parquet_as_text_not_a_failed_write(tmp_path, caplog):
+    """Parquet has no struct without fields: {"meta": {"tags": {}}} failed the write after the run."""
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"response": "ok", "meta": {"tags": {}}}\n{"response": "ok", "meta": {"tags": {}}}\n', encoding="utf-8")
+    out = tmp_path / "out.parquet"
+    _score(log, out)
+    assert [r["meta"] for _, r in read_all(out)[0]] == ['{"tags": {}}'] * 2
+    assert "field 'meta' holds an empty object {} inside" in caplog.text
+
+
+def test_a_line_holding_an_integer_past_pythons_digit_limit_is_skipped_not_fatal(tmp_path):
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"response": "ok", "n": %s}\n{"response": "fine"}\n' % ("7" * 5000), encoding="utf-8")
+    good, bad = read_all(log)
+    assert [line for line, _ in good] == [2] and bad[0].line == 1 and "unreadable JSON" in bad[0].reason
+
+
+def test_errors_behind_links_into_missing_folders_loops_and_devices(tmp_path, monkeypatch):
+    from refusal_predictor import records
+
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"response": "ok"}\n{"text": "no response"}\n', encoding="utf-8")
+    link = tmp_path / "errors.jsonl"
+    link.symlink_to(tmp_path / "new" / "folder" / "errors.jsonl")  # the folder is made, as for a plain path
+    _score(log, tmp_path / "out.jsonl", errors_path=link)
+    assert link.is_symlink() and (tmp_path / "new" / "folder" / "errors.jsonl").is_file()
+    clean = tmp_path / "clean.jsonl"
+    clean.write_text('{"response": "ok"}\n', encoding="utf-8")
+    _score(clean, tmp_path / "out.jsonl", errors_path=link)  # a clean run removes the stale file, not the link
+    assert link.is_symlink() and not (tmp_path / "new" / "folder" / "errors.jsonl").exists()
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    for kwargs in ({"errors_path": tmp_path / "a"}, {}):
+        with pytest.raises(ValueError, match="symbolic link cannot be followed"):
+            _score(log, tmp_path / ("out.jsonl" if kwargs else "a"), output_format="jsonl", **kwargs)
+
+    def no_temporary_file(folder, what, path):
+        raise ValueError(f"a temporary file was made in {folder}")
+
+    monkeypatch.setattr(records, "_check_writable", no_temporary_file)  # /dev is not writable for most users
+    assert records.check_output_path(os.devnull, "errors file") == Path(os.devnull)
