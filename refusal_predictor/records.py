@@ -161,7 +161,7 @@ def _read_jsonl(path: PathLike, encoding: str, decoder: json.JSONDecoder) -> Ite
             return
     elif _without_gz(path).endswith(".json"):
         _refuse_one_json_object(path, encoding)
-    if "\n".encode(encoding) != b"\n":
+    if not _ascii_compatible(encoding):
         yield from _read_jsonl_wide(path, encoding, decoder)
         return
     with _open_bytes(path) as handle:
@@ -177,6 +177,11 @@ def _read_jsonl(path: PathLike, encoding: str, decoder: json.JSONDecoder) -> Ite
                 continue
             if text.strip():  # blank lines carry nothing
                 yield line_no, _json_line(line_no, text, decoder)
+
+
+def _ascii_compatible(encoding: str) -> bool:
+    """Whether a newline is the byte 0x0A (UTF-8, Latin-1, cp1252; not UTF-16 or UTF-32)."""
+    return "\n".encode(encoding) == b"\n"
 
 
 def _read_jsonl_wide(path: PathLike, encoding: str, decoder: json.JSONDecoder) -> Iterator[tuple[int, dict | BadRecord]]:
@@ -246,7 +251,7 @@ def _refuse_one_json_object(path: PathLike, encoding: str) -> None:
 
 def _starts_with_array(path: PathLike, encoding: str = "utf-8") -> bool:
     head = _head(path)
-    if "\n".encode(encoding) == b"\n":  # ASCII-compatible: look at the bytes
+    if _ascii_compatible(encoding):  # look at the bytes
         return head.lstrip(b"\xef\xbb\xbf").lstrip().startswith(b"[")
     return head.decode(encoding, "ignore").lstrip("\ufeff").lstrip().startswith("[")
 
@@ -304,12 +309,11 @@ def _read_json_array(path: PathLike, encoding: str,
         try:
             item, item_end = item_decoder.raw_decode(text, pos)  # exact numbers, no duplicate keys (by default)
         except DuplicateField as exc:
-            _, item_end = decoder.raw_decode(text, pos)
-            out.append((line, BadRecord(line, duplicate_reason(exc.key), text[pos:item_end])))
-            line += text.count("\n", pos, item_end)
-            pos = item_end
-            continue
-        if isinstance(item, dict) and _has_lone_surrogate(item, text[pos:item_end]):
+            item_end = decoder.raw_decode(text, pos)[1]
+            item = BadRecord(line, duplicate_reason(exc.key), text[pos:item_end])
+        if isinstance(item, BadRecord):
+            out.append((line, item))
+        elif isinstance(item, dict) and _has_lone_surrogate(item, text[pos:item_end]):
             out.append((line, BadRecord(line, LONE_SURROGATE, text[pos:item_end])))
         elif isinstance(item, dict):
             out.append((line, item))
@@ -464,29 +468,27 @@ def require_pyarrow(doing: str) -> None:
 
 def parquet_schema(path: PathLike):
     """The Parquet file's Arrow schema, its column names checked (see :func:`read_records`)."""
+    return _open_parquet(path).schema_arrow
+
+
+def _open_parquet(path: PathLike):
     require_pyarrow("reading")
-    import pyarrow.parquet as pq
-
-    try:
-        schema = pq.read_schema(path)
-    except Exception as exc:
-        raise ValueError(f"{path}: not a readable Parquet file ({exc})") from exc
-    names = schema.names
-    repeated = sorted({name for name in names if names.count(name) > 1})
-    if repeated:  # a record is a dict: all but one of those columns would be lost
-        raise ValueError(f"{path}: the Parquet schema names column {repeated[0]!r} {names.count(repeated[0])} times; "
-                         "every column needs a name of its own, or all but one of them would be lost")
-    return schema
-
-
-def _read_parquet(path: PathLike) -> Iterator[tuple[int, dict | BadRecord]]:
-    parquet_schema(path)
     import pyarrow.parquet as pq
 
     try:
         parquet = pq.ParquetFile(path)
     except Exception as exc:
         raise ValueError(f"{path}: not a readable Parquet file ({exc})") from exc
+    names = parquet.schema_arrow.names
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:  # a record is a dict: all but one of those columns would be lost
+        raise ValueError(f"{path}: the Parquet schema names column {repeated[0]!r} {names.count(repeated[0])} times; "
+                         "every column needs a name of its own, or all but one of them would be lost")
+    return parquet
+
+
+def _read_parquet(path: PathLike) -> Iterator[tuple[int, dict | BadRecord]]:
+    parquet = _open_parquet(path)
     row = 0
     for batch in parquet.iter_batches(batch_size=8192):
         try:
@@ -693,7 +695,7 @@ class RecordWriter:
                 try:
                     kind = pa.array([r.get(key) for r in chunk]).type
                 except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
-                    numbers = _kind(JsonNumber("")) in self._kinds.get(key, ())
+                    numbers = _BEYOND_DOUBLE in self._kinds.get(key, ())
                     as_strings(key, "holds numbers beyond the range of a double" if numbers else
                                "has values of incompatible types")  # e.g. nested ones
                     continue
@@ -827,9 +829,12 @@ def _holds_number(value) -> bool:
                for v in items)
 
 
+_BEYOND_DOUBLE = "number beyond the range of a double"  # the kind of a JsonNumber left by _doubles_for_parquet
+
+
 def _kind(value: object) -> str:
     if isinstance(value, JsonNumber):
-        return "number beyond the range of a double"
+        return _BEYOND_DOUBLE
     if isinstance(value, bool):
         return "bool"
     if isinstance(value, int):
@@ -871,9 +876,14 @@ def resolved_target(path: Path, what: str) -> Path:
     """The file a write to ``path`` replaces: a symbolic link's target (written through, as a
     user who links a file means); a device or pipe there is refused (it cannot be replaced
     atomically, and replacing /dev/null with a file would break the system)."""
-    if path.exists() and not path.is_file():
+    if _is_device_or_pipe(path):
         raise ValueError(f"{what} {path} is not a regular file (a device or a pipe); give a file path")
     return link_target(path, what)
+
+
+def _is_device_or_pipe(path: Path) -> bool:
+    """Something at ``path`` (through any link) that is neither a regular file nor a folder: a device, a pipe."""
+    return path.exists() and not path.is_file() and not path.is_dir()
 
 
 def link_target(path: Path, what: str) -> Path:
@@ -924,7 +934,7 @@ def write_bad_records(path: PathLike, bad: Sequence[BadRecord], source: PathLike
         if item.raw_bytes is not None:
             entry["raw_base64"] = base64.b64encode(item.raw_bytes).decode("ascii")
         lines.append(json.dumps(entry, ensure_ascii=False) + "\n")
-    if path.exists() and not path.is_file():  # /dev/null, /dev/stderr, a pipe: written as asked
+    if _is_device_or_pipe(path):  # /dev/null, /dev/stderr, a pipe: written as asked
         try:
             with open(path, "w", encoding="utf-8", errors="replace") as handle:
                 handle.writelines(lines)
@@ -1008,8 +1018,8 @@ def check_output_path(path: PathLike, what: str = "output", create: bool = False
         raise ValueError(f"{what} '-': standard input/output is not supported; give a file path")
     if path.is_dir():
         raise ValueError(f"{what} {path} is a folder; give a file path")
-    if path.exists() and not path.is_file():
-        return path  # a device or pipe (--errors /dev/null): opened as it is, no file is made beside it
+    if _is_device_or_pipe(path):
+        return path  # --errors /dev/null: opened as it is, no file is made beside it
     _check_parent(link_target(path, what), what, create)  # behind a link, where the file is written
     return path
 
