@@ -16,8 +16,9 @@ import numpy as np
 
 from .artifacts import PathLike
 from .encoder import check_count
-from .records import (BadRecord, RecordWriter, check_paths, default_errors_path, detect_format, find_field, get_text,
-                      input_columns, raw_of, read_records, write_bad_records)
+from .errors_file import default_errors_path, write_bad_records
+from .records import (BadRecord, RecordWriter, check_paths, detect_format, find_field, get_text, input_columns, raw_of,
+                      read_records)
 from .thresholds import check_threshold, written_probability
 
 logger = logging.getLogger(__name__)

@@ -19,9 +19,8 @@ import numpy as np
 from .artifacts import PathLike
 from .batch import checked_scores
 from .classifiers import is_blank
-from .records import (
-    BadRecord, RecordWriter, check_paths, default_errors_path, get_text, raw_of, read_records, write_bad_records,
-)
+from .errors_file import default_errors_path, write_bad_records
+from .records import BadRecord, RecordWriter, check_paths, get_text, raw_of, read_records
 from .thresholds import written_probability
 
 logger = logging.getLogger(__name__)
@@ -206,7 +205,7 @@ def bootstrap_file(
     errors_path: PathLike | None = None,
     **options,
 ) -> BootstrapReport:
-    """:func:`bootstrap_records` from a log file to a labels file (JSONL, CSV or Parquet).
+    """:func:`bootstrap_records` from a log file to a labels file (JSONL, CSV, TSV or Parquet).
 
     >>> from refusal_predictor import ResponseClassifier, bootstrap_file
     >>> report = bootstrap_file("log.jsonl", "labels.jsonl", ResponseClassifier.load(), deduplicate=True)

@@ -43,7 +43,7 @@ from .encoder import DEFAULT_ENCODER
 from .features import TextFeatures
 from .heads import LogOddsBlend, leaf_heads
 from .metrics import binary_metrics
-from .records import check_replaceable_folder
+from .paths import check_replaceable_folder
 from .thresholds import check_threshold, pick_threshold
 from .thresholds import validation_curve as compute_validation_curve
 from .tones import COMPLIANCE_TONE, ToneHead

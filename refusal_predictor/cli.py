@@ -14,14 +14,16 @@ from typing import Iterator, Sequence
 
 from ._version import __version__
 from .classifiers import HEADS
+from .records import FORMATS
 
 logger = logging.getLogger("refusal_predictor.cli")
 
 
 def _add_io_options(p: argparse.ArgumentParser, text_field: str | None, default_help: str | None = None) -> None:
     p.add_argument("--text-field", default=text_field, help=f"field holding the text (default: {default_help or text_field})")
-    p.add_argument("--format", dest="input_format", choices=["jsonl", "csv", "parquet"],
-                   help="input format (default: from the extension; .jsonl.gz and .csv.gz are read gunzipped)")
+    p.add_argument("--format", dest="input_format", choices=FORMATS,
+                   help="input format (default: from the extension; .jsonl.gz, .csv.gz and .tsv.gz are read gunzipped; a "
+                        "CSV whose header holds semicolons or tabs and no comma is read with that separator)")
     p.add_argument("--encoding", default="utf-8", help="input text encoding (default: utf-8)")
 
 
@@ -57,8 +59,9 @@ def _value_set(text: str) -> frozenset[str]:
 
 def _add_score_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", required=True,
-                   help="output file: .jsonl, .json (one array), .csv or .parquet; .jsonl.gz / .csv.gz are gzipped")
-    p.add_argument("--output-format", choices=["jsonl", "csv", "parquet"], help="default: from the extension")
+                   help="output file: .jsonl, .json (one array), .csv, .tsv or .parquet; .jsonl.gz / .csv.gz / .tsv.gz "
+                        "are gzipped")
+    p.add_argument("--output-format", choices=FORMATS, help="default: from the extension")
     p.add_argument("--threshold", type=float, help="refusal probability cut for the label (default: the model's)")
     p.add_argument("--probability-field", default="refusal_probability")
     p.add_argument("--label-field", default="label")
@@ -77,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("label-responses", help="label every response of a JSONL/CSV/Parquet log as refusal or compliance")
+    p = sub.add_parser("label-responses", help="label every response of a JSONL/CSV/TSV/Parquet log as refusal or compliance")
     p.add_argument("input", help="input log")
     p.add_argument("--model", help="response model folder, or a shipped variant: default, ngrams "
                                    "(no encoder, ~60x faster on CPU)")
@@ -122,9 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="list the shipped models and encoders, one summary line each")
 
     p = sub.add_parser("bootstrap", help="label a log of prompt/response pairs with the response classifier (prompt labels)")
-    p.add_argument("input", help="log with prompt and response fields (JSONL, CSV, Parquet)")
+    p.add_argument("input", help="log with prompt and response fields (JSONL, CSV, TSV, Parquet)")
     p.add_argument("-o", "--output", required=True, help="labels file to write")
-    p.add_argument("--output-format", choices=["jsonl", "csv", "parquet"])
+    p.add_argument("--output-format", choices=FORMATS)
     _add_log_options(p)
     p.add_argument("--dedupe", action="store_true", help="merge duplicate (prompt, model) rows, prompts equal up to whitespace and case: majority label + refusal rate")
     _add_threads_option(p)
@@ -169,7 +172,7 @@ def _add_log_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-confidence", type=float, help="drop labels whose max(p, 1-p) is below this (e.g. 0.9)")
     p.add_argument("--response-model", help="response model folder, or a shipped variant: default, ngrams "
                                             "(no encoder, ~60x faster on CPU)")
-    p.add_argument("--format", dest="input_format", choices=["jsonl", "csv", "parquet"])
+    p.add_argument("--format", dest="input_format", choices=FORMATS)
     p.add_argument("--encoding", default="utf-8")
 
 
@@ -259,7 +262,7 @@ def read_labelled(path: str, text_field: str, label_field: str, input_format=Non
 
 def _report_skipped(bad, path: str, errors_path: str | Path | None, hint: str | None = None) -> None:
     """The first skipped rows on stderr; all of them in ``errors_path``, when there is one."""
-    from .records import write_bad_records
+    from .errors_file import write_bad_records
 
     written = write_bad_records(errors_path, bad, path) if errors_path is not None else None
     _print_skipped(bad, path, limit=10, more=f"all {len(bad)} with their reasons in {written}" if written else hint)

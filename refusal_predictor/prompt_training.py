@@ -18,9 +18,10 @@ from sklearn.model_selection import train_test_split
 from .artifacts import PathLike
 from .bootstrap import BootstrapReport, bootstrap_records, label_confidence, merge_duplicates
 from .classifiers import HEADS, ResponseClassifier, check_save_folder
+from .errors_file import write_bad_records
 from .metrics import binary_metrics
 from .prompt import PromptClassifier, write_model_card
-from .records import check_paths, read_records, write_bad_records
+from .records import check_paths, read_records
 from .selection import embedding_cache, fit_with_cache, select
 
 logger = logging.getLogger(__name__)

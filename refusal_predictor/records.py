@@ -7,7 +7,6 @@ silently.
 """
 from __future__ import annotations
 
-import base64
 import codecs
 import csv
 import datetime
@@ -29,12 +28,14 @@ from typing import IO, Iterator, Sequence
 from .artifacts import PathLike
 from .jsonvalues import (EXACT_DECODER, PLAIN_DECODER, DuplicateField, JsonNumber, duplicate_reason, dumps_value,
                          plain_value)
+from .paths import check_output_path, new_file_mode, resolved_target, same_file
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ("jsonl", "csv", "parquet")
-_EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv",
+FORMATS = ("jsonl", "csv", "tsv", "parquet")
+_EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv", ".tsv": "tsv", ".tab": "tsv",
                ".parquet": "parquet", ".pq": "parquet"}
+DELIMITED = ("csv", "tsv")  # read and written by the csv module: a header row, then one row per record
 
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
 
@@ -140,7 +141,10 @@ def read_records(path: PathLike, fmt: str | None = None, encoding: str = "utf-8"
     if fmt == "parquet":
         yield from _read_parquet(path)
         return
-    reader = _read_jsonl(path, encoding, EXACT_DECODER if exact else PLAIN_DECODER) if fmt == "jsonl" else _read_csv(path, encoding)
+    if fmt == "jsonl":
+        reader = _read_jsonl(path, encoding, EXACT_DECODER if exact else PLAIN_DECODER)
+    else:
+        reader = _read_csv(path, encoding, csv_delimiter(path, fmt, encoding))
     line = 0
     try:
         for line, record in reader:
@@ -346,10 +350,36 @@ class _LineRecorder:
         return text
 
 
-def csv_header(path: PathLike, encoding: str = "utf-8") -> list[str] | None:
-    """The CSV file's column names (``None`` for an empty file), checked as the reader checks them."""
+def csv_delimiter(path: PathLike, fmt: str = "csv", encoding: str = "utf-8") -> str:
+    """The field separator of a delimited file: a tab for TSV; for CSV a comma, unless the header
+    names one column holding semicolons (or tabs) and no comma.
+
+    Spreadsheets in many locales save "CSV" with semicolons, and tab-separated logs are often
+    named ``.csv``. Read with commas, such a file has one column, so no field is ever found and
+    every row is skipped; the header tells which separator it uses. Rows are then read with that
+    separator, and quoted as CSV is (a field holding the separator, a quote or a line break is
+    quoted, as spreadsheets and pandas write it).
+    """
+    if fmt == "tsv":
+        return "\t"
+    try:
+        with io.TextIOWrapper(_open_bytes(path), encoding=encoding, errors="surrogateescape", newline="") as handle:
+            header = next(csv.reader(handle), [])
+    except (csv.Error, _GZIP_ERRORS):
+        return ","  # the reader reports it
+    if len(header) == 1:
+        for other in (";", "\t"):
+            if other in header[0]:
+                logger.info("%s: the header holds no comma but %r; reading it as %r-separated", path, other, other)
+                return other
+    return ","
+
+
+def csv_header(path: PathLike, encoding: str = "utf-8", fmt: str = "csv") -> list[str] | None:
+    """The column names of a CSV or TSV file (``None`` for an empty file), checked as the reader checks them."""
+    delimiter = csv_delimiter(path, fmt, encoding)
     with io.TextIOWrapper(_open_bytes(path), encoding=encoding, errors="surrogateescape", newline="") as handle:
-        return _checked_header(path, csv.reader(handle, strict=True), encoding)
+        return _checked_header(path, csv.reader(handle, strict=True, delimiter=delimiter), encoding)
 
 
 def _checked_header(path: PathLike, reader, encoding: str) -> list[str] | None:
@@ -375,11 +405,11 @@ def _checked_header(path: PathLike, reader, encoding: str) -> list[str] | None:
     return header
 
 
-def _read_csv(path: PathLike, encoding: str) -> Iterator[tuple[int, dict | BadRecord]]:
+def _read_csv(path: PathLike, encoding: str, delimiter: str = ",") -> Iterator[tuple[int, dict | BadRecord]]:
     with io.TextIOWrapper(_open_bytes(path), encoding=encoding, errors="surrogateescape", newline="") as handle:
         lines = _LineRecorder(handle)
         # strict: a stray quote ('"x"y') or one never closed is an error, not text read some other way
-        reader = csv.reader(lines, strict=True)
+        reader = csv.reader(lines, strict=True, delimiter=delimiter)
         header = _checked_header(path, reader, encoding)
         if header is None:
             return
@@ -406,23 +436,24 @@ def _read_csv(path: PathLike, encoding: str) -> Iterator[tuple[int, dict | BadRe
             if not row:
                 continue
             if len(row) != len(header):
-                yield line_no, _bad_csv_row(line_no, f"{len(row)} fields, header has {len(header)}", row, encoding)
+                yield line_no, _bad_csv_row(line_no, f"{len(row)} fields, header has {len(header)}", row, encoding, delimiter)
                 continue
             if any(_has_surrogates(v) for v in row):
-                yield line_no, _bad_csv_row(line_no, f"not valid {encoding}; try --encoding (e.g. latin-1)", row, encoding)
+                yield line_no, _bad_csv_row(line_no, f"not valid {encoding}; try --encoding (e.g. latin-1)", row, encoding,
+                                            delimiter)
                 continue
             yield line_no, dict(zip(header, row))
 
 
-def _csv_text(row: list[str]) -> str:
-    """A CSV row as CSV text for the errors file (quoted as needed)."""
+def _csv_text(row: list[str], delimiter: str = ",") -> str:
+    """A row as the file's own text for the errors file (quoted as needed)."""
     buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="").writerow(row)
+    csv.writer(buffer, lineterminator="", delimiter=delimiter).writerow(row)
     return buffer.getvalue()
 
 
-def _bad_csv_row(line: int, reason: str, row: list[str], encoding: str) -> BadRecord:
-    return _bad_csv_text(line, reason, _csv_text(row), encoding)
+def _bad_csv_row(line: int, reason: str, row: list[str], encoding: str, delimiter: str = ",") -> BadRecord:
+    return _bad_csv_text(line, reason, _csv_text(row, delimiter), encoding)
 
 
 def _bad_csv_text(line: int, reason: str, text: str, encoding: str) -> BadRecord:
@@ -543,9 +574,9 @@ def input_columns(path: PathLike, fmt: str | None = None, encoding: str = "utf-8
     if fmt == "parquet":
         schema = parquet_schema(path)
         return list(schema.names), schema
-    if fmt == "csv":
+    if fmt in DELIMITED:
         try:
-            return csv_header(path, check_encoding(encoding)), None
+            return csv_header(path, check_encoding(encoding), fmt), None
         except _GZIP_ERRORS:
             return None, None  # unreadable from its start: the reader says so
     return None, None
@@ -665,7 +696,7 @@ class RecordWriter:
 
     def _write_csv(self) -> None:
         with self._open_text(self._tmp) as handle:
-            writer = csv.DictWriter(handle, fieldnames=self.fieldnames)
+            writer = csv.DictWriter(handle, fieldnames=self.fieldnames, delimiter="\t" if self.fmt == "tsv" else ",")
             writer.writeheader()
             for chunk in self._spooled():
                 for record in chunk:
@@ -747,7 +778,7 @@ class RecordWriter:
             self._handle.write("\n]\n")
         self._handle.close()
         try:
-            if self.fmt == "csv":
+            if self.fmt in DELIMITED:
                 self._write_csv()
             elif self.fmt == "parquet":
                 self._write_parquet()
@@ -759,7 +790,7 @@ class RecordWriter:
             raise
         if self._spool is not None:
             self._spool.unlink(missing_ok=True)
-        os.chmod(self._tmp, _new_file_mode(self._target))
+        os.chmod(self._tmp, new_file_mode(self._target))
         try:
             os.replace(self._tmp, self._target)
         except OSError as exc:
@@ -872,195 +903,6 @@ def _for_parquet(record: dict, as_text: set[str]) -> dict:
     return out
 
 
-def resolved_target(path: Path, what: str) -> Path:
-    """The file a write to ``path`` replaces: a symbolic link's target (written through, as a
-    user who links a file means); a device or pipe there is refused (it cannot be replaced
-    atomically, and replacing /dev/null with a file would break the system)."""
-    if _is_device_or_pipe(path):
-        raise ValueError(f"{what} {path} is not a regular file (a device or a pipe); give a file path")
-    return link_target(path, what)
-
-
-def _is_device_or_pipe(path: Path) -> bool:
-    """Something at ``path`` (through any link) that is neither a regular file nor a folder: a device, a pipe."""
-    return path.exists() and not path.is_file() and not path.is_dir()
-
-
-def link_target(path: Path, what: str) -> Path:
-    """``path``, or the file its symbolic link (chain) names, existing or not."""
-    if not path.is_symlink():
-        return path
-    try:
-        return path.resolve()
-    except (RuntimeError, OSError) as exc:  # a loop
-        raise ValueError(f"{what} {path}: its symbolic link cannot be followed ({exc})") from exc
-
-
-def _new_file_mode(target: Path) -> int:
-    """An existing file's permissions, else those any new file gets (mkstemp creates 0600)."""
-    try:
-        return target.stat().st_mode & 0o7777
-    except OSError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
-
-
-def default_errors_path(output: PathLike, given: PathLike | None = None) -> Path:
-    """``given`` when the user named an errors file, else ``OUTPUT.errors.jsonl`` beside the output."""
-    if given:
-        return Path(given)
-    output = Path(output)
-    return output.with_name(output.name + ".errors.jsonl")
-
-
-def write_bad_records(path: PathLike, bad: Sequence[BadRecord], source: PathLike) -> Path | None:
-    """Keep what could not be used, with its line number and reason, as JSON Lines.
-
-    With nothing to keep, an errors file left at ``path`` by an earlier run is removed (it would
-    report that run's skipped records as this one's) and ``None`` is returned; a file there that
-    is not an errors file is left alone.
-    """
-    path = Path(path)
-    if not bad:
-        if _is_errors_file(path):
-            link_target(path, "errors file").unlink()  # behind a link, the file it names
-            logger.info("removed %s, left by an earlier run (this one skipped nothing)", path)
-        return None
-    check_output_path(path, what="errors file", create=True)
-    lines = []
-    for item in bad:
-        entry = {"file": str(source), "line": item.line, "reason": item.reason, "raw": item.raw}
-        if item.raw_bytes is not None:
-            entry["raw_base64"] = base64.b64encode(item.raw_bytes).decode("ascii")
-        lines.append(json.dumps(entry, ensure_ascii=False) + "\n")
-    if _is_device_or_pipe(path):  # /dev/null, /dev/stderr, a pipe: written as asked
-        try:
-            with open(path, "w", encoding="utf-8", errors="replace") as handle:
-                handle.writelines(lines)
-        except OSError as exc:
-            raise OSError(exc.errno, f"{path}: the errors file cannot be written ({exc.strerror or exc})") from exc
-        return path
-    target = link_target(path, "errors file")
-    # Written aside and renamed, as outputs are: a full disk leaves no half-written errors file.
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    except OSError as exc:
-        raise OSError(exc.errno, f"{path}: the errors file cannot be written ({exc.strerror or exc})") from exc
-    try:
-        with open(fd, "w", encoding="utf-8", errors="replace") as handle:
-            handle.writelines(lines)
-        os.chmod(tmp, _new_file_mode(target))
-        os.replace(tmp, target)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise OSError(exc.errno, f"{path}: the errors file cannot be written ({exc.strerror or exc})") from exc
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-_ERRORS_KEYS = {"file", "line", "reason", "raw"}
-
-
-def _is_errors_file(path: Path) -> bool:
-    """Whether ``path`` holds what :func:`write_bad_records` writes (judged by its first line)."""
-    if not path.is_file():
-        return False
-    try:
-        with open(path, "rb") as handle:
-            first = json.loads(handle.readline(1 << 20).decode("utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return False
-    return isinstance(first, dict) and _ERRORS_KEYS <= set(first) <= _ERRORS_KEYS | {"raw_base64"}
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
-    except (OSError, RuntimeError):  # RuntimeError: a symbolic link loop, refused by the later checks
-        return False
-
-
-def _check_parent(path: Path, what: str, create: bool) -> None:
-    """The folder ``path`` goes in exists or can be made: its nearest existing ancestor is a folder."""
-    parent = path.parent
-    ancestor = parent
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise ValueError(f"{what} {path}: {ancestor} is a file, not a folder")
-    if create:
-        try:
-            parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ValueError(f"{what} {path}: cannot create the folder {parent} ({exc.strerror or exc})") from exc
-    else:  # the up-front check; a writer that creates its file finds out at once anyway
-        _check_writable(ancestor, what, path)
-
-
-def _check_writable(folder: Path, what: str, path: Path) -> None:
-    """A run must not discover at its end that its output cannot be written (a read-only or full
-    file system, missing permissions): a temporary file is made and removed in ``folder`` now."""
-    try:
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as exc:
-        raise ValueError(f"{what} {path}: cannot write in {folder} ({exc.strerror or exc})") from exc
-
-
-def check_output_path(path: PathLike, what: str = "output", create: bool = False) -> Path:
-    """A file we may write: not '-', not a folder, in a folder that exists or can be made
-    (made only with ``create``, i.e. when the file is written)."""
-    path = Path(path)
-    if str(path) == "-":
-        raise ValueError(f"{what} '-': standard input/output is not supported; give a file path")
-    if path.is_dir():
-        raise ValueError(f"{what} {path} is a folder; give a file path")
-    if _is_device_or_pipe(path):
-        return path  # --errors /dev/null: opened as it is, no file is made beside it
-    _check_parent(link_target(path, what), what, create)  # behind a link, where the file is written
-    return path
-
-
-def check_output_folder(path: PathLike, what: str = "model folder", *, staged: bool = False) -> Path:
-    """A folder we may write into: not an existing file, under a folder that exists or can be made.
-
-    ``staged``: the folder is built beside itself and swapped in, so its parent is written to,
-    and an existing folder's files are removed, so it must be writable too.
-    """
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"{what} {path} is a file; give a folder path")
-    if path.is_dir():
-        _check_writable(path, what, path)
-    if staged or not path.is_dir():
-        _check_parent(path, what, create=False)
-    return path
-
-
-def check_replaceable_folder(path: PathLike, manifest: str, fmt: str, what: str) -> tuple[Path, dict | None]:
-    """A folder a save may replace whole: new, empty, or holding an earlier artefact of ``fmt``.
-
-    Saves build the folder beside itself and swap it in (:func:`.artifacts.staged_folder`), so a
-    user's own non-empty folder is refused rather than taken over. Callers check before their
-    work (training, an export), so the refusal does not come after it. Returns the folder and
-    the earlier artefact's manifest (``None`` for a new or empty folder), for checks of its own.
-    """
-    folder = check_output_folder(path, what, staged=True)
-    found = None
-    if folder.is_dir() and any(folder.iterdir()):
-        try:
-            found = json.loads((folder / manifest).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError):
-            found = None
-        if not isinstance(found, dict) or found.get("format") != fmt:
-            raise ValueError(f"{folder} is a non-empty folder that is not a refusal-predictor {what} "
-                             f"(no {manifest} of format {fmt!r}); save into a new or empty folder")
-    return folder, found
-
-
 def check_paths(input_path: PathLike, output: PathLike | None = None, errors: PathLike | None = None, *,
                 input_format: str | None = None, output_format: str | None = None,
                 model_folder: PathLike | None = None) -> None:
@@ -1078,12 +920,12 @@ def check_paths(input_path: PathLike, output: PathLike | None = None, errors: Pa
         raise FileNotFoundError(f"{source}: no such file")
     named = [(what, Path(path)) for what, path in (("output", output), ("errors file", errors)) if path is not None]
     for what, path in named:
-        if _same_file(path, source):
+        if same_file(path, source):
             raise ValueError(f"the {what} {path} is the input file {source}: it would be replaced; choose another path")
         check_output_path(path, what)
         if what == "output":
             resolved_target(path, what)  # a device or pipe: refused now, not after the work
-    if len(named) == 2 and _same_file(named[0][1], named[1][1]):
+    if len(named) == 2 and same_file(named[0][1], named[1][1]):
         raise ValueError(f"the errors file {named[1][1]} is the output {named[0][1]}: choose another path")
     if errors is not None and model_folder is not None:
         errors_path, folder = Path(errors).resolve(), Path(model_folder).resolve()
@@ -1108,7 +950,7 @@ def find_field(path: PathLike, names: Sequence[str], fmt: str | None = None,
     unreadable file, are left for the scoring pass to report.
     """
     fmt = detect_format(path, fmt)
-    if fmt in ("csv", "parquet"):
+    if fmt in (*DELIMITED, "parquet"):
         try:
             columns = input_columns(path, fmt, encoding)[0] or []
         except ValueError:

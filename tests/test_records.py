@@ -53,10 +53,10 @@ def test_get_text_missing_null_and_wrong_type():
         assert isinstance(bad, BadRecord) and bad.line == 7 and fragment in bad.reason
 
 
-@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".tsv", ".tsv.gz", ".parquet"])
 def test_writer_round_trip(tmp_path, suffix):
     path = tmp_path / f"out{suffix}"
-    rows = [{"a": "x", "b": "1"}, {"a": "y\nz", "b": "2"}]
+    rows = [{"a": "x", "b": "1"}, {"a": "y\nz", "b": "2"}, {"a": 'tab\there, "quoted"; and, commas', "b": ""}]
     with RecordWriter(path) as writer:
         writer.write_many(rows)
     good, bad = read_all(path)
@@ -592,7 +592,7 @@ def test_json_and_csv_output_spell_parquet_values_as_json_tools_do(tmp_path):
 
 
 def test_an_errors_file_that_cannot_be_written_names_itself_and_leaves_nothing_half_written(tmp_path, monkeypatch):
-    from refusal_predictor import records
+    from refusal_predictor import errors_file
 
     log = tmp_path / "log.jsonl"
     log.write_text('{"response": "ok"}\n{"text": "no response"}\n', encoding="utf-8")
@@ -605,7 +605,7 @@ def test_an_errors_file_that_cannot_be_written_names_itself_and_leaves_nothing_h
             raise OSError(28, "No space left on device")
         real_replace(src, dst)
 
-    monkeypatch.setattr(records.os, "replace", full_disk)
+    monkeypatch.setattr(errors_file.os, "replace", full_disk)
     with pytest.raises(OSError, match="errors.jsonl: the errors file cannot be written"):
         _score(log, tmp_path / "out.jsonl", errors_path=errors)
     assert errors.read_text(encoding="utf-8").startswith('{"file": "earlier"')  # the earlier one, whole
@@ -720,7 +720,7 @@ def test_a_line_holding_an_integer_past_pythons_digit_limit_is_skipped_not_fatal
 
 
 def test_errors_behind_links_into_missing_folders_loops_and_devices(tmp_path, monkeypatch):
-    from refusal_predictor import records
+    from refusal_predictor import paths
 
     log = tmp_path / "log.jsonl"
     log.write_text('{"response": "ok"}\n{"text": "no response"}\n', encoding="utf-8")
@@ -741,5 +741,38 @@ def test_errors_behind_links_into_missing_folders_loops_and_devices(tmp_path, mo
     def no_temporary_file(folder, what, path):
         raise ValueError(f"a temporary file was made in {folder}")
 
-    monkeypatch.setattr(records, "_check_writable", no_temporary_file)  # /dev is not writable for most users
-    assert records.check_output_path(os.devnull, "errors file") == Path(os.devnull)
+    monkeypatch.setattr(paths, "_check_writable", no_temporary_file)  # /dev is not writable for most users
+    assert paths.check_output_path(os.devnull, "errors file") == Path(os.devnull)
+
+
+def test_tab_separated_logs_are_read_and_written_with_tabs(tmp_path):
+    log = tmp_path / "log.tsv"
+    log.write_text('id\tresponse\n1\tI\'m sorry, I can\'t help; no.\n2\t"Sure!\tHere it is"\n3\tone\ttoo many\n',
+                   encoding="utf-8")
+    good, bad = read_all(log)
+    assert [r for _, r in good] == [{"id": "1", "response": "I'm sorry, I can't help; no."},
+                                    {"id": "2", "response": "Sure!\tHere it is"}]
+    assert [(b.line, b.reason, b.raw) for b in bad] == [(4, "3 fields, header has 2", "3\tone\ttoo many")]
+    assert detect_format(tmp_path / "log.tab") == detect_format(tmp_path / "log.tsv.gz") == "tsv"
+    _score(log, tmp_path / "out.tsv")
+    lines = (tmp_path / "out.tsv").read_text(encoding="utf-8").splitlines()
+    assert lines[0] == "id\tresponse\trefusal_probability\tlabel"
+    assert lines[1] == "1\tI'm sorry, I can't help; no.\t0.9\trefusal"
+    assert _errors(tmp_path / "out.tsv")[0]["raw"] == "3\tone\ttoo many"  # as the file has it, tabs and all
+
+
+@pytest.mark.parametrize("separator", [";", "\t"])
+def test_a_csv_whose_header_holds_another_separator_and_no_comma_is_read_with_it(tmp_path, separator):
+    """Spreadsheets in many locales save CSV with semicolons; read with commas, every row lacked its field."""
+    log = tmp_path / "log.csv"
+    log.write_text(separator.join(["id", "response"]) + "\n" + separator.join(["1", '"I\'m sorry, I can\'t; no."'])
+                   + "\n" + separator.join(["2", "fine, thanks"]) + "\n", encoding="utf-8")
+    report = _score(log, tmp_path / "out.csv")
+    assert report.scored == 2
+    out = [r for _, r in read_all(tmp_path / "out.csv")[0]]
+    assert [(r["id"], r["response"], r["label"]) for r in out] == [
+        ("1", "I'm sorry, I can't; no.", "refusal"), ("2", "fine, thanks", "compliance")]
+    assert (tmp_path / "out.csv").read_text(encoding="utf-8").startswith("id,response,")  # output: commas
+    one_column = tmp_path / "one.csv"  # a comma file of one column keeps its semicolons and tabs as text
+    one_column.write_text('response\n"a; b\tc"\n', encoding="utf-8")
+    assert [r for _, r in read_all(one_column)[0]] == [{"response": "a; b\tc"}]

@@ -30,7 +30,7 @@ from refusal_predictor.metrics import format_table
 from refusal_predictor.prompt import TARGET_ALIASES, write_model_card
 from refusal_predictor.bootstrap import merge_duplicates, prompt_key
 from refusal_predictor.prompt_training import MIN_PER_CLASS
-from refusal_predictor.records import check_output_path
+from refusal_predictor.paths import check_output_path
 
 from . import data, recipes, selection
 from .baselines import refusal_y
@@ -103,7 +103,7 @@ def check_targets(pool: pd.DataFrame, targets: Sequence[str]) -> None:
 
 def check_writable_file(option: str, path: Path | None) -> None:
     """A file the run writes at its end (or after its first long step) must have a folder to go to
-    (the writers do not make one), and one it may write in (``records.check_output_path``)."""
+    (the writers do not make one), and one it may write in (``paths.check_output_path``)."""
     if path is None:
         return
     if not path.parent.is_dir():

@@ -37,7 +37,7 @@ from ..encoder import (
     TOKENIZER_FILE,
     OnnxEncoder,
 )
-from ..records import check_replaceable_folder
+from ..paths import check_replaceable_folder
 
 __all__ = ["check_export_folder", "export_encoder", "packaged_minilm_path"]
 
