@@ -2,17 +2,23 @@
 
     python benchmarks/bench_gpu.py [ENCODER_DIR ...] [--runs 5] [--require-cuda]
 
-For each encoder folder (default: the shipped response encoder) the script loads two sessions,
+For each encoder folder (default: the packaged all-MiniLM-L6-v2-int8, 256 tokens; give the
+shipped models' encoders, e.g. ``models/encoders/minilm-refusal-int8``, or a float32 export) the
+script loads two sessions,
 one asking for ``CUDAExecutionProvider`` and one for ``CPUExecutionProvider``, and prints:
 
 - the providers each session really uses (onnxruntime silently falls back to the CPU when the
   CUDA libraries do not load: this is the check that the CUDA provider is in use);
 - parity: the cosine between the CUDA and the CPU embedding of every text (minimum and mean);
-- texts per second (median of ``--runs`` timed runs after a warm-up) for short and long texts at
-  batch sizes 1, 32 and 128, with the CUDA / CPU ratio measured in the same run.
+- texts per second (median of ``--runs`` timed runs after a warm-up) for short texts and the
+  128 longest real responses of the paper's data (see ``bench_encoder.sample_texts``; the line
+  before each table gives their token lengths) at batch sizes 1, 32 and 128, each batch run whole,
+  with the CUDA / CPU ratio measured in the same run.
 
 Needs ``onnxruntime-gpu`` in place of ``onnxruntime`` (see the README's GPU section) and a GPU; without the CUDA
-provider it says so and exits with status 2 under ``--require-cuda`` (0 otherwise). Export a
+provider it says so and exits with status 2 under ``--require-cuda`` (0 otherwise), before any
+timing when the CUDA session falls back to the CPU. The encoder folders and options are checked
+first, with a one-line error. Export a
 float32 encoder for GPU scoring (``refusal-predictor export-encoder NAME --no-quantize``): int8
 graphs run most of their integer matrix products on the CPU even under the CUDA provider.
 """
@@ -34,8 +40,9 @@ if str(REPO) not in sys.path:  # run from a source checkout without installing
 
 import onnxruntime as ort  # noqa: E402
 
-from benchmarks.bench_encoder import sample_texts  # noqa: E402
-from refusal_predictor.encoder import OnnxEncoder, default_encoder_path  # noqa: E402
+from benchmarks.bench_encoder import BATCH_ONE_TEXTS, describe, sample_texts, whole_batches  # noqa: E402
+from benchmarks.common import at_least_one  # noqa: E402
+from refusal_predictor.encoder import EncoderFileError, OnnxEncoder, default_encoder_path  # noqa: E402
 
 BATCH_SIZES = (1, 32, 128)
 CUDA = "CUDAExecutionProvider"
@@ -43,17 +50,18 @@ CPU = "CPUExecutionProvider"
 
 
 def texts_per_second(encoder: OnnxEncoder, texts: Sequence[str], batch_size: int, runs: int) -> float:
-    texts = list(texts[: 32 if batch_size == 1 else len(texts)])
-    encoder.encode(texts[: max(batch_size, 8)], batch_size=batch_size)  # warm-up (CUDA kernels, arenas)
+    texts = list(texts[: BATCH_ONE_TEXTS if batch_size == 1 else len(texts)])
+    budget = whole_batches(encoder, batch_size)
+    encoder.encode(texts[: max(batch_size, 8)], batch_size=batch_size, max_tokens_per_batch=budget)  # warm-up
     times = []
     for _ in range(runs):
         start = time.perf_counter()
-        encoder.encode(texts, batch_size=batch_size)
+        encoder.encode(texts, batch_size=batch_size, max_tokens_per_batch=budget)
         times.append(time.perf_counter() - start)
     return len(texts) / statistics.median(times)
 
 
-def bench(folder: Path, runs: int) -> bool:
+def bench(folder: Path, runs: int, require_cuda: bool) -> bool:
     """Print one encoder's table; return whether the CUDA session really ran on CUDA."""
     gpu = OnnxEncoder.load(folder, providers=[CUDA, CPU])
     cpu = OnnxEncoder.load(folder, providers=[CPU])
@@ -62,6 +70,9 @@ def bench(folder: Path, runs: int) -> bool:
     print(f"CUDA session providers: {gpu.providers}; CPU session providers: {cpu.providers}")
     on_cuda = gpu.providers[:1] == [CUDA]
     if not on_cuda:
+        if require_cuda:
+            print("error: the CUDA provider did not load (--require-cuda): nothing timed")
+            return False
         print("note: the CUDA provider did not load; the 'CUDA' column below ran on the CPU")
 
     texts = sample_texts()
@@ -71,7 +82,9 @@ def bench(folder: Path, runs: int) -> bool:
     cos = np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
     print(f"parity CUDA vs CPU, {len(probe)} texts at batch 1: cosine min {cos.min():.6f}, mean {cos.mean():.6f}")
 
-    print(f"\ntexts/s, median of {runs} runs\n")
+    print(describe(gpu, texts))
+    print(f"\ntexts/s, median of {runs} runs after a warm-up ({BATCH_ONE_TEXTS} texts at batch 1, all at larger "
+          "batches, each batch run whole)\n")
     print("| texts | batch | CUDA | CPU | ratio |")
     print("|---|---|---|---|---|")
     for kind, sample in texts.items():
@@ -84,17 +97,24 @@ def bench(folder: Path, runs: int) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("encoders", nargs="*", type=Path, help="encoder folders (default: the shipped one)")
-    parser.add_argument("--runs", type=int, default=5, help="timed runs per cell (median reported)")
+    parser.add_argument("encoders", nargs="*", type=Path,
+                        help="encoder folders (default: the packaged all-MiniLM-L6-v2-int8)")
+    parser.add_argument("--runs", type=at_least_one, default=5, help="timed runs per cell (median reported)")
     parser.add_argument("--require-cuda", action="store_true", help="exit 2 when the CUDA provider is not used")
     args = parser.parse_args(argv)
+    folders = args.encoders or [default_encoder_path()]
+    for folder in folders:  # a mistyped folder: one line now, not a traceback after the first table
+        try:
+            OnnxEncoder.load(folder, providers=[CPU])
+        except EncoderFileError as exc:
+            parser.error(str(exc))
 
     available = ort.get_available_providers()
     print(f"onnxruntime {ort.__version__} ({ort.get_device()}), available providers: {available}")
     if CUDA not in available:
         print("note: this onnxruntime has no CUDA provider (install onnxruntime-gpu instead of onnxruntime)")
         return 2 if args.require_cuda else 0
-    all_on_cuda = all([bench(folder, args.runs) for folder in (args.encoders or [default_encoder_path()])])
+    all_on_cuda = all([bench(folder, args.runs, args.require_cuda) for folder in folders])
     return 0 if all_on_cuda or not args.require_cuda else 2
 
 

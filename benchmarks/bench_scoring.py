@@ -1,6 +1,7 @@
 """End-to-end scoring throughput of the shipped classifiers, with baselines from the same run.
 
-    python benchmarks/bench_scoring.py [--runs 5] [--providers CUDAExecutionProvider,CPUExecutionProvider]
+    python benchmarks/bench_scoring.py [--runs 5] [--n 128] [--threads N]
+        [--providers CUDAExecutionProvider,CPUExecutionProvider]
 
 Prints texts per second (median of --runs timed runs after a warm-up) for the shipped
 ResponseClassifier on real ChatGPT responses and the shipped PromptClassifier on real prompts, at
@@ -9,8 +10,10 @@ several texts' inferences run at once, one thread each) and at that same path on
 time (``concurrent_runs=1``: the speed before concurrent runs, measured in the same run), and at
 encoder batch 64; the keyword baseline (llm-guard's NoRefusalLight phrases) and the n-gram part
 alone are measured beside them (for responses also the paper's TF-IDF+LogReg and the shipped
-n-gram-only variant, ``ResponseClassifier.load("ngrams")``), and each row gives its ratio to the
-keyword baseline. ``--providers`` / ``--threads`` open the
+n-gram-only variant, ``ResponseClassifier.load("ngrams")``; for prompts also one prompt per
+call, and ``explain`` one prompt per call, with its ratio to that call), and each row gives its
+ratio to the keyword baseline. The texts are the first ``--n`` of the paper's data in file order
+(the title says how many, and how long in encoder tokens). ``--providers`` / ``--threads`` open the
 classifiers' encoders as ``configure_encoder`` does (e.g. the CUDA provider with onnxruntime-gpu);
 the line before the table says which providers the sessions really use.
 """
@@ -28,6 +31,7 @@ if str(REPO) not in sys.path:  # run from a source checkout without installing
     sys.path.insert(0, str(REPO))
 
 from refusal_predictor import PromptClassifier, ResponseClassifier  # noqa: E402
+from benchmarks.common import at_least_one, first_n  # noqa: E402
 from refusal_predictor.keywords import KeywordRefusalDetector  # noqa: E402
 from training import data  # noqa: E402
 
@@ -49,21 +53,50 @@ def baseline_without_encoder() -> Callable[[Sequence[str]], object]:
     return paper_tfidf_logreg(train["response"].tolist(), refusal_y(train))
 
 
-def main() -> None:
+def one_per_call(fn: Callable[[str], object]) -> Callable[[Sequence[str]], object]:
+    """A pre-filter's way: each text in a call of its own."""
+    def run(texts: Sequence[str]) -> None:
+        for text in texts:
+            fn(text)
+    return run
+
+
+def token_lengths(model, texts: Sequence[str]) -> str:
+    """Median and largest encoder token count (before truncation), and how many reach the window."""
+    encoder = model.features_.get_encoder()
+    lengths = sorted(encoder.token_lengths(texts))
+    cut = sum(n >= encoder.max_seq_length for n in lengths)
+    return (f"median {statistics.median(lengths):.0f} tokens, largest {lengths[-1]}, {cut} reach the encoder's "
+            f"{encoder.max_seq_length}")
+
+
+def ratio(value: float) -> str:
+    """Three significant figures, however small (0.000807, not 0.001)."""
+    return f"{value:.3g}"
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--n", type=int, default=128, help="texts per run")
+    parser.add_argument("--runs", type=at_least_one, default=5, help="timed runs per row (median reported)")
+    parser.add_argument("--n", type=at_least_one, default=128, help="texts per run")
     parser.add_argument("--providers", help="comma-separated onnxruntime providers for the encoders")
-    parser.add_argument("--threads", type=int, help="onnxruntime intra-op threads for the encoders")
-    args = parser.parse_args()
+    parser.add_argument("--threads", type=at_least_one, help="onnxruntime intra-op threads for the encoders")
+    args = parser.parse_args(argv)
     paper = data.load_paper()
-    sets = {"response": paper["response"].tolist()[: args.n], "prompt": paper["prompt"].tolist()[: args.n]}
+    sets = {"response": first_n(paper["response"].tolist(), args.n, "responses"),
+            "prompt": first_n(paper["prompt"].tolist(), args.n, "prompts")}
     models = {"response": ResponseClassifier.load(), "prompt": PromptClassifier.load()}
     providers = args.providers.split(",") if args.providers else None
-    for model in models.values():
-        model.configure_encoder(providers=providers, num_threads=args.threads)
+    try:
+        for model in models.values():
+            model.configure_encoder(providers=providers, num_threads=args.threads)
+    except ValueError as exc:  # an unknown provider name
+        parser.error(str(exc))
     print("encoder providers in use:", {kind: m.features_.get_encoder().providers for kind, m in models.items()})
+    for kind, texts in sets.items():
+        print(f"{kind}s: the first {len(texts)} of the paper's data, {token_lengths(models[kind], texts)}")
     keywords = KeywordRefusalDetector()
+    print(f"\ntexts/s, median of {args.runs} runs after a warm-up; ratios to the keyword list measured in the same run\n")
     print("| kind | scorer | texts/s | x keywords |")
     print("|---|---|---|---|")
     for kind, texts in sets.items():
@@ -86,8 +119,14 @@ def main() -> None:
         model.features_.batch_size = 64
         rows.append(("shipped model, encoder batch 64", texts_per_second(model.predict_proba, texts, args.runs)))
         model.features_.batch_size = 1
+        if kind == "prompt":  # a pre-filter scores, and may explain, one prompt per call
+            single = texts_per_second(one_per_call(model.predict_proba), texts, args.runs)
+            rows.append(("shipped model, one prompt per call", single))
+            explained = texts_per_second(one_per_call(model.explain), texts, args.runs)
+            rows.append((f"explain, one prompt per call ({single / explained:.2f}x the time of a one-prompt call)",
+                         explained))
         for name, rate in rows:
-            print(f"| {kind} | {name} | {rate:,.1f} | {rate / base:.3f} |")
+            print(f"| {kind} | {name} | {rate:,.1f} | {ratio(rate / base)} |")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run from a source checkout without installing
     sys.path.insert(0, str(REPO))
 
+from benchmarks.common import at_least_one, first_n  # noqa: E402
 from refusal_predictor import PromptClassifier  # noqa: E402
 from training import data  # noqa: E402
 
@@ -44,15 +45,17 @@ def prompts_per_second(model: PromptClassifier, prompts: list[str], runs: int) -
     return len(prompts) / statistics.median(times)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--n", type=int, default=200, help="prompts per run, scored one per call")
-    parser.add_argument("--busy", type=int, default=1, help="spinning processes for the busy rows")
-    args = parser.parse_args()
-    prompts = data.load_paper()["prompt"].tolist()[: args.n]
+    parser.add_argument("--runs", type=at_least_one, default=5, help="timed runs per row (median reported)")
+    parser.add_argument("--n", type=at_least_one, default=200, help="prompts per run, scored one per call")
+    parser.add_argument("--busy", type=at_least_one, default=1, help="spinning processes for the busy rows")
+    args = parser.parse_args(argv)
+    prompts = first_n(data.load_paper()["prompt"].tolist(), args.n, "prompts")
     model = PromptClassifier.load()
     heads = [c.estimator for c in model.model_.calibrated_classifiers_]
+    print(f"prompts/s over the first {len(prompts)} of the paper's prompts, one per call, median of {args.runs} runs; "
+          "ratios to all threads measured in the same run\n")
     print("| machine | head threads | prompts/s | x all threads |")
     print("|---|---|---|---|")
     for label, busy in (("quiet", 0), (f"{args.busy} busy process(es)", args.busy)):

@@ -1,0 +1,75 @@
+"""The benchmark scripts run, refuse mistyped options at once, and say what they measured.
+
+No timing is asserted here (speed claims live in the scripts' own tables): these tests keep the
+scripts from rotting, and from printing a plausible table of something other than their label.
+"""
+from __future__ import annotations
+
+import onnxruntime as ort
+import pytest
+
+from benchmarks import bench_encoder, bench_gpu, bench_scoring, bench_threads
+from benchmarks.common import first_n
+from refusal_predictor.encoder import OnnxEncoder
+
+
+@pytest.mark.parametrize("script, argv", [
+    (bench_scoring, ["--runs", "0"]),
+    (bench_scoring, ["--n", "-1"]),  # was a slice: 1,705 texts timed under --n -1
+    (bench_scoring, ["--threads", "0"]),
+    (bench_threads, ["--n", "0"]),
+    (bench_threads, ["--busy", "-2"]),
+    (bench_encoder, ["--runs", "-3"]),
+    (bench_gpu, ["--runs", "0"]),
+])
+def test_options_below_one_are_refused_with_one_line(script, argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        script.main(argv)
+    assert exit_info.value.code == 2
+    assert "must be at least 1" in capsys.readouterr().err
+
+
+def test_an_unknown_provider_is_an_option_error_not_a_traceback(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench_scoring.main(["--runs", "1", "--n", "1", "--providers", "NoSuchExecutionProvider"])
+    assert exit_info.value.code == 2 and "NoSuchExecutionProvider" in capsys.readouterr().err
+
+
+def test_bench_gpu_names_a_missing_encoder_folder_before_anything_else(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench_gpu.main([str(tmp_path / "no-encoder"), "--require-cuda"])
+    assert exit_info.value.code == 2 and "no-encoder" in capsys.readouterr().err
+
+
+@pytest.mark.skipif("CUDAExecutionProvider" in ort.get_available_providers(), reason="a CUDA build of onnxruntime")
+def test_bench_gpu_without_cuda_claims_no_gpu_numbers(capsys):
+    assert bench_gpu.main(["--require-cuda"]) == 2
+    assert bench_gpu.main([]) == 0
+    out = capsys.readouterr().out
+    assert "no CUDA provider" in out and "| short |" not in out
+
+
+def test_long_texts_are_real_responses_and_the_title_says_how_long():
+    texts = bench_encoder.sample_texts()
+    from training import data
+
+    responses = set(data.load_paper()["response"])
+    assert len(texts["long"]) == 128 and set(texts["long"]) <= responses  # not a filler paragraph
+    line = bench_encoder.describe(OnnxEncoder.load(), texts)
+    assert "long: 128 texts of 212-526 tokens" in line and "read up to 256" in line
+
+
+def test_an_n_beyond_the_data_says_how_many_are_measured(capsys):
+    assert first_n(["a", "b"], 5, "prompts") == ["a", "b"]
+    assert "measuring all 2" in capsys.readouterr().out
+
+
+def test_bench_scoring_prints_every_row_with_a_readable_ratio(capsys):
+    bench_scoring.main(["--runs", "1", "--n", "2"])
+    out = capsys.readouterr().out
+    assert "responses: the first 2 of the paper's data" in out and "median of 1 runs" in out
+    rows = [line for line in out.splitlines() if line.startswith("| response |") or line.startswith("| prompt |")]
+    assert len(rows) == 14
+    assert any("explain, one prompt per call (" in row for row in rows)
+    ratios = [row.rstrip(" |").rsplit("| ", 1)[1] for row in rows]
+    assert all(float(r) > 0 for r in ratios)  # three significant figures: no row rounds to 0.000
