@@ -118,7 +118,7 @@ def verify_files(folder: PathLike, files: Mapping[str, str]) -> None:
         if not path.is_file():
             raise ModelFileError(f"{path}: file listed in the manifest is missing")
         actual = sha256_file(path)
-        if actual != expected:
+        if actual != expected.lower():  # hex either case: PowerShell's Get-FileHash prints upper case
             raise ModelFileError(
                 f"{path}: sha256 mismatch (expected {expected[:12]}..., got {actual[:12]}...); "
                 "the file is corrupt or was modified"

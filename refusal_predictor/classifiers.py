@@ -219,6 +219,26 @@ def _runtime_versions() -> dict[str, str]:
     return found
 
 
+def _warn_on_other_versions(folder: Path, saved_with: Mapping[str, Any]) -> None:
+    """Say when the libraries that compute a model's scores differ (major.minor) from those it was
+    saved with: a pickled estimator may then score differently, and a LightGBM head under
+    calibration did (every prompt near 0.5 with lightgbm before 4.7, which setup.cfg now rules
+    out; other differences are worth knowing too)."""
+    import importlib
+
+    for module, name in (("sklearn", "scikit-learn"), ("lightgbm", "lightgbm")):
+        trained_with = str(saved_with.get(name, ""))
+        if not trained_with:
+            continue  # not recorded (a response model without a LightGBM head)
+        try:
+            running = str(importlib.import_module(module).__version__)
+        except ImportError:
+            continue  # unpickling names the missing module
+        if trained_with.split(".")[:2] != running.split(".")[:2]:
+            logger.warning("%s was saved with %s %s; this is %s. Predictions may differ.",
+                           folder, name, trained_with, running)
+
+
 class RefusalClassifier(ClassifierMixin, BaseEstimator):
     """Binary refusal classifier over n-grams + sentence embeddings, with calibrated probabilities.
 
@@ -584,12 +604,7 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
         _check_manifest_fields(folder / MANIFEST, manifest)
         if verify:
             verify_files(folder, manifest["files"])
-        trained_with = str((manifest.get("versions") or {}).get("scikit-learn", ""))
-        if trained_with.split(".")[:2] != sklearn.__version__.split(".")[:2]:
-            logger.warning(
-                "%s was saved with scikit-learn %s; this is %s. Predictions may differ slightly.",
-                folder, trained_with, sklearn.__version__,
-            )
+        _warn_on_other_versions(folder, manifest.get("versions") or {})
         model = _load_joblib(folder / _MODEL_FILE, cls)
         info = manifest.get("encoder")
         if info:

@@ -418,3 +418,97 @@ def test_a_max_seq_length_beyond_the_model_names_the_folder(tmp_path):
     enc = OnnxEncoder.load(folder, verify=False)
     with pytest.raises(EncoderFileError, match="max_seq_length 100000"):
         enc.encode(["word " * 1000])
+
+
+class _RecordingTokenizer:
+    """The encoder's tokenizer, recording how it is called (a Rust object cannot be patched)."""
+
+    def __init__(self, tokenizer) -> None:
+        self._tokenizer = tokenizer
+        self.batch_calls: list[int] = []  # characters per encode_batch call
+        self.single_calls = 0
+
+    def __getattr__(self, name):
+        return getattr(self._tokenizer, name)
+
+    def encode_batch(self, texts):
+        self.batch_calls.append(sum(map(len, texts)))
+        return self._tokenizer.encode_batch(texts)
+
+    def encode(self, text):
+        self.single_calls += 1
+        return self._tokenizer.encode(text)
+
+
+def test_long_texts_are_tokenised_a_bounded_number_of_characters_at_a_time(encoder, monkeypatch):
+    """A chunk of 4,096 texts went to the tokenizer in one call, and every truncated text's
+    cut-off rest stayed in memory with it: 512 texts of 50,000 characters held 968 MB."""
+    from refusal_predictor import encoder as encoder_module
+
+    texts = [f"{i} " + "the quick brown fox jumps over a lazy dog " * 2500 for i in range(30)]  # 105k characters each
+    expected = np.stack([encoder.encode([text], batch_size=1)[0] for text in texts[:3]])
+    recording = _RecordingTokenizer(encoder._tokenizer)
+    monkeypatch.setattr(encoder, "_tokenizer", recording)
+    embeddings = encoder.encode(texts, batch_size=1)
+    assert len(recording.batch_calls) > 1
+    assert max(recording.batch_calls) <= encoder_module._TOKENIZE_CHARS
+    np.testing.assert_array_equal(embeddings[:3], expected)  # the same embeddings, tokenised apart
+    assert encoder.token_lengths(texts[:1])[0] > 20000  # lengths still count every token
+
+
+def test_one_thread_tokenises_on_the_calling_thread(monkeypatch):
+    """--threads 1 promised one CPU, but tokenizers' batch call ran a pool of one thread per core."""
+    single = OnnxEncoder.load(num_threads=1)
+    recording = _RecordingTokenizer(single._tokenizer)
+    monkeypatch.setattr(single, "_tokenizer", recording)
+    embeddings = single.encode(TEXTS, batch_size=4)
+    assert recording.batch_calls == [] and recording.single_calls == len(TEXTS)
+    np.testing.assert_allclose(embeddings, OnnxEncoder.load().encode(TEXTS, batch_size=4), atol=1e-6)
+
+
+def test_bad_texts_and_batch_options_are_named(encoder):
+    with pytest.raises(ValueError, match=r"texts\[1\] holds a lone surrogate"):
+        encoder.encode(["fine", "half an emoji \ud83d"])
+    with pytest.raises(ValueError, match=r"texts\[0\] holds a lone surrogate"):
+        encoder.token_lengths(["\udc00"])
+    for options in ({"batch_size": 32.0}, {"max_tokens_per_batch": 1e4}, {"batch_size": True}):
+        with pytest.raises(TypeError, match="must be a whole number"):
+            encoder.encode(TEXTS, **options)
+
+
+def test_sha256_in_upper_case_is_the_same_sum(tmp_path):
+    folder = _copy_shipped(tmp_path)
+    manifest = json.loads((folder / "encoder.json").read_text(encoding="utf-8"))
+    manifest["files"] = {name: sha.upper() for name, sha in manifest["files"].items()}
+    (folder / "encoder.json").write_text(json.dumps(manifest), encoding="utf-8")
+    loaded = OnnxEncoder.load(folder)
+    assert loaded.sha256 == OnnxEncoder.load().sha256  # models trained on it still accept it
+
+
+def test_a_graph_that_pools_itself_is_refused_at_load_naming_the_file(tmp_path):
+    """Its (batch, dimension) output was accepted, and encode() failed with a bare numpy error."""
+    import hashlib
+
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    folder = _copy_shipped(tmp_path)
+    table = numpy_helper.from_array(np.ones((30522, 8), dtype=np.float32), "table")
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "input_ids"], ["hidden"]),
+         helper.make_node("ReduceMean", ["hidden"], ["pooled"], axes=[1], keepdims=0)],
+        "pooled",
+        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "sequence"]),
+         helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "sequence"])],
+        [helper.make_tensor_value_info("pooled", TensorProto.FLOAT, ["batch", 8])],
+        initializer=[table],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(folder / "model.onnx"))
+    manifest = json.loads((folder / "encoder.json").read_text(encoding="utf-8"))
+    manifest["dimension"] = 8
+    manifest["files"]["model.onnx"] = hashlib.sha256((folder / "model.onnx").read_bytes()).hexdigest()
+    (folder / "encoder.json").write_text(json.dumps(manifest), encoding="utf-8")
+    with pytest.raises(EncoderFileError, match=r"model.onnx: output shape \['batch', 8\] is not \(batch, sequence"):
+        OnnxEncoder.load(folder)

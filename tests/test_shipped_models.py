@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -320,3 +321,17 @@ def test_explain_embeds_the_prompt_once_and_names_only_what_it_lists(prompt_mode
     for bad in (-1, 1.5, True):
         with pytest.raises(ValueError, match="top_k must be a whole number"):
             prompt_model.explain(prompt, top_k=bad)
+
+
+def test_a_model_saved_with_another_lightgbm_says_so_at_load(tmp_path, caplog):
+    """lightgbm 4.6 scored every prompt near 0.5 under the shipped calibrated heads, with no word:
+    only scikit-learn's version was compared. setup.cfg now requires 4.7; other differences warn."""
+    import shutil
+
+    folder = Path(shutil.copytree(shipped_path("prompt", "gpt-3.5-turbo"), tmp_path / "model"))
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    manifest["versions"]["lightgbm"] = "4.6.0"
+    (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    with caplog.at_level("WARNING", logger="refusal_predictor"):
+        PromptClassifier.load(folder)
+    assert "saved with lightgbm 4.6.0" in caplog.text
