@@ -219,6 +219,25 @@ def _runtime_versions() -> dict[str, str]:
     return found
 
 
+def checked_weights(sample_weight: Any, n: int) -> np.ndarray:
+    """Sample weights as float64, checked: one per row, finite, none negative, some positive.
+
+    scikit-learn accepted negative weights for the tone head (a degenerate head whose
+    cross-validation was still recorded as valid) and refused them in ``fit`` with "max() arg is
+    an empty sequence"; both now get this message.
+    """
+    weights = np.asarray(sample_weight, dtype=np.float64)
+    if weights.shape != (n,):
+        raise ValueError(f"{n} texts but sample_weight has shape {weights.shape}")
+    bad = np.flatnonzero(~np.isfinite(weights) | (weights < 0))
+    if len(bad):
+        raise ValueError(f"sample_weight must be finite and not negative; row {bad[0]} is {weights[bad[0]]}"
+                         + (f" ({len(bad)} such rows)" if len(bad) > 1 else ""))
+    if n and not (weights > 0).any():
+        raise ValueError("sample_weight is zero for every row: nothing to learn from")
+    return weights
+
+
 def _warn_on_other_versions(folder: Path, saved_with: Mapping[str, Any]) -> None:
     """Say when the libraries that compute a model's scores differ (major.minor) from those it was
     saved with: a pickled estimator may then score differently, and a LightGBM head under
@@ -397,24 +416,28 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
         if len(texts) != len(labels):
             raise ValueError(f"{len(texts)} texts but {len(labels)} labels")
         n_ref, n_comp = self.check_class_counts(labels)
-        self.features_ = features if features is not None else self.make_features().fit(texts)
-        matrix = self.features_.transform(texts)
-        fit_kwargs = {} if sample_weight is None else {"sample_weight": np.asarray(sample_weight)}
+        fit_kwargs = {} if sample_weight is None else {"sample_weight": checked_weights(sample_weight, len(labels))}
+        rows = np.ones(len(labels), bool) if validation_rows is None else np.asarray(validation_rows, bool)
+        if rows.shape != (len(labels),):
+            raise ValueError(f"validation_rows has shape {rows.shape}, expected ({len(labels)},)")
+        # Built apart and set together at the end: a fit that fails part-way (a bad weight, an
+        # interrupt) must leave the model as it was, not new features beside the old head.
+        fitted_features = features if features is not None else self.make_features().fit(texts)
+        matrix = fitted_features.transform(texts)
+        metadata: dict[str, Any] = {}
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="X does not have valid feature names")
-            self.model_ = self._make_model().fit(matrix, labels, **fit_kwargs)
-            self.metadata_ = {}
+            model = self._make_model().fit(matrix, labels, **fit_kwargs)
             if self.validation_curve:
                 # Out-of-fold probabilities: what thresholds are picked from (see thresholds.py).
                 splitter = StratifiedKFold(n_splits=self.cv, shuffle=True, random_state=self.random_state)
                 oof = cross_val_predict(
                     self._make_model(), matrix, labels, cv=splitter, method="predict_proba", params=fit_kwargs
                 )[:, 1]
-                rows = np.ones(len(labels), bool) if validation_rows is None else np.asarray(validation_rows, bool)
-                if rows.shape != (len(labels),):
-                    raise ValueError(f"validation_rows has shape {rows.shape}, expected ({len(labels)},)")
-                self.metadata_["validation_curve"] = compute_validation_curve(labels[rows], oof[rows])
-                self.metadata_["cross_validation"] = binary_metrics(labels[rows], oof[rows])
+                metadata["validation_curve"] = compute_validation_curve(labels[rows], oof[rows])
+                metadata["cross_validation"] = binary_metrics(labels[rows], oof[rows])
+        self.features_, self.model_, self.metadata_ = fitted_features, model, metadata
+        self.__dict__.pop("manifest_", None)  # no longer the model that was loaded (save_tones checks it)
         self.classes_ = np.asarray(CLASSES, dtype=object)
         self.n_features_in_ = 1
         logger.info(
@@ -516,7 +539,7 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
         folder = check_save_folder(path, self.kind)
         with staged_folder(folder) as staging:
             manifest = self._write_folder(staging, folder, metadata, bundle_encoder)
-        self.metadata_ = manifest["metadata"]
+        self.metadata_, self.manifest_ = manifest["metadata"], manifest  # now the model in that folder
         return folder
 
     def _write_folder(self, staging: Path, folder: Path, metadata: dict[str, Any] | None,
@@ -583,6 +606,7 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
         machine's encoder options. A copy, so that a save never changes the live model (other
         threads may be predicting with it)."""
         state = copy.copy(self)
+        state.__dict__.pop("manifest_", None)  # written beside it; set again by load()
         state.features_ = copy.copy(self.features_)
         state.features_.__dict__.pop("_encoder_options", None)
         return state
@@ -767,11 +791,13 @@ class ResponseClassifier(RefusalClassifier):
         # A tone head reads the feature rows of the model it was fitted on: new features void it,
         # but a fit refused for its input (too few examples) leaves the model, and its head, as they were.
         features_before = getattr(self, "features_", None)
-        try:
-            return super().fit(X, y, sample_weight=sample_weight, features=features, validation_rows=validation_rows)
-        finally:
-            if getattr(self, "features_", None) is not features_before:
-                self.__dict__.pop("tone_head_", None)
+        tones_metadata = self.metadata.get("tones")
+        super().fit(X, y, sample_weight=sample_weight, features=features, validation_rows=validation_rows)
+        if self.features_ is not features_before:
+            self.__dict__.pop("tone_head_", None)
+        elif getattr(self, "tone_head_", None) is not None and tones_metadata is not None:
+            self.metadata_["tones"] = tones_metadata  # the head is kept, so is what was measured of it
+        return self
 
     def _saved_copy(self) -> "ResponseClassifier":
         state = super()._saved_copy()
@@ -815,21 +841,17 @@ class ResponseClassifier(RefusalClassifier):
             names.append(tone.strip().lower())
         if len(names) != len(texts):
             raise ValueError(f"{len(texts)} texts but {len(names)} tones")
-        compliance_tone = compliance_tone.strip().lower()
+        compliance_tone = _checked_compliance_tone(compliance_tone, names)
         rows = [i for i, t in enumerate(names) if t != compliance_tone]
-        weights = None
-        if sample_weight is not None:
-            weights = np.asarray(sample_weight, dtype=np.float64)
-            if weights.shape != (len(texts),):
-                raise ValueError(f"{len(texts)} texts but sample_weight has shape {weights.shape}")
-            weights = weights[rows]
+        weights = None if sample_weight is None else checked_weights(sample_weight, len(texts))[rows]
         if not rows:
             raise ValueError(f"no refusal tones to learn: all {len(names)} tones are {compliance_tone!r}")
         matrix = self.features_.transform([texts[i] for i in rows])
         head = ToneHead(C=C, compliance_tone=compliance_tone).fit(matrix, [names[i] for i in rows], weights)
         self.tone_head_ = head
         self.metadata_ = {**self.metadata, "tones": {"compliance_tone": compliance_tone, **head.metadata_}}
-        logger.info("fitted a tone head on %d refusals: %s", len(rows), ", ".join(map(str, head.tones_)))
+        logger.info("fitted a tone head on %d refusals: %s", head.metadata_["cross_validation"]["n"],
+                    ", ".join(map(str, head.tones_)))
         return self
 
     def _tone_head(self) -> ToneHead:
@@ -854,6 +876,9 @@ class ResponseClassifier(RefusalClassifier):
         if not texts:
             return np.zeros(0), np.zeros((0, len(head.tones_)))
         proba, conditional = self._heads_proba(texts, self.model_, head)
+        # float64, rows summing to 1: the head gives float32 over float32 features (off by 1e-7)
+        conditional = conditional.astype(np.float64)
+        conditional /= conditional.sum(axis=1, keepdims=True)
         blank = self._blank_rows(texts)
         if blank is not None:
             # Nothing to read a tone from: the commonest refusal tone (the paper's "rejected"), the
@@ -921,6 +946,24 @@ class ResponseClassifier(RefusalClassifier):
                 "tones": {"compliance": head.compliance_tone, "refusal": [str(t) for t in head.tones_]}}
 
 
+def _checked_compliance_tone(compliance_tone: Any, names: Sequence[str]) -> str:
+    """The compliance tone, read as tones are, and checked against the data: a compliance tone no
+    row carries while a row carries a compliance name ("complied", "compliance") would have those
+    compliances learned as a refusal tone, and predict_tone would then give it to refusals."""
+    if not isinstance(compliance_tone, str):
+        raise TypeError(f"compliance_tone must be a str, got {type(compliance_tone).__name__}")
+    tone = compliance_tone.strip().lower()
+    if not tone:
+        raise ValueError("compliance_tone is empty; name the tone your data gives compliances (e.g. 'complied')")
+    found = set(names)
+    if tone not in found:
+        clash = sorted(found & {COMPLIANCE_TONE, CLASSES[0]})
+        if clash:
+            raise ValueError(f"no row has the compliance tone {tone!r}, but {len(clash)} tone(s) name compliance: "
+                             f"{clash}; pass compliance_tone={clash[0]!r}, or those rows are learned as a refusal tone")
+    return tone
+
+
 def _load_tone_head(folder: Path, model: ResponseClassifier) -> ToneHead:
     """The tone head saved beside model.joblib (its sha256 already checked), or an error naming it."""
     path = folder / TONES_FILE
@@ -928,4 +971,11 @@ def _load_tone_head(folder: Path, model: ResponseClassifier) -> ToneHead:
     if getattr(head, "n_features_in_", None) != model.features_.n_features_out_:
         raise ModelFileError(f"{path}: fitted on {getattr(head, 'n_features_in_', None)} features, but this "
                              f"model makes {model.features_.n_features_out_}; it belongs to another model")
+    # With verify=False no sha256 ties the file to this folder: the tones it gives must at least
+    # be those the manifest lists (a head copied from another model had the same width).
+    listed = model.manifest_.get("tones") or {}
+    saved = {"compliance": head.compliance_tone, "refusal": [str(t) for t in head.tones_]}
+    if listed and {key: listed.get(key) for key in saved} != saved:
+        raise ModelFileError(f"{path}: gives the tones {saved}, but {MANIFEST} lists {listed}; it belongs to "
+                             "another model")
     return head

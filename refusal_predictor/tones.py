@@ -81,8 +81,11 @@ class ToneHead(ClassifierMixin, BaseEstimator):
             oof = cross_val_predict(self._make_model(), X, y, cv=folds, params=params)
             self.model_ = self._make_model().fit(X, y, **params)
         self.tones_ = np.asarray(self.model_.classes_, dtype=object)
-        # The commonest refusal tone: what a blank response (nothing to read a tone from) is given.
-        self.default_tone_ = max(kept, key=lambda t: (counts[t], t))
+        # The commonest refusal tone (by weight, when weighted): what a blank response (nothing to
+        # read a tone from) is given.
+        mass = Counter(y.tolist()) if weights is None else Counter(
+            {t: float(weights[y == t].sum()) for t in kept})
+        self.default_tone_ = max(kept, key=lambda t: (mass[t], t))
         self.n_features_in_ = X.shape[1]
         self.metadata_ = {
             "rows": {t: int(counts[t]) for t in kept},

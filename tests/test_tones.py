@@ -258,3 +258,80 @@ def test_tone_report_names_and_measures_the_model_it_was_given(toned, split):
     truth = test["fine_label"].to_numpy(dtype=object)
     assert ours["accuracy"] == pytest.approx(np.mean(toned.predict_tone(test["response"].tolist()) == truth))
     assert rows[-1]["accuracy"] == pytest.approx(np.mean(truth == "complied"))  # the majority tone
+
+
+def test_a_fit_that_fails_part_way_leaves_the_model_as_it_was(toned, split):
+    """A NaN weight failed the head's fit after the new vocabulary was in place: 80 of 300 labels
+    flipped and the tone head was gone, with no word."""
+    model = clone(toned).fit(*_few(40)).fit_tones(*_few_tones(40))
+    _, test = split
+    texts = test["response"].tolist()[:60]
+    before, tones_before = model.predict_proba(texts), model.predict_tone(texts)
+    train, _ = split
+    weights = np.ones(len(train))
+    weights[7] = np.nan
+    with pytest.raises(ValueError, match="sample_weight must be finite and not negative; row 7 is nan"):
+        model.fit(train["response"].tolist(), train["label"].tolist(), sample_weight=weights)
+    np.testing.assert_array_equal(model.predict_proba(texts), before)
+    assert list(model.predict_tone(texts)) == list(tones_before)
+    weights[7] = -1.0
+    with pytest.raises(ValueError, match="row 7 is -1.0"):  # fit_tones took it and learned a degenerate head
+        model.fit_tones(train["response"].tolist(), train["fine_label"].tolist(), sample_weight=weights)
+
+
+def test_save_tones_refuses_a_head_of_a_refitted_model_and_follows_save(tmp_path, split):
+    train, _ = split
+    texts, labels, tones = train["response"].tolist(), train["label"].tolist(), train["fine_label"].tolist()
+    folder = tmp_path / "a"
+    shutil.copytree(shipped_path("response-ngrams"), folder)
+    model = ResponseClassifier.load(folder)
+    model.fit(texts[:400], labels[:400]).fit_tones(texts[:400], tones[:400])  # other features, same width
+    with pytest.raises(ValueError, match="does not hold the model this one was loaded from"):
+        model.save_tones(folder)  # its model.joblib would be left beside a head of other features
+    model.save(folder)  # now it is the model in that folder
+    model.fit_tones(texts, tones, C=1.0)
+    model.save_tones(folder)
+    assert ResponseClassifier.load(folder).tone_head_.C == 1.0
+
+
+def test_a_compliance_tone_the_data_does_not_use_is_refused(toned, split):
+    """Compliances named otherwise were learned as a refusal tone: 18 of 115 refusals got 'compliance'."""
+    model = clone(toned).fit(*_few(40))
+    texts, tones = _few_tones(40)
+    renamed = ["compliance" if t == "complied" else t for t in tones]
+    with pytest.raises(ValueError, match=r"no row has the compliance tone 'complied'.*compliance_tone='compliance'"):
+        model.fit_tones(texts, renamed)
+    with pytest.raises(ValueError, match="no row has the compliance tone 'complies'"):
+        model.fit_tones(texts, tones, compliance_tone="complies")
+    with pytest.raises(ValueError, match="compliance_tone is empty"):
+        model.fit_tones(texts, tones, compliance_tone=" ")
+    with pytest.raises(TypeError, match="compliance_tone must be a str"):
+        model.fit_tones(texts, tones, compliance_tone=None)
+    model.fit_tones(texts, renamed, compliance_tone="Compliance")  # named: read as tones are
+    assert list(model.tones_)[0] == "compliance"
+    refusal_only = [(x, t) for x, t in zip(texts, tones) if t != "complied"]  # refusals alone are fine
+    model.fit_tones([x for x, _ in refusal_only], [t for _, t in refusal_only])
+
+
+def test_tone_probabilities_sum_to_one_and_refitting_on_the_same_features_keeps_their_record(toned, split):
+    _, test = split
+    texts = test["response"].tolist()[:80]
+    proba = toned.predict_tone_proba(texts)
+    assert proba.dtype == np.float64 and np.abs(proba.sum(axis=1) - 1).max() < 1e-12  # was float32: 1e-7 off
+    np.testing.assert_array_equal(proba[:, 0], toned.predict_proba(texts)[:, 0])
+    model = clone(toned).fit(*_few(40)).fit_tones(*_few_tones(40))
+    recorded = model.metadata["tones"]
+    model.fit(*_few(40), features=model.features_)  # the same features: the head is kept, and its record
+    assert model.metadata["tones"] == recorded and hasattr(model, "tone_head_")
+
+
+def test_a_tone_file_giving_other_tones_than_the_manifest_lists_is_refused_unverified(toned, tmp_path):
+    toned.save(tmp_path / "m")
+    other = clone(toned).fit(*_few(40))
+    other.features_ = toned.features_  # the same width, other tones
+    other.fit_tones(*_few_tones(40))
+    import joblib
+
+    joblib.dump(other.tone_head_, tmp_path / "m" / "tones.joblib")
+    with pytest.raises(ModelFileError, match="tones.joblib: gives the tones .* but manifest.json lists"):
+        ResponseClassifier.load(tmp_path / "m", verify=False)
