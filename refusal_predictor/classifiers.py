@@ -238,24 +238,22 @@ def checked_weights(sample_weight: Any, n: int) -> np.ndarray:
     return weights
 
 
-def _warn_on_other_versions(folder: Path, saved_with: Mapping[str, Any]) -> None:
+def _warn_on_other_versions(folder: Path, saved_with: Mapping[str, Any], name: str) -> None:
     """Say when the libraries that compute a model's scores differ (major.minor) from those it was
     saved with: a pickled estimator may then score differently, and a LightGBM head under
     calibration did (every prompt near 0.5 with lightgbm before 4.7, which setup.cfg now rules
     out; other differences are worth knowing too)."""
     import importlib
 
-    for module, name in (("sklearn", "scikit-learn"), ("lightgbm", "lightgbm")):
-        trained_with = str(saved_with.get(name, ""))
-        if not trained_with:
-            continue  # not recorded (a response model without a LightGBM head)
-        try:
-            running = str(importlib.import_module(module).__version__)
-        except ImportError:
-            continue  # unpickling names the missing module
-        if trained_with.split(".")[:2] != running.split(".")[:2]:
-            logger.warning("%s was saved with %s %s; this is %s. Predictions may differ.",
-                           folder, name, trained_with, running)
+    trained_with = str(saved_with.get(name, ""))
+    if not trained_with:
+        return  # not recorded (a model saved before it was)
+    try:
+        running = str(importlib.import_module({"scikit-learn": "sklearn"}.get(name, name)).__version__)
+    except ImportError:
+        return  # unpickling names the missing module
+    if trained_with.split(".")[:2] != running.split(".")[:2]:
+        logger.warning("%s was saved with %s %s; this is %s. Predictions may differ.", folder, name, trained_with, running)
 
 
 class RefusalClassifier(ClassifierMixin, BaseEstimator):
@@ -628,8 +626,11 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
         _check_manifest_fields(folder / MANIFEST, manifest)
         if verify:
             verify_files(folder, manifest["files"])
-        _warn_on_other_versions(folder, manifest.get("versions") or {})
+        versions = manifest.get("versions") or {}
+        _warn_on_other_versions(folder, versions, "scikit-learn")  # before: a failed unpickling may follow
         model = _load_joblib(folder / _MODEL_FILE, cls)
+        if getattr(model, "head", None) in ("lightgbm", "blend"):  # every model records it; only these use it
+            _warn_on_other_versions(folder, versions, "lightgbm")
         info = manifest.get("encoder")
         if info:
             if info.get("bundled"):

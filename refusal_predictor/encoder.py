@@ -313,6 +313,8 @@ class OnnxEncoder:
         # num_threads=1 promises one CPU: tokenizers' encode_batch runs a pool of one thread per
         # core, so such an encoder tokenises text by text instead.
         self._one_thread = one_thread
+        # Fewest texts per tokenizer call: one per CPU, so long texts still tokenise in parallel.
+        self._texts_per_group = 1 if one_thread else _available_cpus()
         # Several batches of one call run at once in a one-thread-per-run session (opened on first use).
         self.concurrent_runs = concurrent_runs if open_single_thread_session is not None else 1
         self._open_single_thread_session = open_single_thread_session
@@ -432,7 +434,9 @@ class OnnxEncoder:
         if any(t not in _INT_TYPES for t in inputs.values()):
             problems.append(f"input types {sorted(set(inputs.values()))} are not int64/int32")
         shape = session.get_outputs()[0].shape
-        if len(shape) != 3:  # pooling is done here: a graph that pools or projects itself is another format
+        # Pooling is done here: a graph that pools or projects itself is another format. An
+        # output whose rank onnxruntime cannot infer ([]) is checked when it runs instead.
+        if shape and len(shape) != 3:
             problems.append(f"output shape {shape} is not (batch, sequence, dimension): the encoder's first "
                             "output must be the last hidden state, before pooling")
         width = shape[-1] if shape else None
@@ -521,18 +525,28 @@ class OnnxEncoder:
         ``max_seq_length`` tokens only.
         """
         texts = _check_texts(texts)
-        tokenizer = self._untruncated_tokenizer
-        return np.asarray([len(ids) for ids, _ in self._tokenize(tokenizer, texts, 0, len(texts))], dtype=np.int64)
+        lengths = np.empty(len(texts), dtype=np.int64)
+        for start, encodings in self._encodings(self._untruncated_tokenizer, texts, 0, len(texts)):
+            lengths[start : start + len(encodings)] = [len(e.ids) for e in encodings]
+        return lengths
 
     def _tokenize(self, tokenizer: Tokenizer, texts: list[str], start: int, stop: int) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Token ids and type ids of ``texts[start:stop]``, tokenised a few at a time (see
-        ``_TOKENIZE_CHARS``); a text the tokenizer cannot take (half a surrogate pair) is named."""
-        out: list[tuple[np.ndarray, np.ndarray]] = []
+        """Token ids and type ids of ``texts[start:stop]``: all a batch needs, and all that is kept."""
+        return [(np.asarray(e.ids, dtype=np.int64), np.asarray(e.type_ids, dtype=np.int64))
+                for _, encodings in self._encodings(tokenizer, texts, start, stop) for e in encodings]
+
+    def _encodings(self, tokenizer: Tokenizer, texts: list[str], start: int, stop: int) -> Iterator[tuple[int, list]]:
+        """``(first index, encodings)`` of ``texts[start:stop]``, a group at a time: up to
+        ``_TOKENIZE_CHARS`` characters, or one text per available CPU when texts are longer (so
+        tokenizers' batch call still spreads them), each group dropped before the next is made.
+        A text the tokenizer cannot take (half a surrogate pair) is named."""
         stop = min(stop, len(texts))
+        least = self._texts_per_group
         group_start = start
         while group_start < stop:
             group_end, chars = group_start, 0
-            while group_end < stop and (group_end == group_start or chars + len(texts[group_end]) <= _TOKENIZE_CHARS):
+            while group_end < stop and (group_end - group_start < least
+                                        or chars + len(texts[group_end]) <= _TOKENIZE_CHARS):
                 chars += len(texts[group_end])
                 group_end += 1
             group = texts[group_start:group_end]
@@ -544,10 +558,9 @@ class OnnxEncoder:
                         raise ValueError(f"texts[{i}] holds a lone surrogate (half of a character, e.g. \\ud83d "
                                          "from a text cut mid-emoji); it cannot be tokenised") from e
                 raise
-            out.extend((np.asarray(e.ids, dtype=np.int64), np.asarray(e.type_ids, dtype=np.int64)) for e in encodings)
+            yield group_start, encodings
             del encodings  # with them, the cut-off rest of every truncated text
             group_start = group_end
-        return out
 
     @functools.cached_property
     def _untruncated_tokenizer(self) -> Tokenizer:
@@ -579,6 +592,9 @@ class OnnxEncoder:
                 f"{self.path}: onnxruntime rejected a batch of {shape[0]} x {shape[1]} tokens "
                 f"(max_seq_length {self.max_seq_length} in {MANIFEST_FILE}; is it larger than the model allows?): {e}"
             ) from e
+        if hidden.ndim != 3:
+            raise EncoderFileError(f"{self.path / MODEL_FILE}: its output has shape {hidden.shape}, not (batch, "
+                                   "sequence, dimension): the encoder's first output must be the last hidden state")
         mask = arrays["attention_mask"].astype(np.float32)
         pooled = np.einsum("bsd,bs->bd", hidden, mask) / np.maximum(mask.sum(axis=1, keepdims=True), 1e-9)
         if self._normalize:

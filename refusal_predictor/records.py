@@ -136,7 +136,7 @@ def read_records(path: PathLike, fmt: str | None = None, encoding: str = "utf-8"
     """
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path}: no such file")
-    fmt = detect_format(path, fmt)
+    given, fmt = fmt, detect_format(path, fmt)
     check_encoding(encoding)
     if fmt == "parquet":
         yield from _read_parquet(path)
@@ -144,7 +144,7 @@ def read_records(path: PathLike, fmt: str | None = None, encoding: str = "utf-8"
     if fmt == "jsonl":
         reader = _read_jsonl(path, encoding, EXACT_DECODER if exact else PLAIN_DECODER)
     else:
-        reader = _read_csv(path, encoding, csv_delimiter(path, fmt, encoding))
+        reader = _read_csv(path, encoding, csv_delimiter(path, fmt, encoding, sniff=given is None))
     line = 0
     try:
         for line, record in reader:
@@ -332,7 +332,7 @@ class _LineRecorder:
     """The lines a ``csv.reader`` takes, kept until taken: a row the reader rejects is reported
     with the text it was read from."""
 
-    def __init__(self, handle: IO[str]) -> None:
+    def __init__(self, handle: Iterator[str]) -> None:
         self._handle = handle
         self._lines: list[str] = []
 
@@ -350,36 +350,62 @@ class _LineRecorder:
         return text
 
 
-def csv_delimiter(path: PathLike, fmt: str = "csv", encoding: str = "utf-8") -> str:
-    """The field separator of a delimited file: a tab for TSV; for CSV a comma, unless the header
-    names one column holding semicolons (or tabs) and no comma.
+def csv_delimiter(path: PathLike, fmt: str = "csv", encoding: str = "utf-8", *, sniff: bool = True) -> str:
+    """The field separator of a delimited file: a tab for TSV; for CSV a comma, unless ``sniff``
+    (the format came from the extension, not ``--format csv``) and the header reads as a
+    semicolon- or tab-separated one: read with commas it is one column or does not parse (a
+    quoted name holding a comma), or holds a quote inside a name, while read with the other
+    separator it parses cleanly into several columns with no stray quote.
 
     Spreadsheets in many locales save "CSV" with semicolons, and tab-separated logs are often
     named ``.csv``. Read with commas, such a file has one column, so no field is ever found and
-    every row is skipped; the header tells which separator it uses. Rows are then read with that
-    separator, and quoted as CSV is (a field holding the separator, a quote or a line break is
-    quoted, as spreadsheets and pandas write it).
+    every row is skipped. Rows are then read with that separator, and quoted as CSV is (a field
+    holding the separator, a quote or a line break is quoted, as spreadsheets and pandas write
+    it). ``--format csv`` always reads commas: a one-column file whose header holds a semicolon.
     """
     if fmt == "tsv":
         return "\t"
+    if not sniff:
+        return ","
     try:
         with io.TextIOWrapper(_open_bytes(path), encoding=encoding, errors="surrogateescape", newline="") as handle:
-            header = next(csv.reader(handle), [])
-    except (csv.Error, _GZIP_ERRORS):
+            first = handle.readline(1 << 20).lstrip("\ufeff")
+    except _GZIP_ERRORS:
         return ","  # the reader reports it
-    if len(header) == 1:
-        for other in (";", "\t"):
-            if other in header[0]:
-                logger.info("%s: the header holds no comma but %r; reading it as %r-separated", path, other, other)
-                return other
+    comma = _header_fields(first, ",")
+    if comma is not None and len(comma) > 1 and not any('"' in name for name in comma):
+        return ","
+    for other in (";", "\t"):
+        fields = _header_fields(first, other)
+        if fields is not None and len(fields) > 1 and not any('"' in name for name in fields):
+            logger.info("%s: the header reads as %r-separated, not comma-separated; reading it so "
+                        "(--format csv reads commas)", path, other)
+            return other
     return ","
 
 
-def csv_header(path: PathLike, encoding: str = "utf-8", fmt: str = "csv") -> list[str] | None:
+def _without_bom(lines: Iterator[str]) -> Iterator[str]:
+    """The lines with a byte-order mark taken off the first: left on, it sat before a quoted
+    first name ('\ufeff"id"'), which was then read as the name '"id"' with its quotes."""
+    first = True
+    for line in lines:
+        yield line.lstrip("\ufeff") if first else line
+        first = False
+
+
+def _header_fields(line: str, delimiter: str) -> list[str] | None:
+    """A header line's names with this separator, or ``None`` when it does not parse strictly."""
+    try:
+        return next(csv.reader([line], strict=True, delimiter=delimiter), [])
+    except csv.Error:
+        return None
+
+
+def csv_header(path: PathLike, encoding: str = "utf-8", fmt: str = "csv", *, sniff: bool = True) -> list[str] | None:
     """The column names of a CSV or TSV file (``None`` for an empty file), checked as the reader checks them."""
-    delimiter = csv_delimiter(path, fmt, encoding)
+    delimiter = csv_delimiter(path, fmt, encoding, sniff=sniff)
     with io.TextIOWrapper(_open_bytes(path), encoding=encoding, errors="surrogateescape", newline="") as handle:
-        return _checked_header(path, csv.reader(handle, strict=True, delimiter=delimiter), encoding)
+        return _checked_header(path, csv.reader(_without_bom(handle), strict=True, delimiter=delimiter), encoding)
 
 
 def _checked_header(path: PathLike, reader, encoding: str) -> list[str] | None:
@@ -389,6 +415,8 @@ def _checked_header(path: PathLike, reader, encoding: str) -> list[str] | None:
         return None
     except csv.Error as exc:
         raise ValueError(f"{path}:1: malformed CSV header ({exc})") from exc
+    if not header:
+        raise ValueError(f"{path}:1: the first line is empty; the file must start with its header row")
     header[0] = header[0].lstrip("\ufeff")
     if any(_has_surrogates(name) for name in header):
         raise ValueError(f"{path}:1: the CSV header is not valid {encoding}; pass the file's "
@@ -407,7 +435,7 @@ def _checked_header(path: PathLike, reader, encoding: str) -> list[str] | None:
 
 def _read_csv(path: PathLike, encoding: str, delimiter: str = ",") -> Iterator[tuple[int, dict | BadRecord]]:
     with io.TextIOWrapper(_open_bytes(path), encoding=encoding, errors="surrogateescape", newline="") as handle:
-        lines = _LineRecorder(handle)
+        lines = _LineRecorder(_without_bom(handle))
         # strict: a stray quote ('"x"y') or one never closed is an error, not text read some other way
         reader = csv.reader(lines, strict=True, delimiter=delimiter)
         header = _checked_header(path, reader, encoding)
@@ -570,13 +598,13 @@ def input_columns(path: PathLike, fmt: str | None = None, encoding: str = "utf-8
     """The columns a CSV header or a Parquet schema names (``None`` for JSON, whose records name
     their own), and the Arrow schema of a Parquet file (else ``None``), checked as the readers
     check them: a repeated column name is refused before any work."""
-    fmt = detect_format(path, fmt)
+    given, fmt = fmt, detect_format(path, fmt)
     if fmt == "parquet":
         schema = parquet_schema(path)
         return list(schema.names), schema
     if fmt in DELIMITED:
         try:
-            return csv_header(path, check_encoding(encoding), fmt), None
+            return csv_header(path, check_encoding(encoding), fmt, sniff=given is None), None
         except _GZIP_ERRORS:
             return None, None  # unreadable from its start: the reader says so
     return None, None
@@ -949,8 +977,7 @@ def find_field(path: PathLike, names: Sequence[str], fmt: str | None = None,
     about 1 % of scoring them with the fastest shipped model). Unreadable records, and an
     unreadable file, are left for the scoring pass to report.
     """
-    fmt = detect_format(path, fmt)
-    if fmt in (*DELIMITED, "parquet"):
+    if detect_format(path, fmt) in (*DELIMITED, "parquet"):
         try:
             columns = input_columns(path, fmt, encoding)[0] or []
         except ValueError:

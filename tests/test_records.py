@@ -416,8 +416,8 @@ def _score(log, out, **kwargs):
     """score_file with a scorer that reads the text: 'sorry' is a refusal (no model: the fields matter here)."""
     from refusal_predictor.batch import score_file
 
-    return score_file(lambda texts: [0.9 if "sorry" in t else 0.1 for t in texts], log, out,
-                      text_field="response", progress=False, **kwargs)
+    kwargs.setdefault("text_field", "response")
+    return score_file(lambda texts: [0.9 if "sorry" in t else 0.1 for t in texts], log, out, progress=False, **kwargs)
 
 
 def _errors(out):
@@ -776,3 +776,25 @@ def test_a_csv_whose_header_holds_another_separator_and_no_comma_is_read_with_it
     one_column = tmp_path / "one.csv"  # a comma file of one column keeps its semicolons and tabs as text
     one_column.write_text('response\n"a; b\tc"\n', encoding="utf-8")
     assert [r for _, r in read_all(one_column)[0]] == [{"response": "a; b\tc"}]
+
+
+def test_the_separator_rule_reads_the_header_whole_and_format_csv_means_commas(tmp_path):
+    """A one-column comma file whose header holds a semicolon was split at it, with no way to say
+    commas; a quoted name holding a comma decided the separator by its place in the header."""
+    one = tmp_path / "one.csv"
+    one.write_text("response; as given\nI'm sorry; I can't help with that.\nSure; here it is.\n", encoding="utf-8")
+    assert [r for _, r in read_all(one, fmt="csv")[0]] == [
+        {"response; as given": "I'm sorry; I can't help with that."}, {"response; as given": "Sure; here it is."}]
+    report = _score(one, tmp_path / "out.jsonl", text_field="response; as given", input_format="csv")
+    assert report.scored == 2
+    for header, row in (('id;"Antwort, roh"', '1;"sorry, no"'), ('"Antwort, roh";id', '"sorry, no";1')):
+        log = tmp_path / "de.csv"
+        log.write_text(f"{header}\n{row}\n", encoding="utf-8")
+        assert [r for _, r in read_all(log)[0]] == [{"id": "1", "Antwort, roh": "sorry, no"}], header
+    bom = tmp_path / "bom.csv"  # a byte-order mark before a quoted first name kept its quotes: '"id"'
+    bom.write_bytes('\ufeff"id","response"\n"1","no; sorry"\n'.encode("utf-8"))
+    assert [r for _, r in read_all(bom)[0]] == [{"id": "1", "response": "no; sorry"}]
+    blank = tmp_path / "blank.tsv"
+    blank.write_text("\nresponse\nx\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="blank.tsv:1: the first line is empty"):  # was an IndexError
+        read_all(blank)

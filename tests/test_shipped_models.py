@@ -335,3 +335,17 @@ def test_a_model_saved_with_another_lightgbm_says_so_at_load(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="refusal_predictor"):
         PromptClassifier.load(folder)
     assert "saved with lightgbm 4.6.0" in caplog.text
+
+
+def test_a_model_without_a_lightgbm_head_does_not_warn_about_lightgbm(tmp_path, caplog):
+    from refusal_predictor import ResponseClassifier
+
+    train, _, _ = data.paper_split()
+    model = ResponseClassifier(use_embeddings=False, head="logreg", validation_curve=False)
+    model.fit(train["response"].tolist()[:200], train["label"].tolist()[:200]).save(tmp_path / "m")
+    manifest = json.loads((tmp_path / "m" / "manifest.json").read_text(encoding="utf-8"))
+    manifest["versions"]["lightgbm"] = "4.6.0"  # every model records it
+    (tmp_path / "m" / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    with caplog.at_level("WARNING", logger="refusal_predictor"):
+        ResponseClassifier.load(tmp_path / "m")
+    assert "lightgbm" not in caplog.text
