@@ -23,7 +23,7 @@ def _add_io_options(p: argparse.ArgumentParser, text_field: str | None, default_
     p.add_argument("--text-field", default=text_field, help=f"field holding the text (default: {default_help or text_field})")
     p.add_argument("--format", dest="input_format", choices=FORMATS,
                    help="input format (default: from the extension; .jsonl.gz, .csv.gz and .tsv.gz are read gunzipped; a "
-                        "CSV whose header holds semicolons or tabs and no comma is read with that separator)")
+                        ".csv whose header reads as semicolon- or tab-separated is read so; --format csv reads commas)")
     p.add_argument("--encoding", default="utf-8", help="input text encoding (default: utf-8)")
 
 
