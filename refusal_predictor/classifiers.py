@@ -749,7 +749,7 @@ class ResponseClassifier(RefusalClassifier):
     kind = "response"
     default_subdir = ("response",)
     default_encoder = "minilm-refusal-int8"  # MiniLM fine-tuned on labelled responses (training/recipes.py)
-    # Shipped variants by name. "ngrams" reads no embedding: about 60x faster on CPU, for labelling
+    # Shipped variants by name. "ngrams" reads no embedding: about 50x faster on CPU (README, Speed), for labelling
     # large logs where that matters more than the last points of cross-LLM F1.
     VARIANTS = {"default": ("response",), "ngrams": ("response-ngrams",)}
 

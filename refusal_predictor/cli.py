@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("label-responses", help="label every response of a JSONL/CSV/TSV/Parquet log as refusal or compliance")
     p.add_argument("input", help="input log")
     p.add_argument("--model", help="response model folder, or a shipped variant: default, ngrams "
-                                   "(no encoder, ~60x faster on CPU)")
+                                   "(no encoder, ~50x faster on CPU)")
     _add_io_options(p, "response")
     _add_score_options(p)
     p.add_argument("--tone", action="store_true",
@@ -171,7 +171,7 @@ def _add_log_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-field", default="model", help="field naming the responding LLM (optional in the data)")
     p.add_argument("--min-confidence", type=float, help="drop labels whose max(p, 1-p) is below this (e.g. 0.9)")
     p.add_argument("--response-model", help="response model folder, or a shipped variant: default, ngrams "
-                                            "(no encoder, ~60x faster on CPU)")
+                                            "(no encoder, ~50x faster on CPU)")
     p.add_argument("--format", dest="input_format", choices=FORMATS)
     p.add_argument("--encoding", default="utf-8")
 

@@ -124,9 +124,9 @@ TOKENIZER_FILE = "tokenizer.json"
 # Texts tokenised, sorted and batched together; bounds the memory held by tokenised texts.
 _CHUNK_SIZE = 4096
 # Characters per tokenizer call. A tokenizer's Encoding keeps the cut-off rest of a truncated text
-# (Encoding.overflowing, about 38 bytes per character): 512 texts of 50,000 characters held 968 MB
-# when a chunk was tokenised in one call. Calls are kept to this many characters (one text
-# longer than that alone) and only each text's kept token ids outlive the call.
+# (Encoding.overflowing, about 38 bytes per character): 512 texts of 50,000 characters held 967 MB
+# when a chunk was tokenised in one call. Calls are kept to this many characters, or to one text
+# per CPU when texts are longer, and only each text's kept token ids outlive the call.
 _TOKENIZE_CHARS = 1 << 20
 _MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 _INT_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
