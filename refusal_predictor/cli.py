@@ -99,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--head", choices=list(HEADS), default="logreg")
     p.add_argument("--encoder", help="encoder folder or shipped encoder name (default: the one the shipped response model uses)")
     p.add_argument("--no-embeddings", action="store_true", help="n-gram features only (no encoder)")
+    p.add_argument("--tone-field", help="also learn how responses refused from this field (e.g. the paper's rejected, "
+                                        "redirected, ...); rows without a tone train the label only")
+    p.add_argument("--compliance-tone", default="complied",
+                   help="the --tone-field value of compliances, left out of the tone head (default: complied)")
     _add_threads_option(p)
     _add_io_options(p, "response")
     p.add_argument("--errors", help="where to write skipped rows (default: OUTPUT.errors.jsonl beside the model folder)")
@@ -232,15 +236,17 @@ def _exit_status(read: int, used: int, path: str, hint: str) -> int:
 
 
 def read_labelled(path: str, text_field: str, label_field: str, input_format=None, encoding="utf-8",
-                  refusal_values: frozenset[str] | None = None, compliance_values: frozenset[str] | None = None):
-    """Texts and 0/1 labels of a labelled file; bad records are reported, not dropped silently."""
+                  refusal_values: frozenset[str] | None = None, compliance_values: frozenset[str] | None = None,
+                  tone_field: str | None = None):
+    """Texts, 0/1 labels, bad records (reported, not dropped silently) and, with ``tone_field``,
+    each text's tone (``None`` where the row has none: it trains the label only)."""
     from .classifiers import check_label_values, label_value
     from .records import BadRecord, get_text, raw_of, read_all
 
     options = ("--refusal-values", "--compliance-values")
     check_label_values(refusal_values, compliance_values, options)
     good, bad = read_all(path, input_format, encoding)
-    texts, labels = [], []
+    texts, labels, tones = [], [], []
     for line, record in good:
         text = get_text(record, text_field, line)
         if isinstance(text, BadRecord):
@@ -254,10 +260,17 @@ def read_labelled(path: str, text_field: str, label_field: str, input_format=Non
         except ValueError as exc:
             bad.append(BadRecord(line, f"field {label_field!r} is {record[label_field]!r}: {exc}", raw_of(record)))
             continue
+        if tone_field is not None:
+            tone = record.get(tone_field)
+            if tone is not None and not isinstance(tone, str):
+                bad.append(BadRecord(line, f"field {tone_field!r} is {type(tone).__name__}, expected a tone name",
+                                     raw_of(record)))
+                continue
+            tones.append(tone if tone and tone.strip() else None)
         texts.append(text)
         labels.append(label)
     bad.sort(key=lambda item: item.line)  # unreadable lines and unusable labels, in file order
-    return texts, labels, bad
+    return texts, labels, bad, (tones if tone_field is not None else None)
 
 
 def _report_skipped(bad, path: str, errors_path: str | Path | None, hint: str | None = None) -> None:
@@ -287,19 +300,30 @@ def _cmd_train_response(args: argparse.Namespace) -> int:
     check_save_folder(args.output, ResponseClassifier.kind)  # before the training, not after it
     model = ResponseClassifier(head=args.head, encoder=args.encoder, use_embeddings=not args.no_embeddings)
     features = None if args.threads is None else model.make_features(args.threads)  # checked before the file is read
-    texts, labels, bad = read_labelled(args.input, args.text_field, args.label_field, args.input_format, args.encoding,
-                                       args.refusal_values, args.compliance_values)
+    texts, labels, bad, tones = read_labelled(args.input, args.text_field, args.label_field, args.input_format,
+                                              args.encoding, args.refusal_values, args.compliance_values, args.tone_field)
     _report_skipped(bad, args.input, errors)
     try:
         model.check_class_counts(labels)  # before --threads' features are fitted on them
     except ValueError as exc:
         raise ValueError(f"{args.input}: {exc} ({len(bad)} rows skipped; text field {args.text_field!r}, "
                          f"label field {args.label_field!r})") from None
+    toned = [] if tones is None else [i for i, tone in enumerate(tones) if tone is not None]
+    if tones is not None and not toned:
+        raise ValueError(f"{args.input}: no row has a tone in field {args.tone_field!r} ({len(texts)} usable rows)")
     model.fit(texts, labels, features=None if features is None else features.fit(texts))
+    if toned:
+        try:  # before the save: a tone list that cannot be learned leaves no model behind
+            model.fit_tones([texts[i] for i in toned], [tones[i] for i in toned], compliance_tone=args.compliance_tone)
+        except ValueError as exc:
+            raise ValueError(f"{args.input}: field {args.tone_field!r}: {exc}") from None
     labels_read = {"label_field": args.label_field,
                    "refusal_values": sorted(args.refusal_values or ()), "compliance_values": sorted(args.compliance_values or ())}
+    if tones is not None:
+        labels_read.update(tone_field=args.tone_field, compliance_tone=args.compliance_tone, rows_with_tone=len(toned))
     model.save(args.output, metadata={"training": {"file": str(args.input), "rows": len(texts), "skipped": len(bad), **labels_read}})
-    print(f"trained on {len(texts)} responses ({sum(labels)} refusal); skipped {len(bad)}; saved to {args.output}")
+    tone_note = f"; tones of {len(toned)} rows: {', '.join(map(str, model.tones_))}" if toned else ""
+    print(f"trained on {len(texts)} responses ({sum(labels)} refusal){tone_note}; skipped {len(bad)}; saved to {args.output}")
     return 0
 
 
@@ -320,8 +344,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         check_paths(args.input, errors=args.errors, input_format=args.input_format)  # never the input
     model = _configured(cls.load(args.model), args)
     text_field = args.kind if args.text_field is None else args.text_field
-    texts, labels, bad = read_labelled(args.input, text_field, args.label_field, args.input_format, args.encoding,
-                                       args.refusal_values, args.compliance_values)
+    texts, labels, bad, _ = read_labelled(args.input, text_field, args.label_field, args.input_format, args.encoding,
+                                          args.refusal_values, args.compliance_values)
     _report_skipped(bad, args.input, args.errors, hint="--errors FILE keeps them all")
     if not texts:
         print(f"error: {args.input} holds no usable labelled records (text field {text_field!r}, "

@@ -479,3 +479,34 @@ def test_an_errors_file_over_the_input_or_in_the_model_folder_is_refused_first(t
         assert main(["train-prompt", str(labelled), "--target-name", "x", "-o", str(tmp_path / "m"), "--errors", str(errors)]) == 2
         assert capsys.readouterr().err.count("is in the model folder") == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["labelled.jsonl"]
+
+
+def test_train_response_learns_tones_from_a_field(tmp_path, capsys):
+    """A tone head could be trained only from Python (fit_tones); train-response now takes --tone-field."""
+    from training import data
+
+    train, _, test = data.paper_split()
+    labelled = tmp_path / "labelled.jsonl"
+    with open(labelled, "w", encoding="utf-8") as handle:
+        for i, row in enumerate(train.head(600).itertuples()):
+            tone = None if i % 10 == 0 else row.fine_label  # rows without a tone train the label only
+            handle.write(json.dumps({"response": row.response, "label": row.label, "tone": tone}) + "\n")
+    model_dir = tmp_path / "m"
+    assert main(["train-response", str(labelled), "-o", str(model_dir), "--no-embeddings", "--tone-field", "tone"]) == 0
+    out = capsys.readouterr().out
+    assert "trained on 600 responses" in out and "tones of 540 rows: complied, " in out
+    model = ResponseClassifier.load(model_dir)
+    assert model.metadata["training"]["rows_with_tone"] == 540 and model.tones_[0] == "complied"
+    texts = test["response"].tolist()[:50]
+    assert [t == "complied" for t in model.predict_tone(texts)] == [p == "compliance" for p in model.predict(texts)]
+    log = tmp_path / "log.jsonl"
+    log.write_text(json.dumps({"response": "I'm sorry, but I can't help with that."}) + "\n", encoding="utf-8")
+    assert main(["label-responses", str(log), "-o", str(tmp_path / "out.jsonl"), "--model", str(model_dir), "--tone"]) == 0
+    assert json.loads((tmp_path / "out.jsonl").read_text(encoding="utf-8"))["tone"] != "complied"
+    # A tone field no row has, or compliances named otherwise: refused before anything is saved.
+    assert main(["train-response", str(labelled), "-o", str(tmp_path / "n"), "--no-embeddings", "--tone-field", "nope"]) == 2
+    assert "no row has a tone in field 'nope'" in capsys.readouterr().err
+    assert main(["train-response", str(labelled), "-o", str(tmp_path / "c"), "--no-embeddings", "--tone-field", "tone",
+                 "--compliance-tone", "compliance"]) == 2
+    assert "no row has the compliance tone 'compliance'" in capsys.readouterr().err
+    assert not (tmp_path / "n").exists() and not (tmp_path / "c").exists()
