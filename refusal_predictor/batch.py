@@ -74,6 +74,7 @@ def score_file(
     input_format: str | None = None,
     output_format: str | None = None,
     encoding: str = "utf-8",
+    separator: str | None = None,
     chunk_size: int = 512,
     errors_path: PathLike | None = None,
     progress: bool = True,
@@ -102,8 +103,9 @@ def score_file(
                          "one would overwrite the other")
     check_count(chunk_size, "chunk_size")
     errors_file = default_errors_path(output_path, errors_path)
-    check_paths(input_path, output_path, errors_file, input_format=input_format, output_format=output_format)
-    clash = find_field(input_path, outputs, input_format, encoding)
+    check_paths(input_path, output_path, errors_file, input_format=input_format, output_format=output_format,
+                separator=separator)
+    clash = find_field(input_path, outputs, input_format, encoding, separator=separator)
     if clash:
         raise ValueError(f"{input_path}:{clash[0]}: the record already has a field {clash[1]!r}; choose "
                          "another output field name so the input value is not overwritten")
@@ -137,13 +139,13 @@ def score_file(
 
     # A CSV header or Parquet schema: every column is written even if no record has it (a
     # header-only file), and Parquet output keeps the input's column types.
-    columns, schema = input_columns(input_path, input_format, encoding)
+    columns, schema = input_columns(input_path, input_format, encoding, separator=separator)
     keep_types = schema is not None and detect_format(output_path, output_format) == "parquet"
     with RecordWriter(output_path, output_format, fieldnames=None if columns is None else [*columns, *outputs],
                       schema=schema if keep_types else None) as writer, tqdm(
         unit=" records", desc="scoring", disable=not progress
     ) as bar:
-        for line, record in read_records(input_path, input_format, encoding):
+        for line, record in read_records(input_path, input_format, encoding, separator=separator):
             report.read += 1
             bar.update(1)
             if isinstance(record, BadRecord):

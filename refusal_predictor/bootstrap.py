@@ -203,6 +203,7 @@ def bootstrap_file(
     output_format: str | None = None,
     encoding: str = "utf-8",
     errors_path: PathLike | None = None,
+    separator: str | None = None,
     **options,
 ) -> BootstrapReport:
     """:func:`bootstrap_records` from a log file to a labels file (JSONL, CSV, TSV or Parquet).
@@ -212,9 +213,11 @@ def bootstrap_file(
     >>> print(report.summary())
     """
     errors_file = default_errors_path(output_path, errors_path)
-    check_paths(log_path, output_path, errors_file, input_format=input_format, output_format=output_format)
+    check_paths(log_path, output_path, errors_file, input_format=input_format, output_format=output_format,
+                separator=separator)
     options.setdefault("source", Path(log_path).name)
-    rows, report = bootstrap_records(read_records(log_path, input_format, encoding), response_classifier, **options)
+    records = read_records(log_path, input_format, encoding, separator=separator)
+    rows, report = bootstrap_records(records, response_classifier, **options)
     with RecordWriter(output_path, output_format) as writer:
         writer.write_many(rows)
     report.errors_path = write_bad_records(errors_file, report.unused(), log_path)

@@ -847,6 +847,8 @@ class ResponseClassifier(RefusalClassifier):
         weights = None if sample_weight is None else checked_weights(sample_weight, len(texts))[rows]
         if not rows:
             raise ValueError(f"no refusal tones to learn: all {len(names)} tones are {compliance_tone!r}")
+        if weights is not None and not (weights > 0).any():
+            raise ValueError("sample_weight is zero for every refusal row: no tone to learn from")
         matrix = self.features_.transform([texts[i] for i in rows])
         head = ToneHead(C=C, compliance_tone=compliance_tone).fit(matrix, [names[i] for i in rows], weights)
         self.tone_head_ = head
@@ -961,7 +963,8 @@ def _checked_compliance_tone(compliance_tone: Any, names: Sequence[str]) -> str:
         clash = sorted(found & {COMPLIANCE_TONE, CLASSES[0]})
         if clash:
             raise ValueError(f"no row has the compliance tone {tone!r}, but {len(clash)} tone(s) name compliance: "
-                             f"{clash}; pass compliance_tone={clash[0]!r}, or those rows are learned as a refusal tone")
+                             f"{clash}; pass compliance_tone={clash[0]!r} (train-response --compliance-tone "
+                             f"{clash[0]}), or those rows are learned as a refusal tone")
     return tone
 
 
@@ -975,6 +978,9 @@ def _load_tone_head(folder: Path, model: ResponseClassifier) -> ToneHead:
     # With verify=False no sha256 ties the file to this folder: the tones it gives must at least
     # be those the manifest lists (a head copied from another model had the same width).
     listed = model.manifest_.get("tones") or {}
+    if not isinstance(listed, dict):
+        raise ModelFileError(f"{folder / MANIFEST}: 'tones' must be an object (compliance, refusal), got "
+                             f"{type(listed).__name__}")
     saved = {"compliance": head.compliance_tone, "refusal": [str(t) for t in head.tones_]}
     if listed and {key: listed.get(key) for key in saved} != saved:
         raise ModelFileError(f"{path}: gives the tones {saved}, but {MANIFEST} lists {listed}; it belongs to "

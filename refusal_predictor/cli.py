@@ -22,9 +22,25 @@ logger = logging.getLogger("refusal_predictor.cli")
 def _add_io_options(p: argparse.ArgumentParser, text_field: str | None, default_help: str | None = None) -> None:
     p.add_argument("--text-field", default=text_field, help=f"field holding the text (default: {default_help or text_field})")
     p.add_argument("--format", dest="input_format", choices=FORMATS,
-                   help="input format (default: from the extension; .jsonl.gz, .csv.gz and .tsv.gz are read gunzipped; a "
-                        ".csv whose header reads as semicolon- or tab-separated is read so; --format csv reads commas)")
+                   help="input format (default: from the extension; .jsonl.gz, .csv.gz and .tsv.gz are read gunzipped; see "
+                        "--separator)")
     p.add_argument("--encoding", default="utf-8", help="input text encoding (default: utf-8)")
+    _add_separator_option(p)
+
+
+def _add_separator_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--separator", type=_separator, metavar="CHAR",
+                   help="field separator of CSV/TSV input: one character, or comma, semicolon, tab, pipe (default: "
+                        "a tab for TSV; for CSV a comma unless the header reads as semicolon- or tab-separated)")
+
+
+def _separator(text: str) -> str:
+    from .records import check_separator
+
+    try:
+        return check_separator(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _add_threads_option(p: argparse.ArgumentParser) -> None:
@@ -178,6 +194,7 @@ def _add_log_options(p: argparse.ArgumentParser) -> None:
                                             "(no encoder, ~50x faster on CPU)")
     p.add_argument("--format", dest="input_format", choices=FORMATS)
     p.add_argument("--encoding", default="utf-8")
+    _add_separator_option(p)
 
 
 def _cmd_label_responses(args: argparse.Namespace) -> int:
@@ -215,6 +232,7 @@ def _run_scoring(model, args: argparse.Namespace, score=None, extra_fields: tupl
         input_format=args.input_format,
         output_format=args.output_format,
         encoding=args.encoding,
+        separator=args.separator,
         chunk_size=args.chunk_size,
         errors_path=args.errors,
         progress=not args.no_progress,
@@ -237,7 +255,7 @@ def _exit_status(read: int, used: int, path: str, hint: str) -> int:
 
 def read_labelled(path: str, text_field: str, label_field: str, input_format=None, encoding="utf-8",
                   refusal_values: frozenset[str] | None = None, compliance_values: frozenset[str] | None = None,
-                  tone_field: str | None = None):
+                  tone_field: str | None = None, separator: str | None = None):
     """Texts, 0/1 labels, bad records (reported, not dropped silently) and, with ``tone_field``,
     each text's tone (``None`` where the row has none: it trains the label only)."""
     from .classifiers import check_label_values, label_value
@@ -245,7 +263,7 @@ def read_labelled(path: str, text_field: str, label_field: str, input_format=Non
 
     options = ("--refusal-values", "--compliance-values")
     check_label_values(refusal_values, compliance_values, options)
-    good, bad = read_all(path, input_format, encoding)
+    good, bad = read_all(path, input_format, encoding, separator=separator)
     texts, labels, tones = [], [], []
     for line, record in good:
         text = get_text(record, text_field, line)
@@ -296,12 +314,14 @@ def _cmd_train_response(args: argparse.Namespace) -> int:
 
     errors = errors_path_for(args.output) if args.errors is None else Path(args.errors)
     # never the input, which it would replace, nor in the model folder
-    check_paths(args.input, errors=errors, input_format=args.input_format, model_folder=args.output)
+    check_paths(args.input, errors=errors, input_format=args.input_format, model_folder=args.output,
+                separator=args.separator)
     check_save_folder(args.output, ResponseClassifier.kind)  # before the training, not after it
     model = ResponseClassifier(head=args.head, encoder=args.encoder, use_embeddings=not args.no_embeddings)
     features = None if args.threads is None else model.make_features(args.threads)  # checked before the file is read
     texts, labels, bad, tones = read_labelled(args.input, args.text_field, args.label_field, args.input_format,
-                                              args.encoding, args.refusal_values, args.compliance_values, args.tone_field)
+                                              args.encoding, args.refusal_values, args.compliance_values, args.tone_field,
+                                              args.separator)
     _report_skipped(bad, args.input, errors)
     try:
         model.check_class_counts(labels)  # before --threads' features are fitted on them
@@ -320,7 +340,7 @@ def _cmd_train_response(args: argparse.Namespace) -> int:
     labels_read = {"label_field": args.label_field,
                    "refusal_values": sorted(args.refusal_values or ()), "compliance_values": sorted(args.compliance_values or ())}
     if tones is not None:
-        labels_read.update(tone_field=args.tone_field, compliance_tone=args.compliance_tone, rows_with_tone=len(toned))
+        labels_read.update(tone_field=args.tone_field, compliance_tone=model.tones_[0], rows_with_tone=len(toned))
     model.save(args.output, metadata={"training": {"file": str(args.input), "rows": len(texts), "skipped": len(bad), **labels_read}})
     tone_note = f"; tones of {len(toned)} rows: {', '.join(map(str, model.tones_))}" if toned else ""
     print(f"trained on {len(texts)} responses ({sum(labels)} refusal){tone_note}; skipped {len(bad)}; saved to {args.output}")
@@ -345,7 +365,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     model = _configured(cls.load(args.model), args)
     text_field = args.kind if args.text_field is None else args.text_field
     texts, labels, bad, _ = read_labelled(args.input, text_field, args.label_field, args.input_format, args.encoding,
-                                          args.refusal_values, args.compliance_values)
+                                          args.refusal_values, args.compliance_values, separator=args.separator)
     _report_skipped(bad, args.input, args.errors, hint="--errors FILE keeps them all")
     if not texts:
         print(f"error: {args.input} holds no usable labelled records (text field {text_field!r}, "
@@ -405,7 +425,7 @@ def _cmd_bootstrap(args: argparse.Namespace) -> int:
     report = bootstrap_file(
         args.input, args.output, _configured(ResponseClassifier.load(args.response_model), args),
         input_format=args.input_format, output_format=args.output_format, encoding=args.encoding,
-        errors_path=args.errors, prompt_field=args.prompt_field, response_field=args.response_field,
+        separator=args.separator, errors_path=args.errors, prompt_field=args.prompt_field, response_field=args.response_field,
         model_field=args.model_field or None, min_confidence=args.min_confidence, deduplicate=args.dedupe,
     )
     print(f"{args.input}: {report.summary()} -> {args.output}")
@@ -430,7 +450,8 @@ def _cmd_train_prompt(args: argparse.Namespace) -> int:
         prompt_field=args.prompt_field, response_field=args.response_field, model_field=args.model_field or None,
         model_filter=args.model_filter, min_confidence=args.min_confidence,
         weight_by_confidence=args.weight_by_confidence, test_size=args.test_size,
-        head=args.head, input_format=args.input_format, encoding=args.encoding, errors_path=args.errors,
+        head=args.head, input_format=args.input_format, encoding=args.encoding, separator=args.separator,
+        errors_path=args.errors,
         num_threads=args.threads,
     )
     print(f"bootstrap: {report.summary()}")

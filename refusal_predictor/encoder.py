@@ -126,7 +126,8 @@ _CHUNK_SIZE = 4096
 # Characters per tokenizer call. A tokenizer's Encoding keeps the cut-off rest of a truncated text
 # (Encoding.overflowing, about 38 bytes per character): 512 texts of 50,000 characters held 967 MB
 # when a chunk was tokenised in one call. Calls are kept to this many characters, or to one text
-# per CPU when texts are longer, and only each text's kept token ids outlive the call.
+# per CPU when texts are longer (so they still tokenise in parallel: memory then follows the CPU
+# count times the longest texts), and only each text's kept token ids outlive the call.
 _TOKENIZE_CHARS = 1 << 20
 _MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 _INT_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
@@ -528,12 +529,16 @@ class OnnxEncoder:
         lengths = np.empty(len(texts), dtype=np.int64)
         for start, encodings in self._encodings(self._untruncated_tokenizer, texts, 0, len(texts)):
             lengths[start : start + len(encodings)] = [len(e.ids) for e in encodings]
+            del encodings  # before the next group is tokenised, not after
         return lengths
 
     def _tokenize(self, tokenizer: Tokenizer, texts: list[str], start: int, stop: int) -> list[tuple[np.ndarray, np.ndarray]]:
         """Token ids and type ids of ``texts[start:stop]``: all a batch needs, and all that is kept."""
-        return [(np.asarray(e.ids, dtype=np.int64), np.asarray(e.type_ids, dtype=np.int64))
-                for _, encodings in self._encodings(tokenizer, texts, start, stop) for e in encodings]
+        out: list[tuple[np.ndarray, np.ndarray]] = []
+        for _, encodings in self._encodings(tokenizer, texts, start, stop):
+            out.extend((np.asarray(e.ids, dtype=np.int64), np.asarray(e.type_ids, dtype=np.int64)) for e in encodings)
+            del encodings  # a loop name held the previous group alive while the next was tokenised
+        return out
 
     def _encodings(self, tokenizer: Tokenizer, texts: list[str], start: int, stop: int) -> Iterator[tuple[int, list]]:
         """``(first index, encodings)`` of ``texts[start:stop]``, a group at a time: up to

@@ -82,6 +82,7 @@ def train_prompt_model(
     input_format: str | None = None,
     encoding: str = "utf-8",
     errors_path: PathLike | None = None,
+    separator: str | None = None,
     random_state: int = 0,
     num_threads: int | None = None,
 ) -> tuple[PromptClassifier, dict[str, Any], BootstrapReport]:
@@ -103,12 +104,12 @@ def train_prompt_model(
     errors_file = Path(errors_path) if errors_path else errors_path_for(output_dir)
     if not 0.0 < test_size < 1.0:
         raise ValueError(f"test_size must be a fraction between 0 and 1 (exclusive), got {test_size}")
-    check_paths(log_path, errors=errors_file, input_format=input_format, model_folder=output_dir)
+    check_paths(log_path, errors=errors_file, input_format=input_format, model_folder=output_dir, separator=separator)
     check_save_folder(output_dir, PromptClassifier.kind)
     rc = ResponseClassifier.load(response_model)
     if num_threads is not None:
         rc.configure_encoder(num_threads=num_threads)  # also checks the value, before any row is read
-    records = read_records(log_path, input_format, encoding)
+    records = read_records(log_path, input_format, encoding, separator=separator)
     seen_models: Counter = Counter()
     in_log = {"rows": 0}  # with model_filter, ``report.read`` counts the matching rows only
     if model_filter is not None:

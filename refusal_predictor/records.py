@@ -122,7 +122,7 @@ def check_encoding(encoding: str) -> str:
 
 
 def read_records(path: PathLike, fmt: str | None = None, encoding: str = "utf-8", *,
-                 exact: bool = True) -> Iterator[tuple[int, dict | BadRecord]]:
+                 exact: bool = True, separator: str | None = None) -> Iterator[tuple[int, dict | BadRecord]]:
     """Yield ``(line, record)`` pairs; a record is a dict, or a BadRecord saying what is wrong.
 
     ``exact=False`` reads JSON with the plain decoder, a third faster: numbers as floats, and a
@@ -136,15 +136,16 @@ def read_records(path: PathLike, fmt: str | None = None, encoding: str = "utf-8"
     """
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path}: no such file")
-    given, fmt = fmt, detect_format(path, fmt)
+    fmt = detect_format(path, fmt)
     check_encoding(encoding)
+    _check_separator_format(separator, fmt, path)
     if fmt == "parquet":
         yield from _read_parquet(path)
         return
     if fmt == "jsonl":
         reader = _read_jsonl(path, encoding, EXACT_DECODER if exact else PLAIN_DECODER)
     else:
-        reader = _read_csv(path, encoding, csv_delimiter(path, fmt, encoding, sniff=given is None))
+        reader = _read_csv(path, encoding, csv_delimiter(path, fmt, encoding, separator=separator))
     line = 0
     try:
         for line, record in reader:
@@ -350,23 +351,42 @@ class _LineRecorder:
         return text
 
 
-def csv_delimiter(path: PathLike, fmt: str = "csv", encoding: str = "utf-8", *, sniff: bool = True) -> str:
-    """The field separator of a delimited file: a tab for TSV; for CSV a comma, unless ``sniff``
-    (the format came from the extension, not ``--format csv``) and the header reads as a
-    semicolon- or tab-separated one: read with commas it is one column or does not parse (a
-    quoted name holding a comma), or holds a quote inside a name, while read with the other
-    separator it parses cleanly into several columns with no stray quote.
+SEPARATOR_NAMES = {"comma": ",", "semicolon": ";", "tab": "\t", "pipe": "|"}
+
+
+def check_separator(separator: str) -> str:
+    """A field separator given by the user: one character (not a quote or a line break), or one
+    of the names in ``SEPARATOR_NAMES`` (a tab is awkward to type)."""
+    value = SEPARATOR_NAMES.get(separator.strip().lower(), separator) if separator.strip() else separator
+    if len(value) != 1 or value in "\"\r\n":
+        raise ValueError(f"separator {separator!r}: give one character (e.g. ';') or one of "
+                         f"{', '.join(SEPARATOR_NAMES)}")
+    return value
+
+
+def _check_separator_format(separator: str | None, fmt: str, path: PathLike) -> None:
+    if separator is not None and fmt not in DELIMITED:
+        raise ValueError(f"{path}: a separator applies to CSV and TSV input, not {fmt}")
+
+
+def csv_delimiter(path: PathLike, fmt: str = "csv", encoding: str = "utf-8", *, separator: str | None = None) -> str:
+    """The field separator of a delimited file: ``separator`` when given (``--separator``); a tab
+    for TSV; for CSV a comma, unless the header reads as a semicolon- or tab-separated one: read
+    with commas it is one column or does not parse (a quoted name holding a comma), or holds a
+    quote inside a name, while read with the other separator it parses cleanly into several
+    columns with no stray quote.
 
     Spreadsheets in many locales save "CSV" with semicolons, and tab-separated logs are often
     named ``.csv``. Read with commas, such a file has one column, so no field is ever found and
     every row is skipped. Rows are then read with that separator, and quoted as CSV is (a field
     holding the separator, a quote or a line break is quoted, as spreadsheets and pandas write
-    it). ``--format csv`` always reads commas: a one-column file whose header holds a semicolon.
+    it). ``--separator ,`` reads commas whatever the header: a one-column file whose header
+    holds a semicolon.
     """
+    if separator is not None:
+        return check_separator(separator)
     if fmt == "tsv":
         return "\t"
-    if not sniff:
-        return ","
     try:
         with io.TextIOWrapper(_open_bytes(path), encoding=encoding, errors="surrogateescape", newline="") as handle:
             first = handle.readline(1 << 20).lstrip("\ufeff")
@@ -379,7 +399,7 @@ def csv_delimiter(path: PathLike, fmt: str = "csv", encoding: str = "utf-8", *, 
         fields = _header_fields(first, other)
         if fields is not None and len(fields) > 1 and not any('"' in name for name in fields):
             logger.info("%s: the header reads as %r-separated, not comma-separated; reading it so "
-                        "(--format csv reads commas)", path, other)
+                        "(--separator names another)", path, other)
             return other
     return ","
 
@@ -401,9 +421,10 @@ def _header_fields(line: str, delimiter: str) -> list[str] | None:
         return None
 
 
-def csv_header(path: PathLike, encoding: str = "utf-8", fmt: str = "csv", *, sniff: bool = True) -> list[str] | None:
+def csv_header(path: PathLike, encoding: str = "utf-8", fmt: str = "csv", *,
+               separator: str | None = None) -> list[str] | None:
     """The column names of a CSV or TSV file (``None`` for an empty file), checked as the reader checks them."""
-    delimiter = csv_delimiter(path, fmt, encoding, sniff=sniff)
+    delimiter = csv_delimiter(path, fmt, encoding, separator=separator)
     with io.TextIOWrapper(_open_bytes(path), encoding=encoding, errors="surrogateescape", newline="") as handle:
         return _checked_header(path, csv.reader(_without_bom(handle), strict=True, delimiter=delimiter), encoding)
 
@@ -416,6 +437,12 @@ def _checked_header(path: PathLike, reader, encoding: str) -> list[str] | None:
     except csv.Error as exc:
         raise ValueError(f"{path}:1: malformed CSV header ({exc})") from exc
     if not header:
+        try:
+            next(reader)
+        except StopIteration:
+            return None  # nothing but an empty line (or a byte-order mark): an empty file
+        except csv.Error:
+            pass
         raise ValueError(f"{path}:1: the first line is empty; the file must start with its header row")
     header[0] = header[0].lstrip("\ufeff")
     if any(_has_surrogates(name) for name in header):
@@ -594,17 +621,19 @@ def _bad_utf8_row(batch, i: int, row: int) -> BadRecord:
                      raw_bytes=data)
 
 
-def input_columns(path: PathLike, fmt: str | None = None, encoding: str = "utf-8") -> tuple[list[str] | None, object]:
+def input_columns(path: PathLike, fmt: str | None = None, encoding: str = "utf-8", *,
+                  separator: str | None = None) -> tuple[list[str] | None, object]:
     """The columns a CSV header or a Parquet schema names (``None`` for JSON, whose records name
     their own), and the Arrow schema of a Parquet file (else ``None``), checked as the readers
     check them: a repeated column name is refused before any work."""
-    given, fmt = fmt, detect_format(path, fmt)
+    fmt = detect_format(path, fmt)
+    _check_separator_format(separator, fmt, path)
     if fmt == "parquet":
         schema = parquet_schema(path)
         return list(schema.names), schema
     if fmt in DELIMITED:
         try:
-            return csv_header(path, check_encoding(encoding), fmt, sniff=given is None), None
+            return csv_header(path, check_encoding(encoding), fmt, separator=separator), None
         except _GZIP_ERRORS:
             return None, None  # unreadable from its start: the reader says so
     return None, None
@@ -933,7 +962,7 @@ def _for_parquet(record: dict, as_text: set[str]) -> dict:
 
 def check_paths(input_path: PathLike, output: PathLike | None = None, errors: PathLike | None = None, *,
                 input_format: str | None = None, output_format: str | None = None,
-                model_folder: PathLike | None = None) -> None:
+                model_folder: PathLike | None = None, separator: str | None = None) -> None:
     """Refuse, before any work is done, outputs that would overwrite the input or each other, and
     formats that cannot be read or written here.
 
@@ -960,6 +989,9 @@ def check_paths(input_path: PathLike, output: PathLike | None = None, errors: Pa
         if errors_path == folder or folder in errors_path.parents:
             raise ValueError(f"the errors file {errors} is in the model folder {model_folder}, which must hold the "
                              f"model alone; choose a path outside it")
+    if separator is not None:  # refused now, not after a model has loaded
+        check_separator(separator)
+        _check_separator_format(separator, detect_format(source, input_format), source)
     if detect_format(source, input_format) == "parquet":
         require_pyarrow("reading")
     if output is not None and detect_format(output, output_format) == "parquet":
@@ -967,7 +999,7 @@ def check_paths(input_path: PathLike, output: PathLike | None = None, errors: Pa
 
 
 def find_field(path: PathLike, names: Sequence[str], fmt: str | None = None,
-               encoding: str = "utf-8") -> tuple[int, str] | None:
+               encoding: str = "utf-8", *, separator: str | None = None) -> tuple[int, str] | None:
     """The first ``(line, name)`` at which a record of ``path`` already holds one of ``names``.
 
     Scoring adds fields to every record; a record that already holds one would have its value
@@ -979,7 +1011,7 @@ def find_field(path: PathLike, names: Sequence[str], fmt: str | None = None,
     """
     if detect_format(path, fmt) in (*DELIMITED, "parquet"):
         try:
-            columns = input_columns(path, fmt, encoding)[0] or []
+            columns = input_columns(path, fmt, encoding, separator=separator)[0] or []
         except ValueError:
             return None  # unreadable: the scoring pass reports it
         clash = [name for name in names if name in columns]
@@ -995,10 +1027,11 @@ def find_field(path: PathLike, names: Sequence[str], fmt: str | None = None,
     return None
 
 
-def read_all(path: PathLike, fmt: str | None = None, encoding: str = "utf-8") -> tuple[list[tuple[int, dict]], list[BadRecord]]:
+def read_all(path: PathLike, fmt: str | None = None, encoding: str = "utf-8", *,
+             separator: str | None = None) -> tuple[list[tuple[int, dict]], list[BadRecord]]:
     """Every record of a (small) file, with the bad ones apart."""
     good: list[tuple[int, dict]] = []
     bad: list[BadRecord] = []
-    for line, record in read_records(path, fmt, encoding):
+    for line, record in read_records(path, fmt, encoding, separator=separator):
         (bad.append(record) if isinstance(record, BadRecord) else good.append((line, record)))
     return good, bad

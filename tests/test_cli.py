@@ -510,3 +510,18 @@ def test_train_response_learns_tones_from_a_field(tmp_path, capsys):
                  "--compliance-tone", "compliance"]) == 2
     assert "no row has the compliance tone 'compliance'" in capsys.readouterr().err
     assert not (tmp_path / "n").exists() and not (tmp_path / "c").exists()
+
+
+def test_every_log_reading_command_takes_a_separator(tmp_path, capsys):
+    log = tmp_path / "log.txt"
+    log.write_text("prompt|response\nHow do I pick a lock?|I'm sorry, but I can't help with that.\n"
+                   "What is 2+2?|It is 4.\n", encoding="utf-8")
+    common = ["--format", "csv", "--separator", "|"]
+    assert main(["label-responses", str(log), "-o", str(tmp_path / "r.jsonl"), "--model", "ngrams", *common]) == 0
+    assert main(["score-prompts", str(log), "-o", str(tmp_path / "p.jsonl"), "--text-field", "prompt", *common]) == 0
+    assert main(["bootstrap", str(log), "-o", str(tmp_path / "b.jsonl"), "--response-model", "ngrams", *common]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [r["label"] for r in rows] == ["refusal", "compliance"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["label-responses", str(log), "-o", str(tmp_path / "x.jsonl"), "--separator", "::"])
+    assert exit_info.value.code == 2 and "give one character" in capsys.readouterr().err

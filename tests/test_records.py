@@ -778,15 +778,27 @@ def test_a_csv_whose_header_holds_another_separator_and_no_comma_is_read_with_it
     assert [r for _, r in read_all(one_column)[0]] == [{"response": "a; b\tc"}]
 
 
-def test_the_separator_rule_reads_the_header_whole_and_format_csv_means_commas(tmp_path):
+def test_the_separator_rule_reads_the_header_whole_and_a_separator_can_be_named(tmp_path):
     """A one-column comma file whose header holds a semicolon was split at it, with no way to say
     commas; a quoted name holding a comma decided the separator by its place in the header."""
     one = tmp_path / "one.csv"
     one.write_text("response; as given\nI'm sorry; I can't help with that.\nSure; here it is.\n", encoding="utf-8")
-    assert [r for _, r in read_all(one, fmt="csv")[0]] == [
+    assert [r for _, r in read_all(one, separator=",")[0]] == [
         {"response; as given": "I'm sorry; I can't help with that."}, {"response; as given": "Sure; here it is."}]
-    report = _score(one, tmp_path / "out.jsonl", text_field="response; as given", input_format="csv")
+    report = _score(one, tmp_path / "out.jsonl", text_field="response; as given", separator="comma")
     assert report.scored == 2
+    export = tmp_path / "export.txt"  # no extension to go by: --format csv, and the header decides
+    export.write_text("id;response\n1;I'm sorry, no.\n", encoding="utf-8")
+    assert [r for _, r in read_all(export, fmt="csv")[0]] == [{"id": "1", "response": "I'm sorry, no."}]
+    piped = tmp_path / "piped.csv"
+    piped.write_text("id|response\n1|sorry\n", encoding="utf-8")
+    assert [r for _, r in read_all(piped, separator="pipe")[0]] == [{"id": "1", "response": "sorry"}]
+    jsonl = tmp_path / "log.jsonl"
+    jsonl.write_text('{"response": "x"}\n', encoding="utf-8")
+    with pytest.raises(ValueError, match="log.jsonl: a separator applies to CSV and TSV input, not jsonl"):
+        _score(jsonl, tmp_path / "out2.jsonl", separator=";")
+    with pytest.raises(ValueError, match="separator '::': give one character"):
+        read_all(one, separator="::")
     for header, row in (('id;"Antwort, roh"', '1;"sorry, no"'), ('"Antwort, roh";id', '"sorry, no";1')):
         log = tmp_path / "de.csv"
         log.write_text(f"{header}\n{row}\n", encoding="utf-8")
@@ -798,3 +810,12 @@ def test_the_separator_rule_reads_the_header_whole_and_format_csv_means_commas(t
     blank.write_text("\nresponse\nx\n", encoding="utf-8")
     with pytest.raises(ValueError, match="blank.tsv:1: the first line is empty"):  # was an IndexError
         read_all(blank)
+
+
+def test_a_csv_holding_only_a_byte_order_mark_is_empty(tmp_path):
+    """A spreadsheet's empty "CSV UTF-8" export: read as an empty file, as a 0-byte one is."""
+    bom = tmp_path / "empty.csv"
+    bom.write_bytes("\ufeff".encode("utf-8"))
+    assert read_all(bom) == ([], [])
+    report = _score(bom, tmp_path / "out.jsonl")
+    assert report.read == 0

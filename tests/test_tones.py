@@ -335,3 +335,20 @@ def test_a_tone_file_giving_other_tones_than_the_manifest_lists_is_refused_unver
     joblib.dump(other.tone_head_, tmp_path / "m" / "tones.joblib")
     with pytest.raises(ModelFileError, match="tones.joblib: gives the tones .* but manifest.json lists"):
         ResponseClassifier.load(tmp_path / "m", verify=False)
+
+
+def test_tone_edge_cases_after_the_review(toned, tmp_path):
+    model = clone(toned).fit(*_few(40))
+    texts, tones = _few_tones(40)
+    weights = [1.0 if t == "complied" else 0.0 for t in tones]  # weight only on rows the head never sees
+    with pytest.raises(ValueError, match="sample_weight is zero for every refusal row"):
+        model.fit_tones(texts, tones, sample_weight=weights)
+    renamed = ["compliance" if t == "complied" else t for t in tones]
+    with pytest.raises(ValueError, match="train-response --compliance-tone compliance"):
+        model.fit_tones(texts, renamed)
+    toned.save(tmp_path / "m")
+    manifest = json.loads((tmp_path / "m" / "manifest.json").read_text())
+    manifest["tones"] = ["rejected"]  # not covered by a sha256: a named error, not an AttributeError
+    (tmp_path / "m" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelFileError, match="manifest.json: 'tones' must be an object"):
+        ResponseClassifier.load(tmp_path / "m")
