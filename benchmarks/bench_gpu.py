@@ -26,9 +26,7 @@ graphs run most of their integer matrix products on the CPU even under the CUDA 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -40,6 +38,7 @@ if str(REPO) not in sys.path:  # run from a source checkout without installing
 
 import onnxruntime as ort  # noqa: E402
 
+from benchmarks import bench_encoder  # noqa: E402
 from benchmarks.bench_encoder import BATCH_ONE_TEXTS, describe, sample_texts, whole_batches  # noqa: E402
 from benchmarks.common import at_least_one  # noqa: E402
 from refusal_predictor.encoder import EncoderFileError, OnnxEncoder, default_encoder_path  # noqa: E402
@@ -50,15 +49,11 @@ CPU = "CPUExecutionProvider"
 
 
 def texts_per_second(encoder: OnnxEncoder, texts: Sequence[str], batch_size: int, runs: int) -> float:
-    texts = list(texts[: BATCH_ONE_TEXTS if batch_size == 1 else len(texts)])
-    budget = whole_batches(encoder, batch_size)
-    encoder.encode(texts[: max(batch_size, 8)], batch_size=batch_size, max_tokens_per_batch=budget)  # warm-up
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        encoder.encode(texts, batch_size=batch_size, max_tokens_per_batch=budget)
-        times.append(time.perf_counter() - start)
-    return len(texts) / statistics.median(times)
+    """``bench_encoder.texts_per_second`` (the same warm-up, texts and median) on this encoder."""
+    def encode(sample: Sequence[str], size: int) -> object:
+        return encoder.encode(sample, batch_size=size, max_tokens_per_batch=whole_batches(encoder, size))
+
+    return bench_encoder.texts_per_second(encode, list(texts), batch_size, runs)
 
 
 def bench(folder: Path, runs: int, require_cuda: bool) -> bool:

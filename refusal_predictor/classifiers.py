@@ -205,18 +205,21 @@ def check_save_folder(path: PathLike, kind: str | None = None) -> Path:
     return folder
 
 
+def _installed_version(module: str) -> str | None:
+    """A library's version, or ``None`` when it is not installed (or broken)."""
+    import importlib
+
+    try:
+        return str(importlib.import_module(module).__version__)
+    except Exception:  # noqa: BLE001 - not installed or broken: nothing to record or compare
+        return None
+
+
 def _runtime_versions() -> dict[str, str]:
     """Versions of the other libraries a saved model's scores depend on (the LightGBM head, the
     ONNX encoder), for telling apart a model that scores differently after an upgrade."""
-    import importlib
-
-    found = {}
-    for module in ("lightgbm", "onnxruntime"):
-        try:
-            found[module] = str(importlib.import_module(module).__version__)
-        except Exception:  # noqa: BLE001 - not installed or broken: nothing to record
-            continue
-    return found
+    found = {module: _installed_version(module) for module in ("lightgbm", "onnxruntime")}
+    return {module: version for module, version in found.items() if version is not None}
 
 
 def checked_weights(sample_weight: Any, n: int) -> np.ndarray:
@@ -238,20 +241,14 @@ def checked_weights(sample_weight: Any, n: int) -> np.ndarray:
     return weights
 
 
-def _warn_on_other_versions(folder: Path, saved_with: Mapping[str, Any], name: str) -> None:
-    """Say when the libraries that compute a model's scores differ (major.minor) from those it was
-    saved with: a pickled estimator may then score differently, and a LightGBM head under
-    calibration did (every prompt near 0.5 with lightgbm before 4.7, which setup.cfg now rules
-    out; other differences are worth knowing too)."""
-    import importlib
-
+def _warn_on_other_versions(folder: Path, saved_with: Mapping[str, Any], name: str, running: str | None) -> None:
+    """Say when a library that computes a model's scores (``name``, running at ``running``)
+    differs (major.minor) from the one it was saved with: a pickled estimator may then score
+    differently, and a LightGBM head under calibration did (every prompt near 0.5 with lightgbm
+    before 4.7, which setup.cfg now rules out; other differences are worth knowing too)."""
     trained_with = str(saved_with.get(name, ""))
-    if not trained_with:
-        return  # not recorded (a model saved before it was)
-    try:
-        running = str(importlib.import_module({"scikit-learn": "sklearn"}.get(name, name)).__version__)
-    except ImportError:
-        return  # unpickling names the missing module
+    if not trained_with or running is None:
+        return  # not recorded (a model saved before it was), or not installed (unpickling says so)
     if trained_with.split(".")[:2] != running.split(".")[:2]:
         logger.warning("%s was saved with %s %s; this is %s. Predictions may differ.", folder, name, trained_with, running)
 
@@ -627,10 +624,10 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
         if verify:
             verify_files(folder, manifest["files"])
         versions = manifest.get("versions") or {}
-        _warn_on_other_versions(folder, versions, "scikit-learn")  # before: a failed unpickling may follow
+        _warn_on_other_versions(folder, versions, "scikit-learn", sklearn.__version__)  # before: unpickling may fail
         model = _load_joblib(folder / _MODEL_FILE, cls)
         if getattr(model, "head", None) in ("lightgbm", "blend"):  # every model records it; only these use it
-            _warn_on_other_versions(folder, versions, "lightgbm")
+            _warn_on_other_versions(folder, versions, "lightgbm", _installed_version("lightgbm"))
         info = manifest.get("encoder")
         if info:
             if info.get("bundled"):
