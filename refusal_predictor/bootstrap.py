@@ -18,10 +18,10 @@ import numpy as np
 
 from .artifacts import PathLike
 from .batch import checked_scores
-from .classifiers import is_blank
+from .text import is_blank
 from .errors_file import default_errors_path, write_bad_records
 from .records import BadRecord, RecordWriter, check_paths, get_text, raw_of, read_records
-from .thresholds import written_probability
+from .thresholds import check_threshold, written_probability
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +92,8 @@ def bootstrap_records(
         raise ValueError(f"min_confidence must be in [0.5, 1], got {min_confidence}")
     report = BootstrapReport()
     # The model's own cut, as label-responses applies it: one model, one label per response.
-    threshold = float(getattr(response_classifier, "threshold", 0.5))
+    # Checked as predict checks it: NaN or 1.5 (a config file's typo) labelled every row compliance.
+    threshold = check_threshold(getattr(response_classifier, "threshold", 0.5), "the response model's threshold")
     rows: list[dict] = []
     pending: list[tuple[str, str, str, int, dict]] = []
 

@@ -44,6 +44,7 @@ from .features import TextFeatures
 from .heads import LogOddsBlend, leaf_heads
 from .metrics import binary_metrics
 from .paths import check_replaceable_folder
+from .text import is_blank, lone_surrogate_at
 from .thresholds import check_threshold, pick_threshold
 from .thresholds import validation_curve as compute_validation_curve
 from .tones import COMPLIANCE_TONE, ToneHead
@@ -81,22 +82,11 @@ def as_texts(X: str | Iterable[str], what: str = "text") -> list[str]:
     for i, t in enumerate(texts):
         if not isinstance(t, str):
             raise TypeError(f"{what} {i} is {type(t).__name__}, expected str")
-        if not t.isascii():
-            try:
-                t.encode("utf-8")
-            except UnicodeEncodeError as exc:
-                # The tokenizer's own error names neither the text nor the cause.
-                raise ValueError(f"{what} {i} holds a lone UTF-16 surrogate {t[exc.start]!r} at character "
-                                 f"{exc.start} (half of a character, e.g. an emoji cut in two)") from None
+        at = lone_surrogate_at(t)
+        if at is not None:
+            raise ValueError(f"{what} {i} holds a lone UTF-16 surrogate {t[at]!r} at character "
+                             f"{at} (half of a character, e.g. an emoji cut in two)")
     return texts
-
-
-_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"))
-
-
-def is_blank(text: str) -> bool:
-    """Nothing but whitespace and invisible characters (zero-width spaces, BOM, soft hyphen)."""
-    return not text.translate(_INVISIBLE).strip()
 
 
 _BOOLEAN_WORDS = {"true": "1", "false": "0"}
@@ -675,7 +665,13 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
         curve = self.metadata.get("validation_curve")
         if not curve:
             raise ValueError("this model has no stored validation curve; train it with validation_curve=True")
-        return pick_threshold(curve, precision=precision, recall=recall, refusal_rate=refusal_rate)
+        threshold = pick_threshold(curve, precision=precision, recall=recall, refusal_rate=refusal_rate)
+        caveat = self.metadata.get("validation_curve_caveat")
+        if caveat:
+            # Training knows when its curve is not held out (an encoder fine-tuned on the same
+            # rows); a pre-filter trusting the goal it asked for must hear it where it asks.
+            warnings.warn(f"this model's validation curve is {caveat}", UserWarning, stacklevel=2)
+        return threshold
 
     @property
     def metadata(self) -> dict[str, Any]:
@@ -761,12 +757,28 @@ class ResponseClassifier(RefusalClassifier):
         A folder that exists wins over a variant of the same name (a file of that name does not).
         Variant names are read case-insensitively, as prompt target names are.
         """
-        if path is not None and not Path(path).is_dir() and str(path).strip().lower() in cls.VARIANTS:
-            path = shipped_path(*cls.VARIANTS[str(path).strip().lower()])
+        name = str(path).strip().lower() if path is not None else None
+        if path is not None and not Path(path).is_dir():
+            if name in cls.VARIANTS:
+                path = shipped_path(*cls.VARIANTS[name])
+            else:
+                raise ModelFileError(f"{path}: no such model folder, nor a shipped variant; available variants: "
+                                     f"{cls.available_variants()}")
+        elif name in cls.VARIANTS and not (Path(path) / MANIFEST).is_file():
+            # A folder of outputs named like a variant would otherwise hide it behind "manifest missing".
+            raise ModelFileError(f"{Path(path) / MANIFEST}: manifest missing; the folder {str(path)!r} is taken "
+                                 f"before the shipped variant of that name, which loads by its path: "
+                                 f"ResponseClassifier.load({str(shipped_path(*cls.VARIANTS[name]))!r})")
         model = super().load(path, verify=verify)
         folder = Path(path) if path is not None else cls.default_path()
         if TONES_FILE in model.manifest_["files"]:
             model.tone_head_ = _load_tone_head(folder, model)
+        elif (folder / TONES_FILE).exists():
+            # Only a hand copy puts it there (save() writes or removes it with the manifest); no
+            # sha256 ties it to this model, so it is not used, but the user is told why.
+            warnings.warn(f"{folder / TONES_FILE} is not listed in {folder / MANIFEST}, so it is ignored: this "
+                          "model predicts no tones; save_tones() adds a tone head to a model folder",
+                          UserWarning, stacklevel=2)
         return model
 
     #: Refusal probability given to an empty or whitespace-only response, whatever the model.

@@ -400,22 +400,40 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
     root = shipped_models_root()
     print(f"shipped models in {root}")
-    for manifest in sorted(root.glob("**/manifest.json")) + sorted(root.glob("**/encoder.json")):
+    manifests = sorted(root.glob("**/manifest.json")) + sorted(root.glob("**/encoder.json"))
+    for manifest in manifests:
+        where = manifest.parent.relative_to(root)
+        if any(part.startswith(".") for part in where.parts):
+            continue  # left by an interrupted save; no option loads it
         try:
             data = json.loads(manifest.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            print(f"  {manifest.parent.relative_to(root)}: unreadable {manifest.name} ({exc}); reinstall the package")
+            print(f"  {where}: unreadable {manifest.name} ({exc}); reinstall the package")
             continue
         if not isinstance(data, dict):
-            print(f"  {manifest.parent.relative_to(root)}: {manifest.name} is not a JSON object; reinstall the package")
+            print(f"  {where}: {manifest.name} is not a JSON object; reinstall the package")
             continue
         metadata = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
         summary = metadata.get("summary") or data.get("source_model", "")
         tones = data.get("tones") if isinstance(data.get("tones"), dict) else {}
         if isinstance(tones.get("refusal"), list):
             summary += f"; refusal tones: {', '.join(map(str, tones['refusal']))}"
-        print(f"  {manifest.parent.relative_to(root)}: {data.get('kind', 'encoder')} {summary}")
+        print(f"  {_loaded_as(where)}: {data.get('kind', 'encoder')} {summary}")
     return 0
+
+
+def _loaded_as(where: Path) -> str:
+    """How a shipped folder is named where models are chosen (its folder name is not always it)."""
+    from .classifiers import ResponseClassifier
+
+    variants = {sub: name for name, sub in ResponseClassifier.VARIANTS.items()}
+    if where.parts in variants:
+        return f"{where} (label-responses --model {variants[where.parts]})"
+    if len(where.parts) == 2 and where.parts[0] == "prompt":
+        return f"{where} (score-prompts --target {where.parts[1]})"
+    if len(where.parts) == 2 and where.parts[0] == "encoders":
+        return f"{where} (train-response --encoder {where.parts[1]})"
+    return str(where)
 
 
 def _cmd_bootstrap(args: argparse.Namespace) -> int:
@@ -474,7 +492,8 @@ def _cmd_train_prompt(args: argparse.Namespace) -> int:
 def _load_prompt_model(args: argparse.Namespace):
     from .prompt import PromptClassifier
 
-    return PromptClassifier.load(args.model) if args.model else PromptClassifier.load(target=args.target)
+    # ``is not None``: an empty --model "$DIR" (an unset variable) is an error, not the default target.
+    return PromptClassifier.load(args.model) if args.model is not None else PromptClassifier.load(target=args.target)
 
 
 def _cmd_score_prompts(args: argparse.Namespace) -> int:

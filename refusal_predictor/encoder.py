@@ -104,6 +104,7 @@ from onnxruntime.capi import onnxruntime_pybind11_state as _ort_errors
 from tokenizers import Tokenizer
 
 from .artifacts import ModelFileError, files_field_problem, read_manifest, shipped_path, verify_files
+from .text import lone_surrogate_at
 
 __all__ = [
     "DEFAULT_ENCODER",
@@ -559,7 +560,7 @@ class OnnxEncoder:
                 encodings = [tokenizer.encode(text) for text in group] if self._one_thread else tokenizer.encode_batch(group)
             except Exception as e:  # noqa: BLE001 - tokenizers raises TypeError/Exception with no index
                 for i, text in enumerate(group, start=group_start):
-                    if _has_lone_surrogate(text):
+                    if lone_surrogate_at(text) is not None:
                         raise ValueError(f"texts[{i}] holds a lone surrogate (half of a character, e.g. \\ud83d "
                                          "from a text cut mid-emoji); it cannot be tokenised") from e
                 raise
@@ -615,14 +616,6 @@ def _check_texts(texts: Sequence[str]) -> list[str]:
         if not isinstance(text, str):
             raise TypeError(f"texts[{i}] is {type(text).__name__}, not str")
     return texts
-
-
-def _has_lone_surrogate(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
 
 
 def _token_budget_batches(lengths: Sequence[int], batch_size: int, max_tokens: int) -> Iterator[np.ndarray]:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
-from .artifacts import PathLike, shipped_path, write_json
+from .artifacts import ModelFileError, PathLike, shipped_path, write_json
 from .classifiers import RefusalClassifier, as_texts
 from .heads import contributions, leaf_heads
 
@@ -44,7 +44,8 @@ class PromptClassifier(RefusalClassifier):
         root = shipped_path("prompt")
         if not root.is_dir():
             return []
-        return sorted(p.name for p in root.iterdir() if (p / "manifest.json").is_file())
+        # Not dot-folders: a save interrupted while swapping a target in leaves one with a manifest.
+        return sorted(p.name for p in root.iterdir() if not p.name.startswith(".") and (p / "manifest.json").is_file())
 
     @classmethod
     def load(cls, path: PathLike | None = None, *, target: str | None = None, verify: bool = True) -> "PromptClassifier":
@@ -61,6 +62,12 @@ class PromptClassifier(RefusalClassifier):
             else:
                 raise ValueError(f"{str(path)!r} is neither a model folder nor a shipped target; "
                                  f"available targets: {cls.available_targets()}")
+        elif path is not None and _target_key(str(path)) in cls.available_targets() \
+                and not (Path(path) / "manifest.json").is_file():
+            # A folder of outputs named like a target would otherwise hide it behind "manifest missing".
+            raise ModelFileError(f"{Path(path) / 'manifest.json'}: manifest missing; the folder {str(path)!r} is "
+                                 f"taken before the shipped target of that name, which loads with "
+                                 f"PromptClassifier.load(target={_target_key(str(path))!r})")
         if path is not None and not str(path).strip():
             raise ValueError(f"empty model path; available targets: {cls.available_targets()}")
         if path is None:

@@ -29,6 +29,7 @@ from .artifacts import PathLike
 from .jsonvalues import (EXACT_DECODER, PLAIN_DECODER, DuplicateField, JsonNumber, duplicate_reason, dumps_value,
                          plain_value)
 from .paths import check_output_path, new_file_mode, resolved_target, same_file
+from .text import lone_surrogate_at
 
 logger = logging.getLogger(__name__)
 
@@ -445,7 +446,7 @@ def _checked_header(path: PathLike, reader, encoding: str) -> list[str] | None:
             pass
         raise ValueError(f"{path}:1: the first line is empty; the file must start with its header row")
     header[0] = header[0].lstrip("\ufeff")
-    if any(_has_surrogates(name) for name in header):
+    if any(lone_surrogate_at(name) is not None for name in header):
         raise ValueError(f"{path}:1: the CSV header is not valid {encoding}; pass the file's "
                          "encoding (--encoding, e.g. latin-1 or cp1252)")
     columns: dict[str, list[int]] = {}
@@ -493,7 +494,7 @@ def _read_csv(path: PathLike, encoding: str, delimiter: str = ",") -> Iterator[t
             if len(row) != len(header):
                 yield line_no, _bad_csv_row(line_no, f"{len(row)} fields, header has {len(header)}", row, encoding, delimiter)
                 continue
-            if any(_has_surrogates(v) for v in row):
+            if any(lone_surrogate_at(v) is not None for v in row):
                 yield line_no, _bad_csv_row(line_no, f"not valid {encoding}; try --encoding (e.g. latin-1)", row, encoding,
                                             delimiter)
                 continue
@@ -514,7 +515,7 @@ def _bad_csv_row(line: int, reason: str, row: list[str], encoding: str, delimite
 def _bad_csv_text(line: int, reason: str, text: str, encoding: str) -> BadRecord:
     """A skipped CSV row's text; one holding bytes not valid in ``encoding`` (read as surrogate
     escapes) shows them as U+FFFD and keeps them in ``raw_bytes``."""
-    if not _has_surrogates(text):
+    if lone_surrogate_at(text) is None:
         return BadRecord(line, reason, text)
     original = text.encode(encoding, "surrogateescape")
     return BadRecord(line, reason, original.decode(encoding, "replace"), raw_bytes=original)
@@ -533,15 +534,9 @@ def _has_lone_surrogate(record: dict, source: str) -> bool:
     """
     if "\\u" not in source:
         return False
-    return _has_surrogates(dumps_value(record))
+    return lone_surrogate_at(dumps_value(record)) is not None
 
 
-def _has_surrogates(value: str) -> bool:
-    try:
-        value.encode("utf-8")
-        return False
-    except UnicodeEncodeError:
-        return True
 
 
 def require_pyarrow(doing: str) -> None:

@@ -518,3 +518,13 @@ def test_protocols_hold_out_a_prompt_in_every_spelling():
     held = same_prompt(pd.Series(["What is  the capital of FRANCE?\n", "What is the capital of Spain?", None]),
                        ["what is the capital of france?"])
     assert held.tolist() == [True, False, False]
+
+
+@pytest.mark.parametrize("threshold", [float("nan"), 1.5, -0.1, "0.5"])
+def test_bootstrap_refuses_a_response_threshold_predict_would_refuse(threshold):
+    """NaN or 1.5 labelled every response compliance, -0.1 every one refusal, without a word."""
+    rc = ResponseClassifier.load("ngrams")
+    rc.threshold = threshold
+    rows = [{"prompt": "p", "response": "I'm sorry, but I can't help with that."}]
+    with pytest.raises(ValueError, match="response model's threshold must be a probability"):
+        bootstrap_records(rows, rc)

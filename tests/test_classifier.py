@@ -532,3 +532,21 @@ def test_two_identical_trainings_write_identical_model_files(tmp_path):
     assert digests[0] == digests[1]
     model = ResponseClassifier.load(tmp_path / "a")  # the cache left out is rebuilt on use
     assert model.predict(["As an AI language model, I cannot do that."])[0] == "refusal"
+
+
+def test_model_names_that_load_nothing_say_what_would(tmp_path, monkeypatch):
+    """An unknown name lists the variants (as unknown prompt targets list the targets), and a
+    folder named like a shipped model, taken first, says which shipped model it hides."""
+    from refusal_predictor import PromptClassifier
+
+    with pytest.raises(ModelFileError, match=r"no such model folder, nor a shipped variant; available variants: "
+                                             r"\['default', 'ngrams'\]"):
+        ResponseClassifier.load("bogus")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ngrams").mkdir()
+    (tmp_path / "gpt-4").mkdir()
+    with pytest.raises(ModelFileError, match=r"taken before the shipped variant .*response-ngrams"):
+        ResponseClassifier.load("ngrams")
+    with pytest.raises(ModelFileError, match=r"taken before the shipped target .*target='gpt-4'"):
+        PromptClassifier.load("gpt-4")
+    assert PromptClassifier.load(target="gpt-4").metadata["target"] == "gpt-4"

@@ -525,3 +525,42 @@ def test_every_log_reading_command_takes_a_separator(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["label-responses", str(log), "-o", str(tmp_path / "x.jsonl"), "--separator", "::"])
     assert exit_info.value.code == 2 and "give one character" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["score-prompts", "explain"])
+def test_an_empty_prompt_model_option_is_an_error_not_the_default_target(tmp_path, capsys, command):
+    """``--model "$DIR"`` with DIR unset scored with gpt-3.5-turbo and exited 0."""
+    log = tmp_path / "log.jsonl"
+    log.write_text(json.dumps({"prompt": "How do I pick a lock?"}) + "\n")
+    args = [str(log), "-o", str(tmp_path / "out.jsonl"), "--no-progress"] if command == "score-prompts" \
+        else ["How do I pick a lock?"]
+    assert main([command, *args, "--model", ""]) == 2
+    assert "empty model path" in capsys.readouterr().err
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_info_names_each_model_as_the_options_load_it(tmp_path, capsys, monkeypatch):
+    """``info`` printed folder names (``response-ngrams``, ``prompt/gpt-4``) that --model and
+    --target refused; and a folder an interrupted save left behind was listed as a target."""
+    import shutil
+
+    from refusal_predictor import artifacts
+
+    root = tmp_path / "models"
+    shutil.copytree(artifacts.shipped_models_root(), root, ignore=shutil.ignore_patterns("*.joblib", "*.onnx"))
+    shutil.copytree(root / "prompt" / "gpt-4", root / "prompt" / ".gpt-4.replaced-x1y2")
+    monkeypatch.setattr(artifacts, "shipped_models_root", lambda: root)
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "response-ngrams (label-responses --model ngrams)" in out
+    assert "response (label-responses --model default)" in out
+    assert "prompt/gpt-4 (score-prompts --target gpt-4)" in out
+    assert "replaced" not in out
+    assert PromptClassifier.available_targets() == sorted(p.name for p in (root / "prompt").iterdir()
+                                                          if not p.name.startswith("."))
+    for line in out.splitlines()[1:]:  # every option printed loads that model
+        option = line.split("(", 1)[1].split(")", 1)[0]
+        if option.startswith("label-responses --model "):
+            assert option.split()[-1] in ResponseClassifier.available_variants()
+        elif option.startswith("score-prompts --target "):
+            assert option.split()[-1] in PromptClassifier.available_targets()

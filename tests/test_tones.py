@@ -352,3 +352,18 @@ def test_tone_edge_cases_after_the_review(toned, tmp_path):
     (tmp_path / "m" / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ModelFileError, match="manifest.json: 'tones' must be an object"):
         ResponseClassifier.load(tmp_path / "m")
+
+
+def test_a_tone_file_the_manifest_does_not_list_is_ignored_with_a_warning(toned, tmp_path):
+    """Only a hand copy puts one there; it is not used (no sha256 ties it to the model), and saying
+    so beats a model that silently predicts no tones."""
+    toned.save(tmp_path / "m")
+    plain = clone(toned).fit(*_few(40))  # no tone head
+    plain.save(tmp_path / "plain")
+    shutil.copy(tmp_path / "m" / "tones.joblib", tmp_path / "plain" / "tones.joblib")
+    with pytest.warns(UserWarning, match=r"tones.joblib is not listed in .*manifest.json, so it is ignored"):
+        model = ResponseClassifier.load(tmp_path / "plain")
+    with pytest.raises(NotFittedError):
+        model.predict_tone(["I'm sorry, I can't."])
+    plain.save(tmp_path / "plain")  # save() removes the stray file with the manifest it writes
+    assert not (tmp_path / "plain" / "tones.joblib").exists()

@@ -272,7 +272,10 @@ def fit_target(
         print(f"skip {target}: {int(own.sum())} prompts ({n_ref} refused, {n_comp} complied); need {MIN_PROMPTS} and {MIN_PER_CLASS} of each")
         return None, rows
     recipe = {**recipes.PROMPT_CANDIDATES[recipe_name], **overrides}
-    model = PromptClassifier(**recipe).fit(rows["prompt"].tolist(), y, sample_weight=rows["weight"].to_numpy())
+    # The stored validation curve and CV metrics describe the target's own prompts: the auxiliary
+    # prompts other LLMs answered (65 % of llama-2-7b-chat's rows) would set its thresholds.
+    model = PromptClassifier(**recipe).fit(rows["prompt"].tolist(), y, sample_weight=rows["weight"].to_numpy(),
+                                           validation_rows=own)
     return model, rows
 
 

@@ -38,6 +38,15 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 GPTFUZZ_MAX_ROWS = 1500
+# Stored beside the validation curve of a recipe whose encoder was fine-tuned on the same pool;
+# ``threshold_for`` warns with it. Measured for the shipped model on the paper's 256 held-out
+# test responses: threshold_for(recall=0.95) reached recall 0.75 there (see the README).
+FINETUNED_CURVE_CAVEAT = (
+    "optimistic: the encoder was fine-tuned on the same rows, so the out-of-fold scores behind this "
+    "curve (and cross_validation) saw their labels and are near 0 or 1; on new responses the "
+    "probabilities are over-confident and thresholds picked here miss their goals. Pick a threshold "
+    "on labelled responses of your own: refusal_predictor.thresholds.pick_threshold("
+    "validation_curve(y, model.refusal_probability(texts)), recall=...)")
 
 
 def training_pool(data_dir: Path, gptfuzz_max_rows: int = GPTFUZZ_MAX_ROWS) -> pd.DataFrame:
@@ -151,6 +160,8 @@ def train(data_dir: Path, output: Path, select: bool, recipe_name: str | None = 
         "lomo_selection": lomo_rows,
         "tones": tones,
     }
+    if name in recipes.FINETUNED_RESPONSE_CANDIDATES:
+        metadata["validation_curve_caveat"] = FINETUNED_CURVE_CAVEAT
     clf.save(output, metadata=metadata)
     print(f"saved {output}: {metadata['summary']}")
     return clf

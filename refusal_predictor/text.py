@@ -1,0 +1,29 @@
+"""Checks on a single text that the classifiers, the encoder and the log readers all need.
+
+Kept apart from all three so that the encoder (loadable on its own) and the log readers do not
+import each other or the classifiers for five lines of string handling.
+"""
+from __future__ import annotations
+
+_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"))
+
+
+def is_blank(text: str) -> bool:
+    """Nothing but whitespace and invisible characters (zero-width spaces, BOM, soft hyphen)."""
+    return not text.translate(_INVISIBLE).strip()
+
+
+def lone_surrogate_at(text: str) -> int | None:
+    """Index of the first lone UTF-16 surrogate (half a character) in ``text``, else ``None``.
+
+    Python strings may hold one (``json`` decodes ``"\\ud83d"`` alone; ``surrogateescape`` decodes
+    bytes invalid in an encoding to one), and such a text can be neither tokenised nor written as
+    UTF-8, with errors that name neither the text nor the cause.
+    """
+    if text.isascii():
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return exc.start
+    return None
