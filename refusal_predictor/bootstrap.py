@@ -8,7 +8,6 @@ label is kept together with its refusal rate).
 from __future__ import annotations
 
 import logging
-import unicodedata
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,9 +17,9 @@ import numpy as np
 
 from .artifacts import PathLike
 from .batch import checked_scores
-from .text import is_blank
 from .errors_file import default_errors_path, write_bad_records
 from .records import BadRecord, RecordWriter, check_paths, get_text, raw_of, read_records
+from .text import is_blank, text_key
 from .thresholds import check_threshold, written_probability
 
 logger = logging.getLogger(__name__)
@@ -158,29 +157,18 @@ def label_confidence(row: dict) -> float:
     return max(p, 1.0 - p)
 
 
-def prompt_key(text: str) -> str:
-    """What makes two prompts one: equal up to Unicode compatibility forms, whitespace and case.
-
-    Logs repeat a prompt with a trailing newline, doubled spaces or other capitals, and the
-    features barely tell such copies apart. Kept as two prompts, one copy could land in a held-out
-    split while its twin trained: a log holding each prompt twice reported a held-out AUROC of
-    0.96 where the true one was 0.81.
-    """
-    return " ".join(unicodedata.normalize("NFKC", text).split()).casefold()
-
-
 def merge_duplicates(
     rows: list[dict], keys: tuple[str, ...] = ("prompt", "model"), report: BootstrapReport | None = None
 ) -> list[dict]:
     """One row per ``keys``: the majority label, with ``refusal_rate`` and ``n_responses``.
 
-    Prompts are compared by :func:`prompt_key`; the merged row keeps the first one's text. Rows
+    Prompts are compared by :func:`~refusal_predictor.text.text_key`; the merged row keeps the first one's text. Rows
     that are already merges count with their ``n_responses``; a tie goes to the mean refusal
     probability.
     """
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for row in rows:
-        groups[tuple(prompt_key(row[k]) if k == "prompt" else row[k] for k in keys)].append(row)
+        groups[tuple(text_key(row[k]) if k == "prompt" else row[k] for k in keys)].append(row)
     merged = []
     for group in groups.values():
         weights = [r.get("n_responses", 1) for r in group]

@@ -255,11 +255,16 @@ def _exit_status(read: int, used: int, path: str, hint: str) -> int:
 
 def read_labelled(path: str, text_field: str, label_field: str, input_format=None, encoding="utf-8",
                   refusal_values: frozenset[str] | None = None, compliance_values: frozenset[str] | None = None,
-                  tone_field: str | None = None, separator: str | None = None):
+                  tone_field: str | None = None, separator: str | None = None, skip_blank: bool = False):
     """Texts, 0/1 labels, bad records (reported, not dropped silently) and, with ``tone_field``,
-    each text's tone (``None`` where the row has none: it trains the label only)."""
+    each text's tone (``None`` where the row has none: it trains the label only).
+
+    ``skip_blank`` (training) reports blank texts instead of returning them: a model scores a blank
+    response by a fixed rule, and logged API errors labelled "compliance" taught the n-gram head
+    that a text with no known n-gram complies (a short Chinese refusal went from 0.39 to 0.01)."""
     from .classifiers import check_label_values, label_value
     from .records import BadRecord, get_text, raw_of, read_all
+    from .text import is_blank
 
     options = ("--refusal-values", "--compliance-values")
     check_label_values(refusal_values, compliance_values, options)
@@ -269,6 +274,10 @@ def read_labelled(path: str, text_field: str, label_field: str, input_format=Non
         text = get_text(record, text_field, line)
         if isinstance(text, BadRecord):
             bad.append(text)
+            continue
+        if skip_blank and is_blank(text):
+            bad.append(BadRecord(line, f"empty {text_field!r}: a blank response is scored by a fixed rule "
+                                       "(empty_response_probability), not learned", raw_of(record)))
             continue
         if label_field not in record:
             bad.append(BadRecord(line, f"missing field {label_field!r} (fields: {sorted(record)[:10]})", raw_of(record)))
@@ -317,11 +326,15 @@ def _cmd_train_response(args: argparse.Namespace) -> int:
     check_paths(args.input, errors=errors, input_format=args.input_format, model_folder=args.output,
                 separator=args.separator)
     check_save_folder(args.output, ResponseClassifier.kind)  # before the training, not after it
+    if args.encoder is not None and args.no_embeddings:
+        raise ValueError("--encoder and --no-embeddings exclude each other: a model without embeddings opens no encoder")
     model = ResponseClassifier(head=args.head, encoder=args.encoder, use_embeddings=not args.no_embeddings)
     features = None if args.threads is None else model.make_features(args.threads)  # checked before the file is read
+    if not args.no_embeddings:
+        model.make_features().encoder_folder()  # a misspelt --encoder fails here, not after the whole file is read
     texts, labels, bad, tones = read_labelled(args.input, args.text_field, args.label_field, args.input_format,
                                               args.encoding, args.refusal_values, args.compliance_values, args.tone_field,
-                                              args.separator)
+                                              args.separator, skip_blank=True)
     _report_skipped(bad, args.input, errors)
     try:
         model.check_class_counts(labels)  # before --threads' features are fitted on them

@@ -137,6 +137,15 @@ def train_prompt_model(
         hint = f" (is the model field called something else than {model_field!r}? --model-field)" \
             if set(seen_models) == {"(field missing or null)"} else ""
         raise ValueError(f"{log_path}: no row has {model_field} == {model_filter!r}; values found: {shown}{hint}")
+    if model_filter is not None:
+        # Exact match, as documented; but other spellings of the same LLM ("GPT-4", "gpt-4-0613")
+        # were left out without a word.
+        similar = [(name, n) for name, n in seen_models.most_common()
+                   if name != model_filter and model_filter.casefold() in name.casefold()]
+        if similar:
+            logger.warning("%s: --model-filter %r keeps exact matches only (%d rows); left out: %s",
+                           log_path, model_filter, seen_models.get(model_filter, 0),
+                           ", ".join(f"{name!r} ({n} rows)" for name, n in similar[:10]))
     if not report.labelled:
         why = "; ".join(f"{n}x {r}" for r, n in report.reasons().most_common(3)) or "the log holds no rows"
         raise ValueError(

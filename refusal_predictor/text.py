@@ -5,6 +5,8 @@ import each other or the classifiers for five lines of string handling.
 """
 from __future__ import annotations
 
+import unicodedata
+
 _INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"))
 
 
@@ -27,3 +29,14 @@ def lone_surrogate_at(text: str) -> int | None:
     except UnicodeEncodeError as exc:
         return exc.start
     return None
+
+
+def text_key(text: str) -> str:
+    """What makes two texts one: equal up to Unicode compatibility forms, whitespace and case.
+
+    Logs repeat a prompt (or a canned refusal) with a trailing newline, doubled spaces or other
+    capitals, and the features barely tell such copies apart. Kept as two texts, one copy could
+    land in a held-out split while its twin trained: a log holding each prompt twice reported a
+    held-out AUROC of 0.96 where the true one was 0.81.
+    """
+    return " ".join(unicodedata.normalize("NFKC", text).split()).casefold()

@@ -528,3 +528,14 @@ def test_bootstrap_refuses_a_response_threshold_predict_would_refuse(threshold):
     rows = [{"prompt": "p", "response": "I'm sorry, but I can't help with that."}]
     with pytest.raises(ValueError, match="response model's threshold must be a probability"):
         bootstrap_records(rows, rc)
+
+
+def test_model_filter_names_the_other_spellings_it_left_out(tmp_path, caplog):
+    """``--model-filter gpt-4`` kept exact matches and dropped "GPT-4" and "gpt-4-0613" rows
+    without a word."""
+    log = _political_log(tmp_path / "log.jsonl", [("gpt-4", str), ("GPT-4", str), ("gpt-4-0613", str), ("claude", str)])
+    with caplog.at_level("WARNING", logger="refusal_predictor"):
+        train_prompt_model(log, "t", tmp_path / "m", model_field="model", model_filter="gpt-4", head="logreg")
+    assert ("--model-filter 'gpt-4' keeps exact matches only (200 rows); left out: 'GPT-4' (200 rows), "
+            "'gpt-4-0613' (200 rows)") in caplog.text
+    assert "claude" not in caplog.text.split("left out:")[1]

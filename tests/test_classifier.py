@@ -550,3 +550,25 @@ def test_model_names_that_load_nothing_say_what_would(tmp_path, monkeypatch):
     with pytest.raises(ModelFileError, match=r"taken before the shipped target .*target='gpt-4'"):
         PromptClassifier.load("gpt-4")
     assert PromptClassifier.load(target="gpt-4").metadata["target"] == "gpt-4"
+
+
+def test_copies_of_a_text_share_a_validation_fold():
+    """A log holding each response twice stored a CV AUROC of 0.998 (0.962 once) and a
+    threshold for recall 0.95 that reached 0.75 on held-out responses: each copy was scored by
+    a model trained on its twin. Copies (up to whitespace and case) now share a fold."""
+    train, _, test = data.paper_split()
+    texts, labels = train["response"].tolist()[:400], train["label"].tolist()[:400]
+    twice = texts + [f"  {t.upper()}\n" if i % 2 else t for i, t in enumerate(texts)]
+
+    def fitted(x, y):
+        return ResponseClassifier(use_embeddings=False, calibration=False).fit(x, y)
+
+    once, doubled = fitted(texts, labels), fitted(twice, labels * 2)
+    assert abs(doubled.metadata["cross_validation"]["auroc"] - once.metadata["cross_validation"]["auroc"]) < 0.01
+    y = (test["label"] == "refusal").to_numpy()
+    p = doubled.refusal_probability(test["response"].tolist())
+    assert (p[y] >= doubled.threshold_for(recall=0.95)).mean() >= 0.9  # 0.75 with copies split apart
+    # Too few distinct texts of a class for grouped folds: said, and the curve is still made.
+    with pytest.warns(UserWarning, match="only 1 distinct texts of a class"):
+        model = fitted(["I can't help with that."] * 10 + texts[:40], ["refusal"] * 10 + ["compliance"] * 40)
+    assert model.metadata["validation_curve"]["n"] == 50

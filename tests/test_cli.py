@@ -564,3 +564,25 @@ def test_info_names_each_model_as_the_options_load_it(tmp_path, capsys, monkeypa
             assert option.split()[-1] in ResponseClassifier.available_variants()
         elif option.startswith("score-prompts --target "):
             assert option.split()[-1] in PromptClassifier.available_targets()
+
+
+def test_train_response_skips_blank_responses_and_checks_the_encoder_first(tmp_path, capsys):
+    """Blank responses (logged API errors labelled "compliance") were trained on without a word,
+    where bootstrap and train-prompt skip them; a misspelt --encoder failed only after the whole
+    file was read, and one beside --no-embeddings was recorded in the manifest."""
+    train, _, _ = data.paper_split()
+    rows = [{"response": r, "label": l} for r, l in zip(train["response"][:200], train["label"][:200])]
+    rows += [{"response": blank, "label": "compliance"} for blank in ["", "  \n", "\u200b"]]
+    labelled = tmp_path / "train.jsonl"
+    labelled.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    assert main(["train-response", str(labelled), "-o", str(tmp_path / "m"), "--no-embeddings"]) == 0
+    assert "trained on 200 responses" in capsys.readouterr().out
+    errors = _jsonl(tmp_path / "m.errors.jsonl")
+    assert [e["line"] for e in errors] == [201, 202, 203]
+    assert all(e["reason"].startswith("empty 'response': a blank response is scored by a fixed rule") for e in errors)
+    for extra, message in [(["--encoder", "nope"], "encoder 'nope' is neither a folder nor a shipped encoder name"),
+                           (["--encoder", "nope", "--no-embeddings"], "--encoder and --no-embeddings exclude each other")]:
+        (tmp_path / "m.errors.jsonl").unlink(missing_ok=True)
+        assert main(["train-response", str(labelled), "-o", str(tmp_path / "n"), *extra]) == 2
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / "n").exists() and not (tmp_path / "n.errors.jsonl").exists()

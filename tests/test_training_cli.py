@@ -188,3 +188,80 @@ def test_train_prompt_labels_only_writes_the_labels_and_trains_nothing(tmp_path,
     train_prompt.main(["--data-dir", str(tmp_path), "--labels-only", "--labels-cache", str(tmp_path / "l.parquet")])
     assert (tmp_path / "l.parquet").is_file()
     assert f"bootstrapped labels of 1 responses in {tmp_path / 'l.parquet'}" in capsys.readouterr().out
+
+
+def test_a_recipe_chosen_after_select_embeds_with_its_own_encoder(tmp_path, monkeypatch):
+    """``train_response --select --lomo-embeddings`` (the README's recipe comparison) left the
+    frozen encoder's embeddings in the cache the final fit read: the fine-tuned recipe's head
+    learned them and scored with the fine-tuned encoder (probabilities off by up to 0.32)."""
+    import numpy as np
+    import pandas as pd
+
+    from training import data, recipes, train_response
+
+    train, val, _ = data.paper_split()
+    pool = pd.concat([train, val]).iloc[:150].reset_index(drop=True)
+    name = recipes.RESPONSE_RECIPE_NAME
+    assert name in recipes.FINETUNED_RESPONSE_CANDIDATES
+    monkeypatch.setattr(train_response, "training_pool", lambda *a, **k: pool)
+    monkeypatch.setattr(train_response, "lomo_selection", lambda *a: (name, []))  # what LOMO chooses
+    saved = train_response.train(tmp_path / "unused", tmp_path / "m", select=True, lomo_embeddings=tmp_path / "x")
+    texts, y, weights, _ = train_response.training_rows(pool)
+    alone = train_response.make_classifier(recipes.ALL_RESPONSE_RECIPES[name]).fit(texts, y, sample_weight=weights)
+    probe = pool["response"].tolist()[:40]
+    assert np.allclose(saved.refusal_probability(probe), alone.refusal_probability(probe), atol=1e-6)
+    assert "encoder was fine-tuned" in saved.metadata["validation_curve_caveat"]
+
+
+def test_train_prompt_fails_when_a_target_it_was_asked_for_is_not_trained(tmp_path, monkeypatch, capsys):
+    """It printed "skip ..." and exited 0 having saved nothing."""
+    from training import train_prompt
+
+    monkeypatch.setattr(train_prompt, "bootstrapped_pool", lambda *a, **k: "labelled")
+    monkeypatch.setattr(train_prompt, "train_target", lambda target, *a, **k: None if target == "gpt-4" else {})
+    with pytest.raises(SystemExit) as exit_:
+        train_prompt.main(["--data-dir", str(tmp_path), "--targets", "gpt-4", "gpt-3.5-turbo", "-o", str(tmp_path)])
+    assert exit_.value.code == "not trained (too few prompts, see above): gpt-4"
+
+
+def test_evaluate_refuses_options_that_would_do_nothing_or_fail_late(tmp_path, monkeypatch, capsys):
+    from training import evaluate
+
+    monkeypatch.setattr(evaluate, "response_report", _not_reached)
+    with pytest.raises(SystemExit) as exit_:  # accepted, and wrote no card
+        evaluate.main(["--data-dir", str(tmp_path), "--part", "response", "--write-cards"])
+    assert exit_.value.code == 2 and "--part response does not measure" in capsys.readouterr().err
+    earlier = tmp_path / "response.json"
+    earlier.write_text(json.dumps({"response": {}}), encoding="utf-8")
+    with pytest.raises(SystemExit) as exit_:  # a KeyError: 'prompt' traceback
+        evaluate.main(["--data-dir", str(tmp_path), "--write-cards-from", str(earlier)])
+    assert exit_.value.code == 2 and "holds no prompt results" in capsys.readouterr().err
+
+
+def test_evaluate_reports_a_response_model_without_a_tone_head(tmp_path, monkeypatch, capsys):
+    """A train-response model without --tone-field stopped the report with NotFittedError."""
+    from training import data, evaluate
+
+    train, _, _ = data.paper_split()
+    ResponseClassifier(use_embeddings=False, validation_curve=False).fit(
+        train["response"].tolist(), train["label"].tolist()).save(tmp_path / "m")
+    monkeypatch.setattr(evaluate, "short_answer_report", lambda *a, **k: [{"probe": "x"}])
+    monkeypatch.setattr(evaluate, "training_pool", lambda *a, **k: None)
+
+    def no_lomo(*a, **k):
+        raise evaluate.LomoNeedsFoldEmbeddings("skipped in this test")
+
+    monkeypatch.setattr(evaluate, "xstest_lomo_report", no_lomo)
+    result = evaluate.response_report(tmp_path, tmp_path / "m")
+    assert result["tones"] is None and result["paper_split"][0]["accuracy"] > 0.85
+    assert "tones not measured: this model has no tone head" in capsys.readouterr().out
+
+
+def test_train_response_recipe_and_select_exclude_each_other(tmp_path, capsys):
+    from training import train_response
+
+    with pytest.raises(SystemExit) as exit_:  # the recipe asked for was replaced by the winner
+        train_response.main(["--data-dir", str(tmp_path), "--recipe", "ngrams+minilm-lightgbm", "--select",
+                             "-o", str(tmp_path / "m")])
+    assert exit_.value.code == 2 and "give one or the other" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()

@@ -212,10 +212,14 @@ def response_report(data_dir: Path, model_path: Path | None = None, lomo_embeddi
     name = model_name(model_path)
     paper_rows = paper_split_report(model, baseline, name)
     print(format_table(paper_rows, COLUMNS, title="\nResponse classifier: the paper's test split (256 responses)"))
-    tone_rows_ = tone_report(model, pool, name)
-    print(format_table(tone_rows_, list(tone_rows_[0]),
-                       title="\nResponse classifier: tones of the paper's test split (refusals_accuracy: how the "
-                             "refusals refused)"))
+    if getattr(model, "tone_head_", None) is None:  # e.g. a train-response model without --tone-field
+        tone_rows_ = None
+        print("\nResponse classifier: tones not measured: this model has no tone head")
+    else:
+        tone_rows_ = tone_report(model, pool, name)
+        print(format_table(tone_rows_, list(tone_rows_[0]),
+                           title="\nResponse classifier: tones of the paper's test split (refusals_accuracy: how the "
+                                 "refusals refused)"))
     short_rows = short_answer_report(model, data_dir, pool, baseline, name)
     print(format_table(short_rows, list(short_rows[0]),
                        title="\nResponse classifier: short texts scored as refusal (cue-filtered, no hand labels)"))
@@ -238,6 +242,9 @@ def check_arguments(args: argparse.Namespace) -> ResponseClassifier | None:
     metrics from labels another response model made. Returns the labels model when the card
     check loaded it, so that the prompt part does not load it again."""
     prompt_part = args.part in ("prompt", "all") and not args.write_cards_from
+    if args.write_cards and args.part not in ("prompt", "all"):
+        raise ValueError(f"--write-cards writes the prompt models' cards, which --part {args.part} does not "
+                         "measure; give --part prompt or all")
     from .train_prompt import check_writable_file
 
     for option, path in (("--json", args.json), ("--plot", args.plot if prompt_part else None),
@@ -297,6 +304,9 @@ def main(argv: list[str] | None = None) -> None:
         from .evaluate_prompt import write_card_evaluations
 
         earlier = json.loads(args.write_cards_from.read_text(encoding="utf-8"))
+        if not isinstance(earlier, dict) or not isinstance(earlier.get("prompt"), dict):
+            parser.error(f"--write-cards-from {args.write_cards_from}: holds no prompt results; give the --json of "
+                         "a run with --part prompt or all")
         print(f"model cards updated: {', '.join(write_card_evaluations(earlier['prompt'], args.prompt_models))}")
         return
     results: dict[str, Any] = {}

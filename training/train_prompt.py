@@ -28,7 +28,8 @@ import pandas as pd
 from refusal_predictor import PromptClassifier, ResponseClassifier
 from refusal_predictor.metrics import format_table
 from refusal_predictor.prompt import TARGET_ALIASES, write_model_card
-from refusal_predictor.bootstrap import merge_duplicates, prompt_key
+from refusal_predictor.bootstrap import merge_duplicates
+from refusal_predictor.text import text_key
 from refusal_predictor.prompt_training import MIN_PER_CLASS
 from refusal_predictor.paths import check_output_path
 
@@ -53,10 +54,10 @@ def held_out_prompts() -> set[str]:
 
 
 def same_prompt(prompts: pd.Series, among: Iterable[str]) -> pd.Series:
-    """Which of ``prompts`` are one of ``among`` up to whitespace and case (``prompt_key``): what
+    """Which of ``prompts`` are one of ``among`` up to whitespace and case (``text_key``): what
     a protocol holds out is held out in every spelling, as ``merge_duplicates`` merges them."""
-    keys = {prompt_key(p) for p in among}
-    return prompts.fillna("").map(prompt_key).isin(keys)
+    keys = {text_key(p) for p in among}
+    return prompts.fillna("").map(text_key).isin(keys)
 
 
 def prompt_pool(data_dir: Path) -> pd.DataFrame:
@@ -197,14 +198,14 @@ def _write_cache(cache: Path, labelled: pd.DataFrame, cached: pd.DataFrame | Non
     """Every row of ``universe`` with a label (this run's or the cache's), in its order; without a
     universe, the cache's rows and then this run's new ones. Written only when it changed."""
     columns = CACHE_KEY + ["refusal_probability"]
-    text_key = [f"_{c}" for c in CACHE_KEY]
+    key_columns = [f"_{c}" for c in CACHE_KEY]
     both = pd.concat(([] if cached is None else [cached[columns]]) + [labelled[columns]], ignore_index=True)
-    both[text_key] = _as_text(both[CACHE_KEY]).to_numpy()
-    both = both.drop_duplicates(subset=text_key, keep="last")
+    both[key_columns] = _as_text(both[CACHE_KEY]).to_numpy()
+    both = both.drop_duplicates(subset=key_columns, keep="last")
     if universe is not None:
         order = universe[CACHE_KEY].reset_index(drop=True)
-        order[text_key] = _as_text(order).to_numpy()
-        both = order.drop_duplicates(subset=text_key).merge(both[text_key + ["refusal_probability"]], on=text_key)
+        order[key_columns] = _as_text(order).to_numpy()
+        both = order.drop_duplicates(subset=key_columns).merge(both[key_columns + ["refusal_probability"]], on=key_columns)
     proba = both["refusal_probability"].to_numpy(dtype=float)
     out = both[CACHE_KEY].assign(refusal_probability=proba, label=_labels(proba, threshold),
                                  response_model=key).reset_index(drop=True)
@@ -400,8 +401,11 @@ def main(argv: list[str] | None = None) -> None:
         print(f"bootstrapped labels of {len(labelled)} responses in {args.labels_cache}")
         return
     name, table = select_recipe(labelled) if args.select else (recipes.PROMPT_RECIPE_NAME, recorded_selection())
-    for target in args.targets:
-        train_target(target, labelled, args.output_root, rc, name, table, args.aux_weight, recorded=not args.select)
+    skipped = [target for target in args.targets
+               if train_target(target, labelled, args.output_root, rc, name, table, args.aux_weight,
+                               recorded=not args.select) is None]
+    if skipped:  # asked for by name, so a run that saved none of them is not a success
+        raise SystemExit(f"not trained (too few prompts, see above): {', '.join(skipped)}")
 
 if __name__ == "__main__":
     main()

@@ -138,7 +138,11 @@ def train(data_dir: Path, output: Path, select: bool, recipe_name: str | None = 
                            ["recipe", "mean_f1", "min_f1"], title="XSTest v2 leave-one-model-out F1"))
     recipe = recipes.ALL_RESPONSE_RECIPES[name]
     train_texts, train_y, weights, truncated = training_rows(pool)
-    clf = fit_with_cache(make_classifier(recipe), train_texts, train_y, cache, sample_weight=weights,
+    # The selection's cache holds the frozen encoder's embeddings (every candidate shares it): a
+    # recipe chosen by leave-one-model-out over another encoder must not read them (both give 384
+    # numbers, so nothing failed; the head learned one encoder's embeddings and scored with another).
+    final_cache = cache if name in recipes.RESPONSE_CANDIDATES else {}
+    clf = fit_with_cache(make_classifier(recipe), train_texts, train_y, final_cache, sample_weight=weights,
                          validation_rows=np.arange(len(train_texts)) < len(pool))
     tones = add_tones(clf, pool)
     sources = (
@@ -201,6 +205,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.tones_only:
         train_tones(args.data_dir, args.output)
         return
+    if args.recipe is not None and (args.select or args.lomo_embeddings is not None):
+        # Either chooses the recipe: the one asked for was silently replaced by the winner.
+        parser.error("--recipe names the recipe; --select and --lomo-embeddings choose one: give one or the other")
     try:  # before the training (minutes), not after it
         check_save_folder(args.output, ResponseClassifier.kind)
     except ValueError as exc:
