@@ -415,10 +415,11 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
             model = self._make_model().fit(matrix, labels, **fit_kwargs)
             if self.validation_curve:
                 # Out-of-fold probabilities: what thresholds are picked from (see thresholds.py).
-                splitter, groups = self._validation_folds(texts, labels)
+                folds, ungrouped = self._validation_folds(texts, labels)
+                if ungrouped:  # pointed at the caller of fit, through ResponseClassifier.fit's wrapper
+                    warnings.warn(ungrouped, UserWarning, stacklevel=2 + (type(self).fit is not RefusalClassifier.fit))
                 oof = cross_val_predict(
-                    self._make_model(), matrix, labels, groups=groups, cv=splitter, method="predict_proba",
-                    params=fit_kwargs,
+                    self._make_model(), matrix, labels, cv=folds, method="predict_proba", params=fit_kwargs
                 )[:, 1]
                 metadata["validation_curve"] = compute_validation_curve(labels[rows], oof[rows])
                 metadata["cross_validation"] = binary_metrics(labels[rows], oof[rows])
@@ -432,25 +433,35 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
         )
         return self
 
-    def _validation_folds(self, texts: list[str], labels: np.ndarray):
-        """The folds of the out-of-fold scores behind the validation curve: copies of one text
-        (equal up to whitespace and case, :func:`~refusal_predictor.text.text_key`) share a fold.
+    def _validation_folds(self, texts: list[str], labels: np.ndarray) -> tuple[Any, str | None]:
+        """The folds of the out-of-fold scores behind the validation curve, and why they are not
+        grouped when they could not be: copies of one text (equal up to whitespace and case,
+        :func:`~refusal_predictor.text.text_key`) share a fold.
 
         A log repeats canned refusals (the response pool holds one 182 times): split apart, each
         copy was scored by a model that had trained on its twin. 400 responses written twice gave
         a stored AUROC of 0.998 and a threshold for recall 0.95 that reached 0.75 on held-out
         responses (0.962 and 0.95 when written once). Without copies the folds are as before.
+        Grouped folds are used only when every training fold keeps what the model's own
+        calibration needs of each class (a log of one canned refusal and a few others would fail).
         """
+        plain = StratifiedKFold(n_splits=self.cv, shuffle=True, random_state=self.random_state)
         keys = [text_key(t) for t in texts]
         if len(set(keys)) == len(keys):
-            return StratifiedKFold(n_splits=self.cv, shuffle=True, random_state=self.random_state), None
-        distinct = [len({k for k, y in zip(keys, labels) if y == c}) for c in (0, 1)]
-        if min(distinct) < self.cv:
-            warnings.warn(f"only {min(distinct)} distinct texts of a class: the validation curve's {self.cv} folds "
-                          "split copies of one text, so it is optimistic", UserWarning, stacklevel=3)
-            return StratifiedKFold(n_splits=self.cv, shuffle=True, random_state=self.random_state), None
+            return plain, None
         _, groups = np.unique(keys, return_inverse=True)
-        return StratifiedGroupKFold(n_splits=self.cv, shuffle=True, random_state=self.random_state), groups
+        inner = max(2, self.cv) if self.calibration else 2
+        try:
+            splits = list(StratifiedGroupKFold(n_splits=self.cv, shuffle=True, random_state=self.random_state)
+                          .split(texts, labels, groups))
+        except ValueError:  # fewer distinct texts than folds
+            splits = []
+        if splits and all(np.bincount(labels[train], minlength=2).min() >= inner for train, _ in splits):
+            return splits, None
+        distinct = min(len({k for k, y in zip(keys, labels) if y == c}) for c in (0, 1))
+        return plain, (f"the validation curve's {self.cv} folds split copies of one text (a class has "
+                       f"{distinct} distinct texts, too few for {self.cv} folds that keep copies together), so "
+                       "the curve and cross_validation are optimistic")
 
     def _lightgbm_threads(self) -> int:
         """One LightGBM thread unless ``n_jobs`` says otherwise, to train and to score.
@@ -778,7 +789,10 @@ class ResponseClassifier(RefusalClassifier):
         A folder that exists wins over a variant of the same name (a file of that name does not).
         Variant names are read case-insensitively, as prompt target names are.
         """
-        name = str(path).strip().lower() if path is not None else None
+        if path is not None and not str(path).strip():
+            raise ValueError(f"empty model path; available variants: {cls.available_variants()}")
+        # "ngrams/", as shell completion writes a folder name, is the same name.
+        name = str(path).strip().rstrip("/\\").lower() if path is not None else None
         if path is not None and not Path(path).is_dir():
             if name in cls.VARIANTS:
                 path = shipped_path(*cls.VARIANTS[name])

@@ -22,7 +22,7 @@ TARGET_ALIASES = {"chatgpt": "gpt-3.5-turbo", "gpt-3.5": "gpt-3.5-turbo", "gpt4"
 
 
 def _target_key(name: str) -> str:
-    key = name.strip().lower()
+    key = name.strip().rstrip("/\\").lower()  # "gpt-4/", as shell completion writes a folder name
     return TARGET_ALIASES.get(key, key)
 
 

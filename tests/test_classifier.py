@@ -550,6 +550,15 @@ def test_model_names_that_load_nothing_say_what_would(tmp_path, monkeypatch):
     with pytest.raises(ModelFileError, match=r"taken before the shipped target .*target='gpt-4'"):
         PromptClassifier.load("gpt-4")
     assert PromptClassifier.load(target="gpt-4").metadata["target"] == "gpt-4"
+    with pytest.raises(ModelFileError, match=r"taken before the shipped variant"):
+        ResponseClassifier.load("ngrams/")  # as shell completion writes it
+    with pytest.raises(ModelFileError, match=r"taken before the shipped target"):
+        PromptClassifier.load("gpt-4/")
+    with pytest.raises(ValueError, match=r"empty model path; available variants"):
+        ResponseClassifier.load("")  # it read a model folder of the working directory
+    monkeypatch.chdir(tmp_path / "ngrams")
+    assert ResponseClassifier.load("ngrams/").metadata["recipe"] == "ngrams-logreg"
+    assert PromptClassifier.load("GPT-4/").metadata["target"] == "gpt-4"
 
 
 def test_copies_of_a_text_share_a_validation_fold():
@@ -568,7 +577,19 @@ def test_copies_of_a_text_share_a_validation_fold():
     y = (test["label"] == "refusal").to_numpy()
     p = doubled.refusal_probability(test["response"].tolist())
     assert (p[y] >= doubled.threshold_for(recall=0.95)).mean() >= 0.9  # 0.75 with copies split apart
-    # Too few distinct texts of a class for grouped folds: said, and the curve is still made.
-    with pytest.warns(UserWarning, match="only 1 distinct texts of a class"):
-        model = fitted(["I can't help with that."] * 10 + texts[:40], ["refusal"] * 10 + ["compliance"] * 40)
-    assert model.metadata["validation_curve"]["n"] == 50
+    # Too few distinct texts of a class for grouped folds that keep what calibration needs: said,
+    # pointed at this call, and the model still fits (with 5 distinct refusals, a training fold
+    # kept 4 and the calibrated fit failed inside scikit-learn).
+    comp = [f"Sure! Here is answer {i}: the capital of place {i} is city {i}." for i in range(200)]
+    for refusals, distinct in [(["I can't help with that."] * 10, 1),
+                               (["I'm sorry, but I can't help with that."] * 50
+                                + [f"I cannot assist with request {i}, it is harmful." for i in range(4)], 5)]:
+        with pytest.warns(UserWarning, match=f"a class has {distinct} distinct texts, too few for 5 folds") as caught:
+            model = ResponseClassifier(use_embeddings=False).fit(refusals + comp, [1] * len(refusals) + [0] * len(comp))
+        assert caught[0].filename == __file__
+        assert model.metadata["validation_curve"]["n"] == len(refusals) + len(comp)
+    from refusal_predictor import PromptClassifier
+
+    with pytest.warns(UserWarning, match="too few for 5 folds") as caught:  # fit inherited, not wrapped
+        PromptClassifier(use_embeddings=False).fit(refusals + comp, [1] * len(refusals) + [0] * len(comp))
+    assert caught[0].filename == __file__
