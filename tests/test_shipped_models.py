@@ -359,7 +359,7 @@ def _held_out_recall(model, texts, y, goal):
 def test_a_curve_the_encoder_saw_warns_and_is_as_optimistic_as_the_readme_says(response_model):
     """The default response model's encoder was fine-tuned on the rows of its validation curve:
     thresholds picked there miss their goal on held-out responses (README: recall 0.75 for a
-    goal of 0.95, 0.89 for the ngrams variant, whose curve carries no caveat)."""
+    goal of 0.95, 0.90 for the ngrams variant, whose curve carries no caveat)."""
     import warnings
 
     from refusal_predictor import ResponseClassifier
@@ -374,4 +374,13 @@ def test_a_curve_the_encoder_saw_warns_and_is_as_optimistic_as_the_readme_says(r
     assert "validation_curve_caveat" not in ngrams.metadata
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert _held_out_recall(ngrams, texts, y, 0.95) >= 0.85  # measured 0.89
+        assert _held_out_recall(ngrams, texts, y, 0.95) >= 0.85  # measured 0.90
+
+
+@pytest.mark.parametrize("folder", ["response", "response-ngrams", *[f"prompt/{t}" for t in PromptClassifier.available_targets()]])
+def test_shipped_curves_hold_unrounded_thresholds(folder):
+    """Curves written before thresholds were stored unrounded moved each cut past the score it
+    stood for: threshold_for(refusal_rate=0) on the response models flagged a validation text."""
+    curve = json.loads((shipped_path(*folder.split("/")) / "manifest.json").read_text())["metadata"]["validation_curve"]
+    assert any(t != round(t, 6) for t in curve["threshold"])
+    assert curve["threshold"] == sorted(curve["threshold"])
