@@ -261,6 +261,19 @@ def test_export_refuses_a_bad_max_seq_length_before_loading_the_model(tmp_path, 
     assert not (tmp_path / "enc").exists()
 
 
+@pytest.mark.parametrize("name", ["/no/such/model", "./no-such-model", "~/no-such-model-folder"])
+def test_export_names_a_model_folder_that_is_not_there(tmp_path, name, capsys):
+    """It was the hub client's "Repo id must use alphanumeric chars" about a mistyped path."""
+    from refusal_predictor.cli import main
+    from refusal_predictor.exporters.onnx import export_encoder
+
+    with pytest.raises(FileNotFoundError, match=f"{name}: no such model folder"):
+        export_encoder(name, tmp_path / "enc")
+    assert main(["export-encoder", name, "-o", str(tmp_path / "enc")]) == 2
+    assert f"{name}: no such model folder" in capsys.readouterr().err
+    assert not (tmp_path / "enc").exists()
+
+
 def test_export_refuses_a_folder_that_is_not_an_encoder_before_exporting(tmp_path):
     """The export replaces its folder whole: a user's own non-empty folder is refused, untouched,
     before the (minutes-long) export starts: "any-model" is never looked up."""

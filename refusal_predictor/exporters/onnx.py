@@ -19,6 +19,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import re
 import shutil
 import tempfile
 import warnings
@@ -108,6 +109,13 @@ def export_encoder(
         # Checked before the model loads: a negative length passed the later check and failed
         # after the whole export, with an OverflowError from the tokenizer.
         raise ValueError(f"max_seq_length must be a whole number of tokens of at least 1, got {max_seq_length!r}")
+    source = str(model_name_or_path)
+    hub_id = re.fullmatch(r"[A-Za-z0-9_][\w.-]*(/[\w.-]+)?", source) is not None
+    if not hub_id and not Path(source).expanduser().exists():
+        # Else the hub client answered "Repo id must use alphanumeric chars" for a mistyped path.
+        raise FileNotFoundError(f"{source}: no such model folder (nor a hub id such as owner/name)")
+    if not hub_id:
+        model_name_or_path = str(Path(source).expanduser())  # sentence-transformers does not expand "~"
     output_dir = check_export_folder(output_dir)
     try:
         import onnx
