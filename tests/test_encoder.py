@@ -261,7 +261,7 @@ def test_export_refuses_a_bad_max_seq_length_before_loading_the_model(tmp_path, 
     assert not (tmp_path / "enc").exists()
 
 
-@pytest.mark.parametrize("name", ["/no/such/model", "./no-such-model", "~/no-such-model-folder"])
+@pytest.mark.parametrize("name", ["/no/such/model", "./no-such-model", "~/no-such-model-folder", "~nosuchuser/model"])
 def test_export_names_a_model_folder_that_is_not_there(tmp_path, name, capsys):
     """It was the hub client's "Repo id must use alphanumeric chars" about a mistyped path."""
     from refusal_predictor.cli import main

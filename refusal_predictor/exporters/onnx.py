@@ -111,11 +111,13 @@ def export_encoder(
         raise ValueError(f"max_seq_length must be a whole number of tokens of at least 1, got {max_seq_length!r}")
     source = str(model_name_or_path)
     hub_id = re.fullmatch(r"[A-Za-z0-9_][\w.-]*(/[\w.-]+)?", source) is not None
-    if not hub_id and not Path(source).expanduser().exists():
+    # os.path.expanduser leaves "~nosuchuser/x" as it is (Path's raised RuntimeError); only a
+    # "~" path is rewritten, so "./name" is still recorded as given, not as a hub-like "name".
+    local = os.path.expanduser(source) if source.startswith("~") else source
+    if not hub_id and not Path(local).exists():
         # Else the hub client answered "Repo id must use alphanumeric chars" for a mistyped path.
         raise FileNotFoundError(f"{source}: no such model folder (nor a hub id such as owner/name)")
-    if not hub_id:
-        model_name_or_path = str(Path(source).expanduser())  # sentence-transformers does not expand "~"
+    model_name_or_path = local  # sentence-transformers does not expand "~"
     output_dir = check_export_folder(output_dir)
     try:
         import onnx
