@@ -75,6 +75,13 @@ def shipped_path(*parts: str) -> Path:
     return shipped_models_root().joinpath(*parts)
 
 
+def shipped_name_key(name: str) -> str:
+    """A shipped model's name (a response variant, a prompt target) as users type it: case,
+    surrounding spaces and a trailing slash (``ngrams/``, as shell completion writes a folder
+    name) do not matter."""
+    return name.strip().rstrip("/\\").lower()
+
+
 def read_manifest(
     folder: PathLike, filename: str, expected_format: str, supported_versions: tuple[int, ...]
 ) -> dict[str, Any]:

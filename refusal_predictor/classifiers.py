@@ -34,6 +34,7 @@ from .artifacts import (
     PathLike,
     read_manifest,
     sha256_file,
+    shipped_name_key,
     shipped_path,
     staged_folder,
     verify_files,
@@ -791,8 +792,7 @@ class ResponseClassifier(RefusalClassifier):
         """
         if path is not None and not str(path).strip():
             raise ValueError(f"empty model path; available variants: {cls.available_variants()}")
-        # "ngrams/", as shell completion writes a folder name, is the same name.
-        name = str(path).strip().rstrip("/\\").lower() if path is not None else None
+        name = shipped_name_key(str(path)) if path is not None else None
         if path is not None and not Path(path).is_dir():
             if name in cls.VARIANTS:
                 path = shipped_path(*cls.VARIANTS[name])

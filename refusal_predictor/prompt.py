@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
-from .artifacts import ModelFileError, PathLike, shipped_path, write_json
+from .artifacts import ModelFileError, PathLike, shipped_name_key, shipped_path, write_json
 from .classifiers import RefusalClassifier, as_texts
 from .heads import contributions, leaf_heads
 
@@ -22,7 +22,7 @@ TARGET_ALIASES = {"chatgpt": "gpt-3.5-turbo", "gpt-3.5": "gpt-3.5-turbo", "gpt4"
 
 
 def _target_key(name: str) -> str:
-    key = name.strip().rstrip("/\\").lower()  # "gpt-4/", as shell completion writes a folder name
+    key = shipped_name_key(name)
     return TARGET_ALIASES.get(key, key)
 
 
