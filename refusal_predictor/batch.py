@@ -165,7 +165,10 @@ def score_file(
             if len(pending) >= chunk_size:
                 flush(writer)
         flush(writer)
-    report.errors_path = write_bad_records(errors_file, report.bad, input_path)
+        # Before the output is swapped in: an errors file that cannot be written leaves an
+        # earlier output in place, not a new one without its record of what was skipped.
+        writer.finish()
+        report.errors_path = write_bad_records(errors_file, report.bad, input_path)
     if report.bad:
         for item in report.bad[:5]:
             logger.warning("skipped %s", item.describe(input_path))

@@ -209,5 +209,6 @@ def bootstrap_file(
     rows, report = bootstrap_records(records, response_classifier, **options)
     with RecordWriter(output_path, output_format) as writer:
         writer.write_many(rows)
-    report.errors_path = write_bad_records(errors_file, report.unused(), log_path)
+        writer.finish()  # the errors file goes first: if it fails, no new output is swapped in
+        report.errors_path = write_bad_records(errors_file, report.unused(), log_path)
     return report

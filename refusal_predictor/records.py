@@ -701,6 +701,7 @@ class RecordWriter:
                 self._handle.write("[")
         self._kinds: dict[str, set[str]] = {}
         self.count = 0
+        self._finished = False
 
     def _open_text(self, path: Path) -> IO[str]:
         if is_gzipped(self.path):
@@ -825,7 +826,14 @@ class RecordWriter:
                 rows = [_for_parquet(r, as_text) for r in chunk]
                 writer.write_table(pa.Table.from_pylist(rows, schema=schema))
 
-    def close(self) -> None:
+    def finish(self) -> None:
+        """Write the whole file aside, without putting it in place yet.
+
+        A caller with a second file to write (the errors file) writes it between ``finish`` and
+        ``close``: if that fails, the output is not swapped in and an earlier output stays whole.
+        """
+        if self._finished:
+            return
         if self._array:
             self._handle.write("\n]\n")
         self._handle.close()
@@ -842,6 +850,11 @@ class RecordWriter:
             raise
         if self._spool is not None:
             self._spool.unlink(missing_ok=True)
+        self._finished = True
+
+    def close(self) -> None:
+        """Finish the file and put it in place of the output (one rename)."""
+        self.finish()
         os.chmod(self._tmp, new_file_mode(self._target))
         try:
             os.replace(self._tmp, self._target)

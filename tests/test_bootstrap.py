@@ -172,6 +172,30 @@ def test_bootstrap_cli_writes_labels_and_errors(tmp_path, capsys):
     assert json.loads((tmp_path / "labels.jsonl.errors.jsonl").read_text())["line"] == 4
 
 
+def test_bootstrap_keeps_the_earlier_labels_when_its_errors_file_cannot_be_written(tmp_path, monkeypatch, response_model):
+    import os
+
+    from refusal_predictor import bootstrap_file, errors_file
+
+    log = tmp_path / "log.jsonl"
+    log.write_text(json.dumps({"prompt": "Pancakes?", "response": ANSWER}) + "\n" + '{"prompt": "no response"}\n',
+                   encoding="utf-8")
+    out = tmp_path / "labels.jsonl"
+    out.write_text('{"earlier": "labels"}\n', encoding="utf-8")
+    real_replace = os.replace
+
+    def full_disk(src, dst):
+        if str(dst).endswith(".errors.jsonl"):
+            raise OSError(28, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(errors_file.os, "replace", full_disk)
+    with pytest.raises(OSError, match="labels.jsonl.errors.jsonl: the errors file cannot be written"):
+        bootstrap_file(log, out, response_model)
+    assert out.read_text(encoding="utf-8") == '{"earlier": "labels"}\n'  # not swapped for labels without their errors
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.jsonl", "log.jsonl"]  # no temp file left
+
+
 def test_train_prompt_needs_both_classes(tmp_path, capsys):
     log = tmp_path / "log.jsonl"
     log.write_text("".join(json.dumps({"prompt": f"question {i}", "response": ANSWER}) + "\n" for i in range(40)))

@@ -598,6 +598,8 @@ def test_an_errors_file_that_cannot_be_written_names_itself_and_leaves_nothing_h
     log.write_text('{"response": "ok"}\n{"text": "no response"}\n', encoding="utf-8")
     errors = tmp_path / "errors.jsonl"
     errors.write_text('{"file": "earlier", "line": 1, "reason": "r", "raw": ""}\n', encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    out.write_text('{"earlier": "output"}\n', encoding="utf-8")
     real_replace = os.replace
 
     def full_disk(src, dst):
@@ -607,8 +609,10 @@ def test_an_errors_file_that_cannot_be_written_names_itself_and_leaves_nothing_h
 
     monkeypatch.setattr(errors_file.os, "replace", full_disk)
     with pytest.raises(OSError, match="errors.jsonl: the errors file cannot be written"):
-        _score(log, tmp_path / "out.jsonl", errors_path=errors)
+        _score(log, out, errors_path=errors)
     assert errors.read_text(encoding="utf-8").startswith('{"file": "earlier"')  # the earlier one, whole
+    # The new output is not swapped in without its errors file: the earlier output stays as it was.
+    assert out.read_text(encoding="utf-8") == '{"earlier": "output"}\n'
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
