@@ -411,7 +411,10 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
         fitted_features = features if features is not None else self.make_features().fit(texts)
         matrix = fitted_features.transform(texts)
         metadata: dict[str, Any] = {}
-        with warnings.catch_warnings():
+        # Routing off inside: the calibrator and cross_val_predict built here pass sample_weight
+        # the classic way; under a user's global enable_metadata_routing=True they would refuse it
+        # (their heads request nothing). Routing into this estimator works as for any other.
+        with warnings.catch_warnings(), sklearn.config_context(enable_metadata_routing=False):
             warnings.filterwarnings("ignore", message="X does not have valid feature names")
             model = self._make_model().fit(matrix, labels, **fit_kwargs)
             if self.validation_curve:
@@ -554,6 +557,7 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
         leaves an earlier model in it loadable.
         """
         check_is_fitted(self, "model_")
+        check_threshold(self.threshold)  # load() would refuse the folder; the earlier model must stay
         folder = check_save_folder(path, self.kind)
         with staged_folder(folder) as staging:
             manifest = self._write_folder(staging, folder, metadata, bundle_encoder)
@@ -599,7 +603,7 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
             "format_version": FORMAT_VERSION,
             "kind": self.kind,
             "classes": list(CLASSES),
-            "threshold": self.threshold,
+            "threshold": check_threshold(self.threshold),  # a float: np.float32 is not JSON
             "params": {k: _jsonable(v) for k, v in self._resolved_params().items()},
             "encoder": encoder_info,
             "versions": {
@@ -613,11 +617,15 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
             **extras,
         }
         write_json(staging / MANIFEST, manifest)
+        self._write_card(staging, merged)
         return manifest
 
     def _write_extras(self, staging: Path) -> dict[str, Any]:
         """Write the parts saved beside model.joblib; returns manifest fields (``files``: their sums)."""
         return {}
+
+    def _write_card(self, staging: Path, metadata: dict[str, Any]) -> None:
+        """Bring a model card carried over from the folder in line with the model saved (no card here)."""
 
     def _saved_copy(self) -> "RefusalClassifier":
         """What model.joblib holds: a shallow copy without the parts saved beside it and without this
@@ -661,6 +669,8 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
                     )
                 # Absolute: the session opens at the first prediction, maybe after a chdir.
                 model.features_.encoder = str((folder / "encoder").resolve())
+                if model.encoder is not None:  # clone() and a refit read the parameter, not features_
+                    model.encoder = model.features_.encoder
             elif info.get("shipped_name"):
                 model.features_.use_shipped_encoder(info["shipped_name"])
             if info.get("settings") and not getattr(model.features_, "encoder_settings_", None):

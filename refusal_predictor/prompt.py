@@ -7,6 +7,7 @@ One model per *target* LLM, because LLMs refuse different things. Shipped target
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,8 @@ from sklearn.utils.validation import check_is_fitted
 from .artifacts import ModelFileError, PathLike, shipped_name_key, shipped_path, write_json
 from .classifiers import RefusalClassifier, as_texts
 from .heads import contributions, leaf_heads
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_TARGET = "gpt-3.5-turbo"
 TARGET_ALIASES = {"chatgpt": "gpt-3.5-turbo", "gpt-3.5": "gpt-3.5-turbo", "gpt4": "gpt-4"}
@@ -122,13 +125,25 @@ class PromptClassifier(RefusalClassifier):
         }
 
     def top_ngrams(self, k: int = 20) -> dict[str, list[tuple[str, float]]]:
-        """The globally strongest n-gram weights (logistic regression) and gains (LightGBM); a blend has both."""
-        n_ngrams = len(self.features_.vectorizer_.vocabulary_) if self.features_.use_ngrams else 0
+        """The globally strongest n-grams: ``refusal`` / ``compliance`` hold logistic-regression
+        weights, ``importance`` LightGBM gains (no direction); a blend has both.
+
+        A weight is what one unit of the n-gram's TF-IDF adds to the model's log-odds before
+        calibration, as :meth:`explain` counts it: a blend averages its heads' log-odds, so its
+        logistic half's weights are divided by the number of heads.
+        """
+        check_is_fitted(self, "model_")
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        if not self.features_.use_ngrams:
+            raise ValueError("this model has no n-gram features (use_ngrams=False): it has no n-grams to rank")
+        n_ngrams = len(self.features_.vectorizer_.vocabulary_)
         names = self.features_.get_feature_names_out()[:n_ngrams]
         top: dict[str, list[tuple[str, float]]] = {}
-        for head in leaf_heads(self._fitted_head()):  # a blend reports both of its heads
+        heads = leaf_heads(self._fitted_head())
+        for head in heads:  # a blend reports both of its heads
             if hasattr(head, "coef_"):
-                weights = head.coef_[0][:n_ngrams]
+                weights = head.coef_[0][:n_ngrams] / len(heads)
                 order = np.argsort(weights)
                 top["refusal"] = [(str(names[i]), float(weights[i])) for i in order[::-1][:k]]
                 top["compliance"] = [(str(names[i]), float(weights[i])) for i in order[:k]]
@@ -144,6 +159,20 @@ class PromptClassifier(RefusalClassifier):
             return model.calibrated_classifiers_[0].estimator
         return model
 
+    def _write_card(self, staging: Path, metadata: dict[str, Any]) -> None:
+        """A card describes the model beside it: rewritten from ``metadata`` when that is a card
+        (it names a target); a card carried over from the folder is dropped when it is not (a
+        loaded model refitted and saved back), where it would describe the model it replaced."""
+        if metadata.get("target"):
+            write_model_card(staging, metadata)
+            return
+        stale = [name for name in CARD_FILES if (staging / name).is_file()]
+        for name in stale:
+            (staging / name).unlink()
+        if stale:
+            logger.warning("dropped %s: it described the model this save replaces, and this model has no card "
+                           "(save(path, metadata=card) writes one)", ", ".join(stale))
+
 
 def model_card_markdown(card: dict[str, Any]) -> str:
     """Render a model card (the manifest's metadata) as Markdown for humans."""
@@ -158,6 +187,11 @@ def model_card_markdown(card: dict[str, Any]) -> str:
         for src in training.get("sources", []):
             lines.append(f"| {src['source']} | {src['rows']} | {src['refusal_rate']:.3f} |")
         lines += ["", f"Total: {training.get('rows')} prompts, refusal rate {training.get('refusal_rate', float('nan')):.3f}.", ""]
+        fitted = [f"head {card['head']}"] if card.get("head") else []
+        if training.get("sample_weight"):
+            fitted.append(f"sample weight: {training['sample_weight']}")
+        if fitted:
+            lines += [f"Trained with {'; '.join(fitted)}.", ""]
         if training.get("bootstrap"):
             lines += [_bootstrap_markdown(training["bootstrap"]), ""]
     evaluation = card.get("evaluation", {})
@@ -191,7 +225,8 @@ def _bootstrap_markdown(b: dict[str, Any]) -> str:
     """How a log's rows became the training prompts (``train-prompt``'s card), in one paragraph."""
     read = f"{b.get('read')} rows"
     if b.get("model_filter") is not None:
-        read += f" with model {b['model_filter']!r} (of {b.get('rows_in_log')} in the log)"
+        unreadable = f", {b['unreadable_lines']} of them unreadable" if b.get("unreadable_lines") else ""
+        read += f" with model {b['model_filter']!r} (of {b.get('rows_in_log')} in the log{unreadable})"
     cut = (f"{b.get('dropped_low_confidence')} dropped below --min-confidence {b['min_confidence']}"
            if b.get("min_confidence") is not None else "none dropped (no --min-confidence)")
     answered = ", ".join(f"{name} {n}" for name, n in (b.get("answered_by") or {}).items())
@@ -203,6 +238,9 @@ def _bootstrap_markdown(b: dict[str, Any]) -> str:
         f"majority kept). Answered by: {answered or '?'}. Labels by the response model "
         f"{b.get('response_model')} (sha256 {sha}...) at threshold {b.get('response_threshold')}."
     )
+
+
+CARD_FILES = ("model_card.json", "MODEL_CARD.md")
 
 
 def write_model_card(folder: PathLike, card: dict[str, Any]) -> None:

@@ -20,7 +20,7 @@ from .bootstrap import BootstrapReport, bootstrap_records, label_confidence, mer
 from .classifiers import HEADS, ResponseClassifier, check_save_folder
 from .errors_file import write_bad_records
 from .metrics import binary_metrics
-from .prompt import PromptClassifier, write_model_card
+from .prompt import PromptClassifier
 from .records import check_paths, read_records
 from .selection import embedding_cache, fit_with_cache, select
 
@@ -111,7 +111,9 @@ def train_prompt_model(
         rc.configure_encoder(num_threads=num_threads)  # also checks the value, before any row is read
     records = read_records(log_path, input_format, encoding, separator=separator)
     seen_models: Counter = Counter()
-    in_log = {"rows": 0}  # with model_filter, ``report.read`` counts the matching rows only
+    # With model_filter, ``report.read`` counts the matching rows and the unreadable lines, which
+    # name no model: the card counts those apart.
+    in_log = {"rows": 0, "unreadable": 0}
     if model_filter is not None:
         if not model_field:
             raise ValueError("model_filter needs model_field")
@@ -124,6 +126,8 @@ def train_prompt_model(
                     seen_models["(field missing or null)" if value is None else str(value)] += 1
                     if value is None or str(value) != model_filter:
                         continue
+                else:
+                    in_log["unreadable"] += 1
                 yield line, r
 
         records = matching(records)
@@ -191,8 +195,10 @@ def train_prompt_model(
             "sample_weight": "label confidence max(p, 1-p)" if weight_by_confidence else "none",
             "sources": [{"source": Path(log_path).name, "rows": len(prompts), "refusal_rate": float(np.mean(labels))}],
             "bootstrap": {
-                "read": report.read, "labelled": report.labelled, "dropped_low_confidence": report.dropped_low_confidence,
-                "skipped_bad_rows": len(report.bad), "min_confidence": min_confidence,
+                "read": report.read - in_log["unreadable"], "labelled": report.labelled,
+                "dropped_low_confidence": report.dropped_low_confidence,
+                "skipped_bad_rows": len(report.bad) - in_log["unreadable"], "min_confidence": min_confidence,
+                "unreadable_lines": in_log["unreadable"],
                 "merged_duplicate_rows": report.merged_duplicates, "conflicting_prompts": report.conflicting_prompts,
                 "model_filter": model_filter,
                 "rows_in_log": in_log["rows"] if model_filter is not None else report.read,
@@ -203,7 +209,8 @@ def train_prompt_model(
             },
         },
         "head": head,
-        "evaluation": {"held_out_vs_bootstrapped_labels": held_out},
+        "evaluation": {"held_out_vs_bootstrapped_labels": held_out,
+                       "cross_validation_vs_bootstrapped_labels": model.metadata.get("cross_validation", {})},
         "encoder": {"name": model.features_.encoder_name_, "sha256": model.features_.encoder_sha256_},
     }
     if selection_rows is not None:
@@ -214,7 +221,6 @@ def train_prompt_model(
             "5-fold stratified cross-validation on the training prompts (held-out prompts excluded), "
             "uncalibrated heads, best accuracy (ties: F1)"
         )
-    model.save(output_dir, metadata=card)
-    write_model_card(output_dir, model.metadata)
+    model.save(output_dir, metadata=card)  # the card is written with the model (model_card.json, MODEL_CARD.md)
     logger.info("trained prompt model for %s: %s", target, held_out)
     return model, held_out, report

@@ -20,6 +20,7 @@ from collections import Counter
 from typing import Any, Sequence
 
 import numpy as np
+import sklearn
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score
@@ -76,7 +77,8 @@ class ToneHead(ClassifierMixin, BaseEstimator):
         weights = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)[rows]
         params = {} if weights is None else {"sample_weight": weights}
         folds = StratifiedKFold(n_splits=self.cv, shuffle=True, random_state=self.random_state)
-        with warnings.catch_warnings():
+        # Routing off inside, as in RefusalClassifier.fit: cross_val_predict passes the weights.
+        with warnings.catch_warnings(), sklearn.config_context(enable_metadata_routing=False):
             warnings.filterwarnings("ignore", message="X does not have valid feature names")
             oof = cross_val_predict(self._make_model(), X, y, cv=folds, params=params)
             self.model_ = self._make_model().fit(X, y, **params)

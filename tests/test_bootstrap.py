@@ -13,6 +13,7 @@ from refusal_predictor.prompt_training import train_prompt_model
 from refusal_predictor.cli import main
 from refusal_predictor.records import BadRecord
 from training import data
+from training.baselines import refusal_y
 
 REFUSAL = "I'm sorry, but I can't help with that request."
 ANSWER = "Sure! Here is a simple recipe: mix flour, eggs and milk, then fry the batter in a hot pan."
@@ -124,13 +125,49 @@ def test_train_prompt_card_tells_log_rows_from_prompts(tmp_path):
     rows += [dict(r, prompt=r["prompt"] + "\n") for r in rows[:10]]  # the same prompts, as chat UIs log them
     rows += [dict(r, model="other") for r in rows[:5]]
     log = tmp_path / "log.jsonl"
-    log.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    # A malformed line names no model: it is not one of the rows "with model 'chatgpt'" (it was).
+    log.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"prompt": "cut off\n', encoding="utf-8")
     train_prompt_model(log, "t", tmp_path / "m", model_filter="chatgpt", head="logreg")
     card = (tmp_path / "m" / "MODEL_CARD.md").read_text(encoding="utf-8")
     assert "| source | prompts | refusal rate |" in card and "| log.jsonl | 120 |" in card
-    assert "Bootstrap: read 130 rows with model 'chatgpt' (of 135 in the log); 130 labelled, 0 skipped as unusable, none dropped (no --min-confidence)" in card
+    assert ("Bootstrap: read 130 rows with model 'chatgpt' (of 136 in the log, 1 of them unreadable); 130 labelled, "
+            "0 skipped as unusable, none dropped (no --min-confidence)") in card
     assert "10 duplicate rows merged into their prompts" in card and "Answered by: chatgpt 130." in card
     assert "at threshold 0.5." in card
+    # What the run was: its head and weighting, and the final model's cross-validation beside the held-out figures.
+    assert "Trained with head logreg; sample weight: none." in card
+    saved = json.loads((tmp_path / "m" / "manifest.json").read_text(encoding="utf-8"))["metadata"]
+    cv = saved["evaluation"]["cross_validation_vs_bootstrapped_labels"]
+    assert cv == saved["cross_validation"] and cv["n"] == 120
+    assert f"| cross_validation_vs_bootstrapped_labels | 120 | {cv['accuracy']:.4f} |" in card
+    assert json.loads((tmp_path / "m" / "model_card.json").read_text(encoding="utf-8")) == saved
+
+
+def test_a_refitted_model_saved_back_does_not_keep_the_card_of_the_model_it_replaced(tmp_path, caplog):
+    """``save`` carries over files it does not own; the card was one, so a loaded model refitted
+    and saved back sat beside a card giving the old model's head, data and metrics."""
+    paper = data.load_paper().head(200)
+    prompts, labels = paper["prompt"].tolist(), refusal_y(paper)
+    card = {"target": "my-llm", "summary": "the first model", "head": "lightgbm",
+            "training": {"rows": 200, "refusal_rate": 0.5, "sources": []}}
+    first = PromptClassifier(use_embeddings=False, head="lightgbm").fit(prompts, labels)
+    folder = first.save(tmp_path / "m", metadata=card)
+    assert json.loads((folder / "model_card.json").read_text(encoding="utf-8"))["summary"] == "the first model"
+    (folder / "NOTES.txt").write_text("mine", encoding="utf-8")
+
+    # Saved back with new card fields: the card is the manifest's metadata again, not the first one.
+    loaded = PromptClassifier.load(folder)
+    loaded.save(folder, metadata={"summary": "the same model, described again"})
+    assert json.loads((folder / "model_card.json").read_text(encoding="utf-8"))["summary"] == "the same model, described again"
+    assert "the same model, described again" in (folder / "MODEL_CARD.md").read_text(encoding="utf-8")
+
+    refit = PromptClassifier.load(folder).set_params(head="logreg").fit(prompts[:120], labels[:120])
+    with caplog.at_level("WARNING", logger="refusal_predictor.prompt"):
+        refit.save(folder)
+    assert not (folder / "model_card.json").exists() and not (folder / "MODEL_CARD.md").exists()
+    assert "dropped model_card.json, MODEL_CARD.md" in caplog.text
+    assert (folder / "NOTES.txt").read_text(encoding="utf-8") == "mine"  # the user's own files stay
+    assert PromptClassifier.load(folder).head == "logreg"
 
 
 def test_an_embedding_cache_lends_its_encoder_only_to_models_of_that_encoder():

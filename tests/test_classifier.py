@@ -6,6 +6,7 @@ test_shipped_models.py.
 from __future__ import annotations
 
 import json
+import copy
 import shutil
 from pathlib import Path
 
@@ -593,3 +594,63 @@ def test_copies_of_a_text_share_a_validation_fold():
     with pytest.warns(UserWarning, match="too few for 5 folds") as caught:  # fit inherited, not wrapped
         PromptClassifier(use_embeddings=False).fit(refusals + comp, [1] * len(refusals) + [0] * len(comp))
     assert caught[0].filename == __file__
+
+
+def test_a_model_trained_on_its_own_encoder_folder_refits_from_its_bundled_copy(tmp_path, split):
+    """The bundled encoder served predictions after the training folder was gone, but the
+    ``encoder`` parameter still named that folder: clone(), cross_val_score and GridSearchCV on
+    the loaded model failed with 'neither a folder nor a shipped encoder name'."""
+    from sklearn.base import clone
+
+    from refusal_predictor import PromptClassifier
+
+    train, _ = split
+    own = tmp_path / "my-encoder"
+    shutil.copytree(shipped_path("encoders", "minilm-prompt-int8"), own)
+    texts, labels = train["prompt"].tolist()[:80], train["label"].tolist()[:80]
+    PromptClassifier(encoder=str(own), head="logreg", validation_curve=False).fit(texts, labels).save(tmp_path / "model")
+    shutil.rmtree(own)
+    loaded = PromptClassifier.load(tmp_path / "model")
+    assert loaded.encoder == str((tmp_path / "model" / "encoder").resolve())
+    refit = clone(loaded).fit(texts, labels)
+    np.testing.assert_allclose(refit.refusal_probability(texts[:5]), loaded.refusal_probability(texts[:5]))
+
+
+@pytest.mark.parametrize("threshold", [float("nan"), 1.5, "0.4", True])
+def test_save_refuses_a_threshold_that_load_would_refuse_and_keeps_the_earlier_model(fitted, tmp_path, threshold):
+    folder = fitted.save(tmp_path / "m")
+    manifest = (folder / "manifest.json").read_bytes()
+    model = copy.copy(fitted)
+    model.threshold = threshold
+    with pytest.raises(ValueError, match="threshold must be a probability between 0 and 1"):
+        model.save(folder)
+    assert (folder / "manifest.json").read_bytes() == manifest
+    assert ResponseClassifier.load(folder).threshold == fitted.threshold
+
+
+def test_a_numpy_threshold_is_saved_as_a_number(fitted, tmp_path):
+    model = copy.copy(fitted)
+    model.threshold = np.float32(0.25)
+    assert ResponseClassifier.load(model.save(tmp_path / "m")).threshold == 0.25
+
+
+def test_weighted_fits_work_with_scikit_learns_metadata_routing_on(split):
+    """The calibrator and cross_val_predict built inside fit refused sample_weight under a global
+    enable_metadata_routing=True (UnsetMetadataPassedError), whatever set_fit_request said."""
+    import sklearn
+    from sklearn.model_selection import GridSearchCV
+
+    train, _ = split
+    texts, labels = train["response"].tolist()[:300], train["label"].tolist()[:300]
+    weights = np.linspace(0.5, 1.5, len(texts))
+    expected = ResponseClassifier(use_embeddings=False).fit(texts, labels, sample_weight=weights)
+    with sklearn.config_context(enable_metadata_routing=True):
+        routed = ResponseClassifier(use_embeddings=False).fit(texts, labels, sample_weight=weights)
+        search = GridSearchCV(ResponseClassifier(use_embeddings=False, validation_curve=False)
+                              .set_fit_request(sample_weight=True).set_score_request(sample_weight=False),
+                              {"C": [1.0, 10.0]}, cv=2).fit(texts, labels, sample_weight=weights)
+        tones = train["fine_label"].tolist()[:300]
+        routed.fit_tones(texts, tones, sample_weight=weights)
+    np.testing.assert_array_equal(routed.predict_proba(texts[:20]), expected.predict_proba(texts[:20]))
+    assert search.best_params_["C"] in (1.0, 10.0)
+    assert set(routed.tones_) <= set(tones)

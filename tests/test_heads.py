@@ -12,7 +12,7 @@ from sklearn.exceptions import NotFittedError
 
 from refusal_predictor import PromptClassifier
 from refusal_predictor.classifiers import HEADS
-from refusal_predictor.heads import LogOddsBlend, log_odds
+from refusal_predictor.heads import LogOddsBlend, contributions, log_odds
 from training import data
 from training.baselines import refusal_y
 
@@ -64,6 +64,33 @@ def test_top_ngrams_reports_both_heads(blend):
     top = blend.top_ngrams(5)
     assert set(top) == {"refusal", "compliance", "importance"}
     assert all(len(v) == 5 for v in top.values())
+
+
+def test_top_ngram_weights_are_what_the_blend_adds_to_its_log_odds(blend, split):
+    """A blend averages its heads' log-odds, so an n-gram moves it by half its logistic weight;
+    the weight shown was the whole coefficient, twice what the model (and explain) counts."""
+    logistic = next(h for h in blend._fitted_head().estimators_ if hasattr(h, "coef_"))
+    name, weight = blend.top_ngrams(1)["refusal"][0]
+    column = blend.features_.vectorizer_.vocabulary_[name]
+    assert weight == pytest.approx(logistic.coef_[0][column] / 2)
+    # explain counts the same share: its n-gram contribution is value x weight plus the LightGBM half's.
+    lightgbm = next(h for h in blend._fitted_head().estimators_ if not hasattr(h, "coef_"))
+    prompt = next(p for p in split[0] if blend.features_.transform([p]).tocsr()[0, column] > 0)
+    matrix = blend.features_.transform([prompt]).tocsr()
+    explanation = blend.explain(prompt, top_k=10_000)
+    explained = dict(explanation["toward_refusal"] + explanation["toward_compliance"])
+    assert explained[name] == pytest.approx(matrix[0, column] * weight + contributions(lightgbm, matrix)[0][column] / 2)
+
+
+def test_top_ngrams_checks_k_and_needs_ngrams(blend, split):
+    for k in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="k must be a positive integer"):
+            blend.top_ngrams(k)
+    texts, y, _, _ = split
+    embeddings_only = PromptClassifier(use_ngrams=False, head="logreg", validation_curve=False, calibration=None)
+    embeddings_only.fit(texts[:60], y[:60])
+    with pytest.raises(ValueError, match="no n-gram features"):
+        embeddings_only.top_ngrams(5)
 
 
 def test_sklearn_contract_and_round_trip(blend, split, tmp_path):

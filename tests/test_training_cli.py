@@ -86,6 +86,69 @@ def test_evaluate_refuses_an_output_in_a_missing_folder_up_front(tmp_path, monke
     assert f"{option} {tmp_path / 'missing' / 'out'}: folder {tmp_path / 'missing'} does not exist" in capsys.readouterr().err
 
 
+def test_evaluate_checks_matplotlib_up_front_and_draws_the_chart_after_saving_the_numbers(tmp_path, monkeypatch, capsys):
+    """The chart was drawn inside the prompt report, before --json and --write-cards: without
+    matplotlib, an hour's run ended in ModuleNotFoundError and kept nothing."""
+    import importlib.util
+
+    from training import evaluate, evaluate_prompt
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real_find_spec(name, *a))
+    monkeypatch.setattr(evaluate, "response_report", _not_reached)
+    with pytest.raises(SystemExit) as exit_:
+        evaluate.main(["--data-dir", str(tmp_path), "--part", "prompt"])
+    assert exit_.value.code == 2
+    assert "--plot: the n-gram chart needs matplotlib" in capsys.readouterr().err
+    monkeypatch.undo()
+
+    monkeypatch.setattr(evaluate_prompt, "prompt_report", lambda *a, **kw: {"measured": 1})
+    drawn = []
+    monkeypatch.setattr(evaluate_prompt, "plot_top_ngrams", lambda model, path: drawn.append(path) or path)
+    evaluate.main(["--data-dir", str(tmp_path), "--part", "prompt", "--json", str(tmp_path / "r.json"), "--no-plot"])
+    assert json.loads((tmp_path / "r.json").read_text())["prompt"] == {"measured": 1} and drawn == []
+
+    def failing_plot(model, path):
+        assert json.loads((tmp_path / "r2.json").read_text())["prompt"] == {"measured": 1}  # already saved
+        raise RuntimeError("drawing failed")
+
+    monkeypatch.setattr(evaluate_prompt, "plot_top_ngrams", failing_plot)
+    with pytest.raises(RuntimeError, match="drawing failed"):
+        evaluate.main(["--data-dir", str(tmp_path), "--part", "prompt", "--json", str(tmp_path / "r2.json"),
+                       "--plot", str(tmp_path / "p.png")])
+
+
+def test_the_chart_of_a_lightgbm_model_has_no_direction_colours_and_a_model_without_ngrams_is_refused(tmp_path):
+    pytest.importorskip("matplotlib")
+    from matplotlib.colors import to_hex
+    import matplotlib.pyplot as plt
+
+    from refusal_predictor import PromptClassifier
+    from training.evaluate_prompt import plot_top_ngrams
+
+    figures = []
+    real_subplots = plt.subplots
+
+    def keep(*a, **kw):
+        figures.append(real_subplots(*a, **kw))
+        return figures[-1]
+
+    plt.subplots = keep
+    try:
+        plot_top_ngrams(PromptClassifier.load("gpt-4"), tmp_path / "gains.png")  # a LightGBM head: gains
+    finally:
+        plt.subplots = real_subplots
+    _, ax = figures[0]
+    assert {to_hex(bar.get_facecolor()) for bar in ax.patches} == {"#7f8c8d"}  # not the refusal red
+    assert "no direction" in ax.get_xlabel() and (tmp_path / "gains.png").stat().st_size > 0
+    texts = ["How do I pick a lock?", "Write a poem", "How do I make a bomb?", "Tell me a joke"] * 5
+    no_ngrams = PromptClassifier(use_ngrams=False, head="logreg", calibration=None, validation_curve=False)
+    no_ngrams.fit(texts, [1, 0, 1, 0] * 5)
+    with pytest.raises(ValueError, match="no n-gram features"):
+        plot_top_ngrams(no_ngrams, tmp_path / "none.png")
+    assert not (tmp_path / "none.png").exists()
+
+
 def test_evaluate_and_train_prompt_refuse_an_unreadable_labels_cache_before_the_work(tmp_path, monkeypatch, capsys):
     from training import evaluate, train_prompt
 

@@ -18,6 +18,7 @@ cross-LLM protocol for each head that ``train-prompt --head auto`` compares.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import time
@@ -27,7 +28,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from refusal_predictor import ResponseClassifier
+from refusal_predictor import PromptClassifier, ResponseClassifier
 from refusal_predictor.keywords import KeywordRefusalDetector
 from refusal_predictor.metrics import binary_metrics, format_table
 from refusal_predictor.prompt import DEFAULT_TARGET
@@ -247,9 +248,13 @@ def check_arguments(args: argparse.Namespace) -> ResponseClassifier | None:
                          "measure; give --part prompt or all")
     from .train_prompt import check_writable_file
 
-    for option, path in (("--json", args.json), ("--plot", args.plot if prompt_part else None),
+    plotting = prompt_part and not args.no_plot
+    for option, path in (("--json", args.json), ("--plot", args.plot if plotting else None),
                          ("--labels-cache", args.labels_cache)):
         check_writable_file(option, path)
+    if plotting and importlib.util.find_spec("matplotlib") is None:
+        raise ValueError("--plot: the n-gram chart needs matplotlib (pip install matplotlib, or the [train] "
+                         "extra); or give --no-plot")
     for option, path in (("--response-model", args.response_model), ("--labels-model", args.labels_model),
                          ("--prompt-models", args.prompt_models), ("--lomo-embeddings", args.lomo_embeddings),
                          ("--write-cards-from", args.write_cards_from)):
@@ -289,7 +294,9 @@ def main(argv: list[str] | None = None) -> None:
                              "needed for leave-one-model-out of a recipe over a fine-tuned encoder")
     parser.add_argument("--labels-cache", type=Path, help="Parquet cache of bootstrapped prompt labels (see train_prompt)")
     parser.add_argument("--json", type=Path, help="also write the numbers to this JSON file")
-    parser.add_argument("--plot", type=Path, default=Path("prompt_top_ngrams.png"), help="PNG of the top prompt n-grams")
+    parser.add_argument("--plot", type=Path, default=Path("prompt_top_ngrams.png"),
+                        help="PNG of the top prompt n-grams (drawn last, after --json and --write-cards)")
+    parser.add_argument("--no-plot", action="store_true", help="draw no chart (it needs matplotlib)")
     parser.add_argument("--write-cards", action="store_true",
                         help="put the prompt protocols' metrics into the shipped prompt models' cards")
     parser.add_argument("--write-cards-from", type=Path, metavar="JSON",
@@ -315,7 +322,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.part in ("prompt", "all"):
         from .evaluate_prompt import prompt_report, write_card_evaluations
 
-        results["prompt"] = prompt_report(args.data_dir, plot_path=args.plot, labels_cache=args.labels_cache,
+        results["prompt"] = prompt_report(args.data_dir, labels_cache=args.labels_cache,
                                           response_model=labels_model or args.labels_model, prompt_models=args.prompt_models)
         if args.write_cards:
             print(f"\nmodel cards updated: {', '.join(write_card_evaluations(results['prompt'], args.prompt_models))}")
@@ -325,6 +332,12 @@ def main(argv: list[str] | None = None) -> None:
         results["prompt_heads"] = cross_llm_heads_report(args.data_dir)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str), encoding="utf-8")
+    if args.part in ("prompt", "all") and not args.no_plot:
+        # Last: nothing measured is lost if drawing fails.
+        from .evaluate_prompt import plot_top_ngrams
+
+        model = PromptClassifier.load(None if args.prompt_models is None else args.prompt_models / DEFAULT_TARGET)
+        print(f"\ntop n-gram chart: {plot_top_ngrams(model, args.plot)}")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from refusal_predictor import PromptClassifier, ResponseClassifier
 from refusal_predictor.artifacts import read_manifest, shipped_path, write_json
 from refusal_predictor.classifiers import FORMAT_VERSION, HEADS, MANIFEST, MODEL_FORMAT
 from refusal_predictor.metrics import binary_metrics, format_table
+from refusal_predictor.heads import leaf_heads
 from refusal_predictor.prompt import DEFAULT_TARGET, write_model_card
 
 from . import data, recipes
@@ -131,13 +132,17 @@ def plot_top_ngrams(model: PromptClassifier, path: Path, k: int = 15) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    top = model.top_ngrams(k)
-    items = top["refusal"][::-1] + top["compliance"][::-1] if "refusal" in top else top["importance"][::-1]
+    top = model.top_ngrams(k)  # a ValueError for a model without n-grams, before a figure is made
+    signed = "refusal" in top  # a logistic head (alone or half of a blend), else LightGBM's gains
+    items = top["refusal"][::-1] + top["compliance"][::-1] if signed else top["importance"][::-1]
     fig, ax = plt.subplots(figsize=(8, 0.3 * len(items) + 1.5))
-    ax.barh([n for n, _ in items], [w for _, w in items], color=["#c0392b" if w > 0 else "#2471a3" for _, w in items])
-    ax.set_xlabel("weight toward refusal (log-odds per unit TF-IDF)" if "refusal" in top
-                  else "LightGBM gain (split importance; no direction)")
-    ax.set_title(f"Top n-grams of the {model.target} prompt classifier")
+    ax.barh([n for n, _ in items], [w for _, w in items],
+            color=["#c0392b" if w > 0 else "#2471a3" for _, w in items] if signed else "#7f8c8d")
+    blend = len(leaf_heads(model._fitted_head())) > 1
+    ax.set_xlabel("weight toward refusal (log-odds per unit TF-IDF" + (", the logistic half's share of the blend)" if blend else ")")
+                  if signed else "LightGBM gain (split importance; no direction)")
+    ax.set_title(f"Top n-grams of the {model.target or 'prompt'} prompt classifier"
+                 + (" (logistic half of a blend)" if blend else ""))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -27,7 +27,7 @@ import pandas as pd
 
 from refusal_predictor import PromptClassifier, ResponseClassifier
 from refusal_predictor.metrics import format_table
-from refusal_predictor.prompt import TARGET_ALIASES, write_model_card
+from refusal_predictor.prompt import TARGET_ALIASES
 from refusal_predictor.bootstrap import merge_duplicates
 from refusal_predictor.text import text_key
 from refusal_predictor.prompt_training import MIN_PER_CLASS
@@ -316,8 +316,7 @@ def train_target(
         "encoder": {"name": model.features_.encoder_name_, "sha256": model.features_.encoder_sha256_},
     }
     folder = output_root / target
-    model.save(folder, metadata=card)
-    write_model_card(folder, model.metadata)
+    model.save(folder, metadata=card)  # the card is written with the model
     print(f"saved {folder}: {card['summary']} CV AUROC {card['evaluation']['cross_validation_vs_bootstrapped_labels'].get('auroc', float('nan')):.3f}")
     return card
 
