@@ -174,8 +174,8 @@ def staged_folder(folder: PathLike) -> Iterator[Path]:
 def carry_over(folder: Path, staging: Path, owned: set[str]) -> None:
     """Copy what ``folder`` holds, but the ``owned`` names, into the ``staging`` folder replacing it.
 
-    A save owns only its own files; a model card, a licence or a user's notes beside them survive
-    the swap of :func:`staged_folder`.
+    A save owns only its own files; a licence or a user's notes beside them survive the swap of
+    :func:`staged_folder` (a prompt model's card too, unless the model saved no longer matches it).
     """
     if not folder.is_dir():
         return

@@ -16,7 +16,7 @@ import numpy as np
 
 from .artifacts import PathLike
 from .encoder import check_count
-from .errors_file import default_errors_path, write_bad_records
+from .errors_file import default_errors_path, write_with_errors
 from .records import (BadRecord, RecordWriter, check_paths, detect_format, find_field, get_text, input_columns, raw_of,
                       read_records)
 from .thresholds import check_threshold, written_probability
@@ -165,10 +165,7 @@ def score_file(
             if len(pending) >= chunk_size:
                 flush(writer)
         flush(writer)
-        # Before the output is swapped in: an errors file that cannot be written leaves an
-        # earlier output in place, not a new one without its record of what was skipped.
-        writer.finish()
-        report.errors_path = write_bad_records(errors_file, report.bad, input_path)
+        report.errors_path = write_with_errors(writer, errors_file, report.bad, input_path)
     if report.bad:
         for item in report.bad[:5]:
             logger.warning("skipped %s", item.describe(input_path))

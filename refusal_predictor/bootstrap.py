@@ -17,7 +17,7 @@ import numpy as np
 
 from .artifacts import PathLike
 from .batch import checked_scores
-from .errors_file import default_errors_path, write_bad_records
+from .errors_file import default_errors_path, write_with_errors
 from .records import BadRecord, RecordWriter, check_paths, get_text, raw_of, read_records
 from .text import is_blank, text_key
 from .thresholds import check_threshold, written_probability
@@ -209,6 +209,5 @@ def bootstrap_file(
     rows, report = bootstrap_records(records, response_classifier, **options)
     with RecordWriter(output_path, output_format) as writer:
         writer.write_many(rows)
-        writer.finish()  # the errors file goes first: if it fails, no new output is swapped in
-        report.errors_path = write_bad_records(errors_file, report.unused(), log_path)
+        report.errors_path = write_with_errors(writer, errors_file, report.unused(), log_path)
     return report

@@ -41,7 +41,7 @@ from .artifacts import (
     write_json,
 )
 from .encoder import DEFAULT_ENCODER
-from .features import TextFeatures
+from .features import TextFeatures, resolve_encoder_path
 from .heads import LogOddsBlend, leaf_heads
 from .metrics import binary_metrics
 from .paths import check_replaceable_folder
@@ -569,7 +569,8 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
         """Write the model into ``staging``, the folder that replaces ``folder`` once complete.
 
         Files of ``folder`` that ``save()`` does not own (a model card, a user's notes) are carried
-        over; an encoder bundled there by an earlier save is not, unless this model reads it.
+        over; an encoder bundled there by an earlier save is not, unless this model reads it. A
+        prompt model's card is then brought in line with the model (see ``_write_card``).
         """
         carry_over(folder, staging, {MANIFEST, _MODEL_FILE, "encoder", TONES_FILE})
         joblib.dump(self._saved_copy(), staging / _MODEL_FILE, compress=3)
@@ -627,6 +628,10 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
     def _write_card(self, staging: Path, metadata: dict[str, Any]) -> None:
         """Bring a model card carried over from the folder in line with the model saved (no card here)."""
 
+    def _fitted_since_load(self) -> bool:
+        """Whether this model was fitted after it was loaded or last saved (``fit`` forgets the manifest)."""
+        return "manifest_" not in self.__dict__
+
     def _saved_copy(self) -> "RefusalClassifier":
         """What model.joblib holds: a shallow copy without the parts saved beside it and without this
         machine's encoder options. A copy, so that a save never changes the live model (other
@@ -669,7 +674,9 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
                     )
                 # Absolute: the session opens at the first prediction, maybe after a chdir.
                 model.features_.encoder = str((folder / "encoder").resolve())
-                if model.encoder is not None:  # clone() and a refit read the parameter, not features_
+                if model.encoder is not None and not _resolvable_encoder(model.encoder):
+                    # clone() and a refit read the parameter, not features_: a training machine's
+                    # folder that is not here becomes the bundled copy (a shipped name stays).
                     model.encoder = model.features_.encoder
             elif info.get("shipped_name"):
                 model.features_.use_shipped_encoder(info["shipped_name"])
@@ -757,6 +764,15 @@ def _check_manifest_fields(path: Path, manifest: dict[str, Any]) -> None:
         problems.append(str(exc))
     if problems:
         raise ModelFileError(f"{path}: " + "; ".join(problems))
+
+
+def _resolvable_encoder(encoder: str) -> bool:
+    """Whether an ``encoder`` parameter names an encoder this machine has (a folder or a shipped name)."""
+    try:
+        resolve_encoder_path(encoder)
+    except (FileNotFoundError, ValueError):
+        return False
+    return True
 
 
 def _jsonable(value: Any) -> Any:

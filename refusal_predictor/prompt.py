@@ -161,10 +161,13 @@ class PromptClassifier(RefusalClassifier):
 
     def _write_card(self, staging: Path, metadata: dict[str, Any]) -> None:
         """A card describes the model beside it: rewritten from ``metadata`` when that is a card
-        (it names a target); a card carried over from the folder is dropped when it is not (a
-        loaded model refitted and saved back), where it would describe the model it replaced."""
+        (it names a target); a card carried over from the folder is dropped when this model was
+        fitted since it was loaded (it would describe the model this save replaces), and kept
+        otherwise (a loaded model saved back, say with a new threshold, is still that model)."""
         if metadata.get("target"):
             write_model_card(staging, metadata)
+            return
+        if not self._fitted_since_load():
             return
         stale = [name for name in CARD_FILES if (staging / name).is_file()]
         for name in stale:
@@ -224,9 +227,11 @@ def model_card_markdown(card: dict[str, Any]) -> str:
 def _bootstrap_markdown(b: dict[str, Any]) -> str:
     """How a log's rows became the training prompts (``train-prompt``'s card), in one paragraph."""
     read = f"{b.get('read')} rows"
+    unreadable = f", {b['unreadable_lines']} of them unreadable" if b.get("unreadable_lines") else ""
     if b.get("model_filter") is not None:
-        unreadable = f", {b['unreadable_lines']} of them unreadable" if b.get("unreadable_lines") else ""
         read += f" with model {b['model_filter']!r} (of {b.get('rows_in_log')} in the log{unreadable})"
+    elif unreadable:
+        read += f" (of {b.get('rows_in_log')} lines in the log{unreadable})"
     cut = (f"{b.get('dropped_low_confidence')} dropped below --min-confidence {b['min_confidence']}"
            if b.get("min_confidence") is not None else "none dropped (no --min-confidence)")
     answered = ", ".join(f"{name} {n}" for name, n in (b.get("answered_by") or {}).items())
@@ -249,4 +254,13 @@ def write_model_card(folder: PathLike, card: dict[str, Any]) -> None:
     The same dictionary is the ``metadata`` of the folder's manifest, which load() reads.
     """
     write_json(Path(folder, "model_card.json"), card)
-    Path(folder, "MODEL_CARD.md").write_text(model_card_markdown(card), encoding="utf-8")
+    try:
+        markdown = model_card_markdown(card)
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        # Metadata of a shape the renderer does not know (a user's own fields): the JSON card keeps
+        # all of it, and the save goes on.
+        logger.warning("%s: the card's fields could not be rendered as Markdown (%s: %s); they are all "
+                       "in model_card.json", folder, type(exc).__name__, exc)
+        markdown = (f"# Prompt classifier: {card.get('target', '?')}\n\nThis card's fields are in "
+                    f"`model_card.json` (they could not be rendered here: {type(exc).__name__}: {exc}).\n")
+    Path(folder, "MODEL_CARD.md").write_text(markdown, encoding="utf-8")

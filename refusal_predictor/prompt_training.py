@@ -111,9 +111,16 @@ def train_prompt_model(
         rc.configure_encoder(num_threads=num_threads)  # also checks the value, before any row is read
     records = read_records(log_path, input_format, encoding, separator=separator)
     seen_models: Counter = Counter()
-    # With model_filter, ``report.read`` counts the matching rows and the unreadable lines, which
-    # name no model: the card counts those apart.
+    # ``report.read`` counts the unreadable lines too (with model_filter, beside the matching rows):
+    # they name no model and hold no row, so the card counts them apart.
     in_log = {"rows": 0, "unreadable": 0}
+
+    def counting_unreadable(stream):
+        for line, r in stream:
+            if not isinstance(r, dict):
+                in_log["unreadable"] += 1
+            yield line, r
+
     if model_filter is not None:
         if not model_field:
             raise ValueError("model_filter needs model_field")
@@ -126,11 +133,10 @@ def train_prompt_model(
                     seen_models["(field missing or null)" if value is None else str(value)] += 1
                     if value is None or str(value) != model_filter:
                         continue
-                else:
-                    in_log["unreadable"] += 1
                 yield line, r
 
         records = matching(records)
+    records = counting_unreadable(records)
     rows, report = bootstrap_records(
         records, rc, prompt_field=prompt_field, response_field=response_field, model_field=model_field,
         source=Path(log_path).name, min_confidence=min_confidence,

@@ -701,7 +701,7 @@ class RecordWriter:
                 self._handle.write("[")
         self._kinds: dict[str, set[str]] = {}
         self.count = 0
-        self._finished = False
+        self._finished = self._closed = False
 
     def _open_text(self, path: Path) -> IO[str]:
         if is_gzipped(self.path):
@@ -853,7 +853,9 @@ class RecordWriter:
         self._finished = True
 
     def close(self) -> None:
-        """Finish the file and put it in place of the output (one rename)."""
+        """Finish the file and put it in place of the output (one rename; a second close does nothing)."""
+        if self._closed:
+            return
         self.finish()
         os.chmod(self._tmp, new_file_mode(self._target))
         try:
@@ -861,6 +863,7 @@ class RecordWriter:
         except OSError as exc:
             self.abort()
             raise OSError(f"{self.path}: cannot be written ({exc.strerror or exc})") from exc
+        self._closed = True
 
     def abort(self) -> None:
         try:
@@ -877,7 +880,7 @@ class RecordWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
             self.close()
-        else:
+        elif not self._closed:
             self.abort()
 
 

@@ -161,11 +161,20 @@ def test_a_refitted_model_saved_back_does_not_keep_the_card_of_the_model_it_repl
     assert json.loads((folder / "model_card.json").read_text(encoding="utf-8"))["summary"] == "the same model, described again"
     assert "the same model, described again" in (folder / "MODEL_CARD.md").read_text(encoding="utf-8")
 
+    # A loaded model saved back unchanged (a new threshold) is still the model a hand-written card describes.
+    (folder / "MODEL_CARD.md").write_text("my own card", encoding="utf-8")
+    (folder / "model_card.json").unlink()
+    mine = PromptClassifier.load(folder)
+    mine.metadata_ = {k: v for k, v in mine.metadata_.items() if k != "target"}  # a card that is not save()'s
+    mine.threshold = 0.4
+    mine.save(folder)
+    assert (folder / "MODEL_CARD.md").read_text(encoding="utf-8") == "my own card"
+
     refit = PromptClassifier.load(folder).set_params(head="logreg").fit(prompts[:120], labels[:120])
     with caplog.at_level("WARNING", logger="refusal_predictor.prompt"):
         refit.save(folder)
     assert not (folder / "model_card.json").exists() and not (folder / "MODEL_CARD.md").exists()
-    assert "dropped model_card.json, MODEL_CARD.md" in caplog.text
+    assert "dropped MODEL_CARD.md" in caplog.text
     assert (folder / "NOTES.txt").read_text(encoding="utf-8") == "mine"  # the user's own files stay
     assert PromptClassifier.load(folder).head == "logreg"
 
@@ -210,8 +219,6 @@ def test_bootstrap_cli_writes_labels_and_errors(tmp_path, capsys):
 
 
 def test_bootstrap_keeps_the_earlier_labels_when_its_errors_file_cannot_be_written(tmp_path, monkeypatch, response_model):
-    import os
-
     from refusal_predictor import bootstrap_file, errors_file
 
     log = tmp_path / "log.jsonl"
@@ -219,18 +226,49 @@ def test_bootstrap_keeps_the_earlier_labels_when_its_errors_file_cannot_be_writt
                    encoding="utf-8")
     out = tmp_path / "labels.jsonl"
     out.write_text('{"earlier": "labels"}\n', encoding="utf-8")
-    real_replace = os.replace
+    real_mkstemp = errors_file.tempfile.mkstemp
 
-    def full_disk(src, dst):
-        if str(dst).endswith(".errors.jsonl"):
+    def full_disk(*args, **kwargs):
+        if kwargs.get("prefix", "").endswith(".errors.jsonl."):
             raise OSError(28, "No space left on device")
-        real_replace(src, dst)
+        return real_mkstemp(*args, **kwargs)
 
-    monkeypatch.setattr(errors_file.os, "replace", full_disk)
+    monkeypatch.setattr(errors_file.tempfile, "mkstemp", full_disk)
     with pytest.raises(OSError, match="labels.jsonl.errors.jsonl: the errors file cannot be written"):
         bootstrap_file(log, out, response_model)
     assert out.read_text(encoding="utf-8") == '{"earlier": "labels"}\n'  # not swapped for labels without their errors
     assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.jsonl", "log.jsonl"]  # no temp file left
+
+
+def test_a_card_of_fields_the_markdown_does_not_know_still_saves(tmp_path, caplog):
+    """The card is written inside save() now: metadata of a user's own shape must not fail the save."""
+    paper = data.load_paper().head(200)
+    model = PromptClassifier(use_embeddings=False, head="logreg", validation_curve=False)
+    model.fit(paper["prompt"].tolist(), refusal_y(paper))
+    for metadata in ({"target": "t", "evaluation": {"human_review": "pending"}},
+                     {"target": "t", "training": {"sources": [{"source": "log.jsonl"}]}},
+                     {"target": "t", "training": {"rows": 10, "refusal_rate": None}}):
+        with caplog.at_level("WARNING", logger="refusal_predictor.prompt"):
+            folder = model.save(tmp_path / "m", metadata=metadata)
+        card = json.loads((folder / "model_card.json").read_text(encoding="utf-8"))
+        assert {k: card[k] for k in metadata} == metadata
+        assert "are in `model_card.json`" in (folder / "MODEL_CARD.md").read_text(encoding="utf-8")
+        assert "could not be rendered as Markdown" in caplog.text
+        assert PromptClassifier.load(folder).target == "t"
+        caplog.clear()
+
+
+def test_train_prompt_card_counts_unreadable_lines_without_a_model_filter(tmp_path):
+    paper = data.load_paper()
+    paper = paper[paper["subset"] == "political_figures"].head(120)
+    log = tmp_path / "log.jsonl"
+    log.write_text("".join(json.dumps({"prompt": p, "response": r}) + "\n" for p, r in zip(paper["prompt"], paper["response"]))
+                   + '{"prompt": "cut off\n', encoding="utf-8")
+    train_prompt_model(log, "t", tmp_path / "m", head="logreg")
+    bootstrap = json.loads((tmp_path / "m" / "model_card.json").read_text(encoding="utf-8"))["training"]["bootstrap"]
+    assert (bootstrap["read"], bootstrap["rows_in_log"], bootstrap["skipped_bad_rows"], bootstrap["unreadable_lines"]) == (120, 121, 0, 1)
+    assert "Bootstrap: read 120 rows (of 121 lines in the log, 1 of them unreadable); 120 labelled, 0 skipped" in \
+        (tmp_path / "m" / "MODEL_CARD.md").read_text(encoding="utf-8")
 
 
 def test_train_prompt_needs_both_classes(tmp_path, capsys):

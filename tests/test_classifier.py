@@ -614,6 +614,12 @@ def test_a_model_trained_on_its_own_encoder_folder_refits_from_its_bundled_copy(
     assert loaded.encoder == str((tmp_path / "model" / "encoder").resolve())
     refit = clone(loaded).fit(texts, labels)
     np.testing.assert_allclose(refit.refusal_probability(texts[:5]), loaded.refusal_probability(texts[:5]))
+    # A shipped encoder's name, bundled on request, stays a name (it resolves on any machine).
+    named = PromptClassifier(encoder="minilm-prompt-int8", head="logreg", validation_curve=False).fit(texts, labels)
+    again = PromptClassifier.load(named.save(tmp_path / "named", bundle_encoder=True))
+    assert again.encoder == "minilm-prompt-int8"
+    resaved = json.loads((again.save(tmp_path / "resaved") / "manifest.json").read_text(encoding="utf-8"))
+    assert resaved["params"]["encoder"] == "minilm-prompt-int8"
 
 
 @pytest.mark.parametrize("threshold", [float("nan"), 1.5, "0.4", True])

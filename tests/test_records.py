@@ -592,28 +592,55 @@ def test_json_and_csv_output_spell_parquet_values_as_json_tools_do(tmp_path):
 
 
 def test_an_errors_file_that_cannot_be_written_names_itself_and_leaves_nothing_half_written(tmp_path, monkeypatch):
-    from refusal_predictor import errors_file
+    """The output and its errors file are put in place as a pair: a failure to write either leaves
+    the earlier output and errors file as they were. (The output used to be swapped in first,
+    without its record of skipped rows; then, for a while, the errors file went first.)"""
+    import tempfile
 
     log = tmp_path / "log.jsonl"
     log.write_text('{"response": "ok"}\n{"text": "no response"}\n', encoding="utf-8")
     errors = tmp_path / "errors.jsonl"
-    errors.write_text('{"file": "earlier", "line": 1, "reason": "r", "raw": ""}\n', encoding="utf-8")
+    earlier_errors = '{"file": "earlier", "line": 1, "reason": "r", "raw": ""}\n'
     out = tmp_path / "out.jsonl"
-    out.write_text('{"earlier": "output"}\n', encoding="utf-8")
-    real_replace = os.replace
 
-    def full_disk(src, dst):
-        if Path(dst) == errors:
+    def earlier_pair():
+        errors.write_text(earlier_errors, encoding="utf-8")
+        out.write_text('{"earlier": "output"}\n', encoding="utf-8")
+
+    def assert_earlier_pair_kept():
+        assert errors.read_text(encoding="utf-8") == earlier_errors
+        assert out.read_text(encoding="utf-8") == '{"earlier": "output"}\n'
+        assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp file left
+
+    real_mkstemp, real_replace = tempfile.mkstemp, os.replace
+
+    def no_room_for_errors(*args, **kwargs):
+        if kwargs.get("prefix", "").startswith(".errors.jsonl."):
+            raise OSError(28, "No space left on device")
+        return real_mkstemp(*args, **kwargs)
+
+    earlier_pair()
+    monkeypatch.setattr(tempfile, "mkstemp", no_room_for_errors)
+    with pytest.raises(OSError, match="errors.jsonl: the errors file cannot be written"):
+        _score(log, out, errors_path=errors)
+    assert_earlier_pair_kept()
+    monkeypatch.undo()
+
+    def output_not_renamed(src, dst):
+        if Path(dst) == out:
             raise OSError(28, "No space left on device")
         real_replace(src, dst)
 
-    monkeypatch.setattr(errors_file.os, "replace", full_disk)
-    with pytest.raises(OSError, match="errors.jsonl: the errors file cannot be written"):
-        _score(log, out, errors_path=errors)
-    assert errors.read_text(encoding="utf-8").startswith('{"file": "earlier"')  # the earlier one, whole
-    # The new output is not swapped in without its errors file: the earlier output stays as it was.
-    assert out.read_text(encoding="utf-8") == '{"earlier": "output"}\n'
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    monkeypatch.setattr(os, "replace", output_not_renamed)
+    with pytest.raises(OSError, match="out.jsonl: cannot be written"):
+        _score(log, out, errors_path=errors)  # a new errors file is staged, then thrown away
+    assert_earlier_pair_kept()
+    log.write_text('{"response": "ok"}\n', encoding="utf-8")
+    with pytest.raises(OSError, match="out.jsonl: cannot be written"):
+        _score(log, out, errors_path=errors)  # a clean run would remove the earlier errors file: not yet
+    assert_earlier_pair_kept()
+    monkeypatch.undo()
+    assert _score(log, out, errors_path=errors).errors_path is None and not errors.exists()
 
 
 def test_a_csv_header_holding_an_output_field_is_refused_even_without_a_usable_row(tmp_path):
