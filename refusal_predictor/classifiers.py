@@ -41,7 +41,7 @@ from .artifacts import (
     write_json,
 )
 from .encoder import DEFAULT_ENCODER
-from .features import TextFeatures, resolve_encoder_path
+from .features import TextFeatures, shipped_encoder_path
 from .heads import LogOddsBlend, leaf_heads
 from .metrics import binary_metrics
 from .paths import check_replaceable_folder
@@ -429,6 +429,7 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
                 metadata["cross_validation"] = binary_metrics(labels[rows], oof[rows])
         self.features_, self.model_, self.metadata_ = fitted_features, model, metadata
         self.__dict__.pop("manifest_", None)  # no longer the model that was loaded (save_tones checks it)
+        self.__dict__.pop("_folder", None)
         self.classes_ = np.asarray(CLASSES, dtype=object)
         self.n_features_in_ = 1
         logger.info(
@@ -562,6 +563,7 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
         with staged_folder(folder) as staging:
             manifest = self._write_folder(staging, folder, metadata, bundle_encoder)
         self.metadata_, self.manifest_ = manifest["metadata"], manifest  # now the model in that folder
+        self._folder = folder.resolve()
         return folder
 
     def _write_folder(self, staging: Path, folder: Path, metadata: dict[str, Any] | None,
@@ -618,19 +620,23 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
             **extras,
         }
         write_json(staging / MANIFEST, manifest)
-        self._write_card(staging, merged)
+        self._write_card(staging, merged, folder)
         return manifest
 
     def _write_extras(self, staging: Path) -> dict[str, Any]:
         """Write the parts saved beside model.joblib; returns manifest fields (``files``: their sums)."""
         return {}
 
-    def _write_card(self, staging: Path, metadata: dict[str, Any]) -> None:
-        """Bring a model card carried over from the folder in line with the model saved (no card here)."""
+    def _write_card(self, staging: Path, metadata: dict[str, Any], folder: Path) -> None:
+        """Bring a model card carried over from ``folder`` in line with the model saved (no card here)."""
 
     def _fitted_since_load(self) -> bool:
         """Whether this model was fitted after it was loaded or last saved (``fit`` forgets the manifest)."""
         return "manifest_" not in self.__dict__
+
+    def _folder_of_record(self) -> Path | None:
+        """The folder this model was loaded from or last saved to (resolved), if any."""
+        return self.__dict__.get("_folder")
 
     def _saved_copy(self) -> "RefusalClassifier":
         """What model.joblib holds: a shallow copy without the parts saved beside it and without this
@@ -638,6 +644,7 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
         threads may be predicting with it)."""
         state = copy.copy(self)
         state.__dict__.pop("manifest_", None)  # written beside it; set again by load()
+        state.__dict__.pop("_folder", None)  # this machine's path; set again by load()
         state.features_ = copy.copy(self.features_)
         state.features_.__dict__.pop("_encoder_options", None)
         return state
@@ -674,9 +681,10 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
                     )
                 # Absolute: the session opens at the first prediction, maybe after a chdir.
                 model.features_.encoder = str((folder / "encoder").resolve())
-                if model.encoder is not None and not _resolvable_encoder(model.encoder):
+                if model.encoder is not None and not _is_shipped_encoder_name(model.encoder):
                     # clone() and a refit read the parameter, not features_: a training machine's
-                    # folder that is not here becomes the bundled copy (a shipped name stays).
+                    # folder (gone, or holding another encoder by now) becomes the bundled copy; a
+                    # shipped encoder's name stays a name.
                     model.encoder = model.features_.encoder
             elif info.get("shipped_name"):
                 model.features_.use_shipped_encoder(info["shipped_name"])
@@ -685,6 +693,7 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
             # get_encoder() checks the sha256 and settings recorded at fit time when the session opens.
         model.metadata_ = manifest.get("metadata") or {}
         model.manifest_ = manifest
+        model._folder = folder.resolve()
         model._set_prediction_threads()
         model.threshold = manifest.get("threshold", model.threshold)
         return model
@@ -766,10 +775,14 @@ def _check_manifest_fields(path: Path, manifest: dict[str, Any]) -> None:
         raise ModelFileError(f"{path}: " + "; ".join(problems))
 
 
-def _resolvable_encoder(encoder: str) -> bool:
-    """Whether an ``encoder`` parameter names an encoder this machine has (a folder or a shipped name)."""
+def _is_shipped_encoder_name(encoder: Any) -> bool:
+    """Whether an ``encoder`` parameter is the name of an encoder shipped with the package (a
+    plain name: a path, absolute or relative, is a folder of the user's)."""
+    name = str(encoder)
+    if Path(name).name != name or name in ("", ".", ".."):
+        return False
     try:
-        resolve_encoder_path(encoder)
+        shipped_encoder_path(name)
     except (FileNotFoundError, ValueError):
         return False
     return True
@@ -1008,6 +1021,7 @@ class ResponseClassifier(RefusalClassifier):
                                      **(metadata or {})}}
             write_json(staging / MANIFEST, manifest)
         self.manifest_, self.metadata_ = manifest, manifest["metadata"]
+        self._folder = folder.resolve()
         return folder
 
     def _write_extras(self, staging: Path) -> dict[str, Any]:

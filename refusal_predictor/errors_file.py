@@ -36,49 +36,56 @@ def write_bad_records(path: PathLike, bad: Sequence[BadRecord], source: PathLike
     report that run's skipped records as this one's) and ``None`` is returned; a file there that
     is not an errors file is left alone.
     """
-    return StagedErrors(path, bad, source).commit()
+    staged = StagedErrors(path, bad, source)
+    staged.put_in_place()
+    staged.finalize()
+    return staged.result
 
 
 def write_with_errors(writer: RecordWriter, path: PathLike, bad: Sequence[BadRecord], source: PathLike) -> Path | None:
     """Put ``writer``'s output and its errors file in place as a pair; returns the errors file's path.
 
-    Both are written aside first, then the output is renamed and the errors file after it: a
-    failure to write either leaves the earlier output and errors file as they were, not a new
-    output beside an old errors file (or none).
+    Both are written aside first. The errors file goes in place next (an earlier one moved aside,
+    not deleted), then the output is renamed; if that fails, the earlier errors file is moved
+    back. A failure at any one step (a full disk, a device that refuses the write, a rename, an
+    interrupt) leaves the earlier output and errors file as they were, not a new output beside
+    an old errors file or the other way round.
     """
     writer.finish()
     staged = StagedErrors(path, bad, source)
+    staged.put_in_place()  # undoes its own steps when it fails part-way
     try:
         writer.close()
     except BaseException:
-        staged.discard()
+        staged.restore()
         raise
-    return staged.commit()
+    staged.finalize()
+    return staged.result
 
 
 class StagedErrors:
-    """An errors file written aside, put in place by :meth:`commit` (or thrown away by :meth:`discard`).
-
-    A command that also writes an output stages the errors file after the output is written aside
-    and commits it after the output is renamed into place: a failure to write either (a full
-    disk) then leaves the earlier output and the earlier errors file as they were, a pair.
-    """
+    """An errors file written aside (``__init__``), put in place reversibly (:meth:`put_in_place`),
+    then either kept (:meth:`finalize`) or undone (:meth:`restore`)."""
 
     def __init__(self, path: PathLike, bad: Sequence[BadRecord], source: PathLike) -> None:
         self.path = Path(path)
-        self._tmp: Path | None = None
-        self._lines: list[str] | None = None
+        self.result: Path | None = None  # the errors file's path once in place; None when nothing was skipped
+        self._tmp: Path | None = None  # the new errors file, written aside
+        self._aside: Path | None = None  # the earlier errors file, moved aside while the output is renamed
+        self._aside_name: Path | None = None
+        self._placed = False
+        self._lines: list[str] = []
         if not bad:
+            self._target = link_target(self.path, "errors file") if _is_errors_file(self.path) else None
             return
         check_output_path(self.path, what="errors file", create=True)
-        lines = []
         for item in bad:
             entry = {"file": str(source), "line": item.line, "reason": item.reason, "raw": item.raw}
             if item.raw_bytes is not None:
                 entry["raw_base64"] = base64.b64encode(item.raw_bytes).decode("ascii")
-            lines.append(json.dumps(entry, ensure_ascii=False) + "\n")
-        if is_device_or_pipe(self.path):  # /dev/null, /dev/stderr, a pipe: written as asked, at commit
-            self._lines = lines
+            self._lines.append(json.dumps(entry, ensure_ascii=False) + "\n")
+        if is_device_or_pipe(self.path):  # /dev/null, /dev/stderr, a pipe: written as asked, in put_in_place
+            self._target = None
             return
         self._target = link_target(self.path, "errors file")
         # Written aside and renamed, as outputs are: a full disk leaves no half-written errors file.
@@ -88,7 +95,7 @@ class StagedErrors:
             raise self._error(exc) from exc
         try:
             with open(fd, "w", encoding="utf-8", errors="replace") as handle:
-                handle.writelines(lines)
+                handle.writelines(self._lines)
             os.chmod(tmp, new_file_mode(self._target))
         except OSError as exc:
             Path(tmp).unlink(missing_ok=True)
@@ -101,32 +108,56 @@ class StagedErrors:
     def _error(self, exc: OSError) -> OSError:
         return OSError(exc.errno, f"{self.path}: the errors file cannot be written ({exc.strerror or exc})")
 
-    def commit(self) -> Path | None:
-        """Put the errors file in place (or remove an earlier run's when nothing was skipped)."""
-        if self._lines is not None:
-            try:
+    def put_in_place(self) -> None:
+        """The new errors file where the user asked for it (or, with nothing skipped, an earlier
+        run's out of the way); undone before raising when a step fails."""
+        try:
+            if self._lines and self._tmp is None:  # a device or a pipe: cannot be staged or undone
                 with open(self.path, "w", encoding="utf-8", errors="replace") as handle:
                     handle.writelines(self._lines)
-            except OSError as exc:
-                raise self._error(exc) from exc
-            return self.path
-        if self._tmp is None:
-            if _is_errors_file(self.path):
-                link_target(self.path, "errors file").unlink()  # behind a link, the file it names
-                logger.info("removed %s, left by an earlier run (this one skipped nothing)", self.path)
-            return None
-        try:
-            os.replace(self._tmp, self._target)
+                self.result = self.path
+                return
+            if self._target is not None and self._target.exists():
+                fd, aside = tempfile.mkstemp(prefix=f".{self._target.name}.", suffix=".earlier", dir=self._target.parent)
+                os.close(fd)
+                self._aside_name = Path(aside)  # an empty placeholder until the earlier file moves in
+                os.replace(self._target, aside)
+                self._aside = Path(aside)
+            if self._tmp is not None:
+                os.replace(self._tmp, self._target)
+                self._tmp, self._placed, self.result = None, True, self.path
         except OSError as exc:
-            self.discard()
+            self.restore()
             raise self._error(exc) from exc
-        self._tmp = None
-        return self.path
+        except BaseException:
+            self.restore()
+            raise
 
-    def discard(self) -> None:
-        if self._tmp is not None:
-            self._tmp.unlink(missing_ok=True)
-            self._tmp = None
+    def restore(self) -> None:
+        """Undo :meth:`put_in_place`: the earlier errors file back, the new one gone (best effort)."""
+        try:
+            if self._placed and self._target is not None:
+                self._target.unlink(missing_ok=True)
+            if self._aside is not None and self._target is not None:
+                os.replace(self._aside, self._target)
+            elif self._aside_name is not None:  # interrupted before the earlier file moved: only the placeholder
+                self._aside_name.unlink(missing_ok=True)
+            self._aside = self._aside_name = None
+        except OSError as exc:
+            logger.error("%s: the earlier errors file could not be put back (%s); it is kept as %s",
+                         self.path, exc, self._aside)
+        finally:
+            if self._tmp is not None:
+                self._tmp.unlink(missing_ok=True)
+            self._tmp, self._placed, self.result = None, False, None
+
+    def finalize(self) -> None:
+        """Keep what :meth:`put_in_place` did: drop the earlier errors file moved aside."""
+        if self._aside is not None:
+            self._aside.unlink(missing_ok=True)
+            self._aside = self._aside_name = None
+            if self.result is None:
+                logger.info("removed %s, left by an earlier run (this one skipped nothing)", self.path)
 
 
 _ERRORS_KEYS = {"file", "line", "reason", "raw"}

@@ -159,69 +159,97 @@ class PromptClassifier(RefusalClassifier):
             return model.calibrated_classifiers_[0].estimator
         return model
 
-    def _write_card(self, staging: Path, metadata: dict[str, Any]) -> None:
-        """A card describes the model beside it: rewritten from ``metadata`` when that is a card
-        (it names a target); a card carried over from the folder is dropped when this model was
-        fitted since it was loaded (it would describe the model this save replaces), and kept
-        otherwise (a loaded model saved back, say with a new threshold, is still that model)."""
+    def _write_card(self, staging: Path, metadata: dict[str, Any], folder: Path) -> None:
+        """A card describes the model beside it. It is rewritten from ``metadata`` when that is a
+        card (it names a target). A card carried over from ``folder`` is kept only when this is the
+        model loaded from (or last saved to) that folder, not fitted since: a loaded model saved
+        back, say with a new threshold, is still the model its card describes. Otherwise the card
+        would describe the model this save replaces, and it is dropped."""
         if metadata.get("target"):
-            write_model_card(staging, metadata)
+            write_model_card(staging, metadata, where=folder)
             return
-        if not self._fitted_since_load():
+        if not self._fitted_since_load() and self._folder_of_record() == folder.resolve():
             return
         stale = [name for name in CARD_FILES if (staging / name).is_file()]
         for name in stale:
             (staging / name).unlink()
         if stale:
-            logger.warning("dropped %s: it described the model this save replaces, and this model has no card "
-                           "(save(path, metadata=card) writes one)", ", ".join(stale))
+            logger.warning("%s: dropped %s: it described the model this save replaces, and this model has no "
+                           "card (save(path, metadata=card) writes one)", folder, ", ".join(stale))
 
 
-def model_card_markdown(card: dict[str, Any]) -> str:
-    """Render a model card (the manifest's metadata) as Markdown for humans."""
+def model_card_markdown(card: dict[str, Any], where: PathLike | None = None) -> str:
+    """Render a model card (the manifest's metadata) as Markdown for humans.
+
+    A section whose field has a shape this renderer does not know (a user's own metadata) says
+    so and points at ``model_card.json``, which holds every field as given; the rest renders.
+    """
     lines = [f"# Prompt classifier: {card.get('target', '?')}", ""]
     if card.get("summary"):
-        lines += [card["summary"], ""]
-    training = card.get("training", {})
-    if training:
-        # One training row per prompt (duplicates merged), so the column says "prompts": a log's
-        # rows are counted under "Bootstrap" below.
-        lines += ["## Training data", "", "| source | prompts | refusal rate |", "|---|---|---|"]
-        for src in training.get("sources", []):
-            lines.append(f"| {src['source']} | {src['rows']} | {src['refusal_rate']:.3f} |")
-        lines += ["", f"Total: {training.get('rows')} prompts, refusal rate {training.get('refusal_rate', float('nan')):.3f}.", ""]
-        fitted = [f"head {card['head']}"] if card.get("head") else []
-        if training.get("sample_weight"):
-            fitted.append(f"sample weight: {training['sample_weight']}")
-        if fitted:
-            lines += [f"Trained with {'; '.join(fitted)}.", ""]
-        if training.get("bootstrap"):
-            lines += [_bootstrap_markdown(training["bootstrap"]), ""]
-    evaluation = card.get("evaluation", {})
-    if evaluation:
-        lines += ["## Evaluation", "", "| protocol | n | accuracy | F1 | AUROC | majority rate |", "|---|---|---|---|---|---|"]
-        for name, m in evaluation.items():
-            lines.append(
-                f"| {name} | {m.get('n')} | {m.get('accuracy', float('nan')):.4f} | {m.get('f1', float('nan')):.4f} | "
-                f"{m.get('auroc', float('nan')):.4f} | {m.get('majority_rate', float('nan')):.4f} |"
-            )
-        lines.append("")
-        lines += [f"- {name}: {m['protocol']}" for name, m in evaluation.items() if m.get("protocol")]
-        lines.append("")
-    selection = card.get("model_selection")
-    if selection:
-        lines += ["## Model selection", "", f"Chosen: {card.get('recipe', '?')}. "
-                  + card.get("model_selection_protocol", "Cross-validated on training data only."), "",
-                  "| recipe | accuracy | F1 | AUROC |", "|---|---|---|---|"]
-        lines += [f"| {r.get('recipe')} | {r.get('accuracy', float('nan')):.4f} | {r.get('f1', float('nan')):.4f} | "
-                  f"{r.get('auroc', float('nan')):.4f} |" for r in selection]
-        lines.append("")
-    enc = card.get("encoder")
-    if enc:
-        lines += ["## Encoder", "", f"{enc.get('name')} (sha256 {enc.get('sha256')})", ""]
+        lines += [str(card["summary"]), ""]
+    for key, title, render in (("training", "Training data", _training_markdown),
+                               ("evaluation", "Evaluation", _evaluation_markdown),
+                               ("model_selection", "Model selection", _selection_markdown),
+                               ("encoder", "Encoder", _encoder_markdown)):
+        if not card.get(key):
+            continue
+        try:
+            lines += [f"## {title}", "", *render(card)]
+        except Exception as exc:  # noqa: BLE001 - any field shape: the card must not fail a save
+            logger.warning("%smodel card field %r could not be rendered as Markdown (%s: %s); it is in "
+                           "model_card.json", f"{where}: " if where else "", key, type(exc).__name__, exc)
+            lines += [f"## {title}", "", f"The card's `{key}` field could not be rendered here "
+                      f"({type(exc).__name__}: {exc}); it is in `model_card.json`.", ""]
     if card.get("notes"):
-        lines += ["## Notes", "", card["notes"], ""]
+        lines += ["## Notes", "", str(card["notes"]), ""]
     return "\n".join(lines)
+
+
+def _training_markdown(card: dict[str, Any]) -> list[str]:
+    training = card["training"]
+    # One training row per prompt (duplicates merged), so the column says "prompts": a log's
+    # rows are counted under "Bootstrap" below.
+    lines = ["| source | prompts | refusal rate |", "|---|---|---|"]
+    for src in training.get("sources", []):
+        lines.append(f"| {src['source']} | {src['rows']} | {src['refusal_rate']:.3f} |")
+    lines += ["", f"Total: {training.get('rows')} prompts, refusal rate {training.get('refusal_rate', float('nan')):.3f}.", ""]
+    fitted = [f"head {card['head']}"] if card.get("head") else []
+    if training.get("sample_weight"):
+        fitted.append(f"sample weight: {training['sample_weight']}")
+    if fitted:
+        lines += [f"Trained with {'; '.join(fitted)}.", ""]
+    if training.get("bootstrap"):
+        lines += [_bootstrap_markdown(training["bootstrap"]), ""]
+    return lines
+
+
+def _evaluation_markdown(card: dict[str, Any]) -> list[str]:
+    evaluation = card["evaluation"]
+    lines = ["| protocol | n | accuracy | F1 | AUROC | majority rate |", "|---|---|---|---|---|---|"]
+    for name, m in evaluation.items():
+        lines.append(
+            f"| {name} | {m.get('n')} | {m.get('accuracy', float('nan')):.4f} | {m.get('f1', float('nan')):.4f} | "
+            f"{m.get('auroc', float('nan')):.4f} | {m.get('majority_rate', float('nan')):.4f} |"
+        )
+    lines.append("")
+    lines += [f"- {name}: {m['protocol']}" for name, m in evaluation.items() if m.get("protocol")]
+    lines.append("")
+    return lines
+
+
+def _selection_markdown(card: dict[str, Any]) -> list[str]:
+    lines = [f"Chosen: {card.get('recipe', '?')}. "
+             + card.get("model_selection_protocol", "Cross-validated on training data only."), "",
+             "| recipe | accuracy | F1 | AUROC |", "|---|---|---|---|"]
+    lines += [f"| {r.get('recipe')} | {r.get('accuracy', float('nan')):.4f} | {r.get('f1', float('nan')):.4f} | "
+              f"{r.get('auroc', float('nan')):.4f} |" for r in card["model_selection"]]
+    lines.append("")
+    return lines
+
+
+def _encoder_markdown(card: dict[str, Any]) -> list[str]:
+    enc = card["encoder"]
+    return [f"{enc.get('name')} (sha256 {enc.get('sha256')})", ""]
 
 
 def _bootstrap_markdown(b: dict[str, Any]) -> str:
@@ -248,19 +276,10 @@ def _bootstrap_markdown(b: dict[str, Any]) -> str:
 CARD_FILES = ("model_card.json", "MODEL_CARD.md")
 
 
-def write_model_card(folder: PathLike, card: dict[str, Any]) -> None:
+def write_model_card(folder: PathLike, card: dict[str, Any], where: PathLike | None = None) -> None:
     """The model card twice: ``model_card.json`` for tools, ``MODEL_CARD.md`` for people.
 
     The same dictionary is the ``metadata`` of the folder's manifest, which load() reads.
     """
     write_json(Path(folder, "model_card.json"), card)
-    try:
-        markdown = model_card_markdown(card)
-    except (AttributeError, KeyError, TypeError, ValueError) as exc:
-        # Metadata of a shape the renderer does not know (a user's own fields): the JSON card keeps
-        # all of it, and the save goes on.
-        logger.warning("%s: the card's fields could not be rendered as Markdown (%s: %s); they are all "
-                       "in model_card.json", folder, type(exc).__name__, exc)
-        markdown = (f"# Prompt classifier: {card.get('target', '?')}\n\nThis card's fields are in "
-                    f"`model_card.json` (they could not be rendered here: {type(exc).__name__}: {exc}).\n")
-    Path(folder, "MODEL_CARD.md").write_text(markdown, encoding="utf-8")
+    Path(folder, "MODEL_CARD.md").write_text(model_card_markdown(card, where or folder), encoding="utf-8")

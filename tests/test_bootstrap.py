@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -170,11 +171,20 @@ def test_a_refitted_model_saved_back_does_not_keep_the_card_of_the_model_it_repl
     mine.save(folder)
     assert (folder / "MODEL_CARD.md").read_text(encoding="utf-8") == "my own card"
 
+    # A model loaded from (or saved to) another folder is not the model this folder's card describes.
+    other = PromptClassifier(use_embeddings=False, head="logreg").fit(prompts[:150], labels[:150])
+    other.save(tmp_path / "b")
+    for model in (other, PromptClassifier.load(tmp_path / "b")):
+        shutil.copytree(folder, tmp_path / "a", dirs_exist_ok=True)
+        model.save(tmp_path / "a")
+        assert not (tmp_path / "a" / "MODEL_CARD.md").exists()
+        shutil.rmtree(tmp_path / "a")
+
     refit = PromptClassifier.load(folder).set_params(head="logreg").fit(prompts[:120], labels[:120])
     with caplog.at_level("WARNING", logger="refusal_predictor.prompt"):
         refit.save(folder)
     assert not (folder / "model_card.json").exists() and not (folder / "MODEL_CARD.md").exists()
-    assert "dropped MODEL_CARD.md" in caplog.text
+    assert f"{folder}: dropped MODEL_CARD.md" in caplog.text
     assert (folder / "NOTES.txt").read_text(encoding="utf-8") == "mine"  # the user's own files stay
     assert PromptClassifier.load(folder).head == "logreg"
 
@@ -245,15 +255,17 @@ def test_a_card_of_fields_the_markdown_does_not_know_still_saves(tmp_path, caplo
     paper = data.load_paper().head(200)
     model = PromptClassifier(use_embeddings=False, head="logreg", validation_curve=False)
     model.fit(paper["prompt"].tolist(), refusal_y(paper))
-    for metadata in ({"target": "t", "evaluation": {"human_review": "pending"}},
-                     {"target": "t", "training": {"sources": [{"source": "log.jsonl"}]}},
-                     {"target": "t", "training": {"rows": 10, "refusal_rate": None}}):
+    for metadata, field in (({"target": "t", "evaluation": {"human_review": "pending"}}, "evaluation"),
+                            ({"target": "t", "training": {"sources": [{"source": "log.jsonl"}]}}, "training"),
+                            ({"target": "t", "training": {"rows": 10, "refusal_rate": None}}, "training"),
+                            ({"target": "t", "training": {"rows": 10, "refusal_rate": 10 ** 400}}, "training")):
         with caplog.at_level("WARNING", logger="refusal_predictor.prompt"):
             folder = model.save(tmp_path / "m", metadata=metadata)
         card = json.loads((folder / "model_card.json").read_text(encoding="utf-8"))
         assert {k: card[k] for k in metadata} == metadata
-        assert "are in `model_card.json`" in (folder / "MODEL_CARD.md").read_text(encoding="utf-8")
-        assert "could not be rendered as Markdown" in caplog.text
+        markdown = (folder / "MODEL_CARD.md").read_text(encoding="utf-8")
+        assert f"The card's `{field}` field could not be rendered here" in markdown and "# Prompt classifier: t" in markdown
+        assert f"{folder}: model card field {field!r} could not be rendered as Markdown" in caplog.text
         assert PromptClassifier.load(folder).target == "t"
         caplog.clear()
 

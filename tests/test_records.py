@@ -643,6 +643,61 @@ def test_an_errors_file_that_cannot_be_written_names_itself_and_leaves_nothing_h
     assert _score(log, out, errors_path=errors).errors_path is None and not errors.exists()
 
 
+@pytest.mark.parametrize("failure", ["errors rename", "interrupt at errors rename", "earlier errors not moved aside"])
+def test_the_output_and_its_errors_file_stay_a_pair_when_the_errors_file_fails_to_go_in_place(tmp_path, monkeypatch, failure):
+    """After the output was renamed, a failing errors rename left the new output beside the earlier
+    run's errors file; the errors file now goes in place first, reversibly."""
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"response": "ok"}\n{"text": "no response"}\n', encoding="utf-8")
+    errors, out = tmp_path / "errors.jsonl", tmp_path / "out.jsonl"
+    earlier_errors = '{"file": "earlier", "line": 1, "reason": "r", "raw": ""}\n'
+    errors.write_text(earlier_errors, encoding="utf-8")
+    out.write_text('{"earlier": "output"}\n', encoding="utf-8")
+    real_replace = os.replace
+
+    def failing(src, dst):
+        if failure == "earlier errors not moved aside" and Path(src) == errors:
+            raise PermissionError(13, "Permission denied")
+        if failure.endswith("errors rename") and Path(dst) == errors and not str(src).endswith(".earlier"):
+            if failure.startswith("interrupt"):
+                raise KeyboardInterrupt
+            raise OSError(28, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", failing)
+    with pytest.raises(KeyboardInterrupt if failure.startswith("interrupt") else OSError):
+        _score(log, out, errors_path=errors)
+    assert errors.read_text(encoding="utf-8") == earlier_errors
+    assert out.read_text(encoding="utf-8") == '{"earlier": "output"}\n'
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_an_errors_device_that_refuses_the_write_leaves_the_earlier_output(tmp_path):
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full here")
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"response": "ok"}\n{"text": "no response"}\n', encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    out.write_text('{"earlier": "output"}\n', encoding="utf-8")
+    with pytest.raises(OSError, match="/dev/full: the errors file cannot be written"):
+        _score(log, out, errors_path="/dev/full")
+    assert out.read_text(encoding="utf-8") == '{"earlier": "output"}\n'
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_write_bad_records_leaves_no_temp_file_when_interrupted(tmp_path, monkeypatch):
+    from refusal_predictor.errors_file import write_bad_records
+    from refusal_predictor.records import BadRecord
+
+    def interrupted(src, dst):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_bad_records(tmp_path / "e.jsonl", [BadRecord(1, "bad", "x")], "log.jsonl")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_csv_header_holding_an_output_field_is_refused_even_without_a_usable_row(tmp_path):
     log = tmp_path / "log.csv"
     log.write_text('response,label\n"never closed,x\n', encoding="utf-8")
