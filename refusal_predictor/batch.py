@@ -16,7 +16,7 @@ import numpy as np
 
 from .artifacts import PathLike
 from .encoder import check_count
-from .errors_file import default_errors_path, write_with_errors
+from .errors_file import default_errors_path, write_bad_records, write_with_errors
 from .records import (BadRecord, RecordWriter, check_paths, detect_format, find_field, get_text, input_columns, raw_of,
                       read_records)
 from .thresholds import check_threshold, written_probability
@@ -35,12 +35,14 @@ class ScoreReport:
     positives: int = 0
     bad: list[BadRecord] = field(default_factory=list)
     errors_path: Path | None = None
+    output_written: bool = True  # False when a non-empty input gave nothing to score: an earlier output stays
 
     def summary(self) -> str:
         rate = self.positives / self.scored if self.scored else 0.0
+        where = f"-> {self.output}" if self.output_written else f"nothing written to {self.output}"
         text = (
             f"{self.input}: read {self.read} records, scored {self.scored} "
-            f"({self.positives} refusal, {rate:.1%}), skipped {len(self.bad)} -> {self.output}"
+            f"({self.positives} refusal, {rate:.1%}), skipped {len(self.bad)} {where}"
         )
         if self.bad:
             text += f"; skipped records with line numbers in {self.errors_path}"
@@ -79,11 +81,13 @@ def score_file(
     errors_path: PathLike | None = None,
     progress: bool = True,
     extra_fields: Sequence[str] = (),
+    log_skipped: bool = True,
 ) -> ScoreReport:
     """Score ``text_field`` of every record of ``input_path`` with ``score(texts) -> P(refusal)``.
 
     A scorer that says more per text (a response's tone) returns ``(P(refusal), {field: values})``
     for the fields named in ``extra_fields``; each is added to the records like the label.
+    ``log_skipped``: log the first skipped records as warnings (the CLI prints them itself).
 
     Output fields must not already exist in the input (that would overwrite user data): a pass
     before any scoring finds the first record holding one and the run is refused, naming its
@@ -165,8 +169,15 @@ def score_file(
             if len(pending) >= chunk_size:
                 flush(writer)
         flush(writer)
-        report.errors_path = write_with_errors(writer, errors_file, report.bad, input_path)
-    if report.bad:
+        if report.read and not report.scored:
+            # Nothing could be scored (a misspelt --text-field, a wrong --format): exit 1 for the CLI,
+            # and an earlier output is not replaced by an empty one. The errors file says why.
+            writer.abort()
+            report.output_written = False
+            report.errors_path = write_bad_records(errors_file, report.bad, input_path)
+        else:
+            report.errors_path = write_with_errors(writer, errors_file, report.bad, input_path)
+    if report.bad and log_skipped:
         for item in report.bad[:5]:
             logger.warning("skipped %s", item.describe(input_path))
         if len(report.bad) > 5:

@@ -17,7 +17,7 @@ import numpy as np
 
 from .artifacts import PathLike
 from .batch import checked_scores
-from .errors_file import default_errors_path, write_with_errors
+from .errors_file import default_errors_path, write_bad_records, write_with_errors
 from .records import BadRecord, RecordWriter, check_paths, get_text, raw_of, read_records
 from .text import is_blank, text_key
 from .thresholds import check_threshold, written_probability
@@ -36,6 +36,7 @@ class BootstrapReport:
     merged_duplicates: int = 0
     conflicting_prompts: int = 0
     written: int = 0
+    output_written: bool = True  # False when a non-empty log gave no row to write: an earlier output stays
     bad: list[BadRecord] = field(default_factory=list)
     low_confidence: list[BadRecord] = field(default_factory=list)
     errors_path: Path | None = None
@@ -80,13 +81,17 @@ def bootstrap_records(
     min_confidence: float | None = None,
     deduplicate: bool = False,
     batch_size: int = 512,
+    progress: bool = False,
 ) -> tuple[list[dict], BootstrapReport]:
     """Label each record's response; return rows of prompt, label, probability, model, source.
 
     ``min_confidence`` drops rows whose max(p, 1 - p) is below it. ``deduplicate`` merges rows with
     the same (prompt, model): the majority label wins, and ``refusal_rate`` / ``n_responses`` say
-    how split the LLM was.
+    how split the LLM was. ``progress`` shows a bar of rows read (labelling a large log with the
+    encoder takes minutes).
     """
+    from tqdm.auto import tqdm
+
     if min_confidence is not None and not 0.5 <= min_confidence <= 1.0:
         raise ValueError(f"min_confidence must be in [0.5, 1], got {min_confidence}")
     report = BootstrapReport()
@@ -116,8 +121,10 @@ def bootstrap_records(
             })
         pending.clear()
 
+    bar = tqdm(unit=" rows", desc="labelling", disable=not progress)
     for line, record in records:
         report.read += 1
+        bar.update(1)
         if isinstance(record, BadRecord):
             report.bad.append(record)
             continue
@@ -143,6 +150,7 @@ def bootstrap_records(
         if len(pending) >= batch_size:
             flush()
     flush()
+    bar.close()
     if deduplicate:
         rows = merge_duplicates(rows, ("prompt", "model"), report)
     report.written = len(rows)
@@ -208,6 +216,11 @@ def bootstrap_file(
     records = read_records(log_path, input_format, encoding, separator=separator)
     rows, report = bootstrap_records(records, response_classifier, **options)
     with RecordWriter(output_path, output_format) as writer:
-        writer.write_many(rows)
-        report.errors_path = write_with_errors(writer, errors_file, report.unused(), log_path)
+        if report.read and not rows:  # nothing to write: an earlier labels file is not emptied
+            writer.abort()
+            report.output_written = False
+            report.errors_path = write_bad_records(errors_file, report.unused(), log_path)
+        else:
+            writer.write_many(rows)
+            report.errors_path = write_with_errors(writer, errors_file, report.unused(), log_path)
     return report

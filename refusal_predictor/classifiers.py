@@ -661,7 +661,9 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
         if manifest.get("kind") != cls.kind:
             raise ModelFileError(
                 f"{folder / MANIFEST}: this is a {manifest.get('kind')!r} model, not a {cls.kind!r} "
-                f"model; load it with the matching class"
+                f"model; load it with the matching class (PromptClassifier / ResponseClassifier; on the "
+                f"command line, score-prompts --model for a prompt model, label-responses --model for a "
+                f"response model)"
             )
         _check_manifest_fields(folder / MANIFEST, manifest)
         if verify:
@@ -945,8 +947,8 @@ class ResponseClassifier(RefusalClassifier):
         head = getattr(self, "tone_head_", None)
         if head is None:
             raise NotFittedError(
-                "this response model has no tone head; fit one with fit_tones(texts, tones), or load the "
-                "shipped default model, which has one"
+                "this response model has no tone head; fit one with fit_tones(texts, tones) (on the command "
+                "line, train-response --tone-field FIELD), or use the shipped default model, which has one"
             )
         return head
 

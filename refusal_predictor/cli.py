@@ -43,8 +43,37 @@ def _separator(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _count(text: str) -> int:
+    """A positive whole number (--chunk-size, --threads, --top-k, --max-seq-length)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return value
+
+
+def _number_in(low: float, high: float, low_open: bool = False, high_open: bool = False):
+    """A number in [low, high] (bounds excluded where ``*_open``), NaN refused."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        inside = (low < value if low_open else low <= value) and (value < high if high_open else value <= high)
+        if not inside:
+            bounds = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+            raise argparse.ArgumentTypeError(f"expected a number in {bounds}, got {text!r}")
+        return value
+    return parse
+
+
+_probability = _number_in(0.0, 1.0)
+
+
 def _add_threads_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--threads", type=int, help="CPU threads of the encoder: N texts embedded at once, one thread "
+    p.add_argument("--threads", type=_count, help="CPU threads of the encoder: N texts embedded at once, one thread "
                                                "each, and N threads for one text (default: one per available CPU); "
                                                "running several processes on one machine, give each 1")
 
@@ -78,12 +107,16 @@ def _add_score_options(p: argparse.ArgumentParser) -> None:
                    help="output file: .jsonl, .json (one array), .csv, .tsv or .parquet; .jsonl.gz / .csv.gz / .tsv.gz "
                         "are gzipped")
     p.add_argument("--output-format", choices=FORMATS, help="default: from the extension")
-    p.add_argument("--threshold", type=float, help="refusal probability cut for the label (default: the model's)")
+    p.add_argument("--threshold", type=_probability, help="refusal probability cut for the label (default: the model's)")
     p.add_argument("--probability-field", default="refusal_probability")
     p.add_argument("--label-field", default="label")
     p.add_argument("--errors", help="where to write skipped records (default: OUTPUT.errors.jsonl)")
-    p.add_argument("--chunk-size", type=int, default=512, help="records scored per batch")
+    p.add_argument("--chunk-size", type=_count, default=512, help="records scored per batch (default: 512)")
     _add_threads_option(p)
+    _add_progress_option(p)
+
+
+def _add_progress_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -126,12 +159,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="accuracy, F1 and AUROC of a model on a labelled file")
     p.add_argument("input", help="labelled file")
     p.add_argument("--kind", choices=["response", "prompt"], default="response")
-    p.add_argument("--model", help="model folder (default: the shipped one of that kind)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--model", help="model folder, or a shipped response variant (default, ngrams) (default: "
+                                       "the shipped model of that kind)")
+    group.add_argument("--target", help="shipped target LLM of a prompt model (--kind prompt); see `info`")
     _add_label_options(p)
-    p.add_argument("--threshold", type=float)
+    p.add_argument("--threshold", type=_probability, help="refusal probability cut (default: the model's)")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON (an undefined metric is null)")
     p.add_argument("--errors", help="also write every skipped row, with its line and reason, to this JSON Lines file")
     _add_threads_option(p)
+    _add_progress_option(p)
     # None: the field named like --kind, so `bootstrap`'s output (prompt, label) evaluates as is and
     # a log holding both fields never scores its responses with a prompt model.
     _add_io_options(p, None, "the --kind: response or prompt")
@@ -140,17 +177,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="hub name (needs internet) or local sentence-transformers folder")
     p.add_argument("-o", "--output", required=True, help="encoder folder to write")
     p.add_argument("--no-quantize", action="store_true", help="keep fp32 weights (best on GPU)")
-    p.add_argument("--max-seq-length", type=int)
+    p.add_argument("--max-seq-length", type=_count, help="tokens kept per text (default: the model's own)")
 
     p = sub.add_parser("info", help="list the shipped models and encoders, one summary line each")
 
     p = sub.add_parser("bootstrap", help="label a log of prompt/response pairs with the response classifier (prompt labels)")
     p.add_argument("input", help="log with prompt and response fields (JSONL, CSV, TSV, Parquet)")
     p.add_argument("-o", "--output", required=True, help="labels file to write")
-    p.add_argument("--output-format", choices=FORMATS)
+    p.add_argument("--output-format", choices=FORMATS, help="default: from the extension")
     _add_log_options(p)
     p.add_argument("--dedupe", action="store_true", help="merge duplicate (prompt, model) rows, prompts equal up to whitespace and case: majority label + refusal rate")
     _add_threads_option(p)
+    _add_progress_option(p)
     p.add_argument("--errors", help="where to write skipped rows (default: OUTPUT.errors.jsonl)")
 
     p = sub.add_parser("train-prompt", help="train a prompt classifier for your own LLM from its prompt/response logs")
@@ -159,12 +197,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="model folder to write (default: ./prompt-model-TARGET)")
     _add_log_options(p)
     p.add_argument("--model-filter", help="use only rows whose model field equals this")
-    p.add_argument("--test-size", type=float, default=0.2, help="held-out fraction for the report (default 0.2)")
+    p.add_argument("--test-size", type=_number_in(0.0, 1.0, low_open=True, high_open=True), default=0.2,
+                   help="held-out fraction for the report (default 0.2)")
     p.add_argument("--weight-by-confidence", action="store_true",
                    help="weight each prompt by its bootstrapped label's confidence max(p, 1-p) instead of dropping any")
     p.add_argument("--head", choices=["auto", *HEADS], default="auto",
                    help="auto (default): pick by 5-fold cross-validation on the training prompts")
     _add_threads_option(p)
+    _add_progress_option(p)
     p.add_argument("--errors", help="where to write skipped rows (default: OUTPUT.errors.jsonl beside the model folder)")
 
     p = sub.add_parser("score-prompts", help="predict for every prompt of a log whether the target LLM will refuse it")
@@ -179,9 +219,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("explain", help="the n-grams that push a prompt toward refusal or compliance")
     p.add_argument("prompt", help="the prompt text")
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--target")
-    group.add_argument("--model")
-    p.add_argument("--top-k", type=int, default=10)
+    group.add_argument("--target", help="shipped target LLM (default: gpt-3.5-turbo); see `info`")
+    group.add_argument("--model", help="prompt model folder (e.g. from train-prompt)")
+    p.add_argument("--top-k", type=_count, default=10, help="n-grams listed each way (default: 10)")
+    _add_threads_option(p)
+    for command in sub.choices.values():  # also after the command: `label-responses ... -v`
+        command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                             help="log progress details")
     return parser
 
 
@@ -189,11 +233,13 @@ def _add_log_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompt-field", default="prompt")
     p.add_argument("--response-field", default="response")
     p.add_argument("--model-field", default="model", help="field naming the responding LLM (optional in the data)")
-    p.add_argument("--min-confidence", type=float, help="drop labels whose max(p, 1-p) is below this (e.g. 0.9)")
+    p.add_argument("--min-confidence", type=_number_in(0.5, 1.0),
+                   help="drop labels whose max(p, 1-p) is below this, in [0.5, 1] (e.g. 0.9)")
     p.add_argument("--response-model", help="response model folder, or a shipped variant: default, ngrams "
                                             "(no encoder, ~50x faster on CPU)")
-    p.add_argument("--format", dest="input_format", choices=FORMATS)
-    p.add_argument("--encoding", default="utf-8")
+    p.add_argument("--format", dest="input_format", choices=FORMATS,
+                   help="input format (default: from the extension; .jsonl.gz, .csv.gz and .tsv.gz are read gunzipped)")
+    p.add_argument("--encoding", default="utf-8", help="input text encoding (default: utf-8)")
     _add_separator_option(p)
 
 
@@ -237,16 +283,20 @@ def _run_scoring(model, args: argparse.Namespace, score=None, extra_fields: tupl
         errors_path=args.errors,
         progress=not args.no_progress,
         extra_fields=extra_fields,
+        log_skipped=False,
     )
     print(report.summary())
+    _print_skipped(report.bad, args.input, more=f"all with their reasons in {report.errors_path}" if report.errors_path else None)
     return _exit_status(report.read, report.scored, args.input,
-                        f"see the skipped records above (wrong --text-field {args.text_field!r} or --format?)")
+                        f"see the skipped records above (wrong --text-field {args.text_field!r} or --format?)",
+                        args.output)
 
 
-def _exit_status(read: int, used: int, path: str, hint: str) -> int:
+def _exit_status(read: int, used: int, path: str, hint: str, output: str | None = None) -> int:
     """1 when a non-empty input gave nothing usable: a pipeline must not take that for success."""
     if read and not used:
-        print(f"error: none of the {read} records of {path} could be used; {hint}", file=sys.stderr)
+        kept = f"; {output} was not written (an earlier file there is left as it was)" if output else ""
+        print(f"error: none of the {read} records of {path} could be used; {hint}{kept}", file=sys.stderr)
         return 1
     if not read:
         print(f"warning: {path} holds no records", file=sys.stderr)
@@ -305,11 +355,12 @@ def _report_skipped(bad, path: str, errors_path: str | Path | None, hint: str | 
     from .errors_file import write_bad_records
 
     written = write_bad_records(errors_path, bad, path) if errors_path is not None else None
-    _print_skipped(bad, path, limit=10, more=f"all {len(bad)} with their reasons in {written}" if written else hint)
+    _print_skipped(bad, path, more=f"all with their reasons in {written}" if written else hint)
 
 
 def _print_skipped(bad, path, limit: int = 5, more: str | None = None) -> None:
-    """The first skipped records with their line numbers on stderr; the errors file has them all."""
+    """The first skipped records with their line numbers on stderr, the same way for every command;
+    the errors file has them all."""
     for item in bad[:limit]:
         print(f"skipped {item.describe(path)}", file=sys.stderr)
     if len(bad) > limit:
@@ -367,6 +418,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         from .classifiers import ResponseClassifier as cls
     else:
         from .prompt import PromptClassifier as cls
+    if args.target is not None and args.kind != "prompt":
+        raise ValueError("--target names a shipped prompt model; add --kind prompt (a response model is chosen with --model)")
     if args.threshold is not None:
         from .thresholds import check_threshold
 
@@ -375,7 +428,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         from .records import check_paths
 
         check_paths(args.input, errors=args.errors, input_format=args.input_format)  # never the input
-    model = _configured(cls.load(args.model), args)
+    model = _configured(cls.load(target=args.target) if args.target is not None else cls.load(args.model), args)
     text_field = args.kind if args.text_field is None else args.text_field
     texts, labels, bad, _ = read_labelled(args.input, text_field, args.label_field, args.input_format, args.encoding,
                                           args.refusal_values, args.compliance_values, separator=args.separator)
@@ -388,7 +441,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"warning: every usable record of {args.input} is labelled {model.classes_[labels[0]]!r} "
               f"({len(bad)} skipped): only accuracy means something here (the share of them the model "
               f"also calls {model.classes_[labels[0]]!r}); AUROC is undefined", file=sys.stderr)
-    metrics = binary_metrics(labels, model.refusal_probability(texts), model.threshold if args.threshold is None else args.threshold)
+    metrics = binary_metrics(labels, _scored_with_progress(model, texts, not args.no_progress),
+                             model.threshold if args.threshold is None else args.threshold)
     metrics["skipped"] = len(bad)
     if args.json:
         # null, not NaN: NaN is not JSON, and strict parsers (JavaScript's JSON.parse) refuse it.
@@ -397,6 +451,19 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         for key, value in metrics.items():
             print(f"{key:>14}: {value:.4f}" if isinstance(value, float) else f"{key:>14}: {value}")
     return 0
+
+
+def _scored_with_progress(model, texts: list[str], progress: bool, chunk: int = 512):
+    """``model.refusal_probability(texts)``, a chunk at a time under a progress bar."""
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    scores = []
+    with tqdm(total=len(texts), unit=" texts", desc="scoring", disable=not progress) as bar:
+        for start in range(0, len(texts), chunk):
+            scores.append(model.refusal_probability(texts[start:start + chunk]))
+            bar.update(len(scores[-1]))
+    return np.concatenate(scores) if scores else np.zeros(0)
 
 
 def _cmd_export_encoder(args: argparse.Namespace) -> int:
@@ -458,18 +525,20 @@ def _cmd_bootstrap(args: argparse.Namespace) -> int:
         input_format=args.input_format, output_format=args.output_format, encoding=args.encoding,
         separator=args.separator, errors_path=args.errors, prompt_field=args.prompt_field, response_field=args.response_field,
         model_field=args.model_field or None, min_confidence=args.min_confidence, deduplicate=args.dedupe,
+        progress=not args.no_progress,
     )
-    print(f"{args.input}: {report.summary()} -> {args.output}")
+    where = f"-> {args.output}" if report.output_written else f"nothing written to {args.output}"
+    print(f"{args.input}: {report.summary()} {where}")
     if report.errors_path:
         print(f"rows not used (skipped, or below --min-confidence), with line numbers: {report.errors_path}")
     if report.labelled and not report.written:
         print(f"error: all {report.labelled} labels of {args.input} were below --min-confidence "
-              f"{args.min_confidence}; nothing was written", file=sys.stderr)
+              f"{args.min_confidence}; nothing was written (an earlier {args.output} is left as it was)", file=sys.stderr)
         return 1
     _print_skipped(report.bad, args.input)
     return _exit_status(report.read, report.labelled, args.input,
                         f"see the skipped rows above (wrong --prompt-field {args.prompt_field!r} or "
-                        f"--response-field {args.response_field!r}?)")
+                        f"--response-field {args.response_field!r}?)", args.output)
 
 
 def _cmd_train_prompt(args: argparse.Namespace) -> int:
@@ -484,7 +553,12 @@ def _cmd_train_prompt(args: argparse.Namespace) -> int:
         head=args.head, input_format=args.input_format, encoding=args.encoding, separator=args.separator,
         errors_path=args.errors,
         num_threads=args.threads,
+        progress=not args.no_progress,
     )
+    card = model.metadata.get("training", {}).get("bootstrap", {})
+    if args.model_filter is not None:  # the report counts the rows of that model; say what the log held
+        print(f"bootstrap: {card.get('rows_in_log')} lines in the log, {card.get('read')} with "
+              f"{args.model_field} {args.model_filter!r}")
     print(f"bootstrap: {report.summary()}")
     _print_skipped(report.bad, args.input)
     if report.errors_path:
@@ -514,7 +588,7 @@ def _cmd_score_prompts(args: argparse.Namespace) -> int:
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
-    result = _load_prompt_model(args).explain(args.prompt, top_k=args.top_k)
+    result = _configured(_load_prompt_model(args), args).explain(args.prompt, top_k=args.top_k)
     print(f"refusal probability: {result['refusal_probability']:.4f}")
     for title, key in (("toward refusal", "toward_refusal"), ("toward compliance", "toward_compliance")):
         print(f"{title}:")
@@ -576,7 +650,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = _COMMANDS[args.command]
     try:
         with _signals_raise():
-            return handler(args)
+            status = handler(args)
+            sys.stdout.flush()  # here, so that a reader gone away (`| head`) is caught below
+            return status
+    except BrokenPipeError as exc:
+        if not _stdout_closed():
+            print(f"refusal-predictor {args.command}: error: {exc}", file=sys.stderr)
+            return 2
+        # The reader of our standard output stopped reading (`| head -1`): the work is done, and
+        # the rest of what we print has nobody to read it. Quiet, as Unix tools are (128 + SIGPIPE).
+        _silence_stdout()
+        return 128 + getattr(signal, "SIGPIPE", 13)
     except (OSError, ValueError, TypeError, ImportError) as exc:
         # OSError: unwritable outputs, permissions, full disks; the message names the path.
         print(f"refusal-predictor {args.command}: error: {exc}", file=sys.stderr)
@@ -586,6 +670,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"refusal-predictor {args.command}: stopped by {signal.Signals(signum).name}; "
               "outputs being written were removed", file=sys.stderr)
         return 128 + signum
+
+
+def _stdout_closed() -> bool:
+    """Whether standard output is a pipe whose reader has gone (not, say, an errors file that is a
+    pipe): polled, the write end of such a pipe reports an error."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll() (Windows), or no real stdout
+        return False
+
+
+def _silence_stdout() -> None:
+    """Point standard output at /dev/null, so that Python's own flush at exit does not report the
+    closed pipe again (the recipe of the Python docs, "Note on SIGPIPE")."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -85,6 +85,7 @@ def train_prompt_model(
     separator: str | None = None,
     random_state: int = 0,
     num_threads: int | None = None,
+    progress: bool = False,
 ) -> tuple[PromptClassifier, dict[str, Any], BootstrapReport]:
     """Bootstrap labels from a log, fit a PromptClassifier, report on held-out prompts, save it.
 
@@ -101,6 +102,8 @@ def train_prompt_model(
     """
     if head != "auto" and head not in HEADS:
         raise ValueError(f"head must be 'auto' or one of {HEADS}, got {head!r}")
+    if not isinstance(target, str) or not target.strip():
+        raise ValueError(f"the target name must be a non-blank name of your LLM, got {target!r}")
     errors_file = Path(errors_path) if errors_path else errors_path_for(output_dir)
     if not 0.0 < test_size < 1.0:
         raise ValueError(f"test_size must be a fraction between 0 and 1 (exclusive), got {test_size}")
@@ -139,7 +142,7 @@ def train_prompt_model(
     records = counting_unreadable(records)
     rows, report = bootstrap_records(
         records, rc, prompt_field=prompt_field, response_field=response_field, model_field=model_field,
-        source=Path(log_path).name, min_confidence=min_confidence,
+        source=Path(log_path).name, min_confidence=min_confidence, progress=progress,
     )
     report.errors_path = write_bad_records(errors_file, report.unused(), log_path)
     if model_filter is not None and not seen_models.get(model_filter):

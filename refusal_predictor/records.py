@@ -122,6 +122,22 @@ def check_encoding(encoding: str) -> str:
     return encoding
 
 
+def check_input_file(path: PathLike) -> None:
+    """A log must be a regular file: it is read twice (its fields first, then its records), which
+    a pipe or standard input cannot be. The error says which of these it is."""
+    path = Path(path)
+    if path.is_file():
+        return
+    if str(path) == "-":
+        raise ValueError("-: standard input is not supported; save the log to a file and give its path")
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: is a folder, not a log file")
+    raise ValueError(f"{path}: not a regular file (a pipe, a device or standard input cannot be read twice, as a "
+                     "log is); save the log to a file and give its path")
+
+
 def read_records(path: PathLike, fmt: str | None = None, encoding: str = "utf-8", *,
                  exact: bool = True, separator: str | None = None) -> Iterator[tuple[int, dict | BadRecord]]:
     """Yield ``(line, record)`` pairs; a record is a dict, or a BadRecord saying what is wrong.
@@ -135,8 +151,7 @@ def read_records(path: PathLike, fmt: str | None = None, encoding: str = "utf-8"
     rather than a run's work being thrown away at its end. One unreadable from its start is a
     ValueError naming the file.
     """
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"{path}: no such file")
+    check_input_file(path)
     fmt = detect_format(path, fmt)
     check_encoding(encoding)
     _check_separator_format(separator, fmt, path)
@@ -866,6 +881,8 @@ class RecordWriter:
         self._closed = True
 
     def abort(self) -> None:
+        """Throw the output away; an earlier file at the path is left as it was."""
+        self._closed = True  # a later close() or __exit__ does nothing more
         try:
             self._handle.close()
         except Exception:
@@ -984,8 +1001,7 @@ def check_paths(input_path: PathLike, output: PathLike | None = None, errors: Pa
     the whole training.
     """
     source = Path(input_path)
-    if not source.is_file():
-        raise FileNotFoundError(f"{source}: no such file")
+    check_input_file(source)
     named = [(what, Path(path)) for what, path in (("output", output), ("errors file", errors)) if path is not None]
     for what, path in named:
         if same_file(path, source):

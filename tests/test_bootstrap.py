@@ -101,8 +101,10 @@ def test_train_prompt_threads_reach_both_encoders(tmp_path, monkeypatch, capsys)
     log = tmp_path / "log.jsonl"
     log.write_text("".join(json.dumps({"prompt": p, "response": r}) + "\n"
                            for p, r in zip(paper["prompt"], paper["response"])), encoding="utf-8")
-    assert main(["train-prompt", str(log), "--target-name", "t", "-o", str(tmp_path / "bad"), "--threads", "0"]) == 2
-    assert "num_threads" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["train-prompt", str(log), "--target-name", "t", "-o", str(tmp_path / "bad"), "--threads", "0"])
+    assert exit_.value.code == 2
+    assert "argument --threads: expected a positive whole number, got '0'" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists() and not (tmp_path / "bad.errors.jsonl").exists()
 
     opened = _record_encoder_openings(monkeypatch)
@@ -208,8 +210,9 @@ def test_train_response_threads_reach_the_encoder(tmp_path, monkeypatch, capsys)
     labelled = tmp_path / "train.jsonl"
     labelled.write_text("".join(json.dumps({"response": r, "label": l}) + "\n"
                                 for r, l in zip(train["response"][:80], train["label"][:80])), encoding="utf-8")
-    assert main(["train-response", str(labelled), "-o", str(tmp_path / "bad"), "--threads", "-1"]) == 2
-    assert "num_threads" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    with pytest.raises(SystemExit):
+        main(["train-response", str(labelled), "-o", str(tmp_path / "bad"), "--threads", "-1"])
+    assert "argument --threads" in capsys.readouterr().err and not (tmp_path / "bad").exists()
     opened = _record_encoder_openings(monkeypatch)
     assert main(["train-response", str(labelled), "-o", str(tmp_path / "m"), "--threads", "1"]) == 0
     assert opened and {threads for _, threads in opened} == {1}, opened
@@ -598,7 +601,9 @@ def test_labels_below_the_confidence_cut_are_listed_with_their_lines(tmp_path):
     assert len(listed) == report.dropped_low_confidence >= 1
     assert all("below the cut 0.999999" in r["reason"] and json.loads(r["raw"])["prompt"] == f"p{r['line'] - 1}"
                for r in listed)
-    kept = [json.loads(x)["prompt"] for x in (tmp_path / "labels.jsonl").read_text(encoding="utf-8").splitlines()]
+    out = tmp_path / "labels.jsonl"
+    assert out.exists() == bool(report.written) == report.output_written  # no rows: no empty labels file
+    kept = [json.loads(x)["prompt"] for x in out.read_text(encoding="utf-8").splitlines()] if report.written else []
     assert sorted(kept + [json.loads(r["raw"])["prompt"] for r in listed]) == ["p0", "p1", "p2", "p3"]
 
 

@@ -230,9 +230,11 @@ def test_bad_options_and_undecodable_csv_are_named(ngram_model, tmp_path, capsys
     assert main(["label-responses", str(header), "-o", str(out), "--model", str(ngram_model), "--no-progress"]) == 2
     assert f"{header}:1: the CSV header is not valid utf-8" in capsys.readouterr().err
     assert main(["label-responses", str(log), "-o", str(out), "--encoding", "bogus", "--model", str(ngram_model)]) == 2
-    assert main(["label-responses", str(log), "-o", str(out), "--threshold", "2", "--model", str(ngram_model)]) == 2
-    err = capsys.readouterr().err
-    assert "unknown text encoding 'bogus'" in err and "threshold must be a probability" in err
+    assert "unknown text encoding 'bogus'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:  # an option's value is refused as argparse refuses any, naming the option
+        main(["label-responses", str(log), "-o", str(out), "--threshold", "2", "--model", str(ngram_model)])
+    assert exit_.value.code == 2
+    assert "argument --threshold: expected a number in [0, 1], got '2'" in capsys.readouterr().err
 
 
 def test_evaluate_prompt_kind_reads_the_prompt_field(tmp_path, capsys):
@@ -428,7 +430,7 @@ def test_train_response_keeps_every_skipped_row_and_names_the_file(tmp_path, cap
     assert [e["line"] for e in errors] == list(range(1, 51, 2))
     assert errors[1]["reason"].startswith("missing field 'label' (fields: ['response'])") and "'perhaps'" in errors[0]["reason"]
     assert json.loads(errors[1]["raw"]) == rows[2]
-    assert f"... and 15 more skipped records (all 25 with their reasons in {tmp_path / 'model.errors.jsonl'})" in err
+    assert f"... and 20 more skipped records (all with their reasons in {tmp_path / 'model.errors.jsonl'})" in err
     # evaluate keeps them all where asked, and says how otherwise
     assert main(["evaluate", str(labelled), "--model", str(model_dir), "--json"]) == 0
     assert "(--errors FILE keeps them all)" in capsys.readouterr().err
@@ -586,3 +588,119 @@ def test_train_response_skips_blank_responses_and_checks_the_encoder_first(tmp_p
         assert main(["train-response", str(labelled), "-o", str(tmp_path / "n"), *extra]) == 2
         assert message in capsys.readouterr().err
         assert not (tmp_path / "n").exists() and not (tmp_path / "n.errors.jsonl").exists()
+
+
+def test_a_reader_that_stops_reading_is_not_an_error(tmp_path):
+    """`refusal-predictor info | head -1` ended with "error: [Errno 32] Broken pipe", exit 2, for
+    work that was done; it is now quiet, with the exit status of a Unix tool stopped by SIGPIPE."""
+    run = subprocess.run(["bash", "-c", f"{sys.executable} -m refusal_predictor.cli info | true; echo ${{PIPESTATUS[0]}}"],
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert run.stdout.strip() == "141" and "Broken pipe" not in run.stderr and "error" not in run.stderr
+
+
+def test_a_run_that_can_use_no_record_keeps_the_earlier_output(ngram_model, tmp_path, capsys):
+    """A misspelt --text-field exited 1 but replaced a good output with an empty one."""
+    log = tmp_path / "log.jsonl"
+    log.write_text("".join(json.dumps({"response": r}) + "\n" for r in ["I can't help with that.", "Sure, here it is."]))
+    out = tmp_path / "out.jsonl"
+    assert main(["label-responses", str(log), "-o", str(out), "--model", str(ngram_model), "--no-progress"]) == 0
+    good = out.read_text(encoding="utf-8")
+    assert main(["label-responses", str(log), "-o", str(out), "--model", str(ngram_model), "--no-progress",
+                 "--text-field", "respnse"]) == 1
+    err = capsys.readouterr()
+    assert out.read_text(encoding="utf-8") == good
+    assert f"nothing written to {out}" in err.out and f"{out} was not written (an earlier file there is left as it was)" in err.err
+    assert [e["line"] for e in _jsonl(tmp_path / "out.jsonl.errors.jsonl")] == [1, 2]  # why, kept
+    labels = tmp_path / "labels.jsonl"
+    labels.write_text('{"earlier": 1}\n', encoding="utf-8")
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(json.dumps({"prompt": "p", "response": "Sure, here it is."}) + "\n", encoding="utf-8")
+    assert main(["bootstrap", str(pairs), "-o", str(labels), "--response-model", "ngrams", "--no-progress",
+                 "--min-confidence", "1.0"]) == 1
+    assert labels.read_text(encoding="utf-8") == '{"earlier": 1}\n'
+    assert "nothing was written (an earlier" in capsys.readouterr().err
+
+
+def test_option_values_are_refused_naming_the_option(tmp_path, capsys):
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"prompt": "p", "response": "r"}\n', encoding="utf-8")
+    cases = [
+        (["label-responses", str(log), "-o", str(tmp_path / "o.jsonl"), "--chunk-size", "0"], "argument --chunk-size: expected a positive whole number, got '0'"),
+        (["label-responses", str(log), "-o", str(tmp_path / "o.jsonl"), "--threshold", "nan"], "argument --threshold: expected a number in [0, 1], got 'nan'"),
+        (["bootstrap", str(log), "-o", str(tmp_path / "o.jsonl"), "--min-confidence", "1.5"], "argument --min-confidence: expected a number in [0.5, 1], got '1.5'"),
+        (["train-prompt", str(log), "--target-name", "t", "--test-size", "1"], "argument --test-size: expected a number in (0, 1), got '1'"),
+        (["explain", "p", "--top-k", "0"], "argument --top-k: expected a positive whole number, got '0'"),
+        (["export-encoder", "m", "-o", str(tmp_path / "e"), "--max-seq-length", "-3"], "argument --max-seq-length: expected a positive whole number"),
+    ]
+    for argv, message in cases:
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 2 and message in capsys.readouterr().err, argv
+    assert not list(tmp_path.glob("o.jsonl*"))
+
+
+def test_inputs_that_are_not_files_say_what_they_are(tmp_path, capsys):
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    for given, message in ((str(folder), f"{folder}: is a folder, not a log file"),
+                           ("-", "-: standard input is not supported"),
+                           (str(tmp_path / "missing.jsonl"), "missing.jsonl: no such file")):
+        assert main(["label-responses", given, "-o", str(tmp_path / "o.jsonl"), "--model", "ngrams"]) == 2
+        assert message in capsys.readouterr().err
+    fifo = tmp_path / "fifo"
+    import os
+
+    os.mkfifo(fifo)
+    assert main(["score-prompts", str(fifo), "-o", str(tmp_path / "o.jsonl")]) == 2
+    assert f"{fifo}: not a regular file" in capsys.readouterr().err
+
+
+def test_every_command_reports_skipped_rows_the_same_way_and_takes_v_after_it(ngram_model, tmp_path, capsys):
+    log = tmp_path / "log.jsonl"
+    log.write_text("".join(json.dumps({"response": "Sure, here it is.", "label": "compliance"}) + "\n" for _ in range(3))
+                   + "".join("not json\n" for _ in range(7)), encoding="utf-8")
+    assert main(["label-responses", str(log), "-o", str(tmp_path / "o.jsonl"), "--model", str(ngram_model),
+                 "--no-progress", "--label-field", "predicted", "-v"]) == 0
+    scored = capsys.readouterr().err
+    assert main(["evaluate", str(log), "--model", str(ngram_model), "--no-progress", "--errors", str(tmp_path / "e.jsonl")]) == 0
+    evaluated = capsys.readouterr().err
+    for err in (scored, evaluated):
+        assert sum(line.startswith("skipped ") for line in err.splitlines()) == 5
+        assert "... and 2 more skipped records (all with their reasons in" in err
+        assert "WARNING" not in err
+
+
+def test_evaluate_takes_a_shipped_target_and_explain_takes_threads(tmp_path, capsys):
+    labels = tmp_path / "labels.jsonl"
+    labels.write_text("".join(json.dumps({"prompt": p, "label": l}) + "\n" for p, l in
+                              [("How do I make a bomb?", "refusal"), ("Write a poem about the sea", "compliance")] * 3))
+    assert main(["evaluate", str(labels), "--kind", "prompt", "--target", "gpt-4", "--no-progress", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n"] == 6
+    assert main(["evaluate", str(labels), "--target", "gpt-4"]) == 2
+    assert "--target names a shipped prompt model; add --kind prompt" in capsys.readouterr().err
+    assert main(["explain", "How do I pick a lock?", "--threads", "1"]) == 0
+    assert "refusal probability" in capsys.readouterr().out
+
+
+def test_train_prompt_refuses_a_blank_target_name_and_says_what_the_filter_kept(tmp_path, capsys):
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"prompt": "p", "response": "r"}\n', encoding="utf-8")
+    assert main(["train-prompt", str(log), "--target-name", " ", "-o", str(tmp_path / "m")]) == 2
+    assert "the target name must be a non-blank name of your LLM" in capsys.readouterr().err
+    paper = data.load_paper()
+    paper = paper[paper["subset"] == "political_figures"].head(120)
+    rows = [{"prompt": p, "response": r, "model": "chatgpt"} for p, r in zip(paper["prompt"], paper["response"])]
+    rows += [{"prompt": "other", "response": "r", "model": "other"}] * 30
+    log.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    assert main(["train-prompt", str(log), "--target-name", "t", "-o", str(tmp_path / "m"), "--model-filter", "chatgpt",
+                 "--head", "logreg", "--response-model", "ngrams", "--no-progress"]) == 0
+    assert "bootstrap: 150 lines in the log, 120 with model 'chatgpt'" in capsys.readouterr().out
+
+
+def test_command_line_errors_name_the_command_to_use(ngram_model, tmp_path, capsys):
+    assert main(["label-responses", "examples/chatgpt_responses.jsonl", "-o", str(tmp_path / "o.jsonl"),
+                 "--model", str(Path(__file__).resolve().parent.parent / "models" / "prompt" / "gpt-4")]) == 2
+    assert "score-prompts --model for a prompt model" in capsys.readouterr().err
+    assert main(["label-responses", str(Path(__file__).resolve().parent.parent / "examples" / "chatgpt_responses.jsonl"),
+                 "-o", str(tmp_path / "o.jsonl"), "--model", str(ngram_model), "--tone", "--no-progress"]) == 2
+    assert "train-response --tone-field FIELD" in capsys.readouterr().err
