@@ -593,8 +593,11 @@ def test_train_response_skips_blank_responses_and_checks_the_encoder_first(tmp_p
 def test_a_reader_that_stops_reading_is_not_an_error(tmp_path):
     """`refusal-predictor info | head -1` ended with "error: [Errno 32] Broken pipe", exit 2, for
     work that was done; it is now quiet, with the exit status of a Unix tool stopped by SIGPIPE."""
+    import os
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}  # this checkout's package
     run = subprocess.run(["bash", "-c", f"{sys.executable} -m refusal_predictor.cli info | true; echo ${{PIPESTATUS[0]}}"],
-                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
     assert run.stdout.strip() == "141" and "Broken pipe" not in run.stderr and "error" not in run.stderr
 
 
