@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run from a source checkout without installing
     sys.path.insert(0, str(REPO))
 
-from benchmarks.common import at_least_one  # noqa: E402
+from refusal_predictor.cli import at_least_one  # noqa: E402
 from refusal_predictor.encoder import OnnxEncoder  # noqa: E402
 
 HAND_LABELED = REPO / "training" / "data" / "chatgpt-refusals" / "all_hand_labeled.json"

@@ -40,7 +40,7 @@ import onnxruntime as ort  # noqa: E402
 
 from benchmarks import bench_encoder  # noqa: E402
 from benchmarks.bench_encoder import BATCH_ONE_TEXTS, describe, sample_texts, whole_batches  # noqa: E402
-from benchmarks.common import at_least_one  # noqa: E402
+from refusal_predictor.cli import at_least_one  # noqa: E402
 from refusal_predictor.encoder import EncoderFileError, OnnxEncoder, default_encoder_path  # noqa: E402
 
 BATCH_SIZES = (1, 32, 128)

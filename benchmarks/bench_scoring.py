@@ -31,7 +31,8 @@ if str(REPO) not in sys.path:  # run from a source checkout without installing
     sys.path.insert(0, str(REPO))
 
 from refusal_predictor import PromptClassifier, ResponseClassifier  # noqa: E402
-from benchmarks.common import at_least_one, first_n  # noqa: E402
+from benchmarks.common import first_n  # noqa: E402
+from refusal_predictor.cli import at_least_one  # noqa: E402
 from refusal_predictor.keywords import KeywordRefusalDetector  # noqa: E402
 from training import data  # noqa: E402
 

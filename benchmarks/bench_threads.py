@@ -22,7 +22,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run from a source checkout without installing
     sys.path.insert(0, str(REPO))
 
-from benchmarks.common import at_least_one, first_n  # noqa: E402
+from benchmarks.common import first_n  # noqa: E402
+from refusal_predictor.cli import at_least_one  # noqa: E402
 from refusal_predictor import PromptClassifier  # noqa: E402
 from training import data  # noqa: E402
 

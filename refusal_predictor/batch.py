@@ -88,6 +88,9 @@ def score_file(
     A scorer that says more per text (a response's tone) returns ``(P(refusal), {field: values})``
     for the fields named in ``extra_fields``; each is added to the records like the label.
     ``log_skipped``: log the first skipped records as warnings (the CLI prints them itself).
+    A non-empty input of which no record can be scored writes only the errors file:
+    ``report.output_written`` is False, and a file already at ``output_path`` is left as it was
+    (none is created). An empty input writes an empty output.
 
     Output fields must not already exist in the input (that would overwrite user data): a pass
     before any scoring finds the first record holding one and the run is refused, naming its

@@ -60,6 +60,8 @@ class BootstrapReport:
             f"below the confidence cut; merged {self.merged_duplicates} duplicate rows "
             f"({self.conflicting_prompts} prompts with conflicting labels); skipped {len(self.bad)} bad rows"
         )
+        if not self.output_written:
+            text += "; nothing written (an earlier output is left as it was)"
         if reasons:
             shown = reasons.most_common(5)
             text += " (" + "; ".join(f"{n}x {r}" for r, n in shown)
@@ -204,6 +206,10 @@ def bootstrap_file(
     **options,
 ) -> BootstrapReport:
     """:func:`bootstrap_records` from a log file to a labels file (JSONL, CSV, TSV or Parquet).
+
+    A non-empty log that gives no row to write (every row bad, or below ``min_confidence``) writes
+    only the errors file: ``report.output_written`` is False, and a labels file already at
+    ``output_path`` is left as it was (none is created).
 
     >>> from refusal_predictor import ResponseClassifier, bootstrap_file
     >>> report = bootstrap_file("log.jsonl", "labels.jsonl", ResponseClassifier.load(), deduplicate=True)

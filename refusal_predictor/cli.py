@@ -43,14 +43,15 @@ def _separator(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _count(text: str) -> int:
-    """A positive whole number (--chunk-size, --threads, --top-k, --max-seq-length)."""
+def at_least_one(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (--chunk-size, --threads, --top-k,
+    --max-seq-length; the benchmarks' --runs and --n)."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}") from None
+        value = 0
     if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
     return value
 
 
@@ -72,8 +73,16 @@ def _number_in(low: float, high: float, low_open: bool = False, high_open: bool 
 _probability = _number_in(0.0, 1.0)
 
 
+def _threads(text: str) -> int:
+    """--threads: at least 1, and few enough for onnxruntime (a typo of many digits was its error)."""
+    value = at_least_one(text)
+    if value > 4096:
+        raise argparse.ArgumentTypeError(f"expected at most 4096 threads, got {text!r}")
+    return value
+
+
 def _add_threads_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--threads", type=_count, help="CPU threads of the encoder: N texts embedded at once, one thread "
+    p.add_argument("--threads", type=_threads, help="CPU threads of the encoder: N texts embedded at once, one thread "
                                                "each, and N threads for one text (default: one per available CPU); "
                                                "running several processes on one machine, give each 1")
 
@@ -111,7 +120,7 @@ def _add_score_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--probability-field", default="refusal_probability")
     p.add_argument("--label-field", default="label")
     p.add_argument("--errors", help="where to write skipped records (default: OUTPUT.errors.jsonl)")
-    p.add_argument("--chunk-size", type=_count, default=512, help="records scored per batch (default: 512)")
+    p.add_argument("--chunk-size", type=at_least_one, default=512, help="records scored per batch (default: 512)")
     _add_threads_option(p)
     _add_progress_option(p)
 
@@ -177,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="hub name (needs internet) or local sentence-transformers folder")
     p.add_argument("-o", "--output", required=True, help="encoder folder to write")
     p.add_argument("--no-quantize", action="store_true", help="keep fp32 weights (best on GPU)")
-    p.add_argument("--max-seq-length", type=_count, help="tokens kept per text (default: the model's own)")
+    p.add_argument("--max-seq-length", type=at_least_one, help="tokens kept per text (default: the model's own)")
 
     p = sub.add_parser("info", help="list the shipped models and encoders, one summary line each")
 
@@ -221,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     group = p.add_mutually_exclusive_group()
     group.add_argument("--target", help="shipped target LLM (default: gpt-3.5-turbo); see `info`")
     group.add_argument("--model", help="prompt model folder (e.g. from train-prompt)")
-    p.add_argument("--top-k", type=_count, default=10, help="n-grams listed each way (default: 10)")
+    p.add_argument("--top-k", type=at_least_one, default=10, help="n-grams listed each way (default: 10)")
     _add_threads_option(p)
     for command in sub.choices.values():  # also after the command: `label-responses ... -v`
         command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
@@ -527,8 +536,7 @@ def _cmd_bootstrap(args: argparse.Namespace) -> int:
         model_field=args.model_field or None, min_confidence=args.min_confidence, deduplicate=args.dedupe,
         progress=not args.no_progress,
     )
-    where = f"-> {args.output}" if report.output_written else f"nothing written to {args.output}"
-    print(f"{args.input}: {report.summary()} {where}")
+    print(f"{args.input}: {report.summary()}" + (f" -> {args.output}" if report.output_written else ""))
     if report.errors_path:
         print(f"rows not used (skipped, or below --min-confidence), with line numbers: {report.errors_path}")
     if report.labelled and not report.written:
@@ -557,7 +565,7 @@ def _cmd_train_prompt(args: argparse.Namespace) -> int:
     )
     card = model.metadata.get("training", {}).get("bootstrap", {})
     if args.model_filter is not None:  # the report counts the rows of that model; say what the log held
-        print(f"bootstrap: {card.get('rows_in_log')} lines in the log, {card.get('read')} with "
+        print(f"bootstrap: {card.get('rows_in_log')} rows in the log, {card.get('read')} with "
               f"{args.model_field} {args.model_filter!r}")
     print(f"bootstrap: {report.summary()}")
     _print_skipped(report.bad, args.input)
@@ -648,19 +656,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     handler = _COMMANDS[args.command]
+    watched = _WatchedStdout.install()
     try:
         with _signals_raise():
             status = handler(args)
-            sys.stdout.flush()  # here, so that a reader gone away (`| head`) is caught below
-            return status
     except BrokenPipeError as exc:
-        if not _stdout_closed():
+        if watched is not None and watched.broken:
+            return _reader_gone()
+        # Not our standard output (an errors file that is a pipe, stderr): the run did not finish,
+        # so it says so (if stderr still reads) and fails.
+        with contextlib.suppress(OSError, ValueError, AttributeError):
             print(f"refusal-predictor {args.command}: error: {exc}", file=sys.stderr)
-            return 2
-        # The reader of our standard output stopped reading (`| head -1`): the work is done, and
-        # the rest of what we print has nobody to read it. Quiet, as Unix tools are (128 + SIGPIPE).
-        _silence_stdout()
-        return 128 + getattr(signal, "SIGPIPE", 13)
+        return 2
     except (OSError, ValueError, TypeError, ImportError) as exc:
         # OSError: unwritable outputs, permissions, full disks; the message names the path.
         print(f"refusal-predictor {args.command}: error: {exc}", file=sys.stderr)
@@ -670,19 +677,59 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"refusal-predictor {args.command}: stopped by {signal.Signals(signum).name}; "
               "outputs being written were removed", file=sys.stderr)
         return 128 + signum
+    finally:
+        _WatchedStdout.uninstall(watched)
+    if sys.stdout is not None:  # None: started with standard output closed (`>&-`)
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            return _reader_gone()
+    return status
 
 
-def _stdout_closed() -> bool:
-    """Whether standard output is a pipe whose reader has gone (not, say, an errors file that is a
-    pipe): polled, the write end of such a pipe reports an error."""
-    import select
+class _WatchedStdout:
+    """``sys.stdout`` during a command, noting whether writing to it met a closed pipe: a reader
+    that stopped reading (`| head -1`) is not an error of the command, but a broken pipe elsewhere
+    (an errors file that is a pipe) is."""
 
-    try:
-        poller = select.poll()
-        poller.register(sys.stdout.fileno(), select.POLLOUT)
-        return any(events & select.POLLERR for _, events in poller.poll(0))
-    except (AttributeError, OSError, ValueError):  # no poll() (Windows), or no real stdout
-        return False
+    def __init__(self, stream) -> None:
+        self._stream = stream
+        self.broken = False
+
+    @classmethod
+    def install(cls) -> "_WatchedStdout | None":
+        if sys.stdout is None:
+            return None
+        sys.stdout = cls(sys.stdout)
+        return sys.stdout
+
+    @staticmethod
+    def uninstall(watched: "_WatchedStdout | None") -> None:
+        if watched is not None and sys.stdout is watched:
+            sys.stdout = watched._stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self.broken = True
+            raise
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self.broken = True
+            raise
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+def _reader_gone() -> int:
+    """What is printed has nobody to read it: quiet, as Unix tools stopped by SIGPIPE are."""
+    _silence_stdout()
+    return 128 + getattr(signal, "SIGPIPE", 13)
 
 
 def _silence_stdout() -> None:

@@ -26,7 +26,7 @@ def test_options_below_one_are_refused_with_one_line(script, argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
         script.main(argv)
     assert exit_info.value.code == 2
-    assert "must be at least 1" in capsys.readouterr().err
+    assert "expected a whole number of at least 1" in capsys.readouterr().err
 
 
 def test_an_unknown_provider_is_an_option_error_not_a_traceback(capsys):

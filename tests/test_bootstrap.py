@@ -104,7 +104,7 @@ def test_train_prompt_threads_reach_both_encoders(tmp_path, monkeypatch, capsys)
     with pytest.raises(SystemExit) as exit_:
         main(["train-prompt", str(log), "--target-name", "t", "-o", str(tmp_path / "bad"), "--threads", "0"])
     assert exit_.value.code == 2
-    assert "argument --threads: expected a positive whole number, got '0'" in capsys.readouterr().err
+    assert "argument --threads: expected a whole number of at least 1, got '0'" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists() and not (tmp_path / "bad.errors.jsonl").exists()
 
     opened = _record_encoder_openings(monkeypatch)

@@ -599,6 +599,22 @@ def test_a_reader_that_stops_reading_is_not_an_error(tmp_path):
     run = subprocess.run(["bash", "-c", f"{sys.executable} -m refusal_predictor.cli info | true; echo ${{PIPESTATUS[0]}}"],
                          capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
     assert run.stdout.strip() == "141" and "Broken pipe" not in run.stderr and "error" not in run.stderr
+    # Started with standard output closed, a command still does its work and succeeds.
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"response": "I cannot help with that."}\n', encoding="utf-8")
+    closed = subprocess.run(["bash", "-c", f"{sys.executable} -m refusal_predictor.cli label-responses {log} -o out.jsonl "
+                             "--model ngrams --no-progress >&-"], capture_output=True, text=True, timeout=300,
+                            cwd=tmp_path, env=env)
+    assert closed.returncode == 0 and closed.stderr == "" and (tmp_path / "out.jsonl").exists()
+    # A broken pipe inside the work (here the errors file's reader gone) is an error, said on stderr.
+    fifo = tmp_path / "errors.fifo"
+    os.mkfifo(fifo)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("not json\n" * 2000 + '{"response": "ok"}\n', encoding="utf-8")
+    broken = subprocess.run(["bash", "-c", f"(head -c 10 {fifo} > /dev/null &) ; {sys.executable} -m refusal_predictor.cli "
+                             f"label-responses {bad} -o out2.jsonl --model ngrams --no-progress --errors {fifo} | true; "
+                             "echo ${PIPESTATUS[0]}"], capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
+    assert broken.stdout.strip() == "2" and "the errors file cannot be written" in broken.stderr
 
 
 def test_a_run_that_can_use_no_record_keeps_the_earlier_output(ngram_model, tmp_path, capsys):
@@ -628,12 +644,13 @@ def test_option_values_are_refused_naming_the_option(tmp_path, capsys):
     log = tmp_path / "log.jsonl"
     log.write_text('{"prompt": "p", "response": "r"}\n', encoding="utf-8")
     cases = [
-        (["label-responses", str(log), "-o", str(tmp_path / "o.jsonl"), "--chunk-size", "0"], "argument --chunk-size: expected a positive whole number, got '0'"),
+        (["label-responses", str(log), "-o", str(tmp_path / "o.jsonl"), "--chunk-size", "0"], "argument --chunk-size: expected a whole number of at least 1, got '0'"),
         (["label-responses", str(log), "-o", str(tmp_path / "o.jsonl"), "--threshold", "nan"], "argument --threshold: expected a number in [0, 1], got 'nan'"),
         (["bootstrap", str(log), "-o", str(tmp_path / "o.jsonl"), "--min-confidence", "1.5"], "argument --min-confidence: expected a number in [0.5, 1], got '1.5'"),
         (["train-prompt", str(log), "--target-name", "t", "--test-size", "1"], "argument --test-size: expected a number in (0, 1), got '1'"),
-        (["explain", "p", "--top-k", "0"], "argument --top-k: expected a positive whole number, got '0'"),
-        (["export-encoder", "m", "-o", str(tmp_path / "e"), "--max-seq-length", "-3"], "argument --max-seq-length: expected a positive whole number"),
+        (["explain", "p", "--top-k", "0"], "argument --top-k: expected a whole number of at least 1, got '0'"),
+        (["explain", "p", "--threads", "99999999999999999999"], "argument --threads: expected at most 4096 threads"),
+        (["export-encoder", "m", "-o", str(tmp_path / "e"), "--max-seq-length", "-3"], "argument --max-seq-length: expected a whole number of at least 1"),
     ]
     for argv, message in cases:
         with pytest.raises(SystemExit) as exit_:
@@ -658,7 +675,7 @@ def test_inputs_that_are_not_files_say_what_they_are(tmp_path, capsys):
     assert f"{fifo}: not a regular file" in capsys.readouterr().err
 
 
-def test_every_command_reports_skipped_rows_the_same_way_and_takes_v_after_it(ngram_model, tmp_path, capsys):
+def test_every_command_reports_skipped_rows_the_same_way_and_takes_v_after_it(ngram_model, tmp_path, capsys, caplog):
     log = tmp_path / "log.jsonl"
     log.write_text("".join(json.dumps({"response": "Sure, here it is.", "label": "compliance"}) + "\n" for _ in range(3))
                    + "".join("not json\n" for _ in range(7)), encoding="utf-8")
@@ -670,7 +687,8 @@ def test_every_command_reports_skipped_rows_the_same_way_and_takes_v_after_it(ng
     for err in (scored, evaluated):
         assert sum(line.startswith("skipped ") for line in err.splitlines()) == 5
         assert "... and 2 more skipped records (all with their reasons in" in err
-        assert "WARNING" not in err
+    # Not a second time, as warnings of the library (the CLI printed them itself).
+    assert not [r for r in caplog.records if r.name == "refusal_predictor.batch" and "skipped" in r.getMessage()]
 
 
 def test_evaluate_takes_a_shipped_target_and_explain_takes_threads(tmp_path, capsys):
@@ -697,7 +715,7 @@ def test_train_prompt_refuses_a_blank_target_name_and_says_what_the_filter_kept(
     log.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     assert main(["train-prompt", str(log), "--target-name", "t", "-o", str(tmp_path / "m"), "--model-filter", "chatgpt",
                  "--head", "logreg", "--response-model", "ngrams", "--no-progress"]) == 0
-    assert "bootstrap: 150 lines in the log, 120 with model 'chatgpt'" in capsys.readouterr().out
+    assert "bootstrap: 150 rows in the log, 120 with model 'chatgpt'" in capsys.readouterr().out
 
 
 def test_command_line_errors_name_the_command_to_use(ngram_model, tmp_path, capsys):
