@@ -60,8 +60,6 @@ class BootstrapReport:
             f"below the confidence cut; merged {self.merged_duplicates} duplicate rows "
             f"({self.conflicting_prompts} prompts with conflicting labels); skipped {len(self.bad)} bad rows"
         )
-        if not self.output_written:
-            text += "; nothing written (an earlier output is left as it was)"
         if reasons:
             shown = reasons.most_common(5)
             text += " (" + "; ".join(f"{n}x {r}" for r, n in shown)
@@ -69,6 +67,8 @@ class BootstrapReport:
             if rest:
                 text += f"; {rest} more for {len(reasons) - len(shown)} other reasons, in the errors file"
             text += ")"
+        if not self.output_written:
+            return text + "; nothing written (an earlier output is left as it was)"
         return text + f"; wrote {self.written}"
 
 

@@ -656,7 +656,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     handler = _COMMANDS[args.command]
-    watched = _WatchedStdout.install()
+    watched, installed = _WatchedStdout.install()
     try:
         with _signals_raise():
             status = handler(args)
@@ -665,8 +665,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _reader_gone()
         # Not our standard output (an errors file that is a pipe, stderr): the run did not finish,
         # so it says so (if stderr still reads) and fails.
-        with contextlib.suppress(OSError, ValueError, AttributeError):
-            print(f"refusal-predictor {args.command}: error: {exc}", file=sys.stderr)
+        _say_on_stderr(f"refusal-predictor {args.command}: error: {exc}")
         return 2
     except (OSError, ValueError, TypeError, ImportError) as exc:
         # OSError: unwritable outputs, permissions, full disks; the message names the path.
@@ -678,13 +677,32 @@ def main(argv: Sequence[str] | None = None) -> int:
               "outputs being written were removed", file=sys.stderr)
         return 128 + signum
     finally:
-        _WatchedStdout.uninstall(watched)
+        if installed:
+            _WatchedStdout.uninstall(watched)
     if sys.stdout is not None:  # None: started with standard output closed (`>&-`)
         try:
             sys.stdout.flush()
         except BrokenPipeError:
             return _reader_gone()
+        except OSError as exc:  # a full disk (`> /dev/full`): what was printed is lost, say so
+            _silence_stdout()
+            _say_on_stderr(f"refusal-predictor {args.command}: error: standard output: {exc}")
+            return 2
     return status
+
+
+def _say_on_stderr(message: str) -> None:
+    """Print an error on stderr; if stderr is a closed pipe too, point it at /dev/null so that
+    Python's flush at exit does not fail again (which would make the exit status 120)."""
+    try:
+        print(message, file=sys.stderr, flush=True)
+    except (OSError, ValueError, AttributeError):
+        import os
+
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stderr.fileno())
+            os.close(devnull)
 
 
 class _WatchedStdout:
@@ -697,11 +715,13 @@ class _WatchedStdout:
         self.broken = False
 
     @classmethod
-    def install(cls) -> "_WatchedStdout | None":
-        if sys.stdout is None:
-            return None
+    def install(cls) -> "tuple[_WatchedStdout | None, bool]":
+        """The watcher in place, and whether this call put it there (a main() running in another
+        thread may have: it is shared, and only the call that installed it takes it away)."""
+        if sys.stdout is None or isinstance(sys.stdout, cls):
+            return sys.stdout, False
         sys.stdout = cls(sys.stdout)
-        return sys.stdout
+        return sys.stdout, True
 
     @staticmethod
     def uninstall(watched: "_WatchedStdout | None") -> None:

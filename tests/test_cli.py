@@ -637,7 +637,9 @@ def test_a_run_that_can_use_no_record_keeps_the_earlier_output(ngram_model, tmp_
     assert main(["bootstrap", str(pairs), "-o", str(labels), "--response-model", "ngrams", "--no-progress",
                  "--min-confidence", "1.0"]) == 1
     assert labels.read_text(encoding="utf-8") == '{"earlier": 1}\n'
-    assert "nothing was written (an earlier" in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert "nothing was written (an earlier" in captured.err
+    assert "bad rows; nothing written (an earlier output is left as it was)\n" in captured.out
 
 
 def test_option_values_are_refused_naming_the_option(tmp_path, capsys):
@@ -725,3 +727,48 @@ def test_command_line_errors_name_the_command_to_use(ngram_model, tmp_path, caps
     assert main(["label-responses", str(Path(__file__).resolve().parent.parent / "examples" / "chatgpt_responses.jsonl"),
                  "-o", str(tmp_path / "o.jsonl"), "--model", str(ngram_model), "--tone", "--no-progress"]) == 2
     assert "train-response --tone-field FIELD" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("unbuffered", ["1", ""])
+def test_a_full_standard_output_is_one_error_line_and_status_2(tmp_path, unbuffered):
+    """`info > /dev/full` ended in a traceback and status 120 (the flush at exit failing again)."""
+    import os
+
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full here")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent), "PYTHONUNBUFFERED": unbuffered}
+    run = subprocess.run(["bash", "-c", f"{sys.executable} -m refusal_predictor.cli info > /dev/full"],
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
+    assert run.returncode == 2 and "Traceback" not in run.stderr and "Exception ignored" not in run.stderr
+    assert "No space left on device" in run.stderr and len(run.stderr.strip().splitlines()) == 1
+
+
+def test_main_in_two_threads_at_once_leaves_standard_output_as_it_was(monkeypatch):
+    """Two overlapping main() calls each wrapped sys.stdout; when the first to start ended first,
+    the second put the first one's wrapper back, for good."""
+    import threading
+
+    from refusal_predictor import cli
+
+    before = sys.stdout
+    both_inside, first_done = threading.Barrier(2), threading.Event()
+
+    def command(args):
+        both_inside.wait(timeout=30)
+        if threading.current_thread().name == "second":
+            first_done.wait(timeout=30)
+        return 0
+
+    monkeypatch.setitem(cli._COMMANDS, "info", command)
+    first = threading.Thread(target=lambda: (main(["info"]), first_done.set()), name="first")
+    second = threading.Thread(target=lambda: main(["info"]), name="second")
+    first.start()
+    import time
+
+    deadline = time.monotonic() + 30
+    while not isinstance(sys.stdout, cli._WatchedStdout) and time.monotonic() < deadline:
+        time.sleep(0.001)  # until the first call's watcher is in place
+    second.start()
+    first.join(timeout=60)
+    second.join(timeout=60)
+    assert sys.stdout is before
