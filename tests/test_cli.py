@@ -772,3 +772,17 @@ def test_main_in_two_threads_at_once_leaves_standard_output_as_it_was(monkeypatc
     first.join(timeout=60)
     second.join(timeout=60)
     assert sys.stdout is before
+
+
+@pytest.mark.parametrize("unbuffered", ["1", ""])
+def test_a_closed_stderr_does_not_turn_the_exit_status_into_120(tmp_path, unbuffered):
+    """The progress bar meets a stderr whose reader left; the error line cannot be written either,
+    and Python's flush at exit failed again: status 120 when stderr was buffered."""
+    import os
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent), "PYTHONUNBUFFERED": unbuffered}
+    log = Path(__file__).resolve().parent.parent / "examples" / "chatgpt_responses.jsonl"
+    run = subprocess.run(["bash", "-c", f"{sys.executable} -m refusal_predictor.cli label-responses {log} -o o.jsonl "
+                          "--model ngrams 2>&1 >so.txt | true; echo ${PIPESTATUS[0]}"],
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
+    assert run.stdout.strip() == "2"
