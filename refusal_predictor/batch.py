@@ -39,10 +39,10 @@ class ScoreReport:
 
     def summary(self) -> str:
         rate = self.positives / self.scored if self.scored else 0.0
-        where = f"-> {self.output}" if self.output_written else f"nothing written to {self.output}"
+        where = f"-> {self.output}" if self.output_written else f"; nothing written to {self.output}"
         text = (
             f"{self.input}: read {self.read} records, scored {self.scored} "
-            f"({self.positives} refusal, {rate:.1%}), skipped {len(self.bad)} {where}"
+            f"({self.positives} refusal, {rate:.1%}), skipped {len(self.bad)}{' ' if self.output_written else ''}{where}"
         )
         if self.bad:
             text += f"; skipped records with line numbers in {self.errors_path}"

@@ -628,7 +628,7 @@ def test_a_run_that_can_use_no_record_keeps_the_earlier_output(ngram_model, tmp_
                  "--text-field", "respnse"]) == 1
     err = capsys.readouterr()
     assert out.read_text(encoding="utf-8") == good
-    assert f"nothing written to {out}" in err.out and f"{out} was not written (an earlier file there is left as it was)" in err.err
+    assert f"skipped 2; nothing written to {out}" in err.out and f"{out} was not written (an earlier file there is left as it was)" in err.err
     assert [e["line"] for e in _jsonl(tmp_path / "out.jsonl.errors.jsonl")] == [1, 2]  # why, kept
     labels = tmp_path / "labels.jsonl"
     labels.write_text('{"earlier": 1}\n', encoding="utf-8")
