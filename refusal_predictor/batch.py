@@ -16,7 +16,7 @@ import numpy as np
 
 from .artifacts import PathLike
 from .encoder import check_count
-from .errors_file import default_errors_path, write_bad_records, write_with_errors
+from .errors_file import default_errors_path, write_with_errors
 from .records import (BadRecord, RecordWriter, check_paths, detect_format, find_field, get_text, input_columns, raw_of,
                       read_records)
 from .thresholds import check_threshold, written_probability
@@ -39,10 +39,10 @@ class ScoreReport:
 
     def summary(self) -> str:
         rate = self.positives / self.scored if self.scored else 0.0
-        where = f"-> {self.output}" if self.output_written else f"; nothing written to {self.output}"
+        where = f" -> {self.output}" if self.output_written else f"; nothing written to {self.output}"
         text = (
             f"{self.input}: read {self.read} records, scored {self.scored} "
-            f"({self.positives} refusal, {rate:.1%}), skipped {len(self.bad)}{' ' if self.output_written else ''}{where}"
+            f"({self.positives} refusal, {rate:.1%}), skipped {len(self.bad)}{where}"
         )
         if self.bad:
             text += f"; skipped records with line numbers in {self.errors_path}"
@@ -172,14 +172,11 @@ def score_file(
             if len(pending) >= chunk_size:
                 flush(writer)
         flush(writer)
-        if report.read and not report.scored:
-            # Nothing could be scored (a misspelt --text-field, a wrong --format): exit 1 for the CLI,
-            # and an earlier output is not replaced by an empty one. The errors file says why.
-            writer.abort()
-            report.output_written = False
-            report.errors_path = write_bad_records(errors_file, report.bad, input_path)
-        else:
-            report.errors_path = write_with_errors(writer, errors_file, report.bad, input_path)
+        # Nothing could be scored (a misspelt --text-field, a wrong --format): exit 1 for the CLI,
+        # and an earlier output is not replaced by an empty one. The errors file says why.
+        report.output_written = not (report.read and not report.scored)
+        report.errors_path = write_with_errors(writer, errors_file, report.bad, input_path,
+                                               keep_output=report.output_written)
     if report.bad and log_skipped:
         for item in report.bad[:5]:
             logger.warning("skipped %s", item.describe(input_path))

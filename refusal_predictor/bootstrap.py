@@ -17,7 +17,7 @@ import numpy as np
 
 from .artifacts import PathLike
 from .batch import checked_scores
-from .errors_file import default_errors_path, write_bad_records, write_with_errors
+from .errors_file import default_errors_path, write_with_errors
 from .records import BadRecord, RecordWriter, check_paths, get_text, raw_of, read_records
 from .text import is_blank, text_key
 from .thresholds import check_threshold, written_probability
@@ -222,11 +222,8 @@ def bootstrap_file(
     records = read_records(log_path, input_format, encoding, separator=separator)
     rows, report = bootstrap_records(records, response_classifier, **options)
     with RecordWriter(output_path, output_format) as writer:
-        if report.read and not rows:  # nothing to write: an earlier labels file is not emptied
-            writer.abort()
-            report.output_written = False
-            report.errors_path = write_bad_records(errors_file, report.unused(), log_path)
-        else:
-            writer.write_many(rows)
-            report.errors_path = write_with_errors(writer, errors_file, report.unused(), log_path)
+        report.output_written = not (report.read and not rows)  # nothing to write: an earlier file is not emptied
+        writer.write_many(rows)
+        report.errors_path = write_with_errors(writer, errors_file, report.unused(), log_path,
+                                               keep_output=report.output_written)
     return report

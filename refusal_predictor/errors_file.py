@@ -42,8 +42,12 @@ def write_bad_records(path: PathLike, bad: Sequence[BadRecord], source: PathLike
     return staged.result
 
 
-def write_with_errors(writer: RecordWriter, path: PathLike, bad: Sequence[BadRecord], source: PathLike) -> Path | None:
+def write_with_errors(writer: RecordWriter, path: PathLike, bad: Sequence[BadRecord], source: PathLike, *,
+                      keep_output: bool = True) -> Path | None:
     """Put ``writer``'s output and its errors file in place as a pair; returns the errors file's path.
+
+    ``keep_output=False`` (a run that could use nothing) throws the output away, leaving a file
+    already at its path as it was, and writes only the errors file.
 
     Both are written aside first. The errors file goes in place next (an earlier one moved aside,
     not deleted), then the output is renamed; if that fails, the earlier errors file is moved
@@ -51,6 +55,9 @@ def write_with_errors(writer: RecordWriter, path: PathLike, bad: Sequence[BadRec
     interrupt) leaves the earlier output and errors file as they were, not a new output beside
     an old errors file or the other way round.
     """
+    if not keep_output:
+        writer.abort()
+        return write_bad_records(path, bad, source)
     writer.finish()
     staged = StagedErrors(path, bad, source)
     staged.put_in_place()  # undoes its own steps when it fails part-way
