@@ -364,3 +364,79 @@ def test_missing_external_files_name_the_file(tmp_path):
     (bad / "xstest_v2_completions_gpt4.csv").write_text("id,prompt\nv2-1,hi\n")
     with pytest.raises(ValueError, match="missing column"):
         D.load_xstest(tmp_path)
+
+
+def _xstest_copy(tmp_path: Path, edit) -> Path:
+    """A data folder holding the five XSTest completion files, the gpt-4 one changed by ``edit``."""
+    folder = tmp_path / "exaggerated-safety" / "model_completions"
+    folder.mkdir(parents=True)
+    for key in D.XSTEST_SETS:
+        name = f"xstest_v2_completions_{key}.csv"
+        raw = (DATA_DIR / "exaggerated-safety" / "model_completions" / name).read_bytes()
+        (folder / name).write_bytes(edit(raw) if key == "gpt4" else raw)
+    return tmp_path
+
+
+def _after_header(row: bytes):
+    return lambda raw: raw.replace(b"\n", b"\n" + row + b"\n", 1)
+
+
+@needs_data
+@pytest.mark.parametrize("edit, message", [
+    # pandas took a row one field wider than the header as index + shifted fields ("unknown
+    # final_label ['', 'EXTRA']"), and filled a short row or an open quote with empty values
+    (_after_header(b"v2-x,homonyms,p,c,1_full_compliance,1_full_compliance,True,1_full_compliance,EXTRA"),
+     r"line 2: 9 field\(s\) where the header has 8"),
+    (_after_header(b"v2-x,homonyms,p,c"), r"line 2: 4 field\(s\) where the header has 8"),
+    (_after_header(b'v2-z,homonyms,"p,c,1_full_compliance'), r"line 2: .*expected after"),
+    (_after_header(b"v2-y,homonyms,a prompt,a reply,1_full_compliance,1_full_compliance,True,4_bogus"),
+     r"line 2: unknown final_label value\(s\) \['4_bogus'\]"),
+    # a decoder's byte offset ("position 10") named no line
+    (lambda raw: raw.replace(b"\n", b"\nv2-\xe9", 1), r"line 2: not valid UTF-8"),
+])
+def test_xstest_file_errors_name_their_line(tmp_path, edit, message):
+    folder = _xstest_copy(tmp_path, edit)
+    with pytest.raises(ValueError, match=r"xstest_v2_completions_gpt4\.csv, " + message):
+        D.load_xstest(folder)
+
+
+@needs_data
+@pytest.mark.parametrize("row, message", [
+    (b'0,"fine answer",', r"line 2: 'label' is not a whole number \(''\)"),
+    (b'0,"fine answer",true', r"line 2: 'label' is not a whole number \('true'\)"),
+    (b'0,"fine answer",2', r"line 2: unknown label value\(s\) \[2\]"),
+    (b'999,"fine answer",1', r"line 2: question id\(s\) \[999\] not found"),
+])
+def test_gptfuzz_file_errors_name_their_line(tmp_path, row, message):
+    source = DATA_DIR / "GPTFuzz" / "datasets"
+    for part in ("questions/question_list.csv", "responses_labeled/train.csv"):
+        (tmp_path / "GPTFuzz" / "datasets" / part).parent.mkdir(parents=True, exist_ok=True)
+        raw = (source / part).read_bytes()
+        (tmp_path / "GPTFuzz" / "datasets" / part).write_bytes(
+            _after_header(row)(raw) if part.startswith("responses") else raw)
+    with pytest.raises(ValueError, match=r"train\.csv, " + message):
+        D.load_gptfuzz(tmp_path)
+    with_one = (b'0,"fine answer",1.0')  # a float spelling of a whole number is still that number
+    (tmp_path / "GPTFuzz" / "datasets" / "responses_labeled" / "train.csv").write_bytes(
+        _after_header(with_one)((source / "responses_labeled" / "train.csv").read_bytes()))
+    assert len(D.load_gptfuzz(tmp_path)) == 6161
+
+
+def test_paper_records_need_texts_and_utf8(tmp_path):
+    records = json.loads((D.PAPER_DATA_DIR / "all_hand_labeled.json").read_text(encoding="utf-8"))
+    bad = tmp_path / "all_hand_labeled.json"
+    records[5]["response"] = None  # was loaded as a labelled row without a response
+    bad.write_text(json.dumps(records, indent=1), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"record 5 \(counting from 0\): response is None"):
+        D.load_paper(bad)
+    records[5]["response"] = "r"
+    text = json.dumps(records, indent=1).encode()
+    bad.write_bytes(text.replace(b'"r"', b'"r\xff"', 1))
+    line = text[: text.index(b'"r"')].count(b"\n") + 1
+    with pytest.raises(ValueError, match=rf"all_hand_labeled\.json, line {line}: not valid UTF-8"):
+        D.load_paper(bad)
+
+
+def test_validate_records_rejects_a_label_without_a_response():
+    with pytest.raises(ValueError, match="response.*where the row has a label"):
+        D.validate_records(pd.DataFrame([_record(response=None)]))

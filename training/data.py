@@ -34,8 +34,10 @@ always kept in ``model_version``.
 
 from __future__ import annotations
 
+import csv
 import functools
 import glob
+import io
 import json
 import logging
 import os
@@ -120,7 +122,8 @@ def validate_records(df: pd.DataFrame, *, allow_empty: bool = False) -> pd.DataF
     """Check that ``df`` follows the record schema; return it unchanged.
 
     Checked: the first columns are exactly :data:`COLUMNS`; ``prompt`` is a non-empty str;
-    ``response`` is str or missing; ``label`` is ``"refusal"``/``"compliance"`` or missing;
+    ``response`` is str or missing (a str where the row has a label); ``label`` is
+    ``"refusal"``/``"compliance"`` or missing;
     ``fine_label`` and ``model`` are str or missing; ``source`` is a non-empty str. Missing
     means None (what the loaders emit) or NaN (what pandas may make of a None after a
     merge). Raises ValueError naming the offending column and the first bad row, so a
@@ -155,6 +158,8 @@ def validate_records(df: pd.DataFrame, *, allow_empty: bool = False) -> pd.DataF
     _check("prompt", ~prompt_ok, "a non-empty str")
     _check("response", ~(_missing("response") | _is_str("response")), "str or None")
     _check("label", ~(_missing("label") | df["label"].isin(LABELS)), f"one of {LABELS} or None")
+    # A label is a judgement of a response: a labelled row without one would train on nothing.
+    _check("response", ~(_missing("label") | _is_str("response")), "str where the row has a label")
     _check("fine_label", ~(_missing("fine_label") | _is_str("fine_label")), "str or None")
     source_ok = _is_str("source") & (df["source"].astype(object) != "")
     _check("source", ~source_ok, "a non-empty str")
@@ -284,19 +289,30 @@ def _glob(base: Path, pattern: str) -> list[Path]:
     return files
 
 
-def _read_json(path: Path) -> Any:
+def _read_text(path: Path) -> str:
+    """A data file's UTF-8 text; bytes that are not UTF-8 are an error naming their line (a
+    decoder's byte offset into a 5 MB file does not help anyone find them)."""
     _require_file(path)
+    raw = path.read_bytes()
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise ValueError(f"{path}, line {line}: not valid UTF-8 ({e.reason}: "
+                         f"{raw[e.start:e.end]!r})") from e
+
+
+def _read_json(path: Path) -> Any:
+    text = _read_text(path)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:  # its message names the line and column
         raise ValueError(f"malformed JSON in {path}: {e}") from e
 
 
 def _read_json_or_jsonl(path: Path) -> list[Any]:
     """Read a file that is either one JSON array or JSON lines (DeRTa uses both)."""
-    _require_file(path)
-    text = path.read_text(encoding="utf-8")
+    text = _read_text(path)
     try:
         data = json.loads(text)
         return data if isinstance(data, list) else [data]
@@ -312,26 +328,74 @@ def _read_json_or_jsonl(path: Path) -> list[Any]:
     return out
 
 
-def _read_csv(path: Path, required: Iterable[str]) -> pd.DataFrame:
-    _require_file(path)
+def _read_csv(path: Path, required: Iterable[str]) -> tuple[pd.DataFrame, list[int]]:
+    """A data CSV file's rows, and the line each row starts on (for errors that name it).
+
+    The file is first read strictly with :mod:`csv`: pandas reads a row one field wider than
+    the header by taking its first field as an index and shifting every other one (a response
+    read as a label), and fills a short row or a quote never closed with empty values, so
+    such a file failed later, on a value, without saying where.
+    """
+    lines = _csv_record_lines(path)
     try:
         df = pd.read_csv(path, keep_default_na=False, na_values=[])
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise ValueError(f"malformed CSV {path}: {e}") from e
+    if len(df) != len(lines):  # pragma: no cover - the two readers disagree on a record
+        raise ValueError(f"malformed CSV {path}: {len(lines)} records by the csv module, {len(df)} by pandas")
     missing = [c for c in required if c not in df.columns]
     if missing:
         raise ValueError(f"{path}: missing column(s) {missing}; has {list(df.columns)}")
-    return df
+    return df, lines
+
+
+def _csv_record_lines(path: Path) -> list[int]:
+    """The line each record of a CSV file starts on, checking that each has the header's
+    number of fields and closes its quotes. Blank lines are skipped, as pandas skips them."""
+    reader = csv.reader(io.StringIO(_read_text(path), newline=""), strict=True)
+    starts: list[int] = []
+    start, width = 1, None
+    try:
+        for row in reader:
+            if row:
+                if width is None:
+                    width = len(row)
+                elif len(row) != width:
+                    raise ValueError(f"{path}, line {start}: {len(row)} field(s) where the header has {width}")
+                else:
+                    starts.append(start)
+            start = reader.line_num + 1
+    except csv.Error as e:
+        raise ValueError(f"malformed CSV {path}, line {start}: {e}") from e
+    return starts
+
+
+def _at_lines(lines: Sequence[int], bad: Iterable[bool]) -> str:
+    """Where the rows flagged in ``bad`` are: "line 4" or "lines 4, 9, 12 (and 3 more)"."""
+    found = [line for line, flag in zip(lines, bad) if flag]
+    shown = ", ".join(map(str, found[:5])) + (f" (and {len(found) - 5} more)" if len(found) > 5 else "")
+    return f"line{'s' if len(found) > 1 else ''} {shown}"
+
+
+def _int_column(df: pd.DataFrame, column: str, path: Path, lines: Sequence[int]) -> pd.Series:
+    """A column of whole numbers (``1`` or ``1.0``), or an error naming the lines that hold
+    anything else (an empty cell, ``true``, ``1.5``)."""
+    values = pd.to_numeric(df[column].astype(str).str.strip(), errors="coerce")
+    bad = values.isna() | (values != values.round())
+    if bad.any():
+        raise ValueError(f"{path}, {_at_lines(lines, bad)}: {column!r} is not a whole number "
+                         f"({df[column][bad].iloc[0]!r})")
+    return values.astype(np.int64)
 
 
 def _require_keys(records: list[Any], keys: Iterable[str], path: Path) -> None:
     keys = list(keys)
     for i, r in enumerate(records):
         if not isinstance(r, dict):
-            raise ValueError(f"{path}: record {i} is {type(r).__name__}, expected an object")
+            raise ValueError(f"{path}: record {i} (counting from 0) is {type(r).__name__}, expected an object")
         missing = [k for k in keys if k not in r]
         if missing:
-            raise ValueError(f"{path}: record {i} lacks field(s) {missing}")
+            raise ValueError(f"{path}: record {i} (counting from 0) lacks field(s) {missing}")
 
 
 def _drop_empty_responses(df: pd.DataFrame, what: str) -> pd.DataFrame:
@@ -395,6 +459,10 @@ def _read_paper_records(file: Path, keys: Sequence[str]) -> list[dict]:
     if not isinstance(records, list):
         raise ValueError(f"{file}: expected a JSON array of records")
     _require_keys(records, keys, file)
+    for i, r in enumerate(records):
+        for key in ("prompt", "response"):
+            if not isinstance(r[key], str):
+                raise ValueError(f"{file}: record {i} (counting from 0): {key} is {r[key]!r}, not a text")
     unknown = {r["tone"] for r in records} - PAPER_TONES - PAPER_DROPPED_TONES
     if unknown:
         raise ValueError(f"{file}: unknown tone(s) {sorted(unknown)}")
@@ -549,10 +617,11 @@ def load_xstest(data_dir: PathLike) -> pd.DataFrame:
     required = ("id", "type", "prompt", "completion", "agreement", "final_label")
     for key, model in XSTEST_SETS.items():
         file = base / f"xstest_v2_completions_{key}.csv"
-        raw = _read_csv(file, required)
-        bad = sorted(set(raw["final_label"]) - set(XSTEST_LABELS))
-        if bad:
-            raise ValueError(f"{file}: unknown final_label value(s) {bad}")
+        raw, lines = _read_csv(file, required)
+        unknown = ~raw["final_label"].isin(list(XSTEST_LABELS))
+        if unknown.any():
+            raise ValueError(f"{file}, {_at_lines(lines, unknown)}: unknown final_label value(s) "
+                             f"{sorted(set(raw['final_label'][unknown]))}")
         df = pd.DataFrame(
             {
                 "prompt": raw["prompt"].astype(str),
@@ -594,21 +663,19 @@ def load_gptfuzz(data_dir: PathLike) -> pd.DataFrame:
     """
     base = _data_dir(data_dir) / "GPTFuzz" / "datasets"
     qfile = base / "questions" / "question_list.csv"
-    questions = _read_csv(qfile, ("index", "text"))
-    qmap = dict(zip(questions["index"].astype(int), questions["text"].astype(str)))
+    questions, qlines = _read_csv(qfile, ("index", "text"))
+    qmap = dict(zip(_int_column(questions, "index", qfile, qlines), questions["text"].astype(str)))
     rfile = base / "responses_labeled" / "train.csv"
-    raw = _read_csv(rfile, ("question", "Response", "label"))
-    try:
-        qids = raw["question"].astype(int)
-        labels = raw["label"].astype(int)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{rfile}: non-integer question/label values: {e}") from e
-    unresolved = sorted(set(qids) - set(qmap))
-    if unresolved:
-        raise ValueError(f"{rfile}: question id(s) {unresolved[:10]} not found in {qfile}")
-    bad = sorted(set(labels) - {0, 1})
-    if bad:
-        raise ValueError(f"{rfile}: unknown label value(s) {bad}")
+    raw, lines = _read_csv(rfile, ("question", "Response", "label"))
+    qids = _int_column(raw, "question", rfile, lines)
+    labels = _int_column(raw, "label", rfile, lines)
+    unresolved = ~qids.isin(list(qmap))
+    if unresolved.any():
+        raise ValueError(f"{rfile}, {_at_lines(lines, unresolved)}: question id(s) "
+                         f"{sorted(set(qids[unresolved]))[:10]} not found in {qfile}")
+    unknown = ~labels.isin([0, 1])
+    if unknown.any():
+        raise ValueError(f"{rfile}, {_at_lines(lines, unknown)}: unknown label value(s) {sorted(set(labels[unknown]))}")
     df = pd.DataFrame(
         {
             "prompt": [qmap[q] for q in qids],
@@ -1023,10 +1090,10 @@ def load_xstest_prompts(data_dir: PathLike) -> pd.DataFrame:
     files' text because that is what the models answered.
     """
     file = _data_dir(data_dir) / "exaggerated-safety" / "xstest_prompts.csv"
-    raw = _read_csv(file, ("id", "prompt", "type", "label"))
-    bad = sorted(set(raw["label"]) - {"safe", "unsafe"})
-    if bad:
-        raise ValueError(f"{file}: unknown label value(s) {bad}")
+    raw, lines = _read_csv(file, ("id", "prompt", "type", "label"))
+    unknown = ~raw["label"].isin(["safe", "unsafe"])
+    if unknown.any():
+        raise ValueError(f"{file}, {_at_lines(lines, unknown)}: unknown label value(s) {sorted(set(raw['label'][unknown]))}")
     df = pd.DataFrame(
         {
             "prompt": raw["prompt"].astype(str),
