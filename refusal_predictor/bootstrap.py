@@ -35,6 +35,7 @@ class BootstrapReport:
     labelled: int = 0
     merged_duplicates: int = 0
     conflicting_prompts: int = 0
+    repeated_rows: int = 0  # rows whose prompt, response and model repeat an earlier row's
     written: int = 0
     output_written: bool = True  # False when a non-empty log gave no row to write: an earlier output stays
     bad: list[BadRecord] = field(default_factory=list)
@@ -54,11 +55,23 @@ class BootstrapReport:
         return Counter(b.reason.split(" (")[0] for b in self.bad)
 
     def summary(self) -> str:
+        if not self.output_written:
+            return self.counts() + "; nothing written (an earlier output is left as it was)"
+        return self.counts() + f"; wrote {self.written}"
+
+    def counts(self) -> str:
+        """What happened to the rows read, without what was written (the summary's first part)."""
         reasons = self.reasons()
+        if self.merged_duplicates:
+            duplicates = (f"merged {self.merged_duplicates} duplicate rows ({self.repeated_rows} exact repeats; "
+                          f"{self.conflicting_prompts} prompts with conflicting labels)")
+        elif self.repeated_rows:
+            duplicates = f"kept {self.repeated_rows} exact repeats of earlier rows (--dedupe merges them)"
+        else:
+            duplicates = "merged 0 duplicate rows"
         text = (
             f"read {self.read} rows; labelled {self.labelled}; dropped {self.dropped_low_confidence} "
-            f"below the confidence cut; merged {self.merged_duplicates} duplicate rows "
-            f"({self.conflicting_prompts} prompts with conflicting labels); skipped {len(self.bad)} bad rows"
+            f"below the confidence cut; {duplicates}; skipped {len(self.bad)} bad rows"
         )
         if reasons:
             shown = reasons.most_common(5)
@@ -67,9 +80,7 @@ class BootstrapReport:
             if rest:
                 text += f"; {rest} more for {len(reasons) - len(shown)} other reasons, in the errors file"
             text += ")"
-        if not self.output_written:
-            return text + "; nothing written (an earlier output is left as it was)"
-        return text + f"; wrote {self.written}"
+        return text
 
 
 def bootstrap_records(
@@ -87,10 +98,12 @@ def bootstrap_records(
 ) -> tuple[list[dict], BootstrapReport]:
     """Label each record's response; return rows of prompt, label, probability, model, source.
 
-    ``min_confidence`` drops rows whose max(p, 1 - p) is below it. ``deduplicate`` merges rows with
-    the same (prompt, model): the majority label wins, and ``refusal_rate`` / ``n_responses`` say
-    how split the LLM was. ``progress`` shows a bar of rows read (labelling a large log with the
-    encoder takes minutes).
+    ``min_confidence`` drops rows whose label has a probability below it (:func:`label_confidence`).
+    ``deduplicate`` merges rows with the same (prompt, model): the majority label wins, and
+    ``refusal_rate`` / ``n_responses`` say how split the LLM was. Rows that repeat an earlier row's
+    prompt, response and model are counted (``report.repeated_rows``) either way: a log written
+    twice would otherwise pass for twice the evidence without a word. ``progress`` shows a bar of
+    rows read (labelling a large log with the encoder takes minutes).
     """
     from tqdm.auto import tqdm
 
@@ -102,6 +115,7 @@ def bootstrap_records(
     threshold = check_threshold(getattr(response_classifier, "threshold", 0.5), "the response model's threshold")
     rows: list[dict] = []
     pending: list[tuple[str, str, str, int, dict]] = []
+    seen_rows: set[tuple[str, str, str]] = set()
 
     def flush() -> None:
         if not pending:
@@ -109,14 +123,17 @@ def bootstrap_records(
         proba = checked_scores(response_classifier.refusal_probability, [r for _, r, *_ in pending])
         for (prompt, _, model, line, record), p in zip(pending, proba):
             report.labelled += 1
-            if min_confidence is not None and max(p, 1 - p) < min_confidence:
+            label = "refusal" if p >= threshold else "compliance"
+            confidence = p if label == "refusal" else 1.0 - p
+            if min_confidence is not None and confidence < min_confidence:
+                digits = _digits_below(confidence, min_confidence)
                 report.low_confidence.append(BadRecord(
-                    line, f"label confidence {max(p, 1 - p):.3f} below the cut {min_confidence} "
-                          f"(refusal probability {p:.3f})", raw_of(record)))
+                    line, f"label confidence {confidence:.{digits}f} below the cut {min_confidence} "
+                          f"({label}, refusal probability {p:.{digits}f})", raw_of(record)))
                 continue
             rows.append({
                 "prompt": prompt,
-                "label": "refusal" if p >= threshold else "compliance",
+                "label": label,
                 "refusal_probability": written_probability(p, threshold),
                 "model": model,
                 "source": source,
@@ -148,33 +165,50 @@ def bootstrap_records(
             ))
             continue
         model = record.get(model_field) if model_field else None
-        pending.append((prompt, response, "" if model is None else str(model), line, record))
+        model = "" if model is None else str(model)
+        key = (text_key(prompt), response, model)
+        report.repeated_rows += key in seen_rows
+        seen_rows.add(key)
+        pending.append((prompt, response, model, line, record))
         if len(pending) >= batch_size:
             flush()
     flush()
     bar.close()
     if deduplicate:
-        rows = merge_duplicates(rows, ("prompt", "model"), report)
+        rows = merge_duplicates(rows, ("prompt", "model"), report, threshold=threshold)
     report.written = len(rows)
     return rows, report
 
 
+def _digits_below(value: float, cut: float) -> int:
+    """Decimals enough to show ``value`` below ``cut`` (0.999848 is not "1.000 below 0.9999")."""
+    digits = 3
+    while digits < 12 and round(value, digits) >= cut:
+        digits += 1
+    return digits
+
+
 def label_confidence(row: dict) -> float:
-    """How sure the bootstrap is of a row's label: ``max(p, 1 - p)`` of its (mean) refusal
-    probability, the measure ``--min-confidence`` cuts on. Duplicates that disagree pull the mean
-    toward 0.5, so a contested prompt counts less."""
+    """How sure the bootstrap is of a row's label: the probability of that label, ``p`` for a
+    refusal and ``1 - p`` for a compliance (``max(p, 1 - p)`` at the usual threshold 0.5), the
+    measure ``--min-confidence`` cuts on. Under a response model whose threshold is not 0.5, a
+    row labelled refusal at p = 0.32 (threshold 0.3) is 0.32 sure of it, not 0.68. Duplicates that
+    disagree pull the mean toward the threshold, so a contested prompt counts less."""
     p = float(row["refusal_probability"])
-    return max(p, 1.0 - p)
+    return p if row["label"] == "refusal" else 1.0 - p
 
 
 def merge_duplicates(
-    rows: list[dict], keys: tuple[str, ...] = ("prompt", "model"), report: BootstrapReport | None = None
+    rows: list[dict], keys: tuple[str, ...] = ("prompt", "model"), report: BootstrapReport | None = None,
+    threshold: float = 0.5,
 ) -> list[dict]:
     """One row per ``keys``: the majority label, with ``refusal_rate`` and ``n_responses``.
 
     Prompts are compared by :func:`~refusal_predictor.text.text_key`; the merged row keeps the first one's text. Rows
     that are already merges count with their ``n_responses``; a tie goes to the mean refusal
-    probability.
+    probability, cut at ``threshold`` (the response model's, which labelled the rows: at 0.5 a
+    threshold-0.3 model's answers at 0.45 and 0.25, both above its cut on average, became a
+    compliance).
     """
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for row in rows:
@@ -187,7 +221,7 @@ def merge_duplicates(
         if report is not None:
             report.merged_duplicates += len(group) - 1
             report.conflicting_prompts += int(0 < rate < 1)
-        label = "refusal" if rate > 0.5 or (rate == 0.5 and proba >= 0.5) else "compliance"
+        label = "refusal" if rate > 0.5 or (rate == 0.5 and proba >= threshold) else "compliance"
         merged.append({**group[0], "label": label, "refusal_probability": round(proba, 6),
                        "refusal_rate": round(rate, 6), "n_responses": int(sum(weights))})
     return merged

@@ -209,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-size", type=_number_in(0.0, 1.0, low_open=True, high_open=True), default=0.2,
                    help="held-out fraction for the report (default 0.2)")
     p.add_argument("--weight-by-confidence", action="store_true",
-                   help="weight each prompt by its bootstrapped label's confidence max(p, 1-p) instead of dropping any")
+                   help="weight each prompt by its bootstrapped label's confidence (the probability of the label: max(p, 1-p) at threshold 0.5) instead of dropping any")
     p.add_argument("--head", choices=["auto", *HEADS], default="auto",
                    help="auto (default): pick by 5-fold cross-validation on the training prompts")
     _add_threads_option(p)
@@ -243,7 +243,7 @@ def _add_log_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--response-field", default="response")
     p.add_argument("--model-field", default="model", help="field naming the responding LLM (optional in the data)")
     p.add_argument("--min-confidence", type=_number_in(0.5, 1.0),
-                   help="drop labels whose max(p, 1-p) is below this, in [0.5, 1] (e.g. 0.9)")
+                   help="drop labels whose probability (p for a refusal, 1-p for a compliance: max(p, 1-p) at threshold 0.5) is below this, in [0.5, 1] (e.g. 0.9)")
     p.add_argument("--response-model", help="response model folder, or a shipped variant: default, ngrams "
                                             "(no encoder, ~50x faster on CPU)")
     p.add_argument("--format", dest="input_format", choices=FORMATS,

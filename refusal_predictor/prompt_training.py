@@ -92,7 +92,7 @@ def train_prompt_model(
     ``head="auto"`` picks logistic regression, LightGBM or their blend by 5-fold cross-validation on the
     training part only (the held-out prompts never take part); the card records the comparison.
     ``weight_by_confidence`` weights each prompt by :func:`~refusal_predictor.bootstrap.label_confidence`
-    (0.5 to 1) instead of dropping unsure labels (``min_confidence``): nothing is thrown away,
+    (0.5 to 1 under a response model with threshold 0.5) instead of dropping unsure labels (``min_confidence``): nothing is thrown away,
     but a label the response classifier barely decided pulls the prompt model half as hard.
     Rows that could not be used are written, with their line numbers, to ``errors_path``
     (default: ``OUTPUT.errors.jsonl`` beside the model folder).
@@ -173,11 +173,15 @@ def train_prompt_model(
                        ", ".join(f"{m!r} {n} rows" for m, n in answered_by.most_common(5)), target)
     # One row per prompt (up to whitespace and case, so no copy of a held-out prompt trains),
     # whichever model answered.
-    rows = merge_duplicates(rows, ("prompt",), report)
+    rows = merge_duplicates(rows, ("prompt",), report, threshold=rc.threshold)
     report.written = len(rows)
     prompts = [r["prompt"] for r in rows]
     labels = [int(r["label"] == "refusal") for r in rows]
-    check_class_counts(labels, target, test_size=test_size)
+    try:
+        check_class_counts(labels, target, test_size=test_size)
+    except ValueError as exc:  # say where the log's other rows went: the counts alone read as "the log is short"
+        raise ValueError(f"{exc}. {log_path}: {report.counts()}"
+                         + (f" (listed in {report.errors_path})" if report.unused() else "")) from None
     weights = np.array([label_confidence(r) if weight_by_confidence else 1.0 for r in rows])
     train_p, test_p, train_y, test_y, train_w, _ = train_test_split(
         prompts, labels, weights, test_size=test_size, random_state=random_state, stratify=labels
@@ -201,7 +205,7 @@ def train_prompt_model(
         "training": {
             "rows": len(prompts),
             "refusal_rate": float(np.mean(labels)),
-            "sample_weight": "label confidence max(p, 1-p)" if weight_by_confidence else "none",
+            "sample_weight": "label confidence (the probability of the label)" if weight_by_confidence else "none",
             "sources": [{"source": Path(log_path).name, "rows": len(prompts), "refusal_rate": float(np.mean(labels))}],
             "bootstrap": {
                 "read": report.read - in_log["unreadable"], "labelled": report.labelled,

@@ -655,3 +655,64 @@ def test_model_filter_names_the_other_spellings_it_left_out(tmp_path, caplog):
     assert ("--model-filter 'gpt-4' keeps exact matches only (200 rows); left out: 'GPT-4' (200 rows), "
             "'gpt-4-0613' (200 rows)") in caplog.text
     assert "claude" not in caplog.text.split("left out:")[1]
+
+
+class _FixedScores:
+    """A response model that scores each response by a number written in it."""
+
+    def __init__(self, threshold: float) -> None:
+        self.threshold = threshold
+
+    def refusal_probability(self, texts):
+        return np.asarray([float(t) for t in texts])
+
+
+def test_label_confidence_is_the_probability_of_the_label_at_the_models_threshold():
+    # Around 0.5 (max(p, 1 - p)), a threshold-0.3 model's refusal at p = 0.32 was kept as 0.68 sure
+    # (of the other label), and its compliance at 0.20 and refusal at 0.45 were cut alike.
+    rows = _records([{"prompt": f"p{i}", "response": str(p)} for i, p in enumerate([0.32, 0.2, 0.45, 0.95])])
+    kept, report = bootstrap_records(rows, _FixedScores(0.3), min_confidence=0.6)
+    assert {r["prompt"]: r["label"] for r in kept} == {"p1": "compliance", "p3": "refusal"}
+    assert [b.line for b in report.low_confidence] == [1, 3]
+    assert "label confidence 0.320 below the cut 0.6 (refusal, refusal probability 0.320)" in report.low_confidence[0].reason
+    assert label_confidence({"label": "refusal", "refusal_probability": 0.32}) == pytest.approx(0.32)
+    assert label_confidence({"label": "compliance", "refusal_probability": 0.2}) == pytest.approx(0.8)
+
+
+def test_merge_tie_is_cut_at_the_response_models_threshold():
+    # Two answers of a threshold-0.3 model, each labelled by it, average 0.35: above its cut.
+    rows, _ = bootstrap_records(_records([{"prompt": "p", "response": "0.45"}, {"prompt": "p", "response": "0.25"}]),
+                                _FixedScores(0.3), deduplicate=True)
+    assert [(r["label"], r["refusal_rate"], r["refusal_probability"]) for r in rows] == [("refusal", 0.5, 0.35)]
+
+
+def test_low_confidence_reason_shows_the_digits_that_put_it_below_the_cut():
+    _, report = bootstrap_records(_records([{"prompt": "p", "response": "0.000152"}]), _FixedScores(0.5),
+                                  min_confidence=0.9999)
+    (dropped,) = report.low_confidence
+    assert "label confidence 0.9998 below the cut 0.9999" in dropped.reason  # was "1.000 below the cut 0.9999"
+
+
+def test_exact_repeats_are_counted_with_or_without_dedupe():
+    rows = _records([{"prompt": "p", "response": "0.9", "model": "m"}, {"prompt": " P ", "response": "0.9", "model": "m"},
+                     {"prompt": "p", "response": "0.9", "model": "other"}, {"prompt": "p", "response": "0.8", "model": "m"}])
+    kept, report = bootstrap_records(rows, _FixedScores(0.5))
+    assert len(kept) == 4 and report.repeated_rows == 1
+    assert "kept 1 exact repeats of earlier rows (--dedupe merges them)" in report.summary()
+    merged, report = bootstrap_records(rows, _FixedScores(0.5), deduplicate=True)
+    assert len(merged) == 2 and report.repeated_rows == 1
+    assert "merged 2 duplicate rows (1 exact repeats; 0 prompts with conflicting labels)" in report.summary()
+
+
+def test_train_prompt_says_where_the_rows_went_when_a_class_is_short(tmp_path):
+    log = tmp_path / "log.jsonl"
+    rows = [{"prompt": f"how do I bake bread number {i}?", "response": ANSWER} for i in range(30)]
+    rows += [{"prompt": "how do I bake bread number 1?", "response": ANSWER}, {"prompt": "", "response": ANSWER},
+             {"prompt": "p", "response": ""}]
+    log.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    with pytest.raises(ValueError) as info:
+        train_prompt_model(log, "mine", tmp_path / "model", response_model="ngrams")
+    message = str(info.value)
+    assert "found 0 refused and 30 complied prompts" in message
+    assert "read 33 rows; labelled 31" in message and "skipped 2 bad rows" in message
+    assert "merged 1 duplicate rows" in message and "model.errors.jsonl" in message
