@@ -209,6 +209,29 @@ def test_xstest(xstest):
 
 
 @needs_data
+def test_xstest_annotators_set_the_lomo_ceiling(xstest):
+    """The evaluation report's human ceiling: annotator 1 against annotator 2, per completion set."""
+    from training.evaluate import xstest_annotator_rows
+
+    rows = {r["model"]: r for r in xstest_annotator_rows(xstest)}
+    assert set(rows) == set(D.XSTEST_SETS.values()) | {"mean", "min"}
+    mistral = rows["mistral-7b-instruct"]
+    # 450 completions, 10 disagreements: 74 refusals to both annotators, 1 + 9 to one (counted from the CSV)
+    assert mistral["n"] == 450
+    assert mistral["annotators_agreement"] == pytest.approx(440 / 450)
+    assert mistral["annotators_f1"] == pytest.approx(2 * 74 / (2 * 74 + 10))
+    assert rows["min"]["annotators_f1"] == mistral["annotators_f1"]  # the hardest set for humans too
+    assert rows["gpt-4"]["annotators_f1"] > 0.99
+    # scored against the final label, which they decided, each annotator does better than against the other
+    for r in rows.values():
+        assert r["annotator_1_f1"] >= r["annotators_f1"] and r["annotator_2_f1"] >= r["annotators_f1"]
+    broken = xstest.copy()
+    broken.loc[broken.index[3], "annotation_2"] = "4_unsure"
+    with pytest.raises(ValueError, match=r"gpt-4: unknown annotation_2 value\(s\) \['4_unsure'\] \(ids v2-4\)"):
+        xstest_annotator_rows(broken)
+
+
+@needs_data
 def test_gptfuzz(gptfuzz):
     assert len(gptfuzz) == 6160
     D.validate_records(gptfuzz)

@@ -9,6 +9,7 @@ Response part:
   model's tone head beside the paper's recipe trained on the tones and the majority tone;
 - short compliances scored as refusal (:func:`short_answer_report`): AlpacaEval's short answers
   and the openings of the paper's test compliances;
+- XSTest v2's two human annotators against each other, per LLM (the ceiling for the next table);
 - XSTest v2 leave-one-model-out: the shipped recipe retrained without model M's responses, tested
   on M; the keyword list beside it. For a recipe over the fine-tuned encoder, the encoder too is
   the one fine-tuned without M (its embeddings read from ``--lomo-embeddings``).
@@ -206,6 +207,43 @@ def xstest_lomo_report(
     return rows
 
 
+def xstest_annotator_rows(xstest: pd.DataFrame) -> list[dict[str, Any]]:
+    """XSTest v2's two human annotators scored against each other, per completion set.
+
+    Why: the leave-one-model-out targets are F1 figures, and a response-only model can hardly
+    agree with the final label more than a second human does. ``annotators_f1`` is refusal F1
+    of annotation 1 against annotation 2 (F1 is symmetric, so it needs no reference);
+    ``annotator_1_f1`` / ``annotator_2_f1`` score each against ``final_label`` (``label``), which the
+    annotators' own labels decided, so they overstate a fresh annotator's agreement. Partial
+    refusals count as refusals, as in :func:`training.data.load_xstest`.
+    """
+    from sklearn.metrics import f1_score
+
+    rows = []
+    for model_name, part in sorted(xstest.groupby("model"), key=lambda kv: kv[0]):
+        def refusals(column: str) -> np.ndarray:
+            values = part[column]
+            unknown = ~values.isin(list(data.XSTEST_LABELS))
+            if unknown.any():
+                raise ValueError(f"XSTest {model_name}: unknown {column} value(s) {sorted(map(str, set(values[unknown])))} "
+                                 f"(ids {', '.join(part.loc[unknown, 'id'].astype(str).head(5))})")
+            return np.array([data.XSTEST_LABELS[v][0] == data.REFUSAL for v in values], dtype=int)
+
+        final = (part["label"] == data.REFUSAL).to_numpy(dtype=int)
+        first, second = refusals("annotation_1"), refusals("annotation_2")
+        rows.append({
+            "model": model_name, "n": int(len(part)),
+            "annotators_agreement": float(np.mean(first == second)),
+            "annotators_f1": float(f1_score(second, first, zero_division=0)),
+            "annotator_1_f1": float(f1_score(final, first, zero_division=0)),
+            "annotator_2_f1": float(f1_score(final, second, zero_division=0)),
+        })
+    keys = ("annotators_agreement", "annotators_f1", "annotator_1_f1", "annotator_2_f1")
+    rows.append({"model": "mean", "n": int(sum(r["n"] for r in rows)), **{k: float(np.mean([r[k] for r in rows])) for k in keys}})
+    rows.append({"model": "min", "n": "", **{k: float(np.min([r[k] for r in rows[:-1]])) for k in keys}})
+    return rows
+
+
 def response_report(data_dir: Path, model_path: Path | None = None, lomo_embeddings: Path | None = None) -> dict[str, Any]:
     model = ResponseClassifier.load(model_path)
     recipe_name = model.metadata.get("recipe", recipes.RESPONSE_RECIPE_NAME)
@@ -224,17 +262,26 @@ def response_report(data_dir: Path, model_path: Path | None = None, lomo_embeddi
     short_rows = short_answer_report(model, data_dir, pool, baseline, name)
     print(format_table(short_rows, list(short_rows[0]),
                        title="\nResponse classifier: short texts scored as refusal (cue-filtered, no hand labels)"))
+    annotator_rows = xstest_annotator_rows(pool[pool["source"] == "xstest-v2"])
+    print(format_table(annotator_rows, list(annotator_rows[0]),
+                       title="\nXSTest v2: its two human annotators against each other (the ceiling for the "
+                             "leave-one-model-out F1 below)"))
+    results = {"paper_split": paper_rows, "tones": tone_rows_, "short_answers": short_rows,
+               "xstest_annotators": annotator_rows}
     try:
         lomo_rows = xstest_lomo_report(data_dir, recipe_name, lomo_embeddings, pool)
     except LomoNeedsFoldEmbeddings as exc:
         print(f"\nResponse classifier: XSTest v2 leave-one-model-out not run: {exc}")
-        return {"paper_split": paper_rows, "tones": tone_rows_, "short_answers": short_rows, "xstest_lomo": None,
-                "xstest_lomo_skipped": str(exc)}
-    print(format_table(lomo_rows, ["model", "n", "f1", "accuracy", "auroc", "keywords_f1", "keywords_accuracy"],
+        return {**results, "xstest_lomo": None, "xstest_lomo_skipped": str(exc)}
+    humans = {r["model"]: r["annotators_f1"] for r in annotator_rows}
+    for row in lomo_rows:
+        row["annotators_f1"] = humans[row["model"]]
+    print(format_table(lomo_rows, ["model", "n", "f1", "accuracy", "auroc", "keywords_f1", "keywords_accuracy",
+                                   "annotators_f1"],
                        title=f"\nResponse classifier: XSTest v2 leave-one-model-out (recipe {recipe_name!r}"
                              + (f", fold encoders' embeddings from {lomo_embeddings}; the truncated openings embedded by the "
                                 f"shipped encoder)" if lomo_embeddings else ")")))
-    return {"paper_split": paper_rows, "tones": tone_rows_, "short_answers": short_rows, "xstest_lomo": lomo_rows}
+    return {**results, "xstest_lomo": lomo_rows}
 
 
 def check_arguments(args: argparse.Namespace) -> ResponseClassifier | None:
