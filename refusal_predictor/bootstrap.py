@@ -35,7 +35,7 @@ class BootstrapReport:
     labelled: int = 0
     merged_duplicates: int = 0
     conflicting_prompts: int = 0
-    repeated_rows: int = 0  # rows whose prompt, response and model repeat an earlier row's
+    repeated_rows: int = 0  # kept rows repeating an earlier kept row (prompt up to whitespace and case, response, model)
     written: int = 0
     output_written: bool = True  # False when a non-empty log gave no row to write: an earlier output stays
     bad: list[BadRecord] = field(default_factory=list)
@@ -63,10 +63,11 @@ class BootstrapReport:
         """What happened to the rows read, without what was written (the summary's first part)."""
         reasons = self.reasons()
         if self.merged_duplicates:
-            duplicates = (f"merged {self.merged_duplicates} duplicate rows ({self.repeated_rows} exact repeats; "
-                          f"{self.conflicting_prompts} prompts with conflicting labels)")
+            duplicates = (f"merged {self.merged_duplicates} duplicate rows ({self.repeated_rows} repeats of an "
+                          f"earlier row; {self.conflicting_prompts} prompts with conflicting labels)")
         elif self.repeated_rows:
-            duplicates = f"kept {self.repeated_rows} exact repeats of earlier rows (--dedupe merges them)"
+            duplicates = (f"kept {self.repeated_rows} repeats of an earlier row (same prompt up to whitespace and "
+                          f"case, response and model; --dedupe merges them)")
         else:
             duplicates = "merged 0 duplicate rows"
         text = (
@@ -100,10 +101,11 @@ def bootstrap_records(
 
     ``min_confidence`` drops rows whose label has a probability below it (:func:`label_confidence`).
     ``deduplicate`` merges rows with the same (prompt, model): the majority label wins, and
-    ``refusal_rate`` / ``n_responses`` say how split the LLM was. Rows that repeat an earlier row's
-    prompt, response and model are counted (``report.repeated_rows``) either way: a log written
-    twice would otherwise pass for twice the evidence without a word. ``progress`` shows a bar of
-    rows read (labelling a large log with the encoder takes minutes).
+    ``refusal_rate`` / ``n_responses`` say how split the LLM was. Kept rows that repeat an earlier
+    kept row's prompt (up to whitespace and case), response and model are counted
+    (``report.repeated_rows``) either way: a log written twice would otherwise pass for twice the
+    evidence without a word. Rows below ``min_confidence`` are dropped before they are counted.
+    ``progress`` shows a bar of rows read (labelling a large log with the encoder takes minutes).
     """
     from tqdm.auto import tqdm
 
@@ -115,13 +117,13 @@ def bootstrap_records(
     threshold = check_threshold(getattr(response_classifier, "threshold", 0.5), "the response model's threshold")
     rows: list[dict] = []
     pending: list[tuple[str, str, str, int, dict]] = []
-    seen_rows: set[tuple[str, str, str]] = set()
+    seen_rows: set[tuple[str, str, str]] = set()  # of kept rows: a repeat the cut drops is not "kept"
 
     def flush() -> None:
         if not pending:
             return
         proba = checked_scores(response_classifier.refusal_probability, [r for _, r, *_ in pending])
-        for (prompt, _, model, line, record), p in zip(pending, proba):
+        for (prompt, response, model, line, record), p in zip(pending, proba):
             report.labelled += 1
             label = "refusal" if p >= threshold else "compliance"
             confidence = p if label == "refusal" else 1.0 - p
@@ -131,6 +133,9 @@ def bootstrap_records(
                     line, f"label confidence {confidence:.{digits}f} below the cut {min_confidence} "
                           f"({label}, refusal probability {p:.{digits}f})", raw_of(record)))
                 continue
+            key = (text_key(prompt), response, model)
+            report.repeated_rows += key in seen_rows
+            seen_rows.add(key)
             rows.append({
                 "prompt": prompt,
                 "label": label,
@@ -166,9 +171,6 @@ def bootstrap_records(
             continue
         model = record.get(model_field) if model_field else None
         model = "" if model is None else str(model)
-        key = (text_key(prompt), response, model)
-        report.repeated_rows += key in seen_rows
-        seen_rows.add(key)
         pending.append((prompt, response, model, line, record))
         if len(pending) >= batch_size:
             flush()
@@ -190,10 +192,12 @@ def _digits_below(value: float, cut: float) -> int:
 
 def label_confidence(row: dict) -> float:
     """How sure the bootstrap is of a row's label: the probability of that label, ``p`` for a
-    refusal and ``1 - p`` for a compliance (``max(p, 1 - p)`` at the usual threshold 0.5), the
-    measure ``--min-confidence`` cuts on. Under a response model whose threshold is not 0.5, a
-    row labelled refusal at p = 0.32 (threshold 0.3) is 0.32 sure of it, not 0.68. Duplicates that
-    disagree pull the mean toward the threshold, so a contested prompt counts less."""
+    refusal and ``1 - p`` for a compliance, the measure ``--min-confidence`` cuts on. For one
+    answer that is ``max(p, 1 - p)`` at the usual threshold 0.5; under a response model whose
+    threshold is not 0.5, a row labelled refusal at p = 0.32 (threshold 0.3) is 0.32 sure of it,
+    not 0.68. A merged row (:func:`merge_duplicates`) has its answers' majority label and their
+    mean ``p``, which can fall on the other side of the cut (0.55, 0.55 and 0.0: refusal, mean
+    0.367): its confidence is then below 0.5, so a contested prompt counts less than a clear one."""
     p = float(row["refusal_probability"])
     return p if row["label"] == "refusal" else 1.0 - p
 

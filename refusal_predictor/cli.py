@@ -209,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-size", type=_number_in(0.0, 1.0, low_open=True, high_open=True), default=0.2,
                    help="held-out fraction for the report (default 0.2)")
     p.add_argument("--weight-by-confidence", action="store_true",
-                   help="weight each prompt by its bootstrapped label's confidence (the probability of the label: max(p, 1-p) at threshold 0.5) instead of dropping any")
+                   help="weight each prompt by its bootstrapped label's confidence (the probability of the label: max(p, 1-p) for one answer at threshold 0.5; a prompt answered several times takes its answers' mean p, so a contested one weighs less) instead of dropping any")
     p.add_argument("--head", choices=["auto", *HEADS], default="auto",
                    help="auto (default): pick by 5-fold cross-validation on the training prompts")
     _add_threads_option(p)

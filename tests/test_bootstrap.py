@@ -693,15 +693,48 @@ def test_low_confidence_reason_shows_the_digits_that_put_it_below_the_cut():
     assert "label confidence 0.9998 below the cut 0.9999" in dropped.reason  # was "1.000 below the cut 0.9999"
 
 
-def test_exact_repeats_are_counted_with_or_without_dedupe():
+def test_repeated_rows_are_counted_with_or_without_dedupe():
     rows = _records([{"prompt": "p", "response": "0.9", "model": "m"}, {"prompt": " P ", "response": "0.9", "model": "m"},
                      {"prompt": "p", "response": "0.9", "model": "other"}, {"prompt": "p", "response": "0.8", "model": "m"}])
     kept, report = bootstrap_records(rows, _FixedScores(0.5))
     assert len(kept) == 4 and report.repeated_rows == 1
-    assert "kept 1 exact repeats of earlier rows (--dedupe merges them)" in report.summary()
+    assert ("kept 1 repeats of an earlier row (same prompt up to whitespace and case, response and model; "
+            "--dedupe merges them)") in report.summary()
     merged, report = bootstrap_records(rows, _FixedScores(0.5), deduplicate=True)
     assert len(merged) == 2 and report.repeated_rows == 1
-    assert "merged 2 duplicate rows (1 exact repeats; 0 prompts with conflicting labels)" in report.summary()
+    assert "merged 2 duplicate rows (1 repeats of an earlier row; 0 prompts with conflicting labels)" in report.summary()
+
+
+def test_repeats_the_confidence_cut_drops_are_not_reported_as_kept():
+    # The repeats were counted before the cut: "kept 1 exact repeats ... (--dedupe merges them)"
+    # for rows that were dropped, under --dedupe.
+    rows = _records([{"prompt": "p", "response": "0.95"}, {"prompt": "q", "response": "0.6"}, {"prompt": "q", "response": "0.6"}])
+    for deduplicate in (False, True):
+        kept, report = bootstrap_records(rows, _FixedScores(0.5), min_confidence=0.9, deduplicate=deduplicate)
+        assert [r["prompt"] for r in kept] == ["p"] and report.dropped_low_confidence == 2
+        assert report.repeated_rows == 0 and "repeats" not in report.summary()
+
+
+def test_a_contested_merged_prompt_weighs_less_than_a_clear_one():
+    # Answers at 0.55, 0.55 and 0.0: the majority says refusal, the mean (0.367) says compliance,
+    # so the prompt is 0.367 sure of its label; one clear-cut answer at 0.55 is 0.55 sure.
+    rows, _ = bootstrap_records(_records([{"prompt": "same", "response": p} for p in ("0.55", "0.55", "0.0")]
+                                         + [{"prompt": "single", "response": "0.55"}]), _FixedScores(0.5))
+    merged = {r["prompt"]: r for r in merge_duplicates(rows, ("prompt",))}
+    assert merged["same"]["label"] == "refusal" and merged["same"]["refusal_probability"] == pytest.approx(0.366667)
+    assert label_confidence(merged["same"]) == pytest.approx(0.366667)
+    assert label_confidence(merged["same"]) < label_confidence(merged["single"]) == pytest.approx(0.55)
+
+
+def test_training_merges_cut_ties_at_the_labelling_models_threshold():
+    import pandas as pd
+    from training.train_prompt import merge_by_prompt, target_rows
+
+    labelled = pd.DataFrame({"prompt": ["p", "P "], "label": ["refusal", "compliance"], "refusal_probability": [0.45, 0.25],
+                             "model": ["m", "m"], "source": ["log", "log"]})
+    assert merge_by_prompt(labelled)["label"].tolist() == ["compliance"]  # a threshold-0.5 model's tie: mean 0.35
+    assert merge_by_prompt(labelled, 0.3)["label"].tolist() == ["refusal"]  # was compliance: ties cut at 0.5
+    assert target_rows(labelled, "m", threshold=0.3)["label"].tolist() == ["refusal"]
 
 
 def test_train_prompt_says_where_the_rows_went_when_a_class_is_short(tmp_path):

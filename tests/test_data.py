@@ -423,10 +423,44 @@ def test_xstest_file_errors_name_their_line(tmp_path, edit, message):
         D.load_xstest(folder)
 
 
+def _csv(tmp_path: Path, body: bytes) -> Path:
+    path = tmp_path / "prompts.csv"
+    path.write_bytes(body)
+    return path
+
+
+def test_csv_reads_what_pandas_reads(tmp_path):
+    """The strict pre-read refused CSVs pandas had read: a cell over the csv module's 131,072
+    characters (a long completion), a whitespace-only line, text after a closing quote."""
+    long = "word " * 40_000
+    df, lines = D._read_csv(_csv(tmp_path, f'id,text\n1,"{long}"\n   \n2,"a"b\n3,"x\\"y"\n'.encode()), ("id", "text"))
+    assert df["text"].tolist() == [long, "ab", 'x\\y"'] and lines == [2, 4, 5]
+    with pytest.raises(ValueError, match=r"prompts\.csv, line 3: unexpected end of data"):  # a quote never closed
+        D._read_csv(_csv(tmp_path, b'id,text\n1,a\n2,"open\n3,c\n'), ("id", "text"))
+    with pytest.raises(ValueError, match=r"prompts\.csv, line 3: ',' expected after"):  # then the widths go wrong
+        D._read_csv(_csv(tmp_path, b'id,text,label\n1,a,0\n2,"b"c, d",1\n3,"e",0\n'), ("id", "text"))
+
+
+@pytest.mark.parametrize("newline", [b"\n", b"\r\n", b"\r"])
+def test_csv_lines_are_counted_alike_for_bad_bytes_and_bad_values(tmp_path, newline):
+    # A CR-only file named line 1 for a bad byte on line 3, and line 3 for a bad value there.
+    rows = [b"id,text", b"1,a", b'2,"b\rstill b"', b"x,c"]
+    path = _csv(tmp_path, newline.join(rows) + newline)
+    df, lines = D._read_csv(path, ("id",))
+    bad_value_line = lines[2]
+    with pytest.raises(ValueError, match=rf"line {bad_value_line}: 'id' is not a whole number"):
+        D._int_column(df, "id", path, lines)
+    path.write_bytes(newline.join(rows[:3] + [b"\xff,c"]) + newline)
+    with pytest.raises(ValueError, match=rf"line {bad_value_line}: not valid UTF-8"):
+        D._read_csv(path, ("id",))
+
+
 @needs_data
 @pytest.mark.parametrize("row, message", [
     (b'0,"fine answer",', r"line 2: 'label' is not a whole number \(''\)"),
-    (b'0,"fine answer",true', r"line 2: 'label' is not a whole number \('true'\)"),
+    (b'0,"fine answer",inf', r"line 2: 'label' is not a whole number \('inf'\)"),  # was pandas' bare IntCastingNaNError
+    (b'99999999999999999999,"fine answer",1',  # was "question id(s) [-9223372036854775808] not found"
+     r"line 2: 'question' is not a whole number \('99999999999999999999'\)"),
     (b'0,"fine answer",2', r"line 2: unknown label value\(s\) \[2\]"),
     (b'999,"fine answer",1', r"line 2: question id\(s\) \[999\] not found"),
 ])
@@ -439,10 +473,12 @@ def test_gptfuzz_file_errors_name_their_line(tmp_path, row, message):
             _after_header(row)(raw) if part.startswith("responses") else raw)
     with pytest.raises(ValueError, match=r"train\.csv, " + message):
         D.load_gptfuzz(tmp_path)
-    with_one = (b'0,"fine answer",1.0')  # a float spelling of a whole number is still that number
-    (tmp_path / "GPTFuzz" / "datasets" / "responses_labeled" / "train.csv").write_bytes(
-        _after_header(with_one)((source / "responses_labeled" / "train.csv").read_bytes()))
-    assert len(D.load_gptfuzz(tmp_path)) == 6161
+    # a float spelling of a whole number is still that number, and true / false are 1 / 0 (as before the check)
+    for spelling in (b"1.0", b"true", b"True"):
+        (tmp_path / "GPTFuzz" / "datasets" / "responses_labeled" / "train.csv").write_bytes(
+            _after_header(b'0,"fine answer",' + spelling)((source / "responses_labeled" / "train.csv").read_bytes()))
+        loaded = D.load_gptfuzz(tmp_path)
+        assert len(loaded) == 6161 and loaded.loc[loaded["response"] == "fine answer", "gptfuzz_label"].tolist() == [1]
 
 
 def test_paper_records_need_texts_and_utf8(tmp_path):

@@ -315,8 +315,10 @@ def test_evaluate_reports_a_response_model_without_a_tone_head(tmp_path, monkeyp
         raise evaluate.LomoNeedsFoldEmbeddings("skipped in this test")
 
     monkeypatch.setattr(evaluate, "xstest_lomo_report", no_lomo)
+    monkeypatch.setattr(evaluate, "xstest_annotator_rows", lambda pool: [{"model": "m", "annotators_f1": 0.9}])
     result = evaluate.response_report(tmp_path, tmp_path / "m")
     assert result["tones"] is None and result["paper_split"][0]["accuracy"] > 0.85
+    assert result["xstest_annotators"] == [{"model": "m", "annotators_f1": 0.9}] and result["xstest_lomo"] is None
     assert "tones not measured: this model has no tone head" in capsys.readouterr().out
 
 

@@ -291,13 +291,18 @@ def _glob(base: Path, pattern: str) -> list[Path]:
 
 def _read_text(path: Path) -> str:
     """A data file's UTF-8 text; bytes that are not UTF-8 are an error naming their line (a
-    decoder's byte offset into a 5 MB file does not help anyone find them)."""
+    decoder's byte offset into a 5 MB file does not help anyone find them).
+
+    Lines are counted as :func:`_csv_record_lines` (Python's csv module) counts them: ``\n``,
+    ``\r\n`` and a lone ``\r`` each end one, so a CR-only file (an old spreadsheet export)
+    names the same line for a bad byte as for a bad value."""
     _require_file(path)
     raw = path.read_bytes()
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        line = raw.count(b"\n", 0, e.start) + 1
+        before = raw[:e.start]
+        line = before.count(b"\n") + before.count(b"\r") - before.count(b"\r\n") + 1
         raise ValueError(f"{path}, line {line}: not valid UTF-8 ({e.reason}: "
                          f"{raw[e.start:e.end]!r})") from e
 
@@ -331,16 +336,28 @@ def _read_json_or_jsonl(path: Path) -> list[Any]:
 def _read_csv(path: Path, required: Iterable[str]) -> tuple[pd.DataFrame, list[int]]:
     """A data CSV file's rows, and the line each row starts on (for errors that name it).
 
-    The file is first read strictly with :mod:`csv`: pandas reads a row one field wider than
-    the header by taking its first field as an index and shifting every other one (a response
-    read as a label), and fills a short row or a quote never closed with empty values, so
-    such a file failed later, on a value, without saying where.
+    The file is first read with :mod:`csv`: pandas reads a row one field wider than the header
+    by taking its first field as an index and shifting every other one (a response read as a
+    label), and fills a short row with empty values, so such a file failed later, on a value,
+    without saying where. A quote never closed, which pandas refuses without a line, is an error
+    naming the line it opens on. What pandas reads and strict quoting refuses (``"a"b``, a
+    backslash before a quote) is read as pandas reads it.
     """
-    lines = _csv_record_lines(path)
+    text = _read_text(path)
+    quoting_error = None
+    try:
+        lines = _csv_record_lines(path, text, strict=True)
+    except csv.Error as e:
+        quoting_error = e
     try:
         df = pd.read_csv(path, keep_default_na=False, na_values=[])
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise ValueError(f"malformed CSV {path}: {e}") from e
+        raise ValueError(f"malformed CSV {quoting_error}" if quoting_error else f"malformed CSV {path}: {e}") from e
+    if quoting_error is not None:
+        try:
+            lines = _csv_record_lines(path, text, strict=False)
+        except ValueError as e:  # the quoting went wrong first: say so, where it did
+            raise ValueError(f"malformed CSV {quoting_error}") from e
     if len(df) != len(lines):  # pragma: no cover - the two readers disagree on a record
         raise ValueError(f"malformed CSV {path}: {len(lines)} records by the csv module, {len(df)} by pandas")
     missing = [c for c in required if c not in df.columns]
@@ -349,15 +366,27 @@ def _read_csv(path: Path, required: Iterable[str]) -> tuple[pd.DataFrame, list[i
     return df, lines
 
 
-def _csv_record_lines(path: Path) -> list[int]:
-    """The line each record of a CSV file starts on, checking that each has the header's
-    number of fields and closes its quotes. Blank lines are skipped, as pandas skips them."""
-    reader = csv.reader(io.StringIO(_read_text(path), newline=""), strict=True)
+class _QuotingError(csv.Error):
+    """A csv.Error that names the file and line, raised by :func:`_csv_record_lines`."""
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+def _csv_record_lines(path: Path, text: str, strict: bool = True) -> list[int]:
+    """The line each record of a CSV file's ``text`` starts on, checking that each has the
+    header's number of fields. Blank and whitespace-only lines are skipped, as pandas skips
+    them. ``strict``: a quote never closed, or text after a closing quote, is a
+    :class:`_QuotingError` naming its line. Fields may be of any length: the csv module's
+    default cap (131,072 characters) refused long LLM responses pandas reads."""
+    reader = csv.reader(io.StringIO(text, newline=""), strict=strict)
     starts: list[int] = []
     start, width = 1, None
+    limit = csv.field_size_limit()
+    csv.field_size_limit(2**31 - 1)
     try:
         for row in reader:
-            if row:
+            if row and not (len(row) == 1 and not row[0].strip()):
                 if width is None:
                     width = len(row)
                 elif len(row) != width:
@@ -366,7 +395,9 @@ def _csv_record_lines(path: Path) -> list[int]:
                     starts.append(start)
             start = reader.line_num + 1
     except csv.Error as e:
-        raise ValueError(f"malformed CSV {path}, line {start}: {e}") from e
+        raise _QuotingError(f"{path}, line {start}: {e}") from e
+    finally:
+        csv.field_size_limit(limit)
     return starts
 
 
@@ -378,13 +409,17 @@ def _at_lines(lines: Sequence[int], bad: Iterable[bool]) -> str:
 
 
 def _int_column(df: pd.DataFrame, column: str, path: Path, lines: Sequence[int]) -> pd.Series:
-    """A column of whole numbers (``1`` or ``1.0``), or an error naming the lines that hold
-    anything else (an empty cell, ``true``, ``1.5``)."""
-    values = pd.to_numeric(df[column].astype(str).str.strip(), errors="coerce")
-    bad = values.isna() | (values != values.round())
+    """A column of whole numbers (``1``, ``1.0``, or ``true`` / ``false`` as 1 / 0), or an error
+    naming the lines that hold anything else (an empty cell, ``1.5``, ``inf``, a number too large
+    for an id) and quoting the first such cell as the file has it."""
+    text = df[column].astype(str).str.strip()
+    words = text.str.lower().map({"true": 1, "false": 0})
+    values = pd.to_numeric(text, errors="coerce").astype(float).where(words.isna(), words)
+    finite = np.isfinite(values.to_numpy(dtype=float, na_value=np.nan))
+    bad = ~finite | (values != values.round()) | (values.abs() >= 2.0**63)
     if bad.any():
         raise ValueError(f"{path}, {_at_lines(lines, bad)}: {column!r} is not a whole number "
-                         f"({df[column][bad].iloc[0]!r})")
+                         f"({str(df[column][bad].iloc[0])!r})")
     return values.astype(np.int64)
 
 

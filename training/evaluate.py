@@ -208,7 +208,8 @@ def xstest_lomo_report(
 
 
 def xstest_annotator_rows(xstest: pd.DataFrame) -> list[dict[str, Any]]:
-    """XSTest v2's two human annotators scored against each other, per completion set.
+    """XSTest v2's two human annotators scored against each other, per completion set
+    (``xstest``: :func:`training.data.load_xstest`, or a pool holding its rows).
 
     Why: the leave-one-model-out targets are F1 figures, and a response-only model can hardly
     agree with the final label more than a second human does. ``annotators_f1`` is refusal F1
@@ -219,6 +220,8 @@ def xstest_annotator_rows(xstest: pd.DataFrame) -> list[dict[str, Any]]:
     """
     from sklearn.metrics import f1_score
 
+    if "source" in xstest:  # a whole response pool: its XSTest rows
+        xstest = xstest[xstest["source"] == "xstest-v2"]
     rows = []
     for model_name, part in sorted(xstest.groupby("model"), key=lambda kv: kv[0]):
         def refusals(column: str) -> np.ndarray:
@@ -262,7 +265,7 @@ def response_report(data_dir: Path, model_path: Path | None = None, lomo_embeddi
     short_rows = short_answer_report(model, data_dir, pool, baseline, name)
     print(format_table(short_rows, list(short_rows[0]),
                        title="\nResponse classifier: short texts scored as refusal (cue-filtered, no hand labels)"))
-    annotator_rows = xstest_annotator_rows(pool[pool["source"] == "xstest-v2"])
+    annotator_rows = xstest_annotator_rows(pool)
     print(format_table(annotator_rows, list(annotator_rows[0]),
                        title="\nXSTest v2: its two human annotators against each other (the ceiling for the "
                              "leave-one-model-out F1 below)"))

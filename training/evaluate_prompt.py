@@ -52,8 +52,10 @@ def paper_split_protocol(model: PromptClassifier) -> list[dict[str, Any]]:
     ]
 
 
-def quora_protocol(labelled: pd.DataFrame, recipe_name: str = recipes.PROMPT_RECIPE_NAME) -> list[dict[str, Any]]:
-    """The shipped gpt-3.5-turbo recipe retrained with every Quora prompt removed, on Quora."""
+def quora_protocol(labelled: pd.DataFrame, recipe_name: str = recipes.PROMPT_RECIPE_NAME,
+                   threshold: float = 0.5) -> list[dict[str, Any]]:
+    """The shipped gpt-3.5-turbo recipe retrained with every Quora prompt removed, on Quora.
+    ``threshold``: the labelling response model's (ties between a prompt's answers)."""
     from .train_prompt import fit_target, same_prompt
 
     quora = data.load_quora_hand_labelled()
@@ -63,7 +65,7 @@ def quora_protocol(labelled: pd.DataFrame, recipe_name: str = recipes.PROMPT_REC
     texts, y = quora["prompt"].tolist(), refusal_y(quora)
     baseline = paper_tfidf_logreg(others["prompt"].tolist(), refusal_y(others))
     model, _ = fit_target(labelled[~same_prompt(labelled["prompt"], quora_prompts)], "gpt-3.5-turbo", recipe_name,
-                          validation_curve=False)
+                          threshold=threshold, validation_curve=False)
     rows = [
         {"model": "refusal-predictor gpt-3.5-turbo recipe, no Quora (bootstrapped)", **binary_metrics(y, model.refusal_probability(texts), model.threshold)},
         {"model": "TF-IDF+LogReg on hand labels (paper's non-Quora)", **binary_metrics(y, baseline(texts))},
@@ -149,12 +151,13 @@ def plot_top_ngrams(model: PromptClassifier, path: Path, k: int = 15) -> Path:
     return path
 
 
-def auxiliary_prompts(labelled: pd.DataFrame) -> pd.DataFrame:
-    """Bootstrapped prompts of the auxiliary sources other than XSTest, one row per prompt."""
+def auxiliary_prompts(labelled: pd.DataFrame, threshold: float = 0.5) -> pd.DataFrame:
+    """Bootstrapped prompts of the auxiliary sources other than XSTest, one row per prompt
+    (``threshold``: the labelling response model's, for ties)."""
     from .train_prompt import AUXILIARY_SOURCES, merge_by_prompt
 
     aux = labelled[labelled["source"].isin(AUXILIARY_SOURCES) & (labelled["source"] != "xstest-v2")]
-    return merge_by_prompt(aux)
+    return merge_by_prompt(aux, threshold)
 
 
 def card_evaluations(results: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
@@ -223,13 +226,13 @@ def prompt_report(data_dir: Path, plot_path: Path | None = None, labels_cache: P
     results: dict[str, Any] = {"recipe": recipe_name}
     results["paper_split"] = paper_split_protocol(model)
     print(format_table(results["paper_split"], COLUMNS, title="\nPrompt classifier: the paper's test split (256 prompts, hand labels)"))
-    results["quora"] = quora_protocol(labelled, recipe_name)
+    results["quora"] = quora_protocol(labelled, recipe_name, rc.threshold)
     print(format_table(results["quora"], COLUMNS, title="\nPrompt classifier: Quora protocol (hand-labelled Quora prompts, none in training)"))
     xstest = bootstrapped_xstest(data_dir, rc)
     results["cross_llm"] = cross_llm_protocol(xstest, recipe_name=recipe_name)
     print(format_table(results["cross_llm"], COLUMNS + ["bootstrap_agreement"],
                        title="\nPrompt classifier: cross-LLM on XSTest v2 (5-fold by prompt, M's bootstrapped labels only; human test labels)"))
-    aux = auxiliary_prompts(labelled)
+    aux = auxiliary_prompts(labelled, rc.threshold)
     results["cross_llm_with_auxiliary"] = cross_llm_protocol(xstest, aux, recipes.CROSS_LLM_AUX_WEIGHT,
                                                              recipe_name=recipe_name)
     print(format_table(results["cross_llm_with_auxiliary"], COLUMNS,

@@ -232,26 +232,30 @@ def _write_atomically(frame: pd.DataFrame, path: Path) -> None:
         partial.unlink(missing_ok=True)
 
 
-def merge_by_prompt(rows: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame(merge_duplicates(rows[["prompt", "label", "refusal_probability", "model", "source"]].to_dict("records"), ("prompt",)))
+def merge_by_prompt(rows: pd.DataFrame, threshold: float = 0.5) -> pd.DataFrame:
+    """One row per prompt (:func:`~refusal_predictor.bootstrap.merge_duplicates`); a tie goes to the
+    mean probability cut at ``threshold``, the one of the response model that labelled ``rows``."""
+    records = rows[["prompt", "label", "refusal_probability", "model", "source"]].to_dict("records")
+    return pd.DataFrame(merge_duplicates(records, ("prompt",), threshold=threshold))
 
 
-def target_rows(labelled: pd.DataFrame, target: str, aux_weight: float = 0.0) -> pd.DataFrame:
+def target_rows(labelled: pd.DataFrame, target: str, aux_weight: float = 0.0, threshold: float = 0.5) -> pd.DataFrame:
     """The target's own prompts (weight 1), plus, with ``aux_weight > 0``, the auxiliary sources'
-    prompts of other LLMs that the target's logs lack (that weight)."""
-    own = merge_by_prompt(labelled[labelled["model"] == target]).assign(weight=1.0, auxiliary=False)
+    prompts of other LLMs that the target's logs lack (that weight). ``threshold``: the labelling
+    response model's, for ties between a prompt's answers."""
+    own = merge_by_prompt(labelled[labelled["model"] == target], threshold).assign(weight=1.0, auxiliary=False)
     if aux_weight <= 0:
         return own
     aux = labelled[(labelled["model"] != target) & labelled["source"].isin(AUXILIARY_SOURCES)]
     aux = aux[~same_prompt(aux["prompt"], own["prompt"])]
     if aux.empty:
         return own
-    return pd.concat([own, merge_by_prompt(aux).assign(weight=aux_weight, auxiliary=True)], ignore_index=True)
+    return pd.concat([own, merge_by_prompt(aux, threshold).assign(weight=aux_weight, auxiliary=True)], ignore_index=True)
 
 
-def select_recipe(labelled: pd.DataFrame, target: str = SELECTION_TARGET) -> tuple[str, list[dict]]:
+def select_recipe(labelled: pd.DataFrame, target: str = SELECTION_TARGET, threshold: float = 0.5) -> tuple[str, list[dict]]:
     """Compare the prompt recipes by 5-fold CV on one target's bootstrapped labels."""
-    rows = target_rows(labelled, target)
+    rows = target_rows(labelled, target, threshold=threshold)
     prompts = rows["prompt"].tolist()
     y = refusal_y(rows)
     name, table = selection.select(PromptClassifier, recipes.PROMPT_CANDIDATES, prompts, y, prompts, {})
@@ -262,10 +266,11 @@ def select_recipe(labelled: pd.DataFrame, target: str = SELECTION_TARGET) -> tup
 
 def fit_target(
     labelled: pd.DataFrame, target: str, recipe_name: str = recipes.PROMPT_RECIPE_NAME,
-    aux_weight: float = recipes.PROMPT_AUX_WEIGHT, **overrides: Any,
+    aux_weight: float = recipes.PROMPT_AUX_WEIGHT, threshold: float = 0.5, **overrides: Any,
 ) -> tuple[PromptClassifier | None, pd.DataFrame]:
-    """Train one target's PromptClassifier; ``None`` when it has too few prompts of a class."""
-    rows = target_rows(labelled, target, aux_weight)
+    """Train one target's PromptClassifier; ``None`` when it has too few prompts of a class.
+    ``threshold``: the labelling response model's (ties between a prompt's answers)."""
+    rows = target_rows(labelled, target, aux_weight, threshold)
     y = refusal_y(rows) if len(rows) else np.zeros(0, dtype=int)
     own = ~rows["auxiliary"].to_numpy() if len(rows) else np.zeros(0, dtype=bool)
     n_ref, n_comp = int(y[own].sum()), int(own.sum() - y[own].sum())
@@ -287,7 +292,7 @@ def train_target(
 ) -> dict[str, Any] | None:
     """Fit and save one target with its card. ``selection_rows``: the CV table that chose the
     recipe, from this run (``--select``) or ``recorded`` from the shipped default's card."""
-    model, rows = fit_target(labelled, target, recipe_name, aux_weight)
+    model, rows = fit_target(labelled, target, recipe_name, aux_weight, threshold=rc.threshold)
     if model is None:
         return None
     y = refusal_y(rows)
@@ -399,7 +404,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.labels_only:
         print(f"bootstrapped labels of {len(labelled)} responses in {args.labels_cache}")
         return
-    name, table = select_recipe(labelled) if args.select else (recipes.PROMPT_RECIPE_NAME, recorded_selection())
+    name, table = select_recipe(labelled, threshold=rc.threshold) if args.select else (recipes.PROMPT_RECIPE_NAME, recorded_selection())
     skipped = [target for target in args.targets
                if train_target(target, labelled, args.output_root, rc, name, table, args.aux_weight,
                                recorded=not args.select) is None]
