@@ -93,7 +93,7 @@ def _configured(model, args: argparse.Namespace):
 
 
 def _add_label_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--label-field", default="label")
+    p.add_argument("--label-field", default="label", help="field holding each record's true label (default: %(default)s)")
     p.add_argument("--refusal-values", type=_value_set, metavar="V1,V2",
                    help="label values that mean refusal, e.g. a tone scheme's 'rejected,redirected'; "
                         "given alone, every other value means compliance")
@@ -117,8 +117,9 @@ def _add_score_options(p: argparse.ArgumentParser) -> None:
                         "are gzipped")
     p.add_argument("--output-format", choices=FORMATS, help="default: from the extension")
     p.add_argument("--threshold", type=_probability, help="refusal probability cut for the label (default: the model's)")
-    p.add_argument("--probability-field", default="refusal_probability")
-    p.add_argument("--label-field", default="label")
+    p.add_argument("--probability-field", default="refusal_probability",
+                   help="output field added for the refusal probability (default: %(default)s)")
+    p.add_argument("--label-field", default="label", help="output field added for the label (default: %(default)s)")
     p.add_argument("--errors", help="where to write skipped records (default: OUTPUT.errors.jsonl)")
     p.add_argument("--chunk-size", type=at_least_one, default=512, help="records scored per batch (default: 512)")
     _add_threads_option(p)
@@ -209,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-size", type=_number_in(0.0, 1.0, low_open=True, high_open=True), default=0.2,
                    help="held-out fraction for the report (default 0.2)")
     p.add_argument("--weight-by-confidence", action="store_true",
-                   help="weight each prompt by its bootstrapped label's confidence (the probability of the label: max(p, 1-p) for one answer at threshold 0.5; a prompt answered several times takes its answers' mean p, so a contested one weighs less) instead of dropping any")
+                   help="weight each prompt by its bootstrapped label's confidence (the probability of the label: max(p, 1-p) for one answer at threshold 0.5; a prompt answered several times takes its answers' mean p, so a contested one weighs less); with --min-confidence, the rows it keeps")
     p.add_argument("--head", choices=["auto", *HEADS], default="auto",
                    help="auto (default): pick by 5-fold cross-validation on the training prompts")
     _add_threads_option(p)
@@ -239,11 +240,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_log_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--prompt-field", default="prompt")
-    p.add_argument("--response-field", default="response")
+    p.add_argument("--prompt-field", default="prompt", help="field holding the prompt (default: %(default)s)")
+    p.add_argument("--response-field", default="response", help="field holding the response (default: %(default)s)")
     p.add_argument("--model-field", default="model", help="field naming the responding LLM (optional in the data)")
     p.add_argument("--min-confidence", type=_number_in(0.5, 1.0),
-                   help="drop labels whose probability (p for a refusal, 1-p for a compliance: max(p, 1-p) at threshold 0.5) is below this, in [0.5, 1] (e.g. 0.9)")
+                   help="drop labels whose probability (p for a refusal, 1-p for a compliance: max(p, 1-p) at threshold 0.5) is below this, in [0.5, 1] (e.g. 0.9); train-prompt's --weight-by-confidence then weights the rows kept")
     p.add_argument("--response-model", help="response model folder, or a shipped variant: default, ngrams "
                                             "(no encoder, ~50x faster on CPU)")
     p.add_argument("--format", dest="input_format", choices=FORMATS,
@@ -507,7 +508,10 @@ def _cmd_info(args: argparse.Namespace) -> int:
         tones = data.get("tones") if isinstance(data.get("tones"), dict) else {}
         if isinstance(tones.get("refusal"), list):
             summary += f"; refusal tones: {', '.join(map(str, tones['refusal']))}"
-        print(f"  {_loaded_as(where)}: {data.get('kind', 'encoder')} {summary}")
+        kind = str(data.get("kind", "encoder"))
+        # The kind once: a response model's summary starts with it ("response classifier, ..."),
+        # a prompt model's or an encoder's does not ("Predicts whether ...", a model id).
+        print(f"  {_loaded_as(where)}: {summary if summary.lower().startswith(kind) else f'{kind}: {summary}'}")
     return 0
 
 

