@@ -184,9 +184,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_io_options(p, None, "the --kind: response or prompt")
 
     p = sub.add_parser("export-encoder", help="export a sentence-transformers model to an ONNX encoder folder (needs the [train] extra)")
-    p.add_argument("model", help="hub name (needs internet) or local sentence-transformers folder")
+    p.add_argument("model", help="hub name (needs internet; all-MiniLM-L6-v2 is read from the copy the [train] extra "
+                                 "installs) or local sentence-transformers folder")
     p.add_argument("-o", "--output", required=True, help="encoder folder to write")
-    p.add_argument("--no-quantize", action="store_true", help="keep fp32 weights (best on GPU)")
+    quantization = p.add_mutually_exclusive_group()
+    quantization.add_argument("--no-quantize", action="store_true",
+                              help="keep fp32 weights (best on GPU; the same embeddings on every CPU)")
+    quantization.add_argument("--reduce-range", action="store_true",
+                              help="7-bit int8 weights: embeddings agree across CPUs far more closely (with and "
+                                   "without AVX512-VNNI), a little further from fp32")
     p.add_argument("--max-seq-length", type=at_least_one, help="tokens kept per text (default: the model's own)")
 
     p = sub.add_parser("info", help="list the shipped models and encoders, one summary line each")
@@ -480,7 +486,8 @@ def _cmd_export_encoder(args: argparse.Namespace) -> int:
     from .exporters.onnx import check_export_folder, export_encoder
 
     check_export_folder(args.output)  # before the export, not after it
-    path = export_encoder(args.model, args.output, quantize=None if args.no_quantize else "int8", max_seq_length=args.max_seq_length)
+    path = export_encoder(args.model, args.output, quantize=None if args.no_quantize else "int8",
+                          max_seq_length=args.max_seq_length, reduce_range=args.reduce_range)
     print(f"exported {args.model} to {path}")
     return 0
 

@@ -29,7 +29,7 @@ An encoder is a folder holding three files:
           "max_seq_length": 256,
           "pooling": "mean",
           "normalize": true,
-          "quantization": "int8-per-channel",   # or "none"
+          "quantization": "int8-per-channel",   # or "int8-per-channel-reduce-range", "none"
           "opset": 17,
           "files": {"model.onnx": "<sha256>", "tokenizer.json": "<sha256>"},
           "created_with": {"torch": "...", "transformers": "...", "onnxruntime": "...", ...}

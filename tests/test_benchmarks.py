@@ -8,7 +8,7 @@ from __future__ import annotations
 import onnxruntime as ort
 import pytest
 
-from benchmarks import bench_encoder, bench_gpu, bench_scoring, bench_threads
+from benchmarks import bench_cpu_agreement, bench_encoder, bench_gpu, bench_scoring, bench_threads
 from benchmarks.common import first_n
 from refusal_predictor.encoder import OnnxEncoder
 
@@ -21,6 +21,7 @@ from refusal_predictor.encoder import OnnxEncoder
     (bench_threads, ["--busy", "-2"]),
     (bench_encoder, ["--runs", "-3"]),
     (bench_gpu, ["--runs", "0"]),
+    (bench_cpu_agreement, ["--n", "0"]),
 ])
 def test_options_below_one_are_refused_with_one_line(script, argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -73,3 +74,24 @@ def test_bench_scoring_prints_every_row_with_a_readable_ratio(capsys):
     assert any("explain, one prompt per call (" in row for row in rows)
     ratios = [row.rstrip(" |").rsplit("| ", 1)[1] for row in rows]
     assert all(float(r) > 0 for r in ratios)  # three significant figures: no row rounds to 0.000
+
+
+def test_bench_cpu_agreement_checks_folders_and_qemu_before_emulating(tmp_path, monkeypatch, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench_cpu_agreement.main([str(tmp_path / "no-encoder")])
+    assert exit_info.value.code == 2 and "no-encoder" in capsys.readouterr().err
+    monkeypatch.setattr(bench_cpu_agreement.shutil, "which", lambda name: None)
+    with pytest.raises(SystemExit) as exit_info:
+        bench_cpu_agreement.main([])
+    assert exit_info.value.code == 2 and "apt-get install qemu-user" in capsys.readouterr().err
+
+
+def test_bench_cpu_agreement_child_embeds_the_texts_it_compares(tmp_path):
+    out = tmp_path / "emb.npy"
+    assert bench_cpu_agreement.main(["--embed", "all-MiniLM-L6-v2-int8", "--n", "3", "--out", str(out)]) == 0
+    import numpy as np
+
+    embeddings = np.load(out)
+    assert embeddings.shape == (3 + len(bench_cpu_agreement.SHORT), 384)
+    assert np.allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-4)
+    assert np.array_equal(embeddings, OnnxEncoder.load(num_threads=1).encode(bench_cpu_agreement.sample_texts(3)))

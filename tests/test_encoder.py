@@ -248,6 +248,16 @@ def test_export_rejects_unknown_quantization(tmp_path):
 
     with pytest.raises(ValueError, match="quantize"):
         export_encoder("any-model", tmp_path, quantize="int4")
+    with pytest.raises(ValueError, match="reduce_range applies to int8 weights"):  # before any model loads
+        export_encoder("any-model", tmp_path, quantize=None, reduce_range=True)
+
+
+def test_export_encoder_cli_takes_one_weight_format(tmp_path, capsys):
+    from refusal_predictor.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["export-encoder", "any-model", "-o", str(tmp_path / "e"), "--no-quantize", "--reduce-range"])
+    assert exit_.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("length", [0, -5, 1.5, True])
@@ -366,14 +376,20 @@ def test_reexport_matches_sentence_transformers(tmp_path):
         assert cosines.min() >= min_cosine, (quantize, cosines.min())
         assert encoder.manifest["source_model"] == shipped.manifest["source_model"]
         assert encoder.manifest["source_weights_sha256"] == shipped.manifest["source_weights_sha256"]
+    int8 = encoder
+    # 7-bit weights (for embeddings that agree across CPUs): still within the int8 parity bound
+    seven = OnnxEncoder.load(export_encoder("all-MiniLM-L6-v2", tmp_path / "minilm-rr", reduce_range=True))
+    assert seven.manifest["quantization"] == "int8-per-channel-reduce-range"
+    assert np.sum(seven.encode(texts) * reference, axis=1).min() >= 0.98
+    assert seven.sha256 != int8.sha256
 
     # The export is deterministic for given library versions: with the versions the shipped
     # encoder was made with, the re-export is byte for byte the shipped one.
     made_with = shipped.manifest["created_with"]
     libraries = ("torch", "transformers", "sentence_transformers", "onnx", "onnxruntime")
     if all(importlib.import_module(lib).__version__ == made_with[lib] for lib in libraries):
-        assert encoder.sha256 == shipped.sha256
-        assert encoder.manifest["files"] == shipped.manifest["files"]
+        assert int8.sha256 == shipped.sha256
+        assert int8.manifest["files"] == shipped.manifest["files"]
 
 
 def test_asking_for_cuda_preloads_its_libraries_and_falls_back_to_the_cpu(monkeypatch):
