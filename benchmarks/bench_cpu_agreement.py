@@ -1,6 +1,6 @@
 """How far an encoder's embeddings move between CPUs: this CPU against an emulated older one.
 
-    python benchmarks/bench_cpu_agreement.py [ENCODER ...] [--cpu Haswell] [--reference FP32_DIR] [--n 28]
+    python benchmarks/bench_cpu_agreement.py [ENCODER ...] [--cpu Haswell] [--reference FP32_DIR] [--n 24]
 
 Why: dynamic int8 runs other integer kernels on a CPU without AVX512-VNNI (AVX2 multiplies
 8-bit pairs into saturating 16-bit sums), so a model's scores can differ between the machine that
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             if reference is not None:
                 row += [f"{cosines(a, reference).mean():.4f}", f"{cosines(b, reference).mean():.4f}"]
             rows.append(row)
-    header = ["encoder", "quantization", f"cos here vs {args.cpu}: mean", "min", "max |diff|"]
+    header = ["encoder", "quantization", f"cos here vs {args.cpu}: mean", "min", "largest difference"]
     if reference is not None:
         header += ["cos to reference here", f"cos to reference on {args.cpu}"]
     print(f"\n{args.n} paper test responses + {len(SHORT)} short texts; this CPU against qemu -cpu {args.cpu}\n")

@@ -511,14 +511,15 @@ def _cmd_info(args: argparse.Namespace) -> int:
             print(f"  {where}: {manifest.name} is not a JSON object; reinstall the package")
             continue
         metadata = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
-        summary = metadata.get("summary") or data.get("source_model", "")
+        summary = str(metadata.get("summary") or data.get("source_model") or "")
         tones = data.get("tones") if isinstance(data.get("tones"), dict) else {}
         if isinstance(tones.get("refusal"), list):
             summary += f"; refusal tones: {', '.join(map(str, tones['refusal']))}"
         kind = str(data.get("kind", "encoder"))
         # The kind once: a response model's summary starts with it ("response classifier, ..."),
         # a prompt model's or an encoder's does not ("Predicts whether ...", a model id).
-        print(f"  {_loaded_as(where)}: {summary if summary.lower().startswith(kind) else f'{kind}: {summary}'}")
+        print(f"  {_loaded_as(where)}: "
+              + (summary if summary.lower().startswith(kind) else f"{kind}: {summary}" if summary else kind))
     return 0
 
 

@@ -92,8 +92,9 @@ def train_prompt_model(
     ``head="auto"`` picks logistic regression, LightGBM or their blend by 5-fold cross-validation on the
     training part only (the held-out prompts never take part); the card records the comparison.
     ``weight_by_confidence`` weights each prompt by :func:`~refusal_predictor.bootstrap.label_confidence`
-    (for one answer 0.5 to 1 at threshold 0.5; a contested prompt's can be lower) instead of dropping unsure labels (``min_confidence``): nothing is thrown away,
-    but a label the response classifier barely decided pulls the prompt model half as hard.
+    (for one answer 0.5 to 1 at threshold 0.5; a contested prompt's can be lower): a label the
+    response classifier barely decided pulls the prompt model half as hard, and nothing is thrown
+    away unless ``min_confidence`` also drops unsure answers (the two combine).
     Rows that could not be used are written, with their line numbers, to ``errors_path``
     (default: ``OUTPUT.errors.jsonl`` beside the model folder).
     ``num_threads`` caps both encoders' CPU threads (the response encoder labelling the log, the

@@ -737,6 +737,17 @@ def test_training_merges_cut_ties_at_the_labelling_models_threshold():
     assert target_rows(labelled, "m", threshold=0.3)["label"].tolist() == ["refusal"]
 
 
+def test_a_labels_cache_says_where_its_labels_were_cut():
+    import pandas as pd
+    from training.train_prompt import labels_threshold
+
+    cache = pd.DataFrame({"refusal_probability": [0.45, 0.25, 0.9], "label": ["refusal", "compliance", "refusal"]})
+    assert labels_threshold(cache) == 0.45  # a threshold-0.3-like model's labels
+    assert labels_threshold(cache.assign(label=["compliance", "compliance", "refusal"])) == 0.5
+    with pytest.raises(ValueError, match="not one cut"):
+        labels_threshold(cache.assign(label=["refusal", "refusal", "compliance"]))
+
+
 def test_train_prompt_says_where_the_rows_went_when_a_class_is_short(tmp_path):
     log = tmp_path / "log.jsonl"
     rows = [{"prompt": f"how do I bake bread number {i}?", "response": ANSWER} for i in range(30)]

@@ -787,3 +787,19 @@ def test_a_closed_stderr_does_not_turn_the_exit_status_into_120(tmp_path, unbuff
                           "--model ngrams 2>&1 >so.txt | true; echo ${PIPESTATUS[0]}"],
                          capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
     assert run.stdout.strip() == "2"
+
+
+def test_info_prints_a_manifest_without_a_summary(tmp_path, monkeypatch, capsys):
+    """An encoder.json whose source_model is null ended `info` in AttributeError (3f788e1)."""
+    import shutil
+
+    from refusal_predictor import artifacts
+
+    root = tmp_path / "models"
+    shutil.copytree(artifacts.shipped_models_root(), root, ignore=shutil.ignore_patterns("*.joblib", "*.onnx"))
+    manifest = root / "encoders" / "all-MiniLM-L6-v2-int8" / "encoder.json"
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text(encoding="utf-8")), "source_model": None}),
+                        encoding="utf-8")
+    monkeypatch.setattr(artifacts, "shipped_models_root", lambda: root)
+    assert main(["info"]) == 0
+    assert "encoders/all-MiniLM-L6-v2-int8 (train-response --encoder all-MiniLM-L6-v2-int8): encoder\n" in capsys.readouterr().out

@@ -225,6 +225,12 @@ def test_xstest_annotators_set_the_lomo_ceiling(xstest):
     # scored against the final label, which they decided, each annotator does better than against the other
     for r in rows.values():
         assert r["annotator_1_f1"] >= r["annotators_f1"] and r["annotator_2_f1"] >= r["annotators_f1"]
+    # files without the annotation columns (load_xstest accepts them) or with a missing cell
+    assert xstest_annotator_rows(xstest.drop(columns=["annotation_1"])) == []
+    assert xstest_annotator_rows(xstest.iloc[:0]) == []
+    partial = xstest.copy()
+    partial.loc[partial.index[0], "annotation_1"] = None
+    assert {r["model"]: r["n"] for r in xstest_annotator_rows(partial)}["gpt-4"] == 449
     broken = xstest.copy()
     broken.loc[broken.index[3], "annotation_2"] = "4_unsure"
     with pytest.raises(ValueError, match=r"gpt-4: unknown annotation_2 value\(s\) \['4_unsure'\] \(ids v2-4\)"):
@@ -437,8 +443,26 @@ def test_csv_reads_what_pandas_reads(tmp_path):
     assert df["text"].tolist() == [long, "ab", 'x\\y"'] and lines == [2, 4, 5]
     with pytest.raises(ValueError, match=r"prompts\.csv, line 3: unexpected end of data"):  # a quote never closed
         D._read_csv(_csv(tmp_path, b'id,text\n1,a\n2,"open\n3,c\n'), ("id", "text"))
-    with pytest.raises(ValueError, match=r"prompts\.csv, line 3: ',' expected after"):  # then the widths go wrong
+    with pytest.raises(ValueError, match=r"prompts\.csv, line 3: 4 field\(s\) where the header has 3"):  # read as pandas would
         D._read_csv(_csv(tmp_path, b'id,text,label\n1,a,0\n2,"b"c, d",1\n3,"e",0\n'), ("id", "text"))
+    # A stray quote ran over lines 2-4 into one cell, rows 2 and 3 lost without a word (a044d55)
+    with pytest.raises(ValueError, match=r"prompts\.csv, line 2: ',' expected after"):
+        D._read_csv(_csv(tmp_path, b'id,text,label\n1,"open,0\n2,b,0\n3,"c",0\n4,d,1\n'), ("id", "text"))
+    # After a line read leniently, a later fault names its own line (it was blamed on line 2)
+    with pytest.raises(ValueError, match=r"prompts\.csv, line 4: 2 field\(s\) where the header has 3"):
+        D._read_csv(_csv(tmp_path, b'id,text,label\n1,"a"b,0\n2,c,0\n3,d\n'), ("id", "text"))
+    with pytest.raises(ValueError, match=r"prompts\.csv, line 4: unexpected end of data"):
+        D._read_csv(_csv(tmp_path, b'id,text,label\n1,"a"b,0\n2,c,0\n3,"d,0\n'), ("id", "text"))
+    # a line pandas reads as a record ("" or a no-break space) is not blank: its width is checked
+    for line in (b'""', "\u00a0".encode()):
+        with pytest.raises(ValueError, match=r"prompts\.csv, line 3: 1 field\(s\) where the header has 2"):
+            D._read_csv(_csv(tmp_path, b"id,text\n1,a\n" + line + b"\n2,b\n"), ("id", "text"))
+
+
+def test_whole_number_columns_keep_every_digit(tmp_path):
+    df = pd.DataFrame({"id": ["9007199254740993", "9223372036854775807", "1.0", "true", " 3 "]})
+    assert D._int_column(df, "id", tmp_path / "f.csv", [2, 3, 4, 5, 6]).tolist() == [
+        9007199254740993, 9223372036854775807, 1, 1, 3]  # through a float: ...992, and 2**63-1 refused
 
 
 @pytest.mark.parametrize("newline", [b"\n", b"\r\n", b"\r"])

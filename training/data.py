@@ -336,28 +336,17 @@ def _read_json_or_jsonl(path: Path) -> list[Any]:
 def _read_csv(path: Path, required: Iterable[str]) -> tuple[pd.DataFrame, list[int]]:
     """A data CSV file's rows, and the line each row starts on (for errors that name it).
 
-    The file is first read with :mod:`csv`: pandas reads a row one field wider than the header
-    by taking its first field as an index and shifting every other one (a response read as a
-    label), and fills a short row with empty values, so such a file failed later, on a value,
-    without saying where. A quote never closed, which pandas refuses without a line, is an error
-    naming the line it opens on. What pandas reads and strict quoting refuses (``"a"b``, a
-    backslash before a quote) is read as pandas reads it.
+    The file is first read with :mod:`csv` (:func:`_csv_record_lines`): pandas reads a row one
+    field wider than the header by taking its first field as an index and shifting every other
+    one (a response read as a label), fills a short row with empty values, and lets a stray
+    quote swallow the rows up to the next quote, so such a file failed later, on a value, or not
+    at all, without saying where.
     """
-    text = _read_text(path)
-    quoting_error = None
-    try:
-        lines = _csv_record_lines(path, text, strict=True)
-    except csv.Error as e:
-        quoting_error = e
+    lines = _csv_record_lines(path, _read_text(path))
     try:
         df = pd.read_csv(path, keep_default_na=False, na_values=[])
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise ValueError(f"malformed CSV {quoting_error}" if quoting_error else f"malformed CSV {path}: {e}") from e
-    if quoting_error is not None:
-        try:
-            lines = _csv_record_lines(path, text, strict=False)
-        except ValueError as e:  # the quoting went wrong first: say so, where it did
-            raise ValueError(f"malformed CSV {quoting_error}") from e
+        raise ValueError(f"malformed CSV {path}: {e}") from e
     if len(df) != len(lines):  # pragma: no cover - the two readers disagree on a record
         raise ValueError(f"malformed CSV {path}: {len(lines)} records by the csv module, {len(df)} by pandas")
     missing = [c for c in required if c not in df.columns]
@@ -366,36 +355,52 @@ def _read_csv(path: Path, required: Iterable[str]) -> tuple[pd.DataFrame, list[i
     return df, lines
 
 
-class _QuotingError(csv.Error):
-    """A csv.Error that names the file and line, raised by :func:`_csv_record_lines`."""
-
-    def __str__(self) -> str:
-        return self.args[0]
-
-
-def _csv_record_lines(path: Path, text: str, strict: bool = True) -> list[int]:
+def _csv_record_lines(path: Path, text: str) -> list[int]:
     """The line each record of a CSV file's ``text`` starts on, checking that each has the
-    header's number of fields. Blank and whitespace-only lines are skipped, as pandas skips
-    them. ``strict``: a quote never closed, or text after a closing quote, is a
-    :class:`_QuotingError` naming its line. Fields may be of any length: the csv module's
-    default cap (131,072 characters) refused long LLM responses pandas reads."""
-    reader = csv.reader(io.StringIO(text, newline=""), strict=strict)
+    header's number of fields and that its quotes close where they should.
+
+    Lines are counted as :func:`_read_text` counts them. Lines of nothing but spaces and tabs
+    are skipped, as pandas skips them. Text after a closing quote within one line (``"a"b``, or
+    a backslash before a quote) is read as pandas reads it (``ab``); a quoted field that runs
+    over lines and is then followed by text, or that never closes, is an error naming the line
+    it opens on (pandas would have merged the rows in between into one cell). Fields may be of
+    any length: the csv module's default cap (131,072 characters) refused long LLM responses.
+    """
+    physical = io.StringIO(text, newline="").readlines()  # the lines the csv reader counts
+    source = io.StringIO(text, newline="")
     starts: list[int] = []
-    start, width = 1, None
+    width: int | None = None
+
+    def take(row: list[str], line: int, lines_read: int) -> None:
+        nonlocal width
+        if not row or (len(row) == 1 and lines_read == 1 and not physical[line - 1].strip(" \t\r\n")):
+            return  # a blank line
+        if width is None:
+            width = len(row)
+        elif len(row) != width:
+            raise ValueError(f"{path}, line {line}: {len(row)} field(s) where the header has {width}")
+        else:
+            starts.append(line)
+
     limit = csv.field_size_limit()
     csv.field_size_limit(2**31 - 1)
     try:
-        for row in reader:
-            if row and not (len(row) == 1 and not row[0].strip()):
-                if width is None:
-                    width = len(row)
-                elif len(row) != width:
-                    raise ValueError(f"{path}, line {start}: {len(row)} field(s) where the header has {width}")
-                else:
-                    starts.append(start)
-            start = reader.line_num + 1
-    except csv.Error as e:
-        raise _QuotingError(f"{path}, line {start}: {e}") from e
+        done = 0  # lines read by the readers before this one
+        while True:
+            reader = csv.reader(source, strict=True)
+            start = done + 1
+            try:
+                for row in reader:
+                    take(row, start, done + reader.line_num - start + 1)
+                    start = done + reader.line_num + 1
+                break
+            except csv.Error as e:
+                end = done + reader.line_num
+                if end != start or "unexpected end of data" in str(e):
+                    raise ValueError(f"malformed CSV {path}, line {start}: {e}") from e
+                # One line with text after a closing quote: read leniently, as pandas does, then go on.
+                take(next(csv.reader([physical[start - 1]], strict=False)), start, 1)
+                done = end
     finally:
         csv.field_size_limit(limit)
     return starts
@@ -410,17 +415,31 @@ def _at_lines(lines: Sequence[int], bad: Iterable[bool]) -> str:
 
 def _int_column(df: pd.DataFrame, column: str, path: Path, lines: Sequence[int]) -> pd.Series:
     """A column of whole numbers (``1``, ``1.0``, or ``true`` / ``false`` as 1 / 0), or an error
-    naming the lines that hold anything else (an empty cell, ``1.5``, ``inf``, a number too large
-    for an id) and quoting the first such cell as the file has it."""
-    text = df[column].astype(str).str.strip()
-    words = text.str.lower().map({"true": 1, "false": 0})
-    values = pd.to_numeric(text, errors="coerce").astype(float).where(words.isna(), words)
-    finite = np.isfinite(values.to_numpy(dtype=float, na_value=np.nan))
-    bad = ~finite | (values != values.round()) | (values.abs() >= 2.0**63)
-    if bad.any():
-        raise ValueError(f"{path}, {_at_lines(lines, bad)}: {column!r} is not a whole number "
-                         f"({str(df[column][bad].iloc[0])!r})")
-    return values.astype(np.int64)
+    naming the lines that hold anything else (an empty cell, ``1.5``, ``inf``, a number beyond
+    64 bits) and quoting the first such cell as the file has it. Digits are read as integers,
+    never through a float, so an id above 2**53 keeps its last digits."""
+    def whole(cell: Any) -> int | None:
+        text = str(cell).strip()
+        if text.lower() in ("true", "false"):
+            return int(text.lower() == "true")
+        try:
+            value = int(text)
+        except ValueError:
+            try:
+                number = float(text)
+            except ValueError:
+                return None
+            if not number.is_integer():  # NaN and infinities included
+                return None
+            value = int(number)
+        return value if -(2**63) <= value < 2**63 else None
+
+    values = [whole(cell) for cell in df[column]]
+    bad = [v is None for v in values]
+    if any(bad):
+        first = df[column][pd.Series(bad, index=df.index)].iloc[0]
+        raise ValueError(f"{path}, {_at_lines(lines, bad)}: {column!r} is not a whole number ({str(first)!r})")
+    return pd.Series(values, index=df.index, dtype=np.int64)
 
 
 def _require_keys(records: list[Any], keys: Iterable[str], path: Path) -> None:

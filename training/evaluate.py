@@ -217,11 +217,18 @@ def xstest_annotator_rows(xstest: pd.DataFrame) -> list[dict[str, Any]]:
     ``annotator_1_f1`` / ``annotator_2_f1`` score each against ``final_label`` (``label``), which the
     annotators' own labels decided, so they overstate a fresh annotator's agreement. Partial
     refusals count as refusals, as in :func:`training.data.load_xstest`.
+
+    A completion without both annotations is left out (``n`` counts those used); an empty list
+    means there is nothing to compare (no XSTest rows, or files without annotation columns, which
+    :func:`~training.data.load_xstest` accepts), and the report says so instead of a table.
     """
     from sklearn.metrics import f1_score
 
     if "source" in xstest:  # a whole response pool: its XSTest rows
         xstest = xstest[xstest["source"] == "xstest-v2"]
+    if not {"annotation_1", "annotation_2"} <= set(xstest.columns):
+        return []
+    xstest = xstest[xstest["annotation_1"].notna() & xstest["annotation_2"].notna()]
     rows = []
     for model_name, part in sorted(xstest.groupby("model"), key=lambda kv: kv[0]):
         def refusals(column: str) -> np.ndarray:
@@ -241,6 +248,8 @@ def xstest_annotator_rows(xstest: pd.DataFrame) -> list[dict[str, Any]]:
             "annotator_1_f1": float(f1_score(final, first, zero_division=0)),
             "annotator_2_f1": float(f1_score(final, second, zero_division=0)),
         })
+    if not rows:
+        return []
     keys = ("annotators_agreement", "annotators_f1", "annotator_1_f1", "annotator_2_f1")
     rows.append({"model": "mean", "n": int(sum(r["n"] for r in rows)), **{k: float(np.mean([r[k] for r in rows])) for k in keys}})
     rows.append({"model": "min", "n": "", **{k: float(np.min([r[k] for r in rows[:-1]])) for k in keys}})
@@ -266,9 +275,12 @@ def response_report(data_dir: Path, model_path: Path | None = None, lomo_embeddi
     print(format_table(short_rows, list(short_rows[0]),
                        title="\nResponse classifier: short texts scored as refusal (cue-filtered, no hand labels)"))
     annotator_rows = xstest_annotator_rows(pool)
-    print(format_table(annotator_rows, list(annotator_rows[0]),
-                       title="\nXSTest v2: its two human annotators against each other (the ceiling for the "
-                             "leave-one-model-out F1 below)"))
+    if annotator_rows:
+        print(format_table(annotator_rows, list(annotator_rows[0]),
+                           title="\nXSTest v2: its two human annotators against each other (the ceiling for the "
+                                 "leave-one-model-out F1 below)"))
+    else:
+        print("\nXSTest v2: annotators not compared: its files hold no annotation_1 / annotation_2 columns")
     results = {"paper_split": paper_rows, "tones": tone_rows_, "short_answers": short_rows,
                "xstest_annotators": annotator_rows}
     try:
@@ -278,7 +290,7 @@ def response_report(data_dir: Path, model_path: Path | None = None, lomo_embeddi
         return {**results, "xstest_lomo": None, "xstest_lomo_skipped": str(exc)}
     humans = {r["model"]: r["annotators_f1"] for r in annotator_rows}
     for row in lomo_rows:
-        row["annotators_f1"] = humans[row["model"]]
+        row["annotators_f1"] = humans.get(row["model"], float("nan"))
     print(format_table(lomo_rows, ["model", "n", "f1", "accuracy", "auroc", "keywords_f1", "keywords_accuracy",
                                    "annotators_f1"],
                        title=f"\nResponse classifier: XSTest v2 leave-one-model-out (recipe {recipe_name!r}"

@@ -164,15 +164,16 @@ def build_prompt_records(data_dir: Path, labels: pd.DataFrame, val_fraction: flo
     for fine-tuning a *prompt* encoder, with every prompt an evaluation protocol tests on removed:
     XSTest v2 (cross-LLM protocol), the Quora hand-labelled set (Quora protocol) and the paper's
     test split (kept as ``in_pool=False`` rows with their hand labels, for the report only).
-    ``val_fraction`` of the rest is marked ``split='val'`` for the sweep."""
+    ``val_fraction`` of the rest is marked ``split='val'`` for the sweep. Ties between a prompt's
+    answers are cut where the labels were (:func:`~training.train_prompt.labels_threshold`)."""
     from . import data
-    from .train_prompt import merge_by_prompt, same_prompt
+    from .train_prompt import labels_threshold, merge_by_prompt, same_prompt
 
     _, _, test = data.paper_split()
     excluded = (set(data.load_xstest(data_dir)["prompt"]) | set(data.load_quora_hand_labelled()["prompt"])
                 | set(test["prompt"]))
     rows = labels[~same_prompt(labels["prompt"], excluded) & (labels["prompt"].fillna("").str.strip() != "")]
-    merged = merge_by_prompt(rows)
+    merged = merge_by_prompt(rows, labels_threshold(labels))
     rng = np.random.default_rng(seed)
     merged = merged.assign(response=merged["prompt"], split=np.where(rng.random(len(merged)) < val_fraction, "val", None),
                            in_pool=True)

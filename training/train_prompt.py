@@ -232,6 +232,20 @@ def _write_atomically(frame: pd.DataFrame, path: Path) -> None:
         partial.unlink(missing_ok=True)
 
 
+def labels_threshold(labels: pd.DataFrame) -> float:
+    """The cut a labels cache's labels were made at, for merges' ties: 0.5 when the labels agree
+    with it (the shipped response model's), else the lowest refusal probability labelled refusal.
+    A cache whose labels no single cut explains is an error (not a cache this script wrote)."""
+    proba = labels["refusal_probability"].to_numpy(dtype=float)
+    refused = (labels["label"] == "refusal").to_numpy()
+    if np.array_equal(proba >= 0.5, refused):
+        return 0.5
+    cut = float(proba[refused].min()) if refused.any() else 1.0
+    if not np.array_equal(proba >= cut, refused):
+        raise ValueError("the labels cache's labels are not one cut of its refusal probabilities")
+    return cut
+
+
 def merge_by_prompt(rows: pd.DataFrame, threshold: float = 0.5) -> pd.DataFrame:
     """One row per prompt (:func:`~refusal_predictor.bootstrap.merge_duplicates`); a tie goes to the
     mean probability cut at ``threshold``, the one of the response model that labelled ``rows``."""
