@@ -437,7 +437,7 @@ def _int_column(df: pd.DataFrame, column: str, path: Path, lines: Sequence[int])
     values = [whole(cell) for cell in df[column]]
     bad = [v is None for v in values]
     if any(bad):
-        first = df[column][pd.Series(bad, index=df.index)].iloc[0]
+        first = df[column].iloc[bad.index(True)]
         raise ValueError(f"{path}, {_at_lines(lines, bad)}: {column!r} is not a whole number ({str(first)!r})")
     return pd.Series(values, index=df.index, dtype=np.int64)
 

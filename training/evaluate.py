@@ -199,12 +199,16 @@ def xstest_lomo_report(
         rows.append({"model": model_name, "n": ours["n"], "f1": ours["f1"], "accuracy": ours["accuracy"],
                      "auroc": ours["auroc"], "keywords_f1": kw["f1"], "keywords_accuracy": kw["accuracy"]})
         logger.info("LOMO %s: %s (%.0f s)", model_name, ours, time.perf_counter() - start)
-    rows.append({
-        "model": "mean", "n": int(sum(r["n"] for r in rows)),
-        **{k: float(np.mean([r[k] for r in rows])) for k in ("f1", "accuracy", "auroc", "keywords_f1", "keywords_accuracy")},
-    })
-    rows.append({"model": "min", "n": "", **{k: float(np.min([r[k] for r in rows[:-1]])) for k in ("f1", "accuracy", "auroc", "keywords_f1", "keywords_accuracy")}})
-    return rows
+    return with_mean_and_min(rows, ("f1", "accuracy", "auroc", "keywords_f1", "keywords_accuracy"))
+
+
+def with_mean_and_min(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Per-LLM rows followed by their mean (``n`` summed) and their minimum, the two figures the
+    leave-one-model-out targets name."""
+    return rows + [
+        {"model": "mean", "n": int(sum(r["n"] for r in rows)), **{k: float(np.mean([r[k] for r in rows])) for k in keys}},
+        {"model": "min", "n": "", **{k: float(np.min([r[k] for r in rows])) for k in keys}},
+    ]
 
 
 def xstest_annotator_rows(xstest: pd.DataFrame) -> list[dict[str, Any]]:
@@ -250,10 +254,7 @@ def xstest_annotator_rows(xstest: pd.DataFrame) -> list[dict[str, Any]]:
         })
     if not rows:
         return []
-    keys = ("annotators_agreement", "annotators_f1", "annotator_1_f1", "annotator_2_f1")
-    rows.append({"model": "mean", "n": int(sum(r["n"] for r in rows)), **{k: float(np.mean([r[k] for r in rows])) for k in keys}})
-    rows.append({"model": "min", "n": "", **{k: float(np.min([r[k] for r in rows[:-1]])) for k in keys}})
-    return rows
+    return with_mean_and_min(rows, ("annotators_agreement", "annotators_f1", "annotator_1_f1", "annotator_2_f1"))
 
 
 def response_report(data_dir: Path, model_path: Path | None = None, lomo_embeddings: Path | None = None) -> dict[str, Any]:

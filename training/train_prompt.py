@@ -233,9 +233,11 @@ def _write_atomically(frame: pd.DataFrame, path: Path) -> None:
 
 
 def labels_threshold(labels: pd.DataFrame) -> float:
-    """The cut a labels cache's labels were made at, for merges' ties: 0.5 when the labels agree
-    with it (the shipped response model's), else the lowest refusal probability labelled refusal.
-    A cache whose labels no single cut explains is an error (not a cache this script wrote)."""
+    """A cut that reproduces a labels cache's labels, for merges' ties (the cache does not record
+    its response model's threshold): 0.5 when the labels agree with it (the shipped response
+    model's), else the lowest refusal probability labelled refusal (any cut above the highest
+    compliance's probability and up to that one reproduces them). A cache whose labels no single
+    cut explains is an error (not a cache this script wrote)."""
     proba = labels["refusal_probability"].to_numpy(dtype=float)
     refused = (labels["label"] == "refusal").to_numpy()
     if np.array_equal(proba >= 0.5, refused):
