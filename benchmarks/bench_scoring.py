@@ -1,6 +1,6 @@
 """End-to-end scoring throughput of the shipped classifiers, with baselines from the same run.
 
-    python benchmarks/bench_scoring.py [--runs 5] [--n 128] [--threads N]
+    python benchmarks/bench_scoring.py [--runs 5] [--n 128] [--threads N] [--data-dir DATA]
         [--providers CUDAExecutionProvider,CPUExecutionProvider]
 
 Prints texts per second (median of --runs timed runs after a warm-up) for the shipped
@@ -15,7 +15,10 @@ call, and ``explain`` one prompt per call, with its ratio to that call), and eac
 ratio to the keyword baseline. The texts are the first ``--n`` of the paper's data in file order
 (the title says how many, and how long in encoder tokens). ``--providers`` / ``--threads`` open the
 classifiers' encoders as ``configure_encoder`` does (e.g. the CUDA provider with onnxruntime-gpu);
-the line before the table says which providers the sessions really use.
+the line before the table says which providers the sessions really use. The shipped cascade
+(:class:`refusal_predictor.ResponseCascade`: the n-gram variant, and the shipped model only where
+it is unsure) is timed on the paper's responses and, with ``--data-dir DATA``, beside the shipped
+model on ``--n`` responses of the unlabelled logs, the texts its band was chosen on.
 """
 from __future__ import annotations
 
@@ -30,7 +33,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run from a source checkout without installing
     sys.path.insert(0, str(REPO))
 
-from refusal_predictor import PromptClassifier, ResponseClassifier  # noqa: E402
+from refusal_predictor import PromptClassifier, ResponseCascade, ResponseClassifier  # noqa: E402
 from benchmarks.common import first_n  # noqa: E402
 from refusal_predictor.cli import at_least_one  # noqa: E402
 from refusal_predictor.keywords import KeywordRefusalDetector  # noqa: E402
@@ -71,6 +74,13 @@ def token_lengths(model, texts: Sequence[str]) -> str:
             f"{encoder.max_seq_length}")
 
 
+def cascade_row(cascade: ResponseCascade, texts: Sequence[str], runs: int) -> tuple[str, float]:
+    """The shipped cascade's rate, named with the share of these texts its encoder reads."""
+    share = float(cascade.unsure(texts).mean())
+    return (f"shipped cascade, ResponseCascade.load() ({share:.0%} of these to the encoder)",
+            texts_per_second(cascade.predict_proba, texts, runs))
+
+
 def ratio(value: float) -> str:
     """Three significant figures, however small (0.000807, not 0.001)."""
     return f"{value:.3g}"
@@ -82,20 +92,32 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n", type=at_least_one, default=128, help="texts per run")
     parser.add_argument("--providers", help="comma-separated onnxruntime providers for the encoders")
     parser.add_argument("--threads", type=at_least_one, help="onnxruntime intra-op threads for the encoders")
+    parser.add_argument("--data-dir", type=Path,
+                        help="the shared data folder: also time the cascade and the shipped model on --n logged "
+                             "responses of the unlabelled logs (training.cascade_band's sample)")
     args = parser.parse_args(argv)
     paper = data.load_paper()
     sets = {"response": first_n(paper["response"].tolist(), args.n, "responses"),
             "prompt": first_n(paper["prompt"].tolist(), args.n, "prompts")}
+    if args.data_dir is not None:
+        from training.cascade_band import unlabelled_sample
+
+        sets["logged response"] = unlabelled_sample(args.data_dir, args.n)["response"].tolist()
     models = {"response": ResponseClassifier.load(), "prompt": PromptClassifier.load()}
+    models["logged response"] = models["response"]
+    cascade = ResponseCascade.load()
     providers = args.providers.split(",") if args.providers else None
     try:
         for model in models.values():
             model.configure_encoder(providers=providers, num_threads=args.threads)
+        cascade.configure_encoder(providers=providers, num_threads=args.threads)
     except ValueError as exc:  # an unknown provider name
         parser.error(str(exc))
     print("encoder providers in use:", {kind: m.features_.get_encoder().providers for kind, m in models.items()})
     for kind, texts in sets.items():
-        print(f"{kind}s: the first {len(texts)} of the paper's data, {token_lengths(models[kind], texts)}")
+        where = (f"{len(texts)} of the unlabelled logs (training.cascade_band's sample)" if kind == "logged response"
+                 else f"the first {len(texts)} of the paper's data")
+        print(f"{kind}s: {where}, {token_lengths(models[kind], texts)}")
     keywords = KeywordRefusalDetector()
     print(f"\ntexts/s, median of {args.runs} runs after a warm-up; ratios to the keyword list measured in the same run\n")
     print("| kind | scorer | texts/s | x keywords |")
@@ -104,6 +126,12 @@ def main(argv: list[str] | None = None) -> None:
         model = models[kind]
         base = texts_per_second(keywords.predict_proba, texts, args.runs)
         rows = [("keywords (baseline)", base)]
+        if kind == "logged response":  # the cascade against what it saves: the shipped model's time
+            rows.append(("shipped model (default)", texts_per_second(model.predict_proba, texts, args.runs)))
+            rows.append(cascade_row(cascade, texts, args.runs))
+            for name, rate in rows:
+                print(f"| {kind} | {name} | {rate:,.1f} | {ratio(rate / base)} |")
+            continue
         ngrams = model.features_.vectorizer_
         rows.append(("n-gram TF-IDF transform only", texts_per_second(ngrams.transform, texts, args.runs)))
         if kind == "response":  # what a response model without the encoder costs
@@ -111,6 +139,7 @@ def main(argv: list[str] | None = None) -> None:
                          texts_per_second(baseline_without_encoder(), texts, args.runs)))
             rows.append(('shipped n-gram variant, load("ngrams")',
                          texts_per_second(ResponseClassifier.load("ngrams").predict_proba, texts, args.runs)))
+            rows.append(cascade_row(cascade, texts, args.runs))
         model.configure_encoder(providers=providers, num_threads=args.threads, concurrent_runs=1)
         rows.append(("shipped model, encoder batch 1, one run at a time (concurrent_runs=1)",
                      texts_per_second(model.predict_proba, texts, args.runs)))

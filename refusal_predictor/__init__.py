@@ -6,7 +6,8 @@
 from ._version import __version__
 from .artifacts import ModelFileError
 from .bootstrap import bootstrap_file
+from .cascade import ResponseCascade
 from .classifiers import ResponseClassifier
 from .prompt import PromptClassifier
 
-__all__ = ["ResponseClassifier", "PromptClassifier", "bootstrap_file", "ModelFileError", "__version__"]
+__all__ = ["ResponseClassifier", "ResponseCascade", "PromptClassifier", "bootstrap_file", "ModelFileError", "__version__"]

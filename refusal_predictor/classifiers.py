@@ -182,6 +182,17 @@ def as_labels(y: Iterable[Any], refusal_values: Collection[str] | None = None,
     return np.asarray(out, dtype=np.int64)
 
 
+def label_accuracy(predicted: np.ndarray, y: Iterable[Any], sample_weight: Any = None) -> float:
+    """Accuracy of ``predict``'s class names against labels read as ``fit`` reads them."""
+    from sklearn.metrics import accuracy_score
+
+    truth = as_labels(y)
+    hits = (np.asarray(predicted) == CLASSES[1]).astype(np.int64)
+    if len(truth) != len(hits):
+        raise ValueError(f"{len(hits)} texts but {len(truth)} labels")
+    return float(accuracy_score(truth, hits, sample_weight=sample_weight))
+
+
 def check_save_folder(path: PathLike, kind: str | None = None) -> Path:
     """Where ``save()`` may write: a new or empty folder, or a model folder (saved over).
 
@@ -521,13 +532,7 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
         perfect model scored 0.0 on the labels ``fit`` took, and ``cross_val_score`` or
         ``GridSearchCV`` over 1/0 labels gave nan.
         """
-        from sklearn.metrics import accuracy_score
-
-        truth = as_labels(y)
-        predicted = (self.predict(X) == CLASSES[1]).astype(np.int64)
-        if len(truth) != len(predicted):
-            raise ValueError(f"{len(predicted)} texts but {len(truth)} labels")
-        return float(accuracy_score(truth, predicted, sample_weight=sample_weight))
+        return label_accuracy(self.predict(X), y, sample_weight)
 
     def _more_tags(self) -> dict:  # scikit-learn < 1.6
         return {"X_types": ["string"]}

@@ -142,7 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("label-responses", help="label every response of a JSONL/CSV/TSV/Parquet log as refusal or compliance")
     p.add_argument("input", help="input log")
     p.add_argument("--model", help="response model folder, or a shipped variant: default, ngrams "
-                                   "(no encoder, ~50x faster on CPU)")
+                                   "(no encoder, ~50x faster on CPU), cascade (ngrams first, the encoder only "
+                                   "where they are unsure)")
     _add_io_options(p, "response")
     _add_score_options(p)
     p.add_argument("--tone", action="store_true",
@@ -170,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="labelled file")
     p.add_argument("--kind", choices=["response", "prompt"], default="response")
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--model", help="model folder, or a shipped response variant (default, ngrams) (default: "
+    group.add_argument("--model", help="model folder, or a shipped response variant (default, ngrams, cascade) (default: "
                                        "the shipped model of that kind)")
     group.add_argument("--target", help="shipped target LLM of a prompt model (--kind prompt); see `info`")
     _add_label_options(p)
@@ -252,7 +253,8 @@ def _add_log_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-confidence", type=_number_in(0.5, 1.0),
                    help="drop labels whose probability (p for a refusal, 1-p for a compliance: max(p, 1-p) at threshold 0.5) is below this, in [0.5, 1] (e.g. 0.9); train-prompt's --weight-by-confidence then weights the rows kept")
     p.add_argument("--response-model", help="response model folder, or a shipped variant: default, ngrams "
-                                            "(no encoder, ~50x faster on CPU)")
+                                            "(no encoder, ~50x faster on CPU), cascade (ngrams first, the "
+                                            "encoder only where they are unsure)")
     p.add_argument("--format", dest="input_format", choices=FORMATS,
                    help="input format (default: from the extension; .jsonl.gz, .csv.gz and .tsv.gz are read gunzipped)")
     p.add_argument("--encoding", default="utf-8", help="input text encoding (default: utf-8)")
@@ -260,11 +262,11 @@ def _add_log_options(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_label_responses(args: argparse.Namespace) -> int:
-    from .classifiers import ResponseClassifier
+    from .cascade import load_response_model
 
     if args.tone_field is not None and not args.tone:
         raise ValueError("--tone-field names the field of --tone; add --tone")
-    model = ResponseClassifier.load(args.model)
+    model = load_response_model(args.model)
     if not args.tone:
         return _run_scoring(model, args)
     args.tone_field = "tone" if args.tone_field is None else args.tone_field
@@ -431,9 +433,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .metrics import binary_metrics
 
     if args.kind == "response":
-        from .classifiers import ResponseClassifier as cls
+        from .cascade import load_response_model as load
     else:
-        from .prompt import PromptClassifier as cls
+        from .prompt import PromptClassifier
+
+        load = PromptClassifier.load
     if args.target is not None and args.kind != "prompt":
         raise ValueError("--target names a shipped prompt model; add --kind prompt (a response model is chosen with --model)")
     if args.threshold is not None:
@@ -444,7 +448,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         from .records import check_paths
 
         check_paths(args.input, errors=args.errors, input_format=args.input_format)  # never the input
-    model = _configured(cls.load(target=args.target) if args.target is not None else cls.load(args.model), args)
+    model = _configured(load(target=args.target) if args.target is not None else load(args.model), args)
     text_field = args.kind if args.text_field is None else args.text_field
     texts, labels, bad, _ = read_labelled(args.input, text_field, args.label_field, args.input_format, args.encoding,
                                           args.refusal_values, args.compliance_values, separator=args.separator)
@@ -520,6 +524,10 @@ def _cmd_info(args: argparse.Namespace) -> int:
         # a prompt model's or an encoder's does not ("Predicts whether ...", a model id).
         print(f"  {_loaded_as(where)}: "
               + (summary if summary.lower().startswith(kind) else f"{kind}: {summary}" if summary else kind))
+    from .cascade import CASCADE_NAME, DEFAULT_HIGH, DEFAULT_LOW
+
+    print(f"  {CASCADE_NAME} (label-responses --model {CASCADE_NAME}): response-ngrams, then response for the "
+          f"responses it scores strictly between {DEFAULT_LOW} and {DEFAULT_HIGH}")
     return 0
 
 
@@ -539,10 +547,10 @@ def _loaded_as(where: Path) -> str:
 
 def _cmd_bootstrap(args: argparse.Namespace) -> int:
     from .bootstrap import bootstrap_file
-    from .classifiers import ResponseClassifier
+    from .cascade import load_response_model
 
     report = bootstrap_file(
-        args.input, args.output, _configured(ResponseClassifier.load(args.response_model), args),
+        args.input, args.output, _configured(load_response_model(args.response_model), args),
         input_format=args.input_format, output_format=args.output_format, encoding=args.encoding,
         separator=args.separator, errors_path=args.errors, prompt_field=args.prompt_field, response_field=args.response_field,
         model_field=args.model_field or None, min_confidence=args.min_confidence, deduplicate=args.dedupe,

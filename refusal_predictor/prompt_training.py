@@ -17,7 +17,8 @@ from sklearn.model_selection import train_test_split
 
 from .artifacts import PathLike
 from .bootstrap import BootstrapReport, bootstrap_records, label_confidence, merge_duplicates
-from .classifiers import HEADS, ResponseClassifier, check_save_folder
+from .cascade import load_response_model, response_model_record
+from .classifiers import HEADS, check_save_folder
 from .errors_file import write_bad_records
 from .metrics import binary_metrics
 from .prompt import PromptClassifier
@@ -110,7 +111,7 @@ def train_prompt_model(
         raise ValueError(f"test_size must be a fraction between 0 and 1 (exclusive), got {test_size}")
     check_paths(log_path, errors=errors_file, input_format=input_format, model_folder=output_dir, separator=separator)
     check_save_folder(output_dir, PromptClassifier.kind)
-    rc = ResponseClassifier.load(response_model)
+    rc = load_response_model(response_model)
     if num_threads is not None:
         rc.configure_encoder(num_threads=num_threads)  # also checks the value, before any row is read
     records = read_records(log_path, input_format, encoding, separator=separator)
@@ -218,8 +219,7 @@ def train_prompt_model(
                 "rows_in_log": in_log["rows"] if model_filter is not None else report.read,
                 "answered_by": dict(answered_by.most_common(20)),
                 "response_model": str(response_model or "shipped default"),
-                "response_model_sha256": rc.manifest_["files"]["model.joblib"],
-                "response_threshold": rc.threshold,
+                **response_model_record(rc),
             },
         },
         "head": head,

@@ -70,8 +70,9 @@ def test_bench_scoring_prints_every_row_with_a_readable_ratio(capsys):
     out = capsys.readouterr().out
     assert "responses: the first 2 of the paper's data" in out and "median of 1 runs" in out
     rows = [line for line in out.splitlines() if line.startswith("| response |") or line.startswith("| prompt |")]
-    assert len(rows) == 14
+    assert len(rows) == 15
     assert any("explain, one prompt per call (" in row for row in rows)
+    assert any("shipped cascade, ResponseCascade.load() (" in row and "% of these to the encoder)" in row for row in rows)
     ratios = [row.rstrip(" |").rsplit("| ", 1)[1] for row in rows]
     assert all(float(r) > 0 for r in ratios)  # three significant figures: no row rounds to 0.000
 
@@ -95,3 +96,12 @@ def test_bench_cpu_agreement_child_embeds_the_texts_it_compares(tmp_path):
     assert embeddings.shape == (3 + len(bench_cpu_agreement.SHORT), 384)
     assert np.allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-4)
     assert np.array_equal(embeddings, OnnxEncoder.load(num_threads=1).encode(bench_cpu_agreement.sample_texts(3)))
+
+
+def test_bench_scoring_times_the_cascade_on_logged_responses(data_dir, capsys):
+    bench_scoring.main(["--runs", "1", "--n", "3", "--data-dir", str(data_dir)])
+    out = capsys.readouterr().out
+    assert "logged responses: 3 of the unlabelled logs" in out
+    rows = [line for line in out.splitlines() if line.startswith("| logged response |")]
+    assert [row.split(" | ")[1].split(" (")[0] for row in rows] == [
+        "keywords", "shipped model", "shipped cascade, ResponseCascade.load()"]

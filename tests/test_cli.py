@@ -564,7 +564,7 @@ def test_info_names_each_model_as_the_options_load_it(tmp_path, capsys, monkeypa
     for line in out.splitlines()[1:]:  # every option printed loads that model
         option = line.split("(", 1)[1].split(")", 1)[0]
         if option.startswith("label-responses --model "):
-            assert option.split()[-1] in ResponseClassifier.available_variants()
+            assert option.split()[-1] in ResponseClassifier.available_variants() + ["cascade"]
         elif option.startswith("score-prompts --target "):
             assert option.split()[-1] in PromptClassifier.available_targets()
 

@@ -1,0 +1,194 @@
+"""A two-stage response classifier: n-grams first, the encoder only where the n-grams are unsure.
+
+The encoder is almost all of the cost of the shipped response model (README, Speed: about 50
+responses/s on 2 CPU cores against about 2,600 for the n-gram variant), yet most responses of
+a real log are plain answers or plain refusals that the n-gram variant already scores near 0 or
+near 1. :class:`ResponseCascade` scores every response with a fast model and sends only those
+whose probability falls strictly inside a band ``(low, high)`` to the full model; the rest keep
+the fast model's probability. The shipped band was chosen by ``python -m training.cascade_band``
+from agreement with the full model on unlabelled logs, not from any test split.
+
+Thresholds inside the band decide exactly as the full model does on the responses it reads; a
+threshold outside the band is applied to the fast model's probabilities where they were kept.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.utils.validation import check_is_fitted
+
+from .artifacts import PathLike, shipped_name_key
+from .classifiers import CLASSES, ResponseClassifier, as_labels, as_texts, label_accuracy
+from .thresholds import check_threshold
+
+logger = logging.getLogger(__name__)
+
+#: The name that loads the shipped cascade wherever a response model is chosen by name
+#: (``label-responses --model cascade``, ``--response-model cascade``).
+CASCADE_NAME = "cascade"
+
+#: The shipped band, chosen by ``python -m training.cascade_band --data-dir DATA`` (the band
+#: sending the fewest responses to the encoder while keeping the full model's label on 99 % of
+#: 4,000 unlabelled logged responses): it kept it on 99.3 % and sent 24.7 % through the encoder.
+#: README (Speed) has the table, with what the band did on held-out labels.
+DEFAULT_LOW = 0.02
+DEFAULT_HIGH = 0.98
+
+
+def in_band(fast_proba: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Where the fast model is unsure, so the full model decides: strictly inside ``(low, high)``."""
+    return (fast_proba > low) & (fast_proba < high)
+
+
+class ResponseCascade(ClassifierMixin, BaseEstimator):
+    """Score with ``fast``; re-score with ``full`` where ``low < P(refusal) < high``.
+
+    >>> cascade = ResponseCascade.load()          # shipped: the "ngrams" variant, then the default model
+    >>> cascade.predict(["I'm sorry, but I can't help with that.", "Paris is the capital of France."])
+    array(['refusal', 'compliance'], dtype=object)
+
+    ``fast`` and ``full`` are response classifiers; unfitted ones are fitted by :meth:`fit`,
+    fitted ones (as :meth:`load` gives) are used as they are. The cascade's ``threshold`` and
+    ``classes_`` are the full model's.
+    """
+
+    def __init__(self, fast: ResponseClassifier | None = None, full: ResponseClassifier | None = None,
+                 low: float = DEFAULT_LOW, high: float = DEFAULT_HIGH):
+        self.fast = fast
+        self.full = full
+        self.low = low
+        self.high = high
+
+    # ------------------------------------------------------------------ building
+    @classmethod
+    def load(cls, fast: PathLike | None = "ngrams", full: PathLike | None = None, *,
+             low: float = DEFAULT_LOW, high: float = DEFAULT_HIGH, verify: bool = True) -> "ResponseCascade":
+        """Two response models by folder or shipped variant name (``None``: the default model)."""
+        cascade = cls(ResponseClassifier.load(fast, verify=verify), ResponseClassifier.load(full, verify=verify),
+                      low=low, high=high)
+        cascade._check_band()
+        cascade.fast_, cascade.full_ = cascade.fast, cascade.full
+        return cascade
+
+    def fit(self, X: str | Iterable[str], y: Iterable[Any], sample_weight: Any = None) -> "ResponseCascade":
+        """Fit both stages on the same rows (clones: the models passed in are left as they were)."""
+        self._check_band()
+        fast = ResponseClassifier(use_embeddings=False) if self.fast is None else self.fast
+        full = ResponseClassifier() if self.full is None else self.full
+        texts, labels = as_texts(X), as_labels(y)
+        self.fast_ = clone(fast).fit(texts, labels, sample_weight=sample_weight)
+        self.full_ = clone(full).fit(texts, labels, sample_weight=sample_weight)
+        return self
+
+    def _check_band(self) -> None:
+        for name in ("low", "high"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+                raise TypeError(f"{name} must be a probability, got {value!r}")
+        if not 0.0 <= self.low < self.high <= 1.0:
+            raise ValueError(f"the band needs 0 <= low < high <= 1, got low={self.low!r}, high={self.high!r}")
+
+    def configure_encoder(self, *, providers: Sequence[str] | None = None, num_threads: int | None = None,
+                          concurrent_runs: int | None = None) -> "ResponseCascade":
+        """Configure both stages' encoders (see ``ResponseClassifier.configure_encoder``)."""
+        check_is_fitted(self, "full_")
+        for model in (self.fast_, self.full_):
+            model.configure_encoder(providers=providers, num_threads=num_threads, concurrent_runs=concurrent_runs)
+        return self
+
+    # ------------------------------------------------------------------ the estimator's view
+    @property
+    def classes_(self) -> np.ndarray:
+        check_is_fitted(self, "full_")
+        return self.full_.classes_
+
+    @property
+    def threshold(self) -> float:
+        check_is_fitted(self, "full_")
+        return self.full_.threshold
+
+    # ------------------------------------------------------------------ scoring
+    def unsure(self, X: str | Iterable[str]) -> np.ndarray:
+        """Which texts the full model reads: the fast model's P(refusal) strictly inside the band."""
+        return self._fast_scores(as_texts(X))[1]
+
+    def _fast_scores(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        check_is_fitted(self, "full_")
+        self._check_band()
+        fast = self.fast_.refusal_probability(texts)
+        return fast, in_band(fast, self.low, self.high)
+
+    def refusal_probability(self, X: str | Iterable[str]) -> np.ndarray:
+        texts = as_texts(X)
+        proba, unsure = self._fast_scores(texts)
+        if unsure.any():
+            proba[unsure] = self.full_.refusal_probability([t for t, u in zip(texts, unsure) if u])
+        logger.debug("cascade: %d of %d texts read by the full model", int(unsure.sum()), len(texts))
+        return proba
+
+    def predict_proba(self, X: str | Iterable[str]) -> np.ndarray:
+        """Probabilities, shape (n, 2), columns in ``classes_`` order."""
+        refusal = self.refusal_probability(X)
+        return np.column_stack([1.0 - refusal, refusal])
+
+    def predict(self, X: str | Iterable[str], threshold: float | None = None) -> np.ndarray:
+        """'refusal' where the refusal probability is >= ``threshold`` (default: the full model's)."""
+        cut = check_threshold(self.threshold if threshold is None else threshold)
+        return np.where(self.refusal_probability(X) >= cut, CLASSES[1], CLASSES[0]).astype(object)
+
+    def score(self, X: str | Iterable[str], y: Iterable[Any], sample_weight: Any = None) -> float:
+        """Accuracy at ``threshold``, reading ``y`` as ``fit`` does (1/0, booleans, "refused", ...)."""
+        return label_accuracy(self.predict(X), y, sample_weight)
+
+    # ------------------------------------------------------------------ tones
+    @property
+    def tones_(self) -> np.ndarray:
+        """The full model's tones; the fast model must know the same ones (checked here)."""
+        check_is_fitted(self, "full_")
+        tones = self.full_.tones_
+        if list(self.fast_.tones_) != list(tones):
+            raise ValueError(f"the cascade's models know different tones (fast: {list(self.fast_.tones_)}, "
+                             f"full: {list(tones)}), so a tone cannot be read from either")
+        return tones
+
+    def refusal_probability_and_tone(self, X: str | Iterable[str],
+                                     threshold: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """P(refusal) and the tone, each from the stage that kept the probability."""
+        cut = check_threshold(self.threshold if threshold is None else threshold)
+        self.tones_  # noqa: B018  (both stages have a tone head, and the same tones)
+        texts = as_texts(X)
+        proba, tones = self.fast_.refusal_probability_and_tone(texts, cut)
+        unsure = in_band(proba, self.low, self.high)
+        if unsure.any():
+            proba[unsure], tones[unsure] = self.full_.refusal_probability_and_tone(
+                [t for t, u in zip(texts, unsure) if u], cut)
+        return proba, tones
+
+    def predict_tone(self, X: str | Iterable[str], threshold: float | None = None) -> np.ndarray:
+        """'complied' where ``predict`` says compliance, else the likeliest refusal tone."""
+        return self.refusal_probability_and_tone(X, threshold)[1]
+
+
+def load_response_model(path: PathLike | None = None, *, verify: bool = True) -> ResponseClassifier | ResponseCascade:
+    """What a command's ``--model`` / ``--response-model`` names: a folder, a shipped variant, or the cascade.
+
+    A folder that exists wins over the name ``cascade``, as it does over the variants' names.
+    """
+    if path is not None and shipped_name_key(str(path)) == CASCADE_NAME and not Path(path).is_dir():
+        return ResponseCascade.load(verify=verify)
+    return ResponseClassifier.load(path, verify=verify)
+
+
+def response_model_record(model: ResponseClassifier | ResponseCascade) -> dict[str, Any]:
+    """What a prompt model's card records of the response model that bootstrapped its labels."""
+    if isinstance(model, ResponseCascade):
+        check_is_fitted(model, "full_")
+        return {"response_model_sha256": model.full_.manifest_["files"]["model.joblib"],
+                "response_threshold": model.threshold,
+                "response_cascade": {"fast_model_sha256": model.fast_.manifest_["files"]["model.joblib"],
+                                     "low": model.low, "high": model.high}}
+    return {"response_model_sha256": model.manifest_["files"]["model.joblib"], "response_threshold": model.threshold}

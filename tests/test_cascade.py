@@ -1,0 +1,171 @@
+"""The cascade: the n-gram variant's score where it is sure, the full model's everywhere else."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+
+from refusal_predictor import ResponseCascade, ResponseClassifier
+from refusal_predictor.cascade import DEFAULT_HIGH, DEFAULT_LOW, in_band, load_response_model, response_model_record
+from refusal_predictor.cli import main
+from training import cascade_band, data
+
+
+@pytest.fixture(scope="module")
+def fast():
+    return ResponseClassifier.load("ngrams")
+
+
+@pytest.fixture(scope="module")
+def cascade(fast, response_model):
+    """The shipped cascade, built from the session's default model (loaded once)."""
+    built = ResponseCascade(fast, response_model)
+    built.fast_, built.full_ = fast, response_model
+    return built
+
+
+@pytest.fixture(scope="module")
+def test_responses():
+    """48 of the paper's held-out test responses (neither model trained on them)."""
+    return data.paper_split()[2]["response"].tolist()[:48]
+
+
+class _Spy:
+    """Records which texts reach a model's refusal_probability."""
+
+    def __init__(self, model):
+        self.model, self.seen = model, []
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def refusal_probability(self, texts):
+        self.seen.extend(texts)
+        return self.model.refusal_probability(texts)
+
+    def refusal_probability_and_tone(self, texts, threshold=None):
+        self.seen.extend(texts)
+        return self.model.refusal_probability_and_tone(texts, threshold)
+
+
+def test_sure_scores_are_kept_and_only_unsure_texts_reach_the_full_model(cascade, fast, response_model,
+                                                                          test_responses):
+    q = fast.refusal_probability(test_responses)
+    unsure = in_band(q, DEFAULT_LOW, DEFAULT_HIGH)
+    assert 0 < unsure.sum() < len(test_responses)  # the band splits real responses both ways
+    spy = _Spy(response_model)
+    spied = ResponseCascade(fast, response_model)
+    spied.fast_, spied.full_ = fast, spy
+    p = spied.refusal_probability(test_responses)
+    assert spy.seen == [t for t, u in zip(test_responses, unsure) if u]
+    np.testing.assert_array_equal(p[~unsure], q[~unsure])
+    np.testing.assert_allclose(p[unsure], response_model.refusal_probability(spy.seen), atol=1e-12)
+    np.testing.assert_array_equal(cascade.unsure(test_responses), unsure)
+
+
+def test_labels_follow_the_full_model_wherever_it_was_asked(cascade, response_model, test_responses):
+    labels, full = cascade.predict(test_responses), response_model.predict(test_responses)
+    unsure = cascade.unsure(test_responses)
+    assert (labels[unsure] == full[unsure]).all()
+    proba = cascade.predict_proba(test_responses)
+    assert proba.shape == (len(test_responses), 2)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    assert list(cascade.classes_) == ["compliance", "refusal"] and cascade.threshold == response_model.threshold
+    assert cascade.score(test_responses, full) >= 0.9  # it mostly agrees with the full model
+
+
+def test_the_widest_band_is_the_full_model_and_the_empty_one_the_fast_model(fast, response_model, test_responses):
+    everything = ResponseCascade.load(low=0.0, high=1.0)
+    nothing_band = ResponseCascade(fast, response_model, low=0.5, high=0.5 + 1e-12)
+    nothing_band.fast_, nothing_band.full_ = fast, response_model
+    np.testing.assert_allclose(everything.refusal_probability(test_responses),
+                               response_model.refusal_probability(test_responses), atol=1e-12)
+    np.testing.assert_array_equal(nothing_band.predict(test_responses), fast.predict(test_responses))
+
+
+def test_str_empty_and_wrong_types(cascade):
+    assert cascade.predict("I'm sorry, but I can't help with that.").tolist() == ["refusal"]
+    assert cascade.refusal_probability(["", "   "]).tolist() == [1.0, 1.0]  # an empty answer, as ResponseClassifier
+    assert cascade.predict_proba([]).shape == (0, 2)
+    with pytest.raises(TypeError):
+        cascade.predict([42])
+
+
+def test_a_bad_band_is_refused_before_any_scoring(fast, response_model):
+    with pytest.raises(ValueError, match="low < high"):
+        ResponseCascade.load(low=0.9, high=0.1)
+    with pytest.raises(TypeError, match="low must be a probability"):
+        ResponseCascade.load(low=True)
+    bad = ResponseCascade(fast, response_model, low=0.6, high=0.6)
+    bad.fast_, bad.full_ = fast, response_model
+    with pytest.raises(ValueError, match="low < high"):
+        bad.predict(["text"])
+    with pytest.raises(NotFittedError):
+        ResponseCascade().predict(["text"])
+
+
+def test_tones_come_from_the_stage_that_kept_the_probability(cascade, fast, response_model, test_responses):
+    p, tones = cascade.refusal_probability_and_tone(test_responses)
+    np.testing.assert_allclose(p, cascade.refusal_probability(test_responses), atol=1e-12)
+    unsure = cascade.unsure(test_responses)
+    assert (tones[~unsure] == fast.predict_tone([t for t, u in zip(test_responses, unsure) if not u])).all()
+    assert (tones[unsure] == response_model.predict_tone([t for t, u in zip(test_responses, unsure) if u])).all()
+    assert ((tones == "complied") == (p < cascade.threshold)).all()
+    assert (cascade.predict_tone(test_responses) == tones).all()
+
+
+def test_fit_fits_clones_of_both_stages():
+    train = data.paper_split()[0]
+    fast = ResponseClassifier(use_embeddings=False, validation_curve=False)
+    full = ResponseClassifier(use_embeddings=False, validation_curve=False, C=1.0)
+    cascade = ResponseCascade(fast, full).fit(train["response"].tolist(), train["label"].tolist())
+    assert not hasattr(fast, "model_") and not hasattr(full, "model_")  # the models given are left as they were
+    assert cascade.full_.C == 1.0 and cascade.predict(["I cannot help with that request."]).tolist() == ["refusal"]
+    assert clone(cascade).get_params()["full"].C == 1.0
+
+
+def test_names_load_the_cascade_unless_a_folder_has_that_name(tmp_path, monkeypatch, fast):
+    assert isinstance(load_response_model("cascade"), ResponseCascade)
+    assert isinstance(load_response_model("CASCADE "), ResponseCascade)
+    assert isinstance(load_response_model("ngrams"), ResponseClassifier)
+    fast.save(tmp_path / "cascade")
+    monkeypatch.chdir(tmp_path)
+    assert isinstance(load_response_model("cascade"), ResponseClassifier)
+
+
+def test_the_card_records_both_stages(cascade, response_model):
+    record = response_model_record(cascade)
+    assert record["response_model_sha256"] == response_model.manifest_["files"]["model.joblib"]
+    assert record["response_cascade"] == {"fast_model_sha256": cascade.fast_.manifest_["files"]["model.joblib"],
+                                          "low": DEFAULT_LOW, "high": DEFAULT_HIGH}
+    assert response_model_record(response_model) == {
+        "response_model_sha256": response_model.manifest_["files"]["model.joblib"], "response_threshold": 0.5}
+
+
+def test_label_responses_with_the_cascade(tmp_path, cascade, test_responses):
+    log = tmp_path / "log.jsonl"
+    texts = test_responses[:12]
+    log.write_text("".join(json.dumps({"id": i, "response": t}) + "\n" for i, t in enumerate(texts)), encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    assert main(["label-responses", str(log), "-o", str(out), "--model", "cascade", "--tone", "--no-progress"]) == 0
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [r["id"] for r in rows] == list(range(12))
+    np.testing.assert_allclose([r["refusal_probability"] for r in rows], cascade.refusal_probability(texts), atol=1e-6)
+    assert [r["tone"] for r in rows] == cascade.predict_tone(texts).tolist()
+
+
+def test_the_band_rule_picks_the_fewest_to_the_encoder_among_the_agreeing():
+    full = np.array([0.9, 0.6, 0.4, 0.1, 0.97, 0.03])
+    fast = np.array([0.995, 0.3, 0.7, 0.005, 0.97, 0.03])
+    rows = cascade_band.band_table(fast, full, None, fast, full, full >= 0.5, 0.5,
+                                   bands=((0.01, 0.99), (0.02, 0.98), (0.05, 0.95)))
+    assert [r["to_encoder"] for r in rows] == [4 / 6, 4 / 6, 2 / 6]
+    assert [r["agreement_with_full"] for r in rows] == [1.0, 1.0, 1.0]
+    assert cascade_band.choose(rows, 0.99)["low"] == 0.05
+    rows[2]["agreement_with_full"] = 0.98
+    assert cascade_band.choose(rows, 0.99)["low"] == 0.01  # ties on the share: the closer agreement, then order
+    with pytest.raises(SystemExit):
+        cascade_band.choose(rows, 1.01)
