@@ -19,10 +19,10 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
-from sklearn.utils.validation import check_is_fitted
+from sklearn.exceptions import NotFittedError
 
-from .artifacts import PathLike, shipped_name_key
-from .classifiers import CLASSES, ResponseClassifier, as_labels, as_texts, label_accuracy
+from .artifacts import ModelFileError, PathLike, shipped_name_key, shipped_path
+from .classifiers import CLASSES, MANIFEST, ResponseClassifier, as_labels, as_texts, label_accuracy
 from .thresholds import check_threshold
 
 logger = logging.getLogger(__name__)
@@ -51,31 +51,40 @@ class ResponseCascade(ClassifierMixin, BaseEstimator):
     >>> cascade.predict(["I'm sorry, but I can't help with that.", "Paris is the capital of France."])
     array(['refusal', 'compliance'], dtype=object)
 
-    ``fast`` and ``full`` are response classifiers; unfitted ones are fitted by :meth:`fit`,
-    fitted ones (as :meth:`load` gives) are used as they are. The cascade's ``threshold`` and
+    ``fast`` and ``full`` are response classifiers. Fitted ones (your own, loaded) are used as
+    they are, with no ``fit``: ``ResponseCascade(ResponseClassifier.load("mine-fast"),
+    ResponseClassifier.load("mine"), low=0.05, high=0.95)``. ``fit`` fits clones of both on the
+    same rows (unfitted ones, or ``None``: the shipped recipes), as scikit-learn's meta-estimators
+    do, and leaves the models passed in as they were. ``threshold`` defaults to the full model's;
     ``classes_`` are the full model's.
     """
 
     def __init__(self, fast: ResponseClassifier | None = None, full: ResponseClassifier | None = None,
-                 low: float = DEFAULT_LOW, high: float = DEFAULT_HIGH):
+                 low: float = DEFAULT_LOW, high: float = DEFAULT_HIGH, threshold: float | None = None):
         self.fast = fast
         self.full = full
         self.low = low
         self.high = high
+        self.threshold = threshold
 
     # ------------------------------------------------------------------ building
     @classmethod
-    def load(cls, fast: PathLike | None = "ngrams", full: PathLike | None = None, *,
+    def load(cls, fast: PathLike | None = None, full: PathLike | None = None, *,
              low: float = DEFAULT_LOW, high: float = DEFAULT_HIGH, verify: bool = True) -> "ResponseCascade":
-        """Two response models by folder or shipped variant name (``None``: the default model)."""
-        cascade = cls(ResponseClassifier.load(fast, verify=verify), ResponseClassifier.load(full, verify=verify),
+        """Two response models by folder or shipped variant name.
+
+        ``None`` is the shipped stage itself (the "ngrams" variant, the default model), read from
+        the package whatever folders the working directory holds; a name is looked up as
+        :meth:`ResponseClassifier.load` looks it up (a folder of that name first).
+        """
+        fast_path = shipped_path(*ResponseClassifier.VARIANTS["ngrams"]) if fast is None else fast
+        cascade = cls(ResponseClassifier.load(fast_path, verify=verify), ResponseClassifier.load(full, verify=verify),
                       low=low, high=high)
         cascade._check_band()
-        cascade.fast_, cascade.full_ = cascade.fast, cascade.full
         return cascade
 
     def fit(self, X: str | Iterable[str], y: Iterable[Any], sample_weight: Any = None) -> "ResponseCascade":
-        """Fit both stages on the same rows (clones: the models passed in are left as they were)."""
+        """Fit clones of both stages on the same rows; the models passed in are left as they were."""
         self._check_band()
         fast = ResponseClassifier(use_embeddings=False) if self.fast is None else self.fast
         full = ResponseClassifier() if self.full is None else self.full
@@ -83,6 +92,23 @@ class ResponseCascade(ClassifierMixin, BaseEstimator):
         self.fast_ = clone(fast).fit(texts, labels, sample_weight=sample_weight)
         self.full_ = clone(full).fit(texts, labels, sample_weight=sample_weight)
         return self
+
+    def _stages(self) -> tuple[ResponseClassifier, ResponseClassifier]:
+        """The fitted (fast, full) pair: from ``fit``, else the fitted models given."""
+        if "full_" in vars(self):
+            return self.fast_, self.full_
+        given = (self.fast, self.full)
+        if all(isinstance(m, ResponseClassifier) and hasattr(m, "model_") for m in given):
+            return given
+        raise NotFittedError("this ResponseCascade has no fitted stages: give it two fitted response models "
+                             "(e.g. ResponseClassifier.load(...)), use ResponseCascade.load(), or call fit")
+
+    def __sklearn_is_fitted__(self) -> bool:
+        try:
+            self._stages()
+        except NotFittedError:
+            return False
+        return True
 
     def _check_band(self) -> None:
         for name in ("low", "high"):
@@ -95,21 +121,40 @@ class ResponseCascade(ClassifierMixin, BaseEstimator):
     def configure_encoder(self, *, providers: Sequence[str] | None = None, num_threads: int | None = None,
                           concurrent_runs: int | None = None) -> "ResponseCascade":
         """Configure both stages' encoders (see ``ResponseClassifier.configure_encoder``)."""
-        check_is_fitted(self, "full_")
-        for model in (self.fast_, self.full_):
+        for model in self._stages():
             model.configure_encoder(providers=providers, num_threads=num_threads, concurrent_runs=concurrent_runs)
         return self
 
     # ------------------------------------------------------------------ the estimator's view
     @property
     def classes_(self) -> np.ndarray:
-        check_is_fitted(self, "full_")
-        return self.full_.classes_
+        return self._stages()[1].classes_
 
     @property
     def threshold(self) -> float:
-        check_is_fitted(self, "full_")
-        return self.full_.threshold
+        """The cut ``predict`` uses: the one set, else the full model's (0.5 for an unset recipe)."""
+        if self._threshold is not None:
+            return self._threshold
+        try:
+            return self._stages()[1].threshold
+        except NotFittedError:
+            return self.full.threshold if self.full is not None else 0.5
+
+    @threshold.setter
+    def threshold(self, value: float | None) -> None:
+        if value is not None:
+            check_threshold(value)
+        self._threshold = value  # as given: scikit-learn's clone checks the parameter is the object it passed
+
+    @property
+    def empty_response_probability(self) -> float | None:
+        """P(refusal) of a blank response (see ``ResponseClassifier``); setting it sets both stages'."""
+        return self._stages()[1].empty_response_probability
+
+    @empty_response_probability.setter
+    def empty_response_probability(self, value: float | None) -> None:
+        for model in self._stages():
+            model.empty_response_probability = value
 
     # ------------------------------------------------------------------ scoring
     def unsure(self, X: str | Iterable[str]) -> np.ndarray:
@@ -117,16 +162,16 @@ class ResponseCascade(ClassifierMixin, BaseEstimator):
         return self._fast_scores(as_texts(X))[1]
 
     def _fast_scores(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        check_is_fitted(self, "full_")
+        fast, _ = self._stages()
         self._check_band()
-        fast = self.fast_.refusal_probability(texts)
-        return fast, in_band(fast, self.low, self.high)
+        proba = fast.refusal_probability(texts)
+        return proba, in_band(proba, self.low, self.high)
 
     def refusal_probability(self, X: str | Iterable[str]) -> np.ndarray:
         texts = as_texts(X)
         proba, unsure = self._fast_scores(texts)
         if unsure.any():
-            proba[unsure] = self.full_.refusal_probability([t for t, u in zip(texts, unsure) if u])
+            proba[unsure] = self._stages()[1].refusal_probability([t for t, u in zip(texts, unsure) if u])
         logger.debug("cascade: %d of %d texts read by the full model", int(unsure.sum()), len(texts))
         return proba
 
@@ -136,7 +181,7 @@ class ResponseCascade(ClassifierMixin, BaseEstimator):
         return np.column_stack([1.0 - refusal, refusal])
 
     def predict(self, X: str | Iterable[str], threshold: float | None = None) -> np.ndarray:
-        """'refusal' where the refusal probability is >= ``threshold`` (default: the full model's)."""
+        """'refusal' where the refusal probability is >= ``threshold`` (default: ``self.threshold``)."""
         cut = check_threshold(self.threshold if threshold is None else threshold)
         return np.where(self.refusal_probability(X) >= cut, CLASSES[1], CLASSES[0]).astype(object)
 
@@ -148,24 +193,24 @@ class ResponseCascade(ClassifierMixin, BaseEstimator):
     @property
     def tones_(self) -> np.ndarray:
         """The full model's tones; the fast model must know the same ones (checked here)."""
-        check_is_fitted(self, "full_")
-        tones = self.full_.tones_
-        if list(self.fast_.tones_) != list(tones):
-            raise ValueError(f"the cascade's models know different tones (fast: {list(self.fast_.tones_)}, "
-                             f"full: {list(tones)}), so a tone cannot be read from either")
-        return tones
+        fast, full = self._stages()
+        if list(fast.tones_) != list(full.tones_):
+            raise ValueError(f"the cascade's models know different tones (fast: {list(fast.tones_)}, "
+                             f"full: {list(full.tones_)}), so a tone cannot be read from either")
+        return full.tones_
 
     def refusal_probability_and_tone(self, X: str | Iterable[str],
                                      threshold: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         """P(refusal) and the tone, each from the stage that kept the probability."""
         cut = check_threshold(self.threshold if threshold is None else threshold)
         self.tones_  # noqa: B018  (both stages have a tone head, and the same tones)
+        fast, full = self._stages()
+        self._check_band()
         texts = as_texts(X)
-        proba, tones = self.fast_.refusal_probability_and_tone(texts, cut)
+        proba, tones = fast.refusal_probability_and_tone(texts, cut)
         unsure = in_band(proba, self.low, self.high)
         if unsure.any():
-            proba[unsure], tones[unsure] = self.full_.refusal_probability_and_tone(
-                [t for t, u in zip(texts, unsure) if u], cut)
+            proba[unsure], tones[unsure] = full.refusal_probability_and_tone([t for t, u in zip(texts, unsure) if u], cut)
         return proba, tones
 
     def predict_tone(self, X: str | Iterable[str], threshold: float | None = None) -> np.ndarray:
@@ -173,22 +218,39 @@ class ResponseCascade(ClassifierMixin, BaseEstimator):
         return self.refusal_probability_and_tone(X, threshold)[1]
 
 
+def response_model_names() -> list[str]:
+    """The names a command's ``--model`` / ``--response-model`` takes besides a folder."""
+    return ResponseClassifier.available_variants() + [CASCADE_NAME]
+
+
 def load_response_model(path: PathLike | None = None, *, verify: bool = True) -> ResponseClassifier | ResponseCascade:
     """What a command's ``--model`` / ``--response-model`` names: a folder, a shipped variant, or the cascade.
 
     A folder that exists wins over the name ``cascade``, as it does over the variants' names.
     """
-    if path is not None and shipped_name_key(str(path)) == CASCADE_NAME and not Path(path).is_dir():
-        return ResponseCascade.load(verify=verify)
+    if path is None:
+        return ResponseClassifier.load(verify=verify)
+    if not str(path).strip():
+        raise ValueError(f"empty model path; available names: {response_model_names()}")
+    name, folder = shipped_name_key(str(path)), Path(path)
+    if name == CASCADE_NAME:
+        if not folder.is_dir():
+            return ResponseCascade.load(verify=verify)
+        if not (folder / MANIFEST).is_file():
+            raise ModelFileError(f"{folder / MANIFEST}: manifest missing; the folder {str(path)!r} is taken before "
+                                 f"the shipped cascade of that name, which loads as ResponseCascade.load()")
+    elif not folder.is_dir() and name not in ResponseClassifier.VARIANTS:
+        raise ModelFileError(f"{path}: no such model folder, nor a shipped name; available names: "
+                             f"{response_model_names()}")
     return ResponseClassifier.load(path, verify=verify)
 
 
 def response_model_record(model: ResponseClassifier | ResponseCascade) -> dict[str, Any]:
     """What a prompt model's card records of the response model that bootstrapped its labels."""
     if isinstance(model, ResponseCascade):
-        check_is_fitted(model, "full_")
-        return {"response_model_sha256": model.full_.manifest_["files"]["model.joblib"],
+        fast, full = model._stages()
+        return {"response_model_sha256": full.manifest_["files"]["model.joblib"],
                 "response_threshold": model.threshold,
-                "response_cascade": {"fast_model_sha256": model.fast_.manifest_["files"]["model.joblib"],
+                "response_cascade": {"fast_model_sha256": fast.manifest_["files"]["model.joblib"],
                                      "low": model.low, "high": model.high}}
     return {"response_model_sha256": model.manifest_["files"]["model.joblib"], "response_threshold": model.threshold}

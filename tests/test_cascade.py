@@ -22,9 +22,7 @@ def fast():
 @pytest.fixture(scope="module")
 def cascade(fast, response_model):
     """The shipped cascade, built from the session's default model (loaded once)."""
-    built = ResponseCascade(fast, response_model)
-    built.fast_, built.full_ = fast, response_model
-    return built
+    return ResponseCascade(fast, response_model)
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +56,7 @@ def test_sure_scores_are_kept_and_only_unsure_texts_reach_the_full_model(cascade
     assert 0 < unsure.sum() < len(test_responses)  # the band splits real responses both ways
     spy = _Spy(response_model)
     spied = ResponseCascade(fast, response_model)
-    spied.fast_, spied.full_ = fast, spy
+    spied.fast_, spied.full_ = fast, spy  # a spy is not a ResponseClassifier, so it goes in as a fitted stage
     p = spied.refusal_probability(test_responses)
     assert spy.seen == [t for t, u in zip(test_responses, unsure) if u]
     np.testing.assert_array_equal(p[~unsure], q[~unsure])
@@ -80,7 +78,6 @@ def test_labels_follow_the_full_model_wherever_it_was_asked(cascade, response_mo
 def test_the_widest_band_is_the_full_model_and_the_empty_one_the_fast_model(fast, response_model, test_responses):
     everything = ResponseCascade.load(low=0.0, high=1.0)
     nothing_band = ResponseCascade(fast, response_model, low=0.5, high=0.5 + 1e-12)
-    nothing_band.fast_, nothing_band.full_ = fast, response_model
     np.testing.assert_allclose(everything.refusal_probability(test_responses),
                                response_model.refusal_probability(test_responses), atol=1e-12)
     np.testing.assert_array_equal(nothing_band.predict(test_responses), fast.predict(test_responses))
@@ -100,7 +97,6 @@ def test_a_bad_band_is_refused_before_any_scoring(fast, response_model):
     with pytest.raises(TypeError, match="low must be a probability"):
         ResponseCascade.load(low=True)
     bad = ResponseCascade(fast, response_model, low=0.6, high=0.6)
-    bad.fast_, bad.full_ = fast, response_model
     with pytest.raises(ValueError, match="low < high"):
         bad.predict(["text"])
     with pytest.raises(NotFittedError):
@@ -139,7 +135,7 @@ def test_names_load_the_cascade_unless_a_folder_has_that_name(tmp_path, monkeypa
 def test_the_card_records_both_stages(cascade, response_model):
     record = response_model_record(cascade)
     assert record["response_model_sha256"] == response_model.manifest_["files"]["model.joblib"]
-    assert record["response_cascade"] == {"fast_model_sha256": cascade.fast_.manifest_["files"]["model.joblib"],
+    assert record["response_cascade"] == {"fast_model_sha256": cascade.fast.manifest_["files"]["model.joblib"],
                                           "low": DEFAULT_LOW, "high": DEFAULT_HIGH}
     assert response_model_record(response_model) == {
         "response_model_sha256": response_model.manifest_["files"]["model.joblib"], "response_threshold": 0.5}
@@ -169,3 +165,66 @@ def test_the_band_rule_picks_the_fewest_to_the_encoder_among_the_agreeing():
     assert cascade_band.choose(rows, 0.99)["low"] == 0.01  # ties on the share: the closer agreement, then order
     with pytest.raises(SystemExit):
         cascade_band.choose(rows, 1.01)
+
+
+def test_the_shipped_cascade_ignores_a_folder_named_like_its_stages(tmp_path, monkeypatch):
+    """load() read the fast stage by the name "ngrams": a user's ./ngrams folder replaced it."""
+    (tmp_path / "ngrams").mkdir()
+    monkeypatch.chdir(tmp_path)
+    cascade = load_response_model("cascade")
+    assert cascade.predict(["I'm sorry, but I can't help with that."]).tolist() == ["refusal"]
+    with pytest.raises(Exception, match="manifest missing"):
+        ResponseCascade.load(fast="ngrams")  # a name the caller gives is looked up as ResponseClassifier.load does
+
+
+def test_settings_of_a_response_model_work_on_the_cascade(test_responses):
+    cascade = ResponseCascade.load()  # its own stages: the settings below change them
+    cascade.empty_response_probability = None
+    own = cascade.refusal_probability(["", " "])
+    assert (own < 1.0).all() and cascade.empty_response_probability is None
+    fast, full = cascade._stages()
+    assert fast.empty_response_probability is None and full.empty_response_probability is None
+    cascade.set_params(threshold=0.7)
+    p = cascade.refusal_probability(test_responses)
+    np.testing.assert_array_equal(cascade.predict(test_responses), np.where(p >= 0.7, "refusal", "compliance"))
+    assert clone(cascade).threshold == 0.7 and ResponseCascade.load().threshold == 0.5
+    with pytest.raises(ValueError):
+        cascade.threshold = 1.5
+
+
+def test_wrong_names_list_every_name_and_a_cascade_folder_says_what_it_hides(tmp_path, monkeypatch):
+    from refusal_predictor import ModelFileError
+
+    with pytest.raises(ModelFileError, match=r"available names: \['default', 'ngrams', 'cascade'\]"):
+        load_response_model("cascad")
+    (tmp_path / "cascade").mkdir()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModelFileError, match=r"taken before the shipped cascade.*ResponseCascade.load\(\)"):
+        load_response_model("cascade")
+
+
+def test_the_markdown_card_names_the_cascade_and_its_band():
+    from refusal_predictor.prompt import _bootstrap_markdown
+
+    text = _bootstrap_markdown({"response_model": "cascade", "response_model_sha256": "f" * 64, "response_threshold": 0.5,
+                                "response_cascade": {"fast_model_sha256": "a" * 64, "low": 0.02, "high": 0.98}})
+    assert "aaaaaaaaaaaa... first, then the one with sha256 ffffffffffff..." in text
+    assert "strictly between 0.02 and 0.98" in text
+    assert "the response model x (sha256 ffffffffffff...)" in _bootstrap_markdown(
+        {"response_model": "x", "response_model_sha256": "f" * 64})
+
+
+def test_evaluate_and_bootstrap_take_the_cascade(tmp_path, cascade, test_responses, capsys):
+    _, _, test = data.paper_split()
+    rows = test.head(12)
+    log = tmp_path / "log.jsonl"
+    log.write_text("".join(json.dumps({"prompt": p, "response": r, "label": lab}) + "\n"
+                           for p, r, lab in zip(rows["prompt"], rows["response"], rows["label"])), encoding="utf-8")
+    assert main(["evaluate", str(log), "--model", "cascade", "--json", "--no-progress", "--threads", "1"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    expected = cascade.predict(rows["response"].tolist()) == np.asarray(rows["label"])
+    assert metrics["accuracy"] == pytest.approx(expected.mean())
+    out = tmp_path / "labels.jsonl"
+    assert main(["bootstrap", str(log), "-o", str(out), "--response-model", "cascade", "--no-progress"]) == 0
+    labels = [json.loads(line)["label"] for line in out.read_text(encoding="utf-8").splitlines()]
+    assert labels == cascade.predict(rows["response"].tolist()).tolist()
