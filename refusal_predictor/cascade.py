@@ -13,6 +13,7 @@ threshold outside the band is applied to the fast model's probabilities where th
 """
 from __future__ import annotations
 
+import copy
 import logging
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -56,8 +57,13 @@ class ResponseCascade(ClassifierMixin, BaseEstimator):
     ResponseClassifier.load("mine"), low=0.05, high=0.95)``. ``fit`` fits clones of both on the
     same rows (unfitted ones, or ``None``: the shipped recipes), as scikit-learn's meta-estimators
     do, and leaves the models passed in as they were. ``threshold`` defaults to the full model's;
-    ``classes_`` are the full model's.
+    ``classes_`` are the full model's. Nothing set on a cascade changes the models passed in.
     """
+
+    #: P(refusal) of an empty or whitespace-only response, as ``ResponseClassifier``'s (``None``:
+    #: each stage's own score). The cascade's own setting: its stages are scored with it, while
+    #: the models passed in keep theirs. Kept by ``clone`` and pickling.
+    empty_response_probability: float | None = 1.0
 
     def __init__(self, fast: ResponseClassifier | None = None, full: ResponseClassifier | None = None,
                  low: float = DEFAULT_LOW, high: float = DEFAULT_HIGH, threshold: float | None = None):
@@ -98,10 +104,38 @@ class ResponseCascade(ClassifierMixin, BaseEstimator):
         if "full_" in vars(self):
             return self.fast_, self.full_
         given = (self.fast, self.full)
-        if all(isinstance(m, ResponseClassifier) and hasattr(m, "model_") for m in given):
+        for name, model in zip(("fast", "full"), given):
+            if model is not None and not isinstance(model, ResponseClassifier):
+                raise TypeError(f"the cascade's {name} stage must be a ResponseClassifier, got {type(model).__name__}")
+        if all(m is not None and hasattr(m, "model_") for m in given):
             return given
         raise NotFittedError("this ResponseCascade has no fitted stages: give it two fitted response models "
                              "(e.g. ResponseClassifier.load(...)), use ResponseCascade.load(), or call fit")
+
+    def _scoring_stages(self) -> tuple[ResponseClassifier, ResponseClassifier]:
+        """The stages with the cascade's ``empty_response_probability``: shallow copies where a
+        stage's own differs (they share its features and head), so the models given keep theirs."""
+        value = self.empty_response_probability
+        stages = []
+        for model in self._stages():
+            if model.empty_response_probability != value:
+                model = copy.copy(model)
+                model.empty_response_probability = value
+            stages.append(model)
+        return stages[0], stages[1]
+
+    def __sklearn_clone__(self):
+        new = super().__sklearn_clone__()
+        if "empty_response_probability" in vars(self):
+            new.empty_response_probability = self.empty_response_probability
+        return new
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        # The threshold as given (None: follow the full model), not the cut it resolves to, so a
+        # clone given another full model follows that model's threshold.
+        params = super().get_params(deep=deep)
+        params["threshold"] = self._threshold
+        return params
 
     def __sklearn_is_fitted__(self) -> bool:
         try:
@@ -146,23 +180,13 @@ class ResponseCascade(ClassifierMixin, BaseEstimator):
             check_threshold(value)
         self._threshold = value  # as given: scikit-learn's clone checks the parameter is the object it passed
 
-    @property
-    def empty_response_probability(self) -> float | None:
-        """P(refusal) of a blank response (see ``ResponseClassifier``); setting it sets both stages'."""
-        return self._stages()[1].empty_response_probability
-
-    @empty_response_probability.setter
-    def empty_response_probability(self, value: float | None) -> None:
-        for model in self._stages():
-            model.empty_response_probability = value
-
     # ------------------------------------------------------------------ scoring
     def unsure(self, X: str | Iterable[str]) -> np.ndarray:
         """Which texts the full model reads: the fast model's P(refusal) strictly inside the band."""
         return self._fast_scores(as_texts(X))[1]
 
     def _fast_scores(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        fast, _ = self._stages()
+        fast, _ = self._scoring_stages()
         self._check_band()
         proba = fast.refusal_probability(texts)
         return proba, in_band(proba, self.low, self.high)
@@ -171,7 +195,7 @@ class ResponseCascade(ClassifierMixin, BaseEstimator):
         texts = as_texts(X)
         proba, unsure = self._fast_scores(texts)
         if unsure.any():
-            proba[unsure] = self._stages()[1].refusal_probability([t for t, u in zip(texts, unsure) if u])
+            proba[unsure] = self._scoring_stages()[1].refusal_probability([t for t, u in zip(texts, unsure) if u])
         logger.debug("cascade: %d of %d texts read by the full model", int(unsure.sum()), len(texts))
         return proba
 
@@ -204,7 +228,7 @@ class ResponseCascade(ClassifierMixin, BaseEstimator):
         """P(refusal) and the tone, each from the stage that kept the probability."""
         cut = check_threshold(self.threshold if threshold is None else threshold)
         self.tones_  # noqa: B018  (both stages have a tone head, and the same tones)
-        fast, full = self._stages()
+        fast, full = self._scoring_stages()
         self._check_band()
         texts = as_texts(X)
         proba, tones = fast.refusal_probability_and_tone(texts, cut)
@@ -238,7 +262,8 @@ def load_response_model(path: PathLike | None = None, *, verify: bool = True) ->
             return ResponseCascade.load(verify=verify)
         if not (folder / MANIFEST).is_file():
             raise ModelFileError(f"{folder / MANIFEST}: manifest missing; the folder {str(path)!r} is taken before "
-                                 f"the shipped cascade of that name, which loads as ResponseCascade.load()")
+                                 f"the shipped cascade of that name: rename the folder or run from another "
+                                 f"directory (in Python: ResponseCascade.load())")
     elif not folder.is_dir() and name not in ResponseClassifier.VARIANTS:
         raise ModelFileError(f"{path}: no such model folder, nor a shipped name; available names: "
                              f"{response_model_names()}")

@@ -265,9 +265,9 @@ def _bootstrap_markdown(b: dict[str, Any]) -> str:
     answered = ", ".join(f"{name} {n}" for name, n in (b.get("answered_by") or {}).items())
     sha = str(b.get("response_model_sha256") or "?")[:12]
     cascade = b.get("response_cascade") if isinstance(b.get("response_cascade"), dict) else None
-    labels_by = (f"the response cascade {b.get('response_model')}: the model with sha256 "
+    labels_by = (f"the response model {b.get('response_model')} (a cascade: the model with sha256 "
                  f"{str(cascade.get('fast_model_sha256') or '?')[:12]}... first, then the one with sha256 {sha}... "
-                 f"where the first scored strictly between {cascade.get('low')} and {cascade.get('high')},"
+                 f"where the first scored strictly between {cascade.get('low')} and {cascade.get('high')})"
                  if cascade is not None else f"the response model {b.get('response_model')} (sha256 {sha}...)")
     return (
         f"Bootstrap: read {read}; {b.get('labelled')} labelled, {b.get('skipped_bad_rows')} skipped as "

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import json
+import pickle
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
@@ -177,13 +179,19 @@ def test_the_shipped_cascade_ignores_a_folder_named_like_its_stages(tmp_path, mo
         ResponseCascade.load(fast="ngrams")  # a name the caller gives is looked up as ResponseClassifier.load does
 
 
-def test_settings_of_a_response_model_work_on_the_cascade(test_responses):
-    cascade = ResponseCascade.load()  # its own stages: the settings below change them
-    cascade.empty_response_probability = None
-    own = cascade.refusal_probability(["", " "])
-    assert (own < 1.0).all() and cascade.empty_response_probability is None
-    fast, full = cascade._stages()
-    assert fast.empty_response_probability is None and full.empty_response_probability is None
+def test_settings_of_a_response_model_work_on_the_cascade(test_responses, cascade, fast, response_model):
+    own_scores = ResponseCascade.load()
+    own_scores.empty_response_probability = None
+    assert (own_scores.refusal_probability(["", " "]) < 1.0).all()
+    assert clone(own_scores).empty_response_probability is None
+    assert pickle.loads(pickle.dumps(own_scores)).empty_response_probability is None
+    assert ResponseCascade().empty_response_probability == 1.0  # settable before fit, as on ResponseClassifier
+    shared = ResponseCascade(fast, response_model)
+    shared.empty_response_probability = None
+    shared.refusal_probability(["", "Sure."])
+    assert fast.empty_response_probability == 1.0 and response_model.empty_response_probability == 1.0
+    assert cascade.refusal_probability([""]).tolist() == [1.0]  # the models passed in keep their own setting
+    cascade = ResponseCascade.load()
     cascade.set_params(threshold=0.7)
     p = cascade.refusal_probability(test_responses)
     np.testing.assert_array_equal(cascade.predict(test_responses), np.where(p >= 0.7, "refusal", "compliance"))
@@ -208,15 +216,20 @@ def test_the_markdown_card_names_the_cascade_and_its_band():
 
     text = _bootstrap_markdown({"response_model": "cascade", "response_model_sha256": "f" * 64, "response_threshold": 0.5,
                                 "response_cascade": {"fast_model_sha256": "a" * 64, "low": 0.02, "high": 0.98}})
+    assert text.count("cascade") == 2  # "the response model cascade (a cascade: ..."
     assert "aaaaaaaaaaaa... first, then the one with sha256 ffffffffffff..." in text
     assert "strictly between 0.02 and 0.98" in text
     assert "the response model x (sha256 ffffffffffff...)" in _bootstrap_markdown(
         {"response_model": "x", "response_model_sha256": "f" * 64})
 
 
-def test_evaluate_and_bootstrap_take_the_cascade(tmp_path, cascade, test_responses, capsys):
+def test_evaluate_and_bootstrap_take_the_cascade(tmp_path, cascade, fast, capsys):
     _, _, test = data.paper_split()
-    rows = test.head(12)
+    test = test.head(96)
+    differ = cascade.predict(test["response"].tolist()) != fast.predict(test["response"].tolist())
+    assert differ.sum() >= 2  # rows where scoring with the fast stage alone would fail this test
+    rows = test[differ].head(4)
+    rows = pd.concat([rows, test[~differ].head(8)])
     log = tmp_path / "log.jsonl"
     log.write_text("".join(json.dumps({"prompt": p, "response": r, "label": lab}) + "\n"
                            for p, r, lab in zip(rows["prompt"], rows["response"], rows["label"])), encoding="utf-8")
@@ -226,5 +239,29 @@ def test_evaluate_and_bootstrap_take_the_cascade(tmp_path, cascade, test_respons
     assert metrics["accuracy"] == pytest.approx(expected.mean())
     out = tmp_path / "labels.jsonl"
     assert main(["bootstrap", str(log), "-o", str(out), "--response-model", "cascade", "--no-progress"]) == 0
-    labels = [json.loads(line)["label"] for line in out.read_text(encoding="utf-8").splitlines()]
-    assert labels == cascade.predict(rows["response"].tolist()).tolist()
+    written = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [r["label"] for r in written] == cascade.predict(rows["response"].tolist()).tolist()
+    np.testing.assert_allclose([r["refusal_probability"] for r in written],
+                               cascade.refusal_probability(rows["response"].tolist()), atol=1e-6)
+
+
+def test_threshold_follows_the_full_model_unless_set(fast, test_responses):
+    full = ResponseClassifier.load()
+    full.threshold = 0.3
+    cascade = ResponseCascade(fast, full)
+    assert cascade.threshold == 0.3 and cascade.get_params()["threshold"] is None
+    p = cascade.refusal_probability(test_responses)
+    np.testing.assert_array_equal(cascade.predict(test_responses), np.where(p >= 0.3, "refusal", "compliance"))
+    assert clone(ResponseCascade.load()).set_params(full=full).threshold == 0.3
+    assert "threshold" not in repr(ResponseCascade.load())
+
+
+def test_configure_encoder_reaches_the_full_stage():
+    cascade = ResponseCascade.load()
+    assert cascade.configure_encoder(num_threads=1) is cascade
+    assert cascade._stages()[1].features_._encoder_options["num_threads"] == 1
+
+
+def test_a_stage_that_is_not_a_response_model_is_a_type_error(fast, prompt_model):
+    with pytest.raises(TypeError, match="full stage must be a ResponseClassifier, got PromptClassifier"):
+        ResponseCascade(fast, prompt_model).predict(["x"])

@@ -24,9 +24,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from refusal_predictor import ResponseClassifier
 from refusal_predictor.cli import _probability, at_least_one
-from refusal_predictor.cascade import DEFAULT_HIGH, DEFAULT_LOW, in_band
+from refusal_predictor.cascade import DEFAULT_HIGH, DEFAULT_LOW, ResponseCascade, in_band
 
 from . import data
 from .baselines import refusal_y
@@ -80,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="least share of the sample on which the cascade keeps the full model's label (default: 0.99)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    fast, full = ResponseClassifier.load("ngrams"), ResponseClassifier.load()
+    fast, full = ResponseCascade.load()._stages()  # the shipped stages, by their package paths
     sample = unlabelled_sample(args.data_dir, args.n)
     texts = sample["response"].tolist()
     weak = sample["weak_label"].map({"refusal": 1.0, "compliance": 0.0}).astype(float).to_numpy()
