@@ -35,7 +35,7 @@ CASCADE_NAME = "cascade"
 #: The shipped band, chosen by ``python -m training.cascade_band --data-dir DATA`` (the band
 #: sending the fewest responses to the encoder while keeping the full model's label on 99 % of
 #: 4,000 unlabelled logged responses): it kept it on 99.3 % and sent 24.7 % through the encoder.
-#: README (Speed) has the table, with what the band did on held-out labels.
+#: The README ("How good is it?") has the table, with what each band did on held-out labels.
 DEFAULT_LOW = 0.02
 DEFAULT_HIGH = 0.98
 
@@ -57,7 +57,9 @@ class ResponseCascade(ClassifierMixin, BaseEstimator):
     ResponseClassifier.load("mine"), low=0.05, high=0.95)``. ``fit`` fits clones of both on the
     same rows (unfitted ones, or ``None``: the shipped recipes), as scikit-learn's meta-estimators
     do, and leaves the models passed in as they were. ``threshold`` defaults to the full model's;
-    ``classes_`` are the full model's. Nothing set on a cascade changes the models passed in.
+    ``classes_`` are the full model's. ``threshold`` and ``empty_response_probability`` are the
+    cascade's own and leave the models passed in as they were; ``configure_encoder`` configures
+    those models' encoders (how this machine runs them, as on each model).
     """
 
     #: P(refusal) of an empty or whitespace-only response, as ``ResponseClassifier``'s (``None``:
