@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import logging
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, NamedTuple, Sequence
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
@@ -43,6 +43,14 @@ DEFAULT_HIGH = 0.98
 def in_band(fast_proba: np.ndarray, low: float, high: float) -> np.ndarray:
     """Where the fast model is unsure, so the full model decides: strictly inside ``(low, high)``."""
     return (fast_proba > low) & (fast_proba < high)
+
+
+class CascadeScores(NamedTuple):
+    """What :meth:`ResponseCascade.route` returns: the scores and where they came from."""
+
+    refusal: np.ndarray  #: P(refusal) per text
+    tone: np.ndarray | None  #: the tone per text (with ``tones=True``), else None
+    unsure: np.ndarray  #: True where the full model read the text (the fast model was unsure)
 
 
 class ResponseCascade(ClassifierMixin, BaseEstimator):
@@ -193,13 +201,30 @@ class ResponseCascade(ClassifierMixin, BaseEstimator):
         proba = fast.refusal_probability(texts)
         return proba, in_band(proba, self.low, self.high)
 
-    def refusal_probability(self, X: str | Iterable[str]) -> np.ndarray:
+    def route(self, X: str | Iterable[str], *, tones: bool = False, threshold: float | None = None) -> CascadeScores:
+        """P(refusal) (and with ``tones`` the tone at ``threshold``), with which texts the full model read.
+
+        What the other scoring methods return parts of; batch scoring reports the routed share.
+        """
+        cut = check_threshold(self.threshold if threshold is None else threshold)
+        if tones:
+            self.tones_  # noqa: B018  (both stages have a tone head, and the same tones)
+        fast, full = self._scoring_stages()
+        self._check_band()
         texts = as_texts(X)
-        proba, unsure = self._fast_scores(texts)
+        proba, tone = fast.refusal_probability_and_tone(texts, cut) if tones else (fast.refusal_probability(texts), None)
+        unsure = in_band(proba, self.low, self.high)
         if unsure.any():
-            proba[unsure] = self._scoring_stages()[1].refusal_probability([t for t, u in zip(texts, unsure) if u])
+            picked = [t for t, u in zip(texts, unsure) if u]
+            if tones:
+                proba[unsure], tone[unsure] = full.refusal_probability_and_tone(picked, cut)
+            else:
+                proba[unsure] = full.refusal_probability(picked)
         logger.debug("cascade: %d of %d texts read by the full model", int(unsure.sum()), len(texts))
-        return proba
+        return CascadeScores(proba, tone, unsure)
+
+    def refusal_probability(self, X: str | Iterable[str]) -> np.ndarray:
+        return self.route(X).refusal
 
     def predict_proba(self, X: str | Iterable[str]) -> np.ndarray:
         """Probabilities, shape (n, 2), columns in ``classes_`` order."""
@@ -228,16 +253,8 @@ class ResponseCascade(ClassifierMixin, BaseEstimator):
     def refusal_probability_and_tone(self, X: str | Iterable[str],
                                      threshold: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         """P(refusal) and the tone, each from the stage that kept the probability."""
-        cut = check_threshold(self.threshold if threshold is None else threshold)
-        self.tones_  # noqa: B018  (both stages have a tone head, and the same tones)
-        fast, full = self._scoring_stages()
-        self._check_band()
-        texts = as_texts(X)
-        proba, tones = fast.refusal_probability_and_tone(texts, cut)
-        unsure = in_band(proba, self.low, self.high)
-        if unsure.any():
-            proba[unsure], tones[unsure] = full.refusal_probability_and_tone([t for t, u in zip(texts, unsure) if u], cut)
-        return proba, tones
+        scores = self.route(X, tones=True, threshold=threshold)
+        return scores.refusal, scores.tone
 
     def predict_tone(self, X: str | Iterable[str], threshold: float | None = None) -> np.ndarray:
         """'complied' where ``predict`` says compliance, else the likeliest refusal tone."""

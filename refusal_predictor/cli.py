@@ -10,7 +10,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 from ._version import __version__
 from .classifiers import HEADS
@@ -262,16 +262,32 @@ def _add_log_options(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_label_responses(args: argparse.Namespace) -> int:
-    from .cascade import load_response_model
+    from .cascade import ResponseCascade, load_response_model
 
     if args.tone_field is not None and not args.tone:
         raise ValueError("--tone-field names the field of --tone; add --tone")
     model = load_response_model(args.model)
+    threshold = model.threshold if args.threshold is None else args.threshold
+    if args.tone:
+        args.tone_field = "tone" if args.tone_field is None else args.tone_field
+        model.tones_  # a model without a tone head fails here, before any reading  # noqa: B018
+    if isinstance(model, ResponseCascade):
+        routed = {"full": 0, "all": 0}
+
+        def routed_score(texts: list[str]):
+            scores = model.route(texts, tones=args.tone, threshold=threshold)
+            routed["full"] += int(scores.unsure.sum())
+            routed["all"] += len(texts)
+            return (scores.refusal, {args.tone_field: scores.tone}) if args.tone else scores.refusal
+
+        def routing_note() -> str:
+            share = f" ({routed['full'] / routed['all']:.1%})" if routed["all"] else ""
+            return (f"cascade: the full model read {routed['full']} of the {routed['all']} responses scored{share}; "
+                    f"the n-gram model was sure of the rest")
+
+        return _run_scoring(model, args, routed_score, (args.tone_field,) if args.tone else (), routing_note)
     if not args.tone:
         return _run_scoring(model, args)
-    args.tone_field = "tone" if args.tone_field is None else args.tone_field
-    model.tones_  # a model without a tone head fails here, before any reading  # noqa: B018
-    threshold = model.threshold if args.threshold is None else args.threshold
 
     def score(texts: list[str]):
         refusal, tones = model.refusal_probability_and_tone(texts, threshold)
@@ -280,8 +296,10 @@ def _cmd_label_responses(args: argparse.Namespace) -> int:
     return _run_scoring(model, args, score, (args.tone_field,))
 
 
-def _run_scoring(model, args: argparse.Namespace, score=None, extra_fields: tuple[str, ...] = ()) -> int:
-    """Score ``args.input`` with ``score`` (default: the model's refusal probability)."""
+def _run_scoring(model, args: argparse.Namespace, score=None, extra_fields: tuple[str, ...] = (),
+                 note: Callable[[], str] | None = None) -> int:
+    """Score ``args.input`` with ``score`` (default: the model's refusal probability); ``note``
+    adds a line after the summary (how a cascade split the work)."""
     from .batch import score_file
 
     model = _configured(model, args)
@@ -304,6 +322,8 @@ def _run_scoring(model, args: argparse.Namespace, score=None, extra_fields: tupl
         log_skipped=False,
     )
     print(report.summary())
+    if note is not None:
+        print(note())
     _print_skipped(report.bad, args.input, more=f"all with their reasons in {report.errors_path}" if report.errors_path else None)
     return _exit_status(report.read, report.scored, args.input,
                         f"see the skipped records above (wrong --text-field {args.text_field!r} or --format?)",

@@ -143,7 +143,7 @@ def test_the_card_records_both_stages(cascade, response_model):
         "response_model_sha256": response_model.manifest_["files"]["model.joblib"], "response_threshold": 0.5}
 
 
-def test_label_responses_with_the_cascade(tmp_path, cascade, test_responses):
+def test_label_responses_with_the_cascade(tmp_path, cascade, test_responses, capsys):
     log = tmp_path / "log.jsonl"
     texts = test_responses[:12]
     log.write_text("".join(json.dumps({"id": i, "response": t}) + "\n" for i, t in enumerate(texts)), encoding="utf-8")
@@ -153,6 +153,18 @@ def test_label_responses_with_the_cascade(tmp_path, cascade, test_responses):
     assert [r["id"] for r in rows] == list(range(12))
     np.testing.assert_allclose([r["refusal_probability"] for r in rows], cascade.refusal_probability(texts), atol=1e-6)
     assert [r["tone"] for r in rows] == cascade.predict_tone(texts).tolist()
+    read = int(cascade.unsure(texts).sum())
+    assert 0 < read < len(texts)
+    assert (f"cascade: the full model read {read} of the 12 responses scored ({read / 12:.1%}); "
+            "the n-gram model was sure of the rest") in capsys.readouterr().out
+
+
+def test_route_says_which_texts_the_full_model_read(cascade, test_responses):
+    scores = cascade.route(test_responses, tones=True)
+    np.testing.assert_array_equal(scores.unsure, cascade.unsure(test_responses))
+    np.testing.assert_allclose(scores.refusal, cascade.refusal_probability(test_responses), atol=1e-12)
+    assert scores.tone.tolist() == cascade.predict_tone(test_responses).tolist()
+    assert cascade.route(test_responses).tone is None
 
 
 def test_the_band_rule_picks_the_fewest_to_the_encoder_among_the_agreeing():
