@@ -261,6 +261,37 @@ class ResponseCascade(ClassifierMixin, BaseEstimator):
         return self.refusal_probability_and_tone(X, threshold)[1]
 
 
+class RoutingCount:
+    """A cascade's scoring methods that batch commands call, counting what the full model read.
+
+    The commands end with :meth:`note`, so a user labelling a large log sees the share that set
+    its speed. Not thread-safe: one per command run.
+    """
+
+    def __init__(self, cascade: ResponseCascade):
+        self.cascade = cascade
+        self.full = 0
+        self.scored = 0
+
+    @property
+    def threshold(self) -> float:
+        return self.cascade.threshold
+
+    def route(self, X: str | Iterable[str], *, tones: bool = False, threshold: float | None = None) -> CascadeScores:
+        scores = self.cascade.route(X, tones=tones, threshold=threshold)
+        self.full += int(scores.unsure.sum())
+        self.scored += len(scores.unsure)
+        return scores
+
+    def refusal_probability(self, X: str | Iterable[str]) -> np.ndarray:
+        return self.route(X).refusal
+
+    def note(self) -> str:
+        share = f" ({self.full / self.scored:.1%})" if self.scored else ""
+        return (f"cascade: the full model read {self.full} of the {self.scored} responses scored{share}; "
+                f"the n-gram model was sure of the rest")
+
+
 def response_model_names() -> list[str]:
     """The names a command's ``--model`` / ``--response-model`` takes besides a folder."""
     return ResponseClassifier.available_variants() + [CASCADE_NAME]

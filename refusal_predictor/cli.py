@@ -262,7 +262,7 @@ def _add_log_options(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_label_responses(args: argparse.Namespace) -> int:
-    from .cascade import ResponseCascade, load_response_model
+    from .cascade import ResponseCascade, RoutingCount, load_response_model
 
     if args.tone_field is not None and not args.tone:
         raise ValueError("--tone-field names the field of --tone; add --tone")
@@ -272,20 +272,13 @@ def _cmd_label_responses(args: argparse.Namespace) -> int:
         args.tone_field = "tone" if args.tone_field is None else args.tone_field
         model.tones_  # a model without a tone head fails here, before any reading  # noqa: B018
     if isinstance(model, ResponseCascade):
-        routed = {"full": 0, "all": 0}
+        counted = RoutingCount(model)
 
         def routed_score(texts: list[str]):
-            scores = model.route(texts, tones=args.tone, threshold=threshold)
-            routed["full"] += int(scores.unsure.sum())
-            routed["all"] += len(texts)
+            scores = counted.route(texts, tones=args.tone, threshold=threshold)
             return (scores.refusal, {args.tone_field: scores.tone}) if args.tone else scores.refusal
 
-        def routing_note() -> str:
-            share = f" ({routed['full'] / routed['all']:.1%})" if routed["all"] else ""
-            return (f"cascade: the full model read {routed['full']} of the {routed['all']} responses scored{share}; "
-                    f"the n-gram model was sure of the rest")
-
-        return _run_scoring(model, args, routed_score, (args.tone_field,) if args.tone else (), routing_note)
+        return _run_scoring(model, args, routed_score, (args.tone_field,) if args.tone else (), counted.note)
     if not args.tone:
         return _run_scoring(model, args)
 
@@ -567,16 +560,21 @@ def _loaded_as(where: Path) -> str:
 
 def _cmd_bootstrap(args: argparse.Namespace) -> int:
     from .bootstrap import bootstrap_file
-    from .cascade import load_response_model
+    from .cascade import ResponseCascade, RoutingCount, load_response_model
 
+    labeller = _configured(load_response_model(args.response_model), args)
+    if isinstance(labeller, ResponseCascade):
+        labeller = RoutingCount(labeller)
     report = bootstrap_file(
-        args.input, args.output, _configured(load_response_model(args.response_model), args),
+        args.input, args.output, labeller,
         input_format=args.input_format, output_format=args.output_format, encoding=args.encoding,
         separator=args.separator, errors_path=args.errors, prompt_field=args.prompt_field, response_field=args.response_field,
         model_field=args.model_field or None, min_confidence=args.min_confidence, deduplicate=args.dedupe,
         progress=not args.no_progress,
     )
     print(f"{args.input}: {report.summary()}" + (f" -> {args.output}" if report.output_written else ""))
+    if isinstance(labeller, RoutingCount):
+        print(labeller.note())
     if report.errors_path:
         print(f"rows not used (skipped, or below --min-confidence), with line numbers: {report.errors_path}")
     if report.labelled and not report.written:

@@ -251,6 +251,8 @@ def test_evaluate_and_bootstrap_take_the_cascade(tmp_path, cascade, fast, capsys
     assert metrics["accuracy"] == pytest.approx(expected.mean())
     out = tmp_path / "labels.jsonl"
     assert main(["bootstrap", str(log), "-o", str(out), "--response-model", "cascade", "--no-progress"]) == 0
+    read = int(cascade.unsure(rows["response"].tolist()).sum())
+    assert f"cascade: the full model read {read} of the {len(rows)} responses scored" in capsys.readouterr().out
     written = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert [r["label"] for r in written] == cascade.predict(rows["response"].tolist()).tolist()
     np.testing.assert_allclose([r["refusal_probability"] for r in written],
@@ -277,3 +279,16 @@ def test_configure_encoder_reaches_the_full_stage():
 def test_a_stage_that_is_not_a_response_model_is_a_type_error(fast, prompt_model):
     with pytest.raises(TypeError, match="full stage must be a ResponseClassifier, got PromptClassifier"):
         ResponseCascade(fast, prompt_model).predict(["x"])
+
+
+def test_routing_count_adds_up_over_calls(cascade, test_responses):
+    from refusal_predictor.cascade import RoutingCount
+
+    counted = RoutingCount(cascade)
+    first = counted.refusal_probability(test_responses[:20])
+    counted.route(test_responses[20:], tones=True)
+    np.testing.assert_allclose(first, cascade.refusal_probability(test_responses[:20]), atol=1e-12)
+    assert (counted.full, counted.scored) == (int(cascade.unsure(test_responses).sum()), len(test_responses))
+    assert counted.threshold == cascade.threshold
+    assert RoutingCount(cascade).note() == ("cascade: the full model read 0 of the 0 responses scored; "
+                                            "the n-gram model was sure of the rest")
