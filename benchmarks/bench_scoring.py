@@ -104,7 +104,6 @@ def main(argv: list[str] | None = None) -> None:
 
         sets["logged response"] = unlabelled_sample(args.data_dir, args.n)["response"].tolist()
     models = {"response": ResponseClassifier.load(), "prompt": PromptClassifier.load()}
-    models["logged response"] = models["response"]
     cascade = ResponseCascade.load()
     providers = args.providers.split(",") if args.providers else None
     try:
@@ -113,6 +112,7 @@ def main(argv: list[str] | None = None) -> None:
         cascade.configure_encoder(providers=providers, num_threads=args.threads)
     except ValueError as exc:  # an unknown provider name
         parser.error(str(exc))
+    models["logged response"] = models["response"]  # after configuring: the same model, configured once
     print("encoder providers in use:", {kind: m.features_.get_encoder().providers for kind, m in models.items()})
     for kind, texts in sets.items():
         where = (f"{len(texts)} of the unlabelled logs (training.cascade_band's sample)" if kind == "logged response"

@@ -193,13 +193,9 @@ class ResponseCascade(ClassifierMixin, BaseEstimator):
     # ------------------------------------------------------------------ scoring
     def unsure(self, X: str | Iterable[str]) -> np.ndarray:
         """Which texts the full model reads: the fast model's P(refusal) strictly inside the band."""
-        return self._fast_scores(as_texts(X))[1]
-
-    def _fast_scores(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         fast, _ = self._scoring_stages()
         self._check_band()
-        proba = fast.refusal_probability(texts)
-        return proba, in_band(proba, self.low, self.high)
+        return in_band(fast.refusal_probability(as_texts(X)), self.low, self.high)
 
     def route(self, X: str | Iterable[str], *, tones: bool = False, threshold: float | None = None) -> CascadeScores:
         """P(refusal) (and with ``tones`` the tone at ``threshold``), with which texts the full model read.
@@ -285,6 +281,11 @@ class RoutingCount:
 
     def refusal_probability(self, X: str | Iterable[str]) -> np.ndarray:
         return self.route(X).refusal
+
+    def refusal_probability_and_tone(self, X: str | Iterable[str],
+                                     threshold: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        scores = self.route(X, tones=True, threshold=threshold)
+        return scores.refusal, scores.tone
 
     def note(self) -> str:
         share = f" ({self.full / self.scored:.1%})" if self.scored else ""

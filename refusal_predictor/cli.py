@@ -267,26 +267,20 @@ def _cmd_label_responses(args: argparse.Namespace) -> int:
     if args.tone_field is not None and not args.tone:
         raise ValueError("--tone-field names the field of --tone; add --tone")
     model = load_response_model(args.model)
-    threshold = model.threshold if args.threshold is None else args.threshold
-    if args.tone:
-        args.tone_field = "tone" if args.tone_field is None else args.tone_field
-        model.tones_  # a model without a tone head fails here, before any reading  # noqa: B018
-    if isinstance(model, ResponseCascade):
-        counted = RoutingCount(model)
-
-        def routed_score(texts: list[str]):
-            scores = counted.route(texts, tones=args.tone, threshold=threshold)
-            return (scores.refusal, {args.tone_field: scores.tone}) if args.tone else scores.refusal
-
-        return _run_scoring(model, args, routed_score, (args.tone_field,) if args.tone else (), counted.note)
+    # A cascade is scored through a counter, so the run can end by saying what its encoder read.
+    scorer = RoutingCount(model) if isinstance(model, ResponseCascade) else model
+    note = scorer.note if isinstance(scorer, RoutingCount) else None
     if not args.tone:
-        return _run_scoring(model, args)
+        return _run_scoring(model, args, scorer.refusal_probability, note=note)
+    args.tone_field = "tone" if args.tone_field is None else args.tone_field
+    model.tones_  # a model without a tone head fails here, before any reading  # noqa: B018
+    threshold = model.threshold if args.threshold is None else args.threshold
 
     def score(texts: list[str]):
-        refusal, tones = model.refusal_probability_and_tone(texts, threshold)
+        refusal, tones = scorer.refusal_probability_and_tone(texts, threshold)
         return refusal, {args.tone_field: tones}
 
-    return _run_scoring(model, args, score, (args.tone_field,))
+    return _run_scoring(model, args, score, (args.tone_field,), note)
 
 
 def _run_scoring(model, args: argparse.Namespace, score=None, extra_fields: tuple[str, ...] = (),
