@@ -167,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_io_options(p, "response")
     p.add_argument("--errors", help="where to write skipped rows (default: OUTPUT.errors.jsonl beside the model folder)")
 
-    p = sub.add_parser("evaluate", help="accuracy, F1 and AUROC of a model on a labelled file")
+    p = sub.add_parser("evaluate", help="accuracy, F1, AUROC and calibration (Brier, ECE) of a model on a labelled file")
     p.add_argument("input", help="labelled file")
     p.add_argument("--kind", choices=["response", "prompt"], default="response")
     group = p.add_mutually_exclusive_group()
@@ -610,7 +610,8 @@ def _cmd_train_prompt(args: argparse.Namespace) -> int:
         print(f"head by cross-validation on the training prompts, best accuracy (ties: F1): {model.head} ({table})")
     print(
         f"held-out ({held_out['n']} prompts): accuracy {held_out['accuracy']:.4f}, F1 {held_out['f1']:.4f}, "
-        f"AUROC {held_out['auroc']:.4f} (majority rate {held_out['majority_rate']:.4f})"
+        f"AUROC {held_out['auroc']:.4f} (majority rate {held_out['majority_rate']:.4f}); calibration: "
+        f"Brier {held_out['brier']:.4f}, ECE {held_out['ece']:.4f}"
     )
     print(f"saved to {output}; load it with PromptClassifier.load({str(output)!r})")
     return 0

@@ -225,11 +225,13 @@ def _training_markdown(card: dict[str, Any]) -> list[str]:
 
 def _evaluation_markdown(card: dict[str, Any]) -> list[str]:
     evaluation = card["evaluation"]
-    lines = ["| protocol | n | accuracy | F1 | AUROC | majority rate |", "|---|---|---|---|---|---|"]
+    lines = ["| protocol | n | accuracy | F1 | AUROC | majority rate | Brier | ECE |", "|---|---|---|---|---|---|---|---|"]
     for name, m in evaluation.items():
+        # Brier and ECE (calibration) are blank in cards written before binary_metrics reported them.
+        calibration = " | ".join(f"{m[k]:.4f}" if isinstance(m.get(k), (int, float)) else "" for k in ("brier", "ece"))
         lines.append(
             f"| {name} | {m.get('n')} | {m.get('accuracy', float('nan')):.4f} | {m.get('f1', float('nan')):.4f} | "
-            f"{m.get('auroc', float('nan')):.4f} | {m.get('majority_rate', float('nan')):.4f} |"
+            f"{m.get('auroc', float('nan')):.4f} | {m.get('majority_rate', float('nan')):.4f} | {calibration} |"
         )
     lines.append("")
     lines += [f"- {name}: {m['protocol']}" for name, m in evaluation.items() if m.get("protocol")]

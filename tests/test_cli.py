@@ -334,6 +334,10 @@ def test_label_values_map_a_fine_label_scheme(tmp_path, capsys):
                  "--model", "ngrams", "--json"]) == 0
     metrics = json.loads(capsys.readouterr().out)
     assert metrics["n"] == len(tones) and metrics["refusal_rate"] == pytest.approx(sum(t != "complied" for t in tones) / len(tones))
+    # calibration beside accuracy: the same Brier score as the model's own probabilities give
+    y = np.array([t != "complied" for t in tones], dtype=float)
+    p = ResponseClassifier.load("ngrams").refusal_probability([r["response"] for r in _jsonl(Path(example))])
+    assert metrics["brier"] == pytest.approx(float(np.mean((p - y) ** 2))) and 0 <= metrics["ece"] <= 1
     # Both sets given: a value in neither is skipped with its line, not guessed.
     assert main(["evaluate", example, "--label-field", "human_tone", "--compliance-values", "Complied",
                  "--refusal-values", "rejected,redirected,contradicted", "--model", "ngrams", "--json"]) == 0

@@ -384,3 +384,40 @@ def test_shipped_curves_hold_unrounded_thresholds(folder):
     curve = json.loads((shipped_path(*folder.split("/")) / "manifest.json").read_text())["metadata"]["validation_curve"]
     assert any(t != round(t, 6) for t in curve["threshold"])
     assert curve["threshold"] == sorted(curve["threshold"])
+
+
+@pytest.mark.parametrize("variant, most", [("default", 0.09), ("ngrams", 0.06)])
+def test_response_probabilities_are_calibrated_on_the_paper_test_split(variant, most):
+    # Expected calibration error on 256 responses no model trained on (measured 0.074 and 0.046 by
+    # python -m training.evaluate --part response): the default model's encoder saw its training
+    # responses, so its probabilities are over-confident on new ones (README, "How good is it?").
+    from refusal_predictor import ResponseClassifier
+    from refusal_predictor.metrics import binary_metrics
+
+    _, _, test = data.paper_split()
+    model = ResponseClassifier.load(variant)
+    metrics = binary_metrics((test["label"] == "refusal").to_numpy(), model.refusal_probability(test["response"].tolist()))
+    assert metrics["ece"] <= most, metrics
+    assert metrics["brier"] <= 0.08, metrics  # measured 0.072 and 0.069; a constant 0.5 scores 0.25
+
+
+def test_prompt_probabilities_are_calibrated_on_the_paper_test_split(prompt_model):
+    # The gpt-3.5-turbo target on the 256 test prompts' hand labels: measured ECE 0.068, Brier 0.138.
+    from refusal_predictor.metrics import binary_metrics
+
+    _, _, test = data.paper_split()
+    metrics = binary_metrics((test["label"] == "refusal").to_numpy(), prompt_model.refusal_probability(test["prompt"].tolist()))
+    assert metrics["ece"] <= 0.09 and metrics["brier"] <= 0.16, metrics
+
+
+def test_the_report_scores_the_shipped_variants_beside_the_model(response_model):
+    from refusal_predictor import ResponseCascade, ResponseClassifier
+    from training.evaluate import SHIPPED, paper_split_report
+
+    rows = paper_split_report(response_model, variants={"ngrams": ResponseClassifier.load("ngrams"),
+                                                        "cascade": ResponseCascade.load()})
+    by_name = {r["model"]: r for r in rows}
+    assert list(by_name)[:3] == [SHIPPED, "ngrams", "cascade"] and len(rows) == 5
+    # measured 0.9219 / 0.9141 / 0.9258; the n-gram variant is the better calibrated (ECE 0.046 vs 0.074)
+    assert by_name["ngrams"]["accuracy"] >= 0.90 and by_name["cascade"]["accuracy"] >= 0.91
+    assert by_name["ngrams"]["ece"] < by_name[SHIPPED]["ece"]

@@ -3,8 +3,10 @@
     python -m training.evaluate --data-dir DATA [--part response|prompt|all|prompt-heads]
 
 Response part:
-- the paper's 256 test responses: the shipped ResponseClassifier, the paper's TF-IDF(1-3) +
-  LogReg(C=10) reproduced on the paper's train split, and the llm-guard NoRefusalLight keywords;
+- the paper's 256 test responses: the shipped ResponseClassifier (and, when that is the default
+  model, the shipped ``ngrams`` variant and ``cascade``), the paper's TF-IDF(1-3) + LogReg(C=10)
+  reproduced on the paper's train split, and the llm-guard NoRefusalLight keywords; with the
+  probabilities' calibration (Brier score, expected calibration error) beside accuracy and AUROC;
 - the tone of each of those 256 responses (complied, rejected, redirected, ...): the shipped
   model's tone head beside the paper's recipe trained on the tones and the majority tone;
 - short compliances scored as refusal (:func:`short_answer_report`): AlpacaEval's short answers
@@ -40,7 +42,7 @@ from .selection import fit_with_cache
 from .train_response import make_classifier, tone_rows, training_pool, training_rows
 
 logger = logging.getLogger(__name__)
-COLUMNS = ["model", "n", "accuracy", "f1", "precision", "recall", "auroc"]
+COLUMNS = ["model", "n", "accuracy", "f1", "precision", "recall", "auroc", "brier", "ece"]
 SHIPPED = "refusal-predictor (shipped)"
 
 
@@ -56,12 +58,14 @@ def paper_response_baseline() -> Callable[[list[str]], np.ndarray]:
 
 
 def paper_split_report(model: ResponseClassifier, baseline: Callable[[list[str]], np.ndarray] | None = None,
-                       name: str = SHIPPED) -> list[dict[str, Any]]:
+                       name: str = SHIPPED, variants: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """``variants``: further response models (name -> model) scored beside ``model``."""
     _, _, test = data.paper_split()
     texts, y = test["response"].tolist(), refusal_y(test)
     baseline = paper_response_baseline() if baseline is None else baseline
+    models = {name: model, **(variants or {})}
     rows = [
-        {"model": name, **binary_metrics(y, model.refusal_probability(texts), model.threshold)},
+        *({"model": n, **binary_metrics(y, m.refusal_probability(texts), m.threshold)} for n, m in models.items()),
         {"model": "paper TF-IDF+LogReg (reproduced)", **binary_metrics(y, baseline(texts))},
         {"model": "keywords (llm-guard NoRefusalLight)", **binary_metrics(y, KeywordRefusalDetector().predict_proba(texts)[:, 1])},
     ]
@@ -262,7 +266,13 @@ def response_report(data_dir: Path, model_path: Path | None = None, lomo_embeddi
     recipe_name = model.metadata.get("recipe", recipes.RESPONSE_RECIPE_NAME)
     pool, baseline = training_pool(data_dir), paper_response_baseline()
     name = model_name(model_path)
-    paper_rows = paper_split_report(model, baseline, name)
+    variants = None
+    if model_path is None:  # the shipped default: its faster shipped variants beside it, in the same run
+        from refusal_predictor import ResponseCascade
+
+        variants = {"refusal-predictor ngrams (shipped)": ResponseClassifier.load("ngrams"),
+                    "refusal-predictor cascade (shipped)": ResponseCascade.load()}
+    paper_rows = paper_split_report(model, baseline, name, variants)
     print(format_table(paper_rows, COLUMNS, title="\nResponse classifier: the paper's test split (256 responses)"))
     if getattr(model, "tone_head_", None) is None:  # e.g. a train-response model without --tone-field
         tone_rows_ = None

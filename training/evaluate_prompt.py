@@ -31,7 +31,7 @@ from .baselines import paper_tfidf_logreg, refusal_y
 from .selection import fit_with_cache
 
 logger = logging.getLogger(__name__)
-COLUMNS = ["model", "n", "accuracy", "f1", "auroc", "majority_rate"]
+COLUMNS = ["model", "n", "accuracy", "f1", "auroc", "majority_rate", "brier", "ece"]
 PAPER_QUORA = {"paper BERT (10k in-distribution bootstrap)": 0.7594, "paper TF-IDF+LogReg (same)": 0.7391}
 # What each protocol's row means in a model card (the protocol measures the shipped model, or its
 # recipe retrained under the protocol's exclusions).
