@@ -40,6 +40,7 @@ from .artifacts import (
     verify_files,
     write_json,
 )
+from .calibration import check_temperature, fit_temperature, log_loss, temper
 from .encoder import DEFAULT_ENCODER
 from .features import TextFeatures, shipped_encoder_path
 from .heads import LogOddsBlend, leaf_heads
@@ -61,6 +62,8 @@ MANIFEST = "manifest.json"
 _MODEL_FILE = "model.joblib"
 TONES_FILE = "tones.joblib"
 _PREDICT_CHUNK = 2048
+# Fewest labelled texts of each class that recalibrate() fits a temperature on.
+MIN_RECALIBRATION_EXAMPLES = 10
 
 _LABEL_ALIASES = {
     "refusal": 1, "refused": 1, "refuse": 1, "r": 1, "1": 1, "true": 1,
@@ -439,6 +442,7 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
                 metadata["validation_curve"] = compute_validation_curve(labels[rows], oof[rows])
                 metadata["cross_validation"] = binary_metrics(labels[rows], oof[rows])
         self.features_, self.model_, self.metadata_ = fitted_features, model, metadata
+        self.__dict__.pop("temperature_", None)  # fitted for the previous head's scale
         self.__dict__.pop("manifest_", None)  # no longer the model that was loaded (save_tones checks it)
         self.__dict__.pop("_folder", None)
         self.classes_ = np.asarray(CLASSES, dtype=object)
@@ -506,15 +510,97 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
             return np.zeros((0, 2), dtype=np.float64)
         return self._heads_proba(texts, self.model_)[0]
 
-    def _heads_proba(self, texts: list[str], *heads: BaseEstimator) -> list[np.ndarray]:
+    def _heads_proba(self, texts: list[str], *heads: BaseEstimator, tempered: bool = True) -> list[np.ndarray]:
         """Each head's ``predict_proba`` over the texts' feature rows, built once per chunk for all
-        heads: the encoder is most of the cost, so a second head (tones) must not embed again."""
+        heads: the encoder is most of the cost, so a second head (tones) must not embed again.
+        The binary head's probabilities pass through the model's temperature (see
+        :meth:`recalibrate`) unless ``tempered`` is false."""
         chunks: list[list[np.ndarray]] = [[] for _ in heads]
         for start in range(0, len(texts), _PREDICT_CHUNK):
             matrix = self.features_.transform(texts[start : start + _PREDICT_CHUNK])
             for out, head in zip(chunks, heads):
                 out.append(head.predict_proba(matrix))
-        return [np.vstack(out) for out in chunks]
+        result = [np.vstack(out) for out in chunks]
+        if tempered and self.temperature != 1.0:
+            for i, head in enumerate(heads):
+                if head is self.model_:
+                    refusal = temper(result[i][:, 1], self.temperature)
+                    result[i] = np.column_stack([1.0 - refusal, refusal])
+        return result
+
+    @property
+    def temperature(self) -> float:
+        """The temperature the binary head's log-odds are divided by (1.0 until :meth:`recalibrate`)."""
+        return getattr(self, "temperature_", 1.0)
+
+    def _fixed_rows(self, texts: list[str]) -> np.ndarray | None:
+        """Texts whose probability the model fixes rather than scores (none here; blank responses
+        in a ResponseClassifier): a temperature is not fitted on them."""
+        return None
+
+    def recalibrate(self, X: str | Iterable[str], y: Iterable[Any], sample_weight: Any = None, *,
+                    source: str | None = None):
+        """Fit a temperature on labelled texts this model has not learned from; every label stays.
+
+        ``fit`` calibrates by cross-validation on the training texts, which is only as honest as
+        the features are new to each held-out fold; where they are not (an encoder fine-tuned on
+        the same texts), the probabilities come out over-confident on new text. This fits one
+        temperature ``T`` on held-out labelled texts by (weighted) log loss and divides the
+        binary head's log-odds by it from now on: ``p -> sigmoid(logit(p) / T)``
+        (:mod:`refusal_predictor.calibration`). The ranking is kept, and the threshold and the
+        stored validation curve are mapped with the probabilities, so ``predict``, ``predict_tone``
+        and ``threshold_for`` decide exactly as before; ``T > 1`` makes the model less sure.
+        Refitting on other texts replaces ``T`` (it is always relative to the head); ``fit``
+        drops it. ``save()`` writes it into the manifest (``"temperature"``), and
+        :meth:`save_calibration` writes only it into the folder the model was loaded from.
+
+        ``source`` (optional) says where the texts came from, for the model card
+        (``metadata["recalibration"]``, which also records the log loss and calibration error
+        before and after). Needs at least ``MIN_RECALIBRATION_EXAMPLES`` texts of each class among
+        those the model scores (a ResponseClassifier's blank responses have a fixed probability
+        and are left out). Returns the model.
+        """
+        check_is_fitted(self, "model_")
+        texts = as_texts(X)
+        labels = as_labels(y)
+        if len(texts) != len(labels):
+            raise ValueError(f"{len(texts)} texts but {len(labels)} labels")
+        weights = np.ones(len(labels)) if sample_weight is None else checked_weights(sample_weight, len(labels))
+        fixed = self._fixed_rows(texts)
+        used = np.ones(len(texts), bool) if fixed is None else ~fixed
+        n_ref, n_comp = int(labels[used].sum()), int((1 - labels[used]).sum())
+        if min(n_ref, n_comp) < MIN_RECALIBRATION_EXAMPLES:
+            left_out = f" ({int((~used).sum())} blank texts, whose probability is fixed, left out)" if (~used).any() else ""
+            raise ValueError(f"recalibrate needs at least {MIN_RECALIBRATION_EXAMPLES} refusals and "
+                             f"{MIN_RECALIBRATION_EXAMPLES} compliances; found {n_ref} refusals and {n_comp} "
+                             f"compliances{left_out}")
+        kept = [t for t, u in zip(texts, used) if u]
+        raw = self._heads_proba(kept, self.model_, tempered=False)[0][:, 1].astype(np.float64)
+        y_used, w_used = labels[used], weights[used]
+        new = check_temperature(fit_temperature(raw, y_used, w_used))
+        old = self.temperature
+
+        def fit_quality(p: np.ndarray) -> dict[str, float]:
+            return {"log_loss": log_loss(y_used, p), **{k: binary_metrics(y_used, p)[k] for k in ("brier", "ece")}}
+
+        # measured against the head alone (temperature 1), whatever temperature came before
+        record = {
+            "temperature": new, "rows": int(used.sum()), "refusals": n_ref, "compliances": n_comp,
+            "left_out_fixed_rows": int((~used).sum()), "source": source,
+            "without_temperature": fit_quality(raw), "with_temperature": fit_quality(temper(raw, new)),
+        }
+        metadata = self.metadata
+        curve = metadata.get("validation_curve")
+        if curve and curve.get("threshold"):
+            # the curve's rates belong to the same texts: only its thresholds move to the new scale
+            metadata["validation_curve"] = {**curve, "threshold": [float(v) for v in temper(curve["threshold"], new, old)]}
+        metadata["recalibration"] = record
+        self.threshold = float(temper(check_threshold(self.threshold), new, old))
+        self.temperature_, self.metadata_ = new, metadata
+        logger.info("recalibrated on %d texts: temperature %.4f (was %.4f), log loss %.4f -> %.4f",
+                    record["rows"], new, old, record["without_temperature"]["log_loss"],
+                    record["with_temperature"]["log_loss"])
+        return self
 
     def refusal_probability(self, X: str | Iterable[str]) -> np.ndarray:
         return self.predict_proba(X)[:, 1]
@@ -612,6 +698,7 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
             "kind": self.kind,
             "classes": list(CLASSES),
             "threshold": check_threshold(self.threshold),  # a float: np.float32 is not JSON
+            **({"temperature": self.temperature} if self.temperature != 1.0 else {}),
             "params": {k: _jsonable(v) for k, v in self._resolved_params().items()},
             "encoder": encoder_info,
             "versions": {
@@ -650,9 +737,48 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
         state = copy.copy(self)
         state.__dict__.pop("manifest_", None)  # written beside it; set again by load()
         state.__dict__.pop("_folder", None)  # this machine's path; set again by load()
+        # In the manifest, set again by load(): model.joblib stays the fitted head, whose sha256
+        # the prompt models' cards record, whether or not it was recalibrated since.
+        state.__dict__.pop("temperature_", None)
         state.features_ = copy.copy(self.features_)
         state.features_.__dict__.pop("_encoder_options", None)
         return state
+
+    def _manifest_of_record(self, folder: Path) -> dict[str, Any]:
+        """The manifest of ``folder``, which must hold the model.joblib this model was loaded from
+        (checked by its sha256), for the saves that write only what lies beside that file."""
+        manifest = read_manifest(folder, MANIFEST, MODEL_FORMAT, (FORMAT_VERSION,))
+        loaded = (getattr(self, "manifest_", None) or {}).get("files", {}).get(_MODEL_FILE)
+        if manifest.get("kind") != self.kind or not loaded or (manifest.get("files") or {}).get(_MODEL_FILE) != loaded:
+            raise ValueError(f"{folder} does not hold the model this one was loaded from (its {_MODEL_FILE} "
+                             "differs); save() writes the whole model")
+        verify_files(folder, {_MODEL_FILE: loaded})
+        return manifest
+
+    def save_calibration(self, path: PathLike) -> Path:
+        """Write only the temperature of :meth:`recalibrate` into ``path``, the model folder this
+        model was loaded from, with the threshold and validation curve mapped by it and the
+        ``recalibration`` record; model.joblib (and a tone head) stay byte for byte. Why: that
+        file's sha256 may be recorded elsewhere (the prompt models' cards name the response model
+        that bootstrapped their labels), and a temperature changes none of its labels.
+        ``save()`` writes the whole model instead.
+        """
+        check_is_fitted(self, "model_")
+        folder = Path(path)
+        manifest = self._manifest_of_record(folder)
+        metadata = {**(manifest.get("metadata") or {})}
+        for key in ("recalibration", "validation_curve", "validation_curve_caveat"):
+            if key in self.metadata:
+                metadata[key] = self.metadata[key]
+        manifest = {k: v for k, v in manifest.items() if k != "temperature"}
+        manifest.update(threshold=check_threshold(self.threshold), metadata=metadata,
+                        **({"temperature": self.temperature} if self.temperature != 1.0 else {}))
+        with staged_folder(folder) as staging:
+            carry_over(folder, staging, {MANIFEST})
+            write_json(staging / MANIFEST, manifest)
+        self.manifest_, self.metadata_ = manifest, metadata
+        self._folder = folder.resolve()
+        return folder
 
     @classmethod
     def default_path(cls) -> Path:
@@ -703,6 +829,9 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
         model._folder = folder.resolve()
         model._set_prediction_threads()
         model.threshold = manifest.get("threshold", model.threshold)
+        model.__dict__.pop("temperature_", None)
+        if "temperature" in manifest:
+            model.temperature_ = float(manifest["temperature"])
         return model
 
     def configure_encoder(self, *, providers: Sequence[str] | None = None, num_threads: int | None = None,
@@ -776,6 +905,10 @@ def _check_manifest_fields(path: Path, manifest: dict[str, Any]) -> None:
             problems.append(f"'encoder.settings' must be an object or null, got {encoder['settings']!r}")
     try:
         check_threshold(manifest.get("threshold", 0.5), "'threshold'")
+    except ValueError as exc:
+        problems.append(str(exc))
+    try:
+        check_temperature(manifest.get("temperature", 1.0), "'temperature'")
     except ValueError as exc:
         problems.append(str(exc))
     if problems:
@@ -899,6 +1032,9 @@ class ResponseClassifier(RefusalClassifier):
         texts = as_texts(X)
         return self._empty_rows(texts, super().predict_proba(texts))
 
+    def _fixed_rows(self, texts: list[str]) -> np.ndarray | None:
+        return self._blank_rows(texts)
+
     def _blank_rows(self, texts: list[str]) -> np.ndarray | None:
         """Which texts get ``empty_response_probability`` (None when it is switched off)."""
         if self.empty_response_probability is None or not texts:
@@ -1011,12 +1147,7 @@ class ResponseClassifier(RefusalClassifier):
         """
         head = self._tone_head()
         folder = Path(path)
-        manifest = read_manifest(folder, MANIFEST, MODEL_FORMAT, (FORMAT_VERSION,))
-        loaded = (getattr(self, "manifest_", None) or {}).get("files", {}).get(_MODEL_FILE)
-        if manifest.get("kind") != self.kind or not loaded or (manifest.get("files") or {}).get(_MODEL_FILE) != loaded:
-            raise ValueError(f"{folder} does not hold the model this one was loaded from (its {_MODEL_FILE} "
-                             "differs); save() writes the whole model")
-        verify_files(folder, {_MODEL_FILE: loaded})
+        manifest = self._manifest_of_record(folder)
         if getattr(head, "n_features_in_", None) != self.features_.n_features_out_:
             raise ValueError("the tone head was fitted on other features than this model's")
         with staged_folder(folder) as staging:

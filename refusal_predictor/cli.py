@@ -526,6 +526,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
         tones = data.get("tones") if isinstance(data.get("tones"), dict) else {}
         if isinstance(tones.get("refusal"), list):
             summary += f"; refusal tones: {', '.join(map(str, tones['refusal']))}"
+        if isinstance(data.get("temperature"), (int, float)) and not isinstance(data["temperature"], bool):
+            summary += f"; recalibrated (temperature {data['temperature']:.3f})"
         kind = str(data.get("kind", "encoder"))
         # The kind once: a response model's summary starts with it ("response classifier, ..."),
         # a prompt model's or an encoder's does not ("Predicts whether ...", a model id).

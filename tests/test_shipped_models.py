@@ -386,11 +386,12 @@ def test_shipped_curves_hold_unrounded_thresholds(folder):
     assert curve["threshold"] == sorted(curve["threshold"])
 
 
-@pytest.mark.parametrize("variant, most", [("default", 0.09), ("ngrams", 0.06)])
+@pytest.mark.parametrize("variant, most", [("default", 0.06), ("ngrams", 0.06)])
 def test_response_probabilities_are_calibrated_on_the_paper_test_split(variant, most):
-    # Expected calibration error on 256 responses no model trained on (measured 0.074 and 0.046 by
-    # python -m training.evaluate --part response): the default model's encoder saw its training
-    # responses, so its probabilities are over-confident on new ones (README, "How good is it?").
+    # Expected calibration error on 256 responses no model trained on (measured 0.046 and 0.046 by
+    # python -m training.evaluate --part response). The default model's encoder saw its training
+    # responses, so its own calibration was over-confident on new ones (0.074, Brier 0.072) until
+    # it was recalibrated on held-out responses (README, "How good is it?").
     from refusal_predictor import ResponseClassifier
     from refusal_predictor.metrics import binary_metrics
 
@@ -398,7 +399,23 @@ def test_response_probabilities_are_calibrated_on_the_paper_test_split(variant, 
     model = ResponseClassifier.load(variant)
     metrics = binary_metrics((test["label"] == "refusal").to_numpy(), model.refusal_probability(test["response"].tolist()))
     assert metrics["ece"] <= most, metrics
-    assert metrics["brier"] <= 0.08, metrics  # measured 0.072 and 0.069; a constant 0.5 scores 0.25
+    assert metrics["brier"] <= 0.075, metrics  # measured 0.066 and 0.069; a constant 0.5 scores 0.25
+
+
+def test_the_default_response_model_carries_a_temperature_fitted_on_held_out_responses(response_model):
+    from refusal_predictor.artifacts import shipped_path
+
+    manifest = json.loads((shipped_path("response") / "manifest.json").read_text())
+    record = manifest["metadata"]["recalibration"]
+    assert response_model.temperature == manifest["temperature"] == record["temperature"]
+    assert 1.5 < response_model.temperature < 3  # 2.151: the head alone was over-confident
+    assert record["rows"] == 2836 and record["source"].startswith("GPTFuzz labelled responses outside the response pool")
+    assert record["with_temperature"]["log_loss"] < record["without_temperature"]["log_loss"]
+    # only this model needed one; its threshold stays 0.5, where a temperature moves no label
+    from refusal_predictor import ResponseClassifier
+
+    assert ResponseClassifier.load("ngrams").temperature == PromptClassifier.load().temperature == 1.0
+    assert response_model.threshold == 0.5
 
 
 def test_prompt_probabilities_are_calibrated_on_the_paper_test_split(prompt_model):
@@ -418,6 +435,7 @@ def test_the_report_scores_the_shipped_variants_beside_the_model(response_model)
                                                         "cascade": ResponseCascade.load()})
     by_name = {r["model"]: r for r in rows}
     assert list(by_name)[:3] == [SHIPPED, "ngrams", "cascade"] and len(rows) == 5
-    # measured 0.9219 / 0.9141 / 0.9258; the n-gram variant is the better calibrated (ECE 0.046 vs 0.074)
+    # measured 0.9219 / 0.9141 / 0.9258; the cascade's AUROC 0.973 (0.944 before the default model's
+    # temperature: two models' probabilities in one ranking need both calibrated)
     assert by_name["ngrams"]["accuracy"] >= 0.90 and by_name["cascade"]["accuracy"] >= 0.91
-    assert by_name["ngrams"]["ece"] < by_name[SHIPPED]["ece"]
+    assert by_name["cascade"]["auroc"] >= 0.96

@@ -43,8 +43,9 @@ GPTFUZZ_MAX_ROWS = 1500
 # test responses: threshold_for(recall=0.95) reached recall 0.75 there (see the README).
 FINETUNED_CURVE_CAVEAT = (
     "optimistic: the encoder was fine-tuned on the same rows, so the out-of-fold scores behind this "
-    "curve (and cross_validation) saw their labels and are near 0 or 1; on new responses the "
-    "probabilities are over-confident and thresholds picked here miss their goals. Pick a threshold "
+    "curve (and cross_validation) saw their labels and are near 0 or 1, and thresholds picked here miss "
+    "their goals on new responses (the probabilities themselves were recalibrated on held-out "
+    "responses: see 'recalibration'). Pick a threshold "
     "on labelled responses of your own: refusal_predictor.thresholds.pick_threshold("
     "validation_curve(y, model.refusal_probability(texts)), recall=...)")
 
@@ -165,7 +166,11 @@ def train(data_dir: Path, output: Path, select: bool, recipe_name: str | None = 
         "tones": tones,
     }
     if name in recipes.FINETUNED_RESPONSE_CANDIDATES:
+        # Its cross-validated calibration saw the encoder's own training rows: over-confident.
+        from .recalibrate_response import heldout_responses, recalibrate_on
+
         metadata["validation_curve_caveat"] = FINETUNED_CURVE_CAVEAT
+        recalibrate_on(clf, heldout_responses(data_dir, pool))
     clf.save(output, metadata=metadata)
     print(f"saved {output}: {metadata['summary']}")
     return clf
