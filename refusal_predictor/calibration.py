@@ -18,22 +18,28 @@ from typing import Any
 
 import numpy as np
 from scipy.optimize import minimize_scalar
-from scipy.special import expit, logit
+from scipy.special import expit, log_expit, logit
 
 # Probabilities are clipped this far from 0 and 1 before taking log-odds (|logit| <= 34.5).
 _EPS = 1e-15
-# Temperatures are searched in [1/100, 100]: beyond, a model is sure of nothing or of everything.
-_LOG_T_BOUND = math.log(100.0)
+# Temperatures lie in [1/100, 100]: beyond, a model is sure of nothing or of everything (and
+# float64 probabilities collapse to 0, 0.5 or 1, which would break the ranking).
+MIN_TEMPERATURE, MAX_TEMPERATURE = 0.01, 100.0
+_LOG_T_BOUND = math.log(MAX_TEMPERATURE)
+# A fit outside this range is refused rather than used: a temperature below 0.05 makes a model 20
+# times surer than its own cross-validated calibration, which only its training texts (scored
+# right and near-certainly) ask for; one above 20 leaves it next to no confidence at all.
+FIT_RANGE = (0.05, 20.0)
 
 
 def check_temperature(value: Any, name: str = "temperature") -> float:
-    """A temperature, or a ValueError naming ``name``: a positive, finite number."""
+    """A temperature, or a ValueError naming ``name``: a number in [0.01, 100]."""
+    problem = f"{name} must be a positive number from {MIN_TEMPERATURE} to {MAX_TEMPERATURE:g}, got {value!r}"
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-    return value
+        raise ValueError(problem)
+    if not math.isfinite(float(value)) or not MIN_TEMPERATURE <= float(value) <= MAX_TEMPERATURE:
+        raise ValueError(problem)
+    return float(value)
 
 
 def temper(p: Any, temperature: float, before: float = 1.0) -> np.ndarray:
@@ -45,32 +51,44 @@ def temper(p: Any, temperature: float, before: float = 1.0) -> np.ndarray:
     """
     p = np.asarray(p, dtype=np.float64)
     out = expit(logit(np.clip(p, _EPS, 1 - _EPS)) * (before / temperature))
+    # Rounding must not carry a score across 0.5 (0.5 - 1e-16 came out as exactly 0.5 at T=2.15).
+    out = np.where((p < 0.5) & (out >= 0.5), np.nextafter(0.5, 0.0), np.where((p >= 0.5) & (out < 0.5), 0.5, out))
     return np.where(p <= 0, 0.0, np.where(p >= 1, 1.0, out))
 
 
 def fit_temperature(p: Any, y: Any, sample_weight: Any = None) -> float:
     """The temperature minimising the weighted log loss of ``p`` (at temperature 1) against ``y``.
 
-    ``y`` is 0/1 (1 = refusal) and must hold both classes.
+    ``y`` is 0/1 (1 = refusal) and must hold both classes with weight. A fit outside ``FIT_RANGE``
+    is refused: texts the model already scores right and near 0 or 1 (its own training texts,
+    say) push it toward 0, where its probabilities would collapse to 0 and 1 and lose their order.
     """
     p = np.asarray(p, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     w = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
-    if len(np.unique(y)) != 2:
-        raise ValueError("a temperature needs both classes among the labelled texts")
+    if not (np.sum(w[y == 1]) > 0 and np.sum(w[y == 0]) > 0):
+        raise ValueError("a temperature needs both classes, with weight, among the labelled texts")
     z = logit(np.clip(p, _EPS, 1 - _EPS))
 
     def loss(log_t: float) -> float:
-        q = np.clip(expit(z / math.exp(log_t)), _EPS, 1 - _EPS)
-        return float(-np.sum(w * (y * np.log(q) + (1 - y) * np.log1p(-q))) / np.sum(w))
+        # in log-odds, without clipping the probabilities: on texts it scores right the loss keeps
+        # falling as T does, so the search runs to the bound instead of stopping on a flat stretch
+        scaled = z / math.exp(log_t)
+        return float(-np.average(y * log_expit(scaled) + (1 - y) * log_expit(-scaled), weights=w))
 
     found = minimize_scalar(loss, bounds=(-_LOG_T_BOUND, _LOG_T_BOUND), method="bounded",
                             options={"xatol": 1e-6})
-    return float(math.exp(found.x))
+    temperature = float(math.exp(found.x))
+    if not FIT_RANGE[0] <= temperature <= FIT_RANGE[1]:
+        side = "are scored right, and near-certainly, nearly all of them (texts it trained on?)" \
+            if temperature < FIT_RANGE[0] else "are scored no better than chance"
+        raise ValueError(f"the temperature fitted, {temperature:.4g}, is outside [{FIT_RANGE[0]}, {FIT_RANGE[1]:g}]: "
+                         f"these texts {side}; recalibrate on labelled texts the model did not train on")
+    return temperature
 
 
-def log_loss(y: Any, p: Any) -> float:
-    """Mean log loss of refusal probabilities ``p`` against 0/1 ``y`` (clipped as above)."""
+def log_loss(y: Any, p: Any, sample_weight: Any = None) -> float:
+    """Mean (weighted) log loss of refusal probabilities ``p`` against 0/1 ``y`` (clipped as above)."""
     y = np.asarray(y, dtype=np.float64)
     q = np.clip(np.asarray(p, dtype=np.float64), _EPS, 1 - _EPS)
-    return float(-np.mean(y * np.log(q) + (1 - y) * np.log1p(-q)))
+    return float(np.average(-(y * np.log(q) + (1 - y) * np.log1p(-q)), weights=sample_weight))

@@ -67,7 +67,9 @@ class ResponseCascade(ClassifierMixin, BaseEstimator):
     do, and leaves the models passed in as they were. ``threshold`` defaults to the full model's;
     ``classes_`` are the full model's. ``threshold`` and ``empty_response_probability`` are the
     cascade's own and leave the models passed in as they were; ``configure_encoder`` configures
-    those models' encoders (how this machine runs them, as on each model).
+    those models' encoders (how this machine runs them, as on each model). The band reads the
+    fast stage's probabilities as it gives them: recalibrating that stage (``recalibrate``) moves
+    which responses fall inside the band.
     """
 
     #: P(refusal) of an empty or whitespace-only response, as ``ResponseClassifier``'s (``None``:
@@ -326,7 +328,10 @@ def response_model_record(model: ResponseClassifier | ResponseCascade) -> dict[s
     if isinstance(model, ResponseCascade):
         fast, full = model._stages()
         return {"response_model_sha256": full.manifest_["files"]["model.joblib"],
-                "response_threshold": model.threshold,
+                "response_threshold": model.threshold, "response_temperature": full.temperature,
                 "response_cascade": {"fast_model_sha256": fast.manifest_["files"]["model.joblib"],
                                      "low": model.low, "high": model.high}}
-    return {"response_model_sha256": model.manifest_["files"]["model.joblib"], "response_threshold": model.threshold}
+    # The temperature beside the sha256: model.joblib does not hold it, and a merged prompt whose
+    # answers tie is labelled by their mean probability, which the temperature moves.
+    return {"response_model_sha256": model.manifest_["files"]["model.joblib"], "response_threshold": model.threshold,
+            "response_temperature": model.temperature}

@@ -540,25 +540,31 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
 
     def recalibrate(self, X: str | Iterable[str], y: Iterable[Any], sample_weight: Any = None, *,
                     source: str | None = None):
-        """Fit a temperature on labelled texts this model has not learned from; every label stays.
+        """Fit a temperature on labelled texts this model has not learned from.
 
         ``fit`` calibrates by cross-validation on the training texts, which is only as honest as
         the features are new to each held-out fold; where they are not (an encoder fine-tuned on
         the same texts), the probabilities come out over-confident on new text. This fits one
         temperature ``T`` on held-out labelled texts by (weighted) log loss and divides the
         binary head's log-odds by it from now on: ``p -> sigmoid(logit(p) / T)``
-        (:mod:`refusal_predictor.calibration`). The ranking is kept, and the threshold and the
-        stored validation curve are mapped with the probabilities, so ``predict``, ``predict_tone``
-        and ``threshold_for`` decide exactly as before; ``T > 1`` makes the model less sure.
-        Refitting on other texts replaces ``T`` (it is always relative to the head); ``fit``
-        drops it. ``save()`` writes it into the manifest (``"temperature"``), and
-        :meth:`save_calibration` writes only it into the folder the model was loaded from.
+        (:mod:`refusal_predictor.calibration`); ``T > 1`` makes the model less sure. The ranking
+        is kept, and 0.5 stays 0.5, so at threshold 0.5 (every shipped model's) each label and
+        tone stays as it was. A threshold elsewhere is a probability cut, and the probabilities
+        it cuts have changed: it now flags what the recalibrated model puts at or above it (the
+        parameter itself is not changed). ``threshold_for`` reads the stored validation curve,
+        which stays on the head's scale, and maps the threshold it picks through ``T``, so it
+        picks the same texts as before. Refitting on other texts replaces ``T`` (it is always
+        relative to the head); ``fit`` drops it. ``save()`` writes it into the manifest
+        (``"temperature"``), and :meth:`save_calibration` writes only it into the folder the
+        model was loaded from.
 
         ``source`` (optional) says where the texts came from, for the model card
         (``metadata["recalibration"]``, which also records the log loss and calibration error
-        before and after). Needs at least ``MIN_RECALIBRATION_EXAMPLES`` texts of each class among
-        those the model scores (a ResponseClassifier's blank responses have a fixed probability
-        and are left out). Returns the model.
+        of the head alone and with ``T``). Needs at least ``MIN_RECALIBRATION_EXAMPLES`` texts
+        of each class, with weight, among those the model scores (a ResponseClassifier's blank
+        responses have a fixed probability and are left out); texts it already scores right and
+        near-certainly (its own training texts) fit no temperature and are refused. Returns the
+        model.
         """
         check_is_fitted(self, "model_")
         texts = as_texts(X)
@@ -568,12 +574,14 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
         weights = np.ones(len(labels)) if sample_weight is None else checked_weights(sample_weight, len(labels))
         fixed = self._fixed_rows(texts)
         used = np.ones(len(texts), bool) if fixed is None else ~fixed
-        n_ref, n_comp = int(labels[used].sum()), int((1 - labels[used]).sum())
+        weighted = used & (weights > 0)
+        n_ref, n_comp = int(labels[weighted].sum()), int((1 - labels[weighted]).sum())
         if min(n_ref, n_comp) < MIN_RECALIBRATION_EXAMPLES:
-            left_out = f" ({int((~used).sum())} blank texts, whose probability is fixed, left out)" if (~used).any() else ""
+            left_out = [f"{int((~used).sum())} blank texts, whose probability is fixed"] if (~used).any() else []
+            left_out += [f"{int((used & ~weighted).sum())} of weight 0"] if (used & ~weighted).any() else []
             raise ValueError(f"recalibrate needs at least {MIN_RECALIBRATION_EXAMPLES} refusals and "
                              f"{MIN_RECALIBRATION_EXAMPLES} compliances; found {n_ref} refusals and {n_comp} "
-                             f"compliances{left_out}")
+                             f"compliances" + (f" ({' and '.join(left_out)}, left out)" if left_out else ""))
         kept = [t for t, u in zip(texts, used) if u]
         raw = self._heads_proba(kept, self.model_, tempered=False)[0][:, 1].astype(np.float64)
         y_used, w_used = labels[used], weights[used]
@@ -581,22 +589,18 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
         old = self.temperature
 
         def fit_quality(p: np.ndarray) -> dict[str, float]:
-            return {"log_loss": log_loss(y_used, p), **{k: binary_metrics(y_used, p)[k] for k in ("brier", "ece")}}
+            return {"log_loss": log_loss(y_used, p, w_used),
+                    **{k: binary_metrics(y_used, p)[k] for k in ("brier", "ece")}}
 
         # measured against the head alone (temperature 1), whatever temperature came before
-        record = {
+        self.metadata_ = {**self.metadata, "recalibration": {
             "temperature": new, "rows": int(used.sum()), "refusals": n_ref, "compliances": n_comp,
             "left_out_fixed_rows": int((~used).sum()), "source": source,
             "without_temperature": fit_quality(raw), "with_temperature": fit_quality(temper(raw, new)),
-        }
-        metadata = self.metadata
-        curve = metadata.get("validation_curve")
-        if curve and curve.get("threshold"):
-            # the curve's rates belong to the same texts: only its thresholds move to the new scale
-            metadata["validation_curve"] = {**curve, "threshold": [float(v) for v in temper(curve["threshold"], new, old)]}
-        metadata["recalibration"] = record
-        self.threshold = float(temper(check_threshold(self.threshold), new, old))
-        self.temperature_, self.metadata_ = new, metadata
+            "log_loss_weighted": sample_weight is not None,
+        }}
+        self.temperature_ = new
+        record = self.metadata_["recalibration"]
         logger.info("recalibrated on %d texts: temperature %.4f (was %.4f), log loss %.4f -> %.4f",
                     record["rows"], new, old, record["without_temperature"]["log_loss"],
                     record["with_temperature"]["log_loss"])
@@ -757,26 +761,29 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
 
     def save_calibration(self, path: PathLike) -> Path:
         """Write only the temperature of :meth:`recalibrate` into ``path``, the model folder this
-        model was loaded from, with the threshold and validation curve mapped by it and the
-        ``recalibration`` record; model.joblib (and a tone head) stay byte for byte. Why: that
-        file's sha256 may be recorded elsewhere (the prompt models' cards name the response model
-        that bootstrapped their labels), and a temperature changes none of its labels.
-        ``save()`` writes the whole model instead.
+        model was loaded from, with the ``recalibration`` record (and a prompt model's card,
+        rewritten to match); model.joblib (and a tone head) stay byte for byte. Why: that file's
+        sha256 may be recorded elsewhere (the prompt models' cards name the response model that
+        bootstrapped their labels), and at threshold 0.5 a temperature changes none of its
+        labels. ``save()`` writes the whole model instead.
         """
         check_is_fitted(self, "model_")
         folder = Path(path)
         manifest = self._manifest_of_record(folder)
         metadata = {**(manifest.get("metadata") or {})}
-        for key in ("recalibration", "validation_curve", "validation_curve_caveat"):
+        for key in ("recalibration", "validation_curve_caveat"):
             if key in self.metadata:
                 metadata[key] = self.metadata[key]
+            else:
+                metadata.pop(key, None)
         manifest = {k: v for k, v in manifest.items() if k != "temperature"}
-        manifest.update(threshold=check_threshold(self.threshold), metadata=metadata,
-                        **({"temperature": self.temperature} if self.temperature != 1.0 else {}))
+        manifest.update(metadata=metadata, **({"temperature": self.temperature} if self.temperature != 1.0 else {}))
         with staged_folder(folder) as staging:
             carry_over(folder, staging, {MANIFEST})
             write_json(staging / MANIFEST, manifest)
-        self.manifest_, self.metadata_ = manifest, metadata
+            self._write_card(staging, metadata, folder)
+        # the live metadata keeps what was not saved here (an unsaved tone head's record, say)
+        self.manifest_ = manifest
         self._folder = folder.resolve()
         return folder
 
@@ -860,7 +867,9 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
         curve = self.metadata.get("validation_curve")
         if not curve:
             raise ValueError("this model has no stored validation curve; train it with validation_curve=True")
-        threshold = pick_threshold(curve, precision=precision, recall=recall, refusal_rate=refusal_rate)
+        # The curve is on the head's scale (before any temperature): mapped once, as scores are.
+        threshold = float(temper(pick_threshold(curve, precision=precision, recall=recall, refusal_rate=refusal_rate),
+                                 self.temperature))
         caveat = self.metadata.get("validation_curve_caveat")
         if caveat:
             # Training knows when its curve is not held out (an encoder fine-tuned on the same
@@ -1158,7 +1167,9 @@ class ResponseClassifier(RefusalClassifier):
                         "metadata": {**(manifest.get("metadata") or {}), "tones": self.metadata.get("tones"),
                                      **(metadata or {})}}
             write_json(staging / MANIFEST, manifest)
-        self.manifest_, self.metadata_ = manifest, manifest["metadata"]
+        # the live metadata keeps what was not saved here (an unsaved recalibration's record, say)
+        self.manifest_, self.metadata_ = manifest, {**self.metadata, "tones": manifest["metadata"].get("tones"),
+                                                    **(metadata or {})}
         self._folder = folder.resolve()
         return folder
 

@@ -15,6 +15,7 @@ import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
 from .artifacts import ModelFileError, PathLike, shipped_name_key, shipped_path, write_json
+from .calibration import temper
 from .classifiers import RefusalClassifier, as_texts
 from .heads import contributions, leaf_heads
 
@@ -116,7 +117,7 @@ class PromptClassifier(RefusalClassifier):
         return {
             "prompt": text,
             # From the matrix built above: predict_proba would transform (and embed) the text again.
-            "refusal_probability": float(self.model_.predict_proba(matrix)[0, 1]),
+            "refusal_probability": float(temper(self.model_.predict_proba(matrix)[0, 1], self.temperature)),
             "toward_refusal": [(str(names[i]), float(ngram_part[i])) for i in top_refusal],
             "toward_compliance": [(str(names[i]), float(ngram_part[i])) for i in top_compliance],
             "absent_ngrams_contribution": float(ngram_part[~present].sum()),
@@ -187,6 +188,11 @@ def model_card_markdown(card: dict[str, Any], where: PathLike | None = None) -> 
     lines = [f"# Prompt classifier: {card.get('target', '?')}", ""]
     if card.get("summary"):
         lines += [str(card["summary"]), ""]
+    recalibration = card.get("recalibration")
+    if isinstance(recalibration, dict) and isinstance(recalibration.get("temperature"), (int, float)):
+        source = f" ({recalibration['source']})" if recalibration.get("source") else ""
+        lines += [f"Probabilities recalibrated: temperature {recalibration['temperature']:.4f}, fitted on "
+                  f"{recalibration.get('rows', '?')} labelled texts{source} (`recalibrate`).", ""]
     for key, title, render in (("training", "Training data", _training_markdown),
                                ("evaluation", "Evaluation", _evaluation_markdown),
                                ("model_selection", "Model selection", _selection_markdown),

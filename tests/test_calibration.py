@@ -31,6 +31,10 @@ def test_temper_keeps_order_ties_and_the_ends():
     p = np.array([0.0, 1e-20, 0.01, 0.3, 0.3, 0.5, 0.97, 1 - 1e-17, 1.0])
     q = temper(p, 2.0)
     assert np.all(np.diff(q) >= 0) and q[3] == q[4] and q[5] == 0.5 and (q[0], q[-1]) == (0.0, 1.0)
+    # no score crosses 0.5 by rounding (0.5 - 1 ulp came out as exactly 0.5 at T = 2.151)
+    below = np.nextafter(0.5, 0.0)
+    for t in (0.5, 2.151026564779933, 7.0):
+        assert temper(below, t) < 0.5 <= temper(0.5, t)
     assert q[2] > p[2] and q[6] < p[6]  # T > 1: less sure
     assert np.allclose(temper(temper(p[1:-1], 2.0), 0.5, before=2.0), temper(p[1:-1], 0.5))
 
@@ -43,6 +47,11 @@ def test_fit_temperature_recovers_a_known_temperature():
     assert fit_temperature(over_confident, y) == pytest.approx(3.0, rel=0.05)
     with pytest.raises(ValueError, match="both classes"):
         fit_temperature([0.2, 0.9], [1, 1])
+    with pytest.raises(ValueError, match="both classes, with weight"):
+        fit_temperature([0.2, 0.9, 0.4], [1, 0, 0], sample_weight=[0, 1, 1])
+    # texts scored right and near-certainly (a model's own training texts) fit no temperature
+    with pytest.raises(ValueError, match=r"outside \[0.05, 20\]: these texts are scored right"):
+        fit_temperature([0.001, 0.01, 0.99, 0.999], [0, 0, 1, 1])
 
 
 @pytest.fixture(scope="module")
@@ -54,14 +63,11 @@ def heldout(data_dir):
 def raw_folder(tmp_path_factory):
     """A copy of the shipped default model's folder as its training left it: the temperature that
     ``python -m training.recalibrate_response --write`` put into the manifest is taken out again
-    (model.joblib never held it), with the validation curve's thresholds mapped back."""
+    (model.joblib never held it, and the stored curve stays on the head's scale)."""
     folder = tmp_path_factory.mktemp("raw") / "response"
     shutil.copytree(shipped_path("response"), folder)
     manifest = json.loads((folder / "manifest.json").read_text())
-    t = manifest.pop("temperature", 1.0)
-    curve = manifest["metadata"]["validation_curve"]
-    curve["threshold"] = [float(v) for v in temper(curve["threshold"], 1.0, before=t)]
-    manifest["threshold"] = float(temper(manifest["threshold"], 1.0, before=t))
+    manifest.pop("temperature", None)
     manifest["metadata"].pop("recalibration", None)
     (folder / "manifest.json").write_text(json.dumps(manifest))
     return folder
@@ -81,8 +87,14 @@ def recalibrated(heldout, raw_folder, tmp_path_factory):
 
 
 def test_heldout_responses_are_no_training_rows(heldout, data_dir):
+    from refusal_predictor.text import text_key
+    from training.train_response import training_rows
+
     assert len(heldout) == 400 and heldout["response"].is_unique and set(heldout["source"]) == {"gptfuzz"}
-    assert not set(heldout["response"]) & set(training_pool(data_dir)["response"])
+    # not the pool's responses, nor their openings the head trained on, up to whitespace and case
+    # (8 such rows came in before: "I'm sorry, but I cannot fulfill your request." is an opening)
+    trained = {text_key(t) for t in training_rows(training_pool(data_dir))[0]}
+    assert not {text_key(t) for t in heldout["response"]} & trained
     assert 0.2 < (heldout["label"] == "refusal").mean() < 0.8
 
 
@@ -90,15 +102,15 @@ def test_recalibration_keeps_every_label_and_tone_and_mends_the_probabilities(re
     _, model = recalibrated
     _, _, test = data.paper_split()
     texts, y = test["response"].tolist(), (test["label"] == "refusal").to_numpy()
-    assert model.temperature > 1.5  # measured 2.4 on these 400 rows: the model was over-confident
+    assert model.temperature > 1.5  # the model was over-confident
     assert list(model.predict(texts)) == list(raw.predict(texts))
     assert list(model.predict_tone(texts)) == list(raw.predict_tone(texts))
     before = binary_metrics(y, raw.refusal_probability(texts))
     after = binary_metrics(y, model.refusal_probability(texts))
     assert after["auroc"] == pytest.approx(before["auroc"]) and after["accuracy"] == before["accuracy"]
     # the paper's test responses are held out of the head, the encoder and the 400 fit rows:
-    # measured ECE 0.074 -> 0.040, Brier 0.072 -> 0.066
-    assert after["ece"] < before["ece"] - 0.02 and after["brier"] < before["brier"], (before, after)
+    # measured ECE 0.074 -> 0.060, Brier 0.072 -> 0.067 (T=1.8 from these 400 rows; 2.15 from all 2,827)
+    assert after["ece"] < before["ece"] - 0.01 and after["brier"] < before["brier"], (before, after)
     record = model.metadata["recalibration"]
     assert record["rows"] == 400
     assert record["with_temperature"]["log_loss"] < record["without_temperature"]["log_loss"]
@@ -115,6 +127,8 @@ def test_thresholds_move_with_the_probabilities(recalibrated, raw):
     assert new < old  # the same curve point, on the less sure scale
     assert np.array_equal(raw.refusal_probability(texts) >= old, model.refusal_probability(texts) >= new)
     assert model.threshold == 0.5 and model.refusal_probability([""])[0] == 1.0  # fixed, not tempered
+    # the stored curve stays on the head's scale: recalibrating again maps from it, never drifts
+    assert model.metadata["validation_curve"] == raw.metadata["validation_curve"]
 
 
 def test_save_calibration_leaves_model_joblib_byte_for_byte(recalibrated, tmp_path):
@@ -142,32 +156,60 @@ def test_save_calibration_leaves_model_joblib_byte_for_byte(recalibrated, tmp_pa
 
 
 def test_fit_drops_the_temperature_and_recalibrate_refuses_one_class(heldout):
-    model = ResponseClassifier(use_embeddings=False, validation_curve=False)
+    model = ResponseClassifier(use_embeddings=False, validation_curve=False, threshold=0.3)
     texts, labels = heldout["response"].tolist(), heldout["label"].tolist()
     model.fit(texts[:200], labels[:200]).recalibrate(texts[200:], labels[200:])
     assert model.temperature != 1.0
-    assert model.fit(texts[:200], labels[:200]).temperature == 1.0
+    # the threshold is a parameter, a probability cut: recalibrate leaves it, so clone and refit keep it
+    assert model.threshold == clone(model).threshold == 0.3 and model.get_params()["threshold"] == 0.3
+    assert model.fit(texts[:200], labels[:200]).temperature == 1.0 and model.threshold == 0.3
+    # its own training texts, scored right and sure: no temperature fits them
+    with pytest.raises(ValueError, match="did not train on"):
+        model.recalibrate(texts[:200], labels[:200])
+    with pytest.raises(ValueError, match=r"found 0 refusals .* \(\d+ of weight 0, left out\)"):
+        model.recalibrate(texts[200:], labels[200:], sample_weight=[label != "refusal" for label in labels[200:]])
     refusals = [t for t, label in zip(texts, labels) if label == "refusal"][:30]
     with pytest.raises(ValueError, match=r"found 30 refusals and 2 compliances \(3 blank texts"):
         model.recalibrate(refusals + ["Sure, here it is.", "Here you go.", "", " ", "\n"],
                           ["refusal"] * 30 + ["compliance"] * 2 + ["compliance"] * 3)
 
 
-def test_a_prompt_model_recalibrates_too():
+def test_a_prompt_model_recalibrates_too(tmp_path):
     train, val, _ = data.paper_split()
-    model = PromptClassifier(use_embeddings=False, validation_curve=False).fit(train["prompt"], train["label"])
+    card = {"target": "paper-llm", "summary": "a test model", "training": {"rows": len(train)}}
+    folder = PromptClassifier(use_embeddings=False, validation_curve=False).fit(
+        train["prompt"], train["label"]).save(tmp_path / "m", metadata=card)
+    model = PromptClassifier.load(folder)
     before = model.predict(val["prompt"].tolist())
     model.recalibrate(val["prompt"].tolist(), val["label"].tolist(), source="paper validation split")
-    assert list(model.predict(val["prompt"].tolist())) == list(before)
-    assert model.metadata["recalibration"]["source"] == "paper validation split"
+    assert model.temperature != 1.0 and list(model.predict(val["prompt"].tolist())) == list(before)
+    prompt = val["prompt"].tolist()[0]
+    assert model.explain(prompt)["refusal_probability"] == pytest.approx(model.refusal_probability([prompt])[0])
+    model.save_calibration(folder)
+    # the card is the manifest's metadata, so it says so too
+    assert json.loads((folder / "model_card.json").read_text())["recalibration"]["source"] == "paper validation split"
+    assert "Probabilities recalibrated: temperature" in (folder / "MODEL_CARD.md").read_text()
+    assert PromptClassifier.load(folder).temperature == model.temperature
 
 
-@pytest.mark.parametrize("value", [-1, 0, "2", None, float("inf")])
+def test_a_partial_save_keeps_the_live_model_s_unsaved_parts(recalibrated, heldout, tmp_path):
+    folder, _ = recalibrated
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    model = ResponseClassifier.load(copy)
+    model.recalibrate(heldout["response"].tolist()[:200], heldout["label"].tolist()[:200])
+    unsaved = model.temperature
+    train, val, _ = data.paper_split()
+    model.fit_tones(train["response"].tolist(), train["fine_label"].tolist()).save_tones(copy)
+    assert model.temperature == unsaved and model.metadata["recalibration"]["rows"] == 200
+
+
+@pytest.mark.parametrize("value", [-1, 0, "2", None, float("inf"), 1e300, 1e-300])
 def test_a_bad_temperature_in_a_manifest_names_the_file(value, tmp_path):
     folder = tmp_path / "m"
     shutil.copytree(shipped_path("response-ngrams"), folder)
     manifest = json.loads((folder / "manifest.json").read_text())
     manifest["temperature"] = value
     (folder / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(ModelFileError, match=r"manifest\.json.*'temperature' must be a positive number"):
+    with pytest.raises(ModelFileError, match=r"manifest\.json.*'temperature' must be a positive number from 0.01 to 100"):
         ResponseClassifier.load(folder)

@@ -139,8 +139,10 @@ def test_the_card_records_both_stages(cascade, response_model):
     assert record["response_model_sha256"] == response_model.manifest_["files"]["model.joblib"]
     assert record["response_cascade"] == {"fast_model_sha256": cascade.fast.manifest_["files"]["model.joblib"],
                                           "low": DEFAULT_LOW, "high": DEFAULT_HIGH}
+    assert record["response_temperature"] == response_model.temperature > 1  # the full stage's (recalibrated)
     assert response_model_record(response_model) == {
-        "response_model_sha256": response_model.manifest_["files"]["model.joblib"], "response_threshold": 0.5}
+        "response_model_sha256": response_model.manifest_["files"]["model.joblib"], "response_threshold": 0.5,
+        "response_temperature": response_model.temperature}
 
 
 def test_label_responses_with_the_cascade(tmp_path, cascade, test_responses, capsys):

@@ -562,7 +562,7 @@ def test_info_names_each_model_as_the_options_load_it(tmp_path, capsys, monkeypa
     assert "response (label-responses --model default)" in out
     assert "prompt/gpt-4 (score-prompts --target gpt-4): prompt: Predicts whether gpt-4 refuses" in out
     assert "response (label-responses --model default): response classifier, recipe" in out  # was "response response"
-    assert "rejected; recalibrated (temperature 2.151)" in out and out.count("recalibrated") == 1
+    assert "rejected; recalibrated (temperature 2.152)" in out and out.count("recalibrated") == 1
     assert "replaced" not in out
     assert PromptClassifier.available_targets() == sorted(p.name for p in (root / "prompt").iterdir()
                                                           if not p.name.startswith("."))

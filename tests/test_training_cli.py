@@ -260,7 +260,7 @@ def test_a_recipe_chosen_after_select_embeds_with_its_own_encoder(tmp_path, monk
     import numpy as np
     import pandas as pd
 
-    from training import data, recipes, train_response
+    from training import data, recalibrate_response, recipes, train_response
 
     train, val, _ = data.paper_split()
     pool = pd.concat([train, val]).iloc[:150].reset_index(drop=True)
@@ -268,12 +268,18 @@ def test_a_recipe_chosen_after_select_embeds_with_its_own_encoder(tmp_path, monk
     assert name in recipes.FINETUNED_RESPONSE_CANDIDATES
     monkeypatch.setattr(train_response, "training_pool", lambda *a, **k: pool)
     monkeypatch.setattr(train_response, "lomo_selection", lambda *a: (name, []))  # what LOMO chooses
+    # a fine-tuned encoder's recipe is recalibrated on held-out responses: here the paper rows after the pool's
+    held_out = pd.concat([train, val]).iloc[150:450].reset_index(drop=True)
+    monkeypatch.setattr(recalibrate_response, "heldout_responses", lambda *a, **k: held_out)
     saved = train_response.train(tmp_path / "unused", tmp_path / "m", select=True, lomo_embeddings=tmp_path / "x")
     texts, y, weights, _ = train_response.training_rows(pool)
     alone = train_response.make_classifier(recipes.ALL_RESPONSE_RECIPES[name]).fit(texts, y, sample_weight=weights)
+    recalibrate_response.recalibrate_on(alone, held_out)
     probe = pool["response"].tolist()[:40]
+    assert saved.temperature == pytest.approx(alone.temperature) and saved.temperature != 1.0
     assert np.allclose(saved.refusal_probability(probe), alone.refusal_probability(probe), atol=1e-6)
     assert "encoder was fine-tuned" in saved.metadata["validation_curve_caveat"]
+    assert saved.metadata["recalibration"]["rows"] == 300
 
 
 def test_train_prompt_fails_when_a_target_it_was_asked_for_is_not_trained(tmp_path, monkeypatch, capsys):

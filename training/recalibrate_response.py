@@ -6,12 +6,12 @@ Why: the default response model reads an encoder fine-tuned on its own training 
 the calibration ``fit`` does by cross-validation saw a separation that new responses lack: on the
 paper's held-out test responses it was over-confident (ECE 0.074; the n-gram variant, whose
 features are new to each fold, 0.046). :meth:`ResponseClassifier.recalibrate` fits one
-temperature on held-out labelled responses, which keeps every label and the ranking.
+temperature on held-out labelled responses, which keeps the ranking and every label at 0.5.
 
 The responses it fits on: GPTFuzz's labelled responses outside the response pool. The pool
 (``train_response.training_pool``) takes 1,500 de-duplicated GPTFuzz rows; the others were
 never trained on, by the encoder's fine-tune or by the head. De-duplicated, blank ones left out,
-all of them (or a seeded sample of ``--n``). The report prints, before and after, the fit rows, the
+all of them (or a seeded sample of ``--n``). The report prints, for the head alone and with the temperature, the fit rows, the
 paper's 256 test responses (held out of both models and of the fit) and the logged responses
 that carry a weak label (an LLM judge or refusal strings; none is a training row). ``--write``
 puts the temperature into the model folder with ``save_calibration`` (model.joblib stays byte for
@@ -29,26 +29,32 @@ import numpy as np
 import pandas as pd
 
 from refusal_predictor import ResponseClassifier
-from refusal_predictor.calibration import log_loss
+from refusal_predictor.calibration import log_loss, temper
 from refusal_predictor.cli import at_least_one
 from refusal_predictor.metrics import binary_metrics, format_table
-from refusal_predictor.text import is_blank
+from refusal_predictor.text import is_blank, text_key
 
 from . import data
 from .baselines import refusal_y
 
 logger = logging.getLogger(__name__)
-HELDOUT_ROWS: int | None = None  # all of them (2,836 on the shared data)
+HELDOUT_ROWS: int | None = None  # all of them (2,827 on the shared data)
 SOURCE = ("GPTFuzz labelled responses outside the response pool (never trained on by the encoder or the "
           "head), de-duplicated, non-blank")
 
 
 def heldout_responses(data_dir: Path, pool: pd.DataFrame, n: int | None = HELDOUT_ROWS, seed: int = 0) -> pd.DataFrame:
     """GPTFuzz's labelled responses that no response model or encoder was trained on (see module
-    doc); ``n``: a seeded sample of at most that many (``None``: all, in a seeded order)."""
+    doc): none equals, up to whitespace and case, a text the head trained on (the pool's responses
+    and their openings, ``train_response.training_rows``); ``n``: a seeded sample of at most that
+    many (``None``: all, in a seeded order)."""
+    from .train_response import training_rows
+
     fuzz = data.load_gptfuzz(data_dir)
-    seen = set(pool["response"])
-    fuzz = fuzz[~fuzz["response"].isin(seen) & ~fuzz["response"].map(is_blank)].drop_duplicates(subset=["response"])
+    seen = {text_key(t) for t in training_rows(pool)[0]}
+    keys = fuzz["response"].map(text_key)
+    fuzz = fuzz[~keys.isin(seen) & ~fuzz["response"].map(is_blank)].assign(key=keys)
+    fuzz = fuzz.drop_duplicates(subset=["key"]).drop(columns="key")
     return fuzz.sample(n=len(fuzz) if n is None else min(n, len(fuzz)), random_state=seed).reset_index(drop=True)
 
 
@@ -65,13 +71,14 @@ def _row(name: str, y: np.ndarray, p: np.ndarray) -> dict[str, Any]:
             "log_loss": log_loss(y, p), "brier": m["brier"], "ece": m["ece"]}
 
 
-def report(before: ResponseClassifier, after: ResponseClassifier, sets: dict[str, tuple[list[str], np.ndarray]]
-           ) -> list[dict[str, Any]]:
-    """Each labelled set scored by the model before and after recalibration."""
+def report(model: ResponseClassifier, sets: dict[str, tuple[list[str], np.ndarray]]) -> list[dict[str, Any]]:
+    """Each labelled set scored by the recalibrated ``model`` and by its head alone (temperature 1,
+    whatever temperature the model was loaded with)."""
     rows = []
     for name, (texts, y) in sets.items():
-        rows.append({"model": "before", **_row(name, y, before.refusal_probability(texts))})
-        rows.append({"model": f"after (T={after.temperature:.3f})", **_row(name, y, after.refusal_probability(texts))})
+        p = model.refusal_probability(texts)
+        rows.append({"model": "head alone (T=1)", **_row(name, y, temper(p, 1.0, before=model.temperature))})
+        rows.append({"model": f"recalibrated (T={model.temperature:.3f})", **_row(name, y, p)})
     return rows
 
 
@@ -89,8 +96,8 @@ def main(argv: list[str] | None = None) -> None:
     from .train_response import training_pool
 
     folder = Path(args.model) if args.model is not None else ResponseClassifier.default_path()
-    before = ResponseClassifier.load(folder)
     after = ResponseClassifier.load(folder)
+    loaded_with = after.temperature
     pool = training_pool(args.data_dir)
     fit_rows = heldout_responses(args.data_dir, pool, args.n)
     recalibrate_on(after, fit_rows)
@@ -103,8 +110,8 @@ def main(argv: list[str] | None = None) -> None:
         f"logs with a weak label ({len(logs)})": (logs["response"].tolist(),
                                                   (logs["weak_label"] == "refusal").to_numpy().astype(int)),
     }
-    print(format_table(report(before, after, sets), ["responses", "model", "n", "accuracy", "auroc", "log_loss", "brier", "ece"],
-                       title=f"{folder}: temperature {before.temperature:.4f} -> {after.temperature:.4f}"))
+    print(format_table(report(after, sets), ["responses", "model", "n", "accuracy", "auroc", "log_loss", "brier", "ece"],
+                       title=f"{folder}: temperature {after.temperature:.4f} (loaded with {loaded_with:.4f})"))
     if args.write:
         if after.metadata.get("validation_curve_caveat"):
             from .train_response import FINETUNED_CURVE_CAVEAT
