@@ -330,6 +330,7 @@ def response_model_record(model: ResponseClassifier | ResponseCascade) -> dict[s
         return {"response_model_sha256": full.manifest_["files"]["model.joblib"],
                 "response_threshold": model.threshold, "response_temperature": full.temperature,
                 "response_cascade": {"fast_model_sha256": fast.manifest_["files"]["model.joblib"],
+                                     "fast_model_temperature": fast.temperature,
                                      "low": model.low, "high": model.high}}
     # The temperature beside the sha256: model.joblib does not hold it, and a merged prompt whose
     # answers tie is labelled by their mean probability, which the temperature moves.

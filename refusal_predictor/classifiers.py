@@ -574,7 +574,7 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
         weights = np.ones(len(labels)) if sample_weight is None else checked_weights(sample_weight, len(labels))
         fixed = self._fixed_rows(texts)
         used = np.ones(len(texts), bool) if fixed is None else ~fixed
-        weighted = used & (weights > 0)
+        weighted = used & (weights > 0)  # the rows the fit reads
         n_ref, n_comp = int(labels[weighted].sum()), int((1 - labels[weighted]).sum())
         if min(n_ref, n_comp) < MIN_RECALIBRATION_EXAMPLES:
             left_out = [f"{int((~used).sum())} blank texts, whose probability is fixed"] if (~used).any() else []
@@ -582,22 +582,21 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"recalibrate needs at least {MIN_RECALIBRATION_EXAMPLES} refusals and "
                              f"{MIN_RECALIBRATION_EXAMPLES} compliances; found {n_ref} refusals and {n_comp} "
                              f"compliances" + (f" ({' and '.join(left_out)}, left out)" if left_out else ""))
-        kept = [t for t, u in zip(texts, used) if u]
+        kept = [t for t, u in zip(texts, weighted) if u]
         raw = self._heads_proba(kept, self.model_, tempered=False)[0][:, 1].astype(np.float64)
-        y_used, w_used = labels[used], weights[used]
+        y_used, w_used = labels[weighted], weights[weighted]
         new = check_temperature(fit_temperature(raw, y_used, w_used))
         old = self.temperature
 
-        def fit_quality(p: np.ndarray) -> dict[str, float]:
-            return {"log_loss": log_loss(y_used, p, w_used),
-                    **{k: binary_metrics(y_used, p)[k] for k in ("brier", "ece")}}
+        def fit_quality(p: np.ndarray) -> dict[str, float]:  # unweighted, as the report's tables are
+            return {"log_loss": log_loss(y_used, p), **{k: binary_metrics(y_used, p)[k] for k in ("brier", "ece")}}
 
         # measured against the head alone (temperature 1), whatever temperature came before
         self.metadata_ = {**self.metadata, "recalibration": {
-            "temperature": new, "rows": int(used.sum()), "refusals": n_ref, "compliances": n_comp,
-            "left_out_fixed_rows": int((~used).sum()), "source": source,
+            "temperature": new, "rows": int(weighted.sum()), "refusals": n_ref, "compliances": n_comp,
+            "left_out_fixed_rows": int((~used).sum()), "left_out_zero_weight_rows": int((used & ~weighted).sum()),
+            "sample_weight": sample_weight is not None, "source": source,
             "without_temperature": fit_quality(raw), "with_temperature": fit_quality(temper(raw, new)),
-            "log_loss_weighted": sample_weight is not None,
         }}
         self.temperature_ = new
         record = self.metadata_["recalibration"]
@@ -867,9 +866,15 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
         curve = self.metadata.get("validation_curve")
         if not curve:
             raise ValueError("this model has no stored validation curve; train it with validation_curve=True")
-        # The curve is on the head's scale (before any temperature): mapped once, as scores are.
-        threshold = float(temper(pick_threshold(curve, precision=precision, recall=recall, refusal_rate=refusal_rate),
-                                 self.temperature))
+        threshold = pick_threshold(curve, precision=precision, recall=recall, refusal_rate=refusal_rate)
+        if self.temperature != 1.0:
+            # The curve is on the head's scale (before any temperature): mapped once, as scores are.
+            # A cut above every curve score (refusal_rate=0) must stay above the mapped top score.
+            top = max(curve["threshold"])
+            mapped = float(temper(threshold, self.temperature))
+            if threshold > top:
+                mapped = max(mapped, float(np.nextafter(temper(top, self.temperature), 1.0)))
+            threshold = mapped
         caveat = self.metadata.get("validation_curve_caveat")
         if caveat:
             # Training knows when its curve is not held out (an encoder fine-tuned on the same

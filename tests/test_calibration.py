@@ -18,6 +18,7 @@ from refusal_predictor import ModelFileError, PromptClassifier, ResponseClassifi
 from refusal_predictor.artifacts import shipped_path
 from refusal_predictor.calibration import fit_temperature, temper
 from refusal_predictor.metrics import binary_metrics
+from refusal_predictor.thresholds import pick_threshold
 from training import data
 from training.recalibrate_response import heldout_responses, recalibrate_on
 from training.train_response import training_pool
@@ -50,7 +51,7 @@ def test_fit_temperature_recovers_a_known_temperature():
     with pytest.raises(ValueError, match="both classes, with weight"):
         fit_temperature([0.2, 0.9, 0.4], [1, 0, 0], sample_weight=[0, 1, 1])
     # texts scored right and near-certainly (a model's own training texts) fit no temperature
-    with pytest.raises(ValueError, match=r"outside \[0.05, 20\]: these texts are scored right"):
+    with pytest.raises(ValueError, match=r"outside \[0.5, 20\]: these texts are scored right"):
         fit_temperature([0.001, 0.01, 0.99, 0.999], [0, 0, 1, 1])
 
 
@@ -128,7 +129,22 @@ def test_thresholds_move_with_the_probabilities(recalibrated, raw):
     assert np.array_equal(raw.refusal_probability(texts) >= old, model.refusal_probability(texts) >= new)
     assert model.threshold == 0.5 and model.refusal_probability([""])[0] == 1.0  # fixed, not tempered
     # the stored curve stays on the head's scale: recalibrating again maps from it, never drifts
-    assert model.metadata["validation_curve"] == raw.metadata["validation_curve"]
+    curve = model.metadata["validation_curve"]
+    assert curve == raw.metadata["validation_curve"]
+    # a cut above every curve score stays above it once mapped; at temperature 1 nothing is mapped
+    with pytest.warns(UserWarning, match="optimistic"):
+        above = model.threshold_for(refusal_rate=0)
+        assert raw.threshold_for(recall=0.9) == pick_threshold(curve, recall=0.9)
+    assert above > temper(max(curve["threshold"]), model.temperature)
+
+
+def test_a_labels_cache_names_the_temperature_too(response_model):
+    from training.train_prompt import labels_model_key
+
+    sha = response_model.manifest_["files"]["model.joblib"]
+    assert labels_model_key(response_model) == f"{sha}+temperature={response_model.temperature!r}"
+    ngrams = ResponseClassifier.load("ngrams")
+    assert labels_model_key(ngrams) == ngrams.manifest_["files"]["model.joblib"]  # earlier caches still match
 
 
 def test_save_calibration_leaves_model_joblib_byte_for_byte(recalibrated, tmp_path):
@@ -204,12 +220,12 @@ def test_a_partial_save_keeps_the_live_model_s_unsaved_parts(recalibrated, heldo
     assert model.temperature == unsaved and model.metadata["recalibration"]["rows"] == 200
 
 
-@pytest.mark.parametrize("value", [-1, 0, "2", None, float("inf"), 1e300, 1e-300])
+@pytest.mark.parametrize("value", [-1, 0, "2", None, float("inf"), 1e300, 1e-300, 0.2, 25])
 def test_a_bad_temperature_in_a_manifest_names_the_file(value, tmp_path):
     folder = tmp_path / "m"
     shutil.copytree(shipped_path("response-ngrams"), folder)
     manifest = json.loads((folder / "manifest.json").read_text())
     manifest["temperature"] = value
     (folder / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(ModelFileError, match=r"manifest\.json.*'temperature' must be a positive number from 0.01 to 100"):
+    with pytest.raises(ModelFileError, match=r"manifest\.json.*'temperature' must be a positive number from 0.5 to 20"):
         ResponseClassifier.load(folder)

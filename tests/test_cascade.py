@@ -138,7 +138,7 @@ def test_the_card_records_both_stages(cascade, response_model):
     record = response_model_record(cascade)
     assert record["response_model_sha256"] == response_model.manifest_["files"]["model.joblib"]
     assert record["response_cascade"] == {"fast_model_sha256": cascade.fast.manifest_["files"]["model.joblib"],
-                                          "low": DEFAULT_LOW, "high": DEFAULT_HIGH}
+                                          "fast_model_temperature": 1.0, "low": DEFAULT_LOW, "high": DEFAULT_HIGH}
     assert record["response_temperature"] == response_model.temperature > 1  # the full stage's (recalibrated)
     assert response_model_record(response_model) == {
         "response_model_sha256": response_model.manifest_["files"]["model.joblib"], "response_threshold": 0.5,

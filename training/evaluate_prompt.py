@@ -203,7 +203,13 @@ def check_cards_labelled_by(rc: ResponseClassifier, root: Path | None = None) ->
     sha = rc.manifest_["files"]["model.joblib"]
     for folder in sorted(p for p in root.iterdir() if (p / MANIFEST).is_file()):
         card = read_manifest(folder, MANIFEST, MODEL_FORMAT, (FORMAT_VERSION,)).get("metadata", {})
-        labelled_by = card.get("training", {}).get("response_model_sha256")
+        training = card.get("training", {})
+        labelled_by = training.get("response_model_sha256")
+        # Cards written before temperatures existed record the sha256 only, which is checked alone.
+        if "response_temperature" in training and training["response_temperature"] != rc.temperature:
+            raise ValueError(f"{folder}: its training data was labelled by the response model of sha256 {labelled_by} "
+                             f"at temperature {training['response_temperature']}, not at this run's labels model's "
+                             f"{rc.temperature}: pass --labels-model with the response model that labelled it")
         if labelled_by != sha:
             raise ValueError(f"{folder}: its training data was labelled by the response model of sha256 {labelled_by}, "
                              f"not by the labels model of this run ({sha}); its card would get another model's "

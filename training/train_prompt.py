@@ -156,6 +156,13 @@ def read_labels_cache(cache: Path) -> pd.DataFrame | None:
     return cached
 
 
+def labels_model_key(rc: ResponseClassifier) -> str:
+    """Which response model labelled a cache's rows: its model.joblib's sha256, and its temperature
+    when it has one (the file does not hold it, and it moves the probabilities a cache keeps)."""
+    sha = rc.manifest_["files"]["model.joblib"]
+    return sha if rc.temperature == 1.0 else f"{sha}+temperature={rc.temperature!r}"
+
+
 def bootstrap(pool: pd.DataFrame, rc: ResponseClassifier, cache: Path | None = None,
               universe: pd.DataFrame | None = None) -> pd.DataFrame:
     """Label every response with the response classifier; one row per (prompt, response).
@@ -168,7 +175,7 @@ def bootstrap(pool: pd.DataFrame, rc: ResponseClassifier, cache: Path | None = N
     whatever runs came before, and rows the data no longer has leave it. Labels are recomputed
     at the model's threshold; labels another response model made are stale and replaced.
     """
-    key = rc.manifest_["files"]["model.joblib"]
+    key = labels_model_key(rc)
     rows = pool[CACHE_KEY].reset_index(drop=True)
     cached = read_labels_cache(cache) if cache is not None else None
     if cached is not None and not (cached["response_model"] == key).all():
@@ -331,6 +338,7 @@ def train_target(
             "labels": f"bootstrapped by {'the shipped' if is_shipped(rc) else 'a'} ResponseClassifier "
                       f"(majority over duplicate prompts)",
             "response_model_sha256": rc.manifest_["files"]["model.joblib"],
+            "response_temperature": rc.temperature,
             "excluded": "the paper's test split (256 prompts)",
         },
         "evaluation": {"cross_validation_vs_bootstrapped_labels": model.metadata.get("cross_validation", {})},
