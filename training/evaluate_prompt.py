@@ -206,7 +206,7 @@ def check_cards_labelled_by(rc: ResponseClassifier, root: Path | None = None) ->
         training = card.get("training", {})
         labelled_by = training.get("response_model_sha256")
         # Cards written before temperatures existed record the sha256 only, which is checked alone.
-        if "response_temperature" in training and training["response_temperature"] != rc.temperature:
+        if "response_temperature" in training and training["response_temperature"] != getattr(rc, "temperature", 1.0):
             raise ValueError(f"{folder}: its training data was labelled by the response model of sha256 {labelled_by} "
                              f"at temperature {training['response_temperature']}, not at this run's labels model's "
                              f"{rc.temperature}: pass --labels-model with the response model that labelled it")

@@ -160,7 +160,8 @@ def labels_model_key(rc: ResponseClassifier) -> str:
     """Which response model labelled a cache's rows: its model.joblib's sha256, and its temperature
     when it has one (the file does not hold it, and it moves the probabilities a cache keeps)."""
     sha = rc.manifest_["files"]["model.joblib"]
-    return sha if rc.temperature == 1.0 else f"{sha}+temperature={rc.temperature!r}"
+    temperature = getattr(rc, "temperature", 1.0)  # a stand-in model without one labels as the head does
+    return sha if temperature == 1.0 else f"{sha}+temperature={temperature!r}"
 
 
 def bootstrap(pool: pd.DataFrame, rc: ResponseClassifier, cache: Path | None = None,
@@ -338,7 +339,7 @@ def train_target(
             "labels": f"bootstrapped by {'the shipped' if is_shipped(rc) else 'a'} ResponseClassifier "
                       f"(majority over duplicate prompts)",
             "response_model_sha256": rc.manifest_["files"]["model.joblib"],
-            "response_temperature": rc.temperature,
+            "response_temperature": getattr(rc, "temperature", 1.0),
             "excluded": "the paper's test split (256 prompts)",
         },
         "evaluation": {"cross_validation_vs_bootstrapped_labels": model.metadata.get("cross_validation", {})},
