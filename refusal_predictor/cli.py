@@ -184,6 +184,22 @@ def build_parser() -> argparse.ArgumentParser:
     # a log holding both fields never scores its responses with a prompt model.
     _add_io_options(p, None, "the --kind: response or prompt")
 
+    p = sub.add_parser("recalibrate", help="fit a model's temperature on a labelled file it did not train on, so its "
+                                           "probabilities mean what they say (labels at 0.5 kept)")
+    p.add_argument("input", help="labelled file of texts the model did not train on (at least 10 of each class)")
+    p.add_argument("--kind", choices=["response", "prompt"], default="response")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--model", help="model folder, or a shipped response variant (default, ngrams) (default: the "
+                                       "shipped model of that kind)")
+    group.add_argument("--target", help="shipped target LLM of a prompt model (--kind prompt); see `info`")
+    p.add_argument("-o", "--output", required=True,
+                   help="model folder to write: the --model folder itself writes only the temperature into it "
+                        "(model.joblib kept byte for byte); any other folder gets the whole model")
+    _add_label_options(p)
+    _add_threads_option(p)
+    _add_progress_option(p)
+    _add_io_options(p, None, "the --kind: response or prompt")
+
     p = sub.add_parser("export-encoder", help="export a sentence-transformers model to an ONNX encoder folder (needs the [train] extra)")
     p.add_argument("model", help="hub name (needs internet; all-MiniLM-L6-v2 is read from the copy the [train] extra "
                                  "installs) or local sentence-transformers folder")
@@ -480,6 +496,43 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_recalibrate(args: argparse.Namespace) -> int:
+    from .classifiers import RefusalClassifier, check_save_folder
+
+    if args.kind == "response":
+        from .cascade import load_response_model as load
+    else:
+        from .prompt import PromptClassifier
+
+        load = PromptClassifier.load
+    if args.target is not None and args.kind != "prompt":
+        raise ValueError("--target names a shipped prompt model; add --kind prompt (a response model is chosen with --model)")
+    model = _configured(load(target=args.target) if args.target is not None else load(args.model), args)
+    if not isinstance(model, RefusalClassifier):
+        raise ValueError("the cascade is two models: recalibrate its stages one by one (--model default, --model ngrams)")
+    in_place = model._folder_of_record() == Path(args.output).resolve()
+    if not in_place:
+        check_save_folder(args.output, model.kind)  # before the file is read, not after
+    text_field = args.kind if args.text_field is None else args.text_field
+    texts, labels, bad, _ = read_labelled(args.input, text_field, args.label_field, args.input_format, args.encoding,
+                                          args.refusal_values, args.compliance_values, separator=args.separator)
+    _report_skipped(bad, args.input, None)
+    if not args.no_progress:
+        print(f"scoring {len(texts)} labelled texts of {args.input} ...", file=sys.stderr)
+    model.recalibrate(texts, labels, source=f"{Path(args.input).name}: {len(texts)} labelled texts")
+    record = model.metadata["recalibration"]
+    before, after = record["without_temperature"], record["with_temperature"]
+    if in_place:
+        model.save_calibration(args.output)
+    else:
+        model.save(args.output)
+    print(f"temperature {record['temperature']:.4f} from {record['rows']} texts ({record['refusals']} refusals; "
+          f"skipped {len(bad)}): log loss {before['log_loss']:.4f} -> {after['log_loss']:.4f}, "
+          f"ECE {before['ece']:.4f} -> {after['ece']:.4f} (head alone -> recalibrated, on these texts); "
+          f"saved to {args.output}" + (" (temperature only)" if in_place else ""))
+    return 0
+
+
 def _scored_with_progress(model, texts: list[str], progress: bool, chunk: int = 512):
     """``model.refusal_probability(texts)``, a chunk at a time under a progress bar."""
     import numpy as np
@@ -650,6 +703,7 @@ _COMMANDS = {
     "label-responses": _cmd_label_responses,
     "train-response": _cmd_train_response,
     "evaluate": _cmd_evaluate,
+    "recalibrate": _cmd_recalibrate,
     "export-encoder": _cmd_export_encoder,
     "info": _cmd_info,
 }

@@ -808,3 +808,34 @@ def test_info_prints_a_manifest_without_a_summary(tmp_path, monkeypatch, capsys)
     monkeypatch.setattr(artifacts, "shipped_models_root", lambda: root)
     assert main(["info"]) == 0
     assert "encoders/all-MiniLM-L6-v2-int8 (train-response --encoder all-MiniLM-L6-v2-int8): encoder\n" in capsys.readouterr().out
+
+
+def test_recalibrate_writes_a_new_model_or_only_the_temperature(tmp_path, capsys, data_dir):
+    import hashlib
+    import shutil
+
+    from refusal_predictor.artifacts import shipped_path
+    from training.recalibrate_response import heldout_responses
+    from training.train_response import training_pool
+
+    rows = heldout_responses(data_dir, training_pool(data_dir), n=200)  # GPTFuzz responses no model trained on
+    held = tmp_path / "held.jsonl"
+    held.write_text("".join(json.dumps({"response": r, "label": l}) + "\n" for r, l in zip(rows["response"], rows["label"])))
+    assert main(["recalibrate", str(held), "--model", "ngrams", "-o", str(tmp_path / "new"), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "from 200 texts" in out and "saved to" in out and "(temperature only)" not in out
+    new, shipped = ResponseClassifier.load(tmp_path / "new"), ResponseClassifier.load("ngrams")
+    assert new.temperature == new.metadata["recalibration"]["temperature"] != 1.0
+    texts = rows["response"].tolist()[:50]
+    assert list(new.predict(texts)) == list(shipped.predict(texts))
+    assert not np.array_equal(new.refusal_probability(texts), shipped.refusal_probability(texts))
+    # the model's own folder: only the temperature goes in, model.joblib stays byte for byte
+    folder = tmp_path / "copy"
+    shutil.copytree(shipped_path("response-ngrams"), folder)
+    sha = hashlib.sha256((folder / "model.joblib").read_bytes()).hexdigest()
+    assert main(["recalibrate", str(held), "--model", str(folder), "-o", str(folder), "--no-progress"]) == 0
+    assert "(temperature only)" in capsys.readouterr().out
+    assert hashlib.sha256((folder / "model.joblib").read_bytes()).hexdigest() == sha
+    assert ResponseClassifier.load(folder).temperature == new.temperature
+    assert main(["recalibrate", str(held), "--model", "cascade", "-o", str(tmp_path / "c")]) == 2
+    assert "recalibrate its stages one by one" in capsys.readouterr().err
