@@ -92,6 +92,15 @@ def _configured(model, args: argparse.Namespace):
     return model.configure_encoder(num_threads=args.threads) if args.threads is not None else model
 
 
+def _add_kind_options(p: argparse.ArgumentParser, variants: str) -> None:
+    """--kind, and --model or --target: which model a command reads (see ``_model_loader``)."""
+    p.add_argument("--kind", choices=["response", "prompt"], default="response")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--model", help=f"model folder, or a shipped response variant ({variants}) (default: "
+                                       "the shipped model of that kind)")
+    group.add_argument("--target", help="shipped target LLM of a prompt model (--kind prompt); see `info`")
+
+
 def _add_label_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-field", default="label", help="field holding each record's true label (default: %(default)s)")
     p.add_argument("--refusal-values", type=_value_set, metavar="V1,V2",
@@ -169,11 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="accuracy, F1, AUROC and calibration (Brier, ECE) of a model on a labelled file")
     p.add_argument("input", help="labelled file")
-    p.add_argument("--kind", choices=["response", "prompt"], default="response")
-    group = p.add_mutually_exclusive_group()
-    group.add_argument("--model", help="model folder, or a shipped response variant (default, ngrams, cascade) (default: "
-                                       "the shipped model of that kind)")
-    group.add_argument("--target", help="shipped target LLM of a prompt model (--kind prompt); see `info`")
+    _add_kind_options(p, "default, ngrams, cascade")
     _add_label_options(p)
     p.add_argument("--threshold", type=_probability, help="refusal probability cut (default: the model's)")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON (an undefined metric is null)")
@@ -187,11 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("recalibrate", help="fit a model's temperature on a labelled file it did not train on, so its "
                                            "probabilities mean what they say (labels at 0.5 kept)")
     p.add_argument("input", help="labelled file of texts the model did not train on (at least 10 of each class)")
-    p.add_argument("--kind", choices=["response", "prompt"], default="response")
-    group = p.add_mutually_exclusive_group()
-    group.add_argument("--model", help="model folder, or a shipped response variant (default, ngrams) (default: the "
-                                       "shipped model of that kind)")
-    group.add_argument("--target", help="shipped target LLM of a prompt model (--kind prompt); see `info`")
+    _add_kind_options(p, "default, ngrams")
     p.add_argument("-o", "--output", required=True,
                    help="model folder to write: the --model folder itself writes only the temperature into it "
                         "(model.joblib kept byte for byte); any other folder gets the whole model")
@@ -452,9 +453,8 @@ def _cmd_train_response(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from .metrics import binary_metrics
-
+def _model_loader(args: argparse.Namespace):
+    """What ``--kind`` with ``--model`` / ``--target`` name (checked now), loaded when called."""
     if args.kind == "response":
         from .cascade import load_response_model as load
     else:
@@ -463,6 +463,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         load = PromptClassifier.load
     if args.target is not None and args.kind != "prompt":
         raise ValueError("--target names a shipped prompt model; add --kind prompt (a response model is chosen with --model)")
+    return lambda: _configured(load(target=args.target) if args.target is not None else load(args.model), args)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .metrics import binary_metrics
+
+    load_model = _model_loader(args)
     if args.threshold is not None:
         from .thresholds import check_threshold
 
@@ -471,7 +478,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         from .records import check_paths
 
         check_paths(args.input, errors=args.errors, input_format=args.input_format)  # never the input
-    model = _configured(load(target=args.target) if args.target is not None else load(args.model), args)
+    model = load_model()
     text_field = args.kind if args.text_field is None else args.text_field
     texts, labels, bad, _ = read_labelled(args.input, text_field, args.label_field, args.input_format, args.encoding,
                                           args.refusal_values, args.compliance_values, separator=args.separator)
@@ -499,15 +506,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_recalibrate(args: argparse.Namespace) -> int:
     from .classifiers import RefusalClassifier, check_save_folder
 
-    if args.kind == "response":
-        from .cascade import load_response_model as load
-    else:
-        from .prompt import PromptClassifier
-
-        load = PromptClassifier.load
-    if args.target is not None and args.kind != "prompt":
-        raise ValueError("--target names a shipped prompt model; add --kind prompt (a response model is chosen with --model)")
-    model = _configured(load(target=args.target) if args.target is not None else load(args.model), args)
+    model = _model_loader(args)()
     if not isinstance(model, RefusalClassifier):
         raise ValueError("the cascade is two models: recalibrate its stages one by one (--model default, --model ngrams)")
     in_place = model._folder_of_record() == Path(args.output).resolve()
