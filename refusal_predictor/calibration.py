@@ -7,9 +7,8 @@ in a separation that new responses do not have: on the paper's held-out test res
 said 0.01 where 7 % were refusals (README, "How good is it?"). A temperature ``T`` fitted on
 labelled texts that neither the encoder nor the head has seen rescales the log-odds,
 ``p -> sigmoid(logit(p) / T)``: one number, so a few hundred texts fix it; monotone, so the
-ranking (AUROC) is kept; and it leaves 0.5 where it is, so with the threshold mapped through
-it (:func:`temper`), every decision stays (Guo et al., 2017, "On Calibration of Modern Neural
-Networks").
+ranking (AUROC) is kept; and it leaves 0.5 where it is, so at threshold 0.5 every decision stays
+(Guo et al., 2017, "On Calibration of Modern Neural Networks").
 """
 from __future__ import annotations
 
@@ -34,7 +33,7 @@ _LOG_T_BOUND = math.log(100.0)
 
 
 def check_temperature(value: Any, name: str = "temperature") -> float:
-    """A temperature, or a ValueError naming ``name``: a number in [0.01, 100]."""
+    """A temperature, or a ValueError naming ``name``: a number in [MIN_TEMPERATURE, MAX_TEMPERATURE]."""
     problem = f"{name} must be a positive number from {MIN_TEMPERATURE} to {MAX_TEMPERATURE:g}, got {value!r}"
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise ValueError(problem)
@@ -48,9 +47,12 @@ def temper(p: Any, temperature: float, before: float = 1.0) -> np.ndarray:
 
     Monotone in ``p`` (ties stay ties, order stays order); 0.5 maps to 0.5, and 0 and 1 to
     themselves, so a threshold mapped alongside the scores keeps every decision, the thresholds
-    0 ("flag everything") and 1 included. Returns float64.
+    0 ("flag everything") and 1 included. Returns float64; at ``temperature == before`` the
+    scores themselves, with no float round trip through the log-odds.
     """
     p = np.asarray(p, dtype=np.float64)
+    if temperature == before:
+        return p.copy()
     out = expit(logit(np.clip(p, _EPS, 1 - _EPS)) * (before / temperature))
     # Rounding must not carry a score across 0.5 (0.5 - 1e-16 came out as exactly 0.5 at T=2.15).
     out = np.where((p < 0.5) & (out >= 0.5), np.nextafter(0.5, 0.0), np.where((p >= 0.5) & (out < 0.5), 0.5, out))

@@ -521,7 +521,7 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
             for out, head in zip(chunks, heads):
                 out.append(head.predict_proba(matrix))
         result = [np.vstack(out) for out in chunks]
-        if tempered and self.temperature != 1.0:
+        if tempered and self.temperature != 1.0:  # skips a copy: temper is the identity at 1
             for i, head in enumerate(heads):
                 if head is self.model_:
                     refusal = temper(result[i][:, 1], self.temperature)
@@ -589,7 +589,8 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
         old = self.temperature
 
         def fit_quality(p: np.ndarray) -> dict[str, float]:  # unweighted, as the report's tables are
-            return {"log_loss": log_loss(y_used, p), **{k: binary_metrics(y_used, p)[k] for k in ("brier", "ece")}}
+            metrics = binary_metrics(y_used, p)
+            return {"log_loss": log_loss(y_used, p), "brier": metrics["brier"], "ece": metrics["ece"]}
 
         # measured against the head alone (temperature 1), whatever temperature came before
         self.metadata_ = {**self.metadata, "recalibration": {
@@ -701,7 +702,7 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
             "kind": self.kind,
             "classes": list(CLASSES),
             "threshold": check_threshold(self.threshold),  # a float: np.float32 is not JSON
-            **({"temperature": self.temperature} if self.temperature != 1.0 else {}),
+            **self._temperature_field(),
             "params": {k: _jsonable(v) for k, v in self._resolved_params().items()},
             "encoder": encoder_info,
             "versions": {
@@ -747,6 +748,10 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
         state.features_.__dict__.pop("_encoder_options", None)
         return state
 
+    def _temperature_field(self) -> dict[str, float]:
+        """The manifest's ``temperature`` field: present only for a recalibrated model."""
+        return {"temperature": self.temperature} if self.temperature != 1.0 else {}
+
     def _manifest_of_record(self, folder: Path) -> dict[str, Any]:
         """The manifest of ``folder``, which must hold the model.joblib this model was loaded from
         (checked by its sha256), for the saves that write only what lies beside that file."""
@@ -776,7 +781,7 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
             else:
                 metadata.pop(key, None)
         manifest = {k: v for k, v in manifest.items() if k != "temperature"}
-        manifest.update(metadata=metadata, **({"temperature": self.temperature} if self.temperature != 1.0 else {}))
+        manifest.update(metadata=metadata, **self._temperature_field())
         with staged_folder(folder) as staging:
             carry_over(folder, staging, {MANIFEST})
             write_json(staging / MANIFEST, manifest)
@@ -867,14 +872,13 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
         if not curve:
             raise ValueError("this model has no stored validation curve; train it with validation_curve=True")
         threshold = pick_threshold(curve, precision=precision, recall=recall, refusal_rate=refusal_rate)
-        if self.temperature != 1.0:
-            # The curve is on the head's scale (before any temperature): mapped once, as scores are.
-            # A cut above every curve score (refusal_rate=0) must stay above the mapped top score.
-            top = max(curve["threshold"])
-            mapped = float(temper(threshold, self.temperature))
-            if threshold > top:
-                mapped = max(mapped, float(np.nextafter(temper(top, self.temperature), 1.0)))
-            threshold = mapped
+        # The curve is on the head's scale (before any temperature): mapped once, as scores are.
+        # A cut above every curve score (refusal_rate=0) must stay above the mapped top score.
+        top = max(curve["threshold"])
+        mapped = float(temper(threshold, self.temperature))
+        if threshold > top:
+            mapped = max(mapped, float(np.nextafter(temper(top, self.temperature), 1.0)))
+        threshold = mapped
         caveat = self.metadata.get("validation_curve_caveat")
         if caveat:
             # Training knows when its curve is not held out (an encoder fine-tuned on the same

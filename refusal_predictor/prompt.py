@@ -117,7 +117,7 @@ class PromptClassifier(RefusalClassifier):
         return {
             "prompt": text,
             # From the matrix built above: predict_proba would transform (and embed) the text again.
-            "refusal_probability": _tempered_one(float(self.model_.predict_proba(matrix)[0, 1]), self.temperature),
+            "refusal_probability": float(temper(self.model_.predict_proba(matrix)[0, 1], self.temperature)),
             "toward_refusal": [(str(names[i]), float(ngram_part[i])) for i in top_refusal],
             "toward_compliance": [(str(names[i]), float(ngram_part[i])) for i in top_compliance],
             "absent_ngrams_contribution": float(ngram_part[~present].sum()),
@@ -177,11 +177,6 @@ class PromptClassifier(RefusalClassifier):
         if stale:
             logger.warning("%s: dropped %s: it described the model this save replaces, and this model has no "
                            "card (save(path, metadata=card) writes one)", folder, ", ".join(stale))
-
-
-def _tempered_one(p: float, temperature: float) -> float:
-    """One probability at ``temperature``, exactly as ``predict_proba`` gives it (no round trip at 1)."""
-    return p if temperature == 1.0 else float(temper(p, temperature))
 
 
 def model_card_markdown(card: dict[str, Any], where: PathLike | None = None) -> str:

@@ -201,15 +201,16 @@ def check_cards_labelled_by(rc: ResponseClassifier, root: Path | None = None) ->
     over the shipped models, which the shipped response model labelled)."""
     root = shipped_path("prompt") if root is None else root
     sha = rc.manifest_["files"]["model.joblib"]
+    temperature = getattr(rc, "temperature", 1.0)  # a stand-in model without one labels as the head does
     for folder in sorted(p for p in root.iterdir() if (p / MANIFEST).is_file()):
         card = read_manifest(folder, MANIFEST, MODEL_FORMAT, (FORMAT_VERSION,)).get("metadata", {})
         training = card.get("training", {})
         labelled_by = training.get("response_model_sha256")
         # Cards written before temperatures existed record the sha256 only, which is checked alone.
-        if "response_temperature" in training and training["response_temperature"] != getattr(rc, "temperature", 1.0):
+        if "response_temperature" in training and training["response_temperature"] != temperature:
             raise ValueError(f"{folder}: its training data was labelled by the response model of sha256 {labelled_by} "
                              f"at temperature {training['response_temperature']}, not at this run's labels model's "
-                             f"{rc.temperature}: pass --labels-model with the response model that labelled it")
+                             f"{temperature}: pass --labels-model with the response model that labelled it")
         if labelled_by != sha:
             raise ValueError(f"{folder}: its training data was labelled by the response model of sha256 {labelled_by}, "
                              f"not by the labels model of this run ({sha}); its card would get another model's "

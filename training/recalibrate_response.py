@@ -43,15 +43,17 @@ SOURCE = ("GPTFuzz labelled responses outside the response pool (never trained o
           "head), de-duplicated, non-blank")
 
 
-def heldout_responses(data_dir: Path, pool: pd.DataFrame, n: int | None = HELDOUT_ROWS, seed: int = 0) -> pd.DataFrame:
+def heldout_responses(data_dir: Path, pool: pd.DataFrame, n: int | None = HELDOUT_ROWS, seed: int = 0,
+                      trained_texts: list[str] | None = None) -> pd.DataFrame:
     """GPTFuzz's labelled responses that no response model or encoder was trained on (see module
     doc): none equals, up to whitespace and case, a text the head trained on (the pool's responses
-    and their openings, ``train_response.training_rows``); ``n``: a seeded sample of at most that
-    many (``None``: all, in a seeded order)."""
+    and their openings, ``train_response.training_rows``, unless the caller has them already as
+    ``trained_texts``); ``n``: a seeded sample of at most that many (``None``: all, in a seeded
+    order)."""
     from .train_response import training_rows
 
     fuzz = data.load_gptfuzz(data_dir)
-    seen = {text_key(t) for t in training_rows(pool)[0]}
+    seen = {text_key(t) for t in (training_rows(pool)[0] if trained_texts is None else trained_texts)}
     keys = fuzz["response"].map(text_key)
     fuzz = fuzz[~keys.isin(seen) & ~fuzz["response"].map(is_blank)].assign(key=keys)
     fuzz = fuzz.drop_duplicates(subset=["key"]).drop(columns="key")

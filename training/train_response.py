@@ -170,7 +170,7 @@ def train(data_dir: Path, output: Path, select: bool, recipe_name: str | None = 
         from .recalibrate_response import heldout_responses, recalibrate_on
 
         metadata["validation_curve_caveat"] = FINETUNED_CURVE_CAVEAT
-        recalibrate_on(clf, heldout_responses(data_dir, pool))
+        recalibrate_on(clf, heldout_responses(data_dir, pool, trained_texts=train_texts))
     clf.save(output, metadata=metadata)
     print(f"saved {output}: {metadata['summary']}")
     return clf
