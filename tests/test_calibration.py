@@ -229,3 +229,25 @@ def test_a_bad_temperature_in_a_manifest_names_the_file(value, tmp_path):
     (folder / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ModelFileError, match=r"manifest\.json.*'temperature' must be a positive number from 0.5 to 20"):
         ResponseClassifier.load(folder)
+
+
+def test_card_check_refuses_labels_of_the_same_head_at_another_temperature(response_model, tmp_path):
+    """A card that records the temperature its labels were made at is checked on it too: the same
+    model.joblib at another temperature decides merged prompts' ties otherwise."""
+    from training.evaluate_prompt import check_cards_labelled_by
+
+    folder = tmp_path / "gpt-4"
+    shutil.copytree(shipped_path("prompt") / "gpt-4", folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    training = manifest["metadata"]["training"]
+    assert training["response_model_sha256"] == response_model.manifest_["files"]["model.joblib"]
+    check_cards_labelled_by(response_model, tmp_path)  # no temperature recorded: the sha256 alone is checked
+
+    for recorded, agrees in ((response_model.temperature, True), (1.0, False)):
+        training["response_temperature"] = recorded
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+        if agrees:
+            check_cards_labelled_by(response_model, tmp_path)
+        else:
+            with pytest.raises(ValueError, match=r"gpt-4: .*at temperature 1\.0, not at this run's labels model's 2\.15"):
+                check_cards_labelled_by(response_model, tmp_path)
