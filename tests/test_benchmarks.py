@@ -8,7 +8,7 @@ from __future__ import annotations
 import onnxruntime as ort
 import pytest
 
-from benchmarks import bench_cpu_agreement, bench_encoder, bench_gpu, bench_scoring, bench_threads
+from benchmarks import bench_cpu_agreement, bench_encoder, bench_gpu, bench_latency, bench_scoring, bench_threads
 from benchmarks.common import first_n
 from refusal_predictor.encoder import OnnxEncoder
 
@@ -22,6 +22,8 @@ from refusal_predictor.encoder import OnnxEncoder
     (bench_encoder, ["--runs", "-3"]),
     (bench_gpu, ["--runs", "0"]),
     (bench_cpu_agreement, ["--n", "0"]),
+    (bench_latency, ["--clients", "0"]),
+    (bench_latency, ["--runs", "0"]),
 ])
 def test_options_below_one_are_refused_with_one_line(script, argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -75,6 +77,21 @@ def test_bench_scoring_prints_every_row_with_a_readable_ratio(capsys):
     assert any("shipped cascade, ResponseCascade.load() (" in row and "% of these to the encoder)" in row for row in rows)
     ratios = [row.rstrip(" |").rsplit("| ", 1)[1] for row in rows]
     assert all(float(r) > 0 for r in ratios)  # three significant figures: no row rounds to 0.000
+
+
+def test_bench_latency_prints_percentiles_per_call_for_every_scorer(capsys):
+    bench_latency.main(["--runs", "1", "--n", "3", "--clients", "2"])
+    out = capsys.readouterr().out
+    assert "prompts: the first 3 of the paper's data" in out and "the median of 1 runs" in out
+    rows = [line.strip("| ").split(" | ") for line in out.splitlines() if line.startswith(("| prompt |", "| response |"))]
+    assert [(kind, clients) for kind, _, clients, *_ in rows].count(("prompt", "2")) == 1
+    assert len(rows) == 11 and {r[1] for r in rows} >= {"keywords (baseline)", "explain (top 10 n-grams)",
+                                                        "shipped cascade, ResponseCascade.load()"}
+    for row in rows:
+        p50, p90, p99, slowest = map(float, row[3:7])
+        assert 0 < p50 <= p90 <= p99 <= slowest  # percentiles in order: not a column mixed up
+        assert float(row[7]) > 0
+    assert [float(r[7]) for r in rows if r[1] == "keywords (baseline)"] == [1.0, 1.0]
 
 
 def test_bench_cpu_agreement_checks_folders_and_qemu_before_emulating(tmp_path, monkeypatch, capsys):
