@@ -9,6 +9,7 @@ import math
 import signal
 import sys
 import threading
+import warnings
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -125,7 +126,7 @@ def _add_score_options(p: argparse.ArgumentParser) -> None:
                    help="output file: .jsonl, .json (one array), .csv, .tsv or .parquet; .jsonl.gz / .csv.gz / .tsv.gz "
                         "are gzipped")
     p.add_argument("--output-format", choices=FORMATS, help="default: from the extension")
-    p.add_argument("--threshold", type=_probability, help="refusal probability cut for the label (default: the model's)")
+    _add_threshold_options(p, "refusal probability cut for the label (default: the model's)")
     p.add_argument("--probability-field", default="refusal_probability",
                    help="output field added for the refusal probability (default: %(default)s)")
     p.add_argument("--label-field", default="label", help="output field added for the label (default: %(default)s)")
@@ -133,6 +134,45 @@ def _add_score_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chunk-size", type=at_least_one, default=512, help="records scored per batch (default: 512)")
     _add_threads_option(p)
     _add_progress_option(p)
+
+
+# What a pre-filter asks of its cut, as ``threshold_for`` reads it off the stored validation curve.
+THRESHOLD_GOALS = {
+    "recall": "flagging at least this share of refusals (the highest such cut)",
+    "precision": "where at least this share of what it flags are refusals (the lowest such cut)",
+    "refusal_rate": "flagging at most this share of texts (the lowest such cut)",
+}
+
+
+def _add_threshold_options(p: argparse.ArgumentParser, threshold_help: str) -> None:
+    cut = p.add_mutually_exclusive_group()
+    cut.add_argument("--threshold", type=_probability, help=threshold_help)
+    for goal, meaning in THRESHOLD_GOALS.items():
+        cut.add_argument(f"--{goal.replace('_', '-')}", type=_probability, metavar="Q",
+                         help=f"instead of --threshold: the cut {meaning} on the model's stored validation curve "
+                              f"(out-of-fold scores of its training rows; threshold_for)")
+
+
+def _resolve_threshold_goal(model, args: argparse.Namespace) -> None:
+    """Turn ``--recall`` / ``--precision`` / ``--refusal-rate`` into ``args.threshold``, saying on
+    stderr which cut it is and, where training flagged it, that the curve is optimistic: a user who
+    asked for recall 0.95 must see the cut that stands for it and how far to trust it."""
+    goals = {goal: getattr(args, goal, None) for goal in THRESHOLD_GOALS}
+    goals = {goal: value for goal, value in goals.items() if value is not None}
+    if not goals:
+        return
+    (goal, value), = goals.items()
+    option = f"--{goal.replace('_', '-')}"
+    if not hasattr(model, "threshold_for"):
+        raise ValueError(f"{option} reads a model's stored validation curve, and a {type(model).__name__} has none; "
+                         f"give --threshold, or score with one model (--model DIR or a shipped name)")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        args.threshold = model.threshold_for(**{goal: value})
+    print(f"threshold {args.threshold:.6g}: {goal.replace('_', ' ')} {value:g} on the model's stored validation curve "
+          f"(out-of-fold scores of {model.metadata['validation_curve'].get('n', '?')} training rows)", file=sys.stderr)
+    for warning in caught:
+        print(f"note: {warning.message}", file=sys.stderr)
 
 
 def _add_progress_option(p: argparse.ArgumentParser) -> None:
@@ -180,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="labelled file")
     _add_kind_options(p, "default, ngrams, cascade")
     _add_label_options(p)
-    p.add_argument("--threshold", type=_probability, help="refusal probability cut (default: the model's)")
+    _add_threshold_options(p, "refusal probability cut (default: the model's)")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON (an undefined metric is null)")
     p.add_argument("--errors", help="also write every skipped row, with its line and reason, to this JSON Lines file")
     _add_threads_option(p)
@@ -284,6 +324,7 @@ def _cmd_label_responses(args: argparse.Namespace) -> int:
     if args.tone_field is not None and not args.tone:
         raise ValueError("--tone-field names the field of --tone; add --tone")
     model = load_response_model(args.model)
+    _resolve_threshold_goal(model, args)
     # A cascade is scored through a counter, so the run can end by saying what its encoder read.
     scorer = RoutingCount(model) if isinstance(model, ResponseCascade) else model
     note = scorer.note if isinstance(scorer, RoutingCount) else None
@@ -479,6 +520,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
         check_paths(args.input, errors=args.errors, input_format=args.input_format)  # never the input
     model = load_model()
+    _resolve_threshold_goal(model, args)
     text_field = args.kind if args.text_field is None else args.text_field
     texts, labels, bad, _ = read_labelled(args.input, text_field, args.label_field, args.input_format, args.encoding,
                                           args.refusal_values, args.compliance_values, separator=args.separator)
@@ -679,7 +721,9 @@ def _load_prompt_model(args: argparse.Namespace):
 
 
 def _cmd_score_prompts(args: argparse.Namespace) -> int:
-    return _run_scoring(_load_prompt_model(args), args)
+    model = _load_prompt_model(args)
+    _resolve_threshold_goal(model, args)
+    return _run_scoring(model, args)
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:

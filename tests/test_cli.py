@@ -839,3 +839,63 @@ def test_recalibrate_writes_a_new_model_or_only_the_temperature(tmp_path, capsys
     assert ResponseClassifier.load(folder).temperature == new.temperature
     assert main(["recalibrate", str(held), "--model", "cascade", "-o", str(tmp_path / "c")]) == 2
     assert "recalibrate its stages one by one" in capsys.readouterr().err
+
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "chatgpt_responses.jsonl"
+
+
+def test_score_prompts_takes_its_cut_from_a_recall_goal_and_says_which(tmp_path, capsys):
+    """A pre-filter asks for "flag 95 % of what will be refused", not for a probability: the cut
+    is the one threshold_for reads off the stored curve, and every label in the file follows it."""
+    model = PromptClassifier.load()
+    cut = model.threshold_for(recall=0.95)
+    assert cut < model.threshold  # the goal moves the cut (else this test could not tell them apart)
+    out = tmp_path / "scored.jsonl"
+    assert main(["score-prompts", str(EXAMPLE), "-o", str(out), "--recall", "0.95", "--no-progress"]) == 0
+    rows = _jsonl(out)
+    assert len(rows) == 40
+    assert all((r["predicted_label"] == "refusal") == (r["refusal_probability"] >= cut) for r in rows)
+    assert any(cut <= r["refusal_probability"] < model.threshold for r in rows)  # labelled refusal by the goal alone
+    err = capsys.readouterr().err
+    assert f"threshold {cut:.6g}: recall 0.95 on the model's stored validation curve" in err
+    assert "optimistic" not in err  # this curve carries no caveat
+
+
+def test_label_responses_passes_on_the_curves_caveat_with_the_cut(tmp_path, capsys):
+    model = ResponseClassifier.load()
+    with pytest.warns(UserWarning, match="optimistic"):
+        cut = model.threshold_for(precision=0.99)
+    out = tmp_path / "labelled.jsonl"
+    assert main(["label-responses", str(EXAMPLE), "-o", str(out), "--precision", "0.99", "--no-progress"]) == 0
+    assert all((r["label"] == "refusal") == (r["refusal_probability"] >= cut) for r in _jsonl(out))
+    err = capsys.readouterr().err
+    assert f"threshold {cut:.6g}: precision 0.99" in err and "note: this model's validation curve is optimistic" in err
+
+
+def test_evaluate_measures_at_the_cut_a_goal_picks(tmp_path, capsys):
+    labelled = tmp_path / "labelled.jsonl"
+    _, _, test = data.paper_split()
+    test[["response", "label"]].to_json(labelled, orient="records", lines=True)
+    model = ResponseClassifier.load("ngrams")
+    cut = model.threshold_for(refusal_rate=0.2)
+    assert main(["evaluate", str(labelled), "--model", "ngrams", "--refusal-rate", "0.2", "--json", "--no-progress"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    predicted = model.refusal_probability(test["response"].tolist()) >= cut
+    assert metrics["recall"] == pytest.approx(predicted[test["label"].to_numpy() == "refusal"].mean())
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["label-responses", str(EXAMPLE), "-o", "{out}", "--model", "cascade", "--recall", "0.9"],
+     "--recall reads a model's stored validation curve, and a ResponseCascade has none"),
+    (["score-prompts", str(EXAMPLE), "-o", "{out}", "--recall", "1.5"], "argument --recall"),
+    (["score-prompts", str(EXAMPLE), "-o", "{out}", "--recall", "0.9", "--threshold", "0.3"],
+     "argument --threshold: not allowed with argument --recall"),
+])
+def test_a_goal_that_cannot_be_met_is_refused_before_anything_is_written(argv, message, tmp_path, capsys):
+    out = tmp_path / "out.jsonl"
+    try:
+        code = main([a.format(out=out) for a in argv] + ["--no-progress"])
+    except SystemExit as exit_:  # argparse's own refusals
+        code = exit_.code
+    assert code == 2 and message in capsys.readouterr().err
+    assert not out.exists()
