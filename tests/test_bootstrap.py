@@ -760,3 +760,46 @@ def test_train_prompt_says_where_the_rows_went_when_a_class_is_short(tmp_path):
     assert "found 0 refused and 30 complied prompts" in message
     assert "read 33 rows; labelled 31" in message and "skipped 2 bad rows" in message
     assert "merged 1 duplicate rows" in message and "model.errors.jsonl" in message
+
+
+def test_a_label_exactly_as_sure_as_the_cut_is_kept_and_a_score_at_the_threshold_is_a_refusal():
+    # "drops rows whose label has a probability below it": at the cut is not below it
+    rows = _records([{"prompt": "p", "response": "0.9"}, {"prompt": "q", "response": "0.25"},
+                     {"prompt": "r", "response": "0.3"}])
+    kept, report = bootstrap_records(rows, _FixedScores(0.5), min_confidence=0.75)
+    assert [r["prompt"] for r in kept] == ["p", "q"] and report.dropped_low_confidence == 1
+    # the response model's predict flags p >= threshold: so does the bootstrap
+    kept, _ = bootstrap_records(rows, _FixedScores(0.3))
+    assert [r["label"] for r in kept] == ["refusal", "compliance", "refusal"]
+
+
+def test_merging_rows_that_are_already_merges_counts_each_of_their_answers():
+    rows = [{"prompt": "p", "model": "", "label": "refusal", "refusal_probability": 0.9, "refusal_rate": 1.0,
+             "n_responses": 3},
+            {"prompt": "P ", "model": "", "label": "compliance", "refusal_probability": 0.1}]
+    (merged,) = merge_duplicates(rows)
+    assert merged["n_responses"] == 4 and merged["refusal_rate"] == 0.75 and merged["label"] == "refusal"
+    assert merged["refusal_probability"] == pytest.approx(0.7)  # (3 x 0.9 + 0.1) / 4, not (0.9 + 0.1) / 2
+
+
+def test_cross_validated_selection_fits_each_fold_with_its_rows_weights():
+    from refusal_predictor.selection import grouped_cv
+
+    train, _, _ = data.paper_split()
+    texts, y = train["response"].tolist()[:300], refusal_y(train.head(300))
+    recipe = {"use_embeddings": False}
+    plain = grouped_cv(ResponseClassifier, recipe, texts, y, None, {}, folds=3)
+    # compliances weighing 20 times a refusal: the folds' heads call fewer texts refusals
+    heavy = grouped_cv(ResponseClassifier, recipe, texts, y, None, {}, folds=3,
+                       sample_weight=np.where(y == 1, 1.0, 20.0))
+    assert heavy["recall"] < plain["recall"]
+
+
+def test_selection_picks_the_best_accuracy_and_breaks_ties_by_f1(monkeypatch):
+    from refusal_predictor import selection
+
+    scores = {"sure": {"accuracy": 0.9, "f1": 0.5}, "balanced": {"accuracy": 0.8, "f1": 0.9},
+              "tied": {"accuracy": 0.9, "f1": 0.6}}
+    monkeypatch.setattr(selection, "grouped_cv", lambda cls, recipe, *a, **k: scores[recipe["name"]])
+    best, rows = selection.select(ResponseClassifier, {n: {"name": n} for n in scores}, [], np.array([]), None, {})
+    assert best == "tied" and [r["recipe"] for r in rows] == list(scores)

@@ -251,3 +251,66 @@ def test_card_check_refuses_labels_of_the_same_head_at_another_temperature(respo
         else:
             with pytest.raises(ValueError, match=r"gpt-4: .*at temperature 1\.0, not at this run's labels model's 2\.15"):
                 check_cards_labelled_by(response_model, tmp_path)
+
+
+def test_fit_temperature_refuses_scores_no_better_than_chance():
+    rng = np.random.default_rng(1)
+    with pytest.raises(ValueError, match=r"outside \[0.5, 20\]: these texts are scored no better than chance"):
+        fit_temperature(rng.random(500), rng.integers(0, 2, 500))
+
+
+def test_fit_temperature_weights_count_as_repeated_rows_and_scores_of_0_and_1_are_clipped():
+    from refusal_predictor.calibration import log_loss
+
+    rng = np.random.default_rng(1)
+    z = rng.normal(0, 3, 2000)
+    y = (rng.random(z.size) < 1 / (1 + np.exp(-z))).astype(int)
+    p = 1 / (1 + np.exp(-2 * z))
+    w = np.where(y == 1, 3, 1)
+    assert fit_temperature(p, y, w) == pytest.approx(fit_temperature(np.repeat(p, w), np.repeat(y, w)), rel=1e-6)
+    assert fit_temperature(p, y, w) != pytest.approx(fit_temperature(p, y), rel=1e-3)
+    assert log_loss(y, p, w) == pytest.approx(log_loss(np.repeat(y, w), np.repeat(p, w)))
+    # a head may say exactly 0 or 1 (and be wrong): the log-odds are clipped, not infinite
+    q = p.copy()
+    q[:5], q[5:10] = 0.0, 1.0
+    assert fit_temperature(q, y) == pytest.approx(fit_temperature(np.clip(q, 1e-15, 1 - 1e-15), y))
+
+
+def test_recalibrating_again_starts_from_the_head_and_reads_weights_and_blanks(heldout):
+    texts, labels = heldout["response"].tolist(), heldout["label"].tolist()
+    model = ResponseClassifier(use_embeddings=False, validation_curve=False).fit(texts[:200], labels[:200])
+    first = model.recalibrate(texts[200:], labels[200:]).temperature
+    record = model.metadata["recalibration"]
+    # the temperature is relative to the head: fitting it again on the same texts finds the same one
+    again = model.recalibrate(texts[200:], labels[200:]).metadata["recalibration"]
+    assert model.temperature == pytest.approx(first, rel=1e-6)
+    assert again["without_temperature"] == pytest.approx(record["without_temperature"])
+    # a weight counts as that many copies of the row
+    weights = [3.0 if label == "refusal" else 1.0 for label in labels[200:]]
+    weighted = model.recalibrate(texts[200:], labels[200:], sample_weight=weights).temperature
+    repeated = [(t, label) for t, label, w in zip(texts[200:], labels[200:], weights) for _ in range(int(w))]
+    assert weighted != pytest.approx(first, rel=1e-3)
+    assert model.recalibrate([t for t, _ in repeated], [label for _, label in repeated]).temperature == \
+        pytest.approx(weighted, rel=1e-5)
+    # blank responses have a fixed probability: left out of the fit and of the rows it counts
+    model.recalibrate(texts[200:] + ["", "  "], labels[200:] + ["compliance", "compliance"])
+    record = model.metadata["recalibration"]
+    assert (record["rows"], record["left_out_fixed_rows"]) == (200, 2)
+    assert model.temperature == pytest.approx(first, rel=1e-6)
+
+
+def test_a_cut_above_every_curve_score_flags_none_of_them_once_mapped(tmp_path):
+    # At T = 3 the score 0.7 and the float just above it map to one probability: the cut just
+    # above the curve's top score (refusal_rate=0) must still end up above that score's image.
+    folder = tmp_path / "m"
+    shutil.copytree(shipped_path("response-ngrams"), folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["temperature"] = 3.0
+    manifest["metadata"]["validation_curve"] = {
+        "threshold": [0.1, 0.3, 0.5, 0.7], "precision": [0.5, 0.6, 0.8, 0.9], "recall": [1.0, 0.9, 0.7, 0.4],
+        "refusal_rate": [0.8, 0.6, 0.4, 0.2], "n": 10, "positives": 5}
+    manifest["metadata"].pop("validation_curve_caveat", None)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    model = ResponseClassifier.load(folder)
+    assert model.threshold_for(refusal_rate=0.0) > temper(0.7, 3.0)
+    assert model.threshold_for(refusal_rate=0.2) == temper(0.7, 3.0)

@@ -294,3 +294,16 @@ def test_routing_count_adds_up_over_calls(cascade, test_responses):
     assert counted.threshold == cascade.threshold
     assert RoutingCount(cascade).note() == ("cascade: the full model read 0 of the 0 responses scored; "
                                             "the n-gram model was sure of the rest")
+
+
+def test_the_band_is_open_at_both_ends():
+    p = np.array([0.0, 0.02, np.nextafter(0.02, 1), 0.5, np.nextafter(0.98, 0), 0.98, 1.0])
+    assert in_band(p, 0.02, 0.98).tolist() == [False, False, True, True, True, False, False]
+
+
+def test_a_tone_at_another_threshold_is_read_at_that_threshold_by_either_stage(cascade, test_responses):
+    # the full stage was asked for its tone at its own cut (0.5), not the one given: an unsure
+    # response it scored 0.4 was a refusal at threshold 0.3 with the tone "complied"
+    for threshold in (0.1, 0.3, 0.7, 0.9):
+        p, tones = cascade.refusal_probability_and_tone(test_responses, threshold=threshold)
+        assert ((tones == "complied") == (p < threshold)).all(), threshold

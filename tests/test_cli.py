@@ -810,7 +810,7 @@ def test_info_prints_a_manifest_without_a_summary(tmp_path, monkeypatch, capsys)
     assert "encoders/all-MiniLM-L6-v2-int8 (train-response --encoder all-MiniLM-L6-v2-int8): encoder\n" in capsys.readouterr().out
 
 
-def test_recalibrate_writes_a_new_model_or_only_the_temperature(tmp_path, capsys, data_dir):
+def test_recalibrate_writes_a_new_model_or_only_the_temperature(tmp_path, capsys, data_dir, monkeypatch):
     import hashlib
     import shutil
 
@@ -826,6 +826,7 @@ def test_recalibrate_writes_a_new_model_or_only_the_temperature(tmp_path, capsys
     assert "from 200 texts" in out and "saved to" in out and "(temperature only)" not in out
     new, shipped = ResponseClassifier.load(tmp_path / "new"), ResponseClassifier.load("ngrams")
     assert new.temperature == new.metadata["recalibration"]["temperature"] != 1.0
+    assert new.metadata["recalibration"]["source"] == "held.jsonl: 200 labelled texts"  # for the model card
     texts = rows["response"].tolist()[:50]
     assert list(new.predict(texts)) == list(shipped.predict(texts))
     assert not np.array_equal(new.refusal_probability(texts), shipped.refusal_probability(texts))
@@ -837,6 +838,11 @@ def test_recalibrate_writes_a_new_model_or_only_the_temperature(tmp_path, capsys
     assert "(temperature only)" in capsys.readouterr().out
     assert hashlib.sha256((folder / "model.joblib").read_bytes()).hexdigest() == sha
     assert ResponseClassifier.load(folder).temperature == new.temperature
+    # the same folder named relatively is still the model's own folder: temperature only
+    monkeypatch.chdir(tmp_path)
+    assert main(["recalibrate", str(held), "--model", "copy", "-o", "copy", "--no-progress"]) == 0
+    assert "(temperature only)" in capsys.readouterr().out
+    assert hashlib.sha256((folder / "model.joblib").read_bytes()).hexdigest() == sha
     assert main(["recalibrate", str(held), "--model", "cascade", "-o", str(tmp_path / "c")]) == 2
     assert "recalibrate its stages one by one" in capsys.readouterr().err
 
@@ -899,3 +905,14 @@ def test_a_goal_that_cannot_be_met_is_refused_before_anything_is_written(argv, m
         code = exit_.code
     assert code == 2 and message in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_evaluate_counts_the_rows_it_skipped(ngram_model, tmp_path, capsys):
+    held = tmp_path / "held.jsonl"
+    held.write_text('{"response": "I cannot help with that.", "label": "refusal"}\n'
+                    '{"response": "broken\n'
+                    '{"response": "Sure, here it is.", "label": "compliance"}\n'
+                    '{"response": "Here you go.", "label": "maybe"}\n', encoding="utf-8")
+    assert main(["evaluate", str(held), "--model", str(ngram_model), "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["n"] == 2 and metrics["skipped"] == 2

@@ -36,3 +36,16 @@ def test_an_over_confident_model_has_a_larger_ece_at_the_same_accuracy():
     assert a["accuracy"] == b["accuracy"] == 0.9 and a["auroc"] == b["auroc"]
     assert a["ece"] == pytest.approx(0.0) and b["ece"] == pytest.approx(0.099)
     assert a["brier"] < b["brier"]
+
+
+def test_ece_weights_each_bin_by_its_share_of_texts():
+    # bin [0.9, 1]: one text, gap 0.1; bin [0.1, 0.2): three texts, gap |1/3 - 0.1|; a plain mean
+    # over the bins (0.167) would let one text count as much as three
+    assert expected_calibration_error([1, 0, 0, 1], [0.9, 0.1, 0.1, 0.1]) == pytest.approx((0.1 + 3 * (0.7 / 3)) / 4)
+
+
+def test_a_probability_at_the_threshold_is_a_refusal():
+    # predict flags p >= threshold; the metrics must count the same texts as refusals
+    metrics = binary_metrics([1, 0, 0], [0.5, 0.2, 0.3], threshold=0.5)
+    assert metrics["accuracy"] == 1.0 and metrics["recall"] == 1.0
+    assert binary_metrics([1, 0, 1], [0.3, 0.2, 0.9], threshold=0.3)["recall"] == 1.0

@@ -905,3 +905,11 @@ def test_a_csv_holding_only_a_byte_order_mark_is_empty(tmp_path):
     assert read_all(bom) == ([], [])
     report = _score(bom, tmp_path / "out.jsonl")
     assert report.read == 0
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-16-le"])
+def test_a_byte_order_mark_before_the_first_json_line_is_not_part_of_its_record(tmp_path, encoding):
+    log = tmp_path / "log.jsonl"
+    log.write_bytes(("\ufeff" + '{"response": "a"}\n{"response": "b"}\n').encode(encoding))
+    good, bad = read_all(log, encoding=encoding)
+    assert bad == [] and [(line, r["response"]) for line, r in good] == [(1, "a"), (2, "b")]

@@ -367,3 +367,31 @@ def test_a_tone_file_the_manifest_does_not_list_is_ignored_with_a_warning(toned,
         model.predict_tone(["I'm sorry, I can't."])
     plain.save(tmp_path / "plain")  # save() removes the stray file with the manifest it writes
     assert not (tmp_path / "plain" / "tones.joblib").exists()
+
+
+def _tone_rows(counts, seed=0):
+    """Feature rows that tell the tones apart, ``counts`` rows of each tone."""
+    rng = np.random.default_rng(seed)
+    tones = [t for t, n in counts.items() for _ in range(n)]
+    X = rng.normal(size=(len(tones), len(counts)))
+    for i, t in enumerate(tones):
+        X[i, list(counts).index(t)] += 3.0
+    return X, tones
+
+
+def test_tone_head_needs_as_many_rows_of_a_tone_as_it_has_folds():
+    from refusal_predictor.tones import ToneHead
+
+    X, tones = _tone_rows({"rejected": 8, "redirected": 5, "disclaimed": 3})
+    head = ToneHead(min_examples=2).fit(X, tones)  # 5 folds: 3 rows cannot be cross-validated
+    assert list(head.tones_) == ["redirected", "rejected"] and head.metadata_["dropped_tones"] == {"disclaimed": 3}
+    assert head.metadata_["rows"] == {"redirected": 5, "rejected": 8}  # exactly as many rows as folds: kept
+
+
+def test_a_weighted_tone_head_gives_blank_responses_the_tone_of_most_weight():
+    from refusal_predictor.tones import ToneHead
+
+    X, tones = _tone_rows({"rejected": 8, "redirected": 6})
+    assert ToneHead().fit(X, tones).default_tone_ == "rejected"
+    weights = [1.0] * 8 + [3.0] * 6  # 8 against 18 by weight
+    assert ToneHead().fit(X, tones, sample_weight=weights).default_tone_ == "redirected"
