@@ -7,9 +7,10 @@ A pre-filter in front of an LLM scores one prompt (or one response) per request,
 budgets for is the slow requests, not the mean: ``bench_scoring.py`` reports texts per second,
 this script the distribution of single calls. Each run times every one of the first ``--n``
 prompts and responses of the paper's data (file order) one call each; the table gives each
-percentile's median over ``--runs`` runs (after a warm-up), in milliseconds, and the p50's ratio
-to the keyword list's measured in the same run. ``--clients K`` adds rows where K threads share
-one loaded model and call it at once (a threaded server): the latency each request then sees.
+percentile's median over ``--runs`` runs (after a warm-up), in milliseconds, the calls per second
+completed (median), and the p50's ratio to the keyword list's measured in the same run.
+``--clients K`` adds rows where K threads share one loaded model and call it at once (a threaded
+server): the latency each request then sees, and what all of them together get through.
 """
 from __future__ import annotations
 
@@ -36,25 +37,33 @@ from training import data  # noqa: E402
 PERCENTILES = (50, 90, 99, 100)
 
 
-def call_times(fn: Callable[[str], object], texts: Sequence[str], clients: int = 1) -> np.ndarray:
-    """Seconds each call of ``fn`` on one text took; with ``clients`` > 1 that many threads call
-    it at once, each on its share of the texts, so every call waits as a busy server's would."""
+def call_times(fn: Callable[[str], object], texts: Sequence[str], clients: int = 1) -> tuple[np.ndarray, float]:
+    """Seconds each call of ``fn`` on one text took, and the seconds all of them took; with
+    ``clients`` > 1 that many threads call it at once, each on its share of the texts, so every
+    call waits as a busy server's would."""
     def timed(text: str) -> float:
         start = time.perf_counter()
         fn(text)
         return time.perf_counter() - start
 
+    start = time.perf_counter()
     if clients == 1:
-        return np.array([timed(t) for t in texts])
-    with ThreadPoolExecutor(max_workers=clients) as pool:
-        return np.array(list(pool.map(timed, texts)))
+        calls = np.array([timed(t) for t in texts])
+    else:
+        with ThreadPoolExecutor(max_workers=clients) as pool:
+            calls = np.array(list(pool.map(timed, texts)))
+    return calls, time.perf_counter() - start
 
 
-def latency_ms(fn: Callable[[str], object], texts: Sequence[str], runs: int, clients: int = 1) -> list[float]:
-    """Each of :data:`PERCENTILES` of the per-call time in ms, the median over ``runs`` runs."""
+def latency_ms(fn: Callable[[str], object], texts: Sequence[str], runs: int,
+               clients: int = 1) -> tuple[list[float], float]:
+    """Each of :data:`PERCENTILES` of the per-call time in ms, and the calls per second all
+    clients together completed: each the median over ``runs`` runs."""
     call_times(fn, texts[:8], clients)  # warm-up: sessions, caches, the thread pool's first runs
-    per_run = [np.percentile(call_times(fn, texts, clients), PERCENTILES) * 1000 for _ in range(runs)]
-    return [statistics.median(run[i] for run in per_run) for i in range(len(PERCENTILES))]
+    per_run = [call_times(fn, texts, clients) for _ in range(runs)]
+    percentiles = [np.percentile(calls, PERCENTILES) * 1000 for calls, _ in per_run]
+    return ([statistics.median(run[i] for run in percentiles) for i in range(len(PERCENTILES))],
+            statistics.median(len(texts) / wall for _, wall in per_run))
 
 
 def scorers(kind: str, models: dict, cascade: ResponseCascade) -> list[tuple[str, Callable[[str], object]]]:
@@ -102,18 +111,18 @@ def main(argv: list[str] | None = None) -> None:
     header = " | ".join(f"p{p}" if p < 100 else "max" for p in PERCENTILES)
     print(f"\nms per call, one text per call; each percentile the median of {args.runs} runs after a warm-up; "
           f"p50 ratio to the keyword list's in the same run\n")
-    print(f"| kind | scorer | clients | {header} | p50 x keywords |")
-    print("|---|---|---|" + "---|" * len(PERCENTILES) + "---|")
+    print(f"| kind | scorer | clients | {header} | calls/s | p50 x keywords |")
+    print("|---|---|---|" + "---|" * len(PERCENTILES) + "---|---|")
     for kind, texts in sets.items():
         rows = scorers(kind, models, cascade)
         timed = [(name, 1, latency_ms(fn, texts, args.runs)) for name, fn in rows]
         if args.clients > 1:
             timed.append(("shipped model, predict_proba", args.clients,
                           latency_ms(models[kind].predict_proba, texts, args.runs, args.clients)))
-        base = timed[0][2][0]
-        for name, clients, values in timed:
+        base = timed[0][2][0][0]
+        for name, clients, (values, rate) in timed:
             cells = " | ".join(f"{v:.3g}" for v in values)
-            print(f"| {kind} | {name} | {clients} | {cells} | {values[0] / base:.3g} |")
+            print(f"| {kind} | {name} | {clients} | {cells} | {rate:,.0f} | {values[0] / base:.3g} |")
 
 
 if __name__ == "__main__":
