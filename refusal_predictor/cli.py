@@ -136,43 +136,69 @@ def _add_score_options(p: argparse.ArgumentParser) -> None:
     _add_progress_option(p)
 
 
-# What a pre-filter asks of its cut, as ``threshold_for`` reads it off the stored validation curve.
+# What a pre-filter asks of its cut, as ``threshold_for`` reads it off the stored validation curve;
+# recall or precision 0 is met by every cut, so it is refused rather than answered with one.
 THRESHOLD_GOALS = {
-    "recall": "flagging at least this share of refusals (the highest such cut)",
-    "precision": "where at least this share of what it flags are refusals (the lowest such cut)",
-    "refusal_rate": "flagging at most this share of texts (the lowest such cut)",
+    "recall": ("flagging at least this share of refusals (the highest such cut)", _number_in(0.0, 1.0, low_open=True)),
+    "precision": ("where at least this share of what it flags are refusals (the lowest such cut)",
+                  _number_in(0.0, 1.0, low_open=True)),
+    "refusal_rate": ("flagging at most this share of texts (the lowest such cut)", _probability),
 }
 
 
 def _add_threshold_options(p: argparse.ArgumentParser, threshold_help: str) -> None:
     cut = p.add_mutually_exclusive_group()
     cut.add_argument("--threshold", type=_probability, help=threshold_help)
-    for goal, meaning in THRESHOLD_GOALS.items():
-        cut.add_argument(f"--{goal.replace('_', '-')}", type=_probability, metavar="Q",
+    for goal, (meaning, kind) in THRESHOLD_GOALS.items():
+        cut.add_argument(f"--{goal.replace('_', '-')}", type=kind, metavar="Q",
                          help=f"instead of --threshold: the cut {meaning} on the model's stored validation curve "
                               f"(out-of-fold scores of its training rows; threshold_for)")
 
 
-def _resolve_threshold_goal(model, args: argparse.Namespace) -> None:
-    """Turn ``--recall`` / ``--precision`` / ``--refusal-rate`` into ``args.threshold``, saying on
-    stderr which cut it is and, where training flagged it, that the curve is optimistic: a user who
-    asked for recall 0.95 must see the cut that stands for it and how far to trust it."""
+def _resolve_threshold_goal(model, args: argparse.Namespace) -> list[str]:
+    """Turn ``--recall`` / ``--precision`` / ``--refusal-rate`` into ``args.threshold``; returns
+    the lines that say which cut it is and, where training flagged it, that the curve is
+    optimistic (a user who asked for recall 0.95 must see the cut that stands for it and how far to
+    trust it). The caller prints them once its own checks have passed, so a run refused for its
+    paths does not first announce a cut."""
     goals = {goal: getattr(args, goal, None) for goal in THRESHOLD_GOALS}
     goals = {goal: value for goal, value in goals.items() if value is not None}
     if not goals:
-        return
+        return []
     (goal, value), = goals.items()
     option = f"--{goal.replace('_', '-')}"
     if not hasattr(model, "threshold_for"):
         raise ValueError(f"{option} reads a model's stored validation curve, and a {type(model).__name__} has none; "
                          f"give --threshold, or score with one model (--model DIR or a shipped name)")
+    curve = model.metadata.get("validation_curve")
+    if not curve:
+        raise ValueError(f"{option} reads a model's stored validation curve, and this model has none (it was "
+                         f"trained with validation_curve=False); give --threshold")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        args.threshold = model.threshold_for(**{goal: value})
-    print(f"threshold {args.threshold:.6g}: {goal.replace('_', ' ')} {value:g} on the model's stored validation curve "
-          f"(out-of-fold scores of {model.metadata['validation_curve'].get('n', '?')} training rows)", file=sys.stderr)
-    for warning in caught:
-        print(f"note: {warning.message}", file=sys.stderr)
+        try:
+            args.threshold = model.threshold_for(**{goal: value})
+        except ValueError as exc:  # a goal no cut reaches on the curve
+            raise ValueError(f"{option} {value:g}: {exc}; ask for less, or give --threshold") from None
+    # repr: the exact cut, so that passing it back as --threshold flags the same texts
+    lines = [f"threshold {args.threshold!r}: {goal.replace('_', ' ')} {value:g} on the model's stored validation "
+             f"curve (out-of-fold scores of {curve.get('n', '?')} training rows)"]
+    return lines + [f"note: {warning.message}" for warning in caught]
+
+
+def _say(lines: list[str]) -> None:
+    for line in lines:
+        print(line, file=sys.stderr)
+
+
+def _check_scoring_paths(args: argparse.Namespace) -> None:
+    """The path checks ``score_file`` makes, made early: a goal's cut is announced only for a run
+    that can start."""
+    from .errors_file import default_errors_path
+    from .records import check_paths
+
+    check_paths(args.input, args.output, default_errors_path(args.output, args.errors), input_format=args.input_format,
+                output_format=args.output_format, separator=args.separator)
 
 
 def _add_progress_option(p: argparse.ArgumentParser) -> None:
@@ -324,14 +350,18 @@ def _cmd_label_responses(args: argparse.Namespace) -> int:
     if args.tone_field is not None and not args.tone:
         raise ValueError("--tone-field names the field of --tone; add --tone")
     model = load_response_model(args.model)
-    _resolve_threshold_goal(model, args)
+    cut = _resolve_threshold_goal(model, args)
     # A cascade is scored through a counter, so the run can end by saying what its encoder read.
     scorer = RoutingCount(model) if isinstance(model, ResponseCascade) else model
     note = scorer.note if isinstance(scorer, RoutingCount) else None
+    if args.tone:
+        model.tones_  # a model without a tone head fails here, before any reading  # noqa: B018
+    if cut:
+        _check_scoring_paths(args)
+        _say(cut)
     if not args.tone:
         return _run_scoring(model, args, scorer.refusal_probability, note=note)
     args.tone_field = "tone" if args.tone_field is None else args.tone_field
-    model.tones_  # a model without a tone head fails here, before any reading  # noqa: B018
     threshold = model.threshold if args.threshold is None else args.threshold
 
     def score(texts: list[str]):
@@ -520,10 +550,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
         check_paths(args.input, errors=args.errors, input_format=args.input_format)  # never the input
     model = load_model()
-    _resolve_threshold_goal(model, args)
+    cut = _resolve_threshold_goal(model, args)
     text_field = args.kind if args.text_field is None else args.text_field
     texts, labels, bad, _ = read_labelled(args.input, text_field, args.label_field, args.input_format, args.encoding,
                                           args.refusal_values, args.compliance_values, separator=args.separator)
+    _say(cut)
     _report_skipped(bad, args.input, args.errors, hint="--errors FILE keeps them all")
     if not texts:
         print(f"error: {args.input} holds no usable labelled records (text field {text_field!r}, "
@@ -533,8 +564,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"warning: every usable record of {args.input} is labelled {model.classes_[labels[0]]!r} "
               f"({len(bad)} skipped): only accuracy means something here (the share of them the model "
               f"also calls {model.classes_[labels[0]]!r}); AUROC is undefined", file=sys.stderr)
-    metrics = binary_metrics(labels, _scored_with_progress(model, texts, not args.no_progress),
-                             model.threshold if args.threshold is None else args.threshold)
+    threshold = model.threshold if args.threshold is None else args.threshold
+    scores = _scored_with_progress(model, texts, not args.no_progress)
+    metrics = binary_metrics(labels, scores, threshold)
+    # refusal_rate is the labels' share; what the model flagged at this cut is what a goal such as
+    # --refusal-rate promised, so both are printed, with the cut itself.
+    metrics["threshold"] = float(threshold)
+    metrics["flagged_rate"] = float((scores >= threshold).mean())
     metrics["skipped"] = len(bad)
     if args.json:
         # null, not NaN: NaN is not JSON, and strict parsers (JavaScript's JSON.parse) refuse it.
@@ -722,7 +758,10 @@ def _load_prompt_model(args: argparse.Namespace):
 
 def _cmd_score_prompts(args: argparse.Namespace) -> int:
     model = _load_prompt_model(args)
-    _resolve_threshold_goal(model, args)
+    cut = _resolve_threshold_goal(model, args)
+    if cut:
+        _check_scoring_paths(args)
+        _say(cut)
     return _run_scoring(model, args)
 
 

@@ -863,7 +863,7 @@ def test_score_prompts_takes_its_cut_from_a_recall_goal_and_says_which(tmp_path,
     assert all((r["predicted_label"] == "refusal") == (r["refusal_probability"] >= cut) for r in rows)
     assert any(cut <= r["refusal_probability"] < model.threshold for r in rows)  # labelled refusal by the goal alone
     err = capsys.readouterr().err
-    assert f"threshold {cut:.6g}: recall 0.95 on the model's stored validation curve" in err
+    assert f"threshold {cut!r}: recall 0.95 on the model's stored validation curve" in err  # exact: reusable
     assert "optimistic" not in err  # this curve carries no caveat
 
 
@@ -875,7 +875,15 @@ def test_label_responses_passes_on_the_curves_caveat_with_the_cut(tmp_path, caps
     assert main(["label-responses", str(EXAMPLE), "-o", str(out), "--precision", "0.99", "--no-progress"]) == 0
     assert all((r["label"] == "refusal") == (r["refusal_probability"] >= cut) for r in _jsonl(out))
     err = capsys.readouterr().err
-    assert f"threshold {cut:.6g}: precision 0.99" in err and "note: this model's validation curve is optimistic" in err
+    assert f"threshold {cut!r}: precision 0.99" in err and "note: this model's validation curve is optimistic" in err
+    # the tone path labels at the goal's cut too: a tone is "complied" exactly where the label is
+    with pytest.warns(UserWarning, match="optimistic"):
+        cut = model.threshold_for(precision=0.999)
+    toned = tmp_path / "toned.jsonl"
+    assert main(["label-responses", str(EXAMPLE), "-o", str(toned), "--precision", "0.999", "--tone", "--no-progress"]) == 0
+    rows = _jsonl(toned)
+    assert all((r["tone"] == "complied") == (r["refusal_probability"] < cut) for r in rows)
+    assert any(0.5 <= r["refusal_probability"] < cut for r in rows)  # a refusal at 0.5, not at the goal's cut
 
 
 def test_evaluate_measures_at_the_cut_a_goal_picks(tmp_path, capsys):
@@ -888,23 +896,33 @@ def test_evaluate_measures_at_the_cut_a_goal_picks(tmp_path, capsys):
     metrics = json.loads(capsys.readouterr().out)
     predicted = model.refusal_probability(test["response"].tolist()) >= cut
     assert metrics["recall"] == pytest.approx(predicted[test["label"].to_numpy() == "refusal"].mean())
+    # what the goal promised is printed beside what the labels hold
+    assert metrics["threshold"] == cut and metrics["flagged_rate"] == pytest.approx(predicted.mean())
+    assert metrics["refusal_rate"] == pytest.approx((test["label"] == "refusal").mean())
 
 
 @pytest.mark.parametrize("argv, message", [
     (["label-responses", str(EXAMPLE), "-o", "{out}", "--model", "cascade", "--recall", "0.9"],
      "--recall reads a model's stored validation curve, and a ResponseCascade has none"),
+    (["label-responses", str(EXAMPLE), "-o", "{out}", "--model", "{no_curve}", "--recall", "0.9"],
+     "--recall reads a model's stored validation curve, and this model has none"),
+    (["score-prompts", str(EXAMPLE), "-o", "{out}", "--recall", "0"], "argument --recall: expected a number in (0, 1]"),
+    (["score-prompts", str(EXAMPLE), "-o", str(EXAMPLE), "--recall", "0.9"], "is the input file"),
     (["score-prompts", str(EXAMPLE), "-o", "{out}", "--recall", "1.5"], "argument --recall"),
     (["score-prompts", str(EXAMPLE), "-o", "{out}", "--recall", "0.9", "--threshold", "0.3"],
      "argument --threshold: not allowed with argument --recall"),
 ])
-def test_a_goal_that_cannot_be_met_is_refused_before_anything_is_written(argv, message, tmp_path, capsys):
+def test_a_goal_that_cannot_be_met_is_refused_before_anything_is_written(argv, message, ngram_model, tmp_path, capsys):
     out = tmp_path / "out.jsonl"
+    before = EXAMPLE.read_bytes()
     try:
-        code = main([a.format(out=out) for a in argv] + ["--no-progress"])
+        code = main([a.format(out=out, no_curve=ngram_model) for a in argv] + ["--no-progress"])
     except SystemExit as exit_:  # argparse's own refusals
         code = exit_.code
-    assert code == 2 and message in capsys.readouterr().err
-    assert not out.exists()
+    err = capsys.readouterr().err
+    assert code == 2 and message in err
+    assert not any(line.startswith("threshold ") for line in err.splitlines())  # no cut announced for a run that cannot start
+    assert not out.exists() and EXAMPLE.read_bytes() == before
 
 
 def test_evaluate_counts_the_rows_it_skipped(ngram_model, tmp_path, capsys):
@@ -916,3 +934,27 @@ def test_evaluate_counts_the_rows_it_skipped(ngram_model, tmp_path, capsys):
     assert main(["evaluate", str(held), "--model", str(ngram_model), "--json"]) == 0
     metrics = json.loads(capsys.readouterr().out)
     assert metrics["n"] == 2 and metrics["skipped"] == 2
+
+
+def test_a_goal_no_cut_reaches_on_the_curve_is_refused_naming_the_option(tmp_path, capsys):
+    import shutil
+
+    from refusal_predictor.artifacts import shipped_path
+
+    folder = tmp_path / "model"
+    shutil.copytree(shipped_path("response-ngrams"), folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["metadata"]["validation_curve"] = {
+        "threshold": [0.1, 0.3, 0.5, 0.7], "precision": [0.5, 0.6, 0.8, 0.9], "recall": [1.0, 0.9, 0.7, 0.4],
+        "refusal_rate": [0.8, 0.6, 0.4, 0.2], "n": 10, "positives": 5}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    out = tmp_path / "out.jsonl"
+    assert main(["label-responses", str(EXAMPLE), "-o", str(out), "--model", str(folder), "--precision", "0.95",
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "--precision 0.95: no threshold reaches precision 0.95" in err and "give --threshold" in err
+    assert not out.exists()
+    assert main(["label-responses", str(EXAMPLE), "-o", str(out), "--model", str(folder), "--precision", "0.9",
+                 "--no-progress"]) == 0
+    assert "threshold 0.7: precision 0.9 on the model's stored validation curve (out-of-fold scores of 10" in \
+        capsys.readouterr().err
