@@ -191,14 +191,17 @@ def _say(lines: list[str]) -> None:
         print(line, file=sys.stderr)
 
 
-def _check_scoring_paths(args: argparse.Namespace) -> None:
-    """The path checks ``score_file`` makes, made early: a goal's cut is announced only for a run
-    that can start."""
+def _announce_cut(lines: list[str], args: argparse.Namespace) -> None:
+    """Say a goal's cut once the scoring run's paths pass the checks ``score_file`` makes (made
+    early here): a run refused for its paths does not first announce a cut."""
+    if not lines:
+        return
     from .errors_file import default_errors_path
     from .records import check_paths
 
     check_paths(args.input, args.output, default_errors_path(args.output, args.errors), input_format=args.input_format,
                 output_format=args.output_format, separator=args.separator)
+    _say(lines)
 
 
 def _add_progress_option(p: argparse.ArgumentParser) -> None:
@@ -356,9 +359,7 @@ def _cmd_label_responses(args: argparse.Namespace) -> int:
     note = scorer.note if isinstance(scorer, RoutingCount) else None
     if args.tone:
         model.tones_  # a model without a tone head fails here, before any reading  # noqa: B018
-    if cut:
-        _check_scoring_paths(args)
-        _say(cut)
+    _announce_cut(cut, args)
     if not args.tone:
         return _run_scoring(model, args, scorer.refusal_probability, note=note)
     args.tone_field = "tone" if args.tone_field is None else args.tone_field
@@ -758,10 +759,7 @@ def _load_prompt_model(args: argparse.Namespace):
 
 def _cmd_score_prompts(args: argparse.Namespace) -> int:
     model = _load_prompt_model(args)
-    cut = _resolve_threshold_goal(model, args)
-    if cut:
-        _check_scoring_paths(args)
-        _say(cut)
+    _announce_cut(_resolve_threshold_goal(model, args), args)
     return _run_scoring(model, args)
 
 
