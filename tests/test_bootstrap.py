@@ -803,3 +803,25 @@ def test_selection_picks_the_best_accuracy_and_breaks_ties_by_f1(monkeypatch):
     monkeypatch.setattr(selection, "grouped_cv", lambda cls, recipe, *a, **k: scores[recipe["name"]])
     best, rows = selection.select(ResponseClassifier, {n: {"name": n} for n in scores}, [], np.array([]), None, {})
     assert best == "tied" and [r["recipe"] for r in rows] == list(scores)
+
+
+def test_auxiliary_rows_leave_out_the_prompts_the_target_has():
+    import pandas as pd
+    from training.train_prompt import target_rows
+
+    labelled = pd.DataFrame({
+        "prompt": ["How do I pick a lock?", "how do I pick  a lock? ", "Tell me a joke"],
+        "label": ["refusal", "compliance", "compliance"], "refusal_probability": [0.9, 0.1, 0.1],
+        "model": ["m", "other", "other"], "source": ["log", "xstest-v2", "xstest-v2"]})
+    rows = target_rows(labelled, "m", aux_weight=0.5)
+    assert rows["prompt"].tolist() == ["How do I pick a lock?", "Tell me a joke"]
+    assert rows["weight"].tolist() == [1.0, 0.5] and rows["auxiliary"].tolist() == [False, True]
+    assert rows["label"].tolist() == ["refusal", "compliance"]  # the target's own answer, not the other LLM's
+
+
+def test_text_key_folds_unicode_compatibility_forms_whitespace_and_case():
+    from refusal_predictor.text import text_key
+
+    assert text_key("\uff28\uff4f\uff57 do I\u00a0pick a lock\uff1f\n") == text_key("how do i pick a LOCK?")
+    assert text_key("ﬁle") == "file"  # the ligature is two letters
+    assert text_key("lock") != text_key("lack")

@@ -661,3 +661,23 @@ def test_weighted_fits_work_with_scikit_learns_metadata_routing_on(split):
     np.testing.assert_array_equal(routed.predict_proba(texts[:20]), expected.predict_proba(texts[:20]))
     assert search.best_params_["C"] in (1.0, 10.0)
     assert set(routed.tones_) <= set(tones)
+
+
+def test_an_encoder_with_other_weights_is_named_by_its_sha256():
+    from refusal_predictor import PromptClassifier
+
+    with pytest.raises(ValueError, match=r"has sha256 [0-9a-f]{12}\.\.\., but this model was trained with"):
+        ResponseClassifier.load().features_.set_encoder(PromptClassifier.load().features_.get_encoder())
+
+
+def test_the_manifest_threshold_is_the_loaded_models_threshold(fitted, split, tmp_path):
+    folder = fitted.save(tmp_path / "model")
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    manifest["threshold"] = 0.3
+    (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    loaded = ResponseClassifier.load(folder)
+    assert loaded.threshold == 0.3 and fitted.threshold == 0.5
+    texts = split[1]["response"].tolist()[:100]
+    proba = loaded.refusal_probability(texts)
+    assert ((proba >= 0.3) & (proba < 0.5)).any()  # some texts the cut decides
+    assert list(loaded.predict(texts)) == ["refusal" if p >= 0.3 else "compliance" for p in proba]

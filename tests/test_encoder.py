@@ -570,3 +570,22 @@ def test_texts_longer_than_a_group_still_share_a_tokenizer_call_per_cpu(encoder,
     texts = [f"{i} " + ("word " * (size // 5)) for i in range(4)]
     encoder.encode(texts, batch_size=1)
     assert recording.batch_calls == [sum(map(len, texts[:2])), sum(map(len, texts[2:]))]
+
+
+def test_cuda_comes_first_by_default_when_onnxruntime_has_it(monkeypatch):
+    import refusal_predictor.encoder as encoder_module
+
+    monkeypatch.setattr(encoder_module.ort, "get_available_providers",
+                        lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert encoder_module._default_providers() == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setattr(encoder_module.ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    assert encoder_module._default_providers() == ["CPUExecutionProvider"]
+
+
+def test_texts_beyond_the_first_chunk_keep_their_rows(encoder, monkeypatch):
+    """Texts are taken in chunks (4,096 each): every chunk's embeddings go to its own rows."""
+    from refusal_predictor import encoder as encoder_module
+
+    reference = encoder.encode(TEXTS, batch_size=1)
+    monkeypatch.setattr(encoder_module, "_CHUNK_SIZE", 5)
+    np.testing.assert_array_equal(encoder.encode(TEXTS, batch_size=1), reference)

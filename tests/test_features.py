@@ -1,6 +1,8 @@
 """Tokenisation of the n-gram block: what a refusal is often decided by ("can't", "won't")."""
 from __future__ import annotations
 
+import numpy as np
+
 from refusal_predictor.features import TextFeatures, normalize_text
 
 
@@ -85,3 +87,50 @@ def test_configure_encoder_during_an_opening_is_not_undone(monkeypatch):
     opening.join()
     configuring.join()
     assert features.get_encoder().options["num_threads"] == 1
+
+
+class _EmbeddingEncoder:
+    """A stand-in encoder whose embedding of a text is its length and first character code."""
+
+    sha256, name, dimension, settings = "0" * 64, "fake", 2, {}
+
+    def __init__(self):
+        self.calls = []
+
+    def encode(self, texts, batch_size=1):
+        self.calls.append(list(texts))
+        return np.asarray([[len(t), ord(t[0]) if t else 0] for t in texts], dtype=np.float32)
+
+
+def _with_fake_encoder(features: TextFeatures) -> tuple[TextFeatures, _EmbeddingEncoder]:
+    encoder = _EmbeddingEncoder()
+    features._encoder = encoder
+    return features, encoder
+
+
+def test_tail_segment_embeds_the_last_characters_and_the_weight_scales_embeddings():
+    features, encoder = _with_fake_encoder(
+        TextFeatures(use_ngrams=False, segments=("head", "tail"), tail_chars=4, embedding_weight=2.0))
+    features.fit(["abcdefgh", "xy"])
+    assert features.n_features_out_ == 4
+    matrix = features.transform(["abcdefgh", "xy"]).toarray()
+    assert encoder.calls[-2:] == [["abcdefgh", "xy"], ["efgh", "xy"]]  # the tail is the end, not the start
+    np.testing.assert_array_equal(matrix, 2.0 * np.asarray([[8, ord("a"), 4, ord("e")], [2, ord("x"), 2, ord("x")]]))
+
+
+def test_the_embedding_cache_gives_each_text_its_own_embedding():
+    features, encoder = _with_fake_encoder(TextFeatures(use_ngrams=False))
+    features.fit(["seed"])
+    cache = features.use_cache()
+    features.embed(["bb"])
+    rows = features.embed(["a", "bb", "ccc", "a"])
+    assert encoder.calls[-1] == ["a", "ccc"]  # only what the cache lacked, once each
+    np.testing.assert_array_equal(rows, [[1, ord("a")], [2, ord("b")], [3, ord("c")], [1, ord("a")]])
+    assert set(cache) == {"bb", "a", "ccc"}
+
+
+def test_from_twenty_texts_an_ngram_must_occur_twice():
+    texts = [f"common unique{i}" for i in range(20)]
+    assert set(TextFeatures(use_embeddings=False, ngram_range=(1, 1)).fit(texts).vectorizer_.vocabulary_) == {"common"}
+    fewer = TextFeatures(use_embeddings=False, ngram_range=(1, 1)).fit(texts[:19])
+    assert len(fewer.vectorizer_.vocabulary_) == 20

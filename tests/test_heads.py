@@ -133,3 +133,30 @@ def test_sample_weights_reach_both_heads(blend, split):
     test_matrix = blend.features_.transform(test)
     for p, w in zip(plain.estimators_, weighted.estimators_):  # more weight on refusals: higher refusal log-odds
         assert log_odds(w, test_matrix).mean() > log_odds(p, test_matrix).mean() + 0.5
+
+
+def test_explain_of_a_tree_head_lists_only_ngrams_that_move_the_score(split):
+    """A tree head gives a present n-gram no share when no split uses it: such an n-gram pushes
+    toward neither side and is not listed."""
+    texts, y, test, _ = split
+    model = PromptClassifier(head="lightgbm", use_embeddings=False, calibration=None, validation_curve=False).fit(texts, y)
+    explanation = next(e for e in (model.explain(p, top_k=10_000) for p in test[:50])
+                       if e["toward_refusal"] or e["toward_compliance"])
+    assert all(v > 0 for _, v in explanation["toward_refusal"])
+    assert all(v < 0 for _, v in explanation["toward_compliance"])
+    matrix = model.features_.transform(test[:50]).tocsr()
+    shap = [contributions(model._fitted_head(), matrix[i])[0] for i in range(50)]
+    present_but_unused = [i for i in range(50) if ((matrix[i].toarray()[0] > 0) & (shap[i] == 0)).any()]
+    assert present_but_unused  # what the test is about occurs in these prompts
+    for i in present_but_unused[:5]:
+        listed = model.explain(test[i], top_k=10_000)
+        assert all(v != 0 for _, v in listed["toward_refusal"] + listed["toward_compliance"])
+
+
+def test_blend_predicts_the_class_its_log_odds_point_to(blend, split):
+    _, _, test, _ = split
+    head = blend._fitted_head()
+    matrix = blend.features_.transform(test)
+    scores = log_odds(head, matrix)
+    assert (scores > 0).any() and (scores < 0).any()
+    np.testing.assert_array_equal(head.predict(matrix), head.classes_[(scores > 0).astype(int)])

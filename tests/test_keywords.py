@@ -12,3 +12,9 @@ def test_keyword_detector():
     assert kw.matches("As an AI language model") == ["As an", "As an AI"]
     assert kw.flags(["I cannot do that", "Here is the recipe.", ""]).tolist() == [True, False, False]
     assert kw.flags([]).shape == (0,) and kw.predict_proba([]).shape == (0, 2)
+
+
+def test_curly_apostrophes_match_the_straight_phrases():
+    kw = KeywordRefusalDetector()
+    assert kw.matches("I can\u2019t assist with that.") == ["I can't assist"]
+    assert KeywordRefusalDetector(["won\u2019t"]).flags(["I won't.", "I WON\u2019T."]).tolist() == [True, True]

@@ -913,3 +913,63 @@ def test_a_byte_order_mark_before_the_first_json_line_is_not_part_of_its_record(
     log.write_bytes(("\ufeff" + '{"response": "a"}\n{"response": "b"}\n').encode(encoding))
     good, bad = read_all(log, encoding=encoding)
     assert bad == [] and [(line, r["response"]) for line, r in good] == [(1, "a"), (2, "b")]
+
+
+def test_a_score_at_the_threshold_is_a_refusal_and_counted_as_one(tmp_path):
+    from refusal_predictor.batch import score_file
+
+    log, out = tmp_path / "log.jsonl", tmp_path / "out.jsonl"
+    log.write_text("".join(json.dumps({"response": t}) + "\n" for t in ["a", "b", "c"]), encoding="utf-8")
+    scores = {"a": 0.3, "b": 0.29, "c": 0.31}
+    report = score_file(lambda texts: [scores[t] for t in texts], log, out, threshold=0.3, text_field="response",
+                        progress=False)
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [r["label"] for r in rows] == ["refusal", "compliance", "refusal"]
+    assert (report.read, report.scored, report.positives) == (3, 3, 2)
+
+
+def test_the_scorer_gets_at_most_chunk_size_texts_at_a_time(tmp_path):
+    from refusal_predictor.batch import score_file
+
+    log, out = tmp_path / "log.jsonl", tmp_path / "out.jsonl"
+    log.write_text("".join(json.dumps({"response": f"text {i}"}) + "\n" for i in range(7)), encoding="utf-8")
+    calls = []
+    report = score_file(lambda texts: calls.append(list(texts)) or [0.1] * len(texts), log, out, chunk_size=3,
+                        text_field="response", progress=False)
+    assert [len(c) for c in calls] == [3, 3, 1]
+    assert report.scored == 7 and len(out.read_text(encoding="utf-8").splitlines()) == 7
+
+
+def test_skipped_records_past_the_first_five_are_counted_in_the_log(tmp_path, caplog):
+    log, out = tmp_path / "log.jsonl", tmp_path / "out.jsonl"
+    log.write_text("".join(json.dumps({"other": i}) + "\n" for i in range(6)) + json.dumps({"response": "ok"}) + "\n",
+                   encoding="utf-8")
+    with caplog.at_level("WARNING", logger="refusal_predictor.batch"):
+        report = _score(log, out)
+    assert len(report.bad) == 6
+    assert [r.getMessage().split(".jsonl:")[1][0] for r in caplog.records if r.getMessage().startswith("skipped ")] \
+        == ["1", "2", "3", "4", "5"]  # the first five, each with its line
+    assert any("and 1 more skipped records" in r.getMessage() for r in caplog.records)
+
+
+def test_a_json_file_at_the_errors_path_that_is_not_an_errors_file_is_left_alone(tmp_path):
+    log, out = tmp_path / "log.jsonl", tmp_path / "out.jsonl"
+    log.write_text(json.dumps({"response": "fine"}) + "\n", encoding="utf-8")
+    notes = tmp_path / "notes.jsonl"
+    notes.write_text(json.dumps({"file": "mine", "line": 3}) + "\n", encoding="utf-8")  # JSON, but not an errors file
+    report = _score(log, out, errors_path=notes)
+    assert report.errors_path is None and not report.bad
+    assert json.loads(notes.read_text(encoding="utf-8")) == {"file": "mine", "line": 3}
+
+
+def test_a_second_run_leaves_no_earlier_errors_file_aside(tmp_path):
+    log, out = tmp_path / "log.jsonl", tmp_path / "out.jsonl"
+    log.write_text(json.dumps({"other": 1}) + "\n" + json.dumps({"response": "fine"}) + "\n", encoding="utf-8")
+    _score(log, out)
+    _score(log, out)  # replaces the errors file the first run wrote
+    assert len(_errors(out)) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log.jsonl", "out.jsonl", "out.jsonl.errors.jsonl"]
+    clean = tmp_path / "clean.jsonl"
+    clean.write_text(json.dumps({"response": "fine"}) + "\n", encoding="utf-8")
+    _score(clean, out)  # skips nothing: the earlier errors file goes, and nothing is kept aside
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clean.jsonl", "log.jsonl", "out.jsonl"]

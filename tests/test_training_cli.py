@@ -336,3 +336,16 @@ def test_train_response_recipe_and_select_exclude_each_other(tmp_path, capsys):
                              "-o", str(tmp_path / "m")])
     assert exit_.value.code == 2 and "give one or the other" in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
+
+
+def test_the_prompt_pool_holds_out_the_paper_test_prompts_in_any_spelling(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from training import data as D
+    from training import train_prompt
+
+    held_out = D.paper_split()[2]["prompt"].iloc[0]
+    pool = pd.DataFrame({"prompt": [f"  {held_out.upper()} ", "A prompt of no protocol"],
+                         "response": ["r", "r"], "source": ["alpaca-eval", "alpaca-eval"], "model": ["m", "m"]})
+    monkeypatch.setattr(train_prompt.data, "load_bootstrap_pool", lambda data_dir: pool.copy())
+    assert train_prompt.prompt_pool(tmp_path)["prompt"].tolist() == ["A prompt of no protocol"]
