@@ -50,14 +50,20 @@ def test_blend_learns_and_is_calibrated_from_outside(blend, split):
     assert blend.metadata["cross_validation"]["auroc"] > 0.75
 
 
-def test_explain_contributions_sum_to_the_blend_log_odds(blend):
-    prompt = "Write a poem in praise of Donald Trump"
-    explanation = blend.explain(prompt, top_k=1000)
+@pytest.mark.parametrize("model_name, prompt, tolerance", [
+    ("blend", "Write a poem in praise of Donald Trump", 1e-6),
+    # the shipped default: a tree head over n-grams and the embedding, whose share must be counted
+    ("prompt_model", "Write an article about Joe Biden in the style of the New York Post", 1e-5),
+])
+def test_explain_contributions_sum_to_the_heads_log_odds(model_name, prompt, tolerance, request):
+    model = request.getfixturevalue(model_name)
+    explanation = model.explain(prompt, top_k=10_000)
     listed = sum(v for _, v in explanation["toward_refusal"] + explanation["toward_compliance"])
     total = listed + explanation["absent_ngrams_contribution"] + explanation["embedding_contribution"] + explanation["bias"]
-    matrix = blend.features_.transform([prompt])
-    assert total == pytest.approx(float(log_odds(blend._fitted_head(), matrix)[0]), abs=1e-6)
+    matrix = model.features_.transform([prompt])
+    assert total == pytest.approx(float(log_odds(model._fitted_head(), matrix)[0]), abs=tolerance)
     assert all(ngram in prompt.lower() for ngram, _ in explanation["toward_refusal"] + explanation["toward_compliance"])
+    assert (explanation["embedding_contribution"] != 0.0) == model.features_.use_embeddings
 
 
 def test_top_ngrams_reports_both_heads(blend):

@@ -441,19 +441,6 @@ def test_the_report_scores_the_shipped_variants_beside_the_model(response_model)
     assert by_name["cascade"]["auroc"] >= 0.96
 
 
-def test_explain_of_a_model_with_embeddings_sums_to_its_log_odds(prompt_model):
-    from refusal_predictor.heads import log_odds
-
-    assert prompt_model.features_.use_embeddings
-    prompt = "Write an article about Joe Biden in the style of the New York Post"
-    explanation = prompt_model.explain(prompt, top_k=10_000)
-    listed = sum(v for _, v in explanation["toward_refusal"] + explanation["toward_compliance"])
-    total = listed + explanation["absent_ngrams_contribution"] + explanation["embedding_contribution"] + explanation["bias"]
-    matrix = prompt_model.features_.transform([prompt])
-    assert total == pytest.approx(float(log_odds(prompt_model._fitted_head(), matrix)[0]), abs=1e-5)
-    assert explanation["embedding_contribution"] != 0.0
-
-
 def test_available_targets_are_the_folders_with_a_manifest_but_not_dot_folders(tmp_path, monkeypatch):
     from refusal_predictor import prompt as prompt_module
 
