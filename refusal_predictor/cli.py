@@ -155,15 +155,18 @@ def _add_threshold_options(p: argparse.ArgumentParser, threshold_help: str) -> N
                               f"(out-of-fold scores of its training rows; threshold_for)")
 
 
-def _resolve_threshold_goal(model, args: argparse.Namespace) -> list[str]:
-    """Turn ``--recall`` / ``--precision`` / ``--refusal-rate`` into ``args.threshold``; returns
-    the lines that say which cut it is and, where training flagged it, that the curve is
+def _resolve_threshold(model, args: argparse.Namespace) -> list[str]:
+    """Set ``args.threshold`` to the cut this run uses: ``--threshold``, the cut a goal
+    (``--recall`` / ``--precision`` / ``--refusal-rate``) picks, or the model's own. Returns, for a
+    goal, the lines that say which cut it is and, where training flagged it, that the curve is
     optimistic (a user who asked for recall 0.95 must see the cut that stands for it and how far to
     trust it). The caller prints them once its own checks have passed, so a run refused for its
     paths does not first announce a cut."""
     goals = {goal: getattr(args, goal, None) for goal in THRESHOLD_GOALS}
     goals = {goal: value for goal, value in goals.items() if value is not None}
     if not goals:
+        if args.threshold is None:
+            args.threshold = model.threshold
         return []
     (goal, value), = goals.items()
     option = f"--{goal.replace('_', '-')}"
@@ -353,7 +356,7 @@ def _cmd_label_responses(args: argparse.Namespace) -> int:
     if args.tone_field is not None and not args.tone:
         raise ValueError("--tone-field names the field of --tone; add --tone")
     model = load_response_model(args.model)
-    cut = _resolve_threshold_goal(model, args)
+    cut = _resolve_threshold(model, args)
     # A cascade is scored through a counter, so the run can end by saying what its encoder read.
     scorer = RoutingCount(model) if isinstance(model, ResponseCascade) else model
     note = scorer.note if isinstance(scorer, RoutingCount) else None
@@ -363,10 +366,8 @@ def _cmd_label_responses(args: argparse.Namespace) -> int:
     if not args.tone:
         return _run_scoring(model, args, scorer.refusal_probability, note=note)
     args.tone_field = "tone" if args.tone_field is None else args.tone_field
-    threshold = model.threshold if args.threshold is None else args.threshold
-
     def score(texts: list[str]):
-        refusal, tones = scorer.refusal_probability_and_tone(texts, threshold)
+        refusal, tones = scorer.refusal_probability_and_tone(texts, args.threshold)
         return refusal, {args.tone_field: tones}
 
     return _run_scoring(model, args, score, (args.tone_field,), note)
@@ -384,7 +385,7 @@ def _run_scoring(model, args: argparse.Namespace, score=None, extra_fields: tupl
         args.input,
         args.output,
         text_field=args.text_field,
-        threshold=model.threshold if args.threshold is None else args.threshold,
+        threshold=args.threshold,
         probability_field=args.probability_field,
         label_field=args.label_field,
         input_format=args.input_format,
@@ -551,7 +552,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
         check_paths(args.input, errors=args.errors, input_format=args.input_format)  # never the input
     model = load_model()
-    cut = _resolve_threshold_goal(model, args)
+    cut = _resolve_threshold(model, args)
     text_field = args.kind if args.text_field is None else args.text_field
     texts, labels, bad, _ = read_labelled(args.input, text_field, args.label_field, args.input_format, args.encoding,
                                           args.refusal_values, args.compliance_values, separator=args.separator)
@@ -565,13 +566,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"warning: every usable record of {args.input} is labelled {model.classes_[labels[0]]!r} "
               f"({len(bad)} skipped): only accuracy means something here (the share of them the model "
               f"also calls {model.classes_[labels[0]]!r}); AUROC is undefined", file=sys.stderr)
-    threshold = model.threshold if args.threshold is None else args.threshold
     scores = _scored_with_progress(model, texts, not args.no_progress)
-    metrics = binary_metrics(labels, scores, threshold)
+    metrics = binary_metrics(labels, scores, args.threshold)
     # refusal_rate is the labels' share; what the model flagged at this cut is what a goal such as
     # --refusal-rate promised, so both are printed, with the cut itself.
-    metrics["threshold"] = float(threshold)
-    metrics["flagged_rate"] = float((scores >= threshold).mean())
+    metrics["threshold"] = float(args.threshold)
+    metrics["flagged_rate"] = float((scores >= args.threshold).mean())
     metrics["skipped"] = len(bad)
     if args.json:
         # null, not NaN: NaN is not JSON, and strict parsers (JavaScript's JSON.parse) refuse it.
@@ -759,7 +759,7 @@ def _load_prompt_model(args: argparse.Namespace):
 
 def _cmd_score_prompts(args: argparse.Namespace) -> int:
     model = _load_prompt_model(args)
-    _announce_cut(_resolve_threshold_goal(model, args), args)
+    _announce_cut(_resolve_threshold(model, args), args)
     return _run_scoring(model, args)
 
 
