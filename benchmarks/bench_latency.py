@@ -28,7 +28,7 @@ if str(REPO) not in sys.path:  # run from a source checkout without installing
 
 import numpy as np  # noqa: E402
 
-from benchmarks.common import first_n  # noqa: E402
+from benchmarks.common import configure_encoders, first_n, token_lengths  # noqa: E402
 from refusal_predictor import PromptClassifier, ResponseCascade, ResponseClassifier  # noqa: E402
 from refusal_predictor.cli import at_least_one  # noqa: E402
 from refusal_predictor.keywords import KeywordRefusalDetector  # noqa: E402
@@ -96,18 +96,11 @@ def main(argv: list[str] | None = None) -> None:
     models = {"prompt": PromptClassifier.load(), "response": ResponseClassifier.load(),
               "ngrams": ResponseClassifier.load("ngrams")}
     cascade = ResponseCascade.load()
-    providers = args.providers.split(",") if args.providers else None
-    try:
-        for model in (models["prompt"], models["response"], cascade):
-            model.configure_encoder(providers=providers, num_threads=args.threads)
-    except ValueError as exc:  # an unknown provider name
-        parser.error(str(exc))
+    configure_encoders(parser, [models["prompt"], models["response"], cascade], args.providers, args.threads)
     print("encoder providers in use:",
           {kind: models[kind].features_.get_encoder().providers for kind in ("prompt", "response")})
     for kind, texts in sets.items():
-        lengths = models[kind].features_.get_encoder().token_lengths(texts)
-        print(f"{kind}s: the first {len(texts)} of the paper's data, median {statistics.median(lengths):.0f} "
-              f"encoder tokens, largest {max(lengths)}")
+        print(f"{kind}s: the first {len(texts)} of the paper's data, {token_lengths(models[kind], texts)}")
     header = " | ".join(f"p{p}" if p < 100 else "max" for p in PERCENTILES)
     print(f"\nms per call, one text per call; each percentile the median of {args.runs} runs after a warm-up; "
           f"p50 ratio to the keyword list's in the same run\n")

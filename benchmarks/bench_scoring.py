@@ -34,7 +34,7 @@ if str(REPO) not in sys.path:  # run from a source checkout without installing
     sys.path.insert(0, str(REPO))
 
 from refusal_predictor import PromptClassifier, ResponseCascade, ResponseClassifier  # noqa: E402
-from benchmarks.common import first_n  # noqa: E402
+from benchmarks.common import configure_encoders, first_n, token_lengths  # noqa: E402
 from refusal_predictor.cli import at_least_one  # noqa: E402
 from refusal_predictor.keywords import KeywordRefusalDetector  # noqa: E402
 from training import data  # noqa: E402
@@ -63,15 +63,6 @@ def one_per_call(fn: Callable[[str], object]) -> Callable[[Sequence[str]], objec
         for text in texts:
             fn(text)
     return run
-
-
-def token_lengths(model, texts: Sequence[str]) -> str:
-    """Median and largest encoder token count (before truncation), and how many reach the window."""
-    encoder = model.features_.get_encoder()
-    lengths = sorted(encoder.token_lengths(texts))
-    cut = sum(n >= encoder.max_seq_length for n in lengths)
-    return (f"median {statistics.median(lengths):.0f} tokens, largest {lengths[-1]}, {cut} reach the encoder's "
-            f"{encoder.max_seq_length}")
 
 
 def cascade_row(cascade: ResponseCascade, texts: Sequence[str], runs: int) -> tuple[str, float]:
@@ -105,13 +96,7 @@ def main(argv: list[str] | None = None) -> None:
         sets["logged response"] = unlabelled_sample(args.data_dir, args.n)["response"].tolist()
     models = {"response": ResponseClassifier.load(), "prompt": PromptClassifier.load()}
     cascade = ResponseCascade.load()
-    providers = args.providers.split(",") if args.providers else None
-    try:
-        for model in models.values():
-            model.configure_encoder(providers=providers, num_threads=args.threads)
-        cascade.configure_encoder(providers=providers, num_threads=args.threads)
-    except ValueError as exc:  # an unknown provider name
-        parser.error(str(exc))
+    providers = configure_encoders(parser, [*models.values(), cascade], args.providers, args.threads)
     models["logged response"] = models["response"]  # after configuring: the same model, configured once
     print("encoder providers in use:", {kind: m.features_.get_encoder().providers for kind, m in models.items()})
     for kind, texts in sets.items():
