@@ -334,7 +334,10 @@ def test_train_prompt_end_to_end(tmp_path, capsys):
     model = PromptClassifier.load(folder)
     assert model.target == "my-llm"
     card = model.metadata
-    assert card["training"]["rows"] > 500 and card["evaluation"]["held_out_vs_bootstrapped_labels"]["auroc"] > 0.75
+    held_out = card["evaluation"]["held_out_vs_bootstrapped_labels"]
+    assert card["training"]["rows"] > 500 and held_out["auroc"] > 0.75
+    # The held-out prompts are a stratified draw: their refusal rate is the log's, to one prompt.
+    assert abs(held_out["refusal_rate"] - card["training"]["refusal_rate"]) <= 1 / held_out["n"]
     assert {row["recipe"] for row in card["model_selection"]} == {"logreg", "lightgbm", "blend"}
     assert model.head == max(card["model_selection"], key=lambda r: (r["accuracy"], r["f1"]))["recipe"]
     assert "Model selection" in (folder / "MODEL_CARD.md").read_text()
