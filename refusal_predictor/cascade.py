@@ -23,7 +23,8 @@ from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.exceptions import NotFittedError
 
 from .artifacts import ModelFileError, PathLike, shipped_name_key, shipped_path
-from .classifiers import CLASSES, MANIFEST, ResponseClassifier, as_labels, as_texts, label_accuracy
+from .classifiers import MANIFEST, ResponseClassifier
+from .inputs import CLASSES, as_labels, as_texts, label_accuracy
 from .thresholds import check_threshold
 
 logger = logging.getLogger(__name__)

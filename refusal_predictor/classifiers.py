@@ -9,11 +9,10 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import math
 import shutil
 import warnings
 from pathlib import Path
-from collections.abc import Collection, Mapping, Set as AbstractSet
+from collections.abc import Mapping
 from typing import Any, Iterable, Sequence
 
 import joblib
@@ -44,16 +43,16 @@ from .calibration import check_temperature, fit_temperature, log_loss, temper
 from .encoder import DEFAULT_ENCODER
 from .features import TextFeatures, shipped_encoder_path
 from .heads import LogOddsBlend, leaf_heads
+from .inputs import CLASSES, as_labels, as_texts, checked_weights, label_accuracy
 from .metrics import binary_metrics
 from .paths import check_replaceable_folder
-from .text import is_blank, lone_surrogate_at, text_key
+from .text import is_blank, text_key
 from .thresholds import check_threshold, pick_threshold
 from .thresholds import validation_curve as compute_validation_curve
 from .tones import COMPLIANCE_TONE, ToneHead
 
 logger = logging.getLogger(__name__)
 
-CLASSES = ("compliance", "refusal")
 HEADS = ("logreg", "lightgbm", "blend")
 """Head names: logistic regression, LightGBM, or the mean of their log-odds (:mod:`.heads`)."""
 MODEL_FORMAT = "refusal-predictor-classifier"
@@ -64,137 +63,6 @@ TONES_FILE = "tones.joblib"
 _PREDICT_CHUNK = 2048
 # Fewest labelled texts of each class that recalibrate() fits a temperature on.
 MIN_RECALIBRATION_EXAMPLES = 10
-
-_LABEL_ALIASES = {
-    "refusal": 1, "refused": 1, "refuse": 1, "r": 1, "1": 1, "true": 1,
-    "compliance": 0, "complied": 0, "comply": 0, "c": 0, "0": 0, "false": 0,
-}
-
-
-def as_texts(X: str | Iterable[str], what: str = "text") -> list[str]:
-    """A str or an iterable of str -> list of str; anything else is a TypeError naming the item."""
-    if isinstance(X, str):
-        return [X]
-    if isinstance(X, (bytes, bytearray, Mapping, AbstractSet)) or X is None or not isinstance(X, Iterable):
-        # A dict would iterate its keys and a set has no order to match the scores against.
-        raise TypeError(f"expected a str or a list of str, got {type(X).__name__}")
-    if hasattr(X, "columns"):
-        # A DataFrame iterates its column names: it would score the word "response".
-        raise TypeError(f"expected a str or a list of str, got a {type(X).__name__}; pass one column, "
-                        "e.g. df['response']")
-    texts = list(X)
-    for i, t in enumerate(texts):
-        if not isinstance(t, str):
-            raise TypeError(f"{what} {i} is {type(t).__name__}, expected str")
-        at = lone_surrogate_at(t)
-        if at is not None:
-            raise ValueError(f"{what} {i} holds a lone UTF-16 surrogate {t[at]!r} at character "
-                             f"{at} (half of a character, e.g. an emoji cut in two)")
-    return texts
-
-
-_BOOLEAN_WORDS = {"true": "1", "false": "0"}
-
-
-def _label_key(value: Any) -> str | None:
-    """A label value as a lower-case key, numbers by their value, so ``True``, ``"true"``, ``1``,
-    ``1.0`` and ``"1.0"`` (a CSV export of float labels) are one value, and ``2.5`` and ``"2.50"``
-    another; None, NaN or blank is no label."""
-    if isinstance(value, (bool, np.bool_)):
-        value = int(value)
-    if value is None or (isinstance(value, (float, np.floating)) and np.isnan(value)):
-        return None
-    key = str(value).strip().lower()
-    if key in _BOOLEAN_WORDS:  # a JSON or Parquet boolean is read as 1/0: its spelling in a CSV too
-        return _BOOLEAN_WORDS[key]
-    try:
-        number = float(key)
-    except ValueError:
-        return key or None
-    if not math.isfinite(number):
-        return key
-    return str(int(number)) if number.is_integer() else repr(number)
-
-
-def label_keys(values: Iterable[Any] | None) -> frozenset[str]:
-    """A user's label values as the keys :func:`label_value` compares: ``{3.0}``, ``{"3.0"}`` and
-    ``{3}`` all mean the file's ``3`` / ``3.0``, as the file's own values are read. Compared raw,
-    ``--compliance-values 3.0`` matched no row of a CSV of 3.0s, and every row became a refusal."""
-    keys = (_label_key(v) for v in values or ())
-    return frozenset(k for k in keys if k is not None)
-
-
-def check_label_values(refusal_values: Collection[str] | None, compliance_values: Collection[str] | None,
-                       names: tuple[str, str] = ("refusal_values", "compliance_values")) -> None:
-    """A value may name one class only: checked once per call of :func:`as_labels` or a file read.
-    ``names``: what the caller calls the two sets (the CLI's options)."""
-    both = set(refusal_values or ()) & set(compliance_values or ())
-    if both:
-        raise ValueError(f"label values {sorted(both)} are in both {names[0]} and {names[1]}")
-
-
-def label_value(value: Any, refusal_values: Collection[str] | None = None,
-                compliance_values: Collection[str] | None = None,
-                names: tuple[str, str] = ("refusal_values", "compliance_values")) -> int:
-    """One label as 0 (compliance) / 1 (refusal), or a ValueError saying why it is none.
-
-    Accepts the class names, 0/1 and booleans, and a user's own scheme (e.g. the paper's tones):
-    values in ``refusal_values`` / ``compliance_values``, given as :func:`label_keys`. Given one set alone, every
-    other value is the other class, as the paper counts every tone but ``complied`` as a refusal.
-    Given both, a value in neither is an error. A built-in name (``1``, ``true``, ``refusal``, ...)
-    outside the given sets keeps its meaning only where that rule agrees: a scheme of refusals
-    ``"0"`` made "1" a refusal by its name and a compliance by the rule, and either reading
-    silently mislabels someone's data, so it is an error asking to name the value. ``names``: what
-    the caller calls the two sets, so the error points at the caller's own options.
-    """
-    refusal_values, compliance_values = refusal_values or (), compliance_values or ()
-    key = _label_key(value)
-    if key is None:
-        raise ValueError("no label (empty)")
-    if key in refusal_values:
-        return 1
-    if key in compliance_values:
-        return 0
-    if refusal_values and compliance_values:
-        raise ValueError(f"neither in the refusal values {sorted(refusal_values)} nor in the compliance values {sorted(compliance_values)}")
-    if refusal_values or compliance_values:
-        other = 0 if refusal_values else 1
-        if _LABEL_ALIASES.get(key, other) != other:
-            given, given_name = (sorted(refusal_values), names[0]) if refusal_values else (sorted(compliance_values), names[1])
-            raise ValueError(
-                f"{CLASSES[1 - other]} by its name, but not in the {given_name} {given}, whose every other value "
-                f"is {CLASSES[other]}; name it in {names[0]} or {names[1]}"
-            )
-        return other
-    if key in _LABEL_ALIASES:
-        return _LABEL_ALIASES[key]
-    raise ValueError(f"expected 'refusal'/'compliance', 1/0 or a bool (or name your values with {names[0]} / {names[1]})")
-
-
-def as_labels(y: Iterable[Any], refusal_values: Collection[str] | None = None,
-              compliance_values: Collection[str] | None = None) -> np.ndarray:
-    """Labels as 0 (compliance) / 1 (refusal); see :func:`label_value` for what is accepted."""
-    refusal_values, compliance_values = label_keys(refusal_values), label_keys(compliance_values)
-    check_label_values(refusal_values, compliance_values)
-    out = []
-    for i, value in enumerate(y):
-        try:
-            out.append(label_value(value, refusal_values, compliance_values))
-        except ValueError as exc:
-            raise ValueError(f"label {i} is {value!r}; {exc}") from None
-    return np.asarray(out, dtype=np.int64)
-
-
-def label_accuracy(predicted: np.ndarray, y: Iterable[Any], sample_weight: Any = None) -> float:
-    """Accuracy of ``predict``'s class names against labels read as ``fit`` reads them."""
-    from sklearn.metrics import accuracy_score
-
-    truth = as_labels(y)
-    hits = (np.asarray(predicted) == CLASSES[1]).astype(np.int64)
-    if len(truth) != len(hits):
-        raise ValueError(f"{len(hits)} texts but {len(truth)} labels")
-    return float(accuracy_score(truth, hits, sample_weight=sample_weight))
-
 
 def check_save_folder(path: PathLike, kind: str | None = None) -> Path:
     """Where ``save()`` may write: a new or empty folder, or a model folder (saved over).
@@ -225,25 +93,6 @@ def _runtime_versions() -> dict[str, str]:
     ONNX encoder), for telling apart a model that scores differently after an upgrade."""
     found = {module: _installed_version(module) for module in ("lightgbm", "onnxruntime")}
     return {module: version for module, version in found.items() if version is not None}
-
-
-def checked_weights(sample_weight: Any, n: int) -> np.ndarray:
-    """Sample weights as float64, checked: one per row, finite, none negative, some positive.
-
-    scikit-learn accepted negative weights for the tone head (a degenerate head whose
-    cross-validation was still recorded as valid) and refused them in ``fit`` with "max() arg is
-    an empty sequence"; both now get this message.
-    """
-    weights = np.asarray(sample_weight, dtype=np.float64)
-    if weights.shape != (n,):
-        raise ValueError(f"{n} texts but sample_weight has shape {weights.shape}")
-    bad = np.flatnonzero(~np.isfinite(weights) | (weights < 0))
-    if len(bad):
-        raise ValueError(f"sample_weight must be finite and not negative; row {bad[0]} is {weights[bad[0]]}"
-                         + (f" ({len(bad)} such rows)" if len(bad) > 1 else ""))
-    if n and not (weights > 0).any():
-        raise ValueError("sample_weight is zero for every row: nothing to learn from")
-    return weights
 
 
 def _warn_on_other_versions(folder: Path, saved_with: Mapping[str, Any], name: str, running: str | None) -> None:

@@ -113,7 +113,7 @@ def _add_label_options(p: argparse.ArgumentParser) -> None:
 
 
 def _value_set(text: str) -> frozenset[str]:
-    from .classifiers import label_keys
+    from .inputs import label_keys
 
     values = label_keys(text.split(","))
     if not values:
@@ -427,7 +427,7 @@ def read_labelled(path: str, text_field: str, label_field: str, input_format=Non
     ``skip_blank`` (training) reports blank texts instead of returning them: a model scores a blank
     response by a fixed rule, and logged API errors labelled "compliance" taught the n-gram head
     that a text with no known n-gram complies (a short Chinese refusal went from 0.39 to 0.01)."""
-    from .classifiers import check_label_values, label_value
+    from .inputs import check_label_values, label_value
     from .records import BadRecord, get_text, raw_of, read_all
     from .text import is_blank
 

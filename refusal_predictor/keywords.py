@@ -11,7 +11,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .classifiers import CLASSES, as_texts
+from .inputs import CLASSES, as_texts
 
 # Case-insensitive substrings of llm-guard's NoRefusalLight scanner (MIT licence), which takes them
 # from the test prefixes of Zou et al. (2023).

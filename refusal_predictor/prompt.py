@@ -16,7 +16,8 @@ from sklearn.utils.validation import check_is_fitted
 
 from .artifacts import ModelFileError, PathLike, shipped_name_key, shipped_path, write_json
 from .calibration import temper
-from .classifiers import RefusalClassifier, as_texts
+from .classifiers import RefusalClassifier
+from .inputs import as_texts
 from .heads import contributions, leaf_heads
 
 logger = logging.getLogger(__name__)

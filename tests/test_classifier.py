@@ -145,7 +145,7 @@ def test_calibration_folds_mix_ordered_logs(fitted, split):
 
 
 def test_mappings_and_sets_are_rejected_not_iterated():
-    from refusal_predictor.classifiers import as_texts
+    from refusal_predictor.inputs import as_texts
 
     for bad in ({"a": 1}, {"a", "b"}, frozenset({"a"})):
         with pytest.raises(TypeError, match=type(bad).__name__):
@@ -319,7 +319,7 @@ def test_predict_proba_across_chunk_boundaries(monkeypatch):
 
 
 def test_as_labels_reads_standard_values_and_a_users_scheme():
-    from refusal_predictor.classifiers import as_labels
+    from refusal_predictor.inputs import as_labels
 
     assert list(as_labels([True, False, 1, 0, 1.0, "0.0", " Refusal ", "complied", np.int64(1)])) == [1, 0, 1, 0, 1, 0, 1, 0, 1]
     # One set alone: its values, and every other value is the other class; a built-in name that

@@ -401,7 +401,7 @@ def test_ctrl_c_is_reported_without_a_traceback(ngram_model, tmp_path, monkeypat
 def test_label_values_given_as_numbers_match_the_file_as_it_writes_them(ngram_model, tmp_path, capsys):
     """A CSV of float ratings holds "3.0", read as 3; --compliance-values 3.0 stayed "3.0", matched
     nothing, and every row became a refusal (accuracy 0.344, exit 0)."""
-    from refusal_predictor.classifiers import as_labels
+    from refusal_predictor.inputs import as_labels
 
     _, _, test = data.paper_split()
     ratings = tmp_path / "ratings.csv"
@@ -464,7 +464,7 @@ def test_evaluate_json_is_strict_json_when_a_metric_is_undefined(ngram_model, tm
 
 
 def test_label_values_compare_fractions_and_booleans_by_value():
-    from refusal_predictor.classifiers import as_labels
+    from refusal_predictor.inputs import as_labels
 
     assert list(as_labels([2.5, "2.50", 0.1, 1.0], compliance_values={"2.5", "1e-1"})) == [0, 0, 0, 1]
     assert list(as_labels([True, False, "True", "false"], refusal_values={"true"}, compliance_values={"FALSE"})) == [1, 0, 1, 0]
