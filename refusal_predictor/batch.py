@@ -17,8 +17,8 @@ import numpy as np
 from .artifacts import PathLike
 from .encoder import check_count
 from .errors_file import default_errors_path, write_with_errors
-from .records import (BadRecord, RecordWriter, check_paths, detect_format, find_field, get_text, input_columns, raw_of,
-                      read_records)
+from .record_writer import RecordWriter
+from .records import BadRecord, check_paths, detect_format, find_field, get_text, input_columns, raw_of, read_records
 from .thresholds import check_threshold, written_probability
 
 logger = logging.getLogger(__name__)

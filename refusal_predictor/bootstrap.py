@@ -18,7 +18,8 @@ import numpy as np
 from .artifacts import PathLike
 from .batch import checked_scores
 from .errors_file import default_errors_path, write_with_errors
-from .records import BadRecord, RecordWriter, check_paths, get_text, raw_of, read_records
+from .record_writer import RecordWriter
+from .records import BadRecord, check_paths, get_text, raw_of, read_records
 from .text import is_blank, text_key
 from .thresholds import check_threshold, written_probability
 

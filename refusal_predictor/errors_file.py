@@ -16,7 +16,8 @@ from typing import Sequence
 
 from .artifacts import PathLike
 from .paths import check_output_path, is_device_or_pipe, link_target, new_file_mode
-from .records import BadRecord, RecordWriter
+from .record_writer import RecordWriter
+from .records import BadRecord
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from refusal_predictor.records import BadRecord, RecordWriter, detect_format, get_text, read_all, read_records
+from refusal_predictor.record_writer import RecordWriter
+from refusal_predictor.records import BadRecord, detect_format, get_text, read_all, read_records
 
 
 def test_jsonl_bad_lines_are_reported_with_line_numbers(tmp_path):
