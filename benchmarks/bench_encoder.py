@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run from a source checkout without installing
     sys.path.insert(0, str(REPO))
 
-from refusal_predictor.cli import at_least_one  # noqa: E402
+from refusal_predictor.cli import at_least_one, thread_count  # noqa: E402
 from refusal_predictor.encoder import OnnxEncoder  # noqa: E402
 
 HAND_LABELED = REPO / "training" / "data" / "chatgpt-refusals" / "all_hand_labeled.json"
@@ -79,7 +79,7 @@ def texts_per_second(encode: Callable[[Sequence[str], int], object], texts: list
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=at_least_one, default=5, help="timed runs per cell (median reported)")
-    parser.add_argument("--threads", type=at_least_one, help="threads for both back-ends (default: each one's own)")
+    parser.add_argument("--threads", type=thread_count, help="threads for both back-ends (default: each one's own)")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

@@ -28,9 +28,9 @@ if str(REPO) not in sys.path:  # run from a source checkout without installing
 
 import numpy as np  # noqa: E402
 
-from benchmarks.common import configure_encoders, first_n, token_lengths  # noqa: E402
+from benchmarks.common import configure_encoders, figure, first_n, provider_list, token_lengths  # noqa: E402
 from refusal_predictor import PromptClassifier, ResponseCascade, ResponseClassifier  # noqa: E402
-from refusal_predictor.cli import at_least_one  # noqa: E402
+from refusal_predictor.cli import at_least_one, thread_count  # noqa: E402
 from refusal_predictor.keywords import KeywordRefusalDetector  # noqa: E402
 from training import data  # noqa: E402
 
@@ -59,7 +59,7 @@ def latency_ms(fn: Callable[[str], object], texts: Sequence[str], runs: int,
                clients: int = 1) -> tuple[list[float], float]:
     """Each of :data:`PERCENTILES` of the per-call time in ms, and the calls per second all
     clients together completed: each the median over ``runs`` runs."""
-    call_times(fn, texts[:8], clients)  # warm-up: sessions, caches, the thread pool's first runs
+    call_times(fn, texts[:8], clients)  # warm-up: the encoder sessions open and the caches fill
     per_run = [call_times(fn, texts, clients) for _ in range(runs)]
     percentiles = [np.percentile(calls, PERCENTILES) * 1000 for calls, _ in per_run]
     return ([statistics.median(run[i] for run in percentiles) for i in range(len(PERCENTILES))],
@@ -87,8 +87,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clients", type=at_least_one, default=2,
                         help="also time the shipped models with this many threads calling one model at once "
                              "(1: no such rows)")
-    parser.add_argument("--providers", help="comma-separated onnxruntime providers for the encoders")
-    parser.add_argument("--threads", type=at_least_one, help="onnxruntime intra-op threads for the encoders")
+    parser.add_argument("--providers", type=provider_list, help="comma-separated onnxruntime providers for the encoders")
+    parser.add_argument("--threads", type=thread_count, help="onnxruntime intra-op threads for the encoders")
     args = parser.parse_args(argv)
     paper = data.load_paper()
     sets = {"prompt": first_n(paper["prompt"].tolist(), args.n, "prompts"),
@@ -97,8 +97,9 @@ def main(argv: list[str] | None = None) -> None:
               "ngrams": ResponseClassifier.load("ngrams")}
     cascade = ResponseCascade.load()
     configure_encoders(parser, [models["prompt"], models["response"], cascade], args.providers, args.threads)
-    print("encoder providers in use:",
-          {kind: models[kind].features_.get_encoder().providers for kind in ("prompt", "response")})
+    in_use = {kind: models[kind].features_.get_encoder().providers for kind in ("prompt", "response")}
+    in_use["cascade"] = cascade.full.features_.get_encoder().providers
+    print("encoder providers in use:", in_use)
     for kind, texts in sets.items():
         print(f"{kind}s: the first {len(texts)} of the paper's data, {token_lengths(models[kind], texts)}")
     header = " | ".join(f"p{p}" if p < 100 else "max" for p in PERCENTILES)
@@ -114,8 +115,8 @@ def main(argv: list[str] | None = None) -> None:
                           latency_ms(models[kind].predict_proba, texts, args.runs, args.clients)))
         base = timed[0][2][0][0]
         for name, clients, (values, rate) in timed:
-            cells = " | ".join(f"{v:.3g}" for v in values)
-            print(f"| {kind} | {name} | {clients} | {cells} | {rate:,.0f} | {values[0] / base:.3g} |")
+            cells = " | ".join(figure(v) for v in values)
+            print(f"| {kind} | {name} | {clients} | {cells} | {rate:,.0f} | {figure(values[0] / base)} |")
 
 
 if __name__ == "__main__":

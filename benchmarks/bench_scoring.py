@@ -34,8 +34,8 @@ if str(REPO) not in sys.path:  # run from a source checkout without installing
     sys.path.insert(0, str(REPO))
 
 from refusal_predictor import PromptClassifier, ResponseCascade, ResponseClassifier  # noqa: E402
-from benchmarks.common import configure_encoders, first_n, token_lengths  # noqa: E402
-from refusal_predictor.cli import at_least_one  # noqa: E402
+from benchmarks.common import configure_encoders, first_n, provider_list, token_lengths  # noqa: E402
+from refusal_predictor.cli import at_least_one, thread_count  # noqa: E402
 from refusal_predictor.keywords import KeywordRefusalDetector  # noqa: E402
 from training import data  # noqa: E402
 
@@ -81,8 +81,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=at_least_one, default=5, help="timed runs per row (median reported)")
     parser.add_argument("--n", type=at_least_one, default=128, help="texts per run")
-    parser.add_argument("--providers", help="comma-separated onnxruntime providers for the encoders")
-    parser.add_argument("--threads", type=at_least_one, help="onnxruntime intra-op threads for the encoders")
+    parser.add_argument("--providers", type=provider_list, help="comma-separated onnxruntime providers for the encoders")
+    parser.add_argument("--threads", type=thread_count, help="onnxruntime intra-op threads for the encoders")
     parser.add_argument("--data-dir", type=Path,
                         help="the shared data folder: also time the cascade and the shipped model on --n logged "
                              "responses of the unlabelled logs (training.cascade_band's sample)")
@@ -96,7 +96,8 @@ def main(argv: list[str] | None = None) -> None:
         sets["logged response"] = unlabelled_sample(args.data_dir, args.n)["response"].tolist()
     models = {"response": ResponseClassifier.load(), "prompt": PromptClassifier.load()}
     cascade = ResponseCascade.load()
-    providers = configure_encoders(parser, [*models.values(), cascade], args.providers, args.threads)
+    providers = args.providers
+    configure_encoders(parser, [*models.values(), cascade], providers, args.threads)
     models["logged response"] = models["response"]  # after configuring: the same model, configured once
     print("encoder providers in use:", {kind: m.features_.get_encoder().providers for kind, m in models.items()})
     for kind, texts in sets.items():

@@ -31,15 +31,33 @@ def token_lengths(model: Any, texts: Sequence[str]) -> str:
             f"{encoder.max_seq_length}")
 
 
-def configure_encoders(parser: argparse.ArgumentParser, models: Iterable[Any], providers: str | None,
-                       threads: int | None) -> list[str] | None:
-    """Open every model's encoder with ``--providers`` (comma-separated) and ``--threads`` as
-    ``configure_encoder`` does; an unknown provider name is an option error, not a traceback.
-    Returns the providers as a list (None: the default)."""
-    names = providers.split(",") if providers else None
+def provider_list(text: str) -> list[str]:
+    """``--providers``: comma-separated onnxruntime provider names, checked as the option is read,
+    before any data or model loads (an empty value was the default without a word)."""
+    from refusal_predictor.encoder import check_session_options
+
+    names = [name.strip() for name in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError("expected comma-separated onnxruntime provider names, e.g. "
+                                         "CUDAExecutionProvider,CPUExecutionProvider")
+    try:
+        check_session_options(providers=names)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return names
+
+
+def configure_encoders(parser: argparse.ArgumentParser, models: Iterable[Any], providers: list[str] | None,
+                       threads: int | None) -> None:
+    """Open every model's encoder with ``--providers`` (:func:`provider_list`) and ``--threads`` as
+    ``configure_encoder`` does; what onnxruntime still refuses is an option error, not a traceback."""
     try:
         for model in models:
-            model.configure_encoder(providers=names, num_threads=threads)
+            model.configure_encoder(providers=providers, num_threads=threads)
     except ValueError as exc:
         parser.error(str(exc))
-    return names
+
+
+def figure(value: float) -> str:
+    """Three significant digits with thousands separators, as the README quotes them (2,090, not 2.09e+03)."""
+    return f"{float(f'{value:.3g}'):,g}"

@@ -74,7 +74,7 @@ def _number_in(low: float, high: float, low_open: bool = False, high_open: bool 
 _probability = _number_in(0.0, 1.0)
 
 
-def _threads(text: str) -> int:
+def thread_count(text: str) -> int:
     """--threads: at least 1, and few enough for onnxruntime (a typo of many digits was its error)."""
     value = at_least_one(text)
     if value > 4096:
@@ -83,7 +83,7 @@ def _threads(text: str) -> int:
 
 
 def _add_threads_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--threads", type=_threads, help="CPU threads of the encoder: N texts embedded at once, one thread "
+    p.add_argument("--threads", type=thread_count, help="CPU threads of the encoder: N texts embedded at once, one thread "
                                                "each, and N threads for one text (default: one per available CPU); "
                                                "running several processes on one machine, give each 1")
 

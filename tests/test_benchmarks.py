@@ -5,6 +5,10 @@ scripts from rotting, and from printing a plausible table of something other tha
 """
 from __future__ import annotations
 
+import threading
+import time
+
+import numpy as np
 import onnxruntime as ort
 import pytest
 
@@ -32,10 +36,16 @@ def test_options_below_one_are_refused_with_one_line(script, argv, capsys):
     assert "expected a whole number of at least 1" in capsys.readouterr().err
 
 
-def test_an_unknown_provider_is_an_option_error_not_a_traceback(capsys):
+@pytest.mark.parametrize("script", [bench_scoring, bench_latency])
+@pytest.mark.parametrize("providers, said", [("NoSuchExecutionProvider", "NoSuchExecutionProvider"),
+                                             ("", "provider names"), ("CPUExecutionProvider,", "provider names")])
+def test_a_bad_provider_list_is_an_option_error_before_anything_loads(script, providers, said, capsys, monkeypatch):
+    # An empty --providers was the default without a word, and an unknown name was caught only after
+    # the data and four models had loaded.
+    monkeypatch.setattr(script.data, "load_paper", lambda: pytest.fail("loaded the data before checking --providers"))
     with pytest.raises(SystemExit) as exit_info:
-        bench_scoring.main(["--runs", "1", "--n", "1", "--providers", "NoSuchExecutionProvider"])
-    assert exit_info.value.code == 2 and "NoSuchExecutionProvider" in capsys.readouterr().err
+        script.main(["--runs", "1", "--n", "1", "--providers", providers])
+    assert exit_info.value.code == 2 and said in capsys.readouterr().err
 
 
 def test_bench_gpu_names_a_missing_encoder_folder_before_anything_else(tmp_path, capsys):
@@ -87,11 +97,57 @@ def test_bench_latency_prints_percentiles_per_call_for_every_scorer(capsys):
     assert [(kind, clients) for kind, _, clients, *_ in rows].count(("prompt", "2")) == 1
     assert len(rows) == 11 and {r[1] for r in rows} >= {"keywords (baseline)", "explain (top 10 n-grams)",
                                                         "shipped cascade, ResponseCascade.load()"}
-    for row in rows:
-        p50, p90, p99, slowest = map(float, row[3:7])
+    figures = [[float(cell.replace(",", "")) for cell in row[3:9]] for row in rows]
+    assert not any("e+" in cell or "e-" in cell for row in rows for cell in row[3:9])  # 2,090 as the README quotes it
+    for p50, p90, p99, slowest, rate, ratio in figures:
         assert 0 < p50 <= p90 <= p99 <= slowest  # percentiles in order: not a column mixed up
-        assert float(row[7].replace(",", "")) > 0 and float(row[8]) > 0
-    assert [float(r[8]) for r in rows if r[1] == "keywords (baseline)"] == [1.0, 1.0]
+        assert rate > 0 and ratio > 0
+    assert [f[5] for r, f in zip(rows, figures) if r[1] == "keywords (baseline)"] == [1.0, 1.0]
+    for kind in ("prompt", "response"):  # each ratio is the row's p50 over its kind's keyword p50, not the inverse
+        base = next(f[0] for r, f in zip(rows, figures) if r[0] == kind and r[1] == "keywords (baseline)")
+        for r, f in zip(rows, figures):
+            if r[0] == kind:
+                assert f[5] == pytest.approx(f[0] / base, rel=0.02)
+
+
+@pytest.mark.parametrize("script", [bench_latency, bench_scoring])
+def test_a_thread_count_onnxruntime_cannot_take_is_refused_before_loading(script, capsys):
+    with pytest.raises(SystemExit) as exit_info:  # 99999 spawned threads for minutes; 99999999999 was a traceback
+        script.main(["--threads", "99999"])
+    assert exit_info.value.code == 2 and "at most 4096" in capsys.readouterr().err
+
+
+def test_bench_latency_times_one_text_per_call_in_ms_after_a_warm_up(monkeypatch):
+    seen, active, peak = [], [0], [0]
+    lock = threading.Lock()
+
+    def fn(text):
+        with lock:
+            seen.append(text)
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        time.sleep(0.01)
+        with lock:
+            active[0] -= 1
+
+    texts = [f"t{i}" for i in range(20)]
+    values, rate = bench_latency.latency_ms(fn, texts, runs=3, clients=1)
+    assert seen == texts[:8] + texts * 3 and peak[0] == 1  # one text per call; warm-up of 8, then 3 runs
+    assert values[0] >= 9 and 0 < rate <= 100  # milliseconds, not seconds (each call sleeps 10 ms)
+    seen.clear()
+    peak[0] = 0
+    bench_latency.latency_ms(fn, texts, runs=1, clients=3)
+    assert peak[0] == 3 and sorted(seen) == sorted(texts[:8] + texts)  # K threads really call at once
+
+    # each percentile (and calls/s) is the median over the runs; the warm-up's times are not among them
+    rng = np.random.default_rng(0)
+    runs = [rng.exponential(1.0, 50) for _ in range(5)]
+    walls = [1.0, 2.0, 3.0, 4.0, 10.0]
+    canned = iter([(np.full(8, 1e6), 1e6)] + list(zip(runs, walls)))
+    monkeypatch.setattr(bench_latency, "call_times", lambda fn, texts, clients=1: next(canned))
+    values, rate = bench_latency.latency_ms(None, ["t"] * 50, runs=5)
+    expected = np.median([np.percentile(r, bench_latency.PERCENTILES) for r in runs], axis=0) * 1000
+    assert values == pytest.approx(expected) and rate == pytest.approx(50 / 3.0)
 
 
 def test_bench_cpu_agreement_checks_folders_and_qemu_before_emulating(tmp_path, monkeypatch, capsys):
