@@ -18,6 +18,7 @@ import numpy as np
 from .artifacts import PathLike
 from .batch import checked_scores
 from .errors_file import default_errors_path, write_with_errors
+from .jsonvalues import dumps_value
 from .record_writer import RecordWriter
 from .records import BadRecord, check_paths, get_text, raw_of, read_records
 from .text import is_blank, text_key
@@ -171,7 +172,8 @@ def bootstrap_records(
             ))
             continue
         model = record.get(model_field) if model_field else None
-        model = "" if model is None else str(model)
+        # A model field that is not text is written in its JSON spelling: str() wrote True, {'n': 'gpt'}.
+        model = "" if model is None else model if isinstance(model, str) else dumps_value(model)
         pending.append((prompt, response, model, line, record))
         if len(pending) >= batch_size:
             flush()

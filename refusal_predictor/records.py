@@ -15,6 +15,7 @@ import importlib
 import json
 import logging
 import os
+import re
 import sys
 import zlib
 from dataclasses import dataclass
@@ -111,9 +112,11 @@ def _head(path: PathLike, size: int = 4096) -> bytes:
 
 def check_encoding(encoding: str) -> str:
     try:
-        codecs.lookup(encoding)
+        info = codecs.lookup(encoding)
     except LookupError:
         raise ValueError(f"unknown text encoding {encoding!r} (e.g. utf-8, latin-1, cp1252)") from None
+    if not getattr(info, "_is_text_encoding", True):  # rot13, base64, zlib: codecs, but not of text
+        raise ValueError(f"{encoding!r} is not a text encoding (e.g. utf-8, latin-1, cp1252)")
     return encoding
 
 
@@ -157,10 +160,11 @@ def read_records(path: PathLike, fmt: str | None = None, encoding: str = "utf-8"
         reader = _read_jsonl(path, encoding, EXACT_DECODER if exact else PLAIN_DECODER)
     else:
         reader = _read_csv(path, encoding, csv_delimiter(path, fmt, encoding, separator=separator))
-    line = 0
+    line = 0  # the last line read, blank ones included: a cut after blank lines is reported after them
     try:
         for line, record in reader:
-            yield line, record
+            if record is not None:
+                yield line, record
     except _GZIP_ERRORS as exc:
         if not line:
             raise ValueError(f"{path}: not a readable gzip file from its start: {exc}") from exc
@@ -168,8 +172,9 @@ def read_records(path: PathLike, fmt: str | None = None, encoding: str = "utf-8"
                                             "the rest of the file could not be read")
 
 
-def _read_jsonl(path: PathLike, encoding: str, decoder: json.JSONDecoder) -> Iterator[tuple[int, dict | BadRecord]]:
-    """JSON Lines, or a JSON array of objects (``[{...}, {...}]``, as many tools export ``.json``)."""
+def _read_jsonl(path: PathLike, encoding: str, decoder: json.JSONDecoder) -> Iterator[tuple[int, dict | BadRecord | None]]:
+    """JSON Lines, or a JSON array of objects (``[{...}, {...}]``, as many tools export ``.json``);
+    a blank line is ``(line, None)``, so that :func:`read_records` knows how far it read."""
     if _starts_with_array(path, encoding):
         array = _read_json_array(path, encoding, decoder)
         if array is not None:
@@ -191,8 +196,8 @@ def _read_jsonl(path: PathLike, encoding: str, decoder: json.JSONDecoder) -> Ite
                 yield line_no, BadRecord(line_no, f"not valid {encoding} (at byte {exc.start})",
                                          kept.decode(encoding, "replace"), raw_bytes=kept)
                 continue
-            if text.strip():  # blank lines carry nothing
-                yield line_no, _json_line(line_no, text, decoder)
+            # blank lines carry nothing
+            yield line_no, _json_line(line_no, text, decoder) if text.strip() else None
 
 
 def _ascii_compatible(encoding: str) -> bool:
@@ -200,41 +205,98 @@ def _ascii_compatible(encoding: str) -> bool:
     return "\n".encode(encoding) == b"\n"
 
 
-def _read_jsonl_wide(path: PathLike, encoding: str, decoder: json.JSONDecoder) -> Iterator[tuple[int, dict | BadRecord]]:
+def _read_jsonl_wide(path: PathLike, encoding: str, decoder: json.JSONDecoder) -> Iterator[tuple[int, dict | BadRecord | None]]:
     """JSON Lines in an encoding whose newline is not the byte 0x0A (UTF-16, UTF-32), decoded as a
     stream: split at that byte first, every character was cut in two. Bytes not valid in the
-    encoding are decoded as a lone surrogate, which valid text of these encodings never yields,
-    so the line holding them is skipped with its number and the lines around it are kept."""
-    with io.TextIOWrapper(_open_bytes(path), encoding=encoding, errors=_MARK_INVALID, newline="\n") as handle:
+    encoding are escaped (:data:`_ESCAPE_BYTES`), so the line holding them is skipped with its
+    number and its own bytes, and the lines around it are kept."""
+    codec = _line_codec(path, encoding)
+    with io.TextIOWrapper(_open_bytes(path), encoding=encoding, errors=_ESCAPE_BYTES, newline="\n") as handle:
         for line_no, text in enumerate(handle, start=1):
             if line_no == 1:
                 text = text.lstrip("\ufeff")
-            if _INVALID in text:
-                yield line_no, BadRecord(line_no, f"not valid {encoding}",
-                                         text.replace(_INVALID, "\ufffd").rstrip("\r\n"))
-            elif text.strip():
-                yield line_no, _json_line(line_no, text, decoder)
+            if _ESCAPED.search(text):
+                kept = text.rstrip("\r\n")
+                yield line_no, BadRecord(line_no, f"not valid {encoding}", _ESCAPED.sub("\ufffd", kept),
+                                         raw_bytes=_original_bytes(kept, codec))
+            else:
+                yield line_no, _json_line(line_no, text, decoder) if text.strip() else None
 
 
-_INVALID = "\udcff"  # a lone surrogate: never the result of decoding valid UTF-16 or UTF-32
-_MARK_INVALID = "refusal_predictor.mark_invalid"
-codecs.register_error(_MARK_INVALID, lambda exc: (_INVALID, exc.end))
+# Bytes that do not decode become U+DC00 + byte, as "surrogateescape" does, but for every byte:
+# surrogateescape gives up on a byte below 0x80, which a bad UTF-16 or UTF-32 code unit can hold.
+# Decoding valid text never yields these lone surrogates, so they mark the bytes exactly.
+_ESCAPE_BYTES = "refusal_predictor.escape_bytes"
+codecs.register_error(_ESCAPE_BYTES, lambda exc: ("".join(chr(0xDC00 + b) for b in exc.object[exc.start:exc.end]), exc.end))
+_ESCAPED = re.compile("[\udc00-\udcff]")
+
+
+def _line_codec(path: PathLike, encoding: str) -> str:
+    """The codec that turns a line of ``path`` back into its own bytes. ``utf-16`` / ``utf-32``
+    take their byte order from the file's byte-order mark (the machine's without one), and their
+    encoders would put a mark before every line."""
+    name = codecs.lookup(encoding).name
+    marks = {"utf-16": (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE), "utf-32": (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)}
+    if name not in marks:
+        return name
+    head = _head(path, 4)
+    little, big = marks[name]
+    order = "le" if head.startswith(little) else "be" if head.startswith(big) else sys.byteorder[:1] + "e"
+    return f"{name}-{order}"
+
+
+def _original_bytes(text: str, codec: str) -> bytes:
+    """Text read with :data:`_ESCAPE_BYTES` as the bytes it was read from."""
+    out, pos = [], 0
+    for match in _ESCAPED.finditer(text):
+        out += [text[pos:match.start()].encode(codec), bytes([ord(match.group()) - 0xDC00])]
+        pos = match.end()
+    out.append(text[pos:].encode(codec))
+    return b"".join(out)
+
+
+MAX_NESTING = 100
+"""Deepest nesting of arrays and objects a JSON record may have. Deeper ones are skipped with their
+line: Python's decoder, and the CSV and Parquet writers, give up somewhere past a few hundred."""
+
+
+def _nesting(value: object) -> int:
+    """How deep arrays and objects nest in ``value`` (0 for a string or number), without recursion."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = item.values()
+        elif not isinstance(item, list):
+            continue
+        deepest = max(deepest, depth + 1)
+        stack.extend((child, depth + 1) for child in item if isinstance(child, (dict, list)))
+    return deepest
+
+
+def _too_deep(line: int, text: str) -> BadRecord:
+    return BadRecord(line, f"nested deeper than {MAX_NESTING} levels of arrays and objects", text)
 
 
 def _json_line(line_no: int, text: str, decoder: json.JSONDecoder = EXACT_DECODER) -> dict | BadRecord:
     """One JSON Lines record, or what is wrong with it."""
+    kept = text.rstrip("\r\n")
     try:
         record = decoder.decode(text)
     except json.JSONDecodeError as exc:
-        return BadRecord(line_no, f"malformed JSON ({exc.msg} at column {exc.colno})", text.rstrip("\n"))
+        return BadRecord(line_no, f"malformed JSON ({exc.msg} at column {exc.colno})", kept)
     except DuplicateField as exc:
-        return BadRecord(line_no, duplicate_reason(exc.key), text.rstrip("\n"))
+        return BadRecord(line_no, duplicate_reason(exc.key), kept)
     except ValueError as exc:  # e.g. an integer of over 4,300 digits (Python's conversion limit)
-        return BadRecord(line_no, f"unreadable JSON ({exc})", text.rstrip("\n"))
+        return BadRecord(line_no, f"unreadable JSON ({exc})", kept)
+    except RecursionError:
+        return _too_deep(line_no, kept)
     if not isinstance(record, dict):
-        return BadRecord(line_no, f"a JSON {type(record).__name__}, expected an object", text.rstrip("\n"))
+        return BadRecord(line_no, f"a JSON {type(record).__name__}, expected an object", kept)
+    if _nesting(record) > MAX_NESTING:
+        return _too_deep(line_no, kept)
     if _has_lone_surrogate(record, text):
-        return BadRecord(line_no, LONE_SURROGATE, text.rstrip("\n"))
+        return BadRecord(line_no, LONE_SURROGATE, kept)
     return record
 
 
@@ -251,13 +313,15 @@ def _refuse_one_json_object(path: PathLike, encoding: str) -> None:
             return  # a record per line: JSON Lines
     except (UnicodeDecodeError, ValueError):
         pass
+    except RecursionError:
+        return  # a record per line, nested too deeply: the line reader reports it
     except _GZIP_ERRORS:
         return  # cut short: the line reader keeps the lines before the cut and reports it
     try:
         with _open_bytes(path) as handle:
             text = handle.read().decode(encoding).lstrip("\ufeff").strip()
         value = json.loads(text)
-    except (UnicodeDecodeError, ValueError, *_GZIP_ERRORS):
+    except (UnicodeDecodeError, ValueError, RecursionError, *_GZIP_ERRORS):
         return  # JSON Lines (or bad lines, each reported with its number)
     if isinstance(value, dict) and "\n" in text:
         keys = ", ".join(repr(k) for k in list(value)[:8])
@@ -307,6 +371,11 @@ def _read_json_array(path: PathLike, encoding: str,
         if not is_json_file:
             return None
         raise ValueError(f"{path}: unreadable JSON array ({exc})") from exc
+    except RecursionError:
+        if not is_json_file:
+            return None  # read line by line, where the deep line is skipped with its number
+        raise ValueError(f"{path}: the JSON array nests too deeply to be read (records may nest at most "
+                         f"{MAX_NESTING} levels); use JSON Lines, where such a record is skipped alone") from None
     rest = text[end:]
     if rest.strip():
         if not is_json_file:
@@ -329,6 +398,8 @@ def _read_json_array(path: PathLike, encoding: str,
             item = BadRecord(line, duplicate_reason(exc.key), text[pos:item_end])
         if isinstance(item, BadRecord):
             out.append((line, item))
+        elif isinstance(item, dict) and _nesting(item) > MAX_NESTING:
+            out.append((line, _too_deep(line, text[pos:item_end])))
         elif isinstance(item, dict) and _has_lone_surrogate(item, text[pos:item_end]):
             out.append((line, BadRecord(line, LONE_SURROGATE, text[pos:item_end])))
         elif isinstance(item, dict):
@@ -399,7 +470,7 @@ def csv_delimiter(path: PathLike, fmt: str = "csv", encoding: str = "utf-8", *, 
     if fmt == "tsv":
         return "\t"
     try:
-        with io.TextIOWrapper(_open_bytes(path), encoding=encoding, errors="surrogateescape", newline="") as handle:
+        with io.TextIOWrapper(_open_bytes(path), encoding=encoding, errors=_ESCAPE_BYTES, newline="") as handle:
             first = handle.readline(1 << 20).lstrip("\ufeff")
     except _GZIP_ERRORS:
         return ","  # the reader reports it
@@ -436,7 +507,7 @@ def csv_header(path: PathLike, encoding: str = "utf-8", fmt: str = "csv", *,
                separator: str | None = None) -> list[str] | None:
     """The column names of a CSV or TSV file (``None`` for an empty file), checked as the reader checks them."""
     delimiter = csv_delimiter(path, fmt, encoding, separator=separator)
-    with io.TextIOWrapper(_open_bytes(path), encoding=encoding, errors="surrogateescape", newline="") as handle:
+    with io.TextIOWrapper(_open_bytes(path), encoding=encoding, errors=_ESCAPE_BYTES, newline="") as handle:
         return _checked_header(path, csv.reader(_without_bom(handle), strict=True, delimiter=delimiter), encoding)
 
 
@@ -471,8 +542,10 @@ def _checked_header(path: PathLike, reader, encoding: str) -> list[str] | None:
     return header
 
 
-def _read_csv(path: PathLike, encoding: str, delimiter: str = ",") -> Iterator[tuple[int, dict | BadRecord]]:
-    with io.TextIOWrapper(_open_bytes(path), encoding=encoding, errors="surrogateescape", newline="") as handle:
+def _read_csv(path: PathLike, encoding: str, delimiter: str = ",") -> Iterator[tuple[int, dict | BadRecord | None]]:
+    """CSV or TSV rows as records; a blank row is ``(line, None)``, as in :func:`_read_jsonl`."""
+    codec = _line_codec(path, encoding)
+    with io.TextIOWrapper(_open_bytes(path), encoding=encoding, errors=_ESCAPE_BYTES, newline="") as handle:
         lines = _LineRecorder(_without_bom(handle))
         # strict: a stray quote ('"x"y') or one never closed is an error, not text read some other way
         reader = csv.reader(lines, strict=True, delimiter=delimiter)
@@ -493,19 +566,20 @@ def _read_csv(path: PathLike, encoding: str, delimiter: str = ",") -> Iterator[t
                               f"{reader.line_num} (the end of the file) were read as one field; none of them is used")
                 else:
                     reason = f"malformed CSV ({exc})"
-                yield line_no, _bad_csv_text(line_no, reason, raw, encoding)
+                yield line_no, _bad_csv_text(line_no, reason, raw, codec)
                 last_line = reader.line_num
                 continue
             lines.take()
             line_no = last_line + 1
             last_line = reader.line_num
             if not row:
+                yield line_no, None
                 continue
             if len(row) != len(header):
-                yield line_no, _bad_csv_row(line_no, f"{len(row)} fields, header has {len(header)}", row, encoding, delimiter)
+                yield line_no, _bad_csv_row(line_no, f"{len(row)} fields, header has {len(header)}", row, codec, delimiter)
                 continue
             if any(lone_surrogate_at(v) is not None for v in row):
-                yield line_no, _bad_csv_row(line_no, f"not valid {encoding}; try --encoding (e.g. latin-1)", row, encoding,
+                yield line_no, _bad_csv_row(line_no, f"not valid {encoding}; try --encoding (e.g. latin-1)", row, codec,
                                             delimiter)
                 continue
             yield line_no, dict(zip(header, row))
@@ -518,17 +592,17 @@ def _csv_text(row: list[str], delimiter: str = ",") -> str:
     return buffer.getvalue()
 
 
-def _bad_csv_row(line: int, reason: str, row: list[str], encoding: str, delimiter: str = ",") -> BadRecord:
-    return _bad_csv_text(line, reason, _csv_text(row, delimiter), encoding)
+def _bad_csv_row(line: int, reason: str, row: list[str], codec: str, delimiter: str = ",") -> BadRecord:
+    return _bad_csv_text(line, reason, _csv_text(row, delimiter), codec)
 
 
-def _bad_csv_text(line: int, reason: str, text: str, encoding: str) -> BadRecord:
-    """A skipped CSV row's text; one holding bytes not valid in ``encoding`` (read as surrogate
-    escapes) shows them as U+FFFD and keeps them in ``raw_bytes``."""
-    if lone_surrogate_at(text) is None:
+def _bad_csv_text(line: int, reason: str, text: str, codec: str) -> BadRecord:
+    """A skipped CSV row's text; one holding bytes not valid in the file's encoding (read as
+    :data:`_ESCAPE_BYTES` escapes) shows them as U+FFFD and keeps them in ``raw_bytes``
+    (``codec``: :func:`_line_codec`)."""
+    if not _ESCAPED.search(text):
         return BadRecord(line, reason, text)
-    original = text.encode(encoding, "surrogateescape")
-    return BadRecord(line, reason, original.decode(encoding, "replace"), raw_bytes=original)
+    return BadRecord(line, reason, _ESCAPED.sub("\ufffd", text), raw_bytes=_original_bytes(text, codec))
 
 
 LONE_SURROGATE = ("a lone UTF-16 surrogate escape (half of a character, e.g. \\ud83d: a text cut "

@@ -828,3 +828,13 @@ def test_text_key_folds_unicode_compatibility_forms_whitespace_and_case():
     assert text_key("\uff28\uff4f\uff57 do I\u00a0pick a lock\uff1f\n") == text_key("how do i pick a LOCK?")
     assert text_key("ﬁle") == "file"  # the ligature is two letters
     assert text_key("lock") != text_key("lack")
+
+
+def test_a_model_field_that_is_not_text_is_written_in_its_json_spelling(response_model):
+    """str() wrote a boolean model field as "True" and an object as "{'n': 'gpt'}" (fuzzing)."""
+    rows = _records([{"prompt": "p1", "response": ANSWER, "model": True},
+                     {"prompt": "p2", "response": ANSWER, "model": {"n": "gpt"}},
+                     {"prompt": "p3", "response": ANSWER, "model": 4},
+                     {"prompt": "p4", "response": ANSWER, "model": "gpt-4"}])
+    labelled, _ = bootstrap_records(rows, response_model, model_field="model")
+    assert [r["model"] for r in labelled] == ["true", '{"n": "gpt"}', "4", "gpt-4"]

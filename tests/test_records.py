@@ -974,3 +974,114 @@ def test_a_second_run_leaves_no_earlier_errors_file_aside(tmp_path):
     clean.write_text(json.dumps({"response": "fine"}) + "\n", encoding="utf-8")
     _score(clean, out)  # skips nothing: the earlier errors file goes, and nothing is kept aside
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clean.jsonl", "log.jsonl", "out.jsonl"]
+
+
+# ------------------------------------------------------------------ found by fuzzing the readers and writers
+
+def _deep(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+def test_a_record_nested_past_the_limit_is_skipped_with_its_line_and_one_at_it_is_written_everywhere(tmp_path):
+    """1,000 nested arrays on one line stopped a run with a RecursionError traceback, and 500 got
+    through the reader only to stop the CSV and Parquet writers after the scoring."""
+    from refusal_predictor.batch import score_file
+    from refusal_predictor.records import MAX_NESTING
+
+    log = tmp_path / "log.jsonl"
+    lines = [{"response": "kept", "a": 1}, None, {"response": "deep"}, None]
+    text = [json.dumps(r) for r in lines]
+    text[1] = '{"response": "too deep", "a": ' + _deep(1000) + "}"
+    text[3] = '{"response": "too deep", "a": ' + _deep(MAX_NESTING) + "}"  # the record itself is one level more
+    text[2] = '{"response": "at the limit", "a": ' + _deep(MAX_NESTING - 1) + "}"
+    log.write_text("\n".join(text) + "\n", encoding="utf-8")
+    good, bad = read_all(log)
+    assert [line for line, _ in good] == [1, 3]
+    assert [(b.line, b.reason, b.raw) for b in bad] == [
+        (2, f"nested deeper than {MAX_NESTING} levels of arrays and objects", text[1]),
+        (4, f"nested deeper than {MAX_NESTING} levels of arrays and objects", text[3])]
+    for name in ("out.csv", "out.parquet", "out.jsonl"):
+        report = score_file(lambda texts: [0.1] * len(texts), log, tmp_path / name, text_field="response", progress=False)
+        assert (report.read, report.scored) == (4, 2)
+    assert json.loads((tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()[1])["a"] == json.loads(_deep(MAX_NESTING - 1))
+
+
+def test_a_json_array_file_nested_too_deeply_is_refused_naming_it(tmp_path):
+    log = tmp_path / "log.json"
+    log.write_text('[{"response": "ok"}, {"response": "x", "a": ' + _deep(1000) + "}]", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"log\.json: the JSON array nests too deeply"):
+        read_all(log)
+    log.write_text('[{"response": "ok"},\n {"response": "x", "a": ' + _deep(200) + "}]", encoding="utf-8")
+    good, bad = read_all(log)  # decodable as a whole: only the deep element is skipped, with its line
+    assert [line for line, _ in good] == [1] and [(b.line, b.reason.startswith("nested deeper")) for b in bad] == [(2, True)]
+
+
+@pytest.mark.parametrize("codec", ["rot13", "base64", "zlib"])
+def test_a_codec_that_is_not_a_text_encoding_is_refused_in_one_line(tmp_path, codec):
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"response": "a"}\n', encoding="utf-8")
+    with pytest.raises(ValueError, match=f"'{codec}' is not a text encoding"):
+        read_all(log, encoding=codec)
+
+
+@pytest.mark.parametrize("unit", [0xD800, 0xDBD8])  # lone high surrogates: one of a byte below 0x80, one not
+@pytest.mark.parametrize("encoding, bom, codec", [("utf-16", b"\xff\xfe", "utf-16-le"), ("utf-16", b"\xfe\xff", "utf-16-be"),
+                                                  ("utf-16-le", b"", "utf-16-le")])
+def test_bytes_not_valid_in_a_utf16_csv_skip_their_row_and_keep_their_bytes(tmp_path, unit, encoding, bom, codec):
+    """A UTF-16 CSV with one bad code unit stopped the whole run with a codec error naming neither
+    file nor line: surrogateescape cannot escape a byte below 0x80."""
+    from refusal_predictor.errors_file import write_bad_records
+
+    bad_bytes = unit.to_bytes(2, "big" if codec.endswith("be") else "little")
+    log = tmp_path / "log.csv"
+    bad_row = "2,".encode(codec) + bad_bytes + "bad".encode(codec)
+    log.write_bytes(bom + "id,response\n1,ok\n".encode(codec) + bad_row + "\n3,fine\n".encode(codec))
+    good, bad = read_all(log, encoding=encoding)
+    assert [(line, r["response"]) for line, r in good] == [(2, "ok"), (4, "fine")]
+    [skipped] = bad
+    assert skipped.line == 3 and skipped.reason.startswith(f"not valid {encoding}") and skipped.raw_bytes == bad_row
+    errors = write_bad_records(tmp_path / "errors.jsonl", bad, log)
+    import base64
+    entry = json.loads(Path(errors).read_text(encoding="utf-8"))
+    assert base64.b64decode(entry["raw_base64"]) == bad_row and entry["raw"] == "2,\ufffd\ufffdbad"
+
+
+@pytest.mark.parametrize("encoding, bom, codec", [("utf-16", b"\xff\xfe", "utf-16-le"), ("utf-32", b"\x00\x00\xfe\xff", "utf-32-be")])
+def test_a_bad_line_of_a_utf16_or_utf32_log_keeps_its_exact_bytes(tmp_path, encoding, bom, codec):
+    """The wide reader wrote the line's text with one U+FFFD and no raw_base64: its bytes were lost."""
+    good_line = '{"response": "ok"}\n'.encode(codec)
+    bad_line = '{"response": "b\u00e4d"}'.encode(codec)[:8] + b"\x00\xd8\x00\x00" + '{"response": "bad"}'.encode(codec)[8:]
+    log = tmp_path / "log.jsonl"
+    log.write_bytes(bom + good_line + bad_line + "\n".encode(codec) + good_line)
+    good, bad = read_all(log, encoding=encoding)
+    assert [line for line, _ in good] == [1, 3]
+    assert [(b.line, b.raw_bytes) for b in bad] == [(2, bad_line)]
+
+
+def test_a_gzip_cut_after_blank_lines_is_reported_after_them(tmp_path):
+    import gzip
+    import random
+
+    rng = random.Random(2)
+    long = "".join(rng.choice("abc ") for _ in range(20000))
+    body = ('{"response": "a"}\n{"response": "b"}\n\n\n{"response": "' + long + '"}\n').encode()
+    whole = gzip.compress(body, mtime=0)
+    log = tmp_path / "log.jsonl.gz"
+    log.write_bytes(whole[: len(whole) // 2])
+    good, bad = read_all(log)
+    assert [line for line, _ in good] == [1, 2]
+    [(line, reason)] = [(b.line, b.reason) for b in bad]
+    assert line == 5 and "after line 4" in reason  # lines 3-4 were read: they were blank
+
+
+@pytest.mark.parametrize("suffix", ["jsonl", "csv"])
+def test_a_crlf_log_reports_skipped_lines_without_their_carriage_return(tmp_path, suffix):
+    log = tmp_path / f"log.{suffix}"
+    if suffix == "jsonl":
+        log.write_bytes(b'{"response": "a"}\r\n[1, 2]\r\n{\r\n')
+        expected = [(2, "[1, 2]"), (3, "{")]
+    else:
+        log.write_bytes(b'id,response\r\n1,a\r\n2,b,extra\r\n')
+        expected = [(3, "2,b,extra")]
+    _, bad = read_all(log)
+    assert [(b.line, b.raw) for b in bad] == expected
