@@ -18,8 +18,7 @@ import numpy as np
 from .artifacts import PathLike
 from .batch import checked_scores
 from .errors_file import default_errors_path, write_with_errors
-from .jsonvalues import dumps_value
-from .record_writer import RecordWriter
+from .record_writer import RecordWriter, csv_value
 from .records import BadRecord, check_paths, get_text, raw_of, read_records
 from .text import is_blank, text_key
 from .thresholds import check_threshold, written_probability
@@ -172,8 +171,9 @@ def bootstrap_records(
             ))
             continue
         model = record.get(model_field) if model_field else None
-        # A model field that is not text is written in its JSON spelling: str() wrote True, {'n': 'gpt'}.
-        model = "" if model is None else model if isinstance(model, str) else dumps_value(model)
+        # A model field that is not text is spelled as the CSV output spells it (true, {"n": "gpt"},
+        # ISO 8601 dates, base64 bytes): str() wrote True, {'n': 'gpt'}.
+        model = "" if model is None else str(csv_value(model))
         pending.append((prompt, response, model, line, record))
         if len(pending) >= batch_size:
             flush()

@@ -127,7 +127,7 @@ class RecordWriter:
             writer.writeheader()
             for chunk in self._spooled():
                 for record in chunk:
-                    writer.writerow({k: _csv_value(v) for k, v in record.items()})
+                    writer.writerow({k: csv_value(v) for k, v in record.items()})
 
     def _write_parquet(self) -> None:
         import pyarrow as pa  # checked in __init__
@@ -180,6 +180,9 @@ class RecordWriter:
         for key in [key for key, kind in chosen.items() if _has_empty_struct(kind)]:
             del chosen[key]  # a nested {} in every record: Parquet cannot store a struct without fields
             as_strings(key, "holds an empty object {} inside, which Parquet cannot store")
+        for key in [key for key, kind in chosen.items() if key not in given and 1 + _parquet_levels(kind) > PARQUET_MAX_LEVELS]:
+            del chosen[key]  # written, such a file is one no Parquet reader opens ("schema too deeply nested")
+            as_strings(key, f"nests deeper than Parquet readers open ({PARQUET_MAX_LEVELS} schema levels)")
         # Pass 2, for the columns whose type is not the one every chunk inferred: do all values fit
         # it? (int64 and double unify to double, which cannot hold 2**53 + 1; the input's types
         # are checked too.) Writing must not fail after a whole run's scoring.
@@ -272,6 +275,25 @@ class _OwningGzipFile(gzip.GzipFile):
                 owned.close()
 
 
+PARQUET_MAX_LEVELS = 100
+"""Schema levels a Parquet reader opens (pyarrow's default limit): the file's root, and per
+column :func:`_parquet_levels`. 49 nested lists or 98 nested objects fit; a log may nest more."""
+
+
+def _parquet_levels(kind) -> int:
+    """Levels a column of Arrow type ``kind`` takes below the Parquet root: a list two (its group
+    and its repeated element), a struct or map one plus its deepest child, a value one."""
+    import pyarrow as pa
+
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+        return 2 + _parquet_levels(kind.value_type)
+    if pa.types.is_struct(kind):
+        return 1 + max((_parquet_levels(kind.field(i).type) for i in range(kind.num_fields)), default=0)
+    if pa.types.is_map(kind):
+        return 2 + max(_parquet_levels(kind.key_type), _parquet_levels(kind.item_type))
+    return 1
+
+
 def _has_empty_struct(kind) -> bool:
     import pyarrow as pa
 
@@ -323,7 +345,7 @@ def _kind(value: object) -> str:
     return type(value).__name__  # str, datetime, date, bytes, Decimal, ...
 
 
-def _csv_value(value: object) -> object:
+def csv_value(value: object) -> object:
     """A value as CSV text: JSON's spelling for booleans and nested values, as JSON output has it."""
     if value is None:
         return ""

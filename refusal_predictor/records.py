@@ -117,7 +117,34 @@ def check_encoding(encoding: str) -> str:
         raise ValueError(f"unknown text encoding {encoding!r} (e.g. utf-8, latin-1, cp1252)") from None
     if not getattr(info, "_is_text_encoding", True):  # rot13, base64, zlib: codecs, but not of text
         raise ValueError(f"{encoding!r} is not a text encoding (e.g. utf-8, latin-1, cp1252)")
+    if info.name in _UNSUPPORTED_ENCODINGS:
+        raise ValueError(f"{encoding!r} cannot be read as a log: {_UNSUPPORTED_ENCODINGS[info.name]} "
+                         "(e.g. utf-8, utf-16, latin-1, cp1252)")
     return encoding
+
+
+# Text encodings the readers cannot keep a bad line's bytes for: decoding them can itself yield
+# the lone surrogates that mark undecodable bytes, or they take no error handler at all.
+_UNSUPPORTED_ENCODINGS = {
+    "utf-7": "it decodes to half characters of its own",
+    "unicode-escape": "it decodes to half characters of its own",
+    "raw-unicode-escape": "it decodes to half characters of its own",
+    "idna": "it is for domain names, and takes no error handler",
+    "punycode": "it is for domain names, and takes no error handler",
+}
+
+
+def _require_byte_order_mark(path: PathLike, encoding: str) -> None:
+    """``utf-16`` and ``utf-32`` (no byte order named) read a file as a stream only after a
+    byte-order mark; without one Python's decoder failed with a message naming no file."""
+    name = codecs.lookup(encoding).name
+    if name not in ("utf-16", "utf-32"):
+        return
+    head = _head(path, 4)
+    marks = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE) if name == "utf-16" else (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)
+    if head and not head.startswith(marks):
+        raise ValueError(f"{path}: {encoding} without a byte-order mark at its start; give the byte order: "
+                         f"--encoding {name}-le or {name}-be")
 
 
 def check_input_file(path: PathLike) -> None:
@@ -153,6 +180,8 @@ def read_records(path: PathLike, fmt: str | None = None, encoding: str = "utf-8"
     fmt = detect_format(path, fmt)
     check_encoding(encoding)
     _check_separator_format(separator, fmt, path)
+    if fmt != "parquet":
+        _require_byte_order_mark(path, encoding)
     if fmt == "parquet":
         yield from _read_parquet(path)
         return
@@ -215,7 +244,7 @@ def _read_jsonl_wide(path: PathLike, encoding: str, decoder: json.JSONDecoder) -
         for line_no, text in enumerate(handle, start=1):
             if line_no == 1:
                 text = text.lstrip("\ufeff")
-            if _ESCAPED.search(text):
+            if not text.isascii() and _ESCAPED.search(text):
                 kept = text.rstrip("\r\n")
                 yield line_no, BadRecord(line_no, f"not valid {encoding}", _ESCAPED.sub("\ufffd", kept),
                                          raw_bytes=_original_bytes(kept, codec))
@@ -233,9 +262,11 @@ _ESCAPED = re.compile("[\udc00-\udcff]")
 
 def _line_codec(path: PathLike, encoding: str) -> str:
     """The codec that turns a line of ``path`` back into its own bytes. ``utf-16`` / ``utf-32``
-    take their byte order from the file's byte-order mark (the machine's without one), and their
-    encoders would put a mark before every line."""
+    take their byte order from the file's byte-order mark (:func:`_require_byte_order_mark`), and
+    their encoders, like ``utf-8-sig``'s, would put a mark before every piece they encode."""
     name = codecs.lookup(encoding).name
+    if name == "utf-8-sig":
+        return "utf-8"
     marks = {"utf-16": (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE), "utf-32": (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)}
     if name not in marks:
         return name
@@ -511,6 +542,7 @@ def _header_fields(line: str, delimiter: str) -> list[str] | None:
 def csv_header(path: PathLike, encoding: str = "utf-8", fmt: str = "csv", *,
                separator: str | None = None) -> list[str] | None:
     """The column names of a CSV or TSV file (``None`` for an empty file), checked as the reader checks them."""
+    _require_byte_order_mark(path, encoding)
     delimiter = csv_delimiter(path, fmt, encoding, separator=separator)
     with io.TextIOWrapper(_open_bytes(path), encoding=encoding, errors=_ESCAPE_BYTES, newline="") as handle:
         return _checked_header(path, csv.reader(_without_bom(handle), strict=True, delimiter=delimiter), encoding)
@@ -574,31 +606,20 @@ def _read_csv(path: PathLike, encoding: str, delimiter: str = ",") -> Iterator[t
                 yield line_no, _bad_csv_text(line_no, reason, raw, codec)
                 last_line = reader.line_num
                 continue
-            lines.take()
+            raw = lines.take()  # the row's own text, quotes and all: a skipped row is reported as it is in the file
             line_no = last_line + 1
             last_line = reader.line_num
             if not row:
                 yield line_no, None
                 continue
             if len(row) != len(header):
-                yield line_no, _bad_csv_row(line_no, f"{len(row)} fields, header has {len(header)}", row, codec, delimiter)
+                yield line_no, _bad_csv_text(line_no, f"{len(row)} fields, header has {len(header)}", raw.rstrip("\r\n"), codec)
                 continue
             if any(lone_surrogate_at(v) is not None for v in row):
-                yield line_no, _bad_csv_row(line_no, f"not valid {encoding}; try --encoding (e.g. latin-1)", row, codec,
-                                            delimiter)
+                yield line_no, _bad_csv_text(line_no, f"not valid {encoding}; try --encoding (e.g. latin-1)",
+                                             raw.rstrip("\r\n"), codec)
                 continue
             yield line_no, dict(zip(header, row))
-
-
-def _csv_text(row: list[str], delimiter: str = ",") -> str:
-    """A row as the file's own text for the errors file (quoted as needed)."""
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="", delimiter=delimiter).writerow(row)
-    return buffer.getvalue()
-
-
-def _bad_csv_row(line: int, reason: str, row: list[str], codec: str, delimiter: str = ",") -> BadRecord:
-    return _bad_csv_text(line, reason, _csv_text(row, delimiter), codec)
 
 
 def _bad_csv_text(line: int, reason: str, text: str, codec: str) -> BadRecord:

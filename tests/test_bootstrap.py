@@ -1,6 +1,7 @@
 """Bootstrapped prompt labels and training a prompt classifier for one's own LLM."""
 from __future__ import annotations
 
+import datetime
 import json
 import re
 import shutil
@@ -835,6 +836,8 @@ def test_a_model_field_that_is_not_text_is_written_in_its_json_spelling(response
     rows = _records([{"prompt": "p1", "response": ANSWER, "model": True},
                      {"prompt": "p2", "response": ANSWER, "model": {"n": "gpt"}},
                      {"prompt": "p3", "response": ANSWER, "model": 4},
-                     {"prompt": "p4", "response": ANSWER, "model": "gpt-4"}])
+                     {"prompt": "p4", "response": ANSWER, "model": "gpt-4"},
+                     {"prompt": "p5", "response": ANSWER, "model": datetime.datetime(2024, 5, 1, 12)},
+                     {"prompt": "p6", "response": ANSWER, "model": b"gpt-4"}])  # Parquet timestamps and bytes
     labelled, _ = bootstrap_records(rows, response_model, model_field="model")
-    assert [r["model"] for r in labelled] == ["true", '{"n": "gpt"}', "4", "gpt-4"]
+    assert [r["model"] for r in labelled] == ["true", '{"n": "gpt"}', "4", "gpt-4", "2024-05-01T12:00:00", "Z3B0LTQ="]

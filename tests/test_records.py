@@ -1004,6 +1004,31 @@ def test_a_record_nested_past_the_limit_is_skipped_with_its_line_and_one_at_it_i
         report = score_file(lambda texts: [0.1] * len(texts), log, tmp_path / name, text_field="response", progress=False)
         assert (report.read, report.scored) == (4, 2)
     assert json.loads((tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()[1])["a"] == json.loads(_deep(MAX_NESTING - 1))
+    # Parquet readers open 100 schema levels: the deep column is written as JSON text, and the file opens.
+    good, bad = read_all(tmp_path / "out.parquet")
+    assert bad == [] and [json.loads(r["a"]) if isinstance(r["a"], str) else r["a"] for _, r in good] == [1, json.loads(_deep(MAX_NESTING - 1))]
+
+
+@pytest.mark.parametrize("nested, fits", [("lists", 49), ("objects", 98)])
+def test_parquet_output_opens_whatever_the_nesting_and_keeps_shallow_columns_typed(tmp_path, nested, fits):
+    """A column one level past what Parquet readers open was written, and then no reader (this
+    tool, pandas, pyarrow) could open the file."""
+    import pyarrow.parquet as pq
+
+    def deep(n):
+        value = 1
+        for _ in range(n):
+            value = [value] if nested == "lists" else {"k": value}
+        return value
+
+    for depth, as_text in ((fits, False), (fits + 1, True)):
+        out = tmp_path / f"out{depth}.parquet"
+        with RecordWriter(out) as writer:
+            writer.write_many([{"response": "r", "a": deep(depth)}])
+        table = pq.read_table(out)
+        assert (str(table.schema.field("a").type) == "string") is as_text
+        value = table.column("a")[0].as_py()
+        assert (json.loads(value) if as_text else value) == deep(depth)
 
 
 def test_a_json_array_file_nested_too_deeply_is_refused_naming_it(tmp_path):
@@ -1085,3 +1110,43 @@ def test_a_crlf_log_reports_skipped_lines_without_their_carriage_return(tmp_path
         expected = [(3, "2,b,extra")]
     _, bad = read_all(log)
     assert [(b.line, b.raw) for b in bad] == expected
+
+
+@pytest.mark.parametrize("codec", ["utf-7", "unicode_escape", "raw_unicode_escape", "idna", "punycode"])
+def test_an_encoding_whose_decoding_makes_half_characters_is_refused(tmp_path, codec):
+    log = tmp_path / "log.csv"
+    log.write_bytes(b"id,response\n1,ok\n")
+    with pytest.raises(ValueError, match=f"'{codec}' cannot be read as a log"):
+        read_all(log, encoding=codec)
+
+
+@pytest.mark.parametrize("suffix", ["jsonl", "csv"])
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-32"])
+def test_utf16_or_utf32_without_a_byte_order_mark_names_the_file_and_the_fix(tmp_path, suffix, encoding):
+    log = tmp_path / f"log.{suffix}"
+    body = '{"response": "a"}\n' if suffix == "jsonl" else "id,response\n1,a\n"
+    log.write_bytes(body.encode(encoding + "-le"))
+    with pytest.raises(ValueError, match=rf"log\.{suffix}: {encoding} without a byte-order mark.*--encoding {encoding}-le"):
+        read_all(log, encoding=encoding)
+    good, _ = read_all(log, encoding=encoding + "-le")
+    assert len(good) == 1
+
+
+@pytest.mark.parametrize("suffix", ["jsonl", "csv"])
+def test_utf8_sig_keeps_a_bad_lines_bytes_without_marks_inside(tmp_path, suffix):
+    """utf-8-sig's encoder puts a byte-order mark before every piece it encodes: the kept bytes
+    of a bad line had one before each bad byte."""
+    bad_line = b'{"response": "b\xffc"}' if suffix == "jsonl" else b"2,b\xffcd,x\xfey"
+    head = b'{"response": "ok"}\n' if suffix == "jsonl" else b"id,response,more\n1,ok,x\n"
+    log = tmp_path / f"log.{suffix}"
+    log.write_bytes(b"\xef\xbb\xbf" + head + bad_line + b"\n")
+    _, bad = read_all(log, encoding="utf-8-sig")
+    assert [b.raw_bytes for b in bad] == [bad_line]
+
+
+def test_a_skipped_csv_row_is_reported_as_its_own_text_quotes_and_all(tmp_path):
+    log = tmp_path / "log.csv"
+    log.write_bytes(b'id,response\n1,"a, quoted ""answer"""\n2,"x",extra\n3,"multi\nline",more\n')
+    good, bad = read_all(log)
+    assert [line for line, _ in good] == [2]
+    assert [(b.line, b.raw) for b in bad] == [(3, '2,"x",extra'), (4, '3,"multi\nline",more')]
