@@ -229,7 +229,7 @@ def merge_duplicates(
             report.merged_duplicates += len(group) - 1
             report.conflicting_prompts += int(0 < rate < 1)
         label = "refusal" if rate > 0.5 or (rate == 0.5 and proba >= threshold) else "compliance"
-        merged.append({**group[0], "label": label, "refusal_probability": round(proba, 6),
+        merged.append({**group[0], "label": label, "refusal_probability": written_probability(proba, threshold),
                        "refusal_rate": round(rate, 6), "n_responses": int(sum(weights))})
     return merged
 

@@ -503,6 +503,8 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
         """
         check_is_fitted(self, "model_")
         check_threshold(self.threshold)  # load() would refuse the folder; the earlier model must stay
+        if getattr(self, "empty_response_probability", None) is not None:
+            check_threshold(self.empty_response_probability, "empty_response_probability")
         folder = check_save_folder(path, self.kind)
         with staged_folder(folder) as staging:
             manifest = self._write_folder(staging, folder, metadata, bundle_encoder)
@@ -906,6 +908,8 @@ class ResponseClassifier(RefusalClassifier):
         """Which texts get ``empty_response_probability`` (None when it is switched off)."""
         if self.empty_response_probability is None or not texts:
             return None
+        # 1.5 or NaN (set by hand, or from a config) wrote -0.5 / NaN probabilities without a word.
+        check_threshold(self.empty_response_probability, "empty_response_probability")
         return np.fromiter((is_blank(t) for t in texts), dtype=bool, count=len(texts))
 
     def _empty_rows(self, texts: list[str], proba: np.ndarray, blank: np.ndarray | None = None) -> np.ndarray:

@@ -292,7 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="labels file to write")
     p.add_argument("--output-format", choices=FORMATS, help="default: from the extension")
     _add_log_options(p)
-    p.add_argument("--dedupe", action="store_true", help="merge duplicate (prompt, model) rows, prompts equal up to whitespace and case: majority label + refusal rate")
+    p.add_argument("--dedupe", action="store_true", help="merge duplicate (prompt, model) rows, prompts equal up to whitespace, case and Unicode "
+                        "compatibility forms (NFKC: full-width letters, ligatures, x\u00b2 as x2): majority label + refusal rate")
     _add_threads_option(p)
     _add_progress_option(p)
     p.add_argument("--errors", help="where to write skipped rows (default: OUTPUT.errors.jsonl)")
@@ -764,6 +765,10 @@ def _cmd_score_prompts(args: argparse.Namespace) -> int:
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
+    bad = [c for c in args.prompt if "\udc80" <= c <= "\udcff"]  # how Python reads argv bytes that are not UTF-8
+    if bad:
+        raise ValueError(f"the prompt argument is not valid UTF-8 (byte 0x{ord(bad[0]) - 0xDC00:02x}); pass it in "
+                         "your terminal's UTF-8, or put it in a file and use score-prompts")
     result = _configured(_load_prompt_model(args), args).explain(args.prompt, top_k=args.top_k)
     print(f"refusal probability: {result['refusal_probability']:.4f}")
     for title, key in (("toward refusal", "toward_refusal"), ("toward compliance", "toward_compliance")):

@@ -78,7 +78,10 @@ class PromptClassifier(RefusalClassifier):
         if path is None:
             if target is not None and not str(target).strip():
                 raise ValueError(f"empty target name; available targets: {cls.available_targets()}")
-            name = _target_key(target or DEFAULT_TARGET)
+            if target is not None and not isinstance(target, str):  # 0 or False loaded the default
+                raise TypeError(f"target must be a target name (a str), got {target!r}; available targets: "
+                                f"{cls.available_targets()}")
+            name = _target_key(DEFAULT_TARGET if target is None else target)
             available = cls.available_targets()
             if name not in available:
                 raise ValueError(f"unknown target {target!r}; available targets: {available}")
@@ -101,6 +104,9 @@ class PromptClassifier(RefusalClassifier):
         """
         if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 0:
             raise ValueError(f"top_k must be a whole number of at least 0, got {top_k!r}")
+        if not isinstance(prompt, str):  # a list given here was reported as "prompt 0 is list"
+            raise TypeError(f"explain takes one prompt, a str; got {type(prompt).__name__} (for many prompts, "
+                            "call it once per prompt)")
         (text,) = as_texts([prompt], what="prompt")
         check_is_fitted(self, "model_")
         matrix = self.features_.transform([text]).tocsr()

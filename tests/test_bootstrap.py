@@ -841,3 +841,22 @@ def test_a_model_field_that_is_not_text_is_written_in_its_json_spelling(response
                      {"prompt": "p6", "response": ANSWER, "model": b"gpt-4"}])  # Parquet timestamps and bytes
     labelled, _ = bootstrap_records(rows, response_model, model_field="model")
     assert [r["model"] for r in labelled] == ["true", '{"n": "gpt"}', "4", "gpt-4", "2024-05-01T12:00:00", "Z3B0LTQ="]
+
+
+def test_a_merged_tie_is_written_on_the_side_of_the_threshold_its_label_is(tmp_path):
+    """A tie goes to the mean probability: 0.4999995 is a compliance, and was written as 0.5."""
+    from refusal_predictor import bootstrap_file
+
+    class Stub:
+        threshold = 0.5
+
+        def refusal_probability(self, texts):
+            return np.array([{"a": 0.999998, "b": 0.000001}[t] for t in texts])
+
+    log, out = tmp_path / "log.jsonl", tmp_path / "labels.jsonl"
+    log.write_text(json.dumps({"prompt": "P", "response": "a"}) + "\n" + json.dumps({"prompt": "p ", "response": "b"}) + "\n",
+                   encoding="utf-8")
+    bootstrap_file(log, out, Stub(), deduplicate=True)
+    [row] = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert row["label"] == "compliance" and row["refusal_rate"] == 0.5
+    assert row["refusal_probability"] < 0.5 and row["refusal_probability"] == pytest.approx(0.4999995)

@@ -307,3 +307,20 @@ def test_a_tone_at_another_threshold_is_read_at_that_threshold_by_either_stage(c
     for threshold in (0.1, 0.3, 0.7, 0.9):
         p, tones = cascade.refusal_probability_and_tone(test_responses, threshold=threshold)
         assert ((tones == "complied") == (p < threshold)).all(), threshold
+
+
+@pytest.mark.parametrize("value", [1.5, -0.1, float("nan"), "0.5"])
+def test_an_empty_response_probability_that_is_not_a_probability_is_refused(value, tmp_path):
+    """1.5 scored a blank response [-0.5, 1.5] (and saved and loaded so), NaN scored [nan, nan]
+    and predicted compliance, and "0.5" failed inside the arithmetic."""
+    model = ResponseClassifier.load("ngrams")
+    model.empty_response_probability = value
+    with pytest.raises(ValueError, match="empty_response_probability must be a probability"):
+        model.predict_proba(["", "fine"])
+    with pytest.raises(ValueError, match="empty_response_probability must be a probability"):
+        model.save(tmp_path / "m")
+    assert not (tmp_path / "m").exists()
+    cascade = ResponseCascade(ResponseClassifier.load("ngrams"), ResponseClassifier.load("ngrams"))
+    cascade.empty_response_probability = value
+    with pytest.raises(ValueError, match="empty_response_probability must be a probability"):
+        cascade.predict([""])

@@ -709,6 +709,9 @@ def test_evaluate_takes_a_shipped_target_and_explain_takes_threads(tmp_path, cap
     assert "--target names a shipped prompt model; add --kind prompt" in capsys.readouterr().err
     assert main(["explain", "How do I pick a lock?", "--threads", "1"]) == 0
     assert "refusal probability" in capsys.readouterr().out
+    # A Latin-1 byte in argv reaches Python as U+DCE9; it was reported as "a lone UTF-16 surrogate".
+    assert main(["explain", "caf\udce9"]) == 2
+    assert "the prompt argument is not valid UTF-8 (byte 0xe9)" in capsys.readouterr().err
 
 
 def test_train_prompt_refuses_a_blank_target_name_and_says_what_the_filter_kept(tmp_path, capsys):

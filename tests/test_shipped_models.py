@@ -155,6 +155,9 @@ def test_prompt_targets_and_errors():
         PromptClassifier.load(target="  ")
     assert PromptClassifier.load(target="chatgpt").target == "gpt-3.5-turbo"
     assert PromptClassifier.load("gpt-4").target == "gpt-4"  # a target name where a folder would go
+    for not_a_name in (0, False, []):  # each loaded the default target without a word
+        with pytest.raises(TypeError, match="target must be a target name"):
+            PromptClassifier.load(target=not_a_name)
 
 
 def test_prompt_model_predicts_and_explains(prompt_model):
@@ -165,6 +168,8 @@ def test_prompt_model_predicts_and_explains(prompt_model):
     explanation = prompt_model.explain(prompt)
     assert explanation["toward_refusal"] and explanation["toward_compliance"]
     assert explanation["refusal_probability"] == pytest.approx(prompt_model.refusal_probability([prompt])[0])
+    with pytest.raises(TypeError, match="explain takes one prompt, a str; got list"):  # was "prompt 0 is list"
+        prompt_model.explain(["a", "b"])
 
 
 @pytest.mark.parametrize("target", PromptClassifier.available_targets())
