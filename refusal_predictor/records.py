@@ -131,6 +131,7 @@ _UNSUPPORTED_ENCODINGS = {
     "raw-unicode-escape": "it decodes to half characters of its own",
     "idna": "it is for domain names, and takes no error handler",
     "punycode": "it is for domain names, and takes no error handler",
+    "undefined": "it decodes nothing",
 }
 
 
@@ -140,7 +141,10 @@ def _require_byte_order_mark(path: PathLike, encoding: str) -> None:
     name = codecs.lookup(encoding).name
     if name not in ("utf-16", "utf-32"):
         return
-    head = _head(path, 4)
+    try:
+        head = _head(path, 4)
+    except _GZIP_ERRORS:
+        return  # not readable gzip: the reader says so, naming the file
     marks = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE) if name == "utf-16" else (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)
     if head and not head.startswith(marks):
         raise ValueError(f"{path}: {encoding} without a byte-order mark at its start; give the byte order: "

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from refusal_predictor import PromptClassifier, ResponseClassifier
+from refusal_predictor import cli
 from refusal_predictor.cli import main
 from training import data
 
@@ -34,6 +35,14 @@ def test_help_lists_every_command():
     out = subprocess.run([sys.executable, "-m", "refusal_predictor.cli", "--help"], capture_output=True, text=True, check=True).stdout
     for command in ("label-responses", "train-response", "evaluate", "bootstrap", "train-prompt", "score-prompts", "explain", "export-encoder"):
         assert command in out
+
+
+@pytest.mark.parametrize("command", sorted(cli._COMMANDS))
+def test_every_commands_help_prints_on_an_ascii_terminal(command, capsys):
+    """A superscript in --dedupe's help made `bootstrap --help` a UnicodeEncodeError under LC_ALL=C."""
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out.isascii()
 
 
 def test_label_responses_keeps_fields_and_reports_bad_lines(ngram_model, tmp_path, capsys):

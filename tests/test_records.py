@@ -1112,7 +1112,7 @@ def test_a_crlf_log_reports_skipped_lines_without_their_carriage_return(tmp_path
     assert [(b.line, b.raw) for b in bad] == expected
 
 
-@pytest.mark.parametrize("codec", ["utf-7", "unicode_escape", "raw_unicode_escape", "idna", "punycode"])
+@pytest.mark.parametrize("codec", ["utf-7", "unicode_escape", "raw_unicode_escape", "idna", "punycode", "undefined"])
 def test_an_encoding_whose_decoding_makes_half_characters_is_refused(tmp_path, codec):
     log = tmp_path / "log.csv"
     log.write_bytes(b"id,response\n1,ok\n")
@@ -1150,3 +1150,13 @@ def test_a_skipped_csv_row_is_reported_as_its_own_text_quotes_and_all(tmp_path):
     good, bad = read_all(log)
     assert [line for line, _ in good] == [2]
     assert [(b.line, b.raw) for b in bad] == [(3, '2,"x",extra'), (4, '3,"multi\nline",more')]
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-16"])
+@pytest.mark.parametrize("name", ["log.jsonl.gz", "log.csv.gz"])
+def test_a_gzip_unreadable_from_its_start_is_one_error_naming_it_in_any_encoding(tmp_path, encoding, name):
+    """The byte-order-mark check read the head of the file first, and a bad gzip's EOFError escaped as a traceback."""
+    log = tmp_path / name
+    log.write_bytes(b"\x1f\x8b\x08\x00garbage")
+    with pytest.raises(ValueError, match=rf"{name}: not a readable gzip file from its start"):
+        read_all(log, encoding=encoding)
