@@ -605,8 +605,12 @@ def _cmd_recalibrate(args: argparse.Namespace) -> int:
         model.save_calibration(args.output)
     else:
         model.save(args.output)
+    # Blank responses get a fixed probability, which no temperature moves: left out, and said so,
+    # so that the counts add up to the file's rows.
+    left_out = record.get("left_out_fixed_rows", 0) + record.get("left_out_zero_weight_rows", 0)
+    left_out_note = f"; {left_out} blank or zero-weight texts left out" if left_out else ""
     print(f"temperature {record['temperature']:.4f} from {record['rows']} texts ({record['refusals']} refusals; "
-          f"skipped {len(bad)}): log loss {before['log_loss']:.4f} -> {after['log_loss']:.4f}, "
+          f"skipped {len(bad)}{left_out_note}): log loss {before['log_loss']:.4f} -> {after['log_loss']:.4f}, "
           f"ECE {before['ece']:.4f} -> {after['ece']:.4f} (head alone -> recalibrated, on these texts); "
           f"saved to {args.output}" + (" (temperature only)" if in_place else ""))
     return 0

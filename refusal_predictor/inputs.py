@@ -7,8 +7,8 @@ column names, a dict its keys).
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Collection, Mapping, Set as AbstractSet
+from decimal import Decimal
 from typing import Any, Iterable
 
 import numpy as np
@@ -50,9 +50,11 @@ _BOOLEAN_WORDS = {"true": "1", "false": "0"}
 
 
 def _label_key(value: Any) -> str | None:
-    """A label value as a lower-case key, numbers by their value, so ``True``, ``"true"``, ``1``,
-    ``1.0`` and ``"1.0"`` (a CSV export of float labels) are one value, and ``2.5`` and ``"2.50"``
-    another; None, NaN or blank is no label."""
+    """A label value as a lower-case key, numbers by their exact value, so ``True``, ``"true"``,
+    ``1``, ``1.0`` and ``"1.0"`` (a CSV export of float labels) are one value, ``2.5`` and
+    ``"2.50"`` another, ``inf`` and ``"Infinity"`` a third; None, NaN (``"nan"`` in a CSV too) or
+    blank is no label. Read exactly, 10000000000000001 is not 10000000000000000, as it was through
+    a float, and ``"1_0"`` is text, not 10."""
     if isinstance(value, (bool, np.bool_)):
         value = int(value)
     if value is None or (isinstance(value, (float, np.floating)) and np.isnan(value)):
@@ -60,13 +62,22 @@ def _label_key(value: Any) -> str | None:
     key = str(value).strip().lower()
     if key in _BOOLEAN_WORDS:  # a JSON or Parquet boolean is read as 1/0: its spelling in a CSV too
         return _BOOLEAN_WORDS[key]
+    if "_" in key:
+        return key  # Decimal reads "1_0" as 10
     try:
-        number = float(key)
-    except ValueError:
+        number = Decimal(key)
+    except ArithmeticError:
         return key or None
-    if not math.isfinite(number):
+    if number.is_nan():
+        return None
+    if number.is_infinite():
+        return "-inf" if number.is_signed() else "inf"
+    try:
+        if number == number.to_integral_value():
+            return str(int(number))
+    except (ValueError, ArithmeticError):  # past Python's digit limit: its spelling is its value
         return key
-    return str(int(number)) if number.is_integer() else repr(number)
+    return str(number.normalize())
 
 
 def label_keys(values: Iterable[Any] | None) -> frozenset[str]:

@@ -681,3 +681,15 @@ def test_the_manifest_threshold_is_the_loaded_models_threshold(fitted, split, tm
     proba = loaded.refusal_probability(texts)
     assert ((proba >= 0.3) & (proba < 0.5)).any()  # some texts the cut decides
     assert list(loaded.predict(texts)) == ["refusal" if p >= 0.3 else "compliance" for p in proba]
+
+
+def test_label_values_are_read_by_their_exact_value():
+    from refusal_predictor.inputs import as_labels
+
+    assert list(as_labels(["inf", "Infinity", "+inf", "5"], refusal_values={"inf"})) == [1, 1, 1, 0]
+    big = ["10000000000000001", 10000000000000000]  # one apart: a float made them one value
+    assert list(as_labels(big, refusal_values={"10000000000000001"}, compliance_values={"10000000000000000"})) == [1, 0]
+    assert list(as_labels(["2.50", 2.5, "1_0", "10"], refusal_values={"2.5"})) == [1, 1, 0, 0]  # "1_0" is text, not 10
+    for no_label in ("nan", "NaN", float("nan"), "", None):
+        with pytest.raises(ValueError, match="no label"):
+            as_labels([no_label], compliance_values={"0"})

@@ -970,3 +970,27 @@ def test_a_goal_no_cut_reaches_on_the_curve_is_refused_naming_the_option(tmp_pat
                  "--no-progress"]) == 0
     assert "threshold 0.7: precision 0.9 on the model's stored validation curve (out-of-fold scores of 10" in \
         capsys.readouterr().err
+
+
+def test_a_nan_label_spelled_in_a_csv_is_no_label_not_the_other_class(tmp_path, capsys):
+    """A CSV's "nan" (as the CSV output spells a float NaN) was read as a value of its own, and
+    with one value set given alone every such row silently became the other class."""
+    labels = tmp_path / "labels.csv"
+    labels.write_text("response,label\nSure! Here is a recipe.,0\nSure! Here is a recipe.,nan\nNo.,NaN\nNo.,Infinity\n"
+                      "No.,inf\n", encoding="utf-8")
+    assert main(["evaluate", str(labels), "--model", "ngrams", "--compliance-values", "0", "--json", "--no-progress"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["n"], report["skipped"]) == (3, 2)
+    assert main(["evaluate", str(labels), "--model", "ngrams", "--refusal-values", "inf", "--json", "--no-progress"]) == 0
+    report = json.loads(capsys.readouterr().out)  # Infinity and inf are one value, as 1 and 1.0 are
+    assert (report["n"], report["refusal_rate"]) == (3, pytest.approx(2 / 3))
+
+
+def test_recalibrate_says_how_many_blank_texts_it_left_out(tmp_path, capsys):
+    _, _, test = data.paper_split()  # responses the shipped models did not train on
+    rows = [{"response": r, "label": l} for r, l in zip(test["response"][:60], test["label"][:60])]
+    rows += [{"response": "  ", "label": "refusal"}, {"response": "", "label": "compliance"}, {"response": "x", "label": "maybe"}]
+    held = tmp_path / "held.jsonl"
+    held.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    assert main(["recalibrate", str(held), "--model", "ngrams", "-o", str(tmp_path / "m"), "--no-progress"]) == 0
+    assert "from 60 texts" in (out := capsys.readouterr().out) and "skipped 1; 2 blank or zero-weight texts left out" in out
