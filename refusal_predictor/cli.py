@@ -115,7 +115,10 @@ def _add_label_options(p: argparse.ArgumentParser) -> None:
 def _value_set(text: str) -> frozenset[str]:
     from .inputs import label_keys
 
-    values = label_keys(text.split(","))
+    try:
+        values = label_keys(text.split(","))
+    except ValueError as exc:  # argparse would say only "invalid _value_set value"
+        raise argparse.ArgumentTypeError(str(exc)) from None
     if not values:
         raise argparse.ArgumentTypeError("expected comma-separated label values")
     return values
@@ -607,8 +610,7 @@ def _cmd_recalibrate(args: argparse.Namespace) -> int:
         model.save(args.output)
     # Blank responses get a fixed probability, which no temperature moves: left out, and said so,
     # so that the counts add up to the file's rows.
-    left_out = record.get("left_out_fixed_rows", 0) + record.get("left_out_zero_weight_rows", 0)
-    left_out_note = f"; {left_out} blank or zero-weight texts left out" if left_out else ""
+    left_out_note = f"; {record['left_out_fixed_rows']} blank texts left out" if record.get("left_out_fixed_rows") else ""
     print(f"temperature {record['temperature']:.4f} from {record['rows']} texts ({record['refusals']} refusals; "
           f"skipped {len(bad)}{left_out_note}): log loss {before['log_loss']:.4f} -> {after['log_loss']:.4f}, "
           f"ECE {before['ece']:.4f} -> {after['ece']:.4f} (head alone -> recalibrated, on these texts); "

@@ -7,6 +7,7 @@ column names, a dict its keys).
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Mapping, Set as AbstractSet
 from decimal import Decimal
 from typing import Any, Iterable
@@ -52,40 +53,63 @@ _BOOLEAN_WORDS = {"true": "1", "false": "0"}
 def _label_key(value: Any) -> str | None:
     """A label value as a lower-case key, numbers by their exact value, so ``True``, ``"true"``,
     ``1``, ``1.0`` and ``"1.0"`` (a CSV export of float labels) are one value, ``2.5`` and
-    ``"2.50"`` another, ``inf`` and ``"Infinity"`` a third; None, NaN (``"nan"`` in a CSV too) or
-    blank is no label. Read exactly, 10000000000000001 is not 10000000000000000, as it was through
-    a float, and ``"1_0"`` is text, not 10."""
+    ``"2.50"`` another, ``inf`` and ``"Infinity"`` a third; None, NaN (``"nan"`` in a CSV too),
+    pandas' NA / NaT or blank is no label. Read exactly, 10000000000000001 is not
+    10000000000000000, as it was through a float, and ``"1_0"`` is text, not 10."""
     if isinstance(value, (bool, np.bool_)):
         value = int(value)
-    if value is None or (isinstance(value, (float, np.floating)) and np.isnan(value)):
+    if value is None or type(value).__name__ in ("NAType", "NaTType") or (
+            isinstance(value, (float, np.floating)) and np.isnan(value)) or (
+            isinstance(value, (np.datetime64, np.timedelta64)) and np.isnat(value)):
         return None
     key = str(value).strip().lower()
     if key in _BOOLEAN_WORDS:  # a JSON or Parquet boolean is read as 1/0: its spelling in a CSV too
         return _BOOLEAN_WORDS[key]
-    if "_" in key:
-        return key  # Decimal reads "1_0" as 10
-    try:
-        number = Decimal(key)
-    except ArithmeticError:
+    if not _NUMBER.fullmatch(key):
         return key or None
+    return _number_key(Decimal(key))
+
+
+# A number as Python's Decimal reads one, without the underscores it also takes ("1_0" is text).
+# Matched first, so that Decimal only ever reads a valid number: whatever the thread's decimal
+# context traps, it then neither signals nor rounds.
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?|[+-]?(?:inf|infinity|s?nan\d*)")
+
+
+def _number_key(number: Decimal) -> str | None:
+    """One spelling per value, from the digits and exponent alone: no arithmetic, so no decimal
+    context, no rounding, and no million-digit integer for ``1e999999`` (which took 26 s)."""
     if number.is_nan():
         return None
+    sign, digits, exponent = number.as_tuple()
     if number.is_infinite():
-        return "-inf" if number.is_signed() else "inf"
-    try:
-        if number == number.to_integral_value():
-            return str(int(number))
-    except (ValueError, ArithmeticError):  # past Python's digit limit: its spelling is its value
-        return key
-    return str(number.normalize())
+        return "-inf" if sign else "inf"
+    text = "".join(map(str, digits)).lstrip("0")
+    if not text:
+        return "0"  # -0, 0.000 and 0e5 alike
+    stripped = text.rstrip("0")
+    exponent += len(text) - len(stripped)  # 1.50 -> 15e-1; 100 -> 1e2
+    sign_text = "-" if sign else ""
+    if 0 <= exponent and len(stripped) + exponent <= 30:
+        return f"{sign_text}{stripped}{'0' * exponent}"
+    if exponent < 0 and len(stripped) + (-exponent) <= 60:
+        whole, fraction = stripped[:exponent] or "0", stripped[exponent:].rjust(-exponent, "0")
+        return f"{sign_text}{whole}.{fraction}"
+    return f"{sign_text}{stripped[0]}.{stripped[1:] or '0'}e{exponent + len(stripped) - 1}"
 
 
 def label_keys(values: Iterable[Any] | None) -> frozenset[str]:
     """A user's label values as the keys :func:`label_value` compares: ``{3.0}``, ``{"3.0"}`` and
     ``{3}`` all mean the file's ``3`` / ``3.0``, as the file's own values are read. Compared raw,
     ``--compliance-values 3.0`` matched no row of a CSV of 3.0s, and every row became a refusal."""
-    keys = (_label_key(v) for v in values or ())
-    return frozenset(k for k in keys if k is not None)
+    keys = set()
+    for value in values or ():
+        key = _label_key(value)
+        if key is None and value is not None and str(value).strip():  # blanks are a stray comma's
+            raise ValueError(f"{value!r} is no label value: a NaN label is read as no label, and its row is skipped")
+        if key is not None:
+            keys.add(key)
+    return frozenset(keys)
 
 
 def check_label_values(refusal_values: Collection[str] | None, compliance_values: Collection[str] | None,
@@ -114,7 +138,7 @@ def label_value(value: Any, refusal_values: Collection[str] | None = None,
     refusal_values, compliance_values = refusal_values or (), compliance_values or ()
     key = _label_key(value)
     if key is None:
-        raise ValueError("no label (empty)")
+        raise ValueError("no label (empty)" if value is None or not str(value).strip() else "no label (NaN)")
     if key in refusal_values:
         return 1
     if key in compliance_values:

@@ -693,3 +693,27 @@ def test_label_values_are_read_by_their_exact_value():
     for no_label in ("nan", "NaN", float("nan"), "", None):
         with pytest.raises(ValueError, match="no label"):
             as_labels([no_label], compliance_values={"0"})
+
+
+def test_label_keys_need_no_big_integers_nor_the_threads_decimal_context():
+    """1e99999999999 raised MemoryError (a key built as int(Decimal)), 1e999999 took 26 s; text
+    labels turned to NaN where a host application untrapped InvalidOperation, and precision 3
+    made 1.001 the same value as 1.0004."""
+    import decimal
+
+    import pandas as pd
+
+    from refusal_predictor.inputs import as_labels
+
+    huge = ["1e99999999999", "10e99999999998", "1e999999999999999999"]
+    assert list(as_labels(huge, refusal_values={"1e99999999999"})) == [1, 1, 0]
+    assert list(as_labels(["0.12345678901234567890123456789", "0.12345678901234567890123456788"],
+                          refusal_values={"0.12345678901234567890123456789"})) == [1, 0]  # past 28 digits, still apart
+    with decimal.localcontext(decimal.Context(prec=3, traps=[decimal.Inexact])):
+        assert list(as_labels(["refusal", "compliance"])) == [1, 0]
+        assert list(as_labels(["1.001", "1.5"], refusal_values={"1.0004", "1.5"}, compliance_values={"1.001"})) == [0, 1]
+    for missing in (pd.NA, pd.NaT):  # str() made them the values "<NA>" / "NaT", so the other class
+        with pytest.raises(ValueError, match="no label"):
+            as_labels([missing], compliance_values={"0"})
+    with pytest.raises(ValueError, match="'nan' is no label value"):  # named in an option, it was dropped without a word
+        as_labels(["0"], compliance_values={"nan", "0"})

@@ -984,6 +984,9 @@ def test_a_nan_label_spelled_in_a_csv_is_no_label_not_the_other_class(tmp_path, 
     assert main(["evaluate", str(labels), "--model", "ngrams", "--refusal-values", "inf", "--json", "--no-progress"]) == 0
     report = json.loads(capsys.readouterr().out)  # Infinity and inf are one value, as 1 and 1.0 are
     assert (report["n"], report["refusal_rate"]) == (3, pytest.approx(2 / 3))
+    with pytest.raises(SystemExit) as exit_info:  # named in an option, 'nan' was dropped without a word
+        main(["evaluate", str(labels), "--model", "ngrams", "--compliance-values", "nan,0"])
+    assert exit_info.value.code == 2 and "'nan' is no label value" in capsys.readouterr().err
 
 
 def test_recalibrate_says_how_many_blank_texts_it_left_out(tmp_path, capsys):
@@ -993,4 +996,4 @@ def test_recalibrate_says_how_many_blank_texts_it_left_out(tmp_path, capsys):
     held = tmp_path / "held.jsonl"
     held.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     assert main(["recalibrate", str(held), "--model", "ngrams", "-o", str(tmp_path / "m"), "--no-progress"]) == 0
-    assert "from 60 texts" in (out := capsys.readouterr().out) and "skipped 1; 2 blank or zero-weight texts left out" in out
+    assert "from 60 texts" in (out := capsys.readouterr().out) and "skipped 1; 2 blank texts left out" in out
