@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection, Mapping, Set as AbstractSet
-from decimal import Decimal
+from decimal import Context, Decimal, InvalidOperation, localcontext
 from typing import Any, Iterable
 
 import numpy as np
@@ -67,13 +67,21 @@ def _label_key(value: Any) -> str | None:
         return _BOOLEAN_WORDS[key]
     if not _NUMBER.fullmatch(key):
         return key or None
-    return _number_key(Decimal(key))
+    try:
+        with localcontext(_READING):
+            number = Decimal(key)
+    except ArithmeticError:  # an exponent past what Decimal holds (1e9999999999999999999): its spelling is its key
+        return key
+    return _number_key(number)
 
 
 # A number as Python's Decimal reads one, without the underscores it also takes ("1_0" is text).
-# Matched first, so that Decimal only ever reads a valid number: whatever the thread's decimal
-# context traps, it then neither signals nor rounds.
-_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?|[+-]?(?:inf|infinity|s?nan\d*)")
+# Matched first, so that Decimal reads only numbers; the dot's group splits a run of digits one
+# way only (a "\d+\.?\d*" took 4 s to turn down 16,000 digits and a letter).
+_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:e[+-]?\d+)?|[+-]?(?:inf|infinity|s?nan\d*)")
+# Decimal reads a string exactly whatever the precision; this context only makes sure a number it
+# cannot hold signals (a host application's context may have untrapped that and made it NaN).
+_READING = Context(traps=[InvalidOperation])
 
 
 def _number_key(number: Decimal) -> str | None:
@@ -169,8 +177,17 @@ def as_labels(y: Iterable[Any], refusal_values: Collection[str] | None = None,
         try:
             out.append(label_value(value, refusal_values, compliance_values))
         except ValueError as exc:
-            raise ValueError(f"label {i} is {value!r}; {exc}") from None
+            raise ValueError(f"label {i} is {_shown(value)}; {exc}") from None
     return np.asarray(out, dtype=np.int64)
+
+
+def _shown(value: Any, limit: int = 200) -> str:
+    """A value for an error message: an int of 5,000 digits has no repr (Python's digit limit)."""
+    try:
+        text = repr(value)
+    except ValueError:
+        return f"a {type(value).__name__} too long to show"
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def label_accuracy(predicted: np.ndarray, y: Iterable[Any], sample_weight: Any = None) -> float:

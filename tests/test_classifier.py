@@ -717,3 +717,22 @@ def test_label_keys_need_no_big_integers_nor_the_threads_decimal_context():
             as_labels([missing], compliance_values={"0"})
     with pytest.raises(ValueError, match="'nan' is no label value"):  # named in an option, it was dropped without a word
         as_labels(["0"], compliance_values={"nan", "0"})
+    # An exponent past what Decimal holds raised InvalidOperation, which nothing caught; untrapped, it became NaN.
+    assert list(as_labels(["1e9999999999999999999", "5"], refusal_values={"1e9999999999999999999"})) == [1, 0]
+    with decimal.localcontext() as context:
+        context.traps[decimal.InvalidOperation] = False
+        assert list(as_labels(["1e9999999999999999999", "5"], refusal_values={"1e9999999999999999999"})) == [1, 0]
+    with pytest.raises(ValueError, match="label 0 is a int too long to show"):  # its repr failed inside the message
+        as_labels([10 ** 5000])
+
+
+def test_a_long_run_of_digits_that_is_not_a_number_is_turned_down_at_once():
+    """The number pattern split a run of digits n ways before giving up: 16,000 digits and a
+    letter took 4 s, a million hours. Run apart, with a limit a hundred times what it needs."""
+    import subprocess
+    import sys
+
+    code = "from refusal_predictor.inputs import as_labels; print(as_labels(['1' * 200000 + 'x'], refusal_values={'2'}))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          cwd=str(Path(__file__).resolve().parent.parent))
+    assert done.returncode == 0 and done.stdout.strip() == "[0]"
