@@ -230,8 +230,15 @@ def merge_duplicates(
             report.conflicting_prompts += int(0 < rate < 1)
         label = "refusal" if rate > 0.5 or (rate == 0.5 and proba >= threshold) else "compliance"
         merged.append({**group[0], "label": label, "refusal_probability": written_probability(proba, threshold),
-                       "refusal_rate": round(rate, 6), "n_responses": int(sum(weights))})
+                       "refusal_rate": _written_rate(rate), "n_responses": int(sum(weights))})
     return merged
+
+
+def _written_rate(rate: float) -> float:
+    """``rate`` rounded to 6 places, unless that makes a majority a tie: 500000 of 1000001 answers
+    written as 0.5 beside "compliance" would be merged again as a tie, decided another way."""
+    rounded = round(rate, 6)
+    return rate if rounded == 0.5 and rate != 0.5 else rounded
 
 
 def bootstrap_file(

@@ -860,3 +860,15 @@ def test_a_merged_tie_is_written_on_the_side_of_the_threshold_its_label_is(tmp_p
     [row] = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert row["label"] == "compliance" and row["refusal_rate"] == 0.5
     assert row["refusal_probability"] < 0.5 and row["refusal_probability"] == pytest.approx(0.4999995)
+
+
+def test_a_majority_a_hair_from_half_is_not_written_as_a_tie():
+    from refusal_predictor.bootstrap import merge_duplicates
+
+    rows = [{"prompt": "P", "label": "compliance", "refusal_probability": 0.1, "refusal_rate": 0.0, "n_responses": 500001},
+            {"prompt": "p", "label": "refusal", "refusal_probability": 0.9, "refusal_rate": 1.0, "n_responses": 500000}]
+    [merged] = merge_duplicates(rows, ("prompt",), threshold=0.5)
+    assert merged["label"] == "compliance" and merged["n_responses"] == 1000001
+    assert merged["refusal_rate"] == pytest.approx(500000 / 1000001) and merged["refusal_rate"] < 0.5
+    [again] = merge_duplicates([merged], ("prompt",), threshold=0.5)  # merged again, still the majority's label
+    assert again["label"] == "compliance"
