@@ -129,8 +129,6 @@ class ResponseCascade(ClassifierMixin, BaseEstimator):
         """The stages with the cascade's ``empty_response_probability``: shallow copies where a
         stage's own differs (they share its features and head), so the models given keep theirs."""
         value = self.empty_response_probability
-        if value is not None:
-            check_threshold(value, "empty_response_probability")
         stages = []
         for model in self._stages():
             if model.empty_response_probability != value:
