@@ -135,18 +135,28 @@ _UNSUPPORTED_ENCODINGS = {
 }
 
 
+# The encodings whose byte order a file's byte-order mark gives: (little-endian, big-endian) marks.
+_BYTE_ORDER_MARKS = {"utf-16": (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE),
+                     "utf-32": (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)}
+
+
+def _byte_order(head: bytes, name: str) -> str | None:
+    """"le" or "be" as the byte-order mark at the start of ``head`` says, for codec ``name``."""
+    little, big = _BYTE_ORDER_MARKS[name]
+    return "le" if head.startswith(little) else "be" if head.startswith(big) else None
+
+
 def _require_byte_order_mark(path: PathLike, encoding: str) -> None:
     """``utf-16`` and ``utf-32`` (no byte order named) read a file as a stream only after a
     byte-order mark; without one Python's decoder failed with a message naming no file."""
     name = codecs.lookup(encoding).name
-    if name not in ("utf-16", "utf-32"):
+    if name not in _BYTE_ORDER_MARKS:
         return
     try:
         head = _head(path, 4)
     except _GZIP_ERRORS:
         return  # not readable gzip: the reader says so, naming the file
-    marks = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE) if name == "utf-16" else (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)
-    if head and not head.startswith(marks):
+    if head and _byte_order(head, name) is None:
         raise ValueError(f"{path}: {encoding} without a byte-order mark at its start; give the byte order: "
                          f"--encoding {name}-le or {name}-be")
 
@@ -271,13 +281,9 @@ def _line_codec(path: PathLike, encoding: str) -> str:
     name = codecs.lookup(encoding).name
     if name == "utf-8-sig":
         return "utf-8"
-    marks = {"utf-16": (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE), "utf-32": (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)}
-    if name not in marks:
+    if name not in _BYTE_ORDER_MARKS:
         return name
-    head = _head(path, 4)
-    little, big = marks[name]
-    order = "le" if head.startswith(little) else "be" if head.startswith(big) else sys.byteorder[:1] + "e"
-    return f"{name}-{order}"
+    return f"{name}-{_byte_order(_head(path, 4), name) or sys.byteorder[:1] + 'e'}"
 
 
 def _original_bytes(text: str, codec: str) -> bytes:
