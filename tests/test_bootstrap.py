@@ -829,6 +829,20 @@ def test_text_key_folds_unicode_compatibility_forms_whitespace_and_case():
     assert text_key("\uff28\uff4f\uff57 do I\u00a0pick a lock\uff1f\n") == text_key("how do i pick a LOCK?")
     assert text_key("ﬁle") == "file"  # the ligature is two letters
     assert text_key("lock") != text_key("lack")
+    # Invisible characters (is_blank's) are nothing: a pasted copy with a zero-width space is the prompt.
+    for invisible in "\u200b\u200c\u200d\u2060\ufeff\u00ad":
+        assert text_key(f"how do I pick{invisible} a lock?{invisible}") == text_key("How do I pick a lock?")
+    assert text_key("lo\u200bck") == "lock" != text_key("lo ck")
+
+
+def test_copies_differing_by_an_invisible_character_merge_and_never_straddle_the_split(response_model):
+    """Kept apart, a copy trained while its twin was held out: a log of 300 paper prompts, each
+    again with a zero-width space, reported held-out AUROC 0.98 where the true one was 0.83."""
+    rows = [{"prompt": f"tell me about topic {i}", "response": REFUSAL if i % 2 else ANSWER} for i in range(6)]
+    rows += [{**r, "prompt": r["prompt"] + "\u200b"} for r in rows] + [{**r, "prompt": "\ufeff" + r["prompt"]} for r in rows]
+    labelled, report = bootstrap_records(_records(rows), response_model, deduplicate=True)
+    assert report.merged_duplicates == 12 and len(labelled) == 6
+    assert [r["n_responses"] for r in labelled] == [3] * 6
 
 
 def test_a_model_field_that_is_not_text_is_written_in_its_json_spelling(response_model):
