@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import uuid
@@ -133,7 +134,34 @@ def verify_files(folder: PathLike, files: Mapping[str, str]) -> None:
 
 
 def write_json(path: PathLike, payload: Mapping[str, Any]) -> None:
-    Path(path).write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    """Strict JSON: a NaN or infinite number (an AUROC of one class) is written as ``null``, which
+    every parser reads; ``NaN`` is Python's extension, refused by JavaScript's ``JSON.parse``."""
+    Path(path).write_text(json.dumps(_finite(payload), indent=2, sort_keys=False, allow_nan=False) + "\n",
+                          encoding="utf-8")
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
+
+
+def refuse_shipped_folder(path: PathLike, what: str = "model") -> None:
+    """A user's command writes no model into the package's shipped models.
+
+    ``train-prompt -o models/prompt/gpt-4`` (natural in a source checkout) replaced the shipped
+    GPT-4 target, so ``PromptClassifier.load(target="gpt-4")`` then loaded the user's model; in
+    an installed wheel it would change site-packages behind pip's back. Shipped models are
+    rebuilt by the ``training/`` pipelines, which save through ``save()`` without this check.
+    """
+    folder, root = Path(path).resolve(), shipped_models_root().resolve()
+    if folder == root or root in folder.parents:
+        raise ValueError(f"{path}: inside the shipped models ({root}); a {what} is not saved there, "
+                         "where it would replace what load() ships: choose a folder outside it")
 
 
 @contextmanager

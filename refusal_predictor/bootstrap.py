@@ -112,6 +112,9 @@ def bootstrap_records(
 
     if min_confidence is not None and not 0.5 <= min_confidence <= 1.0:
         raise ValueError(f"min_confidence must be in [0.5, 1], got {min_confidence}")
+    if prompt_field == response_field:
+        raise ValueError(f"the prompt field and the response field are both {prompt_field!r} (--prompt-field, "
+                         "--response-field): each text would be labelled as its own answer")
     report = BootstrapReport()
     # The model's own cut, as label-responses applies it: one model, one label per response.
     # Checked as predict checks it: NaN or 1.5 (a config file's typo) labelled every row compliance.

@@ -488,6 +488,7 @@ def _print_skipped(bad, path, limit: int = 5, more: str | None = None) -> None:
 
 
 def _cmd_train_response(args: argparse.Namespace) -> int:
+    from .artifacts import refuse_shipped_folder
     from .classifiers import ResponseClassifier, check_save_folder
     from .prompt_training import errors_path_for
     from .records import check_paths
@@ -497,6 +498,7 @@ def _cmd_train_response(args: argparse.Namespace) -> int:
     check_paths(args.input, errors=errors, input_format=args.input_format, model_folder=args.output,
                 separator=args.separator)
     check_save_folder(args.output, ResponseClassifier.kind)  # before the training, not after it
+    refuse_shipped_folder(args.output, "response model")
     if args.encoder is not None and args.no_embeddings:
         raise ValueError("--encoder and --no-embeddings exclude each other: a model without embeddings opens no encoder")
     model = ResponseClassifier(head=args.head, encoder=args.encoder, use_embeddings=not args.no_embeddings)
@@ -588,12 +590,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_recalibrate(args: argparse.Namespace) -> int:
+    from .artifacts import refuse_shipped_folder
     from .classifiers import RefusalClassifier, check_save_folder
 
     model = _model_loader(args)()
     if not isinstance(model, RefusalClassifier):
         raise ValueError("the cascade is two models: recalibrate its stages one by one (--model default, --model ngrams)")
     in_place = model._folder_of_record() == Path(args.output).resolve()
+    refuse_shipped_folder(args.output, "recalibrated model")  # -o the shipped folder changed what load() ships
     if not in_place:
         check_save_folder(args.output, model.kind)  # before the file is read, not after
     text_field = args.kind if args.text_field is None else args.text_field
@@ -723,9 +727,11 @@ def _cmd_bootstrap(args: argparse.Namespace) -> int:
 
 
 def _cmd_train_prompt(args: argparse.Namespace) -> int:
-    from .prompt_training import default_output, train_prompt_model
+    from .prompt_training import train_prompt_model
 
-    output = args.output or default_output(args.target_name)
+    if args.model_filter is not None and not args.model_field:
+        raise ValueError("--model-filter needs --model-field (the field naming the LLM); it is empty")
+    output = _train_prompt_output(args)
     model, held_out, report = train_prompt_model(
         args.input, args.target_name, output, response_model=args.response_model,
         prompt_field=args.prompt_field, response_field=args.response_field, model_field=args.model_field or None,
@@ -756,6 +762,33 @@ def _cmd_train_prompt(args: argparse.Namespace) -> int:
     )
     print(f"saved to {output}; load it with PromptClassifier.load({str(output)!r})")
     return 0
+
+
+def _train_prompt_output(args: argparse.Namespace) -> str:
+    """``-o``, or the target's default folder: which must not hold another target's model.
+
+    Hub-style names share a default folder ("org/model" and "org model" are both
+    ``prompt-model-org-model``), and the second run replaced the first's model without a word.
+    """
+    from .classifiers import MANIFEST
+    from .prompt_training import default_output
+
+    if args.output is not None:
+        if not args.output.strip():  # an unset variable: -o "$DIR"
+            raise ValueError("-o/--output is empty; name the model folder to write (or leave -o out for the default)")
+        return args.output
+    output = default_output(args.target_name)
+    if len(output) > 200:
+        raise ValueError(f"--target-name is {len(args.target_name)} characters, too long for the default folder "
+                         "name; give -o/--output")
+    try:
+        earlier = json.loads(Path(output, MANIFEST).read_text(encoding="utf-8")).get("metadata", {}).get("target")
+    except (OSError, ValueError, AttributeError):
+        earlier = None  # no model there (or none this check can read: saving checks the folder itself)
+    if earlier is not None and earlier != args.target_name:
+        raise ValueError(f"{output} holds the model of target {earlier!r}, the default folder of {args.target_name!r} "
+                         "too; give -o/--output to keep both (or -o that folder to replace it)")
+    return output
 
 
 def _load_prompt_model(args: argparse.Namespace):

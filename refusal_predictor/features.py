@@ -206,6 +206,11 @@ class TextFeatures(TransformerMixin, BaseEstimator):
             try:
                 self.vectorizer_ = self._vectorizer(min_df).fit(texts)
             except ValueError as exc:
+                if "empty vocabulary" in str(exc):
+                    # sklearn's "perhaps the documents only contain stop words" named no cause.
+                    example = next((t for t in texts if t.strip()), "")[:40]
+                    raise ValueError("no text holds a word (a letter or digit), and the n-gram features are built "
+                                     f"from words: the texts are only punctuation, symbols or emoji (such as {example!r})") from None
                 if min_df == 1 or "no terms remain" not in str(exc):
                     raise
                 # Unsegmented scripts (Chinese, Japanese) make each clause one "word": 20 such

@@ -8,6 +8,7 @@ One model per *target* LLM, because LLMs refuse different things. Shipped target
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -241,10 +242,10 @@ def _evaluation_markdown(card: dict[str, Any]) -> list[str]:
     lines = ["| protocol | n | accuracy | F1 | AUROC | majority rate | Brier | ECE |", "|---|---|---|---|---|---|---|---|"]
     for name, m in evaluation.items():
         # Brier and ECE (calibration) are blank in cards written before binary_metrics reported them.
-        calibration = " | ".join(f"{m[k]:.4f}" if isinstance(m.get(k), (int, float)) else "" for k in ("brier", "ece"))
+        calibration = " | ".join(_figure(m.get(k), "") for k in ("brier", "ece"))
         lines.append(
-            f"| {name} | {m.get('n')} | {m.get('accuracy', float('nan')):.4f} | {m.get('f1', float('nan')):.4f} | "
-            f"{m.get('auroc', float('nan')):.4f} | {m.get('majority_rate', float('nan')):.4f} | {calibration} |"
+            f"| {name} | {m.get('n')} | {_figure(m.get('accuracy'))} | {_figure(m.get('f1'))} | "
+            f"{_figure(m.get('auroc'))} | {_figure(m.get('majority_rate'))} | {calibration} |"
         )
     lines.append("")
     lines += [f"- {name}: {m['protocol']}" for name, m in evaluation.items() if m.get("protocol")]
@@ -256,10 +257,18 @@ def _selection_markdown(card: dict[str, Any]) -> list[str]:
     lines = [f"Chosen: {card.get('recipe', '?')}. "
              + card.get("model_selection_protocol", "Cross-validated on training data only."), "",
              "| recipe | accuracy | F1 | AUROC |", "|---|---|---|---|"]
-    lines += [f"| {r.get('recipe')} | {r.get('accuracy', float('nan')):.4f} | {r.get('f1', float('nan')):.4f} | "
-              f"{r.get('auroc', float('nan')):.4f} |" for r in card["model_selection"]]
+    lines += [f"| {r.get('recipe')} | {_figure(r.get('accuracy'))} | {_figure(r.get('f1'))} | {_figure(r.get('auroc'))} |"
+              for r in card["model_selection"]]
     lines.append("")
     return lines
+
+
+def _figure(value: Any, missing: str = "n/a") -> str:
+    """A metric to four places; ``missing`` for one the card lacks, or one undefined (an AUROC of
+    one class: NaN when computed, ``null`` once the card is written as strict JSON)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return f"{value:.4f}"
+    return missing
 
 
 def _encoder_markdown(card: dict[str, Any]) -> list[str]:

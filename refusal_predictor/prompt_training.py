@@ -7,7 +7,9 @@ bootstrapped labels on prompts the model never saw, which is what the model will
 from __future__ import annotations
 
 import logging
+import math
 import re
+import unicodedata
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -15,11 +17,11 @@ from typing import Any
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from .artifacts import PathLike
+from .artifacts import PathLike, refuse_shipped_folder
 from .bootstrap import BootstrapReport, bootstrap_records, label_confidence, merge_duplicates
 from .cascade import load_response_model, response_model_record
 from .classifiers import HEADS, check_save_folder
-from .errors_file import write_bad_records
+from .errors_file import StagedErrors
 from .metrics import binary_metrics
 from .prompt import PromptClassifier
 from .records import check_paths, read_records
@@ -32,26 +34,45 @@ MIN_PER_CLASS = 10
 MIN_TRAIN_PER_CLASS = 8
 
 
-def check_class_counts(labels: list[int], target: str, minimum: int = MIN_PER_CLASS, test_size: float = 0.2) -> None:
-    """A clear error when a target has too few prompts of a class to train and validate on.
+def held_out_split(labels: list[int], target: str, test_size: float = 0.2, random_state: int = 0,
+                   minimum: int = MIN_PER_CLASS) -> tuple[np.ndarray, np.ndarray]:
+    """The training and held-out prompts (indices, stratified), or a clear error naming the counts.
 
-    The held-out part (``test_size``) is taken first, so what counts is what the training part
-    keeps: with few refusals a large ``test_size`` left cross-validation too few to run.
+    Checked on the split itself, not on an estimate of it: the held-out part must hold a prompt
+    of each class (a small ``test_size`` held out none of the rarer class, and the report gave
+    F1 0 and AUROC NaN, or sklearn's "test_size = 1" when the user gave 0.05), and the training
+    part what cross-validation needs (an estimate, 80 x 0.1 = 7.999..., refused a split that
+    keeps 8).
     """
-    n_ref = int(sum(labels))
-    n_comp = len(labels) - n_ref
+    y = np.asarray(labels, dtype=int)
+    n_ref = int(y.sum())
+    n_comp = len(y) - n_ref
+    found = f"target {target!r}: found {n_ref} refused and {n_comp} complied prompts"
     if min(n_ref, n_comp) < minimum:
-        raise ValueError(
-            f"target {target!r}: found {n_ref} refused and {n_comp} complied prompts; need at least "
-            f"{minimum} of each to train and validate a prompt classifier"
-        )
-    kept = int(min(n_ref, n_comp) * (1.0 - test_size))
+        raise ValueError(f"{found}; need at least {minimum} of each to train and validate a prompt classifier")
+    # Holding out len/rarer prompts gives the rarer class at least one (sklearn's allocation floors n * share).
+    enough = math.ceil(math.ceil(len(y) / min(n_ref, n_comp)) / len(y) * 1000) / 1000
+    raise_it = f"raise test_size (--test-size) to at least {enough:g}"
+    too_few_to_train = (f"{found}; with test_size {test_size} the training part keeps {{}} of the rarer class, "
+                        f"and cross-validation needs {MIN_TRAIN_PER_CLASS}: lower test_size (--test-size) or bring "
+                        "more prompts")
+    n_test = math.ceil(test_size * len(y))
+    try:
+        train, test = train_test_split(np.arange(len(y)), test_size=test_size, random_state=random_state, stratify=y)
+    except ValueError:  # sklearn's own words named a test_size of 1 where the user gave 0.05
+        if n_test < 2:
+            raise ValueError(f"{found}; test_size {test_size} holds out {n_test} of them, too few for one of "
+                             f"each class: {raise_it}") from None
+        raise ValueError(too_few_to_train.format(0)) from None  # a training part of 0 or 1 prompts
+    held = np.bincount(y[test], minlength=2)
+    if held.min() == 0:
+        missing = "refused" if held[1] == 0 else "complied"
+        raise ValueError(f"{found}; test_size {test_size} holds out {len(test)} of them, no {missing} prompt among "
+                         f"them, so the held-out report could measure nothing: {raise_it}")
+    kept = int(np.bincount(y[train], minlength=2).min())
     if kept < MIN_TRAIN_PER_CLASS:
-        raise ValueError(
-            f"target {target!r}: found {n_ref} refused and {n_comp} complied prompts; with test_size "
-            f"{test_size} the training part keeps about {kept} of the rarer class, and cross-validation "
-            f"needs {MIN_TRAIN_PER_CLASS}: lower test_size (--test-size) or bring more prompts"
-        )
+        raise ValueError(too_few_to_train.format(kept))
+    return train, test
 
 
 def default_output(target: str) -> str:
@@ -106,11 +127,15 @@ def train_prompt_model(
         raise ValueError(f"head must be 'auto' or one of {HEADS}, got {head!r}")
     if not isinstance(target, str) or not target.strip():
         raise ValueError(f"the target name must be a non-blank name of your LLM, got {target!r}")
+    if any(unicodedata.category(c) == "Cc" for c in target):
+        # A newline in the name split the model card's Markdown heading and every log line naming it.
+        raise ValueError(f"the target name holds a control character (a newline, a tab): {target!r}")
     errors_file = Path(errors_path) if errors_path else errors_path_for(output_dir)
     if not 0.0 < test_size < 1.0:
         raise ValueError(f"test_size must be a fraction between 0 and 1 (exclusive), got {test_size}")
     check_paths(log_path, errors=errors_file, input_format=input_format, model_folder=output_dir, separator=separator)
     check_save_folder(output_dir, PromptClassifier.kind)
+    refuse_shipped_folder(output_dir, "prompt model")
     rc = load_response_model(response_model)
     if num_threads is not None:
         rc.configure_encoder(num_threads=num_threads)  # also checks the value, before any row is read
@@ -146,7 +171,47 @@ def train_prompt_model(
         records, rc, prompt_field=prompt_field, response_field=response_field, model_field=model_field,
         source=Path(log_path).name, min_confidence=min_confidence, progress=progress,
     )
-    report.errors_path = write_bad_records(errors_file, report.unused(), log_path)
+    # Written aside now, put in place with the model: a run that fails or is stopped while training
+    # leaves an earlier model's errors file as it was (it was replaced, or removed, before).
+    staged = StagedErrors(errors_file, report.unused(), log_path)
+    report.errors_path = errors_file if report.unused() else None
+    try:
+        model, held_out, card = _fit_report(
+            rows, report, rc, log_path=log_path, target=target, seen_models=seen_models, in_log=in_log,
+            response_model=response_model, prompt_field=prompt_field, response_field=response_field,
+            model_field=model_field, model_filter=model_filter, min_confidence=min_confidence,
+            weight_by_confidence=weight_by_confidence, test_size=test_size, head=head,
+            random_state=random_state, num_threads=num_threads)
+    except ValueError:
+        # The log cannot train a model: its skipped rows are what the user needs to mend it (the
+        # message names the file); with none, an earlier run's file is left alone.
+        if report.unused():
+            staged.put_in_place()
+            staged.finalize()
+        else:
+            staged.restore()
+        raise
+    except BaseException:
+        staged.restore()
+        raise
+    staged.put_in_place()
+    try:
+        model.save(output_dir, metadata=card)  # the card is written with the model (model_card.json, MODEL_CARD.md)
+    except BaseException:
+        staged.restore()
+        raise
+    staged.finalize()
+    report.errors_path = staged.result
+    logger.info("trained prompt model for %s: %s", target, held_out)
+    return model, held_out, report
+
+
+def _fit_report(rows: list[dict[str, Any]], report: BootstrapReport, rc: Any, *, log_path: PathLike, target: str,
+                seen_models: Counter, in_log: dict[str, int], response_model: PathLike | None, prompt_field: str,
+                response_field: str, model_field: str | None, model_filter: str | None,
+                min_confidence: float | None, weight_by_confidence: bool, test_size: float, head: str,
+                random_state: int, num_threads: int | None) -> tuple[PromptClassifier, dict[str, Any], dict[str, Any]]:
+    """From bootstrapped rows to a fitted model, its held-out report and its card (not saved yet)."""
     if model_filter is not None and not seen_models.get(model_filter):
         shown = ", ".join(f"{name!r} ({n} rows)" for name, n in seen_models.most_common(10)) or "none"
         hint = f" (is the model field called something else than {model_field!r}? --model-field)" \
@@ -180,14 +245,14 @@ def train_prompt_model(
     prompts = [r["prompt"] for r in rows]
     labels = [int(r["label"] == "refusal") for r in rows]
     try:
-        check_class_counts(labels, target, test_size=test_size)
+        train_index, test_index = held_out_split(labels, target, test_size, random_state)
     except ValueError as exc:  # say where the log's other rows went: the counts alone read as "the log is short"
         raise ValueError(f"{exc}. {log_path}: {report.counts()}"
                          + (f" (listed in {report.errors_path})" if report.unused() else "")) from None
     weights = np.array([label_confidence(r) if weight_by_confidence else 1.0 for r in rows])
-    train_p, test_p, train_y, test_y, train_w, _ = train_test_split(
-        prompts, labels, weights, test_size=test_size, random_state=random_state, stratify=labels
-    )
+    train_p, test_p = [prompts[i] for i in train_index], [prompts[i] for i in test_index]
+    train_y, test_y = [labels[i] for i in train_index], [labels[i] for i in test_index]
+    train_w = weights[train_index]
     cache = embedding_cache(PromptClassifier(), prompts, num_threads)  # every fit below embeds the same prompts: once is enough
     selection_rows = None
     if head == "auto":
@@ -200,6 +265,11 @@ def train_prompt_model(
         PromptClassifier(head=head, validation_curve=False), train_p, train_y, cache, sample_weight=train_w
     )
     held_out = binary_metrics(test_y, held_out_model.refusal_probability(test_p))
+    held_out["protocol"] = (
+        f"{len(test_p)} prompts held out (test_size {test_size}, stratified, random_state {random_state}), "
+        f"scored by a model fitted on the other {len(train_p)}; the saved model is fitted on all "
+        f"{len(prompts)}, these included"
+    )
     model = fit_with_cache(PromptClassifier(head=head), prompts, labels, cache, sample_weight=weights)
     card = {
         "target": target,
@@ -235,6 +305,4 @@ def train_prompt_model(
             "5-fold stratified cross-validation on the training prompts (held-out prompts excluded), "
             "uncalibrated heads, best accuracy (ties: F1)"
         )
-    model.save(output_dir, metadata=card)  # the card is written with the model (model_card.json, MODEL_CARD.md)
-    logger.info("trained prompt model for %s: %s", target, held_out)
-    return model, held_out, report
+    return model, held_out, card

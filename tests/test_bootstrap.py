@@ -611,15 +611,138 @@ def test_labels_below_the_confidence_cut_are_listed_with_their_lines(tmp_path):
     assert sorted(kept + [json.loads(r["raw"])["prompt"] for r in listed]) == ["p0", "p1", "p2", "p3"]
 
 
-def test_class_counts_are_checked_on_what_training_keeps():
-    from refusal_predictor.prompt_training import check_class_counts, default_output
+def test_the_held_out_split_is_checked_as_it_is_drawn():
+    from refusal_predictor.prompt_training import default_output, held_out_split
 
-    check_class_counts([1] * 10 + [0] * 100, "t", test_size=0.2)
+    train, test = held_out_split([1] * 10 + [0] * 200, "t", test_size=0.1)
+    assert (len(train), len(test)) == (189, 21) and not set(train) & set(test)
     with pytest.raises(ValueError, match="found 10 refused and 100 complied prompts; with test_size 0.6 the "
-                                         "training part keeps about 4 of the rarer class"):
-        check_class_counts([1] * 10 + [0] * 100, "t", test_size=0.6)
+                                         "training part keeps 4 of the rarer class"):
+        held_out_split([1] * 10 + [0] * 100, "t", test_size=0.6)
+    # 80 x (1 - 0.9) is 7.999...: an estimate refused this split, which keeps 8 of each.
+    assert len(held_out_split([1] * 80 + [0] * 80, "t", test_size=0.9)[0]) == 16
+    # Too small a test_size: sklearn said "test_size = 1 should be greater or equal to the number of classes".
+    with pytest.raises(ValueError, match=r"test_size 0.05 holds out 1 of them, too few for one of each class: "
+                                         r"raise test_size \(--test-size\) to at least 0.1$"):
+        held_out_split([1] * 10 + [0] * 10, "t", test_size=0.05)
+    # A held-out part without a refusal reported F1 0 and AUROC NaN, and the run succeeded.
+    with pytest.raises(ValueError, match="holds out 8 of them, no refused prompt among them.*at least 0.1$"):
+        held_out_split([1] * 10 + [0] * 150, "t", test_size=0.05)
+    with pytest.raises(ValueError, match="training part keeps 0 of the rarer class"):
+        held_out_split([1] * 10 + [0] * 10, "t", test_size=0.999)
     assert default_output("meta-llama/Llama-3-8B-Instruct") == "prompt-model-meta-llama-Llama-3-8B-Instruct"
     assert default_output("../") == "prompt-model-target"
+
+
+def _small_log(path, n=20, extra_lines=()):
+    paper = data.load_paper()
+    paper = paper[paper["subset"] == "political_figures"].head(n)
+    path.write_text("".join(json.dumps({"prompt": p, "response": r}) + "\n" for p, r in zip(paper["prompt"], paper["response"]))
+                    + "".join(line + "\n" for line in extra_lines), encoding="utf-8")
+    return path
+
+
+def test_a_failed_or_stopped_train_prompt_leaves_the_earlier_models_errors_file(tmp_path, monkeypatch, capsys):
+    """The errors file went in place right after labelling: a run that then failed (too few
+    prompts) deleted the earlier model's errors file, and one stopped while training replaced it."""
+    from refusal_predictor import prompt_training
+
+    log = _small_log(tmp_path / "log.jsonl", n=120, extra_lines=['{"prompt": "cut'])
+    folder, errors = tmp_path / "m", tmp_path / "m.errors.jsonl"
+    args = ["--target-name", "t", "-o", str(folder), "--response-model", "ngrams", "--head", "logreg", "--no-progress"]
+    assert main(["train-prompt", str(log), *args]) == 0
+    model_bytes, errors_text = (folder / "model.joblib").read_bytes(), errors.read_text(encoding="utf-8")
+    assert [json.loads(x)["line"] for x in errors_text.splitlines()] == [121]
+
+    few = _small_log(tmp_path / "few.jsonl", n=5)  # nothing skipped, too few prompts
+    assert main(["train-prompt", str(few), *args]) == 2
+    assert "found" in capsys.readouterr().err
+    assert errors.read_text(encoding="utf-8") == errors_text and (folder / "model.joblib").read_bytes() == model_bytes
+
+    def stopped(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(prompt_training, "fit_with_cache", stopped)
+    other = _small_log(tmp_path / "other.jsonl", n=120, extra_lines=["not json", "[1]"])
+    with pytest.raises(KeyboardInterrupt):
+        prompt_training.train_prompt_model(other, "t", folder, response_model="ngrams", head="logreg")
+    assert errors.read_text(encoding="utf-8") == errors_text and (folder / "model.joblib").read_bytes() == model_bytes
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["few.jsonl", "log.jsonl", "m", "m.errors.jsonl", "other.jsonl"]
+
+    # A log that cannot train and skipped rows: those rows are what the user needs, named in the message.
+    few_bad = _small_log(tmp_path / "few_bad.jsonl", n=5, extra_lines=["not json"])
+    monkeypatch.undo()
+    assert main(["train-prompt", str(few_bad), *args]) == 2
+    assert f"(listed in {errors})" in capsys.readouterr().err
+    assert [json.loads(x)["file"].endswith("few_bad.jsonl") for x in errors.read_text(encoding="utf-8").splitlines()] == [True]
+
+
+def test_user_commands_write_no_model_into_the_shipped_models(tmp_path, capsys):
+    """train-prompt -o models/prompt/gpt-4 replaced the shipped GPT-4 target without a word."""
+    from refusal_predictor.artifacts import sha256_file, shipped_path
+
+    shipped = shipped_path("prompt", "gpt-4")
+    before = sha256_file(shipped / "model.joblib")
+    # Inputs that could not train or recalibrate anyway: were the check gone, nothing would be written there.
+    log = _small_log(tmp_path / "log.jsonl", n=5)
+    assert main(["train-prompt", str(log), "--target-name", "gpt-4", "-o", str(shipped), "--response-model", "ngrams"]) == 2
+    assert "inside the shipped models" in capsys.readouterr().err
+    labelled = tmp_path / "labelled.jsonl"
+    labelled.write_text("".join(json.dumps({"response": t, "label": "maybe"}) + "\n" for t in [REFUSAL, ANSWER] * 20),
+                        encoding="utf-8")
+    response_folder = shipped_path("response", "ngrams")
+    assert main(["train-response", str(labelled), "-o", str(response_folder / "mine"), "--no-embeddings"]) == 2
+    assert "inside the shipped models" in capsys.readouterr().err
+    assert main(["recalibrate", str(labelled), "--model", "ngrams", "-o", str(response_folder), "--no-progress"]) == 2
+    assert "inside the shipped models" in capsys.readouterr().err
+    assert sha256_file(shipped / "model.joblib") == before and not (response_folder / "mine").exists()
+
+
+def test_train_prompt_keeps_one_targets_default_folder_from_another(tmp_path, monkeypatch, capsys):
+    """"org/model" and "org model" share the default folder prompt-model-org-model: the second
+    run replaced the first's model without a word."""
+    monkeypatch.chdir(tmp_path)
+    log = _small_log(tmp_path / "log.jsonl", n=120)
+    args = ["--response-model", "ngrams", "--head", "logreg", "--no-progress"]
+    assert main(["train-prompt", str(log), "--target-name", "org/model", *args]) == 0
+    assert main(["train-prompt", str(log), "--target-name", "org model", *args]) == 2
+    assert ("prompt-model-org-model holds the model of target 'org/model', the default folder of 'org model' too"
+            in capsys.readouterr().err)
+    assert PromptClassifier.load("prompt-model-org-model").target == "org/model"
+    assert main(["train-prompt", str(log), "--target-name", "org/model", *args]) == 0  # its own: replaced, as asked
+    for bad, message in ((["-o", ""], "-o/--output is empty"),
+                         (["--target-name", "x" * 300], "--target-name is 300 characters"),
+                         (["--target-name", "a\nb", "-o", "ab"], "control character"),
+                         (["--prompt-field", "response"], "the prompt field and the response field are both 'response'"),
+                         (["--model-field", "", "--model-filter", "gpt"], "--model-filter needs --model-field")):
+        target = [] if "--target-name" in bad else ["--target-name", "t"]
+        assert main(["train-prompt", str(log), *target, *bad, *args]) == 2, bad
+        assert message in capsys.readouterr().err, bad
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log.jsonl", "prompt-model-org-model"]
+
+
+def test_prompts_without_a_word_get_an_error_that_says_so(tmp_path, capsys):
+    """sklearn's "empty vocabulary; perhaps the documents only contain stop words" named no cause."""
+    log = tmp_path / "log.jsonl"
+    log.write_text("".join(json.dumps({"prompt": "?" * (i + 1), "response": REFUSAL if i % 2 else ANSWER}) + "\n"
+                           for i in range(30)), encoding="utf-8")
+    assert main(["train-prompt", str(log), "--target-name", "t", "-o", str(tmp_path / "m"), "--response-model", "ngrams",
+                 "--head", "logreg", "--no-progress"]) == 2
+    assert "no text holds a word (a letter or digit)" in capsys.readouterr().err
+
+
+def test_cards_are_strict_json_and_render_an_undefined_metric_as_n_a(tmp_path):
+    """An AUROC of one class (NaN) was written as NaN, which JavaScript's JSON.parse refuses."""
+    from refusal_predictor.artifacts import write_json
+    from refusal_predictor.prompt import model_card_markdown
+
+    card = {"target": "t", "evaluation": {"held_out": {"n": 2, "accuracy": 1.0, "f1": 0.0, "auroc": float("nan"),
+                                                       "majority_rate": 1.0, "brier": float("inf")}}}
+    write_json(tmp_path / "card.json", card)
+    text = (tmp_path / "card.json").read_text(encoding="utf-8")
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(c))["evaluation"]["held_out"]["auroc"] is None
+    for written in (card, json.loads(text)):
+        assert "| held_out | 2 | 1.0000 | 0.0000 | n/a | 1.0000 |  |  |" in model_card_markdown(written)
 
 
 def test_the_summary_says_when_it_lists_only_some_reasons():
