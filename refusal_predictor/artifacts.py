@@ -150,6 +150,15 @@ def _finite(value: Any) -> Any:
     return value
 
 
+def _same_folder(a: Path, b: Path) -> bool:
+    """One folder by identity, not spelling: on a case-insensitive file system (macOS, Windows)
+    ``MODELS/prompt`` is ``models/prompt``, and ``resolve()`` keeps the spelling given."""
+    try:
+        return a.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
 def refuse_shipped_folder(path: PathLike, what: str = "model") -> None:
     """A user's command writes no model into the package's shipped models.
 
@@ -159,7 +168,7 @@ def refuse_shipped_folder(path: PathLike, what: str = "model") -> None:
     rebuilt by the ``training/`` pipelines, which save through ``save()`` without this check.
     """
     folder, root = Path(path).resolve(), shipped_models_root().resolve()
-    if folder == root or root in folder.parents:
+    if folder == root or root in folder.parents or any(_same_folder(p, root) for p in (folder, *folder.parents)):
         raise ValueError(f"{path}: inside the shipped models ({root}); a {what} is not saved there, "
                          "where it would replace what load() ships: choose a folder outside it")
 
@@ -177,7 +186,7 @@ def staged_folder(folder: PathLike) -> Iterator[Path]:
     """
     folder = Path(os.path.realpath(folder)) if Path(folder).is_symlink() else Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = folder.parent / f".{folder.name}.saving-{uuid.uuid4().hex[:8]}"
+    staging = folder.parent / f".{folder.name[:64]}.saving-{uuid.uuid4().hex[:8]}"  # short: see paths.temp_name_prefix
     staging.mkdir()
     try:
         yield staging
@@ -186,7 +195,7 @@ def staged_folder(folder: PathLike) -> Iterator[Path]:
         if not folder.exists():
             os.rename(staging, folder)
             return
-        old = folder.parent / f".{folder.name}.replaced-{uuid.uuid4().hex[:8]}"
+        old = folder.parent / f".{folder.name[:64]}.replaced-{uuid.uuid4().hex[:8]}"
         os.rename(folder, old)
         try:
             os.rename(staging, folder)

@@ -18,6 +18,7 @@ from .artifacts import PathLike
 from .encoder import check_count
 from .errors_file import default_errors_path, write_with_errors
 from .record_writer import RecordWriter
+from .skipped import SkippedRecords
 from .records import BadRecord, check_paths, detect_format, find_field, get_text, input_columns, raw_of, read_records
 from .thresholds import check_threshold, written_probability
 
@@ -33,9 +34,14 @@ class ScoreReport:
     read: int = 0
     scored: int = 0
     positives: int = 0
-    bad: list[BadRecord] = field(default_factory=list)
+    # Past the first thousand, spooled to a temporary file: a misspelt --text-field skips every record.
+    bad: SkippedRecords = field(default_factory=SkippedRecords)
     errors_path: Path | None = None
     output_written: bool = True  # False when a non-empty input gave nothing to score: an earlier output stays
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.bad, SkippedRecords):
+            self.bad = SkippedRecords(self.bad)
 
     def summary(self) -> str:
         rate = self.positives / self.scored if self.scored else 0.0

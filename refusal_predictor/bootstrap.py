@@ -7,11 +7,12 @@ label is kept together with its refusal rate).
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -20,6 +21,7 @@ from .batch import checked_scores
 from .errors_file import default_errors_path, write_with_errors
 from .record_writer import RecordWriter, csv_value
 from .records import BadRecord, check_paths, get_text, raw_of, read_records
+from .skipped import InLineOrder, SkippedRecords
 from .text import is_blank, text_key
 from .thresholds import check_threshold, written_probability
 
@@ -39,21 +41,29 @@ class BootstrapReport:
     repeated_rows: int = 0  # kept rows repeating an earlier kept row (prompt up to whitespace and case, response, model)
     written: int = 0
     output_written: bool = True  # False when a non-empty log gave no row to write: an earlier output stays
-    bad: list[BadRecord] = field(default_factory=list)
-    low_confidence: list[BadRecord] = field(default_factory=list)
+    # Past the first thousand, spooled to a temporary file (see skipped.py).
+    bad: SkippedRecords = field(default_factory=SkippedRecords)
+    low_confidence: SkippedRecords = field(default_factory=SkippedRecords)
     errors_path: Path | None = None
+
+    def __post_init__(self) -> None:
+        # A report built with plain lists (as before skipped.py) counts its reasons the same way.
+        if not isinstance(self.bad, SkippedRecords):
+            self.bad = SkippedRecords(self.bad)
+        if not isinstance(self.low_confidence, SkippedRecords):
+            self.low_confidence = SkippedRecords(self.low_confidence)
 
     @property
     def dropped_low_confidence(self) -> int:
         return len(self.low_confidence)
 
-    def unused(self) -> list[BadRecord]:
+    def unused(self) -> InLineOrder:
         """Every row not used, in line order, for the errors file: bad rows and unsure labels."""
-        return sorted(self.bad + self.low_confidence, key=lambda b: b.line)
+        return InLineOrder(self.bad, self.low_confidence)
 
     def reasons(self) -> Counter:
         """How many bad rows per reason (the reason's text before any parenthesised detail)."""
-        return Counter(b.reason.split(" (")[0] for b in self.bad)
+        return self.bad.reasons()
 
     def summary(self) -> str:
         if not self.output_written:
@@ -97,6 +107,7 @@ def bootstrap_records(
     deduplicate: bool = False,
     batch_size: int = 512,
     progress: bool = False,
+    sink: Callable[[list[dict]], None] | None = None,
 ) -> tuple[list[dict], BootstrapReport]:
     """Label each record's response; return rows of prompt, label, probability, model, source.
 
@@ -107,6 +118,8 @@ def bootstrap_records(
     (``report.repeated_rows``) either way: a log written twice would otherwise pass for twice the
     evidence without a word. Rows below ``min_confidence`` are dropped before they are counted.
     ``progress`` shows a bar of rows read (labelling a large log with the encoder takes minutes).
+    ``sink`` (not with ``deduplicate``, which needs every row) takes each batch of labelled rows as
+    it is made, and the returned list is empty: a log of 1,000,000 rows held 840 MB of rows.
     """
     from tqdm.auto import tqdm
 
@@ -119,14 +132,19 @@ def bootstrap_records(
     # The model's own cut, as label-responses applies it: one model, one label per response.
     # Checked as predict checks it: NaN or 1.5 (a config file's typo) labelled every row compliance.
     threshold = check_threshold(getattr(response_classifier, "threshold", 0.5), "the response model's threshold")
+    if sink is not None and deduplicate:
+        raise ValueError("sink and deduplicate exclude each other: merging duplicates needs every row")
     rows: list[dict] = []
     pending: list[tuple[str, str, str, int, dict]] = []
-    seen_rows: set[tuple[str, str, str]] = set()  # of kept rows: a repeat the cut drops is not "kept"
+    # Of kept rows (a repeat the cut drops is not "kept"), by a 16-byte digest of the key: the keys
+    # themselves held every response of the log.
+    seen_rows: set[bytes] = set()
 
     def flush() -> None:
         if not pending:
             return
         proba = checked_scores(response_classifier.refusal_probability, [r for _, r, *_ in pending])
+        batch: list[dict] = []
         for (prompt, response, model, line, record), p in zip(pending, proba):
             report.labelled += 1
             label = "refusal" if p >= threshold else "compliance"
@@ -137,10 +155,10 @@ def bootstrap_records(
                     line, f"label confidence {confidence:.{digits}f} below the cut {min_confidence} "
                           f"({label}, refusal probability {p:.{digits}f})", raw_of(record)))
                 continue
-            key = (text_key(prompt), response, model)
+            key = _row_digest(text_key(prompt), response, model)
             report.repeated_rows += key in seen_rows
             seen_rows.add(key)
-            rows.append({
+            batch.append({
                 "prompt": prompt,
                 "label": label,
                 "refusal_probability": written_probability(p, threshold),
@@ -148,6 +166,11 @@ def bootstrap_records(
                 "source": source,
             })
         pending.clear()
+        if sink is None:
+            rows.extend(batch)
+        elif batch:
+            sink(batch)
+            report.written += len(batch)
 
     bar = tqdm(unit=" rows", desc="labelling", disable=not progress)
     for line, record in records:
@@ -184,8 +207,18 @@ def bootstrap_records(
     bar.close()
     if deduplicate:
         rows = merge_duplicates(rows, ("prompt", "model"), report, threshold=threshold)
-    report.written = len(rows)
+    if sink is None:
+        report.written = len(rows)
     return rows, report
+
+
+def _row_digest(*parts: str) -> bytes:
+    """Two rows' keys are equal exactly when their digests are (up to a 2**-128 chance)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for part in parts:
+        encoded = part.encode("utf-8", "surrogatepass")
+        digest.update(len(encoded).to_bytes(8, "little") + encoded)  # lengths: ("ab", "c") is not ("a", "bc")
+    return digest.digest()
 
 
 def _digits_below(value: float, cut: float) -> int:
@@ -271,10 +304,12 @@ def bootstrap_file(
                 separator=separator)
     options.setdefault("source", Path(log_path).name)
     records = read_records(log_path, input_format, encoding, separator=separator)
-    rows, report = bootstrap_records(records, response_classifier, **options)
     with RecordWriter(output_path, output_format) as writer:
-        report.output_written = not (report.read and not rows)  # nothing to write: an earlier file is not emptied
+        # Without --dedupe, rows are written as they are labelled: memory stays flat however long the log.
+        sink = None if options.get("deduplicate") else writer.write_many
+        rows, report = bootstrap_records(records, response_classifier, sink=sink, **options)
         writer.write_many(rows)
+        report.output_written = not (report.read and not report.written)  # nothing to write: an earlier file is not emptied
         report.errors_path = write_with_errors(writer, errors_file, report.unused(), log_path,
                                                keep_output=report.output_written)
     return report

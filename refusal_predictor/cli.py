@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import signal
 import sys
 import threading
@@ -42,6 +43,14 @@ def _separator(text: str) -> str:
         return check_separator(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _file_path(text: str) -> str:
+    """An argparse type for --errors: an empty value (``--errors "$FILE"``, the variable unset)
+    meant the default path for some commands and the current folder for others."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"expected a file path, got {text!r}")
+    return text
 
 
 def at_least_one(text: str) -> int:
@@ -133,7 +142,7 @@ def _add_score_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--probability-field", default="refusal_probability",
                    help="output field added for the refusal probability (default: %(default)s)")
     p.add_argument("--label-field", default="label", help="output field added for the label (default: %(default)s)")
-    p.add_argument("--errors", help="where to write skipped records (default: OUTPUT.errors.jsonl)")
+    p.add_argument("--errors", type=_file_path, help="where to write skipped records (default: OUTPUT.errors.jsonl)")
     p.add_argument("--chunk-size", type=at_least_one, default=512, help="records scored per batch (default: 512)")
     _add_threads_option(p)
     _add_progress_option(p)
@@ -249,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the --tone-field value of compliances, left out of the tone head (default: complied)")
     _add_threads_option(p)
     _add_io_options(p, "response")
-    p.add_argument("--errors", help="where to write skipped rows (default: OUTPUT.errors.jsonl beside the model folder)")
+    p.add_argument("--errors", type=_file_path, help="where to write skipped rows (default: OUTPUT.errors.jsonl beside the model folder)")
 
     p = sub.add_parser("evaluate", help="accuracy, F1, AUROC and calibration (Brier, ECE) of a model on a labelled file")
     p.add_argument("input", help="labelled file")
@@ -257,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_label_options(p)
     _add_threshold_options(p, "refusal probability cut (default: the model's)")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON (an undefined metric is null)")
-    p.add_argument("--errors", help="also write every skipped row, with its line and reason, to this JSON Lines file")
+    p.add_argument("--errors", type=_file_path, help="also write every skipped row, with its line and reason, to this JSON Lines file")
     _add_threads_option(p)
     _add_progress_option(p)
     # None: the field named like --kind, so `bootstrap`'s output (prompt, label) evaluates as is and
@@ -300,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "letters, ligatures, a superscript 2 as 2): majority label + refusal rate")
     _add_threads_option(p)
     _add_progress_option(p)
-    p.add_argument("--errors", help="where to write skipped rows (default: OUTPUT.errors.jsonl)")
+    p.add_argument("--errors", type=_file_path, help="where to write skipped rows (default: OUTPUT.errors.jsonl)")
 
     p = sub.add_parser("train-prompt", help="train a prompt classifier for your own LLM from its prompt/response logs")
     p.add_argument("input", help="log with prompt and response fields")
@@ -316,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto (default): pick by 5-fold cross-validation on the training prompts")
     _add_threads_option(p)
     _add_progress_option(p)
-    p.add_argument("--errors", help="where to write skipped rows (default: OUTPUT.errors.jsonl beside the model folder)")
+    p.add_argument("--errors", type=_file_path, help="where to write skipped rows (default: OUTPUT.errors.jsonl beside the model folder)")
 
     p = sub.add_parser("score-prompts", help="predict for every prompt of a log whether the target LLM will refuse it")
     p.add_argument("input", help="input log")
@@ -637,9 +646,11 @@ def _scored_with_progress(model, texts: list[str], progress: bool, chunk: int = 
 
 
 def _cmd_export_encoder(args: argparse.Namespace) -> int:
+    from .artifacts import refuse_shipped_folder
     from .exporters.onnx import check_export_folder, export_encoder
 
     check_export_folder(args.output)  # before the export, not after it
+    refuse_shipped_folder(args.output, "exported encoder")  # the shipped models' encoders: python -m training.export_encoder
     path = export_encoder(args.model, args.output, quantize=None if args.no_quantize else "int8",
                           max_seq_length=args.max_seq_length, reduce_range=args.reduce_range)
     print(f"exported {args.model} to {path}")
@@ -778,9 +789,9 @@ def _train_prompt_output(args: argparse.Namespace) -> str:
             raise ValueError("-o/--output is empty; name the model folder to write (or leave -o out for the default)")
         return args.output
     output = default_output(args.target_name)
-    if len(output) > 200:
-        raise ValueError(f"--target-name is {len(args.target_name)} characters, too long for the default folder "
-                         "name; give -o/--output")
+    if len(os.fsencode(output)) > 200:  # bytes, as file systems count them: 90 CJK characters are 270
+        raise ValueError(f"--target-name is {len(os.fsencode(args.target_name))} bytes long, too long for the default "
+                         "folder name; give -o/--output")
     try:
         earlier = json.loads(Path(output, MANIFEST).read_text(encoding="utf-8")).get("metadata", {}).get("target")
     except (OSError, ValueError, AttributeError):
@@ -884,6 +895,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError, TypeError, ImportError) as exc:
         # OSError: unwritable outputs, permissions, full disks; the message names the path.
         print(f"refusal-predictor {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        # A traceback from deep in scikit-learn named neither the cause nor what was kept.
+        print(f"refusal-predictor {args.command}: error: out of memory; outputs being written were removed. "
+              "The n-gram features of one text take about 45 bytes per character (a 50 MB text about 2.3 GB): "
+              "cut or split such texts; a lower --chunk-size holds fewer texts at once", file=sys.stderr)
         return 2
     except (Terminated, KeyboardInterrupt) as exc:
         signum = exc.signum if isinstance(exc, Terminated) else signal.SIGINT

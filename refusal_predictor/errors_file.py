@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .artifacts import PathLike
-from .paths import check_output_path, is_device_or_pipe, link_target, new_file_mode
+from .paths import check_output_path, is_device_or_pipe, link_target, new_file_mode, temp_name_prefix
 from .record_writer import RecordWriter
 from .records import BadRecord
 
@@ -23,9 +23,18 @@ logger = logging.getLogger(__name__)
 
 
 def default_errors_path(output: PathLike, given: PathLike | None = None) -> Path:
-    """``given`` when the user named an errors file, else ``OUTPUT.errors.jsonl`` beside the output."""
-    if given:
+    """``given`` when the user named an errors file, else ``OUTPUT.errors.jsonl`` beside the output.
+
+    An empty ``given`` (``--errors "$FILE"`` with the variable unset) is an error, as an empty
+    ``--model`` is, not the default; an output that names no file (``-o ''``, ``-o .``) is one
+    before ``with_name`` says "PosixPath('.') has an empty name".
+    """
+    if given is not None:
+        if not str(given).strip():
+            raise ValueError("--errors is empty; name the errors file (or leave --errors out for OUTPUT.errors.jsonl)")
         return Path(given)
+    if not str(output).strip() or not Path(output).name:
+        raise ValueError(f"the output {str(output)!r} names no file; give a file path (-o)")
     output = Path(output)
     return output.with_name(output.name + ".errors.jsonl")
 
@@ -82,28 +91,26 @@ class StagedErrors:
         self._aside: Path | None = None  # the earlier errors file, moved aside while the output is renamed
         self._aside_name: Path | None = None
         self._placed = False
-        self._lines: list[str] = []
+        self._bad, self._source = bad, source
+        self._count = len(bad)
         if not bad:
             self._target = link_target(self.path, "errors file") if _is_errors_file(self.path) else None
             return
         check_output_path(self.path, what="errors file", create=True)
-        for item in bad:
-            entry = {"file": str(source), "line": item.line, "reason": item.reason, "raw": item.raw}
-            if item.raw_bytes is not None:
-                entry["raw_base64"] = base64.b64encode(item.raw_bytes).decode("ascii")
-            self._lines.append(json.dumps(entry, ensure_ascii=False) + "\n")
         if is_device_or_pipe(self.path):  # /dev/null, /dev/stderr, a pipe: written as asked, in put_in_place
             self._target = None
             return
         self._target = link_target(self.path, "errors file")
         # Written aside and renamed, as outputs are: a full disk leaves no half-written errors file.
         try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{self._target.name}.", dir=self._target.parent)
+            fd, tmp = tempfile.mkstemp(prefix=temp_name_prefix(self._target), dir=self._target.parent)
         except OSError as exc:
             raise self._error(exc) from exc
         try:
             with open(fd, "w", encoding="utf-8", errors="replace") as handle:
-                handle.writelines(self._lines)
+                self._write(handle)
+                handle.flush()
+                os.fsync(handle.fileno())
             os.chmod(tmp, new_file_mode(self._target))
         except OSError as exc:
             Path(tmp).unlink(missing_ok=True)
@@ -113,6 +120,14 @@ class StagedErrors:
             raise
         self._tmp = Path(tmp)
 
+    def _write(self, handle) -> None:
+        """One JSON line per skipped record, streamed: the records may be spooled on disk (skipped.py)."""
+        for item in self._bad:
+            entry = {"file": str(self._source), "line": item.line, "reason": item.reason, "raw": item.raw}
+            if item.raw_bytes is not None:
+                entry["raw_base64"] = base64.b64encode(item.raw_bytes).decode("ascii")
+            handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
+
     def _error(self, exc: OSError) -> OSError:
         return OSError(exc.errno, f"{self.path}: the errors file cannot be written ({exc.strerror or exc})")
 
@@ -120,13 +135,13 @@ class StagedErrors:
         """The new errors file where the user asked for it (or, with nothing skipped, an earlier
         run's out of the way); undone before raising when a step fails."""
         try:
-            if self._lines and self._tmp is None:  # a device or a pipe: cannot be staged or undone
+            if self._count and self._tmp is None:  # a device or a pipe: cannot be staged or undone
                 with open(self.path, "w", encoding="utf-8", errors="replace") as handle:
-                    handle.writelines(self._lines)
+                    self._write(handle)
                 self.result = self.path
                 return
             if self._target is not None and self._target.exists():
-                fd, aside = tempfile.mkstemp(prefix=f".{self._target.name}.", suffix=".earlier", dir=self._target.parent)
+                fd, aside = tempfile.mkstemp(prefix=temp_name_prefix(self._target), suffix=".earlier", dir=self._target.parent)
                 os.close(fd)
                 self._aside_name = Path(aside)  # an empty placeholder until the earlier file moves in
                 os.replace(self._target, aside)

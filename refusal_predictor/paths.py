@@ -85,16 +85,57 @@ def _check_writable(folder: Path, what: str, path: Path) -> None:
 
 def check_output_path(path: PathLike, what: str = "output", create: bool = False) -> Path:
     """A file we may write: not '-', not a folder, in a folder that exists or can be made
-    (made only with ``create``, i.e. when the file is written)."""
+    (made only with ``create``, i.e. when the file is written), with a name its file system takes."""
     path = Path(path)
     if str(path) == "-":
         raise ValueError(f"{what} '-': standard input/output is not supported; give a file path")
+    _check_name_length(path, what, path)  # first: asked about a name too long, is_dir() raises
     if path.is_dir():
         raise ValueError(f"{what} {path} is a folder; give a file path")
     if is_device_or_pipe(path):
         return path  # --errors /dev/null: opened as it is, no file is made beside it
-    _check_parent(link_target(path, what), what, create)  # behind a link, where the file is written
+    target = link_target(path, what)  # behind a link, where the file is written
+    if target != path:
+        _check_name_length(target, what, path)
+    _check_parent(target, what, create)
     return path
+
+
+def _check_name_length(target: Path, what: str, path: Path) -> None:
+    """A name longer than the file system takes failed at the run's end, when the file was
+    written (a 250-character output name after an hour of scoring), with "cannot write in" its
+    folder; the up-front write check makes an unnamed file, which no name can fail."""
+    ancestor = target.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    try:
+        limit = os.pathconf(ancestor, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):  # no pathconf (Windows), or not a folder: the usual 255
+        limit = 255
+    size = len(os.fsencode(target.name))
+    if size > limit:
+        raise ValueError(f"{what} {path}: its name is {size} bytes long, and this file system takes at most {limit}; "
+                         "choose a shorter name")
+
+
+def temp_name_prefix(target: Path) -> str:
+    """The prefix of the hidden temporary files written beside ``target`` and renamed onto it.
+
+    Named after the file, so a user who finds one left by a killed run knows whose it is, but cut
+    short: the whole name plus mkstemp's characters and a suffix passed 255 bytes for output
+    names of 225 characters, which then failed only when the output was written.
+    """
+    return f".{target.name[:64]}."
+
+
+def fsync_file(path: PathLike) -> None:
+    """Flush a written file to the disk before it is renamed over an earlier one: a crash just
+    after the rename could otherwise leave an empty file where a whole one was (ext4, XFS)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def check_output_folder(path: PathLike, what: str = "model folder", *, staged: bool = False) -> Path:
@@ -104,6 +145,7 @@ def check_output_folder(path: PathLike, what: str = "model folder", *, staged: b
     and an existing folder's files are removed, so it must be writable too.
     """
     path = Path(path)
+    _check_name_length(path, what, path)
     if path.exists() and not path.is_dir():
         raise ValueError(f"{what} {path} is a file; give a folder path")
     if path.is_dir():

@@ -34,6 +34,12 @@ MIN_PER_CLASS = 10
 MIN_TRAIN_PER_CLASS = 8
 
 
+class LogCannotTrain(ValueError):
+    """The log, as read and labelled, cannot train a model (no usable row, too few prompts of a
+    class, a --test-size that leaves a part without one): the skipped rows are what the user needs
+    to mend it, so the errors file is written. Any other failure leaves an earlier one alone."""
+
+
 def held_out_split(labels: list[int], target: str, test_size: float = 0.2, random_state: int = 0,
                    minimum: int = MIN_PER_CLASS) -> tuple[np.ndarray, np.ndarray]:
     """The training and held-out prompts (indices, stratified), or a clear error naming the counts.
@@ -49,10 +55,10 @@ def held_out_split(labels: list[int], target: str, test_size: float = 0.2, rando
     n_comp = len(y) - n_ref
     found = f"target {target!r}: found {n_ref} refused and {n_comp} complied prompts"
     if min(n_ref, n_comp) < minimum:
-        raise ValueError(f"{found}; need at least {minimum} of each to train and validate a prompt classifier")
+        raise LogCannotTrain(f"{found}; need at least {minimum} of each to train and validate a prompt classifier")
     # Holding out len/rarer prompts gives the rarer class at least one (sklearn's allocation floors n * share).
     enough = math.ceil(math.ceil(len(y) / min(n_ref, n_comp)) / len(y) * 1000) / 1000
-    raise_it = f"raise test_size (--test-size) to at least {enough:g}"
+    raise_it = f"raise test_size (--test-size); {enough:g} holds out one of each"  # enough, if not the least that is
     too_few_to_train = (f"{found}; with test_size {test_size} the training part keeps {{}} of the rarer class, "
                         f"and cross-validation needs {MIN_TRAIN_PER_CLASS}: lower test_size (--test-size) or bring "
                         "more prompts")
@@ -61,17 +67,17 @@ def held_out_split(labels: list[int], target: str, test_size: float = 0.2, rando
         train, test = train_test_split(np.arange(len(y)), test_size=test_size, random_state=random_state, stratify=y)
     except ValueError:  # sklearn's own words named a test_size of 1 where the user gave 0.05
         if n_test < 2:
-            raise ValueError(f"{found}; test_size {test_size} holds out {n_test} of them, too few for one of "
+            raise LogCannotTrain(f"{found}; test_size {test_size} holds out {n_test} of them, too few for one of "
                              f"each class: {raise_it}") from None
-        raise ValueError(too_few_to_train.format(0)) from None  # a training part of 0 or 1 prompts
+        raise LogCannotTrain(too_few_to_train.format(0)) from None  # a training part of 0 or 1 prompts
     held = np.bincount(y[test], minlength=2)
     if held.min() == 0:
         missing = "refused" if held[1] == 0 else "complied"
-        raise ValueError(f"{found}; test_size {test_size} holds out {len(test)} of them, no {missing} prompt among "
+        raise LogCannotTrain(f"{found}; test_size {test_size} holds out {len(test)} of them, no {missing} prompt among "
                          f"them, so the held-out report could measure nothing: {raise_it}")
     kept = int(np.bincount(y[train], minlength=2).min())
     if kept < MIN_TRAIN_PER_CLASS:
-        raise ValueError(too_few_to_train.format(kept))
+        raise LogCannotTrain(too_few_to_train.format(kept))
     return train, test
 
 
@@ -130,7 +136,9 @@ def train_prompt_model(
     if any(unicodedata.category(c) == "Cc" for c in target):
         # A newline in the name split the model card's Markdown heading and every log line naming it.
         raise ValueError(f"the target name holds a control character (a newline, a tab): {target!r}")
-    errors_file = Path(errors_path) if errors_path else errors_path_for(output_dir)
+    if errors_path is not None and not str(errors_path).strip():
+        raise ValueError("--errors is empty; name the errors file (or leave --errors out for OUTPUT.errors.jsonl)")
+    errors_file = Path(errors_path) if errors_path is not None else errors_path_for(output_dir)
     if not 0.0 < test_size < 1.0:
         raise ValueError(f"test_size must be a fraction between 0 and 1 (exclusive), got {test_size}")
     check_paths(log_path, errors=errors_file, input_format=input_format, model_folder=output_dir, separator=separator)
@@ -182,9 +190,9 @@ def train_prompt_model(
             model_field=model_field, model_filter=model_filter, min_confidence=min_confidence,
             weight_by_confidence=weight_by_confidence, test_size=test_size, head=head,
             random_state=random_state, num_threads=num_threads)
-    except ValueError:
-        # The log cannot train a model: its skipped rows are what the user needs to mend it (the
-        # message names the file); with none, an earlier run's file is left alone.
+    except LogCannotTrain:
+        # Its skipped rows are what the user needs to mend the log (the message names the file);
+        # with none, an earlier run's file is left alone.
         if report.unused():
             staged.put_in_place()
             staged.finalize()
@@ -206,6 +214,10 @@ def train_prompt_model(
     return model, held_out, report
 
 
+def _listed(report: BootstrapReport) -> str:
+    return f" (skipped rows listed in {report.errors_path})" if report.unused() and report.errors_path else ""
+
+
 def _fit_report(rows: list[dict[str, Any]], report: BootstrapReport, rc: Any, *, log_path: PathLike, target: str,
                 seen_models: Counter, in_log: dict[str, int], response_model: PathLike | None, prompt_field: str,
                 response_field: str, model_field: str | None, model_filter: str | None,
@@ -216,7 +228,8 @@ def _fit_report(rows: list[dict[str, Any]], report: BootstrapReport, rc: Any, *,
         shown = ", ".join(f"{name!r} ({n} rows)" for name, n in seen_models.most_common(10)) or "none"
         hint = f" (is the model field called something else than {model_field!r}? --model-field)" \
             if set(seen_models) == {"(field missing or null)"} else ""
-        raise ValueError(f"{log_path}: no row has {model_field} == {model_filter!r}; values found: {shown}{hint}")
+        raise LogCannotTrain(f"{log_path}: no row has {model_field} == {model_filter!r}; values found: {shown}{hint}"
+                             + _listed(report))
     if model_filter is not None:
         # Exact match, as documented; but other spellings of the same LLM ("GPT-4", "gpt-4-0613")
         # were left out without a word.
@@ -228,9 +241,9 @@ def _fit_report(rows: list[dict[str, Any]], report: BootstrapReport, rc: Any, *,
                            ", ".join(f"{name!r} ({n} rows)" for name, n in similar[:10]))
     if not report.labelled:
         why = "; ".join(f"{n}x {r}" for r, n in report.reasons().most_common(3)) or "the log holds no rows"
-        raise ValueError(
+        raise LogCannotTrain(
             f"{log_path}: none of the {report.read} rows could be labelled ({why}); check "
-            f"--prompt-field ({prompt_field!r}) and --response-field ({response_field!r})"
+            f"--prompt-field ({prompt_field!r}) and --response-field ({response_field!r})" + _listed(report)
         )
     answered_by = Counter(r["model"] or "(no model field)" for r in rows)
     if model_filter is None and len(answered_by) > 1:
@@ -246,9 +259,8 @@ def _fit_report(rows: list[dict[str, Any]], report: BootstrapReport, rc: Any, *,
     labels = [int(r["label"] == "refusal") for r in rows]
     try:
         train_index, test_index = held_out_split(labels, target, test_size, random_state)
-    except ValueError as exc:  # say where the log's other rows went: the counts alone read as "the log is short"
-        raise ValueError(f"{exc}. {log_path}: {report.counts()}"
-                         + (f" (listed in {report.errors_path})" if report.unused() else "")) from None
+    except LogCannotTrain as exc:  # say where the log's other rows went: the counts alone read as "the log is short"
+        raise LogCannotTrain(f"{exc}. {log_path}: {report.counts()}" + _listed(report)) from None
     weights = np.array([label_confidence(r) if weight_by_confidence else 1.0 for r in rows])
     train_p, test_p = [prompts[i] for i in train_index], [prompts[i] for i in test_index]
     train_y, test_y = [labels[i] for i in train_index], [labels[i] for i in test_index]

@@ -303,6 +303,7 @@ def test_train_prompt_says_why_nothing_could_be_used(tmp_path, capsys):
     assert main(["train-prompt", str(log), "--target-name", "t", "-o", str(tmp_path / "m"), "--response-field", "answer"]) == 2
     err = capsys.readouterr().err
     assert "none of the 40 rows could be labelled (40x missing field 'answer'" in err and "--response-field" in err
+    assert f"(skipped rows listed in {tmp_path / 'm.errors.jsonl'})" in err
     skipped = [json.loads(x) for x in (tmp_path / "m.errors.jsonl").read_text().splitlines()]
     assert [r["line"] for r in skipped] == list(range(1, 41))
 
@@ -623,10 +624,10 @@ def test_the_held_out_split_is_checked_as_it_is_drawn():
     assert len(held_out_split([1] * 80 + [0] * 80, "t", test_size=0.9)[0]) == 16
     # Too small a test_size: sklearn said "test_size = 1 should be greater or equal to the number of classes".
     with pytest.raises(ValueError, match=r"test_size 0.05 holds out 1 of them, too few for one of each class: "
-                                         r"raise test_size \(--test-size\) to at least 0.1$"):
+                                         r"raise test_size \(--test-size\); 0.1 holds out one of each$"):
         held_out_split([1] * 10 + [0] * 10, "t", test_size=0.05)
     # A held-out part without a refusal reported F1 0 and AUROC NaN, and the run succeeded.
-    with pytest.raises(ValueError, match="holds out 8 of them, no refused prompt among them.*at least 0.1$"):
+    with pytest.raises(ValueError, match="holds out 8 of them, no refused prompt among them.*; 0.1 holds out one of each$"):
         held_out_split([1] * 10 + [0] * 150, "t", test_size=0.05)
     with pytest.raises(ValueError, match="training part keeps 0 of the rarer class"):
         held_out_split([1] * 10 + [0] * 10, "t", test_size=0.999)
@@ -667,12 +668,19 @@ def test_a_failed_or_stopped_train_prompt_leaves_the_earlier_models_errors_file(
         prompt_training.train_prompt_model(other, "t", folder, response_model="ngrams", head="logreg")
     assert errors.read_text(encoding="utf-8") == errors_text and (folder / "model.joblib").read_bytes() == model_bytes
     assert sorted(p.name for p in tmp_path.iterdir()) == ["few.jsonl", "log.jsonl", "m", "m.errors.jsonl", "other.jsonl"]
+    monkeypatch.undo()
+    # A failure while fitting (not the log's shape) leaves it too: prompts without a word, and a bad line.
+    wordless = tmp_path / "wordless.jsonl"
+    wordless.write_text("".join(json.dumps({"prompt": "?" * (i + 1), "response": REFUSAL if i % 2 else ANSWER}) + "\n"
+                                for i in range(40)) + "not json\n", encoding="utf-8")
+    assert main(["train-prompt", str(wordless), *args]) == 2
+    assert "no text holds a word" in capsys.readouterr().err
+    assert errors.read_text(encoding="utf-8") == errors_text and (folder / "model.joblib").read_bytes() == model_bytes
 
     # A log that cannot train and skipped rows: those rows are what the user needs, named in the message.
     few_bad = _small_log(tmp_path / "few_bad.jsonl", n=5, extra_lines=["not json"])
-    monkeypatch.undo()
     assert main(["train-prompt", str(few_bad), *args]) == 2
-    assert f"(listed in {errors})" in capsys.readouterr().err
+    assert f"(skipped rows listed in {errors})" in capsys.readouterr().err
     assert [json.loads(x)["file"].endswith("few_bad.jsonl") for x in errors.read_text(encoding="utf-8").splitlines()] == [True]
 
 
@@ -694,6 +702,9 @@ def test_user_commands_write_no_model_into_the_shipped_models(tmp_path, capsys):
     assert "inside the shipped models" in capsys.readouterr().err
     assert main(["recalibrate", str(labelled), "--model", "ngrams", "-o", str(response_folder), "--no-progress"]) == 2
     assert "inside the shipped models" in capsys.readouterr().err
+    # export-encoder replaced a shipped encoder, and every model reading it then failed its hash check.
+    assert main(["export-encoder", "no-such-model-anywhere", "-o", str(shipped_path("encoders", "mine"))]) == 2
+    assert "inside the shipped models" in capsys.readouterr().err and not shipped_path("encoders", "mine").exists()
     assert sha256_file(shipped / "model.joblib") == before and not (response_folder / "mine").exists()
 
 
@@ -710,7 +721,8 @@ def test_train_prompt_keeps_one_targets_default_folder_from_another(tmp_path, mo
     assert PromptClassifier.load("prompt-model-org-model").target == "org/model"
     assert main(["train-prompt", str(log), "--target-name", "org/model", *args]) == 0  # its own: replaced, as asked
     for bad, message in ((["-o", ""], "-o/--output is empty"),
-                         (["--target-name", "x" * 300], "--target-name is 300 characters"),
+                         (["--target-name", "x" * 300], "--target-name is 300 bytes long"),
+                         (["--target-name", "\u6a21" * 90], "--target-name is 270 bytes long"),
                          (["--target-name", "a\nb", "-o", "ab"], "control character"),
                          (["--prompt-field", "response"], "the prompt field and the response field are both 'response'"),
                          (["--model-field", "", "--model-filter", "gpt"], "--model-filter needs --model-field")):
@@ -1009,3 +1021,30 @@ def test_a_majority_a_hair_from_half_is_not_written_as_a_tie():
     assert merged["refusal_rate"] == pytest.approx(500000 / 1000001) and merged["refusal_rate"] < 0.5
     [again] = merge_duplicates([merged], ("prompt",), threshold=0.5)  # merged again, still the majority's label
     assert again["label"] == "compliance"
+
+
+def test_bootstrap_without_dedupe_writes_rows_as_it_labels_them(tmp_path, response_model, monkeypatch):
+    """Every labelled row (and every row's prompt and response, for the repeat count) was held
+    until the end: 1,000,000 rows took 840 MB. Now rows go to the file batch by batch."""
+    from refusal_predictor import bootstrap, record_writer
+    from refusal_predictor.bootstrap import _row_digest, bootstrap_file
+
+    log = tmp_path / "log.jsonl"
+    rows = [{"prompt": f"p{i % 700}", "response": REFUSAL if i % 3 else ANSWER} for i in range(1500)]
+    log.write_text("".join(json.dumps(r) + "\n" for r in rows) + "broken\n", encoding="utf-8")
+    batches = []
+    real = record_writer.RecordWriter.write_many
+    monkeypatch.setattr(record_writer.RecordWriter, "write_many", lambda self, records: (batches.append(len(records)), real(self, records)))
+    report = bootstrap_file(log, tmp_path / "labels.jsonl", response_model)
+    assert [n for n in batches if n] == [512, 512, 476]
+    written = [json.loads(x) for x in (tmp_path / "labels.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [r["prompt"] for r in written] == [r["prompt"] for r in rows] and report.written == 1500
+    seen, repeats = set(), 0
+    for r in rows:
+        repeats += (r["prompt"], r["response"]) in seen
+        seen.add((r["prompt"], r["response"]))
+    assert report.repeated_rows == repeats == 300
+    assert report.output_written and [b.line for b in report.bad] == [1501]
+    assert _row_digest("ab", "c") != _row_digest("a", "bc") and _row_digest("a", "b") == _row_digest("a", "b")
+    with pytest.raises(ValueError, match="exclude each other"):
+        bootstrap.bootstrap_records([], response_model, deduplicate=True, sink=print)

@@ -1160,3 +1160,140 @@ def test_a_gzip_unreadable_from_its_start_is_one_error_naming_it_in_any_encoding
     log.write_bytes(b"\x1f\x8b\x08\x00garbage")
     with pytest.raises(ValueError, match=rf"{name}: not a readable gzip file from its start"):
         read_all(log, encoding=encoding)
+
+
+def _label(tmp_path, log, output, *extra):
+    from refusal_predictor import cli
+
+    return cli.main(["label-responses", str(log), "-o", str(output), "--model", "ngrams", "--no-progress", *extra])
+
+
+def test_a_long_output_name_is_written_or_refused_before_the_work(tmp_path, capsys):
+    """A 235-character output name failed after the scoring: the hidden temporary files beside it
+    (errors file 23 characters longer, the earlier errors file's placeholder 31) passed 255 bytes."""
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"response": "Sure, here it is."}\n{"text": "no response field"}\n', encoding="utf-8")
+    long_name = tmp_path / ("o" * 229 + ".jsonl")  # its errors file: 248 characters, which the file system takes
+    long_name.with_name(long_name.name + ".errors.jsonl").write_text(
+        json.dumps({"file": "x", "line": 1, "reason": "earlier run", "raw": ""}) + "\n", encoding="utf-8")
+    assert _label(tmp_path, log, long_name) == 0
+    assert [json.loads(x)["line"] for x in long_name.with_name(long_name.name + ".errors.jsonl").read_text().splitlines()] == [2]
+    capsys.readouterr()
+    too_long = tmp_path / ("o" * 250 + ".jsonl")
+    assert _label(tmp_path, log, too_long) == 2
+    assert "its name is 256 bytes long, and this file system takes at most 255" in capsys.readouterr().err
+    # The output fits, its errors file would not: refused before reading, not after the scoring.
+    assert _label(tmp_path, log, tmp_path / ("o" * 240 + ".jsonl")) == 2
+    assert "errors file" in capsys.readouterr().err and not any(p.name.startswith(".") for p in tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("output, message", [("", "names no file"), (".", "names no file"),
+                                             ("/", "names no file")])
+def test_an_output_that_names_no_file_is_refused_in_words(tmp_path, capsys, output, message):
+    """-o '' said "PosixPath('.') has an empty name"."""
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"response": "ok"}\n', encoding="utf-8")
+    assert _label(tmp_path, log, output) == 2
+    err = capsys.readouterr().err
+    assert message in err and "PosixPath" not in err
+
+
+def test_an_empty_errors_option_is_refused(tmp_path, capsys):
+    """--errors '' (an unset variable) silently meant the default path."""
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"response": "ok"}\n', encoding="utf-8")
+    with pytest.raises(SystemExit):
+        _label(tmp_path, log, tmp_path / "o.jsonl", "--errors", "")
+    assert "argument --errors: expected a file path, got ''" in capsys.readouterr().err
+    from refusal_predictor.prompt_training import train_prompt_model
+
+    with pytest.raises(ValueError, match="--errors is empty"):
+        train_prompt_model(log, "t", tmp_path / "m", errors_path="", response_model="ngrams")
+
+
+def test_parquet_output_gathers_small_chunks_into_row_groups(tmp_path):
+    """Each --chunk-size batch was a row group: 6,250 of them for 100,000 records at 16."""
+    pq = pytest.importorskip("pyarrow.parquet")
+    log = tmp_path / "log.jsonl"
+    log.write_text("".join(json.dumps({"id": i, "response": f"I'm sorry, I can't help with that. #{i}"}) + "\n"
+                           for i in range(3000)), encoding="utf-8")
+    assert _label(tmp_path, log, tmp_path / "o.parquet", "--chunk-size", "16") == 0
+    written = pq.ParquetFile(tmp_path / "o.parquet")
+    assert written.metadata.num_row_groups == 1 and written.metadata.num_rows == 3000
+    assert written.read().column("id").to_pylist() == list(range(3000))
+    from refusal_predictor import record_writer
+
+    with RecordWriter(tmp_path / "many.parquet") as writer:
+        for start in range(0, record_writer.PARQUET_ROW_GROUP_ROWS + 10, 4096):
+            writer.write_many([{"n": i} for i in range(start, min(start + 4096, record_writer.PARQUET_ROW_GROUP_ROWS + 10))])
+    many = pq.ParquetFile(tmp_path / "many.parquet")
+    assert [many.metadata.row_group(i).num_rows for i in range(many.metadata.num_row_groups)] == \
+        [record_writer.PARQUET_ROW_GROUP_ROWS, 10]
+
+
+def test_outputs_reach_the_disk_before_they_replace_an_earlier_file(tmp_path, monkeypatch):
+    """Renamed unsynced, a crash just after the rename could leave an empty file where a whole one was."""
+    synced = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")), real_fsync(fd)))
+    monkeypatch.setattr(os, "replace", lambda a, b: (synced.append(("replace", str(a))), real_replace(a, b)))
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"response": "ok"}\n{"text": "no response"}\n', encoding="utf-8")
+    assert _label(tmp_path, log, tmp_path / "o.csv") == 0
+    renamed = [s[1] for s in synced if isinstance(s, tuple)]
+    assert len(renamed) == 2 and all(synced.index(name) < synced.index(("replace", name)) for name in renamed)
+
+
+def test_running_out_of_memory_is_one_line_and_leaves_no_output(tmp_path, monkeypatch, capsys):
+    """A 50 MB text's n-grams took 2.5 GB; out of memory, the run ended in a scikit-learn traceback."""
+    from refusal_predictor.classifiers import ResponseClassifier
+
+    def no_memory(self, texts):
+        raise MemoryError
+    monkeypatch.setattr(ResponseClassifier, "refusal_probability", no_memory)
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"response": "ok"}\n', encoding="utf-8")
+    assert _label(tmp_path, log, tmp_path / "o.jsonl") == 2
+    err = capsys.readouterr().err
+    assert "error: out of memory; outputs being written were removed" in err and "Traceback" not in err
+    assert [p.name for p in tmp_path.iterdir()] == ["log.jsonl"]
+
+
+def test_skipped_records_past_the_first_thousand_wait_on_disk_in_order():
+    from refusal_predictor.skipped import InLineOrder, SkippedRecords
+
+    skipped = SkippedRecords(kept_in_memory=3)
+    for line in range(1, 11):
+        skipped.append(BadRecord(line, f"missing field 'x' (line {line})", raw=f"raw {line}", raw_bytes=b"\xff" if line == 7 else None))
+    assert len(skipped) == 10 and len(skipped._head) == 3 and skipped
+    assert [r.line for r in skipped] == list(range(1, 11)) == [r.line for r in skipped]  # read twice, same
+    assert skipped[9].raw_bytes is None and skipped[6].raw_bytes == b"\xff" and skipped[-1].line == 10
+    assert [r.line for r in skipped[:2]] == [1, 2] and [r.line for r in skipped[2:5]] == [3, 4, 5]
+    skipped.append(BadRecord(11, "malformed JSON"))  # appended after a read: after the others
+    assert [r.line for r in skipped][-2:] == [10, 11]
+    assert skipped.reasons() == {"missing field 'x'": 10, "malformed JSON": 1}
+    other = SkippedRecords([BadRecord(4, "low"), BadRecord(12, "low")], kept_in_memory=1)
+    merged = InLineOrder(skipped, other)
+    assert len(merged) == 13 and [r.line for r in merged] == [1, 2, 3, 4, 4, 5, 6, 7, 8, 9, 10, 11, 12]
+    assert not InLineOrder(SkippedRecords(), SkippedRecords())
+    with pytest.raises(IndexError):
+        skipped[11]
+
+
+def test_a_misspelt_text_field_keeps_every_skipped_record_without_holding_them(tmp_path, monkeypatch):
+    """A wrong --text-field skipped 1,000,000 records into memory twice (890 MB): a larger log ran
+    out of memory before the errors file that explains the mistake was written."""
+    from refusal_predictor import skipped
+    from refusal_predictor.batch import score_file
+    from refusal_predictor.classifiers import ResponseClassifier
+
+    monkeypatch.setattr(skipped, "KEPT_IN_MEMORY", 10)
+    monkeypatch.setattr(skipped.SkippedRecords.__init__, "__defaults__", ((), 10))
+    log = tmp_path / "log.jsonl"
+    log.write_text("".join(json.dumps({"id": i, "response": f"text {i}"}) + "\n" for i in range(2000)), encoding="utf-8")
+    report = score_file(ResponseClassifier.load("ngrams").refusal_probability, log, tmp_path / "o.jsonl",
+                        text_field="nope", progress=False)
+    assert len(report.bad) == 2000 and len(report.bad._head) == 10 and not report.output_written
+    listed = [json.loads(x) for x in (tmp_path / "o.jsonl.errors.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [r["line"] for r in listed] == list(range(1, 2001))
+    assert [json.loads(r["raw"])["id"] for r in listed] == list(range(2000))
