@@ -354,9 +354,16 @@ def _refuse_one_json_object(path: PathLike, encoding: str) -> None:
     object's opening ``{`` is not: a large JSON Lines log named ``.json`` is not loaded twice."""
     try:
         with _open_bytes(path) as handle:
-            first = next((raw for raw in handle if raw.strip()), b"")
-            json.loads(first.decode(encoding).lstrip("\ufeff"))
-            return  # a record per line: JSON Lines
+            lines = (raw for raw in handle if raw.strip())
+            first = next(lines, b"")
+            try:
+                json.loads(first.decode(encoding).lstrip("\ufeff"))
+                return  # a record per line: JSON Lines
+            except (UnicodeDecodeError, ValueError):
+                # A bad first line in a JSON Lines log: the second line is a record by itself, as
+                # no line of a pretty-printed object but its last is (a 1e6-line log was read whole, twice).
+                if isinstance(json.loads(next(lines, b"").decode(encoding)), dict):
+                    return
     except (UnicodeDecodeError, ValueError):
         pass
     except RecursionError:

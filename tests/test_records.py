@@ -384,6 +384,27 @@ def test_a_json_file_holding_one_object_is_named_not_read_as_broken_lines(tmp_pa
     assert [r for _, r in read_records(one_line)] == [{"prompt": "p", "response": "r"}]
 
 
+def test_a_json_lines_log_named_json_with_a_bad_first_line_is_not_read_whole(tmp_path, monkeypatch):
+    """Its first line not a value by itself, a 1e6-line log was read whole (twice: the field check
+    and the scoring) to learn whether it held one pretty-printed object."""
+    from refusal_predictor import records
+
+    log = tmp_path / "log.json"
+    log.write_text('{"id": broken\n' + "".join(json.dumps({"id": i}) + "\n" for i in range(5)), encoding="utf-8")
+    reads = []
+    real = records._open_bytes
+
+    def spying(path):
+        handle = real(path)
+        original = handle.read
+        handle.read = lambda *a: (reads.append(a), original(*a))[1]
+        return handle
+    monkeypatch.setattr(records, "_open_bytes", spying)
+    got = list(records.read_records(log))
+    assert [line for line, r in got if isinstance(r, dict)] == [2, 3, 4, 5, 6] and isinstance(got[0][1], BadRecord)
+    assert () not in reads  # no read() of the whole file
+
+
 @pytest.mark.parametrize("name", ["log.jsonl.gz", "log.json.gz", "log.csv.gz"])
 def test_a_gzip_log_cut_within_its_first_kilobytes_keeps_its_whole_records(tmp_path, name):
     """The format sniffing read the first 4 KB whole, and a stream cut before them failed the file
