@@ -305,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-format", choices=FORMATS, help="default: from the extension")
     _add_log_options(p)
     p.add_argument("--dedupe", action="store_true", help="merge duplicate (prompt, model) rows, prompts equal up to whitespace, case, invisible "
-                        "characters (zero-width spaces, soft hyphens) and Unicode compatibility forms (NFKC: full-width "
+                        "characters (zero-width spaces, soft hyphens, direction marks) and Unicode compatibility forms (NFKC: full-width "
                         "letters, ligatures, a superscript 2 as 2): majority label + refusal rate")
     _add_threads_option(p)
     _add_progress_option(p)

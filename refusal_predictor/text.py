@@ -7,11 +7,28 @@ from __future__ import annotations
 
 import unicodedata
 
-_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"))
+_INVISIBLE_RANGES = (
+    (0x00AD, 0x00AD),  # soft hyphen
+    (0x034F, 0x034F),  # combining grapheme joiner
+    (0x061C, 0x061C),  # Arabic letter mark
+    (0x180E, 0x180E),  # Mongolian vowel separator
+    (0x200B, 0x200F),  # zero-width space, non-joiner, joiner; left-to-right and right-to-left marks
+    (0x202A, 0x202E),  # bidirectional embeddings and overrides
+    (0x2060, 0x2064),  # word joiner, invisible operators
+    (0x2066, 0x206F),  # bidirectional isolates, deprecated format characters
+    (0xFE00, 0xFE0F),  # variation selectors (an emoji's presentation)
+    (0xFEFF, 0xFEFF),  # byte-order mark, zero-width no-break space
+    (0xE0001, 0xE0001), (0xE0020, 0xE007F),  # tags
+    (0xE0100, 0xE01EF),  # variation selectors supplement
+)
+"""Characters that show nothing (Unicode's default-ignorable format characters and selectors):
+pasted text and chat front ends add them, and they neither make a text nor tell two apart."""
+_INVISIBLE = {code: None for low, high in _INVISIBLE_RANGES for code in range(low, high + 1)}
 
 
 def is_blank(text: str) -> bool:
-    """Nothing but whitespace and invisible characters (zero-width spaces, BOM, soft hyphen)."""
+    """Nothing but whitespace and invisible characters (zero-width spaces, BOM, soft hyphen,
+    direction marks, variation selectors: ``_INVISIBLE_RANGES``)."""
     return not text.translate(_INVISIBLE).strip()
 
 
@@ -33,7 +50,8 @@ def lone_surrogate_at(text: str) -> int | None:
 
 def text_key(text: str) -> str:
     """What makes two texts one: equal up to Unicode compatibility forms, whitespace, case and
-    invisible characters (zero-width spaces and joiners, BOM, soft hyphen: those ``is_blank`` reads as nothing).
+    invisible characters (zero-width spaces and joiners, BOM, soft hyphen, direction marks,
+    variation selectors: those ``is_blank`` reads as nothing).
 
     Logs repeat a prompt (or a canned refusal) with a trailing newline, doubled spaces or other
     capitals, and the features barely tell such copies apart. Kept as two texts, one copy could

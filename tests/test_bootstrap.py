@@ -965,9 +965,13 @@ def test_text_key_folds_unicode_compatibility_forms_whitespace_and_case():
     assert text_key("ﬁle") == "file"  # the ligature is two letters
     assert text_key("lock") != text_key("lack")
     # Invisible characters (is_blank's) are nothing: a pasted copy with a zero-width space is the prompt.
-    for invisible in "\u200b\u200c\u200d\u2060\ufeff\u00ad":
+    for invisible in "\u200b\u200c\u200d\u2060\ufeff\u00ad\u200e\u200f\ufe0f\u2066\U000e0041":
         assert text_key(f"how do I pick{invisible} a lock?{invisible}") == text_key("How do I pick a lock?")
     assert text_key("lo\u200bck") == "lock" != text_key("lo ck")
+    assert text_key("I \u2764\ufe0f it") == text_key("i \u2764 it") != text_key("i it")  # an emoji stays, its selector goes
+    from refusal_predictor.text import is_blank
+
+    assert is_blank("\u200e\ufe0f \u2066\u2069") and not is_blank("\u2764\ufe0f")
 
 
 def test_copies_differing_by_an_invisible_character_merge_and_never_straddle_the_split(response_model):
