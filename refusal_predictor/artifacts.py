@@ -15,6 +15,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import uuid
 from contextlib import contextmanager
 from importlib import resources
@@ -173,6 +174,19 @@ def refuse_shipped_folder(path: PathLike, what: str = "model") -> None:
                          "where it would replace what load() ships: choose a folder outside it")
 
 
+def short_name(name: str, limit: int = 64) -> str:
+    """``name`` cut to at most ``limit`` bytes, at a character boundary (a name of 62 emoji is
+    248 bytes, and 64 of its characters made a temporary name too long)."""
+    encoded = os.fsencode(name)
+    if len(encoded) <= limit:
+        return name
+    return encoded[:limit].decode("utf-8", "ignore") if _utf8_names() else name[:limit // 4]
+
+
+def _utf8_names() -> bool:
+    return sys.getfilesystemencoding().lower().replace("-", "") == "utf8"
+
+
 @contextmanager
 def staged_folder(folder: PathLike) -> Iterator[Path]:
     """Build a folder's new contents beside it, then swap them in whole.
@@ -186,16 +200,19 @@ def staged_folder(folder: PathLike) -> Iterator[Path]:
     """
     folder = Path(os.path.realpath(folder)) if Path(folder).is_symlink() else Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = folder.parent / f".{folder.name[:64]}.saving-{uuid.uuid4().hex[:8]}"  # short: see paths.temp_name_prefix
+    staging = folder.parent / f".{short_name(folder.name)}.saving-{uuid.uuid4().hex[:8]}"
     staging.mkdir()
     try:
         yield staging
+        for written in staging.rglob("*"):  # on the disk before the rename, as outputs are
+            if written.is_file() and not written.is_symlink():
+                fsync_file(written)
         if folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
         if not folder.exists():
             os.rename(staging, folder)
             return
-        old = folder.parent / f".{folder.name[:64]}.replaced-{uuid.uuid4().hex[:8]}"
+        old = folder.parent / f".{short_name(folder.name)}.replaced-{uuid.uuid4().hex[:8]}"
         os.rename(folder, old)
         try:
             os.rename(staging, folder)
@@ -206,6 +223,16 @@ def staged_folder(folder: PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def fsync_file(path: PathLike) -> None:
+    """Flush a written file to the disk before it is renamed over an earlier one: a crash just
+    after the rename could otherwise leave an empty file where a whole one was (ext4, XFS)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def carry_over(folder: Path, staging: Path, owned: set[str]) -> None:

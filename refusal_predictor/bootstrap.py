@@ -305,7 +305,7 @@ def bootstrap_file(
     options.setdefault("source", Path(log_path).name)
     records = read_records(log_path, input_format, encoding, separator=separator)
     with RecordWriter(output_path, output_format) as writer:
-        # Without --dedupe, rows are written as they are labelled: memory stays flat however long the log.
+        # Without --dedupe, rows are written as they are labelled, so memory does not grow with them.
         sink = None if options.get("deduplicate") else writer.write_many
         rows, report = bootstrap_records(records, response_classifier, sink=sink, **options)
         writer.write_many(rows)

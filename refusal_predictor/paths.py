@@ -12,7 +12,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from .artifacts import PathLike
+from .artifacts import PathLike, short_name
 
 
 def resolved_target(path: Path, what: str) -> Path:
@@ -114,8 +114,9 @@ def _check_name_length(target: Path, what: str, path: Path) -> None:
         limit = 255
     size = len(os.fsencode(target.name))
     if size > limit:
+        hint = " (--errors names it; its default is the output's name + .errors.jsonl)" if what == "errors file" else ""
         raise ValueError(f"{what} {path}: its name is {size} bytes long, and this file system takes at most {limit}; "
-                         "choose a shorter name")
+                         f"choose a shorter name{hint}")
 
 
 def temp_name_prefix(target: Path) -> str:
@@ -125,17 +126,7 @@ def temp_name_prefix(target: Path) -> str:
     short: the whole name plus mkstemp's characters and a suffix passed 255 bytes for output
     names of 225 characters, which then failed only when the output was written.
     """
-    return f".{target.name[:64]}."
-
-
-def fsync_file(path: PathLike) -> None:
-    """Flush a written file to the disk before it is renamed over an earlier one: a crash just
-    after the rename could otherwise leave an empty file where a whole one was (ext4, XFS)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    return f".{short_name(target.name)}."
 
 
 def check_output_folder(path: PathLike, what: str = "model folder", *, staged: bool = False) -> Path:

@@ -18,9 +18,9 @@ import tempfile
 from pathlib import Path
 from typing import IO, Iterator, Sequence
 
-from .artifacts import PathLike
+from .artifacts import PathLike, fsync_file
 from .jsonvalues import JsonNumber, dumps_value, plain_value
-from .paths import check_output_path, fsync_file, new_file_mode, resolved_target, temp_name_prefix
+from .paths import check_output_path, new_file_mode, resolved_target, temp_name_prefix
 from .records import DELIMITED, detect_format, is_gzipped, require_pyarrow, without_gz
 
 logger = logging.getLogger(__name__)
@@ -52,7 +52,10 @@ class RecordWriter:
             require_pyarrow("writing")
         self._array = fmt is None and without_gz(path).endswith(".json")
         self.fieldnames: list[str] = list(fieldnames) if fieldnames else []
+        made = _missing_folders(self.path.parent)
         check_output_path(self.path, create=True)
+        # Removed again (when still empty) by abort(): a run stopped or failing leaves no folder behind.
+        self._made_folders = [folder for folder in made if folder.is_dir()]
         # A symbolic link is written through (its target replaced), not replaced by a file.
         self._target = resolved_target(self.path, "output")
         try:
@@ -264,6 +267,11 @@ class RecordWriter:
         self._tmp.unlink(missing_ok=True)
         if self._spool is not None:
             self._spool.unlink(missing_ok=True)
+        for folder in reversed(self._made_folders):  # deepest first; one holding anything else stays
+            try:
+                folder.rmdir()
+            except OSError:
+                break
 
     def __enter__(self) -> "RecordWriter":
         return self
@@ -273,6 +281,15 @@ class RecordWriter:
             self.close()
         elif not self._closed:
             self.abort()
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """The folders that writing into ``folder`` will create, outermost first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing[::-1]
 
 
 class _OwningGzipFile(gzip.GzipFile):

@@ -1280,13 +1280,16 @@ def test_running_out_of_memory_is_one_line_and_leaves_no_output(tmp_path, monkey
     assert [p.name for p in tmp_path.iterdir()] == ["log.jsonl"]
 
 
-def test_skipped_records_past_the_first_thousand_wait_on_disk_in_order():
+def test_skipped_records_past_the_first_thousand_wait_on_disk_in_order(monkeypatch):
+    from refusal_predictor import skipped as module
     from refusal_predictor.skipped import InLineOrder, SkippedRecords
+
+    monkeypatch.setattr(module, "_BATCH", 2)  # records 4-9 spooled, 10 waiting in the batch
 
     skipped = SkippedRecords(kept_in_memory=3)
     for line in range(1, 11):
         skipped.append(BadRecord(line, f"missing field 'x' (line {line})", raw=f"raw {line}", raw_bytes=b"\xff" if line == 7 else None))
-    assert len(skipped) == 10 and len(skipped._head) == 3 and skipped
+    assert len(skipped) == 10 and len(skipped._head) == 3 and skipped and skipped._spooled_bytes > 0
     assert [r.line for r in skipped] == list(range(1, 11)) == [r.line for r in skipped]  # read twice, same
     assert skipped[9].raw_bytes is None and skipped[6].raw_bytes == b"\xff" and skipped[-1].line == 10
     assert [r.line for r in skipped[:2]] == [1, 2] and [r.line for r in skipped[2:5]] == [3, 4, 5]
@@ -1301,6 +1304,35 @@ def test_skipped_records_past_the_first_thousand_wait_on_disk_in_order():
         skipped[11]
 
 
+def test_skipped_records_behave_as_the_list_they_replace(monkeypatch):
+    """Nested iterations shared one read position (an IndexError, a count of 1,201 for 1,500), an
+    append mid-iteration overwrote a record, and a report past 1,000 skips could not be pickled."""
+    import copy
+    import pickle
+
+    from refusal_predictor import skipped as module
+    from refusal_predictor.batch import ScoreReport
+    from refusal_predictor.skipped import InLineOrder, SkippedRecords
+
+    monkeypatch.setattr(module, "_BATCH", 7)
+    records = [BadRecord(i, f"reason {i % 3}", raw=f"r{i}") for i in range(1, 101)]
+    skipped = SkippedRecords(records, kept_in_memory=5)
+    assert [(a.line, skipped[60].line, len(list(skipped))) for k, a in enumerate(skipped) if k in (30, 31)] == \
+        [(31, 61, 100), (32, 61, 100)]
+    walking = iter(skipped)
+    assert [next(walking).line for _ in range(40)] == list(range(1, 41))
+    skipped.append(BadRecord(101, "late"))
+    assert [r.line for r in walking] == list(range(41, 101))  # the snapshot it began with
+    assert [r.line for r in skipped] == list(range(1, 102)) and skipped == records + [BadRecord(101, "late")]
+    assert skipped + [] == records + [BadRecord(101, "late")] and [] + skipped == skipped + []
+    assert [r.line for r in reversed(skipped)][:2] == [101, 100] and sorted(skipped, key=lambda r: -r.line)[0].line == 101
+    report = ScoreReport(input="in", output="out", bad=records)
+    for copied in (pickle.loads(pickle.dumps(report)), copy.deepcopy(report)):
+        assert copied.bad == records and len(copied.bad) == 100
+    merged = InLineOrder(SkippedRecords(records[:50]), SkippedRecords(records[50:]))
+    assert merged == records and merged[0] == records[0]
+
+
 def test_a_misspelt_text_field_keeps_every_skipped_record_without_holding_them(tmp_path, monkeypatch):
     """A wrong --text-field skipped 1,000,000 records into memory twice (890 MB): a larger log ran
     out of memory before the errors file that explains the mistake was written."""
@@ -1309,7 +1341,7 @@ def test_a_misspelt_text_field_keeps_every_skipped_record_without_holding_them(t
     from refusal_predictor.classifiers import ResponseClassifier
 
     monkeypatch.setattr(skipped, "KEPT_IN_MEMORY", 10)
-    monkeypatch.setattr(skipped.SkippedRecords.__init__, "__defaults__", ((), 10))
+    monkeypatch.setattr(skipped, "_BATCH", 64)
     log = tmp_path / "log.jsonl"
     log.write_text("".join(json.dumps({"id": i, "response": f"text {i}"}) + "\n" for i in range(2000)), encoding="utf-8")
     report = score_file(ResponseClassifier.load("ngrams").refusal_probability, log, tmp_path / "o.jsonl",
@@ -1318,3 +1350,29 @@ def test_a_misspelt_text_field_keeps_every_skipped_record_without_holding_them(t
     listed = [json.loads(x) for x in (tmp_path / "o.jsonl.errors.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [r["line"] for r in listed] == list(range(1, 2001))
     assert [json.loads(r["raw"])["id"] for r in listed] == list(range(2000))
+
+
+def test_temporary_names_are_cut_in_bytes_and_a_stopped_run_leaves_no_folder(tmp_path, capsys):
+    """62 emoji make a 254-byte name the file system takes; cut at 64 characters (256 bytes), the
+    temporary names beside it did not fit, and the run failed after its work. A writer stopped
+    part-way left the folders it had made for its output."""
+    from refusal_predictor.artifacts import short_name
+
+    assert len(os.fsencode(short_name("\U0001F600" * 62))) <= 64 and short_name("abc") == "abc"
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"response": "ok"}\n{"text": "no response field"}\n', encoding="utf-8")
+    emoji = tmp_path / ("\U0001F600" * 62 + ".jsonl")  # 254 bytes
+    assert _label(tmp_path, log, tmp_path / "o.jsonl", "--errors", str(emoji)) == 0
+    assert [json.loads(x)["line"] for x in emoji.read_text(encoding="utf-8").splitlines()] == [2]
+    capsys.readouterr()
+    assert _label(tmp_path, log, tmp_path / ("a" * 249 + ".jsonl")) == 2
+    assert "(--errors names it" in capsys.readouterr().err
+    writer = RecordWriter(tmp_path / "new" / "sub" / "o.csv")
+    writer.write_many([{"a": 1}])
+    writer.abort()
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "kept").mkdir()
+    writer = RecordWriter(tmp_path / "kept" / "sub" / "o.csv")
+    (tmp_path / "kept" / "mine.txt").write_text("x")
+    writer.abort()
+    assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == ["mine.txt"]
