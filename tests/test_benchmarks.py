@@ -12,7 +12,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from benchmarks import bench_cpu_agreement, bench_encoder, bench_gpu, bench_latency, bench_scoring, bench_threads
+from benchmarks import (bench_cpu_agreement, bench_encoder, bench_gpu, bench_latency, bench_memory, bench_scoring,
+                        bench_threads)
 from benchmarks.common import first_n
 from refusal_predictor.encoder import OnnxEncoder
 
@@ -28,6 +29,8 @@ from refusal_predictor.encoder import OnnxEncoder
     (bench_cpu_agreement, ["--n", "0"]),
     (bench_latency, ["--clients", "0"]),
     (bench_latency, ["--runs", "0"]),
+    (bench_memory, ["--n", "0"]),
+    (bench_memory, ["--runs", "0"]),
 ])
 def test_options_below_one_are_refused_with_one_line(script, argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -178,3 +181,16 @@ def test_bench_scoring_times_the_cascade_on_logged_responses(data_dir, capsys):
     rows = [line for line in out.splitlines() if line.startswith("| logged response |")]
     assert [row.split(" | ")[1].split(" (")[0] for row in rows] == [
         "keywords", "shipped model", "shipped cascade, ResponseCascade.load()"]
+
+
+def test_bench_memory_runs_every_command_and_reads_the_childs_peak(tmp_path, capsys):
+    """A command that fails is an error naming it, not a row of a dead process's memory."""
+    assert bench_memory.main(["--n", "300", "--runs", "1", "--workdir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    rows = [line.split(" | ") for line in out.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert [r[0].lstrip("| ") for r in rows] == ["label-responses (baseline)", "label-responses, every record skipped",
+                                                 "bootstrap -> jsonl", "bootstrap -> parquet", "bootstrap --dedupe"]
+    assert rows[0][2] == "1.00" and all(50 < float(r[1].replace(",", "")) < 5000 for r in rows)
+    assert list(tmp_path.iterdir()) == []  # the log and the outputs are removed
+    with pytest.raises(SystemExit, match="label-responses failed with status 2"):
+        bench_memory.measure(["label-responses", str(tmp_path / "missing.jsonl"), "-o", str(tmp_path / "o.jsonl")])
