@@ -40,6 +40,7 @@ from .artifacts import (
     write_json,
 )
 from .calibration import check_temperature, fit_temperature, log_loss, temper
+from .choices import HEADS
 from .encoder import DEFAULT_ENCODER
 from .features import TextFeatures, shipped_encoder_path
 from .heads import LogOddsBlend, leaf_heads
@@ -53,8 +54,6 @@ from .tones import COMPLIANCE_TONE, ToneHead
 
 logger = logging.getLogger(__name__)
 
-HEADS = ("logreg", "lightgbm", "blend")
-"""Head names: logistic regression, LightGBM, or the mean of their log-odds (:mod:`.heads`)."""
 MODEL_FORMAT = "refusal-predictor-classifier"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"

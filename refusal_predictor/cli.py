@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 from ._version import __version__
-from .classifiers import HEADS
+from .choices import HEADS
 from .records import FORMATS
 
 logger = logging.getLogger("refusal_predictor.cli")

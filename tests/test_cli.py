@@ -37,6 +37,24 @@ def test_help_lists_every_command():
         assert command in out
 
 
+def test_the_command_line_reads_its_options_before_importing_the_models_libraries():
+    """The package imported scikit-learn, LightGBM and ONNX Runtime (1.2 s) before any command could
+    read its options, and a Ctrl-C in that time was a traceback from inside SciPy; now the
+    libraries load in the command, where a Ctrl-C is "stopped by SIGINT"."""
+    probe = ("import sys, refusal_predictor, refusal_predictor.cli as cli\n"
+             "try:\n    cli.main(['train-prompt', '--help'])\nexcept SystemExit:\n    pass\n"
+             "heavy = sorted(m for m in ('sklearn', 'scipy', 'lightgbm', 'onnxruntime', 'numpy') if m in sys.modules)\n"
+             "print('heavy:', heavy)\n"
+             "from refusal_predictor import ResponseClassifier, PromptClassifier, ResponseCascade, bootstrap_file, ModelFileError\n"
+             "print(ResponseClassifier.__module__, refusal_predictor.__version__, sorted(refusal_predictor.__all__) == "
+             "sorted(n for n in dir(refusal_predictor) if n in refusal_predictor.__all__))\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert "heavy: []" in out and "--head {auto,logreg,lightgbm,blend}" in out
+    assert out.strip().endswith(f"refusal_predictor.classifiers {__import__('refusal_predictor').__version__} True")
+    with pytest.raises(AttributeError, match="has no attribute 'nothing'"):
+        __import__("refusal_predictor").nothing
+
+
 @pytest.mark.parametrize("command", sorted(cli._COMMANDS))
 def test_every_commands_help_prints_on_an_ascii_terminal(command, capsys):
     """A superscript in --dedupe's help made `bootstrap --help` a UnicodeEncodeError under LC_ALL=C."""
