@@ -6,7 +6,7 @@ Writes a JSON Lines log of ``--n`` short records (``{"id": i, "prompt": ..., "re
 a third of them refusals), then runs each command below ``--runs`` times in a fresh process
 (``python -m refusal_predictor.cli ... --no-progress --threads 1`` with the ``ngrams`` response
 model, so the encoder's own memory does not hide the log's) and prints the median peak resident
-memory (the child's ``ru_maxrss``) and wall time, each with its ratio to the baseline, plain
+memory (the child's ``ru_maxrss``, in MiB) and wall time, each with its ratio to the baseline, plain
 ``label-responses`` of the same log measured in the same run:
 
 - ``label-responses`` (the baseline);
@@ -46,33 +46,40 @@ def write_log(path: Path, n: int) -> None:
                                      "response": f"{REFUSAL if i % 3 == 0 else ANSWER} #{i}"}) + "\n")
 
 
-def commands(log: Path, out: Path) -> list[tuple[str, list[str]]]:
+def commands(log: Path, out: Path) -> list[tuple[str, list[str], int]]:
+    """(row name, command line, the exit status that says it did its work: 1 is "nothing scored")."""
     common = ["--no-progress", "--threads", "1"]
     return [
         ("label-responses (baseline)", ["label-responses", str(log), "-o", str(out / "labelled.jsonl"),
-                                        "--model", "ngrams", *common]),
+                                        "--model", "ngrams", *common], 0),
         ("label-responses, every record skipped", ["label-responses", str(log), "-o", str(out / "skipped.jsonl"),
-                                                   "--model", "ngrams", "--text-field", "nope", *common]),
-        ("bootstrap -> jsonl", ["bootstrap", str(log), "-o", str(out / "labels.jsonl"), "--response-model", "ngrams", *common]),
-        ("bootstrap -> parquet", ["bootstrap", str(log), "-o", str(out / "labels.parquet"), "--response-model", "ngrams", *common]),
+                                                   "--model", "ngrams", "--text-field", "nope", *common], 1),
+        ("bootstrap -> jsonl", ["bootstrap", str(log), "-o", str(out / "labels.jsonl"), "--response-model", "ngrams",
+                                *common], 0),
+        ("bootstrap -> parquet", ["bootstrap", str(log), "-o", str(out / "labels.parquet"), "--response-model", "ngrams",
+                                  *common], 0),
         ("bootstrap --dedupe", ["bootstrap", str(log), "-o", str(out / "dedupe.jsonl"), "--response-model", "ngrams",
-                                "--dedupe", *common]),
+                                "--dedupe", *common], 0),
     ]
 
 
-def measure(argv: list[str]) -> tuple[float, float]:
-    """Peak resident memory (MB) and wall seconds of one run in a fresh process."""
+def measure(argv: list[str], expected_status: int = 0) -> tuple[float, float]:
+    """Peak resident memory (MiB) and wall seconds of one run in a fresh process; any other exit
+    status than ``expected_status`` stops the benchmark (a failed run's row would look like a fast one)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    start = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-m", "refusal_predictor.cli", *argv], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(process.pid, 0)
-    seconds = time.perf_counter() - start
-    stderr = process.stderr.read().decode("utf-8", "replace") if process.stderr else ""
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode not in (0, 1):  # 1: nothing scored, as the skipped case means
-        raise SystemExit(f"{' '.join(argv[:1])} failed with status {process.returncode}: {stderr.strip()[-500:]}")
-    return usage.ru_maxrss / 1024, seconds  # ru_maxrss is in KB on Linux
+    with tempfile.TemporaryFile() as stderr:  # a file, not a pipe: a chatty child cannot fill it and stall
+        start = time.perf_counter()
+        process = subprocess.Popen([sys.executable, "-m", "refusal_predictor.cli", *argv], env=env,
+                                   stdout=subprocess.DEVNULL, stderr=stderr)
+        _, status, usage = os.wait4(process.pid, 0)
+        seconds = time.perf_counter() - start
+        process.returncode = os.waitstatus_to_exitcode(status)
+        if process.returncode != expected_status:
+            stderr.seek(0)
+            said = stderr.read().decode("utf-8", "replace").strip()[-500:]
+            raise SystemExit(f"{argv[0]} exited with status {process.returncode}, not {expected_status}: {said}")
+    # ru_maxrss: kilobytes on Linux, bytes on macOS.
+    return usage.ru_maxrss / (1 << 20 if sys.platform == "darwin" else 1 << 10), seconds
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,13 +95,13 @@ def main(argv: list[str] | None = None) -> int:
         log = work / "log.jsonl"
         write_log(log, args.n)
         rows = []
-        for name, command in commands(log, work):
-            runs = [measure(command) for _ in range(args.runs)]
+        for name, command, status in commands(log, work):
+            runs = [measure(command, status) for _ in range(args.runs)]
             rows.append((name, statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)))
         size = log.stat().st_size / 1e6
     base_mb, base_s = rows[0][1], rows[0][2]
     print(f"{args.n:,} records ({size:.0f} MB of JSON Lines), median of {args.runs} runs, ngrams model, 1 thread")
-    print("| command | peak RSS MB | x baseline | wall s | x baseline |\n|---|---|---|---|---|")
+    print("| command | peak RSS MiB | x baseline | wall s | x baseline |\n|---|---|---|---|---|")
     for name, mb, seconds in rows:
         print(f"| {name} | {figure(mb)} | {mb / base_mb:.2f} | {figure(seconds)} | {seconds / base_s:.2f} |")
     return 0

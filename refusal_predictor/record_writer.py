@@ -52,10 +52,11 @@ class RecordWriter:
             require_pyarrow("writing")
         self._array = fmt is None and without_gz(path).endswith(".json")
         self.fieldnames: list[str] = list(fieldnames) if fieldnames else []
-        made = _missing_folders(self.path.parent)
+        # Made here one by one, so only the folders this writer made are removed again (when still
+        # empty) by abort(): a run stopped or failing leaves no folder behind, and one another run
+        # made meanwhile, or that existed already, is not taken for its own.
+        self._made_folders = _make_folders(self.path.parent)
         check_output_path(self.path, create=True)
-        # Removed again (when still empty) by abort(): a run stopped or failing leaves no folder behind.
-        self._made_folders = [folder for folder in made if folder.is_dir()]
         # A symbolic link is written through (its target replaced), not replaced by a file.
         self._target = resolved_target(self.path, "output")
         try:
@@ -283,13 +284,26 @@ class RecordWriter:
             self.abort()
 
 
-def _missing_folders(folder: Path) -> list[Path]:
-    """The folders that writing into ``folder`` will create, outermost first."""
+def _make_folders(folder: Path) -> list[Path]:
+    """Create ``folder`` and its missing parents; return those this call created, outermost first.
+
+    The path is made absolute and its ``..`` resolved first: ``a/../b`` does not exist while ``a``
+    is missing, even when ``b`` does, and ``b`` was taken for a folder of this writer's."""
+    folder = Path(os.path.abspath(folder))
     missing = []
     while not folder.exists() and folder != folder.parent:
         missing.append(folder)
         folder = folder.parent
-    return missing[::-1]
+    made = []
+    for path in reversed(missing):
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue  # made meanwhile by someone else: not ours to remove
+        except OSError:
+            break  # check_output_path says why, naming the output
+        made.append(path)
+    return made
 
 
 class _OwningGzipFile(gzip.GzipFile):

@@ -354,15 +354,15 @@ def _refuse_one_json_object(path: PathLike, encoding: str) -> None:
     object's opening ``{`` is not: a large JSON Lines log named ``.json`` is not loaded twice."""
     try:
         with _open_bytes(path) as handle:
-            lines = (raw for raw in handle if raw.strip())
-            first = next(lines, b"")
+            first = next((raw for raw in handle if raw.strip()), b"")
             try:
                 json.loads(first.decode(encoding).lstrip("\ufeff"))
                 return  # a record per line: JSON Lines
             except (UnicodeDecodeError, ValueError):
-                # A bad first line in a JSON Lines log: the second line is a record by itself, as
-                # no line of a pretty-printed object but its last is (a 1e6-line log was read whole, twice).
-                if isinstance(json.loads(next(lines, b"").decode(encoding)), dict):
+                # The first line of a pretty-printed object opens a structure ("{", '{"records": [',
+                # '{"meta":', '{"a": 1,'); a bad first line of a JSON Lines log, such as
+                # '{"id": broken', does not, and its log is not read whole, twice, to find out.
+                if not first.rstrip().endswith((b"{", b"[", b",", b":")):
                     return
     except (UnicodeDecodeError, ValueError):
         pass

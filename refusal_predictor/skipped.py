@@ -17,6 +17,7 @@ import heapq
 import os
 import pickle
 import tempfile
+import weakref
 from collections import Counter
 from typing import IO, Iterable, Iterator
 
@@ -92,6 +93,8 @@ class SkippedRecords:
     def _spill(self) -> None:
         if self._spool is None:
             self._spool = tempfile.TemporaryFile(prefix="refusal-predictor-skipped-")
+            # Closed (and so removed) with this object, or by close(); no ResourceWarning either way.
+            self._closer = weakref.finalize(self, self._spool.close)
         self._spool.seek(0, os.SEEK_END)
         self._spool.write(pickle.dumps(self._tail, protocol=pickle.HIGHEST_PROTOCOL))
         self._spool.flush()
@@ -101,6 +104,15 @@ class SkippedRecords:
     def reasons(self) -> Counter:
         """How many records per reason (the reason's text before any parenthesised detail)."""
         return Counter(self._reasons)
+
+    def close(self) -> None:
+        """Drop the records past the first :data:`KEPT_IN_MEMORY` now, and the temporary file
+        holding them, rather than when the object goes: ``len`` and iteration then cover the
+        first records only; ``reasons()`` still counts every record appended."""
+        if self._spool is not None:
+            self._closer()
+            self._spool, self._spooled_bytes, self._tail = None, 0, []
+            self._count = len(self._head)
 
     def __len__(self) -> int:
         return self._count

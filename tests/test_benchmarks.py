@@ -188,9 +188,14 @@ def test_bench_memory_runs_every_command_and_reads_the_childs_peak(tmp_path, cap
     assert bench_memory.main(["--n", "300", "--runs", "1", "--workdir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     rows = [line.split(" | ") for line in out.splitlines() if line.startswith("| ") and "---" not in line][1:]
-    assert [r[0].lstrip("| ") for r in rows] == ["label-responses (baseline)", "label-responses, every record skipped",
+    assert "peak RSS MiB" in out and [r[0].lstrip("| ") for r in rows] == ["label-responses (baseline)", "label-responses, every record skipped",
                                                  "bootstrap -> jsonl", "bootstrap -> parquet", "bootstrap --dedupe"]
     assert rows[0][2] == "1.00" and all(50 < float(r[1].replace(",", "")) < 5000 for r in rows)
     assert list(tmp_path.iterdir()) == []  # the log and the outputs are removed
-    with pytest.raises(SystemExit, match="label-responses failed with status 2"):
+    with pytest.raises(SystemExit, match="label-responses exited with status 2, not 0"):
         bench_memory.measure(["label-responses", str(tmp_path / "missing.jsonl"), "-o", str(tmp_path / "o.jsonl")])
+    # Status 1 ("nothing usable") is a failure where the run was meant to do its work.
+    log = tmp_path / "no_response.jsonl"
+    log.write_text('{"prompt": "p"}\n', encoding="utf-8")
+    with pytest.raises(SystemExit, match="bootstrap exited with status 1, not 0"):
+        bench_memory.measure(["bootstrap", str(log), "-o", str(tmp_path / "x.jsonl"), "--response-model", "ngrams"])

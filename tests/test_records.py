@@ -1376,3 +1376,60 @@ def test_temporary_names_are_cut_in_bytes_and_a_stopped_run_leaves_no_folder(tmp
     (tmp_path / "kept" / "mine.txt").write_text("x")
     writer.abort()
     assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == ["mine.txt"]
+
+
+@pytest.mark.parametrize("text", ['{"records": [\n{"prompt": "p", "response": "r"}\n]}\n',
+                                  '{"meta":\n  {"prompt": "p", "response": "r"}\n}\n',
+                                  '{"a": 1,\n"b": {"prompt": "p"}\n}\n'])
+def test_a_pretty_printed_object_whose_second_line_is_an_object_is_still_refused(tmp_path, text):
+    """Telling a JSON Lines log with a bad first line from such an object by its second line read
+    a one-record wrapper as a log, scoring the record inside it."""
+    from refusal_predictor.records import read_records
+
+    dump = tmp_path / "one.json"
+    dump.write_text(text, encoding="utf-8")
+    with pytest.raises(ValueError, match="holds one JSON object"):
+        list(read_records(dump))
+
+
+def test_a_writer_removes_only_the_folders_it_made(tmp_path, monkeypatch):
+    """'a/../b' took an existing 'b' for a folder of its own, and removed it; a folder another run
+    made between the look and the write was removed too."""
+    from refusal_predictor import record_writer
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "b").mkdir()
+    writer = RecordWriter("a/../b/out.jsonl")
+    writer.write_many([{"x": 1}])
+    writer.abort()
+    assert (tmp_path / "b").is_dir() and list((tmp_path / "b").iterdir()) == []
+    real = record_writer._make_folders
+
+    def another_run_first(folder):
+        os.makedirs(tmp_path / "shared")
+        return real(folder)
+    monkeypatch.setattr(record_writer, "_make_folders", another_run_first)
+    RecordWriter(tmp_path / "shared" / "out.jsonl").abort()
+    assert (tmp_path / "shared").is_dir()
+
+
+def test_text_keys_are_their_own_keys_and_the_spool_closes_quietly(monkeypatch):
+    import gc
+    import warnings
+
+    from refusal_predictor import skipped as module
+    from refusal_predictor.text import is_blank, text_key
+
+    for text in ["\u00df\u0301", "\u00df\u034f\u0301", "\uff28\uff49 there", "a\u3164b", "\u115f"]:
+        assert text_key(text_key(text)) == text_key(text)
+    assert is_blank("\u3164\u180b\u17b4") and text_key("a\u3164b") == "ab"
+    monkeypatch.setattr(module, "_BATCH", 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ResourceWarning)
+        records = module.SkippedRecords([BadRecord(i, "r") for i in range(10)], kept_in_memory=2)
+        assert records._spool is not None and len(records) == 10
+        records.close()
+        assert len(records) == 2 and records.reasons() == {"r": 10} and records._spool is None
+        another = module.SkippedRecords([BadRecord(i, "r") for i in range(10)], kept_in_memory=2)
+        del another
+        gc.collect()
