@@ -137,17 +137,18 @@ def verify_files(folder: PathLike, files: Mapping[str, str]) -> None:
 def write_json(path: PathLike, payload: Mapping[str, Any]) -> None:
     """Strict JSON: a NaN or infinite number (an AUROC of one class) is written as ``null``, which
     every parser reads; ``NaN`` is Python's extension, refused by JavaScript's ``JSON.parse``."""
-    Path(path).write_text(json.dumps(_finite(payload), indent=2, sort_keys=False, allow_nan=False) + "\n",
+    Path(path).write_text(json.dumps(strict_json(payload), indent=2, sort_keys=False, allow_nan=False) + "\n",
                           encoding="utf-8")
 
 
-def _finite(value: Any) -> Any:
+def strict_json(value: Any) -> Any:
+    """``value`` with every NaN or infinite float, however deep, as ``None`` (JSON's ``null``)."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, Mapping):
-        return {key: _finite(item) for key, item in value.items()}
+        return {key: strict_json(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_finite(item) for item in value]
+        return [strict_json(item) for item in value]
     return value
 
 
@@ -169,7 +170,7 @@ def refuse_shipped_folder(path: PathLike, what: str = "model") -> None:
     rebuilt by the ``training/`` pipelines, which save through ``save()`` without this check.
     """
     folder, root = Path(path).resolve(), shipped_models_root().resolve()
-    if folder == root or root in folder.parents or any(_same_folder(p, root) for p in (folder, *folder.parents)):
+    if any(p == root or _same_folder(p, root) for p in (folder, *folder.parents)):
         raise ValueError(f"{path}: inside the shipped models ({root}); a {what} is not saved there, "
                          "where it would replace what load() ships: choose a folder outside it")
 

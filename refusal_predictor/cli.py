@@ -502,7 +502,7 @@ def _cmd_train_response(args: argparse.Namespace) -> int:
     from .prompt_training import errors_path_for
     from .records import check_paths
 
-    errors = errors_path_for(args.output) if args.errors is None else Path(args.errors)
+    errors = errors_path_for(args.output, args.errors)
     # never the input, which it would replace, nor in the model folder
     check_paths(args.input, errors=errors, input_format=args.input_format, model_folder=args.output,
                 separator=args.separator)
@@ -590,8 +590,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     metrics["flagged_rate"] = float((scores >= args.threshold).mean())
     metrics["skipped"] = len(bad)
     if args.json:
+        from .artifacts import strict_json
+
         # null, not NaN: NaN is not JSON, and strict parsers (JavaScript's JSON.parse) refuse it.
-        print(json.dumps({k: None if isinstance(v, float) and math.isnan(v) else v for k, v in metrics.items()}, indent=2))
+        print(json.dumps(strict_json(metrics), indent=2, allow_nan=False))
     else:
         for key, value in metrics.items():
             print(f"{key:>14}: {value:.4f}" if isinstance(value, float) else f"{key:>14}: {value}")
@@ -781,7 +783,8 @@ def _train_prompt_output(args: argparse.Namespace) -> str:
     Hub-style names share a default folder ("org/model" and "org model" are both
     ``prompt-model-org-model``), and the second run replaced the first's model without a word.
     """
-    from .classifiers import MANIFEST
+    from .classifiers import MANIFEST, MODEL_FORMAT
+    from .paths import check_replaceable_folder
     from .prompt_training import default_output
 
     if args.output is not None:
@@ -792,10 +795,9 @@ def _train_prompt_output(args: argparse.Namespace) -> str:
     if len(os.fsencode(output)) > 200:  # bytes, as file systems count them: 90 CJK characters are 270
         raise ValueError(f"--target-name is {len(os.fsencode(args.target_name))} bytes long, too long for the default "
                          "folder name; give -o/--output")
-    try:
-        earlier = json.loads(Path(output, MANIFEST).read_text(encoding="utf-8")).get("metadata", {}).get("target")
-    except (OSError, ValueError, AttributeError):
-        earlier = None  # no model there (or none this check can read: saving checks the folder itself)
+    _, manifest = check_replaceable_folder(output, MANIFEST, MODEL_FORMAT, "model folder")  # as save() reads it
+    metadata = (manifest or {}).get("metadata")
+    earlier = metadata.get("target") if isinstance(metadata, dict) else None
     if earlier is not None and earlier != args.target_name:
         raise ValueError(f"{output} holds the model of target {earlier!r}, the default folder of {args.target_name!r} "
                          "too; give -o/--output to keep both (or -o that folder to replace it)")

@@ -56,12 +56,17 @@ def same_file(a: Path, b: Path) -> bool:
         return False
 
 
+def _existing_ancestor(folder: Path) -> Path:
+    """``folder``, or its nearest ancestor that exists (a file, possibly)."""
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return folder
+
+
 def _check_parent(path: Path, what: str, create: bool) -> None:
     """The folder ``path`` goes in exists or can be made: its nearest existing ancestor is a folder."""
     parent = path.parent
-    ancestor = parent
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
+    ancestor = _existing_ancestor(parent)
     if not ancestor.is_dir():
         raise ValueError(f"{what} {path}: {ancestor} is a file, not a folder")
     if create:
@@ -105,11 +110,8 @@ def _check_name_length(target: Path, what: str, path: Path) -> None:
     """A name longer than the file system takes failed at the run's end, when the file was
     written (a 250-character output name after an hour of scoring), with "cannot write in" its
     folder; the up-front write check makes an unnamed file, which no name can fail."""
-    ancestor = target.parent
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
     try:
-        limit = os.pathconf(ancestor, "PC_NAME_MAX")
+        limit = os.pathconf(_existing_ancestor(target.parent), "PC_NAME_MAX")
     except (OSError, ValueError, AttributeError):  # no pathconf (Windows), or not a folder: the usual 255
         limit = 255
     size = len(os.fsencode(target.name))

@@ -21,7 +21,7 @@ from .artifacts import PathLike, refuse_shipped_folder
 from .bootstrap import BootstrapReport, bootstrap_records, label_confidence, merge_duplicates
 from .cascade import load_response_model, response_model_record
 from .classifiers import HEADS, check_save_folder
-from .errors_file import StagedErrors
+from .errors_file import StagedErrors, default_errors_path
 from .metrics import binary_metrics
 from .prompt import PromptClassifier
 from .records import check_paths, read_records
@@ -67,14 +67,14 @@ def held_out_split(labels: list[int], target: str, test_size: float = 0.2, rando
         train, test = train_test_split(np.arange(len(y)), test_size=test_size, random_state=random_state, stratify=y)
     except ValueError:  # sklearn's own words named a test_size of 1 where the user gave 0.05
         if n_test < 2:
-            raise LogCannotTrain(f"{found}; test_size {test_size} holds out {n_test} of them, too few for one of "
-                             f"each class: {raise_it}") from None
+            raise LogCannotTrain(f"{found}; test_size {test_size} holds out {n_test} of them, too few for one "
+                                 f"of each class: {raise_it}") from None
         raise LogCannotTrain(too_few_to_train.format(0)) from None  # a training part of 0 or 1 prompts
     held = np.bincount(y[test], minlength=2)
     if held.min() == 0:
         missing = "refused" if held[1] == 0 else "complied"
-        raise LogCannotTrain(f"{found}; test_size {test_size} holds out {len(test)} of them, no {missing} prompt among "
-                         f"them, so the held-out report could measure nothing: {raise_it}")
+        raise LogCannotTrain(f"{found}; test_size {test_size} holds out {len(test)} of them, no {missing} prompt "
+                             f"among them, so the held-out report could measure nothing: {raise_it}")
     kept = int(np.bincount(y[train], minlength=2).min())
     if kept < MIN_TRAIN_PER_CLASS:
         raise LogCannotTrain(too_few_to_train.format(kept))
@@ -87,10 +87,10 @@ def default_output(target: str) -> str:
     return f"prompt-model-{safe or 'target'}"
 
 
-def errors_path_for(output_dir: PathLike) -> Path:
-    """Skipped log rows of a train-prompt run go beside the model folder, not into it."""
-    folder = Path(output_dir).resolve()  # "." and ".." have no name of their own
-    return folder.with_name(folder.name + ".errors.jsonl")
+def errors_path_for(output_dir: PathLike, given: PathLike | None = None) -> Path:
+    """Skipped log rows of a training run go beside the model folder, not into it (or to ``given``,
+    checked as every command's ``--errors`` is: :func:`~refusal_predictor.errors_file.default_errors_path`)."""
+    return default_errors_path(Path(output_dir).resolve(), given)  # "." and ".." have no name of their own
 
 
 def train_prompt_model(
@@ -136,9 +136,7 @@ def train_prompt_model(
     if any(unicodedata.category(c) == "Cc" for c in target):
         # A newline in the name split the model card's Markdown heading and every log line naming it.
         raise ValueError(f"the target name holds a control character (a newline, a tab): {target!r}")
-    if errors_path is not None and not str(errors_path).strip():
-        raise ValueError("--errors is empty; name the errors file (or leave --errors out for OUTPUT.errors.jsonl)")
-    errors_file = Path(errors_path) if errors_path is not None else errors_path_for(output_dir)
+    errors_file = errors_path_for(output_dir, errors_path)
     if not 0.0 < test_size < 1.0:
         raise ValueError(f"test_size must be a fraction between 0 and 1 (exclusive), got {test_size}")
     check_paths(log_path, errors=errors_file, input_format=input_format, model_folder=output_dir, separator=separator)
@@ -215,7 +213,7 @@ def train_prompt_model(
 
 
 def _listed(report: BootstrapReport) -> str:
-    return f" (skipped rows listed in {report.errors_path})" if report.unused() and report.errors_path else ""
+    return f" (skipped rows listed in {report.errors_path})" if report.errors_path else ""
 
 
 def _fit_report(rows: list[dict[str, Any]], report: BootstrapReport, rc: Any, *, log_path: PathLike, target: str,
