@@ -901,7 +901,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MemoryError:
         # A traceback from deep in scikit-learn named neither the cause nor what was kept.
         print(f"refusal-predictor {args.command}: error: out of memory; outputs being written were removed. "
-              "The n-gram features of one text take about 45 bytes per character (a 50 MB text about 2.3 GB): "
+              "The n-gram features of one text take many times its own size in memory: "
               "cut or split such texts; a lower --chunk-size holds fewer texts at once", file=sys.stderr)
         return 2
     except (Terminated, KeyboardInterrupt) as exc:
