@@ -365,10 +365,10 @@ def _add_log_options(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_label_responses(args: argparse.Namespace) -> int:
+    if args.tone_field is not None and not args.tone:  # before the model libraries' import (seconds)
+        raise ValueError("--tone-field names the field of --tone; add --tone")
     from .cascade import ResponseCascade, RoutingCount, load_response_model
 
-    if args.tone_field is not None and not args.tone:
-        raise ValueError("--tone-field names the field of --tone; add --tone")
     model = load_response_model(args.model)
     cut = _resolve_threshold(model, args)
     # A cascade is scored through a counter, so the run can end by saying what its encoder read.
@@ -497,6 +497,8 @@ def _print_skipped(bad, path, limit: int = 5, more: str | None = None) -> None:
 
 
 def _cmd_train_response(args: argparse.Namespace) -> int:
+    if args.encoder is not None and args.no_embeddings:  # before the model libraries' import (seconds)
+        raise ValueError("--encoder and --no-embeddings exclude each other: a model without embeddings opens no encoder")
     from .artifacts import refuse_shipped_folder
     from .classifiers import ResponseClassifier, check_save_folder
     from .prompt_training import errors_path_for
@@ -508,8 +510,6 @@ def _cmd_train_response(args: argparse.Namespace) -> int:
                 separator=args.separator)
     check_save_folder(args.output, ResponseClassifier.kind)  # before the training, not after it
     refuse_shipped_folder(args.output, "response model")
-    if args.encoder is not None and args.no_embeddings:
-        raise ValueError("--encoder and --no-embeddings exclude each other: a model without embeddings opens no encoder")
     model = ResponseClassifier(head=args.head, encoder=args.encoder, use_embeddings=not args.no_embeddings)
     features = None if args.threads is None else model.make_features(args.threads)  # checked before the file is read
     if not args.no_embeddings:
@@ -544,21 +544,21 @@ def _cmd_train_response(args: argparse.Namespace) -> int:
 
 def _model_loader(args: argparse.Namespace):
     """What ``--kind`` with ``--model`` / ``--target`` name (checked now), loaded when called."""
+    if args.target is not None and args.kind != "prompt":
+        raise ValueError("--target names a shipped prompt model; add --kind prompt (a response model is chosen with --model)")
     if args.kind == "response":
         from .cascade import load_response_model as load
     else:
         from .prompt import PromptClassifier
 
         load = PromptClassifier.load
-    if args.target is not None and args.kind != "prompt":
-        raise ValueError("--target names a shipped prompt model; add --kind prompt (a response model is chosen with --model)")
     return lambda: _configured(load(target=args.target) if args.target is not None else load(args.model), args)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    load_model = _model_loader(args)
     from .metrics import binary_metrics
 
-    load_model = _model_loader(args)
     if args.threshold is not None:
         from .thresholds import check_threshold
 
@@ -740,10 +740,12 @@ def _cmd_bootstrap(args: argparse.Namespace) -> int:
 
 
 def _cmd_train_prompt(args: argparse.Namespace) -> int:
+    if args.model_filter is not None and not args.model_field:  # before the model libraries' import (seconds)
+        raise ValueError("--model-filter needs --model-field (the field naming the LLM); it is empty")
+    if args.output is not None and not args.output.strip():  # an unset variable: -o "$DIR"
+        raise ValueError("-o/--output is empty; name the model folder to write (or leave -o out for the default)")
     from .prompt_training import train_prompt_model
 
-    if args.model_filter is not None and not args.model_field:
-        raise ValueError("--model-filter needs --model-field (the field naming the LLM); it is empty")
     output = _train_prompt_output(args)
     model, held_out, report = train_prompt_model(
         args.input, args.target_name, output, response_model=args.response_model,
@@ -787,9 +789,7 @@ def _train_prompt_output(args: argparse.Namespace) -> str:
     from .paths import check_replaceable_folder
     from .prompt_training import default_output
 
-    if args.output is not None:
-        if not args.output.strip():  # an unset variable: -o "$DIR"
-            raise ValueError("-o/--output is empty; name the model folder to write (or leave -o out for the default)")
+    if args.output is not None:  # checked by the command: not empty
         return args.output
     output = default_output(args.target_name)
     if len(os.fsencode(output)) > 200:  # bytes, as file systems count them: 90 CJK characters are 270

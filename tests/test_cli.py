@@ -45,9 +45,9 @@ def test_the_command_line_reads_its_options_before_importing_the_models_librarie
              "try:\n    cli.main(['train-prompt', '--help'])\nexcept SystemExit:\n    pass\n"
              "heavy = sorted(m for m in ('sklearn', 'scipy', 'lightgbm', 'onnxruntime', 'numpy') if m in sys.modules)\n"
              "print('heavy:', heavy)\n"
+             "listed = set(refusal_predictor.__all__) <= set(dir(refusal_predictor))  # before first use: completion\n"
              "from refusal_predictor import ResponseClassifier, PromptClassifier, ResponseCascade, bootstrap_file, ModelFileError\n"
-             "print(ResponseClassifier.__module__, refusal_predictor.__version__, sorted(refusal_predictor.__all__) == "
-             "sorted(n for n in dir(refusal_predictor) if n in refusal_predictor.__all__))\n")
+             "print(ResponseClassifier.__module__, refusal_predictor.__version__, listed)\n")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert "heavy: []" in out and "--head {auto,logreg,lightgbm,blend}" in out
     assert out.strip().endswith(f"refusal_predictor.classifiers {__import__('refusal_predictor').__version__} True")
