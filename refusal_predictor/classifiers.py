@@ -51,6 +51,7 @@ from .text import is_blank, text_key
 from .thresholds import check_threshold, pick_threshold
 from .thresholds import validation_curve as compute_validation_curve
 from .tones import COMPLIANCE_TONE, ToneHead
+from .warning_filters import ignoring
 
 logger = logging.getLogger(__name__)
 
@@ -276,8 +277,7 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
         # Routing off inside: the calibrator and cross_val_predict built here pass sample_weight
         # the classic way; under a user's global enable_metadata_routing=True they would refuse it
         # (their heads request nothing). Routing into this estimator works as for any other.
-        with warnings.catch_warnings(), sklearn.config_context(enable_metadata_routing=False):
-            warnings.filterwarnings("ignore", message="X does not have valid feature names")
+        with ignoring(message="X does not have valid feature names"), sklearn.config_context(enable_metadata_routing=False):
             model = self._make_model().fit(matrix, labels, **fit_kwargs)
             if self.validation_curve:
                 # Out-of-fold probabilities: what thresholds are picked from (see thresholds.py).
@@ -744,8 +744,7 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
 def _load_joblib(path: Path, expected: type) -> Any:
     """Unpickle a model folder's file (its sha256 already checked) or raise an error naming it."""
     try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=UserWarning, module="sklearn")
+        with ignoring(category=UserWarning, module="sklearn"):  # its version warning: _warn_on_other_versions says it once
             obj = joblib.load(path)
     except Exception as exc:  # unpickling errors come in many types
         raise ModelFileError(f"{path}: cannot be loaded ({type(exc).__name__}: {exc})") from exc

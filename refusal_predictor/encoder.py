@@ -76,6 +76,9 @@ Behaviour worth knowing
   for short prompts and 80 MB for 512-token responses with the shipped MiniLMs on 2 CPUs.
   Batches of several texts run one at a time, on the main session, so ``max_tokens_per_batch``
   still bounds memory. The shipped encoders' embeddings are bit-identical either way (tested).
+  Over all calls and threads, a CPU encoder runs at most ``max_concurrent_runs`` inferences at once
+  (``concurrent_runs`` when given, else one per CPU, or ``num_threads`` if larger): onnxruntime's
+  arena keeps the memory of the most runs that were ever at once (``benchmarks/bench_clients.py``).
 * Providers: ``CUDAExecutionProvider`` is used first when onnxruntime has it (the
   ``onnxruntime-gpu`` package on a machine with a GPU), else the CPU. int8 encoders gain little
   on a GPU (their integer matrix products mostly run on the CPU); export a float32 encoder
@@ -303,6 +306,8 @@ class OnnxEncoder:
         providers: the onnxruntime execution providers the session really uses.
         concurrent_runs: inferences of one ``encode(..., batch_size=1)`` call run at once (1 on a
             GPU; see ``load``).
+        max_concurrent_runs: inferences this encoder runs at once over all calls and threads
+            (``None``: no limit; see ``load``).
         path: the encoder folder.
         manifest: the parsed ``encoder.json``.
     """
@@ -310,8 +315,13 @@ class OnnxEncoder:
     def __init__(self, session: ort.InferenceSession, tokenizer: Tokenizer, manifest: dict[str, Any], path: Path,
                  *, concurrent_runs: int = 1,
                  open_single_thread_session: Callable[[], ort.InferenceSession] | None = None,
-                 one_thread: bool = False):
+                 one_thread: bool = False, max_concurrent_runs: int | None = None):
         self._session = session
+        # onnxruntime's memory arena grows to the most inferences that ever ran at once and keeps
+        # it: 32 threads scoring one model together left 790 MB where one left 317 MB. A service's
+        # thread pool (40 threads by default in some web frameworks) must not decide the memory.
+        self.max_concurrent_runs = max_concurrent_runs
+        self._runs = threading.BoundedSemaphore(max_concurrent_runs) if max_concurrent_runs else None
         # num_threads=1 promises one CPU: tokenizers' encode_batch runs a pool of one thread per
         # core, so such an encoder tokenises text by text instead.
         self._one_thread = one_thread
@@ -369,7 +379,10 @@ class OnnxEncoder:
                 call run this many at once, one thread each (see the module notes); default
                 ``num_threads`` when given, else one per CPU available to the process (affinity
                 mask and cgroup CPU quota). ``1``: one inference at a time, on the main session
-                (e.g. when the caller already scores from several threads). Not used on a GPU.
+                (e.g. when the caller already scores from several threads). It also caps the
+                inferences the encoder runs at once over all calls and threads, which bounds its
+                memory (a thread beyond it waits for a run to end); without it that cap is one per
+                CPU available, or ``num_threads`` if larger, and on a GPU there is none.
             verify: check every file's sha256 against the manifest (about 0.1 s).
 
         Raises:
@@ -450,10 +463,12 @@ class OnnxEncoder:
         on_cpu_only = session.get_providers() == ["CPUExecutionProvider"]
         cpu_providers = [p for p in providers if _provider_name(p) == "CPUExecutionProvider"] or ["CPUExecutionProvider"]
         expected = manifest["files"][MODEL_FILE].lower() if verify else None
+        # More CPU inferences at once than CPUs only queue for them, each with its own arena memory.
+        cap = checked["concurrent_runs"] or (max(checked["num_threads"] or 1, _available_cpus()) if on_cpu_only else None)
         return cls(session, tokenizer, manifest, folder, concurrent_runs=runs,
                    open_single_thread_session=(lambda: open_session(1, cpu_providers, expected))
                    if on_cpu_only and runs > 1 else None,
-                   one_thread=checked["num_threads"] == 1)
+                   one_thread=checked["num_threads"] == 1, max_concurrent_runs=cap)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, dimension={self.dimension}, providers={self.providers})"
@@ -591,7 +606,12 @@ class OnnxEncoder:
             arrays["token_type_ids"][row, :n] = type_ids
         feed = {name: arrays[name].astype(dtype, copy=False) for name, dtype in self._input_types.items()}
         try:
-            hidden = (session or self._session).run([self._output_name], feed)[0].astype(np.float32, copy=False)
+            if self._runs is None:
+                output = (session or self._session).run([self._output_name], feed)[0]
+            else:
+                with self._runs:
+                    output = (session or self._session).run([self._output_name], feed)[0]
+            hidden = output.astype(np.float32, copy=False)
         except _ort_errors.InvalidArgument as e:
             # The one input-dependent failure a readable model gives: more positions than it has.
             raise EncoderFileError(

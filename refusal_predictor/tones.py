@@ -15,7 +15,6 @@ so it decides *whether*; the few hundred toned refusals only have to decide *how
 from __future__ import annotations
 
 import logging
-import warnings
 from collections import Counter
 from typing import Any, Sequence
 
@@ -26,6 +25,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.utils.validation import check_is_fitted
+
+from .warning_filters import ignoring
 
 logger = logging.getLogger(__name__)
 
@@ -78,8 +79,7 @@ class ToneHead(ClassifierMixin, BaseEstimator):
         params = {} if weights is None else {"sample_weight": weights}
         folds = StratifiedKFold(n_splits=self.cv, shuffle=True, random_state=self.random_state)
         # Routing off inside, as in RefusalClassifier.fit: cross_val_predict passes the weights.
-        with warnings.catch_warnings(), sklearn.config_context(enable_metadata_routing=False):
-            warnings.filterwarnings("ignore", message="X does not have valid feature names")
+        with ignoring(message="X does not have valid feature names"), sklearn.config_context(enable_metadata_routing=False):
             oof = cross_val_predict(self._make_model(), X, y, cv=folds, params=params)
             self.model_ = self._make_model().fit(X, y, **params)
         self.tones_ = np.asarray(self.model_.classes_, dtype=object)

@@ -12,8 +12,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from benchmarks import (bench_cpu_agreement, bench_encoder, bench_gpu, bench_latency, bench_memory, bench_scoring,
-                        bench_threads)
+from benchmarks import (bench_clients, bench_cpu_agreement, bench_encoder, bench_gpu, bench_latency, bench_memory,
+                        bench_scoring, bench_threads)
 from benchmarks.common import first_n
 from refusal_predictor.encoder import OnnxEncoder
 
@@ -31,6 +31,8 @@ from refusal_predictor.encoder import OnnxEncoder
     (bench_latency, ["--runs", "0"]),
     (bench_memory, ["--n", "0"]),
     (bench_memory, ["--runs", "0"]),
+    (bench_clients, ["--runs", "0"]),
+    (bench_clients, ["--clients", "1,0"]),
 ])
 def test_options_below_one_are_refused_with_one_line(script, argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -199,3 +201,13 @@ def test_bench_memory_runs_every_command_and_reads_the_childs_peak(tmp_path, cap
     log.write_text('{"prompt": "p"}\n', encoding="utf-8")
     with pytest.raises(SystemExit, match="bootstrap exited with status 1, not 0"):
         bench_memory.measure(["bootstrap", str(log), "-o", str(tmp_path / "x.jsonl"), "--response-model", "ngrams"])
+
+
+def test_bench_clients_measures_each_row_in_fresh_processes_against_an_uncapped_baseline(capsys):
+    bench_clients.main(["--runs", "1", "--n", "4", "--clients", "1,3", "--kind", "prompt"])
+    rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    assert [row[0].strip() for row in rows[1:]] == ["1", "3"]
+    for row in rows[1:]:
+        capped, uncapped = (float(cell.replace(",", "")) for cell in row[1:3])
+        assert 100 < capped < 4000 and 100 < uncapped < 4000  # MiB of a process that loaded the prompt model
+        assert row[3].strip().endswith("x") and row[6].strip().endswith("x")

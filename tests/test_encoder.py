@@ -141,6 +141,77 @@ def test_concurrent_runs_give_the_same_embeddings_as_one_run_at_a_time():
             OnnxEncoder.load(concurrent_runs=bad, verify=False)
 
 
+class _CountingSession:
+    """An onnxruntime session that counts the inferences running on it at once (slowed, so they overlap)."""
+
+    def __init__(self, session):
+        self.session, self.running, self.most = session, 0, 0
+        self._lock = threading.Lock()
+
+    def run(self, *args, **kwargs):
+        import time
+
+        with self._lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        try:
+            time.sleep(0.02)
+            return self.session.run(*args, **kwargs)
+        finally:
+            with self._lock:
+                self.running -= 1
+
+
+@pytest.mark.parametrize("options, cap", [({}, "cpus"), ({"concurrent_runs": 1}, 1), ({"concurrent_runs": 3}, 3),
+                                          ({"num_threads": 1}, "cpus"), ({"num_threads": 64}, 64)])
+def test_threads_sharing_an_encoder_run_at_most_its_cap_of_inferences_at_once(options, cap):
+    """onnxruntime's arena keeps the memory of the most inferences that ever ran at once: 32 threads
+    scoring one shipped model left 784 MiB where one thread left 317 (bench_clients.py). The cap is
+    over every call and thread; num_threads=1 (one thread per inference) keeps one run per CPU."""
+    from refusal_predictor.encoder import _available_cpus
+
+    encoder = OnnxEncoder.load(providers=["CPUExecutionProvider"], verify=False, **options)
+    cap = _available_cpus() if cap == "cpus" else cap
+    assert encoder.max_concurrent_runs == cap
+    counting = encoder._session = _CountingSession(encoder._session)
+    expected = OnnxEncoder.load(providers=["CPUExecutionProvider"], verify=False).encode(TEXTS, batch_size=1)
+    barrier = threading.Barrier(8)
+    results = {}
+
+    def score(worker):
+        barrier.wait()
+        results[worker] = [encoder.encode([text], batch_size=1)[0] for text in TEXTS]
+
+    workers = [threading.Thread(target=score, args=(w,)) for w in range(8)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert counting.most == min(cap, 8)  # reached, never passed
+    for rows in results.values():
+        np.testing.assert_array_equal(np.array(rows), expected)
+
+
+def test_an_encoder_on_a_gpu_has_no_cap_unless_given(monkeypatch):
+    """The cap bounds CPU inferences, which only queue for the CPUs beyond one each; a GPU's runs are not capped."""
+    from refusal_predictor import encoder as encoder_module
+
+    class _FakeGpuSession:
+        def __init__(self, session):
+            self.session = session
+
+        def get_providers(self):
+            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+        def __getattr__(self, name):
+            return getattr(self.session, name)
+
+    real = ort.InferenceSession
+    monkeypatch.setattr(encoder_module.ort, "InferenceSession", lambda *a, **k: _FakeGpuSession(real(*a, **k)))
+    assert OnnxEncoder.load(verify=False).max_concurrent_runs is None
+    assert OnnxEncoder.load(verify=False, concurrent_runs=2).max_concurrent_runs == 2
+
+
 def test_default_concurrent_runs_respect_a_cgroup_cpu_quota(tmp_path):
     from refusal_predictor.encoder import _available_cpus
 
