@@ -172,6 +172,13 @@ class ResponseCascade(ClassifierMixin, BaseEstimator):
             model.configure_encoder(providers=providers, num_threads=num_threads, concurrent_runs=concurrent_runs)
         return self
 
+    def warm_up(self) -> "ResponseCascade":
+        """Open both stages' encoders and run each once now: the full model's otherwise opens on
+        the first response the n-grams are unsure of, which may be a long way into a service's life."""
+        for model in self._stages():
+            model.warm_up()
+        return self
+
     # ------------------------------------------------------------------ the estimator's view
     @property
     def classes_(self) -> np.ndarray:

@@ -710,6 +710,16 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
                                          concurrent_runs=concurrent_runs)
         return self
 
+    def warm_up(self) -> "RefusalClassifier":
+        """Open the encoder and run one inference now, so that a service's first request does not.
+
+        The encoder is opened on first use (its weights hashed, its session built), which a
+        first request, and the first after each ``configure_encoder``, would otherwise wait for.
+        Returns the model, so it chains after ``load()``."""
+        check_is_fitted(self, "model_")
+        self.predict_proba(["Warming up: is this a refusal?"])
+        return self
+
     def threshold_for(
         self, *, precision: float | None = None, recall: float | None = None, refusal_rate: float | None = None
     ) -> float:

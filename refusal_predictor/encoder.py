@@ -96,6 +96,7 @@ import math
 import numbers
 import os
 import threading
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -470,6 +471,30 @@ class OnnxEncoder:
                    if on_cpu_only and runs > 1 else None,
                    one_thread=checked["num_threads"] == 1, max_concurrent_runs=cap)
 
+    @classmethod
+    def shared(cls, path: str | os.PathLike | None = None, **options: Any) -> OnnxEncoder:
+        """The encoder of that folder, opened with those options, once per process while in use.
+
+        What models open: the five shipped prompt targets use one encoder, and each opened its own
+        session (its weights and its memory arena, tens of MB each), as did a cascade beside the
+        response model it runs. An encoder stays shared while any model holds
+        it (weakly referenced here); other options (``configure_encoder``) or a folder whose
+        manifest changed since (a new export) open another. ``options`` are :meth:`load`'s.
+        """
+        folder = Path(path) if path is not None else default_encoder_path()
+        try:
+            key = (os.path.realpath(folder), hashlib.sha256((folder / MANIFEST_FILE).read_bytes()).hexdigest(),
+                   repr(sorted(options.items())))
+        except OSError:
+            return cls.load(folder, **options)  # which names what is wrong with the folder
+        with _SHARED_LOCK:
+            encoder = _SHARED.get(key)
+            if encoder is None:
+                encoder = cls.load(folder, **options)
+                if isinstance(encoder, OnnxEncoder):
+                    _SHARED[key] = encoder
+            return encoder
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, dimension={self.dimension}, providers={self.providers})"
 
@@ -626,6 +651,11 @@ class OnnxEncoder:
         if self._normalize:
             pooled /= np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
         return pooled
+
+
+# OnnxEncoder.shared's encoders: (folder, manifest sha256, options) -> the encoder, while in use.
+_SHARED: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+_SHARED_LOCK = threading.Lock()
 
 
 def _check_texts(texts: Sequence[str]) -> list[str]:

@@ -130,7 +130,7 @@ class TextFeatures(TransformerMixin, BaseEstimator):
             with _OPENING:
                 encoder = getattr(self, "_encoder", None)
                 if encoder is None:
-                    encoder = OnnxEncoder.load(self.encoder_folder(), **getattr(self, "_encoder_options", {}))
+                    encoder = OnnxEncoder.shared(self.encoder_folder(), **getattr(self, "_encoder_options", {}))
                     self._check_encoder(encoder)
                     self._encoder = encoder
         return encoder

@@ -324,3 +324,20 @@ def test_an_empty_response_probability_that_is_not_a_probability_is_refused(valu
     cascade.empty_response_probability = value
     with pytest.raises(ValueError, match="empty_response_probability must be a probability"):
         cascade.predict([""])
+
+
+def test_warm_up_opens_the_full_models_encoder_that_a_sure_response_never_reaches():
+    """A service warming the cascade with a clear refusal opened nothing: its first unsure request
+    then waited for the full model's encoder to open."""
+    sure = "I'm sorry, but I can't help with that."
+    cold = ResponseCascade.load()
+    assert not cold.unsure([sure])[0]
+    cold.predict_proba([sure])
+    assert "_encoder" not in cold.full.features_.__dict__  # still closed
+    warm = ResponseCascade.load()
+    assert warm.warm_up() is warm
+    assert "_encoder" in warm.full.features_.__dict__
+    model = ResponseClassifier.load()
+    assert model.warm_up() is model and "_encoder" in model.features_.__dict__
+    with pytest.raises(NotFittedError):
+        ResponseClassifier().warm_up()

@@ -660,3 +660,42 @@ def test_texts_beyond_the_first_chunk_keep_their_rows(encoder, monkeypatch):
     reference = encoder.encode(TEXTS, batch_size=1)
     monkeypatch.setattr(encoder_module, "_CHUNK_SIZE", 5)
     np.testing.assert_array_equal(encoder.encode(TEXTS, batch_size=1), reference)
+
+
+def test_shared_encoders_open_once_per_folder_options_and_manifest_while_in_use(tmp_path):
+    """Each model opened its own session of the same encoder, five for the five shipped prompt targets."""
+    import gc
+
+    from refusal_predictor import encoder as encoder_module
+
+    folder = _copy_shipped(tmp_path)
+    first = OnnxEncoder.shared(folder)
+    assert OnnxEncoder.shared(folder) is first
+    assert OnnxEncoder.shared(tmp_path / "." / "encoder") is first  # the same folder, however named
+    assert OnnxEncoder.shared(folder, num_threads=1) is not first  # other options: another session
+    manifest = folder / "encoder.json"
+    manifest.write_text(manifest.read_text().replace('"name"', '"source_note": "re-exported", "name"', 1))
+    replaced = OnnxEncoder.shared(folder)  # a new export in place: the new files, not the old session
+    assert replaced is not first and replaced.manifest.get("source_note") == "re-exported"
+    count = len(encoder_module._SHARED)
+    del first, replaced
+    gc.collect()
+    assert len(encoder_module._SHARED) < count  # held weakly: a session ends with its last model
+    with pytest.raises(EncoderFileError, match="no-such-folder"):
+        OnnxEncoder.shared(tmp_path / "no-such-folder")
+
+
+def test_models_of_one_encoder_share_its_session_until_configured_apart():
+    from refusal_predictor import PromptClassifier, ResponseCascade, ResponseClassifier
+
+    targets = [PromptClassifier.load(target=t) for t in ("gpt-3.5-turbo", "gpt-4", "llama-2-7b-chat")]
+    encoders = {id(model.features_.get_encoder()) for model in targets}
+    assert len(encoders) == 1
+    response = ResponseClassifier.load()
+    assert ResponseCascade.load().full.features_.get_encoder() is response.features_.get_encoder()
+    assert id(response.features_.get_encoder()) not in encoders  # another encoder: its own session
+    targets[0].configure_encoder(num_threads=1)
+    assert targets[0].features_.get_encoder() is not targets[1].features_.get_encoder()
+    assert targets[1].features_.get_encoder() is targets[2].features_.get_encoder()
+    prompt = ["How do I pick a lock?"]
+    assert targets[0].predict_proba(prompt).tolist() == PromptClassifier.load().predict_proba(prompt).tolist()
