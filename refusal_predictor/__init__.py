@@ -9,6 +9,7 @@
 # was a traceback from inside SciPy instead of the command's "stopped by SIGINT".
 import importlib as _importlib
 import importlib.util as _importlib_util
+import os as _os
 import threading as _threading
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 
@@ -24,6 +25,15 @@ _PUBLIC = {
 # scikit-learn's circular imports fail ("partially initialized module", _DeadlockError) when two
 # threads import it at once, as a threaded server's first requests would: one import at a time.
 _IMPORT_LOCK = _threading.RLock()
+
+
+def _new_import_lock() -> None:  # a forked child: the lock as another thread of the parent held it
+    global _IMPORT_LOCK
+    _IMPORT_LOCK = _threading.RLock()
+
+
+if hasattr(_os, "register_at_fork"):
+    _os.register_at_fork(after_in_child=_new_import_lock)
 
 __all__ = ["ResponseClassifier", "ResponseCascade", "PromptClassifier", "bootstrap_file", "ModelFileError", "__version__"]
 

@@ -6,6 +6,7 @@ calibration, saving and loading behave the same way.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
@@ -277,7 +278,7 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
         # Routing off inside: the calibrator and cross_val_predict built here pass sample_weight
         # the classic way; under a user's global enable_metadata_routing=True they would refuse it
         # (their heads request nothing). Routing into this estimator works as for any other.
-        with ignoring(message="X does not have valid feature names"), sklearn.config_context(enable_metadata_routing=False):
+        with sklearn.config_context(enable_metadata_routing=False):
             model = self._make_model().fit(matrix, labels, **fit_kwargs)
             if self.validation_curve:
                 # Out-of-fold probabilities: what thresholds are picked from (see thresholds.py).
@@ -662,7 +663,7 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
             verify_files(folder, manifest["files"])
         versions = manifest.get("versions") or {}
         _warn_on_other_versions(folder, versions, "scikit-learn", sklearn.__version__)  # before: unpickling may fail
-        model = _load_joblib(folder / _MODEL_FILE, cls)
+        model = _load_joblib(folder / _MODEL_FILE, cls, versions)
         if getattr(model, "head", None) in ("lightgbm", "blend"):  # every model records it; only these use it
             _warn_on_other_versions(folder, versions, "lightgbm", _installed_version("lightgbm"))
         info = manifest.get("encoder")
@@ -717,7 +718,8 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
         first request, and the first after each ``configure_encoder``, would otherwise wait for.
         Returns the model, so it chains after ``load()``."""
         check_is_fitted(self, "model_")
-        self.predict_proba(["Warming up: is this a refusal?"])
+        # Two texts: a list of several opens the encoder's second, one-thread-per-run session too.
+        self.predict_proba(["Warming up: is this a refusal?", "Sure, here it is."])
         return self
 
     def threshold_for(
@@ -751,10 +753,15 @@ class RefusalClassifier(ClassifierMixin, BaseEstimator):
         return dict(getattr(self, "metadata_", {}) or {})
 
 
-def _load_joblib(path: Path, expected: type) -> Any:
-    """Unpickle a model folder's file (its sha256 already checked) or raise an error naming it."""
+def _load_joblib(path: Path, expected: type, saved_with: Mapping[str, Any]) -> Any:
+    """Unpickle a model folder's file (its sha256 already checked) or raise an error naming it.
+
+    scikit-learn warns once per pickled estimator when it runs another version than the one that
+    saved it; ``_warn_on_other_versions`` has said so once, so those are silenced, but only then:
+    silencing touches the process's warning filters, which other threads share."""
+    other_version = str(saved_with.get("scikit-learn", "")) != sklearn.__version__
     try:
-        with ignoring(category=UserWarning, module="sklearn"):  # its version warning: _warn_on_other_versions says it once
+        with ignoring(category=UserWarning, module="sklearn") if other_version else contextlib.nullcontext():
             obj = joblib.load(path)
     except Exception as exc:  # unpickling errors come in many types
         raise ModelFileError(f"{path}: cannot be loaded ({type(exc).__name__}: {exc})") from exc
@@ -1074,7 +1081,7 @@ def _checked_compliance_tone(compliance_tone: Any, names: Sequence[str]) -> str:
 def _load_tone_head(folder: Path, model: ResponseClassifier) -> ToneHead:
     """The tone head saved beside model.joblib (its sha256 already checked), or an error naming it."""
     path = folder / TONES_FILE
-    head = _load_joblib(path, ToneHead)
+    head = _load_joblib(path, ToneHead, model.manifest_.get("versions") or {})
     if getattr(head, "n_features_in_", None) != model.features_.n_features_out_:
         raise ModelFileError(f"{path}: fitted on {getattr(head, 'n_features_in_', None)} features, but this "
                              f"model makes {model.features_.n_features_out_}; it belongs to another model")

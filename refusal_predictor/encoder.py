@@ -76,9 +76,10 @@ Behaviour worth knowing
   for short prompts and 80 MB for 512-token responses with the shipped MiniLMs on 2 CPUs.
   Batches of several texts run one at a time, on the main session, so ``max_tokens_per_batch``
   still bounds memory. The shipped encoders' embeddings are bit-identical either way (tested).
-  Over all calls and threads, a CPU encoder runs at most ``max_concurrent_runs`` inferences at once
-  (``concurrent_runs`` when given, else one per CPU, or ``num_threads`` if larger): onnxruntime's
-  arena keeps the memory of the most runs that were ever at once (``benchmarks/bench_clients.py``).
+  Over all calls and threads, a CPU encoder runs at most ``max_concurrent_runs`` inferences at once:
+  one per CPU, or ``num_threads`` or ``concurrent_runs`` if larger (more only queue for the CPUs),
+  since onnxruntime's arena keeps the memory of the most runs that were ever at once
+  (``benchmarks/bench_clients.py``). A thread beyond it waits. A GPU encoder has no such cap.
 * Providers: ``CUDAExecutionProvider`` is used first when onnxruntime has it (the
   ``onnxruntime-gpu`` package on a machine with a GPU), else the CPU. int8 encoders gain little
   on a GPU (their integer matrix products mostly run on the CPU); export a float32 encoder
@@ -308,7 +309,7 @@ class OnnxEncoder:
         concurrent_runs: inferences of one ``encode(..., batch_size=1)`` call run at once (1 on a
             GPU; see ``load``).
         max_concurrent_runs: inferences this encoder runs at once over all calls and threads
-            (``None``: no limit; see ``load``).
+            (``None``, on a GPU: no limit; see the module notes).
         path: the encoder folder.
         manifest: the parsed ``encoder.json``.
     """
@@ -319,10 +320,11 @@ class OnnxEncoder:
                  one_thread: bool = False, max_concurrent_runs: int | None = None):
         self._session = session
         # onnxruntime's memory arena grows to the most inferences that ever ran at once and keeps
-        # it: 32 threads scoring one model together left 790 MB where one left 317 MB. A service's
-        # thread pool (40 threads by default in some web frameworks) must not decide the memory.
+        # it (32 threads sharing the response model: 481 MiB after, one thread 331; bench_clients.py).
+        # A service's thread pool (40 threads by default in some web frameworks) must not decide it.
         self.max_concurrent_runs = max_concurrent_runs
-        self._runs = threading.BoundedSemaphore(max_concurrent_runs) if max_concurrent_runs else None
+        self._make_locks()
+        _LIVE.add(self)
         # num_threads=1 promises one CPU: tokenizers' encode_batch runs a pool of one thread per
         # core, so such an encoder tokenises text by text instead.
         self._one_thread = one_thread
@@ -332,7 +334,6 @@ class OnnxEncoder:
         self.concurrent_runs = concurrent_runs if open_single_thread_session is not None else 1
         self._open_single_thread_session = open_single_thread_session
         self._single_thread_session: ort.InferenceSession | None = None
-        self._lock = threading.Lock()
         self._tokenizer = tokenizer
         self.manifest = manifest
         self.path = path
@@ -379,11 +380,10 @@ class OnnxEncoder:
             concurrent_runs: on the CPU provider, the texts of one ``encode(..., batch_size=1)``
                 call run this many at once, one thread each (see the module notes); default
                 ``num_threads`` when given, else one per CPU available to the process (affinity
-                mask and cgroup CPU quota). ``1``: one inference at a time, on the main session
-                (e.g. when the caller already scores from several threads). It also caps the
-                inferences the encoder runs at once over all calls and threads, which bounds its
-                memory (a thread beyond it waits for a run to end); without it that cap is one per
-                CPU available, or ``num_threads`` if larger, and on a GPU there is none.
+                mask and cgroup CPU quota). ``1``: one inference at a time per call, on the main
+                session (e.g. when the caller already scores from several threads). Not used on a
+                GPU. Over all calls and threads, the encoder runs at most one inference per CPU, or
+                ``num_threads`` or ``concurrent_runs`` if larger, on the CPU (see the module notes).
             verify: check every file's sha256 against the manifest (about 0.1 s).
 
         Raises:
@@ -465,11 +465,17 @@ class OnnxEncoder:
         cpu_providers = [p for p in providers if _provider_name(p) == "CPUExecutionProvider"] or ["CPUExecutionProvider"]
         expected = manifest["files"][MODEL_FILE].lower() if verify else None
         # More CPU inferences at once than CPUs only queue for them, each with its own arena memory.
-        cap = checked["concurrent_runs"] or (max(checked["num_threads"] or 1, _available_cpus()) if on_cpu_only else None)
+        cap = max(checked["num_threads"] or 1, checked["concurrent_runs"] or 1, _available_cpus()) if on_cpu_only else None
         return cls(session, tokenizer, manifest, folder, concurrent_runs=runs,
                    open_single_thread_session=(lambda: open_session(1, cpu_providers, expected))
                    if on_cpu_only and runs > 1 else None,
                    one_thread=checked["num_threads"] == 1, max_concurrent_runs=cap)
+
+    def _make_locks(self) -> None:
+        """New locks, also in a forked child: a fork copies them as the parent's other threads held
+        them at that instant, and nothing in the child would ever release those."""
+        self._lock = threading.Lock()
+        self._runs = threading.BoundedSemaphore(self.max_concurrent_runs) if self.max_concurrent_runs else None
 
     @classmethod
     def shared(cls, path: str | os.PathLike | None = None, **options: Any) -> OnnxEncoder:
@@ -484,7 +490,7 @@ class OnnxEncoder:
         folder = Path(path) if path is not None else default_encoder_path()
         try:
             key = (os.path.realpath(folder), hashlib.sha256((folder / MANIFEST_FILE).read_bytes()).hexdigest(),
-                   repr(sorted(options.items())))
+                   repr(sorted((name, value) for name, value in options.items() if value is not None)))
         except OSError:
             return cls.load(folder, **options)  # which names what is wrong with the folder
         with _SHARED_LOCK:
@@ -656,6 +662,21 @@ class OnnxEncoder:
 # OnnxEncoder.shared's encoders: (folder, manifest sha256, options) -> the encoder, while in use.
 _SHARED: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 _SHARED_LOCK = threading.Lock()
+_LIVE: weakref.WeakSet = weakref.WeakSet()  # every encoder, for new locks after a fork
+
+
+def _after_fork_in_child() -> None:
+    """A forked child gets new locks (see ``OnnxEncoder._make_locks``) and opens its own shared
+    encoders, as one did before encoders were shared: a model it inherited keeps its session."""
+    global _SHARED, _SHARED_LOCK
+    _SHARED_LOCK = threading.Lock()
+    _SHARED = weakref.WeakValueDictionary()
+    for encoder in list(_LIVE):
+        encoder._make_locks()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _check_texts(texts: Sequence[str]) -> list[str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import threading
 from pathlib import Path
 from typing import Sequence
@@ -26,6 +27,15 @@ from .encoder import DEFAULT_ENCODER, OnnxEncoder, check_session_options
 
 logger = logging.getLogger(__name__)
 _OPENING = threading.Lock()  # encoder sessions are opened (and dropped) one at a time
+
+
+def _new_opening_lock() -> None:  # a forked child: the lock as another thread of the parent held it
+    global _OPENING
+    _OPENING = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_opening_lock)
 
 _SEGMENTS = ("head", "tail")
 

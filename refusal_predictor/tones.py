@@ -26,8 +26,6 @@ from sklearn.metrics import accuracy_score, f1_score
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.utils.validation import check_is_fitted
 
-from .warning_filters import ignoring
-
 logger = logging.getLogger(__name__)
 
 COMPLIANCE_TONE = "complied"  # the paper's name for the tone of every compliance
@@ -79,7 +77,7 @@ class ToneHead(ClassifierMixin, BaseEstimator):
         params = {} if weights is None else {"sample_weight": weights}
         folds = StratifiedKFold(n_splits=self.cv, shuffle=True, random_state=self.random_state)
         # Routing off inside, as in RefusalClassifier.fit: cross_val_predict passes the weights.
-        with ignoring(message="X does not have valid feature names"), sklearn.config_context(enable_metadata_routing=False):
+        with sklearn.config_context(enable_metadata_routing=False):
             oof = cross_val_predict(self._make_model(), X, y, cv=folds, params=params)
             self.model_ = self._make_model().fit(X, y, **params)
         self.tones_ = np.asarray(self.model_.classes_, dtype=object)

@@ -18,6 +18,17 @@ def data_dir_or_skip() -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def _encoders_shared_within_a_test_only(monkeypatch):
+    """Models share an open encoder (OnnxEncoder.shared); a test that counts or stands in for the
+    encoders it opens must not be handed one that an earlier test's live model holds."""
+    import weakref
+
+    from refusal_predictor import encoder
+
+    monkeypatch.setattr(encoder, "_SHARED", weakref.WeakValueDictionary())
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     return data_dir_or_skip()

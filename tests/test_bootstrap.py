@@ -81,12 +81,8 @@ def _record_encoder_openings(monkeypatch) -> list[tuple[str, int | None]]:
     """(encoder name, num_threads) of every encoder opened from now on."""
     from refusal_predictor.encoder import OnnxEncoder
 
-    from refusal_predictor import encoder as encoder_module
-
     opened: list[tuple[str, int | None]] = []
     real = OnnxEncoder.load.__func__
-    # Encoders other tests' live models hold are shared (OnnxEncoder.shared), not opened again.
-    monkeypatch.setattr(encoder_module, "_SHARED", type(encoder_module._SHARED)())
 
     def load(cls, *args, **kwargs):
         encoder = real(cls, *args, **kwargs)

@@ -339,5 +339,8 @@ def test_warm_up_opens_the_full_models_encoder_that_a_sure_response_never_reache
     assert "_encoder" in warm.full.features_.__dict__
     model = ResponseClassifier.load()
     assert model.warm_up() is model and "_encoder" in model.features_.__dict__
+    encoder = model.features_.get_encoder()
+    if encoder.concurrent_runs > 1:  # a request of several texts runs them on a second session: opened too
+        assert encoder._single_thread_session is not None
     with pytest.raises(NotFittedError):
         ResponseClassifier().warm_up()

@@ -162,12 +162,14 @@ class _CountingSession:
                 self.running -= 1
 
 
-@pytest.mark.parametrize("options, cap", [({}, "cpus"), ({"concurrent_runs": 1}, 1), ({"concurrent_runs": 3}, 3),
+@pytest.mark.parametrize("options, cap", [({}, "cpus"), ({"concurrent_runs": 1}, "cpus"), ({"concurrent_runs": 64}, 64),
                                           ({"num_threads": 1}, "cpus"), ({"num_threads": 64}, 64)])
 def test_threads_sharing_an_encoder_run_at_most_its_cap_of_inferences_at_once(options, cap):
-    """onnxruntime's arena keeps the memory of the most inferences that ever ran at once: 32 threads
-    scoring one shipped model left 784 MiB where one thread left 317 (bench_clients.py). The cap is
-    over every call and thread; num_threads=1 (one thread per inference) keeps one run per CPU."""
+    """onnxruntime's arena keeps the memory of the most inferences that ever ran at once (32 threads
+    sharing the response model held 481 MiB after, one thread 331: bench_clients.py). The cap is
+    over every call and thread, and never below one run per CPU: concurrent_runs=1 and
+    num_threads=1 ask for one run per call and one thread per run, not for the callers' threads to
+    take turns."""
     from refusal_predictor.encoder import _available_cpus
 
     encoder = OnnxEncoder.load(providers=["CPUExecutionProvider"], verify=False, **options)
@@ -193,7 +195,7 @@ def test_threads_sharing_an_encoder_run_at_most_its_cap_of_inferences_at_once(op
 
 
 def test_an_encoder_on_a_gpu_has_no_cap_unless_given(monkeypatch):
-    """The cap bounds CPU inferences, which only queue for the CPUs beyond one each; a GPU's runs are not capped."""
+    """The cap bounds CPU inferences, which only queue for the CPUs beyond one each; a GPU's are not capped."""
     from refusal_predictor import encoder as encoder_module
 
     class _FakeGpuSession:
@@ -209,7 +211,7 @@ def test_an_encoder_on_a_gpu_has_no_cap_unless_given(monkeypatch):
     real = ort.InferenceSession
     monkeypatch.setattr(encoder_module.ort, "InferenceSession", lambda *a, **k: _FakeGpuSession(real(*a, **k)))
     assert OnnxEncoder.load(verify=False).max_concurrent_runs is None
-    assert OnnxEncoder.load(verify=False, concurrent_runs=2).max_concurrent_runs == 2
+    assert OnnxEncoder.load(verify=False, concurrent_runs=1).max_concurrent_runs is None
 
 
 def test_default_concurrent_runs_respect_a_cgroup_cpu_quota(tmp_path):
@@ -697,5 +699,56 @@ def test_models_of_one_encoder_share_its_session_until_configured_apart():
     targets[0].configure_encoder(num_threads=1)
     assert targets[0].features_.get_encoder() is not targets[1].features_.get_encoder()
     assert targets[1].features_.get_encoder() is targets[2].features_.get_encoder()
+    targets[1].configure_encoder()  # the defaults, spelt out or not: still the one session
+    assert targets[1].features_.get_encoder() is targets[2].features_.get_encoder()
     prompt = ["How do I pick a lock?"]
     assert targets[0].predict_proba(prompt).tolist() == PromptClassifier.load().predict_proba(prompt).tolist()
+
+
+def _score_in_a_forked_child(encoder, out) -> None:
+    try:
+        fresh = OnnxEncoder.shared(default_encoder_path(), verify=False)
+        out.send((encoder.encode(TEXTS[:3], batch_size=1).tolist(), fresh is not encoder,
+                  fresh.encode(TEXTS[:1], batch_size=1).tolist()))
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent
+        out.send(repr(exc))
+
+
+def test_a_child_forked_while_the_parent_scores_gets_new_locks_and_its_own_shared_encoders():
+    """A fork copies the run cap's semaphore as the parent's scoring threads hold it: the child's
+    first inference waited for ever (5 of 5 forks, and a fork Pool's workers hung)."""
+    import multiprocessing
+    import time
+
+    encoder = OnnxEncoder.shared(default_encoder_path(), verify=False)
+    expected = encoder.encode(TEXTS[:3], batch_size=1).tolist()
+    stop = threading.Event()
+
+    def keep_scoring():
+        while not stop.is_set():
+            encoder.encode([TEXTS[1]], batch_size=1)
+
+    scorers = [threading.Thread(target=keep_scoring) for _ in range(encoder.max_concurrent_runs)]
+    for scorer in scorers:
+        scorer.start()
+    try:
+        context = multiprocessing.get_context("fork")
+        for _ in range(3):
+            time.sleep(0.05)
+            receive, send = context.Pipe(duplex=False)
+            child = context.Process(target=_score_in_a_forked_child, args=(encoder, send), daemon=True)
+            child.start()
+            try:
+                assert receive.poll(120), "the forked child hung"
+                got = receive.recv()
+            finally:
+                child.join(30)
+                if child.is_alive():
+                    child.kill()
+            assert not isinstance(got, str), got
+            scores, fresh, fresh_scores = got
+            assert scores == expected and fresh and fresh_scores == expected[:1]
+    finally:
+        stop.set()
+        for scorer in scorers:
+            scorer.join()

@@ -45,3 +45,17 @@ def test_a_filter_the_host_adds_during_a_block_stays_and_nested_blocks_share_the
             warnings.warn("a library's noise", UserWarning)
     finally:
         warnings.filters[:] = before
+
+
+def test_a_filter_the_host_had_already_set_is_left_in_place():
+    """filterwarnings replaces an equal filter with its own, which the block then removed: the host's
+    own "ignore sklearn UserWarning" was gone after every load."""
+    before = list(warnings.filters)
+    try:
+        warnings.filterwarnings("ignore", category=UserWarning, module="sklearn")
+        hosts = list(warnings.filters)
+        with ignoring(category=UserWarning, module="sklearn"):
+            assert warnings.filters == hosts
+        assert warnings.filters == hosts
+    finally:
+        warnings.filters[:] = before
