@@ -5,10 +5,10 @@
 onnxruntime's memory arena grows to the most inferences that ever ran at once and keeps that
 memory, so a server whose thread pool scores one model from 32 threads held far more than one
 scoring from a single thread, long after the burst. The encoder caps its inferences at once (one
-per CPU by default; ``configure_encoder(concurrent_runs=K)`` sets it). Each row here runs in a fresh
+per CPU, or ``num_threads`` or ``concurrent_runs`` if larger). Each row here runs in a fresh
 process: ``K`` threads share one shipped model and score the first ``--n`` texts of the paper's
 data, one text per call, with the cap as shipped and, as the baseline in the same run, with no
-effective cap (``concurrent_runs`` = K, as every thread ran at once before). The table gives the
+effective cap (``concurrent_runs`` = K raises it to K: every thread runs at once, as before the cap). The table gives the
 medians over ``--runs`` of the process's resident memory after the burst (MiB; after one warm-up
 call it is the "1 client" row's) and of the texts scored per second, and the capped run's ratios
 to the uncapped one.

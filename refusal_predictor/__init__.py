@@ -27,12 +27,16 @@ _PUBLIC = {
 _IMPORT_LOCK = _threading.RLock()
 
 
-def _new_import_lock() -> None:  # a forked child: the lock as another thread of the parent held it
+def _new_import_lock() -> None:
     global _IMPORT_LOCK
     _IMPORT_LOCK = _threading.RLock()
 
 
 if hasattr(_os, "register_at_fork"):
+    # A forked child gets its own lock. A fork in the middle of another thread's first use still
+    # leaves the child Python's per-module import locks held by a thread it does not have; making
+    # the fork wait for that import instead deadlocked with logging's own fork lock. Use the names
+    # (or import them) before forking, as for any module a child will need.
     _os.register_at_fork(after_in_child=_new_import_lock)
 
 __all__ = ["ResponseClassifier", "ResponseCascade", "PromptClassifier", "bootstrap_file", "ModelFileError", "__version__"]

@@ -23,7 +23,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, cross_val_predict
-from sklearn.exceptions import NotFittedError
+from sklearn.exceptions import InconsistentVersionWarning, NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
 from ._version import __version__
@@ -757,11 +757,12 @@ def _load_joblib(path: Path, expected: type, saved_with: Mapping[str, Any]) -> A
     """Unpickle a model folder's file (its sha256 already checked) or raise an error naming it.
 
     scikit-learn warns once per pickled estimator when it runs another version than the one that
-    saved it; ``_warn_on_other_versions`` has said so once, so those are silenced, but only then:
-    silencing touches the process's warning filters, which other threads share."""
+    saved it (``saved_with``, as the manifest records it). Those warnings are silenced, and only
+    then, since silencing touches the process's warning filters, which other threads share;
+    ``_warn_on_other_versions`` logs one line instead where major.minor differ."""
     other_version = str(saved_with.get("scikit-learn", "")) != sklearn.__version__
     try:
-        with ignoring(category=UserWarning, module="sklearn") if other_version else contextlib.nullcontext():
+        with ignoring(category=InconsistentVersionWarning) if other_version else contextlib.nullcontext():
             obj = joblib.load(path)
     except Exception as exc:  # unpickling errors come in many types
         raise ModelFileError(f"{path}: cannot be loaded ({type(exc).__name__}: {exc})") from exc
@@ -1056,7 +1057,8 @@ class ResponseClassifier(RefusalClassifier):
             return {}
         joblib.dump(head, staging / TONES_FILE, compress=3)
         return {"files": {TONES_FILE: sha256_file(staging / TONES_FILE)},
-                "tones": {"compliance": head.compliance_tone, "refusal": [str(t) for t in head.tones_]}}
+                "tones": {"compliance": head.compliance_tone, "refusal": [str(t) for t in head.tones_],
+                          "versions": {"scikit-learn": sklearn.__version__}}}
 
 
 def _checked_compliance_tone(compliance_tone: Any, names: Sequence[str]) -> str:
@@ -1081,13 +1083,17 @@ def _checked_compliance_tone(compliance_tone: Any, names: Sequence[str]) -> str:
 def _load_tone_head(folder: Path, model: ResponseClassifier) -> ToneHead:
     """The tone head saved beside model.joblib (its sha256 already checked), or an error naming it."""
     path = folder / TONES_FILE
-    head = _load_joblib(path, ToneHead, model.manifest_.get("versions") or {})
+    listed = model.manifest_.get("tones") or {}
+    # save_tones() writes a tone head beside a model saved earlier, maybe by another scikit-learn.
+    saved_with = (listed.get("versions") if isinstance(listed, dict) else None) or model.manifest_.get("versions") or {}
+    if isinstance(saved_with, dict) and saved_with is not model.manifest_.get("versions"):
+        _warn_on_other_versions(path, saved_with, "scikit-learn", sklearn.__version__)
+    head = _load_joblib(path, ToneHead, saved_with if isinstance(saved_with, dict) else {})
     if getattr(head, "n_features_in_", None) != model.features_.n_features_out_:
         raise ModelFileError(f"{path}: fitted on {getattr(head, 'n_features_in_', None)} features, but this "
                              f"model makes {model.features_.n_features_out_}; it belongs to another model")
     # With verify=False no sha256 ties the file to this folder: the tones it gives must at least
     # be those the manifest lists (a head copied from another model had the same width).
-    listed = model.manifest_.get("tones") or {}
     if not isinstance(listed, dict):
         raise ModelFileError(f"{folder / MANIFEST}: 'tones' must be an object (compliance, refusal), got "
                              f"{type(listed).__name__}")

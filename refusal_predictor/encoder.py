@@ -317,8 +317,11 @@ class OnnxEncoder:
     def __init__(self, session: ort.InferenceSession, tokenizer: Tokenizer, manifest: dict[str, Any], path: Path,
                  *, concurrent_runs: int = 1,
                  open_single_thread_session: Callable[[], ort.InferenceSession] | None = None,
-                 one_thread: bool = False, max_concurrent_runs: int | None = None):
+                 one_thread: bool = False, max_concurrent_runs: int | None = None,
+                 reopen_session: Callable[[], ort.InferenceSession] | None = None):
         self._session = session
+        self._reopen_session = reopen_session
+        self._forked = False  # set in a forked child: its sessions are the parent's, copied mid-run maybe
         # onnxruntime's memory arena grows to the most inferences that ever ran at once and keeps
         # it (32 threads sharing the response model: 481 MiB after, one thread 331; bench_clients.py).
         # A service's thread pool (40 threads by default in some web frameworks) must not decide it.
@@ -469,7 +472,19 @@ class OnnxEncoder:
         return cls(session, tokenizer, manifest, folder, concurrent_runs=runs,
                    open_single_thread_session=(lambda: open_session(1, cpu_providers, expected))
                    if on_cpu_only and runs > 1 else None,
-                   one_thread=checked["num_threads"] == 1, max_concurrent_runs=cap)
+                   one_thread=checked["num_threads"] == 1, max_concurrent_runs=cap,
+                   reopen_session=lambda: open_session(checked["num_threads"], providers, expected))
+
+    def _reopen_after_fork(self) -> None:
+        """A forked child's first inference opens new sessions: the parent's copies may have been
+        mid-run at the fork, their onnxruntime locks held by threads the child does not have (a
+        child scoring on them hung, rarely, for ever)."""
+        with self._lock:
+            if self._forked:
+                if self._reopen_session is not None:
+                    self._session = self._reopen_session()
+                self._single_thread_session = None
+                self._forked = False
 
     def _make_locks(self) -> None:
         """New locks, also in a forked child: a fork copies them as the parent's other threads held
@@ -527,6 +542,8 @@ class OnnxEncoder:
             norm when the manifest says ``normalize``.
         """
         texts = _check_texts(texts)
+        if self._forked:
+            self._reopen_after_fork()
         for name, value in (("batch_size", batch_size), ("max_tokens_per_batch", max_tokens_per_batch)):
             if not isinstance(value, numbers.Integral) or isinstance(value, bool):
                 raise TypeError(f"{name} must be a whole number, got {value!r}")
@@ -666,13 +683,14 @@ _LIVE: weakref.WeakSet = weakref.WeakSet()  # every encoder, for new locks after
 
 
 def _after_fork_in_child() -> None:
-    """A forked child gets new locks (see ``OnnxEncoder._make_locks``) and opens its own shared
-    encoders, as one did before encoders were shared: a model it inherited keeps its session."""
+    """A forked child gets new locks (see ``OnnxEncoder._make_locks``), new sessions for the encoders
+    it inherited (opened at their first use there), and opens its own shared encoders."""
     global _SHARED, _SHARED_LOCK
     _SHARED_LOCK = threading.Lock()
     _SHARED = weakref.WeakValueDictionary()
     for encoder in list(_LIVE):
         encoder._make_locks()
+        encoder._forked = True
 
 
 if hasattr(os, "register_at_fork"):

@@ -4,8 +4,7 @@
 two blocks overlapping in two threads (two models loading at once in a server) left one block's
 "ignore" in the host's filters for good, and a filter the host added meanwhile was undone. Here a
 block adds its filter and, when the last block using it ends, removes that one filter: the rest of
-the list is left as the host has it, and a filter the host had already set is neither added nor
-removed. Python's filters are still one list per process: another thread's own
+the list is left as the host has it, a filter equal to it included. Python's filters are still one list per process: another thread's own
 ``catch_warnings`` spanning the block's end puts the block's filter back when it ends, which
 nothing here can prevent, so the callers use a block only where the warning is expected.
 """
@@ -21,7 +20,7 @@ from typing import Iterator
 
 _LOCK = threading.Lock()
 _USERS: Counter = Counter()
-_ADDED: dict[tuple, tuple | None] = {}  # None: the host had the same filter; it is not ours to remove
+_ADDED: dict[tuple, tuple] = {}  # the entry each key's blocks share
 
 
 def _new_lock() -> None:  # a forked child: the lock as another thread of the parent held it
@@ -40,14 +39,14 @@ def ignoring(*, message: str = "", category: type[Warning] = Warning, module: st
     key = (message, category, module)
     with _LOCK:
         if not _USERS[key]:
-            # The entry filterwarnings would make; it replaces an equal one, which would then be removed.
+            # Our own entry, first in the list and removed by identity: filterwarnings would take
+            # the place of a host's equal filter, which the block's end would then remove, and
+            # leaving a host's equal filter to act is not enough when a later one overrides it.
             item = ("ignore", re.compile(message, re.I) if message else None, category,
                     re.compile(module) if module else None, 0)
-            if item in warnings.filters:
-                _ADDED[key] = None
-            else:
-                warnings.filterwarnings("ignore", message=message, category=category, module=module)
-                _ADDED[key] = warnings.filters[0]
+            warnings.filters.insert(0, item)
+            _mutated()
+            _ADDED[key] = item
         _USERS[key] += 1
     try:
         yield
@@ -56,9 +55,17 @@ def ignoring(*, message: str = "", category: type[Warning] = Warning, module: st
             _USERS[key] -= 1
             if not _USERS[key]:
                 del _USERS[key]
-                added = _ADDED.pop(key)
-                try:
-                    if added is not None:
-                        warnings.filters.remove(added)
-                except ValueError:  # the host removed it (resetwarnings) or replaced the list
-                    pass
+                item = _ADDED.pop(key)
+                for index, entry in enumerate(warnings.filters):
+                    if entry is item:  # gone if the host reset or replaced the list meanwhile
+                        del warnings.filters[index]
+                        _mutated()
+                        break
+
+
+def _mutated() -> None:
+    """Tell the warnings machinery its filters changed, as filterwarnings does (its caches of
+    warnings already shown are kept per filter list version)."""
+    mutated = getattr(warnings, "_filters_mutated", None)
+    if mutated is not None:
+        mutated()

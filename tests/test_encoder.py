@@ -707,8 +707,11 @@ def test_models_of_one_encoder_share_its_session_until_configured_apart():
 
 def _score_in_a_forked_child(encoder, out) -> None:
     try:
+        inherited = encoder._session  # the parent's, maybe copied in the middle of a run
+        one = encoder.encode(TEXTS[:1], batch_size=1).tolist()  # on the main session
+        reopened = encoder._session is not inherited
         fresh = OnnxEncoder.shared(default_encoder_path(), verify=False)
-        out.send((encoder.encode(TEXTS[:3], batch_size=1).tolist(), fresh is not encoder,
+        out.send((one + encoder.encode(TEXTS[1:3], batch_size=1).tolist(), fresh is not encoder and reopened,
                   fresh.encode(TEXTS[:1], batch_size=1).tolist()))
     except BaseException as exc:  # noqa: BLE001 - reported to the parent
         out.send(repr(exc))
@@ -716,7 +719,8 @@ def _score_in_a_forked_child(encoder, out) -> None:
 
 def test_a_child_forked_while_the_parent_scores_gets_new_locks_and_its_own_shared_encoders():
     """A fork copies the run cap's semaphore as the parent's scoring threads hold it: the child's
-    first inference waited for ever (5 of 5 forks, and a fork Pool's workers hung)."""
+    first inference waited for ever (5 of 5 forks, and a fork Pool's workers hung). The sessions
+    too may be copied mid-run (a child scoring on one hung, rarely): the child opens its own."""
     import multiprocessing
     import time
 

@@ -395,3 +395,47 @@ def test_a_weighted_tone_head_gives_blank_responses_the_tone_of_most_weight():
     assert ToneHead().fit(X, tones).default_tone_ == "rejected"
     weights = [1.0] * 8 + [3.0] * 6  # 8 against 18 by weight
     assert ToneHead().fit(X, tones, sample_weight=weights).default_tone_ == "redirected"
+
+
+def test_a_model_saved_by_another_scikit_learn_loads_quietly_and_says_so_once(toned, tmp_path, monkeypatch, caplog):
+    """scikit-learn warns for every pickled estimator of another version; the model says it once
+    (its log line) and silences those only for such a model. A tone head saved later beside the
+    model (save_tones) records its own version: it was judged by the model's."""
+    import logging
+    import warnings
+
+    import sklearn
+    import sklearn.base
+
+    with monkeypatch.context() as patched:
+        for module in (sklearn, sklearn.base):
+            patched.setattr(module, "__version__", "1.8.0")
+        toned.save(tmp_path / "old")
+    manifest = json.loads((tmp_path / "old" / "manifest.json").read_text())
+    assert manifest["versions"]["scikit-learn"] == "1.8.0" == manifest["tones"]["versions"]["scikit-learn"]
+    before = list(warnings.filters)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning, module="sklearn")  # the host's own, then
+        warnings.simplefilter("error")  # one that overrides it
+        hosts = list(warnings.filters)
+        with caplog.at_level(logging.WARNING):
+            model = ResponseClassifier.load(tmp_path / "old")
+        assert warnings.filters == hosts
+    assert warnings.filters == before
+    assert [r.getMessage() for r in caplog.records if "saved with scikit-learn 1.8.0" in r.getMessage()]
+    assert model.predict_tone(["I won't help with that."]).tolist() == toned.predict_tone(["I won't help with that."]).tolist()
+    # The tone head alone, saved by 1.8.0 beside a model of this version.
+    toned.save(tmp_path / "new")
+    model = ResponseClassifier.load(tmp_path / "new")
+    with monkeypatch.context() as patched:
+        for module in (sklearn, sklearn.base):
+            patched.setattr(module, "__version__", "1.8.0")
+        model.save_tones(tmp_path / "new")
+    manifest = json.loads((tmp_path / "new" / "manifest.json").read_text())
+    assert manifest["versions"]["scikit-learn"] == sklearn.__version__ != manifest["tones"]["versions"]["scikit-learn"]
+    caplog.clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with caplog.at_level(logging.WARNING):
+            ResponseClassifier.load(tmp_path / "new")
+    assert [r.getMessage() for r in caplog.records if "tones.joblib was saved with scikit-learn 1.8.0" in r.getMessage()]

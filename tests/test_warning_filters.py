@@ -47,15 +47,20 @@ def test_a_filter_the_host_adds_during_a_block_stays_and_nested_blocks_share_the
         warnings.filters[:] = before
 
 
-def test_a_filter_the_host_had_already_set_is_left_in_place():
+def test_a_filter_the_host_had_already_set_is_left_in_place_and_the_block_still_acts():
     """filterwarnings replaces an equal filter with its own, which the block then removed: the host's
-    own "ignore sklearn UserWarning" was gone after every load."""
+    own "ignore" was gone after every load. Leaving the host's equal filter to act instead failed
+    where a later host filter overrode it."""
     before = list(warnings.filters)
     try:
-        warnings.filterwarnings("ignore", category=UserWarning, module="sklearn")
+        warnings.filterwarnings("ignore", message="a library's noise", category=UserWarning)
+        warnings.simplefilter("error")  # the host's override of it
         hosts = list(warnings.filters)
-        with ignoring(category=UserWarning, module="sklearn"):
-            assert warnings.filters == hosts
+        with ignoring(message="a library's noise", category=UserWarning):
+            assert warnings.filters[1:] == hosts
+            warnings.warn("a library's noise", UserWarning)  # ignored: no error
         assert warnings.filters == hosts
+        with pytest.raises(UserWarning):
+            warnings.warn("a library's noise", UserWarning)
     finally:
         warnings.filters[:] = before
