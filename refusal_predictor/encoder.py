@@ -323,7 +323,7 @@ class OnnxEncoder:
         self._reopen_session = reopen_session
         self._forked = False  # set in a forked child: its sessions are the parent's, copied mid-run maybe
         # onnxruntime's memory arena grows to the most inferences that ever ran at once and keeps
-        # it (32 threads sharing the response model: 481 MiB after, one thread 331; bench_clients.py).
+        # it (32 threads sharing the response model: 486 MiB after, one thread 331; bench_clients.py).
         # A service's thread pool (40 threads by default in some web frameworks) must not decide it.
         self.max_concurrent_runs = max_concurrent_runs
         self._make_locks()

@@ -166,7 +166,7 @@ class _CountingSession:
                                           ({"num_threads": 1}, "cpus"), ({"num_threads": 64}, 64)])
 def test_threads_sharing_an_encoder_run_at_most_its_cap_of_inferences_at_once(options, cap):
     """onnxruntime's arena keeps the memory of the most inferences that ever ran at once (32 threads
-    sharing the response model held 481 MiB after, one thread 331: bench_clients.py). The cap is
+    sharing the response model held 486 MiB after, one thread 331: bench_clients.py). The cap is
     over every call and thread, and never below one run per CPU: concurrent_runs=1 and
     num_threads=1 ask for one run per call and one thread per run, not for the callers' threads to
     take turns."""
