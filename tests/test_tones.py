@@ -12,6 +12,7 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
+import sklearn
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
@@ -83,7 +84,8 @@ def test_fit_save_load_keeps_the_tone_head_and_fit_drops_it(toned, split, tmp_pa
     assert toned.metadata["tones"]["dropped_tones"] == {"counseling": 1}
     toned.save(tmp_path / "m")
     manifest = json.loads((tmp_path / "m" / "manifest.json").read_text())
-    assert manifest["tones"] == {"compliance": "complied", "refusal": REFUSAL_TONES}
+    assert manifest["tones"] == {"compliance": "complied", "refusal": REFUSAL_TONES,
+                                 "versions": {"scikit-learn": sklearn.__version__}}  # of the tone head's pickle
     assert "tones.joblib" in manifest["files"]
     loaded = ResponseClassifier.load(tmp_path / "m")
     assert (loaded.predict_tone(texts) == before).all()
