@@ -9,10 +9,10 @@
 # was a traceback from inside SciPy instead of the command's "stopped by SIGINT".
 import importlib as _importlib
 import importlib.util as _importlib_util
-import os as _os
 import threading as _threading
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 
+from ._forks import renew_in_child as _renew_in_child
 from ._version import __version__
 
 _PUBLIC = {
@@ -25,19 +25,11 @@ _PUBLIC = {
 # scikit-learn's circular imports fail ("partially initialized module", _DeadlockError) when two
 # threads import it at once, as a threaded server's first requests would: one import at a time.
 _IMPORT_LOCK = _threading.RLock()
-
-
-def _new_import_lock() -> None:
-    global _IMPORT_LOCK
-    _IMPORT_LOCK = _threading.RLock()
-
-
-if hasattr(_os, "register_at_fork"):
-    # A forked child gets its own lock. A fork in the middle of another thread's first use still
-    # leaves the child Python's per-module import locks held by a thread it does not have; making
-    # the fork wait for that import instead deadlocked with logging's own fork lock. Use the names
-    # (or import them) before forking, as for any module a child will need.
-    _os.register_at_fork(after_in_child=_new_import_lock)
+# A forked child gets its own lock. A fork in the middle of another thread's first use still leaves
+# the child Python's per-module import locks held by a thread it does not have; making the fork
+# wait for that import instead deadlocked with logging's own fork lock. Use the names (or import
+# them) before forking, as for any module a child will need.
+_renew_in_child(globals(), "_IMPORT_LOCK", _threading.RLock)
 
 __all__ = ["ResponseClassifier", "ResponseCascade", "PromptClassifier", "bootstrap_file", "ModelFileError", "__version__"]
 
@@ -69,5 +61,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def __dir__() -> list:
+def __dir__() -> list[str]:
     return sorted({*globals(), *__all__})

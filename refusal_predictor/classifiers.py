@@ -1084,11 +1084,13 @@ def _load_tone_head(folder: Path, model: ResponseClassifier) -> ToneHead:
     """The tone head saved beside model.joblib (its sha256 already checked), or an error naming it."""
     path = folder / TONES_FILE
     listed = model.manifest_.get("tones") or {}
-    # save_tones() writes a tone head beside a model saved earlier, maybe by another scikit-learn.
-    saved_with = (listed.get("versions") if isinstance(listed, dict) else None) or model.manifest_.get("versions") or {}
-    if isinstance(saved_with, dict) and saved_with is not model.manifest_.get("versions"):
-        _warn_on_other_versions(path, saved_with, "scikit-learn", sklearn.__version__)
-    head = _load_joblib(path, ToneHead, saved_with if isinstance(saved_with, dict) else {})
+    saved_with = model.manifest_.get("versions") or {}  # said by load() where it differs
+    tone_versions = listed.get("versions") if isinstance(listed, dict) else None
+    if isinstance(tone_versions, dict) and tone_versions != saved_with:
+        # save_tones() wrote this head beside a model saved earlier, maybe by another scikit-learn.
+        _warn_on_other_versions(path, tone_versions, "scikit-learn", sklearn.__version__)
+        saved_with = tone_versions
+    head = _load_joblib(path, ToneHead, saved_with)
     if getattr(head, "n_features_in_", None) != model.features_.n_features_out_:
         raise ModelFileError(f"{path}: fitted on {getattr(head, 'n_features_in_', None)} features, but this "
                              f"model makes {model.features_.n_features_out_}; it belongs to another model")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 import threading
 from pathlib import Path
 from typing import Sequence
@@ -22,20 +21,13 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.utils.validation import check_is_fitted
 
+from ._forks import renew_in_child
 from .artifacts import PathLike, shipped_path
 from .encoder import DEFAULT_ENCODER, OnnxEncoder, check_session_options
 
 logger = logging.getLogger(__name__)
 _OPENING = threading.Lock()  # encoder sessions are opened (and dropped) one at a time
-
-
-def _new_opening_lock() -> None:  # a forked child: the lock as another thread of the parent held it
-    global _OPENING
-    _OPENING = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_new_opening_lock)
+renew_in_child(globals(), "_OPENING", threading.Lock)
 
 _SEGMENTS = ("head", "tail")
 

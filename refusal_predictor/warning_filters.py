@@ -4,13 +4,13 @@
 two blocks overlapping in two threads (two models loading at once in a server) left one block's
 "ignore" in the host's filters for good, and a filter the host added meanwhile was undone. Here a
 block adds its filter and, when the last block using it ends, removes that one filter: the rest of
-the list is left as the host has it, a filter equal to it included. Python's filters are still one list per process: another thread's own
-``catch_warnings`` spanning the block's end puts the block's filter back when it ends, which
-nothing here can prevent, so the callers use a block only where the warning is expected.
+the list is left as the host has it, a filter equal to it included. Python's filters are still
+one list per process: another thread's own ``catch_warnings`` spanning the block's end puts the
+block's filter back when it ends, which nothing here can prevent, so the callers use a block only
+where the warning is expected.
 """
 from __future__ import annotations
 
-import os
 import re
 import threading
 import warnings
@@ -18,18 +18,12 @@ from collections import Counter
 from contextlib import contextmanager
 from typing import Iterator
 
+from ._forks import renew_in_child
+
 _LOCK = threading.Lock()
 _USERS: Counter = Counter()
 _ADDED: dict[tuple, tuple] = {}  # the entry each key's blocks share
-
-
-def _new_lock() -> None:  # a forked child: the lock as another thread of the parent held it
-    global _LOCK
-    _LOCK = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_new_lock)
+renew_in_child(globals(), "_LOCK", threading.Lock)
 
 
 @contextmanager
