@@ -8,6 +8,7 @@ nothing the user gave disappears without a trace.
 from __future__ import annotations
 
 import logging
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -38,6 +39,9 @@ class ScoreReport:
     bad: SkippedRecords = field(default_factory=SkippedRecords)
     errors_path: Path | None = None
     output_written: bool = True  # False when a non-empty input gave nothing to score: an earlier output stays
+    # The line where the run stopped because more than ``max_skipped`` records were skipped; None: read to the end.
+    stopped_at: int | None = None
+    max_skipped: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.bad, SkippedRecords):
@@ -46,13 +50,28 @@ class ScoreReport:
     def summary(self) -> str:
         rate = self.positives / self.scored if self.scored else 0.0
         where = f" -> {self.output}" if self.output_written else f"; nothing written to {self.output}"
+        stopped = "" if self.stopped_at is None else f"; stopped at line {self.stopped_at}: {too_many_skipped(self.max_skipped)}"
         text = (
             f"{self.input}: read {self.read} records, scored {self.scored} "
-            f"({self.positives} refusal, {rate:.1%}), skipped {len(self.bad)}{where}"
+            f"({self.positives} refusal, {rate:.1%}), skipped {len(self.bad)}{stopped}{where}"
         )
         if self.bad:
             text += f"; skipped records with line numbers in {self.errors_path}"
         return text
+
+
+def too_many_skipped(max_skipped: int | None, unit: str = "record") -> str:
+    """Why a run with ``max_skipped`` stopped, in the words every command prints."""
+    units = unit if max_skipped == 1 else unit + "s"
+    return f"more than {max_skipped} {units} skipped (max_skipped / --max-skipped {max_skipped})"
+
+
+def check_max_skipped(max_skipped: int | None) -> int | None:
+    """``None`` (no limit) or a count of at least 0: -1 or 2.5 would stop at the first record or never."""
+    if max_skipped is not None and (isinstance(max_skipped, bool) or not isinstance(max_skipped, (int, np.integer))
+                                    or max_skipped < 0):
+        raise ValueError(f"max_skipped must be None or an integer >= 0, got {max_skipped!r}")
+    return max_skipped
 
 
 def checked_scores(score: Callable[[list[str]], np.ndarray], texts: list[str]) -> np.ndarray:
@@ -88,12 +107,17 @@ def score_file(
     progress: bool = True,
     extra_fields: Sequence[str] = (),
     log_skipped: bool = True,
+    max_skipped: int | None = None,
 ) -> ScoreReport:
     """Score ``text_field`` of every record of ``input_path`` with ``score(texts) -> P(refusal)``.
 
     A scorer that says more per text (a response's tone) returns ``(P(refusal), {field: values})``
     for the fields named in ``extra_fields``; each is added to the records like the label.
     ``log_skipped``: log the first skipped records as warnings (the CLI prints them itself).
+    ``max_skipped``: stop reading once more than this many records are skipped (0: at the first),
+    writing only the errors file, as for an input with nothing to score: a pipeline asked to fail
+    on a corrupt log gets no output it could take for a whole one. ``report.stopped_at`` names
+    the line; ``None`` (default) reads every record whatever is skipped.
     A non-empty input of which no record can be scored writes only the errors file:
     ``report.output_written`` is False, and a file already at ``output_path`` is left as it was
     (none is created). An empty input writes an empty output.
@@ -115,6 +139,7 @@ def score_file(
         raise ValueError(f"output field {repeated[0]!r} is named twice (probability, label or extra field): "
                          "one would overwrite the other")
     check_count(chunk_size, "chunk_size")
+    check_max_skipped(max_skipped)
     errors_file = default_errors_path(output_path, errors_path)
     check_paths(input_path, output_path, errors_file, input_format=input_format, output_format=output_format,
                 separator=separator)
@@ -123,7 +148,7 @@ def score_file(
         raise ValueError(f"{input_path}:{clash[0]}: the record already has a field {clash[1]!r}; choose "
                          "another output field name so the input value is not overwritten")
 
-    report = ScoreReport(input=Path(input_path), output=Path(output_path))
+    report = ScoreReport(input=Path(input_path), output=Path(output_path), max_skipped=max_skipped)
     pending: list[dict] = []
     texts: list[str] = []
 
@@ -154,33 +179,39 @@ def score_file(
     # header-only file), and Parquet output keeps the input's column types.
     columns, schema = input_columns(input_path, input_format, encoding, separator=separator)
     keep_types = schema is not None and detect_format(output_path, output_format) == "parquet"
-    with RecordWriter(output_path, output_format, fieldnames=None if columns is None else [*columns, *outputs],
-                      schema=schema if keep_types else None) as writer, tqdm(
-        unit=" records", desc="scoring", disable=not progress
-    ) as bar:
-        for line, record in read_records(input_path, input_format, encoding, separator=separator):
+    # closing: a run stopped by max_skipped closes the input now, not when the generator is collected
+    with closing(read_records(input_path, input_format, encoding, separator=separator)) as records, \
+            RecordWriter(output_path, output_format, fieldnames=None if columns is None else [*columns, *outputs],
+                         schema=schema if keep_types else None) as writer, \
+            tqdm(unit=" records", desc="scoring", disable=not progress) as bar:
+        for line, record in records:
             report.read += 1
             bar.update(1)
             if isinstance(record, BadRecord):
-                report.bad.append(record)
-                continue
-            clash = [name for name in outputs if name in record]
-            if clash:
-                report.bad.append(BadRecord(line, f"the record already has a field {clash[0]!r}, which scoring "
-                                                  "would overwrite", raw_of(record)))
-                continue
-            text = get_text(record, text_field, line)
-            if isinstance(text, BadRecord):
-                report.bad.append(text)
+                bad = record
+            elif any(name in record for name in outputs):
+                clash = next(name for name in outputs if name in record)
+                bad = BadRecord(line, f"the record already has a field {clash!r}, which scoring would overwrite",
+                                raw_of(record))
+            else:
+                text = get_text(record, text_field, line)
+                bad = text if isinstance(text, BadRecord) else None
+            if bad is not None:
+                report.bad.append(bad)
+                if max_skipped is not None and len(report.bad) > max_skipped:
+                    report.stopped_at = bad.line
+                    break
                 continue
             pending.append(record)
             texts.append(text)
             if len(pending) >= chunk_size:
                 flush(writer)
-        flush(writer)
-        # Nothing could be scored (a misspelt --text-field, a wrong --format): exit 1 for the CLI,
-        # and an earlier output is not replaced by an empty one. The errors file says why.
-        report.output_written = not (report.read and not report.scored)
+        if report.stopped_at is None:
+            flush(writer)
+        # Nothing could be scored (a misspelt --text-field, a wrong --format), or too many records
+        # were skipped: exit 1 for the CLI, and an earlier output is not replaced by an empty or a
+        # partial one. The errors file says why.
+        report.output_written = report.stopped_at is None and not (report.read and not report.scored)
         report.errors_path = write_with_errors(writer, errors_file, report.bad, input_path,
                                                keep_output=report.output_written)
     if report.bad and log_skipped:

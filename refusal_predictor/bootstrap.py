@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import Counter, defaultdict
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -17,7 +18,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from .artifacts import PathLike
-from .batch import checked_scores
+from .batch import check_max_skipped, checked_scores, too_many_skipped
 from .errors_file import default_errors_path, write_with_errors
 from .record_writer import RecordWriter, csv_value
 from .records import BadRecord, check_paths, get_text, raw_of, read_records
@@ -45,6 +46,9 @@ class BootstrapReport:
     bad: SkippedRecords = field(default_factory=SkippedRecords)
     low_confidence: SkippedRecords = field(default_factory=SkippedRecords)
     errors_path: Path | None = None
+    # The line where labelling stopped because more than ``max_skipped`` rows were bad; None: read to the end.
+    stopped_at: int | None = None
+    max_skipped: int | None = None
 
     def __post_init__(self) -> None:
         # A report built with plain lists (as before skipped.py) counts its reasons the same way.
@@ -66,6 +70,9 @@ class BootstrapReport:
         return self.bad.reasons()
 
     def summary(self) -> str:
+        if self.stopped_at is not None:
+            return (self.counts() + f"; stopped at line {self.stopped_at}: {too_many_skipped(self.max_skipped, 'row')}; "
+                    "nothing written (an earlier output is left as it was)")
         if not self.output_written:
             return self.counts() + "; nothing written (an earlier output is left as it was)"
         return self.counts() + f"; wrote {self.written}"
@@ -108,6 +115,7 @@ def bootstrap_records(
     batch_size: int = 512,
     progress: bool = False,
     sink: Callable[[list[dict]], None] | None = None,
+    max_skipped: int | None = None,
 ) -> tuple[list[dict], BootstrapReport]:
     """Label each record's response; return rows of prompt, label, probability, model, source.
 
@@ -120,6 +128,9 @@ def bootstrap_records(
     ``progress`` shows a bar of rows read (labelling a large log with the encoder takes minutes).
     ``sink`` (not with ``deduplicate``, which needs every row) takes each batch of labelled rows as
     it is made, and the returned list is empty: a log of 1,000,000 rows held 840 MB of rows.
+    ``max_skipped`` stops reading once more than this many rows are bad (rows below
+    ``min_confidence`` are dropped by choice and do not count): ``report.stopped_at`` names the
+    line, and the rows returned (or given to ``sink``) so far are not the whole log's.
     """
     from tqdm.auto import tqdm
 
@@ -128,7 +139,7 @@ def bootstrap_records(
     if prompt_field == response_field:
         raise ValueError(f"the prompt field and the response field are both {prompt_field!r} (--prompt-field, "
                          "--response-field): each text would be labelled as its own answer")
-    report = BootstrapReport()
+    report = BootstrapReport(max_skipped=check_max_skipped(max_skipped))
     # The model's own cut, as label-responses applies it: one model, one label per response.
     # Checked as predict checks it: NaN or 1.5 (a config file's typo) labelled every row compliance.
     threshold = check_threshold(getattr(response_classifier, "threshold", 0.5), "the response model's threshold")
@@ -176,26 +187,14 @@ def bootstrap_records(
     for line, record in records:
         report.read += 1
         bar.update(1)
-        if isinstance(record, BadRecord):
-            report.bad.append(record)
-            continue
-        prompt = get_text(record, prompt_field, line)
-        response = get_text(record, response_field, line)
-        bad = next((x for x in (prompt, response) if isinstance(x, BadRecord)), None)
+        bad = _bad_row(line, record, prompt_field, response_field)
         if bad is not None:
             report.bad.append(bad)
+            if max_skipped is not None and len(report.bad) > max_skipped:
+                report.stopped_at = bad.line
+                break
             continue
-        if is_blank(prompt):
-            report.bad.append(BadRecord(line, f"empty {prompt_field!r}", raw_of(record)))
-            continue
-        if is_blank(response):
-            # ResponseClassifier calls an empty answer a refusal, but in a log it is as often a
-            # timeout or an API error as a blocked generation: no label is better than a guess.
-            report.bad.append(BadRecord(
-                line, f"empty {response_field!r} (a blocked generation cannot be told from an API error)",
-                raw_of(record),
-            ))
-            continue
+        prompt, response = record[prompt_field], record[response_field]
         model = record.get(model_field) if model_field else None
         # A model field that is not text is spelled as the CSV output spells it (true, {"n": "gpt"},
         # ISO 8601 dates, base64 bytes): str() wrote True, {'n': 'gpt'}.
@@ -203,13 +202,33 @@ def bootstrap_records(
         pending.append((prompt, response, model, line, record))
         if len(pending) >= batch_size:
             flush()
-    flush()
+    if report.stopped_at is None:
+        flush()
     bar.close()
-    if deduplicate:
+    if deduplicate and report.stopped_at is None:
         rows = merge_duplicates(rows, ("prompt", "model"), report, threshold=threshold)
     if sink is None:
         report.written = len(rows)
     return rows, report
+
+
+def _bad_row(line: int, record: dict | BadRecord, prompt_field: str, response_field: str) -> BadRecord | None:
+    """Why a log row gives no label, or None when it has a prompt and a response to label."""
+    if isinstance(record, BadRecord):
+        return record
+    prompt = get_text(record, prompt_field, line)
+    response = get_text(record, response_field, line)
+    bad = next((x for x in (prompt, response) if isinstance(x, BadRecord)), None)
+    if bad is not None:
+        return bad
+    if is_blank(prompt):
+        return BadRecord(line, f"empty {prompt_field!r}", raw_of(record))
+    if is_blank(response):
+        # ResponseClassifier calls an empty answer a refusal, but in a log it is as often a
+        # timeout or an API error as a blocked generation: no label is better than a guess.
+        return BadRecord(line, f"empty {response_field!r} (a blocked generation cannot be told from an API error)",
+                         raw_of(record))
+    return None
 
 
 def _row_digest(*parts: str) -> bytes:
@@ -291,8 +310,8 @@ def bootstrap_file(
 ) -> BootstrapReport:
     """:func:`bootstrap_records` from a log file to a labels file (JSONL, CSV, TSV or Parquet).
 
-    A non-empty log that gives no row to write (every row bad, or below ``min_confidence``) writes
-    only the errors file: ``report.output_written`` is False, and a labels file already at
+    A non-empty log that gives no row to write (every row bad, or below ``min_confidence``), or
+    one stopped by ``max_skipped``, writes only the errors file: ``report.output_written`` is False, and a labels file already at
     ``output_path`` is left as it was (none is created).
 
     >>> from refusal_predictor import ResponseClassifier, bootstrap_file
@@ -303,13 +322,15 @@ def bootstrap_file(
     check_paths(log_path, output_path, errors_file, input_format=input_format, output_format=output_format,
                 separator=separator)
     options.setdefault("source", Path(log_path).name)
-    records = read_records(log_path, input_format, encoding, separator=separator)
-    with RecordWriter(output_path, output_format) as writer:
+    # closing: a run stopped by max_skipped closes the log now, not when the generator is collected
+    with closing(read_records(log_path, input_format, encoding, separator=separator)) as records, \
+            RecordWriter(output_path, output_format) as writer:
         # Without --dedupe, rows are written as they are labelled, so memory does not grow with them.
         sink = None if options.get("deduplicate") else writer.write_many
         rows, report = bootstrap_records(records, response_classifier, sink=sink, **options)
         writer.write_many(rows)
-        report.output_written = not (report.read and not report.written)  # nothing to write: an earlier file is not emptied
+        # Nothing to write, or a log stopped part-way: an earlier file is not emptied or replaced by a part.
+        report.output_written = report.stopped_at is None and not (report.read and not report.written)
         report.errors_path = write_with_errors(writer, errors_file, report.unused(), log_path,
                                                keep_output=report.output_written)
     return report

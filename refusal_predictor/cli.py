@@ -65,6 +65,24 @@ def at_least_one(text: str) -> int:
     return value
 
 
+def _skip_limit(text: str) -> int:
+    """An argparse type for --max-skipped: a whole number of at least 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 0, got {text!r}")
+    return value
+
+
+def _add_max_skipped_option(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--max-skipped", type=_skip_limit, metavar="N",
+                   help=f"stop, exit 1 and write no output (only the errors file) once more than N {what} are "
+                        "skipped as malformed or unusable; 0: at the first (default: no limit, every usable "
+                        f"{what[:-1]} is written)")
+
+
 def _number_in(low: float, high: float, low_open: bool = False, high_open: bool = False):
     """A number in [low, high] (bounds excluded where ``*_open``), NaN refused."""
     def parse(text: str) -> float:
@@ -144,6 +162,7 @@ def _add_score_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-field", default="label", help="output field added for the label (default: %(default)s)")
     p.add_argument("--errors", type=_file_path, help="where to write skipped records (default: OUTPUT.errors.jsonl)")
     p.add_argument("--chunk-size", type=at_least_one, default=512, help="records scored per batch (default: 512)")
+    _add_max_skipped_option(p, "records")
     _add_threads_option(p)
     _add_progress_option(p)
 
@@ -307,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dedupe", action="store_true", help="merge duplicate (prompt, model) rows, prompts equal up to whitespace, case, invisible "
                         "characters (zero-width spaces, soft hyphens, direction marks) and Unicode compatibility forms (NFKC: full-width "
                         "letters, ligatures, a superscript 2 as 2): majority label + refusal rate")
+    _add_max_skipped_option(p, "rows")
     _add_threads_option(p)
     _add_progress_option(p)
     p.add_argument("--errors", type=_file_path, help="where to write skipped rows (default: OUTPUT.errors.jsonl)")
@@ -411,14 +431,27 @@ def _run_scoring(model, args: argparse.Namespace, score=None, extra_fields: tupl
         progress=not args.no_progress,
         extra_fields=extra_fields,
         log_skipped=False,
+        max_skipped=args.max_skipped,
     )
     print(report.summary())
     if note is not None:
         print(note())
     _print_skipped(report.bad, args.input, more=f"all with their reasons in {report.errors_path}" if report.errors_path else None)
+    if report.stopped_at is not None:
+        return _stopped(report.stopped_at, args, report.errors_path)
     return _exit_status(report.read, report.scored, args.input,
                         f"see the skipped records above (wrong --text-field {args.text_field!r} or --format?)",
                         args.output)
+
+
+def _stopped(line: int, args: argparse.Namespace, errors_path, unit: str = "record") -> int:
+    """1 when --max-skipped stopped the run: the pipeline that set the limit must see it fail."""
+    from .batch import too_many_skipped
+
+    print(f"error: {args.input}: stopped at line {line}: {too_many_skipped(args.max_skipped, unit)}; {args.output} was "
+          f"not written (an earlier file there is left as it was); the skipped records are in {errors_path}",
+          file=sys.stderr)
+    return 1
 
 
 def _exit_status(read: int, used: int, path: str, hint: str, output: str | None = None) -> int:
@@ -722,13 +755,16 @@ def _cmd_bootstrap(args: argparse.Namespace) -> int:
         input_format=args.input_format, output_format=args.output_format, encoding=args.encoding,
         separator=args.separator, errors_path=args.errors, prompt_field=args.prompt_field, response_field=args.response_field,
         model_field=args.model_field or None, min_confidence=args.min_confidence, deduplicate=args.dedupe,
-        progress=not args.no_progress,
+        progress=not args.no_progress, max_skipped=args.max_skipped,
     )
     print(f"{args.input}: {report.summary()}" + (f" -> {args.output}" if report.output_written else ""))
     if isinstance(labeller, RoutingCount):
         print(labeller.note())
     if report.errors_path:
         print(f"rows not used (skipped, or below --min-confidence), with line numbers: {report.errors_path}")
+    if report.stopped_at is not None:
+        _print_skipped(report.bad, args.input)
+        return _stopped(report.stopped_at, args, report.errors_path, "row")
     if report.labelled and not report.written:
         print(f"error: all {report.labelled} labels of {args.input} were below --min-confidence "
               f"{args.min_confidence}; nothing was written (an earlier {args.output} is left as it was)", file=sys.stderr)

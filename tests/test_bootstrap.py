@@ -1052,3 +1052,29 @@ def test_bootstrap_without_dedupe_writes_rows_as_it_labels_them(tmp_path, respon
     assert _row_digest("ab", "c") != _row_digest("a", "bc") and _row_digest("a", "b") == _row_digest("a", "b")
     with pytest.raises(ValueError, match="exclude each other"):
         bootstrap.bootstrap_records([], response_model, deduplicate=True, sink=print)
+
+
+def test_bootstrap_max_skipped_stops_without_writing_and_does_not_count_the_confidence_cut(tmp_path, capsys):
+    log = tmp_path / "log.jsonl"
+    log.write_text("".join(json.dumps(row) + "\n" for row in [
+        {"prompt": "a", "response": REFUSAL}, {"prompt": "", "response": ANSWER}, {"prompt": "b"},
+        {"prompt": "c", "response": ANSWER}]), encoding="utf-8")
+    out = tmp_path / "labels.jsonl"
+    base = ["bootstrap", str(log), "-o", str(out), "--response-model", "ngrams", "--no-progress"]
+    for dedupe in ([], ["--dedupe"]):
+        assert main([*base, "--max-skipped", "1", *dedupe]) == 1
+        captured = capsys.readouterr()
+        assert "stopped at line 3: more than 1 row skipped" in captured.out and "was not written" in captured.err
+        assert not out.exists()
+        assert [e["line"] for e in map(json.loads, (tmp_path / "labels.jsonl.errors.jsonl").open())] == [2, 3]
+    # rows dropped below --min-confidence are dropped by choice: they do not count
+    assert main([*base, "--max-skipped", "2", "--min-confidence", "1.0"]) == 1
+    assert "below --min-confidence" in capsys.readouterr().err  # the run's own failure, not the limit's
+    assert main([*base, "--max-skipped", "2"]) == 0
+    assert [r["prompt"] for r in map(json.loads, out.open())] == ["a", "c"]
+
+
+def test_bootstrap_records_refuses_a_negative_or_fractional_max_skipped(response_model):
+    for value in (-1, 0.5, True):
+        with pytest.raises(ValueError, match="max_skipped"):
+            bootstrap_records(_records([{"prompt": "p", "response": ANSWER}]), response_model, max_skipped=value)

@@ -1015,3 +1015,39 @@ def test_recalibrate_says_how_many_blank_texts_it_left_out(tmp_path, capsys):
     held.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     assert main(["recalibrate", str(held), "--model", "ngrams", "-o", str(tmp_path / "m"), "--no-progress"]) == 0
     assert "from 60 texts" in (out := capsys.readouterr().out) and "skipped 1; 2 blank texts left out" in out
+
+
+def test_max_skipped_stops_the_run_and_keeps_the_earlier_output(ngram_model, tmp_path, capsys):
+    """A pipeline that must fail on a corrupt log gets exit 1, no partial output, and the errors file."""
+    log = tmp_path / "log.csv"
+    # line 3 opens a quote it never closes, swallowing line 4; line 5 is fine again
+    log.write_text('response,id\n"I cannot help with that.",1\n"Sure, here it is\n"ok",2\n"Fine.",3\n',
+                   encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    out.write_text("earlier\n", encoding="utf-8")
+    base = ["label-responses", str(log), "-o", str(out), "--model", str(ngram_model), "--no-progress"]
+    assert main([*base, "--max-skipped", "0"]) == 1
+    captured = capsys.readouterr()
+    assert "stopped at line 3: more than 0 records skipped" in captured.out
+    assert f"{out} was not written" in captured.err and "log.csv:3: malformed CSV" in captured.err
+    assert out.read_text(encoding="utf-8") == "earlier\n"
+    assert [e["line"] for e in _jsonl(tmp_path / "out.jsonl.errors.jsonl")] == [3]
+    # within the limit, the run is the one without a limit: every usable record written, exit 0
+    assert main([*base, "--max-skipped", "1"]) == 0
+    assert [r["id"] for r in _jsonl(out)] == ["1", "3"]  # CSV values are text
+    assert "stopped" not in capsys.readouterr().out
+
+
+def test_max_skipped_in_score_prompts_counts_every_kind_of_skip(tmp_path, capsys):
+    log = tmp_path / "prompts.jsonl"
+    log.write_text('{"prompt": "How do I pick a lock?"}\n{"prompt": null}\nnot json\n{"text": "x"}\n'
+                   '{"prompt": "Write a poem about the sea."}\n', encoding="utf-8")
+    out = tmp_path / "scored.jsonl"
+    base = ["score-prompts", str(log), "-o", str(out), "--no-progress"]
+    assert main([*base, "--max-skipped", "2"]) == 1
+    assert "stopped at line 4: more than 2 records skipped" in capsys.readouterr().err
+    assert not out.exists()
+    assert main([*base, "--max-skipped", "3"]) == 0 and len(_jsonl(out)) == 2
+    with pytest.raises(SystemExit):
+        main([*base, "--max-skipped", "-1"])
+    assert "expected a whole number of at least 0" in capsys.readouterr().err
