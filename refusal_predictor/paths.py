@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -102,8 +103,24 @@ def check_output_path(path: PathLike, what: str = "output", create: bool = False
     target = link_target(path, what)  # behind a link, where the file is written
     if target != path:
         _check_name_length(target, what, path)
+    _check_not_read_only(target, what, path)
     _check_parent(target, what, create)
     return path
+
+
+def _check_not_read_only(target: Path, what: str, path: Path) -> None:
+    """A file made read-only (``chmod a-w``, often to keep a result) is not replaced: outputs are
+    swapped in by a rename, which needs only the folder's permission, so it was replaced without
+    a word (and a shell's ``>`` fails on it). Judged by its mode bits, as ``rm`` asks before
+    removing a write-protected file, so that a run as root refuses it too."""
+    try:
+        mode = target.stat().st_mode
+    except OSError:
+        return  # nothing there yet (or unreadable: the write itself reports it)
+    if stat.S_ISREG(mode) and (not mode & 0o222 or not os.access(target, os.W_OK)):
+        shown = path if target == path else f"{path} (a link to {target})"
+        raise ValueError(f"{what} {shown} is write-protected (mode {stat.filemode(mode)}), so it is not replaced; "
+                         "make it writable (chmod u+w) or choose another path")
 
 
 def _check_name_length(target: Path, what: str, path: Path) -> None:

@@ -1433,3 +1433,22 @@ def test_text_keys_are_their_own_keys_and_the_spool_closes_quietly(monkeypatch):
         another = module.SkippedRecords([BadRecord(i, "r") for i in range(10)], kept_in_memory=2)
         del another
         gc.collect()
+
+
+def test_a_write_protected_output_or_errors_file_is_refused_not_replaced(tmp_path):
+    """``chmod a-w`` keeps a result: the rename that swaps outputs in would replace it regardless."""
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"response": "ok"}\n{"text": "no response"}\n', encoding="utf-8")
+    kept = tmp_path / "kept.jsonl"
+    kept.write_text("a result\n", encoding="utf-8")
+    kept.chmod(0o444)
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(kept)
+    for output, errors in ((kept, None), (link, None), (tmp_path / "out.jsonl", kept)):
+        with pytest.raises(ValueError, match=r"is write-protected \(mode -r--r--r--\), so it is not replaced"):
+            _score(log, output, errors_path=errors)
+        assert kept.read_text(encoding="utf-8") == "a result\n" and kept.stat().st_mode & 0o777 == 0o444
+    assert not (tmp_path / "out.jsonl").exists()
+    kept.chmod(0o644)  # writable again: replaced, as before
+    _score(log, kept)
+    assert json.loads(kept.read_text(encoding="utf-8").splitlines()[0])["response"] == "ok"
