@@ -20,7 +20,9 @@ from .encoder import check_count
 from .errors_file import default_errors_path, write_with_errors
 from .record_writer import RecordWriter
 from .skipped import SkippedRecords
-from .records import BadRecord, check_paths, detect_format, find_field, get_text, input_columns, raw_of, read_records
+from .progress import advance, finish, line_bar
+from .records import (BadRecord, check_paths, count_lines, detect_format, find_field, get_text, input_columns, raw_of,
+                      read_records)
 from .thresholds import check_threshold, written_probability
 
 logger = logging.getLogger(__name__)
@@ -128,8 +130,6 @@ def score_file(
     appended to) is skipped with its line, like any bad record. Neither may the output or the
     errors file be the input file: that is refused before anything is read.
     """
-    from tqdm.auto import tqdm
-
     check_threshold(threshold)
     outputs = (probability_field, label_field, *extra_fields)
     if not all(isinstance(name, str) and name.strip() for name in outputs):
@@ -183,10 +183,11 @@ def score_file(
     with closing(read_records(input_path, input_format, encoding, separator=separator)) as records, \
             RecordWriter(output_path, output_format, fieldnames=None if columns is None else [*columns, *outputs],
                          schema=schema if keep_types else None) as writer, \
-            tqdm(unit=" records", desc="scoring", disable=not progress) as bar:
+            line_bar("scoring", count_lines(input_path, input_format, encoding) if progress else None,
+                     parquet=detect_format(input_path, input_format) == "parquet", enabled=progress) as bar:
         for line, record in records:
             report.read += 1
-            bar.update(1)
+            advance(bar, line)
             if isinstance(record, BadRecord):
                 bad = record
             elif any(name in record for name in outputs):
@@ -208,6 +209,7 @@ def score_file(
                 flush(writer)
         if report.stopped_at is None:
             flush(writer)
+            finish(bar)
         # Nothing could be scored (a misspelt --text-field, a wrong --format), or too many records
         # were skipped: exit 1 for the CLI, and an earlier output is not replaced by an empty or a
         # partial one. The errors file says why.

@@ -21,7 +21,8 @@ from .artifacts import PathLike
 from .batch import check_max_skipped, checked_scores, too_many_skipped
 from .errors_file import default_errors_path, write_with_errors
 from .record_writer import RecordWriter, csv_value
-from .records import BadRecord, check_paths, get_text, raw_of, read_records
+from .progress import advance, finish, line_bar
+from .records import BadRecord, check_paths, count_lines, get_text, raw_of, read_records
 from .skipped import InLineOrder, SkippedRecords
 from .text import is_blank, text_key
 from .thresholds import check_threshold, written_probability
@@ -116,6 +117,7 @@ def bootstrap_records(
     progress: bool = False,
     sink: Callable[[list[dict]], None] | None = None,
     max_skipped: int | None = None,
+    lines: int | None = None,
 ) -> tuple[list[dict], BootstrapReport]:
     """Label each record's response; return rows of prompt, label, probability, model, source.
 
@@ -125,15 +127,15 @@ def bootstrap_records(
     kept row's prompt (up to whitespace and case), response and model are counted
     (``report.repeated_rows``) either way: a log written twice would otherwise pass for twice the
     evidence without a word. Rows below ``min_confidence`` are dropped before they are counted.
-    ``progress`` shows a bar of rows read (labelling a large log with the encoder takes minutes).
+    ``progress`` shows a bar of the lines read (labelling a large log with the encoder takes
+    minutes), out of ``lines``, the log's line count (:func:`~refusal_predictor.records.count_lines`),
+    where known.
     ``sink`` (not with ``deduplicate``, which needs every row) takes each batch of labelled rows as
     it is made, and the returned list is empty: a log of 1,000,000 rows held 840 MB of rows.
     ``max_skipped`` stops reading once more than this many rows are bad (rows below
     ``min_confidence`` are dropped by choice and do not count): ``report.stopped_at`` names the
     line, and the rows returned (or given to ``sink``) so far are not the whole log's.
     """
-    from tqdm.auto import tqdm
-
     if min_confidence is not None and not 0.5 <= min_confidence <= 1.0:
         raise ValueError(f"min_confidence must be in [0.5, 1], got {min_confidence}")
     if prompt_field == response_field:
@@ -183,10 +185,10 @@ def bootstrap_records(
             sink(batch)
             report.written += len(batch)
 
-    bar = tqdm(unit=" rows", desc="labelling", disable=not progress)
+    bar = line_bar("labelling", lines, enabled=progress)
     for line, record in records:
         report.read += 1
-        bar.update(1)
+        advance(bar, line)
         bad = _bad_row(line, record, prompt_field, response_field)
         if bad is not None:
             report.bad.append(bad)
@@ -204,6 +206,7 @@ def bootstrap_records(
             flush()
     if report.stopped_at is None:
         flush()
+        finish(bar)
     bar.close()
     if deduplicate and report.stopped_at is None:
         rows = merge_duplicates(rows, ("prompt", "model"), report, threshold=threshold)
@@ -327,6 +330,8 @@ def bootstrap_file(
             RecordWriter(output_path, output_format) as writer:
         # Without --dedupe, rows are written as they are labelled, so memory does not grow with them.
         sink = None if options.get("deduplicate") else writer.write_many
+        if options.get("progress"):
+            options.setdefault("lines", count_lines(log_path, input_format, encoding))
         rows, report = bootstrap_records(records, response_classifier, sink=sink, **options)
         writer.write_many(rows)
         # Nothing to write, or a log stopped part-way: an earlier file is not emptied or replaced by a part.

@@ -24,7 +24,7 @@ from .classifiers import HEADS, check_save_folder
 from .errors_file import StagedErrors, default_errors_path
 from .metrics import binary_metrics
 from .prompt import PromptClassifier
-from .records import check_paths, read_records
+from .records import check_paths, count_lines, read_records
 from .selection import embedding_cache, fit_with_cache, select
 
 logger = logging.getLogger(__name__)
@@ -176,6 +176,7 @@ def train_prompt_model(
     rows, report = bootstrap_records(
         records, rc, prompt_field=prompt_field, response_field=response_field, model_field=model_field,
         source=Path(log_path).name, min_confidence=min_confidence, progress=progress,
+        lines=count_lines(log_path, input_format, encoding) if progress else None,
     )
     # Written aside now, put in place with the model: a run that fails or is stopped while training
     # leaves an earlier model's errors file as it was (it was replaced, or removed, before).

@@ -177,6 +177,27 @@ def check_input_file(path: PathLike) -> None:
                      "log is); save the log to a file and give its path")
 
 
+def count_lines(path: PathLike, fmt: str | None = None, encoding: str = "utf-8") -> int | None:
+    """How many lines ``path`` holds (a Parquet file: rows), the total against which a run's
+    progress shows how far it has read and how long it has left; ``None`` where that is not known
+    cheaply: an encoding whose newline is not one byte, or a file the reading pass will report as
+    unreadable. One pass over the bytes (about a second per GB; a gzip file is gunzipped for it):
+    little beside scoring them, which takes minutes to hours per GB."""
+    try:
+        if detect_format(path, fmt) == "parquet":
+            return _open_parquet(path).metadata.num_rows
+        if not _ascii_compatible(encoding):
+            return None
+        lines, last = 0, b"\n"
+        with _open_bytes(path) as handle:
+            while chunk := handle.read(1 << 20):
+                lines += chunk.count(b"\n")
+                last = chunk[-1:]
+        return lines + (last != b"\n")  # a last line without its newline
+    except (OSError, ValueError, LookupError, *_GZIP_ERRORS):
+        return None
+
+
 def read_records(path: PathLike, fmt: str | None = None, encoding: str = "utf-8", *,
                  exact: bool = True, separator: str | None = None) -> Iterator[tuple[int, dict | BadRecord]]:
     """Yield ``(line, record)`` pairs; a record is a dict, or a BadRecord saying what is wrong.

@@ -1,6 +1,7 @@
 """Readers and writers keep every field and report every bad line with its number."""
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import sys
@@ -1452,3 +1453,38 @@ def test_a_write_protected_output_or_errors_file_is_refused_not_replaced(tmp_pat
     kept.chmod(0o644)  # writable again: replaced, as before
     _score(log, kept)
     assert json.loads(kept.read_text(encoding="utf-8").splitlines()[0])["response"] == "ok"
+
+
+def test_count_lines_gives_the_progress_bars_total_in_every_format(tmp_path):
+    from refusal_predictor.records import count_lines
+
+    jsonl = tmp_path / "log.jsonl"
+    jsonl.write_bytes(b'{"response": "a"}\n\n{"response": "b"}')  # a blank line, no newline at the end
+    assert count_lines(jsonl) == 3
+    with gzip.open(tmp_path / "log.jsonl.gz", "wb") as handle:
+        handle.write(b'{"response": "a"}\n' * 5)
+    assert count_lines(tmp_path / "log.jsonl.gz") == 5
+    csv_file = tmp_path / "log.csv"
+    csv_file.write_text('response\n"two\nlines"\nb\n', encoding="utf-8")
+    assert count_lines(csv_file) == 4
+    assert count_lines(tmp_path / "empty.jsonl", "jsonl") is None  # missing: the reading pass says so
+    (tmp_path / "empty.jsonl").write_bytes(b"")
+    assert count_lines(tmp_path / "empty.jsonl") == 0
+    wide = tmp_path / "wide.jsonl"
+    wide.write_text('{"response": "\u0a0a"}\n', encoding="utf-16")  # U+0A0A holds two 0x0A bytes
+    assert count_lines(wide, encoding="utf-16") is None
+    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow as pa
+
+    pq.write_table(pa.table({"response": ["a", "b", "c"]}), tmp_path / "log.parquet")
+    assert count_lines(tmp_path / "log.parquet") == 3
+
+
+def test_the_scoring_progress_bar_counts_lines_to_the_files_total(tmp_path, capsys):
+    from refusal_predictor.batch import score_file
+
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"response": "sorry"}\n\n{"response": "ok"}\nnot json\n\n\n', encoding="utf-8")
+    score_file(lambda texts: [0.5] * len(texts), log, tmp_path / "out.jsonl", text_field="response")
+    last = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+    assert "100%" in last and "6.00/6.00" in last and "lines" in last
