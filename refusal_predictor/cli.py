@@ -943,7 +943,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (Terminated, KeyboardInterrupt) as exc:
         signum = exc.signum if isinstance(exc, Terminated) else signal.SIGINT
         print(f"refusal-predictor {args.command}: stopped by {signal.Signals(signum).name}; "
-              "outputs being written were removed", file=sys.stderr)
+              "outputs not yet complete were removed", file=sys.stderr)
         return 128 + signum
     finally:
         if installed:

@@ -10,9 +10,12 @@ import base64
 import json
 import logging
 import os
+import signal
 import tempfile
+import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from .artifacts import PathLike
 from .paths import check_output_path, is_device_or_pipe, link_target, new_file_mode, temp_name_prefix
@@ -47,8 +50,9 @@ def write_bad_records(path: PathLike, bad: Sequence[BadRecord], source: PathLike
     is not an errors file is left alone.
     """
     staged = StagedErrors(path, bad, source)
-    staged.put_in_place()
-    staged.finalize()
+    with uninterrupted():  # stopped between the two, the earlier file stayed hidden beside it
+        staged.put_in_place()
+        staged.finalize()
     return staged.result
 
 
@@ -70,14 +74,34 @@ def write_with_errors(writer: RecordWriter, path: PathLike, bad: Sequence[BadRec
         return write_bad_records(path, bad, source)
     writer.finish()
     staged = StagedErrors(path, bad, source)
-    staged.put_in_place()  # undoes its own steps when it fails part-way
-    try:
-        writer.close()
-    except BaseException:
-        staged.restore()
-        raise
-    staged.finalize()
+    with uninterrupted():
+        staged.put_in_place()  # undoes its own steps when it fails part-way
+        try:
+            writer.close()
+        except BaseException:
+            staged.restore()
+            raise
+        staged.finalize()
     return staged.result
+
+
+@contextmanager
+def uninterrupted() -> Iterator[None]:
+    """Hold Ctrl-C, SIGTERM and SIGHUP while a pair of files is put in place (a few renames).
+
+    A signal handled between the output's rename and the step after it undid the errors file
+    beside an output already replaced: the new output stood beside the earlier run's errors file.
+    Held, it is acted on just after, with both files in place. Python acts on signals in the
+    main thread only, so elsewhere (and without ``pthread_sigmask``) nothing is held.
+    """
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 class StagedErrors:
@@ -92,6 +116,7 @@ class StagedErrors:
         self._aside_name: Path | None = None
         self._placed = False
         self._bad, self._source = bad, source
+        self._earlier_source: str | None = None  # the input the errors file moved aside was about
         self._count = len(bad)
         if not bad:
             self._target = link_target(self.path, "errors file") if _is_errors_file(self.path) else None
@@ -144,8 +169,16 @@ class StagedErrors:
                 fd, aside = tempfile.mkstemp(prefix=temp_name_prefix(self._target), suffix=".earlier", dir=self._target.parent)
                 os.close(fd)
                 self._aside_name = Path(aside)  # an empty placeholder until the earlier file moves in
-                os.replace(self._target, aside)
-                self._aside = Path(aside)
+                try:
+                    os.replace(self._target, aside)
+                except FileNotFoundError:
+                    # Moved or removed meanwhile by a run sharing this path: nothing to move aside
+                    # (the run failed here, throwing its finished output away).
+                    self._aside_name = None
+                    Path(aside).unlink(missing_ok=True)
+                else:
+                    self._aside = Path(aside)
+                    self._earlier_source = _errors_source(self._aside)
             if self._tmp is not None:
                 os.replace(self._tmp, self._target)
                 self._tmp, self._placed, self.result = None, True, self.path
@@ -180,10 +213,29 @@ class StagedErrors:
             self._aside.unlink(missing_ok=True)
             self._aside = self._aside_name = None
             if self.result is None:
-                logger.info("removed %s, left by an earlier run (this one skipped nothing)", self.path)
+                earlier = self._earlier_source
+                if earlier is not None and Path(earlier).name != Path(self._source).name:
+                    # Another input's records: a run sharing this --errors path, maybe at the same
+                    # time, whose report now points at nothing. Said, not only logged at -v.
+                    logger.warning("removed %s: it held the skipped records of %s, not of %s (this run skipped "
+                                   "nothing); runs that share an errors path replace each other's",
+                                   self.path, earlier, self._source)
+                else:
+                    logger.info("removed %s, left by an earlier run (this one skipped nothing)", self.path)
 
 
 _ERRORS_KEYS = {"file", "line", "reason", "raw"}
+
+
+def _errors_source(path: Path) -> str | None:
+    """The input an errors file's first entry names (its ``file``), or None."""
+    try:
+        with open(path, "rb") as handle:
+            first = json.loads(handle.readline(1 << 20).decode("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    source = first.get("file") if isinstance(first, dict) else None
+    return source if isinstance(source, str) else None
 
 
 def _is_errors_file(path: Path) -> bool:

@@ -20,7 +20,7 @@ from typing import IO, Iterator, Sequence
 
 from .artifacts import PathLike, fsync_file
 from .jsonvalues import JsonNumber, dumps_value, plain_value
-from .paths import check_output_path, new_file_mode, resolved_target, temp_name_prefix
+from .paths import check_output_path, link_target, new_file_mode, resolved_target, temp_name_prefix
 from .records import DELIMITED, detect_format, is_gzipped, require_pyarrow, without_gz
 
 logger = logging.getLogger(__name__)
@@ -55,7 +55,9 @@ class RecordWriter:
         # Made here one by one, so only the folders this writer made are removed again (when still
         # empty) by abort(): a run stopped or failing leaves no folder behind, and one another run
         # made meanwhile, or that existed already, is not taken for its own.
-        self._made_folders = _make_folders(self.path.parent)
+        # Behind a link, the folders of the file it names: a link into a missing folder made that
+        # folder, which abort() did not take for its own and left behind.
+        self._made_folders = _make_folders(link_target(self.path, "output").parent)
         check_output_path(self.path, create=True)
         # A symbolic link is written through (its target replaced), not replaced by a file.
         self._target = resolved_target(self.path, "output")
@@ -242,6 +244,18 @@ class RecordWriter:
             raise
         if self._spool is not None:
             self._spool.unlink(missing_ok=True)
+        # On the disk before the caller puts the errors file in place: flushed in close(), a slow
+        # flush (a network file system) held the new errors file beside the old output for
+        # seconds, and a kill then left the pair mixed.
+        try:
+            os.chmod(self._tmp, new_file_mode(self._target))
+            fsync_file(self._tmp)
+        except OSError as exc:
+            self.abort()
+            raise OSError(exc.errno, f"{self.path}: cannot be written ({exc.strerror or exc})") from exc
+        except BaseException:
+            self.abort()
+            raise
         self._finished = True
 
     def close(self) -> None:
@@ -250,8 +264,6 @@ class RecordWriter:
             return
         self.finish()
         try:
-            os.chmod(self._tmp, new_file_mode(self._target))
-            fsync_file(self._tmp)
             os.replace(self._tmp, self._target)
         except OSError as exc:
             self.abort()

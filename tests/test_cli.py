@@ -1051,3 +1051,80 @@ def test_max_skipped_in_score_prompts_counts_every_kind_of_skip(tmp_path, capsys
     with pytest.raises(SystemExit):
         main([*base, "--max-skipped", "-1"])
     assert "expected a whole number of at least 0" in capsys.readouterr().err
+
+
+def _two_runs(tmp_path, ngram_model):
+    """An earlier run's output and errors file (over old.jsonl), and a new log with one bad line."""
+    old, new = tmp_path / "old.jsonl", tmp_path / "new.jsonl"
+    old.write_text('{"response": "Sure."}\nbroken\n', encoding="utf-8")
+    new.write_text('{"response": "I cannot help."}\n{"response": "Fine."}\n{"text": "no response"}\n',
+                   encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    assert main(["label-responses", str(old), "-o", str(out), "--model", str(ngram_model), "--no-progress"]) == 0
+    return new, out, tmp_path / "out.jsonl.errors.jsonl"
+
+
+def test_a_sigterm_while_the_output_is_renamed_leaves_the_new_pair_whole(ngram_model, tmp_path, monkeypatch, capsys):
+    """The signal was handled between the output's rename and the next step, which put the earlier
+    errors file back beside the new output; it is now held until both are in place."""
+    import os
+    import signal
+
+    new, out, errors = _two_runs(tmp_path, ngram_model)
+    real_replace = os.replace
+
+    def replace_then_signal(src, dst, *args, **kwargs):
+        real_replace(src, dst, *args, **kwargs)
+        if Path(dst) == out:
+            os.kill(os.getpid(), signal.SIGTERM)  # as if it arrived during rename(2)
+
+    monkeypatch.setattr(os, "replace", replace_then_signal)
+    status = main(["label-responses", str(new), "-o", str(out), "--model", str(ngram_model), "--no-progress"])
+    assert status == 128 + signal.SIGTERM and "stopped by SIGTERM" in capsys.readouterr().err
+    assert len(_jsonl(out)) == 2  # the new output, beside its own errors file
+    assert [(Path(e["file"]).name, e["line"]) for e in _jsonl(errors)] == [("new.jsonl", 3)]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_an_errors_file_moved_away_by_another_run_meanwhile_does_not_fail_this_one(ngram_model, tmp_path,
+                                                                                   monkeypatch):
+    import os
+
+    new, out, errors = _two_runs(tmp_path, ngram_model)
+    real_replace = os.replace
+
+    def other_run_first(src, dst, *args, **kwargs):
+        if Path(src) == errors and str(dst).endswith(".earlier"):
+            errors.unlink()  # a run sharing the path moved it aside a moment before
+        return real_replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", other_run_first)
+    assert main(["label-responses", str(new), "-o", str(out), "--model", str(ngram_model), "--no-progress"]) == 0
+    assert len(_jsonl(out)) == 2 and [e["line"] for e in _jsonl(errors)] == [3]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_a_clean_run_that_removes_another_inputs_errors_file_says_so(ngram_model, tmp_path, caplog):
+    """Runs sharing an --errors path: the clean one removed the other's errors, at -v only."""
+    log_a, log_b = tmp_path / "part1.jsonl", tmp_path / "part2.jsonl"
+    log_a.write_text('{"response": "Sure."}\nbroken\n', encoding="utf-8")
+    log_b.write_text('{"response": "Sure."}\n', encoding="utf-8")
+    errors = tmp_path / "errors.jsonl"
+    for log in (log_a, log_a, log_b):
+        assert main(["label-responses", str(log), "-o", str(tmp_path / f"{log.stem}.out.jsonl"), "--errors",
+                     str(errors), "--model", str(ngram_model), "--no-progress"]) == 0
+    assert not errors.exists()
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1 and f"it held the skipped records of {log_a}, not of {log_b}" in warned[0]
+
+
+def test_a_link_into_missing_folders_leaves_none_behind_when_nothing_is_written(ngram_model, tmp_path):
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"response": "Sure."}\n', encoding="utf-8")
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(tmp_path / "newdir" / "deeper" / "real.jsonl")
+    assert main(["label-responses", str(log), "-o", str(link), "--model", str(ngram_model), "--no-progress",
+                 "--text-field", "nope", "--errors", str(tmp_path / "e.jsonl")]) == 1
+    assert not (tmp_path / "newdir").exists() and link.is_symlink()
+    assert main(["label-responses", str(log), "-o", str(link), "--model", str(ngram_model), "--no-progress"]) == 0
+    assert len(_jsonl(tmp_path / "newdir" / "deeper" / "real.jsonl")) == 1
