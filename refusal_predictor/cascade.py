@@ -266,6 +266,20 @@ class ResponseCascade(ClassifierMixin, BaseEstimator):
         """'complied' where ``predict`` says compliance, else the likeliest refusal tone."""
         return self.refusal_probability_and_tone(X, threshold)[1]
 
+    def predict_tone_proba(self, X: str | Iterable[str]) -> np.ndarray:
+        """Joint tone probabilities, shape (n, len(tones_)), as a response model's
+        (:meth:`ResponseClassifier.predict_tone_proba`), each row from the stage that kept the
+        text's P(refusal): the first column is exactly ``1 - refusal_probability(X)``."""
+        self.tones_  # noqa: B018  (both stages have a tone head, and the same tones)
+        fast, full = self._scoring_stages()
+        self._check_band()
+        texts = as_texts(X)
+        refusal, conditional = fast._refusal_and_tone_proba(texts)
+        unsure = in_band(refusal, self.low, self.high)
+        if unsure.any():
+            refusal[unsure], conditional[unsure] = full._refusal_and_tone_proba([t for t, u in zip(texts, unsure) if u])
+        return np.column_stack([1.0 - refusal, refusal[:, None] * conditional])
+
 
 class RoutingCount:
     """A cascade's scoring methods that batch commands call, counting what the full model read.

@@ -115,6 +115,18 @@ def test_tones_come_from_the_stage_that_kept_the_probability(cascade, fast, resp
     assert (cascade.predict_tone(test_responses) == tones).all()
 
 
+def test_tone_probabilities_come_from_the_stage_that_kept_the_probability(cascade, fast, response_model,
+                                                                        test_responses):
+    table = cascade.predict_tone_proba(test_responses)
+    assert table.shape == (len(test_responses), len(cascade.tones_))
+    np.testing.assert_allclose(table.sum(axis=1), 1.0, atol=1e-12)
+    np.testing.assert_array_equal(table[:, 0], 1.0 - cascade.refusal_probability(test_responses))
+    unsure = cascade.unsure(test_responses)
+    for stage, rows in ((fast, ~unsure), (response_model, unsure)):
+        np.testing.assert_array_equal(table[rows], stage.predict_tone_proba([t for t, r in zip(test_responses, rows) if r]))
+    assert cascade.predict_tone_proba([]).shape == (0, len(cascade.tones_))
+
+
 def test_fit_fits_clones_of_both_stages():
     train = data.paper_split()[0]
     fast = ResponseClassifier(use_embeddings=False, validation_curve=False)
