@@ -91,17 +91,29 @@ def uninterrupted() -> Iterator[None]:
 
     A signal handled between the output's rename and the step after it undid the errors file
     beside an output already replaced: the new output stood beside the earlier run's errors file.
-    Held, it is acted on just after, with both files in place. Python acts on signals in the
-    main thread only, so elsewhere (and without ``pthread_sigmask``) nothing is held.
+    Held, it is acted on just after, with both files in place, by the handler that was there
+    before. The handlers are swapped rather than the signals blocked: a process-directed signal
+    reaches any thread that does not block it (ONNX Runtime's, a thread pool's), and Python runs
+    its handler in the main thread all the same. Handlers can only be set from the main thread,
+    so elsewhere nothing is held (Python acts on signals in the main thread only anyway).
     """
-    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
+    caught: list[int] = []
+    previous: dict[int, object] = {}
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        number = getattr(signal, name, None)
+        if number is None or signal.getsignal(number) is None:  # absent here, or a handler set outside Python
+            continue
+        previous[number] = signal.signal(number, lambda signum, frame: caught.append(signum))
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        for number in dict.fromkeys(caught):  # each once, in the order they came
+            signal.raise_signal(number)
 
 
 class StagedErrors:
