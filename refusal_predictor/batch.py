@@ -41,9 +41,10 @@ class ScoreReport:
     bad: SkippedRecords = field(default_factory=SkippedRecords)
     errors_path: Path | None = None
     output_written: bool = True  # False when a non-empty input gave nothing to score: an earlier output stays
-    # The line where the run stopped because more than ``max_skipped`` records were skipped; None: read to the end.
+    # Where and why ``max_skipped`` stopped the run (too many skipped, or the rest of the file
+    # lost); None: read to the end.
     stopped_at: int | None = None
-    max_skipped: int | None = None
+    stop_reason: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.bad, SkippedRecords):
@@ -52,20 +53,31 @@ class ScoreReport:
     def summary(self) -> str:
         rate = self.positives / self.scored if self.scored else 0.0
         where = f" -> {self.output}" if self.output_written else f"; nothing written to {self.output}"
-        stopped = "" if self.stopped_at is None else f"; stopped at line {self.stopped_at}: {too_many_skipped(self.max_skipped)}"
-        text = (
-            f"{self.input}: read {self.read} records, scored {self.scored} "
-            f"({self.positives} refusal, {rate:.1%}), skipped {len(self.bad)}{stopped}{where}"
-        )
+        if self.stopped_at is not None:  # the scores of the chunks before the stop were thrown away
+            text = (f"{self.input}: read {self.read} records, skipped {len(self.bad)}; stopped at line "
+                    f"{self.stopped_at}: {self.stop_reason}{where}")
+        else:
+            text = (f"{self.input}: read {self.read} records, scored {self.scored} "
+                    f"({self.positives} refusal, {rate:.1%}), skipped {len(self.bad)}{where}")
         if self.bad:
             text += f"; skipped records with line numbers in {self.errors_path}"
         return text
 
 
-def too_many_skipped(max_skipped: int | None, unit: str = "record") -> str:
-    """Why a run with ``max_skipped`` stopped, in the words every command prints."""
-    units = unit if max_skipped == 1 else unit + "s"
-    return f"more than {max_skipped} {units} skipped (max_skipped / --max-skipped {max_skipped})"
+def stop_reason(bad: BadRecord, skipped: int, max_skipped: int | None, unit: str = "record") -> str | None:
+    """Why a run given ``max_skipped`` stops at ``bad``, its ``skipped``-th skipped record, in the
+    words every command prints; None: it goes on. A record with which the rest of the file is
+    lost (a gzip stream cut short, a CSV quote never closed) stops it whatever the count: one
+    skipped record there stood for thousands, and the run passed."""
+    if max_skipped is None:
+        return None
+    if bad.rest_lost:
+        return (f"the rest of the file is lost with this {unit}, which max_skipped / --max-skipped {max_skipped} "
+                "stops on whatever the count")
+    if skipped > max_skipped:
+        units = unit if max_skipped == 1 else unit + "s"
+        return f"more than {max_skipped} {units} skipped (max_skipped / --max-skipped {max_skipped})"
+    return None
 
 
 def check_max_skipped(max_skipped: int | None) -> int | None:
@@ -117,7 +129,7 @@ def score_file(
     for the fields named in ``extra_fields``; each is added to the records like the label.
     ``log_skipped``: log the first skipped records as warnings (the CLI prints them itself).
     ``max_skipped``: stop reading once more than this many records are skipped (0: at the first),
-    writing only the errors file, as for an input with nothing to score: a pipeline asked to fail
+    or at a skipped record with which the rest of the file is lost, writing only the errors file, as for an input with nothing to score: a pipeline asked to fail
     on a corrupt log gets no output it could take for a whole one. ``report.stopped_at`` names
     the line; ``None`` (default) reads every record whatever is skipped.
     A non-empty input of which no record can be scored writes only the errors file:
@@ -148,7 +160,7 @@ def score_file(
         raise ValueError(f"{input_path}:{clash[0]}: the record already has a field {clash[1]!r}; choose "
                          "another output field name so the input value is not overwritten")
 
-    report = ScoreReport(input=Path(input_path), output=Path(output_path), max_skipped=max_skipped)
+    report = ScoreReport(input=Path(input_path), output=Path(output_path))
     pending: list[dict] = []
     texts: list[str] = []
 
@@ -199,7 +211,8 @@ def score_file(
                 bad = text if isinstance(text, BadRecord) else None
             if bad is not None:
                 report.bad.append(bad)
-                if max_skipped is not None and len(report.bad) > max_skipped:
+                report.stop_reason = stop_reason(bad, len(report.bad), max_skipped)
+                if report.stop_reason is not None:
                     report.stopped_at = bad.line
                     break
                 continue

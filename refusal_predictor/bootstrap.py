@@ -18,7 +18,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from .artifacts import PathLike
-from .batch import check_max_skipped, checked_scores, too_many_skipped
+from .batch import check_max_skipped, checked_scores, stop_reason
 from .errors_file import default_errors_path, write_with_errors
 from .record_writer import RecordWriter, csv_value
 from .progress import advance, finish, line_bar
@@ -47,9 +47,9 @@ class BootstrapReport:
     bad: SkippedRecords = field(default_factory=SkippedRecords)
     low_confidence: SkippedRecords = field(default_factory=SkippedRecords)
     errors_path: Path | None = None
-    # The line where labelling stopped because more than ``max_skipped`` rows were bad; None: read to the end.
+    # Where and why ``max_skipped`` stopped the labelling (see batch.stop_reason); None: read to the end.
     stopped_at: int | None = None
-    max_skipped: int | None = None
+    stop_reason: str | None = None
 
     def __post_init__(self) -> None:
         # A report built with plain lists (as before skipped.py) counts its reasons the same way.
@@ -71,16 +71,15 @@ class BootstrapReport:
         return self.bad.reasons()
 
     def summary(self) -> str:
-        if self.stopped_at is not None:
-            return (self.counts() + f"; stopped at line {self.stopped_at}: {too_many_skipped(self.max_skipped, 'row')}; "
-                    "nothing written (an earlier output is left as it was)")
+        if self.stopped_at is not None:  # the labels made before the stop were thrown away
+            return (f"read {self.read} rows; skipped {len(self.bad)} bad rows{self._reasons_text()}; stopped at line "
+                    f"{self.stopped_at}: {self.stop_reason}; nothing written (an earlier output is left as it was)")
         if not self.output_written:
             return self.counts() + "; nothing written (an earlier output is left as it was)"
         return self.counts() + f"; wrote {self.written}"
 
     def counts(self) -> str:
         """What happened to the rows read, without what was written (the summary's first part)."""
-        reasons = self.reasons()
         if self.merged_duplicates:
             duplicates = (f"merged {self.merged_duplicates} duplicate rows ({self.repeated_rows} repeats of an "
                           f"earlier row; {self.conflicting_prompts} prompts with conflicting labels)")
@@ -89,18 +88,20 @@ class BootstrapReport:
                           f"case, response and model; --dedupe merges them)")
         else:
             duplicates = "merged 0 duplicate rows"
-        text = (
-            f"read {self.read} rows; labelled {self.labelled}; dropped {self.dropped_low_confidence} "
-            f"below the confidence cut; {duplicates}; skipped {len(self.bad)} bad rows"
-        )
-        if reasons:
-            shown = reasons.most_common(5)
-            text += " (" + "; ".join(f"{n}x {r}" for r, n in shown)
-            rest = sum(reasons.values()) - sum(n for _, n in shown)
-            if rest:
-                text += f"; {rest} more for {len(reasons) - len(shown)} other reasons, in the errors file"
-            text += ")"
-        return text
+        return (f"read {self.read} rows; labelled {self.labelled}; dropped {self.dropped_low_confidence} "
+                f"below the confidence cut; {duplicates}; skipped {len(self.bad)} bad rows{self._reasons_text()}")
+
+    def _reasons_text(self) -> str:
+        """`` (3x empty 'prompt'; ...)``: the bad rows' commonest reasons, or nothing."""
+        reasons = self.reasons()
+        if not reasons:
+            return ""
+        shown = reasons.most_common(5)
+        text = " (" + "; ".join(f"{n}x {r}" for r, n in shown)
+        rest = sum(reasons.values()) - sum(n for _, n in shown)
+        if rest:
+            text += f"; {rest} more for {len(reasons) - len(shown)} other reasons, in the errors file"
+        return text + ")"
 
 
 def bootstrap_records(
@@ -132,8 +133,9 @@ def bootstrap_records(
     where known.
     ``sink`` (not with ``deduplicate``, which needs every row) takes each batch of labelled rows as
     it is made, and the returned list is empty: a log of 1,000,000 rows held 840 MB of rows.
-    ``max_skipped`` stops reading once more than this many rows are bad (rows below
-    ``min_confidence`` are dropped by choice and do not count): ``report.stopped_at`` names the
+    ``max_skipped`` stops reading once more than this many rows are bad, or at a bad row with
+    which the rest of the file is lost (rows below ``min_confidence`` are dropped by choice and do
+    not count): ``report.stopped_at`` names the
     line, and the rows returned (or given to ``sink``) so far are not the whole log's.
     """
     if min_confidence is not None and not 0.5 <= min_confidence <= 1.0:
@@ -141,7 +143,8 @@ def bootstrap_records(
     if prompt_field == response_field:
         raise ValueError(f"the prompt field and the response field are both {prompt_field!r} (--prompt-field, "
                          "--response-field): each text would be labelled as its own answer")
-    report = BootstrapReport(max_skipped=check_max_skipped(max_skipped))
+    check_max_skipped(max_skipped)
+    report = BootstrapReport()
     # The model's own cut, as label-responses applies it: one model, one label per response.
     # Checked as predict checks it: NaN or 1.5 (a config file's typo) labelled every row compliance.
     threshold = check_threshold(getattr(response_classifier, "threshold", 0.5), "the response model's threshold")
@@ -192,7 +195,8 @@ def bootstrap_records(
         bad = _bad_row(line, record, prompt_field, response_field)
         if bad is not None:
             report.bad.append(bad)
-            if max_skipped is not None and len(report.bad) > max_skipped:
+            report.stop_reason = stop_reason(bad, len(report.bad), max_skipped, "row")
+            if report.stop_reason is not None:
                 report.stopped_at = bad.line
                 break
             continue
@@ -321,6 +325,7 @@ def bootstrap_file(
     >>> report = bootstrap_file("log.jsonl", "labels.jsonl", ResponseClassifier.load(), deduplicate=True)
     >>> print(report.summary())
     """
+    check_max_skipped(options.get("max_skipped"))  # before the log is counted for the progress bar
     errors_file = default_errors_path(output_path, errors_path)
     check_paths(log_path, output_path, errors_file, input_format=input_format, output_format=output_format,
                 separator=separator)
@@ -336,6 +341,7 @@ def bootstrap_file(
         writer.write_many(rows)
         # Nothing to write, or a log stopped part-way: an earlier file is not emptied or replaced by a part.
         report.output_written = report.stopped_at is None and not (report.read and not report.written)
-        report.errors_path = write_with_errors(writer, errors_file, report.unused(), log_path,
-                                               keep_output=report.output_written)
+        # Stopped: the skipped rows that stopped it, not the unsure labels of whichever batches ran before.
+        unused = report.bad if report.stopped_at is not None else report.unused()
+        report.errors_path = write_with_errors(writer, errors_file, unused, log_path, keep_output=report.output_written)
     return report

@@ -438,17 +438,16 @@ def _run_scoring(model, args: argparse.Namespace, score=None, extra_fields: tupl
         print(note())
     _print_skipped(report.bad, args.input, more=f"all with their reasons in {report.errors_path}" if report.errors_path else None)
     if report.stopped_at is not None:
-        return _stopped(report.stopped_at, args, report.errors_path)
+        return _stopped(report, args)
     return _exit_status(report.read, report.scored, args.input,
                         f"see the skipped records above (wrong --text-field {args.text_field!r} or --format?)",
                         args.output)
 
 
-def _stopped(line: int, args: argparse.Namespace, errors_path, unit: str = "record") -> int:
+def _stopped(report, args: argparse.Namespace) -> int:
     """1 when --max-skipped stopped the run: the pipeline that set the limit must see it fail."""
-    from .batch import too_many_skipped
-
-    print(f"error: {args.input}: stopped at line {line}: {too_many_skipped(args.max_skipped, unit)}; {args.output} was "
+    line, reason, errors_path = report.stopped_at, report.stop_reason, report.errors_path
+    print(f"error: {args.input}: stopped at line {line}: {reason}; {args.output} was "
           f"not written (an earlier file there is left as it was); the skipped records are in {errors_path}",
           file=sys.stderr)
     return 1
@@ -764,7 +763,7 @@ def _cmd_bootstrap(args: argparse.Namespace) -> int:
         print(f"rows not used (skipped, or below --min-confidence), with line numbers: {report.errors_path}")
     if report.stopped_at is not None:
         _print_skipped(report.bad, args.input)
-        return _stopped(report.stopped_at, args, report.errors_path, "row")
+        return _stopped(report, args)
     if report.labelled and not report.written:
         print(f"error: all {report.labelled} labels of {args.input} were below --min-confidence "
               f"{args.min_confidence}; nothing was written (an earlier {args.output} is left as it was)", file=sys.stderr)

@@ -50,6 +50,9 @@ def write_bad_records(path: PathLike, bad: Sequence[BadRecord], source: PathLike
     is not an errors file is left alone.
     """
     staged = StagedErrors(path, bad, source)
+    if staged.is_stream:  # a pipe may wait for its reader: that wait must stay interruptible
+        staged.put_in_place()
+        return staged.result
     with uninterrupted():  # stopped between the two, the earlier file stayed hidden beside it
         staged.put_in_place()
         staged.finalize()
@@ -74,8 +77,10 @@ def write_with_errors(writer: RecordWriter, path: PathLike, bad: Sequence[BadRec
         return write_bad_records(path, bad, source)
     writer.finish()
     staged = StagedErrors(path, bad, source)
+    if staged.is_stream:  # written before the output is renamed, and before signals are held:
+        staged.put_in_place()  # a pipe may wait for its reader, and that wait must stay interruptible
     with uninterrupted():
-        staged.put_in_place()  # undoes its own steps when it fails part-way
+        staged.put_in_place()  # undoes its own steps when it fails part-way (a stream: nothing left to do)
         try:
             writer.close()
         except BaseException:
@@ -130,12 +135,13 @@ class StagedErrors:
         self._bad, self._source = bad, source
         self._earlier_source: str | None = None  # the input the errors file moved aside was about
         self._count = len(bad)
+        self._stream = False
         if not bad:
             self._target = link_target(self.path, "errors file") if _is_errors_file(self.path) else None
             return
         check_output_path(self.path, what="errors file", create=True)
         if is_device_or_pipe(self.path):  # /dev/null, /dev/stderr, a pipe: written as asked, in put_in_place
-            self._target = None
+            self._target, self._stream = None, True
             return
         self._target = link_target(self.path, "errors file")
         # Written aside and renamed, as outputs are: a full disk leaves no half-written errors file.
@@ -157,6 +163,12 @@ class StagedErrors:
             raise
         self._tmp = Path(tmp)
 
+    @property
+    def is_stream(self) -> bool:
+        """Skipped records going to a device or a pipe (/dev/stderr, a FIFO): written as they are,
+        never staged or undone."""
+        return self._stream
+
     def _write(self, handle) -> None:
         """One JSON line per skipped record, streamed: the records may be spooled on disk (skipped.py)."""
         for item in self._bad:
@@ -172,10 +184,11 @@ class StagedErrors:
         """The new errors file where the user asked for it (or, with nothing skipped, an earlier
         run's out of the way); undone before raising when a step fails."""
         try:
-            if self._count and self._tmp is None:  # a device or a pipe: cannot be staged or undone
-                with open(self.path, "w", encoding="utf-8", errors="replace") as handle:
-                    self._write(handle)
-                self.result = self.path
+            if self._stream:  # a device or a pipe: cannot be staged or undone, and is written once
+                if self.result is None:
+                    with open(self.path, "w", encoding="utf-8", errors="replace") as handle:
+                        self._write(handle)
+                    self.result = self.path
                 return
             if self._target is not None and self._target.exists():
                 fd, aside = tempfile.mkstemp(prefix=temp_name_prefix(self._target), suffix=".earlier", dir=self._target.parent)
@@ -226,7 +239,7 @@ class StagedErrors:
             self._aside = self._aside_name = None
             if self.result is None:
                 earlier = self._earlier_source
-                if earlier is not None and Path(earlier).name != Path(self._source).name:
+                if earlier is not None and not _same_path(earlier, self._source):
                     # Another input's records: a run sharing this --errors path, maybe at the same
                     # time, whose report now points at nothing. Said, not only logged at -v.
                     logger.warning("removed %s: it held the skipped records of %s, not of %s (this run skipped "
@@ -237,6 +250,15 @@ class StagedErrors:
 
 
 _ERRORS_KEYS = {"file", "line", "reason", "raw"}
+
+
+def _same_path(a: PathLike, b: PathLike) -> bool:
+    """Whether two inputs are one file (paths as given, read from here): day1/log.jsonl and
+    day2/log.jsonl share a name and are not."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one is gone, or was named from another folder
+        return os.path.abspath(a) == os.path.abspath(b)
 
 
 def _errors_source(path: Path) -> str | None:

@@ -117,10 +117,22 @@ def _check_not_read_only(target: Path, what: str, path: Path) -> None:
         mode = target.stat().st_mode
     except OSError:
         return  # nothing there yet (or unreadable: the write itself reports it)
-    if stat.S_ISREG(mode) and (not mode & 0o222 or not os.access(target, os.W_OK)):
-        shown = path if target == path else f"{path} (a link to {target})"
+    if not stat.S_ISREG(mode):
+        return
+    shown = path if target == path else f"{path} (a link to {target})"
+    if not mode & 0o222:
         raise ValueError(f"{what} {shown} is write-protected (mode {stat.filemode(mode)}), so it is not replaced; "
                          "make it writable (chmod u+w) or choose another path")
+    if not os.access(target, os.W_OK) and not _read_only_file_system(target):  # that one: _check_parent says so
+        raise ValueError(f"{what} {shown} may not be written by this user (mode {stat.filemode(mode)}, owner uid "
+                         f"{target.stat().st_uid}), so it is not replaced; choose another path")
+
+
+def _read_only_file_system(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):  # no statvfs (Windows)
+        return False
 
 
 def _check_name_length(target: Path, what: str, path: Path) -> None:

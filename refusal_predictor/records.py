@@ -47,6 +47,9 @@ class BadRecord:
     # The record's own bytes where ``raw`` cannot hold them (text not valid in the file's
     # encoding, shown in ``raw`` with U+FFFD): the errors file keeps them, base64-encoded.
     raw_bytes: bytes | None = None
+    # True where the rest of the file is lost with this record (a gzip stream cut short, a CSV
+    # quote never closed): one skipped record that stands for any number of them.
+    rest_lost: bool = False
 
     def describe(self, path: PathLike) -> str:
         return f"{path}:{self.line}: {self.reason}"
@@ -186,8 +189,8 @@ def count_lines(path: PathLike, fmt: str | None = None, encoding: str = "utf-8")
     try:
         if detect_format(path, fmt) == "parquet":
             return _open_parquet(path).metadata.num_rows
-        if not _ascii_compatible(encoding):
-            return None
+        if not _ascii_compatible(encoding) and codecs.lookup(encoding).name != "utf-8-sig":
+            return None  # UTF-8 with a byte order mark has the one-byte newline of UTF-8
         lines, last = 0, b"\n"
         with _open_bytes(path) as handle:
             while chunk := handle.read(1 << 20):
@@ -233,7 +236,7 @@ def read_records(path: PathLike, fmt: str | None = None, encoding: str = "utf-8"
         if not line:
             raise ValueError(f"{path}: not a readable gzip file from its start: {exc}") from exc
         yield line + 1, BadRecord(line + 1, f"the gzip stream is cut short or corrupt after line {line} ({exc}); "
-                                            "the rest of the file could not be read")
+                                            "the rest of the file could not be read", rest_lost=True)
 
 
 def _read_jsonl(path: PathLike, encoding: str, decoder: json.JSONDecoder) -> Iterator[tuple[int, dict | BadRecord | None]]:
@@ -636,12 +639,13 @@ def _read_csv(path: PathLike, encoding: str, delimiter: str = ",") -> Iterator[t
                 break
             except csv.Error as exc:
                 line_no, raw = last_line + 1, lines.take().rstrip("\r\n")
-                if str(exc) == "unexpected end of data":
+                rest_lost = str(exc) == "unexpected end of data"
+                if rest_lost:
                     reason = (f"malformed CSV: a quoted field opened here is never closed, so lines {line_no}-"
                               f"{reader.line_num} (the end of the file) were read as one field; none of them is used")
                 else:
                     reason = f"malformed CSV ({exc})"
-                yield line_no, _bad_csv_text(line_no, reason, raw, codec)
+                yield line_no, _bad_csv_text(line_no, reason, raw, codec, rest_lost)
                 last_line = reader.line_num
                 continue
             raw = lines.take()  # the row's own text, quotes and all: a skipped row is reported as it is in the file
@@ -660,13 +664,14 @@ def _read_csv(path: PathLike, encoding: str, delimiter: str = ",") -> Iterator[t
             yield line_no, dict(zip(header, row))
 
 
-def _bad_csv_text(line: int, reason: str, text: str, codec: str) -> BadRecord:
+def _bad_csv_text(line: int, reason: str, text: str, codec: str, rest_lost: bool = False) -> BadRecord:
     """A skipped CSV row's text; one holding bytes not valid in the file's encoding (read as
     :data:`_ESCAPE_BYTES` escapes) shows them as U+FFFD and keeps them in ``raw_bytes``
     (``codec``: :func:`_line_codec`)."""
     if not _ESCAPED.search(text):
-        return BadRecord(line, reason, text)
-    return BadRecord(line, reason, _ESCAPED.sub("\ufffd", text), raw_bytes=_original_bytes(text, codec))
+        return BadRecord(line, reason, text, rest_lost=rest_lost)
+    return BadRecord(line, reason, _ESCAPED.sub("\ufffd", text), raw_bytes=_original_bytes(text, codec),
+                     rest_lost=rest_lost)
 
 
 LONE_SURROGATE = ("a lone UTF-16 surrogate escape (half of a character, e.g. \\ud83d: a text cut "

@@ -1104,3 +1104,17 @@ def test_a_sigterm_just_after_train_prompt_swaps_its_model_in_keeps_the_new_erro
     assert PromptClassifier.load(folder).metadata["training"]["sources"][0]["source"] == "other.jsonl"  # the new model
     assert [(json.loads(x)["file"].endswith("other.jsonl"), json.loads(x)["line"])
             for x in errors.read_text(encoding="utf-8").splitlines()] == [(True, 121), (True, 122)]
+
+
+def test_a_stopped_bootstrap_lists_only_the_skipped_rows_and_counts_no_labels(tmp_path, capsys):
+    """The errors file held the unsure labels of whichever batches ran before the stop."""
+    log = tmp_path / "log.jsonl"
+    rows = [{"prompt": f"q{i}", "response": ANSWER if i % 2 else REFUSAL} for i in range(600)]
+    log.write_text("".join(json.dumps(r) + "\n" for r in rows) + "not json\n[1]\n", encoding="utf-8")
+    out = tmp_path / "labels.jsonl"
+    assert main(["bootstrap", str(log), "-o", str(out), "--response-model", "ngrams", "--no-progress",
+                 "--min-confidence", "0.999999", "--max-skipped", "1"]) == 1
+    printed = capsys.readouterr().out
+    assert "read 602 rows; skipped 2 bad rows" in printed and "labelled" not in printed
+    errors = [json.loads(x) for x in (tmp_path / "labels.jsonl.errors.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [e["line"] for e in errors] == [601, 602]

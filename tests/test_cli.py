@@ -1106,12 +1106,14 @@ def test_an_errors_file_moved_away_by_another_run_meanwhile_does_not_fail_this_o
 
 def test_a_clean_run_that_removes_another_inputs_errors_file_says_so(ngram_model, tmp_path, caplog):
     """Runs sharing an --errors path: the clean one removed the other's errors, at -v only."""
-    log_a, log_b = tmp_path / "part1.jsonl", tmp_path / "part2.jsonl"
+    (tmp_path / "day1").mkdir()
+    (tmp_path / "day2").mkdir()
+    log_a, log_b = tmp_path / "day1" / "log.jsonl", tmp_path / "day2" / "log.jsonl"  # one name, two files
     log_a.write_text('{"response": "Sure."}\nbroken\n', encoding="utf-8")
     log_b.write_text('{"response": "Sure."}\n', encoding="utf-8")
     errors = tmp_path / "errors.jsonl"
     for log in (log_a, log_a, log_b):
-        assert main(["label-responses", str(log), "-o", str(tmp_path / f"{log.stem}.out.jsonl"), "--errors",
+        assert main(["label-responses", str(log), "-o", str(log.parent / "out.jsonl"), "--errors",
                      str(errors), "--model", str(ngram_model), "--no-progress"]) == 0
     assert not errors.exists()
     warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
@@ -1128,3 +1130,54 @@ def test_a_link_into_missing_folders_leaves_none_behind_when_nothing_is_written(
     assert not (tmp_path / "newdir").exists() and link.is_symlink()
     assert main(["label-responses", str(log), "-o", str(link), "--model", str(ngram_model), "--no-progress"]) == 0
     assert len(_jsonl(tmp_path / "newdir" / "deeper" / "real.jsonl")) == 1
+
+
+def test_max_skipped_stops_at_a_record_that_loses_the_rest_of_the_file_whatever_the_count(ngram_model, tmp_path,
+                                                                                          capsys):
+    """One skipped record stood for every line after it, and --max-skipped 3 passed the run."""
+    import gzip
+
+    csv_log = tmp_path / "log.csv"
+    csv_log.write_text("response\nSure.\n\"never closed\n" + "".join(f"answer {i}\n" for i in range(500)),
+                       encoding="utf-8")
+    whole = b"".join(b'{"response": "answer %d"}\n' % i for i in range(2000))
+    cut = tmp_path / "log.jsonl.gz"
+    cut.write_bytes(gzip.compress(whole)[:4000])
+    for log, line in ((csv_log, 3), (cut, None)):
+        out = tmp_path / "out.jsonl"
+        assert main(["label-responses", str(log), "-o", str(out), "--model", str(ngram_model), "--no-progress",
+                     "--max-skipped", "3"]) == 1
+        captured = capsys.readouterr()
+        assert "the rest of the file is lost with this record" in captured.err and not out.exists()
+        assert "scored" not in captured.out  # the chunks scored before the stop were thrown away
+        errors = _jsonl(tmp_path / "out.jsonl.errors.jsonl")
+        assert len(errors) == 1 and (line is None or errors[0]["line"] == line)
+        # without the limit, the records before it are kept, as before
+        assert main(["label-responses", str(log), "-o", str(out), "--model", str(ngram_model), "--no-progress"]) == 0
+        assert _jsonl(out)
+        out.unlink()
+        capsys.readouterr()
+
+
+def test_an_errors_file_that_is_a_pipe_without_a_reader_can_still_be_stopped(ngram_model, tmp_path):
+    """Signals were held while the errors file was opened, and opening a pipe waits for its reader."""
+    import os
+    import signal
+    import time
+
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"response": "Sure."}\nbroken\n', encoding="utf-8")
+    fifo = tmp_path / "errors.fifo"
+    os.mkfifo(fifo)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-m", "refusal_predictor.cli", "label-responses", str(log), "-o",
+                             str(tmp_path / "out.jsonl"), "--errors", str(fifo), "--model", str(ngram_model),
+                             "--no-progress"], stderr=subprocess.PIPE, text=True, env=env)
+    time.sleep(8)  # scored by then, and waiting for the pipe's reader
+    proc.send_signal(signal.SIGTERM)
+    try:
+        _, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AssertionError("SIGTERM did not stop a run waiting for its errors pipe") from None
+    assert proc.returncode == 128 + signal.SIGTERM and "stopped by SIGTERM" in err

@@ -1470,6 +1470,9 @@ def test_count_lines_gives_the_progress_bars_total_in_every_format(tmp_path):
     assert count_lines(tmp_path / "empty.jsonl", "jsonl") is None  # missing: the reading pass says so
     (tmp_path / "empty.jsonl").write_bytes(b"")
     assert count_lines(tmp_path / "empty.jsonl") == 0
+    bom = tmp_path / "bom.jsonl"
+    bom.write_text('{"response": "a"}\n{"response": "b"}\n', encoding="utf-8-sig")
+    assert count_lines(bom, encoding="utf-8-sig") == 2
     wide = tmp_path / "wide.jsonl"
     wide.write_text('{"response": "\u0a0a"}\n', encoding="utf-16")  # U+0A0A holds two 0x0A bytes
     assert count_lines(wide, encoding="utf-16") is None
