@@ -236,18 +236,11 @@ class RecordWriter:
                 self._write_csv()
             elif self.fmt == "parquet":
                 self._write_parquet()
-        except OSError as exc:
-            self.abort()
-            raise OSError(exc.errno, f"{self.path}: cannot be written ({exc.strerror or exc})") from exc
-        except BaseException:
-            self.abort()
-            raise
-        if self._spool is not None:
-            self._spool.unlink(missing_ok=True)
-        # On the disk before the caller puts the errors file in place: flushed in close(), a slow
-        # flush (a network file system) held the new errors file beside the old output for
-        # seconds, and a kill then left the pair mixed.
-        try:
+            if self._spool is not None:
+                self._spool.unlink(missing_ok=True)
+            # On the disk before the caller puts the errors file in place: flushed in close(), a
+            # slow flush (a network file system) held the new errors file beside the old output
+            # for seconds, and a kill then left the pair mixed.
             os.chmod(self._tmp, new_file_mode(self._target))
             fsync_file(self._tmp)
         except OSError as exc:

@@ -728,14 +728,20 @@ def test_a_csv_header_holding_an_output_field_is_refused_even_without_a_usable_r
         _score(log, tmp_path / "out.csv")
 
 
-def test_a_linked_errors_file_is_written_through_its_link_and_a_device_is_not_replaced(tmp_path):
+def _log_and_a_linked_file(tmp_path, link_name: str, text: str, mode: int):
+    """A log whose line 2 is skipped, and a file of ``mode`` with a symbolic link to it."""
     log = tmp_path / "log.jsonl"
     log.write_text('{"response": "ok"}\n{"text": "no response"}\n', encoding="utf-8")
     kept = tmp_path / "kept.jsonl"
-    kept.write_text("", encoding="utf-8")
-    kept.chmod(0o640)
-    link = tmp_path / "errors.jsonl"
+    kept.write_text(text, encoding="utf-8")
+    kept.chmod(mode)
+    link = tmp_path / link_name
     link.symlink_to(kept)
+    return log, kept, link
+
+
+def test_a_linked_errors_file_is_written_through_its_link_and_a_device_is_not_replaced(tmp_path):
+    log, kept, link = _log_and_a_linked_file(tmp_path, "errors.jsonl", "", 0o640)
     _score(log, tmp_path / "out.jsonl", errors_path=link)
     assert link.is_symlink() and json.loads(kept.read_text(encoding="utf-8"))["line"] == 2
     assert kept.stat().st_mode & 0o777 == 0o640  # its permissions kept
@@ -1438,13 +1444,7 @@ def test_text_keys_are_their_own_keys_and_the_spool_closes_quietly(monkeypatch):
 
 def test_a_write_protected_output_or_errors_file_is_refused_not_replaced(tmp_path):
     """``chmod a-w`` keeps a result: the rename that swaps outputs in would replace it regardless."""
-    log = tmp_path / "log.jsonl"
-    log.write_text('{"response": "ok"}\n{"text": "no response"}\n', encoding="utf-8")
-    kept = tmp_path / "kept.jsonl"
-    kept.write_text("a result\n", encoding="utf-8")
-    kept.chmod(0o444)
-    link = tmp_path / "link.jsonl"
-    link.symlink_to(kept)
+    log, kept, link = _log_and_a_linked_file(tmp_path, "link.jsonl", "a result\n", 0o444)
     for output, errors in ((kept, None), (link, None), (tmp_path / "out.jsonl", kept)):
         with pytest.raises(ValueError, match=r"is write-protected \(mode -r--r--r--\), so it is not replaced"):
             _score(log, output, errors_path=errors)
