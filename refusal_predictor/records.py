@@ -184,8 +184,8 @@ def count_lines(path: PathLike, fmt: str | None = None, encoding: str = "utf-8")
     """How many lines ``path`` holds (a Parquet file: rows), the total against which a run's
     progress shows how far it has read and how long it has left; ``None`` where that is not known
     cheaply: an encoding whose newline is not one byte, or a file the reading pass will report as
-    unreadable. One pass over the bytes (about a second per GB; a gzip file is gunzipped for it):
-    little beside scoring them, which takes minutes to hours per GB."""
+    unreadable. One pass over the bytes, counting newlines without parsing (a gzip file is
+    gunzipped for it): little beside scoring them."""
     try:
         if detect_format(path, fmt) == "parquet":
             return _open_parquet(path).metadata.num_rows
