@@ -218,7 +218,10 @@ def staged_folder(folder: PathLike) -> Iterator[Path]:
         try:
             os.rename(staging, folder)
         except BaseException:
-            os.rename(old, folder)
+            if staging.exists():  # not renamed: the earlier folder goes back
+                os.rename(old, folder)
+            else:  # a signal handled just after the rename: the new folder stands, whole
+                shutil.rmtree(old, ignore_errors=True)
             raise
         shutil.rmtree(old, ignore_errors=True)
     except BaseException:

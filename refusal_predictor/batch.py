@@ -65,10 +65,11 @@ class ScoreReport:
 
 
 def stop_reason(bad: BadRecord, skipped: int, max_skipped: int | None, unit: str = "record") -> str | None:
-    """Why a run given ``max_skipped`` stops at ``bad``, its ``skipped``-th skipped record, in the
-    words every command prints; None: it goes on. A record with which the rest of the file is
-    lost (a gzip stream cut short, a CSV quote never closed) stops it whatever the count: one
-    skipped record there stood for thousands, and the run passed."""
+    """Why a run given ``max_skipped`` stops at ``bad``, in the words every command prints; None:
+    it goes on. ``skipped`` counts the skipped records so far, ``bad`` included, each line a CSV
+    quote left open swallowed as one (``BadRecord.span``), and a record with which the rest of the
+    file is lost (a gzip stream cut short) stops the run whatever the count: one skipped record
+    there stood for thousands, and the run passed."""
     if max_skipped is None:
         return None
     if bad.rest_lost:
@@ -76,7 +77,9 @@ def stop_reason(bad: BadRecord, skipped: int, max_skipped: int | None, unit: str
                 "stops on whatever the count")
     if skipped > max_skipped:
         units = unit if max_skipped == 1 else unit + "s"
-        return f"more than {max_skipped} {units} skipped (max_skipped / --max-skipped {max_skipped})"
+        swallowed = f", counting the lines a malformed CSV quote swallowed ({bad.line}-{bad.line + bad.span - 1})" \
+            if bad.span > 1 else ""
+        return f"more than {max_skipped} {units} skipped{swallowed} (max_skipped / --max-skipped {max_skipped})"
     return None
 
 
@@ -161,6 +164,7 @@ def score_file(
                          "another output field name so the input value is not overwritten")
 
     report = ScoreReport(input=Path(input_path), output=Path(output_path))
+    lost = 0  # skipped records, each line a malformed CSV quote swallowed counted as one
     pending: list[dict] = []
     texts: list[str] = []
 
@@ -211,7 +215,8 @@ def score_file(
                 bad = text if isinstance(text, BadRecord) else None
             if bad is not None:
                 report.bad.append(bad)
-                report.stop_reason = stop_reason(bad, len(report.bad), max_skipped)
+                lost += bad.span
+                report.stop_reason = stop_reason(bad, lost, max_skipped)
                 if report.stop_reason is not None:
                     report.stopped_at = bad.line
                     break

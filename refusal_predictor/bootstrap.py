@@ -189,13 +189,15 @@ def bootstrap_records(
             report.written += len(batch)
 
     bar = line_bar("labelling", lines, enabled=progress)
+    lost = 0  # bad rows, each line a malformed CSV quote swallowed counted as one
     for line, record in records:
         report.read += 1
         advance(bar, line)
         bad = _bad_row(line, record, prompt_field, response_field)
         if bad is not None:
             report.bad.append(bad)
-            report.stop_reason = stop_reason(bad, len(report.bad), max_skipped, "row")
+            lost += bad.span
+            report.stop_reason = stop_reason(bad, lost, max_skipped, "row")
             if report.stop_reason is not None:
                 report.stopped_at = bad.line
                 break

@@ -434,7 +434,7 @@ def _run_scoring(model, args: argparse.Namespace, score=None, extra_fields: tupl
         max_skipped=args.max_skipped,
     )
     print(report.summary())
-    if note is not None:
+    if note is not None and report.stopped_at is None:  # a stopped run's scores were thrown away
         print(note())
     _print_skipped(report.bad, args.input, more=f"all with their reasons in {report.errors_path}" if report.errors_path else None)
     if report.stopped_at is not None:
@@ -757,13 +757,13 @@ def _cmd_bootstrap(args: argparse.Namespace) -> int:
         progress=not args.no_progress, max_skipped=args.max_skipped,
     )
     print(f"{args.input}: {report.summary()}" + (f" -> {args.output}" if report.output_written else ""))
+    if report.stopped_at is not None:  # its labels were thrown away; its errors file lists the skipped rows
+        _print_skipped(report.bad, args.input)
+        return _stopped(report, args)
     if isinstance(labeller, RoutingCount):
         print(labeller.note())
     if report.errors_path:
         print(f"rows not used (skipped, or below --min-confidence), with line numbers: {report.errors_path}")
-    if report.stopped_at is not None:
-        _print_skipped(report.bad, args.input)
-        return _stopped(report, args)
     if report.labelled and not report.written:
         print(f"error: all {report.labelled} labels of {args.input} were below --min-confidence "
               f"{args.min_confidence}; nothing was written (an earlier {args.output} is left as it was)", file=sys.stderr)

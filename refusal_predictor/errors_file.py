@@ -10,12 +10,9 @@ import base64
 import json
 import logging
 import os
-import signal
 import tempfile
-import threading
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 from .artifacts import PathLike
 from .paths import check_output_path, is_device_or_pipe, link_target, new_file_mode, temp_name_prefix
@@ -50,12 +47,8 @@ def write_bad_records(path: PathLike, bad: Sequence[BadRecord], source: PathLike
     is not an errors file is left alone.
     """
     staged = StagedErrors(path, bad, source)
-    if staged.is_stream:  # a pipe may wait for its reader: that wait must stay interruptible
-        staged.put_in_place()
-        return staged.result
-    with uninterrupted():  # stopped between the two, the earlier file stayed hidden beside it
-        staged.put_in_place()
-        staged.finalize()
+    staged.put_in_place()
+    staged.finalize()
     return staged.result
 
 
@@ -77,48 +70,19 @@ def write_with_errors(writer: RecordWriter, path: PathLike, bad: Sequence[BadRec
         return write_bad_records(path, bad, source)
     writer.finish()
     staged = StagedErrors(path, bad, source)
-    if staged.is_stream:  # written before the output is renamed, and before signals are held:
-        staged.put_in_place()  # a pipe may wait for its reader, and that wait must stay interruptible
-    with uninterrupted():
-        staged.put_in_place()  # undoes its own steps when it fails part-way (a stream: nothing left to do)
-        try:
-            writer.close()
-        except BaseException:
-            staged.restore()
-            raise
-        staged.finalize()
-    return staged.result
-
-
-@contextmanager
-def uninterrupted() -> Iterator[None]:
-    """Hold Ctrl-C, SIGTERM and SIGHUP while a pair of files is put in place (a few renames).
-
-    A signal handled between the output's rename and the step after it undid the errors file
-    beside an output already replaced: the new output stood beside the earlier run's errors file.
-    Held, it is acted on just after, with both files in place, by the handler that was there
-    before. The handlers are swapped rather than the signals blocked: a process-directed signal
-    reaches any thread that does not block it (ONNX Runtime's, a thread pool's), and Python runs
-    its handler in the main thread all the same. Handlers can only be set from the main thread,
-    so elsewhere nothing is held (Python acts on signals in the main thread only anyway).
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught: list[int] = []
-    previous: dict[int, object] = {}
-    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
-        number = getattr(signal, name, None)
-        if number is None or signal.getsignal(number) is None:  # absent here, or a handler set outside Python
-            continue
-        previous[number] = signal.signal(number, lambda signum, frame: caught.append(signum))
+    staged.put_in_place()  # undoes its own steps when it fails part-way
     try:
-        yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
-        for number in dict.fromkeys(caught):  # each once, in the order they came
-            signal.raise_signal(number)
+        writer.close()
+    except BaseException:
+        # A signal handled just after the output's rename raises here all the same: the new output
+        # is in place, so its errors file stays (undone, the earlier one stood beside it).
+        if writer.in_place():
+            staged.finalize()
+        else:
+            staged.restore()
+        raise
+    staged.finalize()
+    return staged.result
 
 
 class StagedErrors:
@@ -163,12 +127,6 @@ class StagedErrors:
             raise
         self._tmp = Path(tmp)
 
-    @property
-    def is_stream(self) -> bool:
-        """Skipped records going to a device or a pipe (/dev/stderr, a FIFO): written as they are,
-        never staged or undone."""
-        return self._stream
-
     def _write(self, handle) -> None:
         """One JSON line per skipped record, streamed: the records may be spooled on disk (skipped.py)."""
         for item in self._bad:
@@ -184,11 +142,10 @@ class StagedErrors:
         """The new errors file where the user asked for it (or, with nothing skipped, an earlier
         run's out of the way); undone before raising when a step fails."""
         try:
-            if self._stream:  # a device or a pipe: cannot be staged or undone, and is written once
-                if self.result is None:
-                    with open(self.path, "w", encoding="utf-8", errors="replace") as handle:
-                        self._write(handle)
-                    self.result = self.path
+            if self._stream:  # a device or a pipe: cannot be staged or undone
+                with open(self.path, "w", encoding="utf-8", errors="replace") as handle:
+                    self._write(handle)
+                self.result = self.path
                 return
             if self._target is not None and self._target.exists():
                 fd, aside = tempfile.mkstemp(prefix=temp_name_prefix(self._target), suffix=".earlier", dir=self._target.parent)
@@ -238,27 +195,16 @@ class StagedErrors:
             self._aside.unlink(missing_ok=True)
             self._aside = self._aside_name = None
             if self.result is None:
-                earlier = self._earlier_source
-                if earlier is not None and not _same_path(earlier, self._source):
-                    # Another input's records: a run sharing this --errors path, maybe at the same
-                    # time, whose report now points at nothing. Said, not only logged at -v.
-                    logger.warning("removed %s: it held the skipped records of %s, not of %s (this run skipped "
-                                   "nothing); runs that share an errors path replace each other's",
-                                   self.path, earlier, self._source)
-                else:
-                    logger.info("removed %s, left by an earlier run (this one skipped nothing)", self.path)
+                # Said, not only logged at -v: it may be the errors of another input (a run sharing
+                # this --errors path, maybe at the same time, whose report now points at nothing),
+                # and the paths recorded in it are as that run was given them, so which input it
+                # was about cannot always be told.
+                about = f" over {self._earlier_source}" if self._earlier_source else ""
+                logger.warning("removed %s, the skipped records of an earlier run%s: this run over %s skipped "
+                               "nothing", self.path, about, self._source)
 
 
 _ERRORS_KEYS = {"file", "line", "reason", "raw"}
-
-
-def _same_path(a: PathLike, b: PathLike) -> bool:
-    """Whether two inputs are one file (paths as given, read from here): day1/log.jsonl and
-    day2/log.jsonl share a name and are not."""
-    try:
-        return os.path.samefile(a, b)
-    except OSError:  # one is gone, or was named from another folder
-        return os.path.abspath(a) == os.path.abspath(b)
 
 
 def _errors_source(path: Path) -> str | None:

@@ -117,13 +117,13 @@ def _check_not_read_only(target: Path, what: str, path: Path) -> None:
         mode = target.stat().st_mode
     except OSError:
         return  # nothing there yet (or unreadable: the write itself reports it)
-    if not stat.S_ISREG(mode):
+    if not stat.S_ISREG(mode) or _read_only_file_system(target):  # that one: _check_parent says so
         return
     shown = path if target == path else f"{path} (a link to {target})"
     if not mode & 0o222:
         raise ValueError(f"{what} {shown} is write-protected (mode {stat.filemode(mode)}), so it is not replaced; "
                          "make it writable (chmod u+w) or choose another path")
-    if not os.access(target, os.W_OK) and not _read_only_file_system(target):  # that one: _check_parent says so
+    if not os.access(target, os.W_OK):
         raise ValueError(f"{what} {shown} may not be written by this user (mode {stat.filemode(mode)}, owner uid "
                          f"{target.stat().st_uid}), so it is not replaced; choose another path")
 

@@ -21,7 +21,7 @@ from .artifacts import PathLike, refuse_shipped_folder
 from .bootstrap import BootstrapReport, bootstrap_records, label_confidence, merge_duplicates
 from .cascade import load_response_model, response_model_record
 from .classifiers import HEADS, check_save_folder
-from .errors_file import StagedErrors, default_errors_path, uninterrupted
+from .errors_file import StagedErrors, default_errors_path
 from .metrics import binary_metrics
 from .prompt import PromptClassifier
 from .records import check_paths, count_lines, read_records
@@ -201,16 +201,13 @@ def train_prompt_model(
     except BaseException:
         staged.restore()
         raise
-    # Held signals: one handled just after the model's folder was swapped in put the earlier
-    # model's errors file back beside the new model (a save takes about a second).
-    with uninterrupted():
-        staged.put_in_place()
-        try:
-            model.save(output_dir, metadata=card)  # the card is written with the model (model_card.json, MODEL_CARD.md)
-        except BaseException:
-            staged.restore()
-            raise
-        staged.finalize()
+    staged.put_in_place()
+    try:
+        model.save(output_dir, metadata=card)  # the card is written with the model (model_card.json, MODEL_CARD.md)
+    except BaseException:
+        staged.restore()
+        raise
+    staged.finalize()
     report.errors_path = staged.result
     logger.info("trained prompt model for %s: %s", target, held_out)
     return model, held_out, report

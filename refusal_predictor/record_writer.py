@@ -81,7 +81,7 @@ class RecordWriter:
                 self._handle.write("[")
         self._kinds: dict[str, set[str]] = {}
         self.count = 0
-        self._finished = self._closed = False
+        self._finished = self._closed = self._aborted = False
 
     def _open_text(self, path: Path) -> IO[str]:
         if is_gzipped(self.path):
@@ -263,9 +263,18 @@ class RecordWriter:
             raise OSError(f"{self.path}: cannot be written ({exc.strerror or exc})") from exc
         self._closed = True
 
+    def in_place(self) -> bool:
+        """Whether the output has been renamed into place, read from the disk: a signal handled
+        just after the rename raises out of :meth:`close` as one handled just before it does."""
+        return self._finished and not self._aborted and not self._tmp.exists()
+
     def abort(self) -> None:
-        """Throw the output away; an earlier file at the path is left as it was."""
+        """Throw the output away; an earlier file at the path is left as it was. An output already
+        in place (see :meth:`in_place`) is whole and stays."""
         self._closed = True  # a later close() or __exit__ does nothing more
+        if self.in_place():
+            return
+        self._aborted = True
         try:
             self._handle.close()
         except Exception:

@@ -47,9 +47,12 @@ class BadRecord:
     # The record's own bytes where ``raw`` cannot hold them (text not valid in the file's
     # encoding, shown in ``raw`` with U+FFFD): the errors file keeps them, base64-encoded.
     raw_bytes: bytes | None = None
-    # True where the rest of the file is lost with this record (a gzip stream cut short, a CSV
-    # quote never closed): one skipped record that stands for any number of them.
+    # True where the rest of the file is lost with this record (a gzip stream cut short): one
+    # skipped record that stands for any number of them.
     rest_lost: bool = False
+    # The lines of the file it covers: a CSV quote left open swallows the lines after it, and the
+    # records on them, up to the next quote (or the end of the file).
+    span: int = 1
 
     def describe(self, path: PathLike) -> str:
         return f"{path}:{self.line}: {self.reason}"
@@ -639,13 +642,16 @@ def _read_csv(path: PathLike, encoding: str, delimiter: str = ",") -> Iterator[t
                 break
             except csv.Error as exc:
                 line_no, raw = last_line + 1, lines.take().rstrip("\r\n")
-                rest_lost = str(exc) == "unexpected end of data"
-                if rest_lost:
+                span = max(1, reader.line_num - line_no + 1)
+                if str(exc) == "unexpected end of data":
                     reason = (f"malformed CSV: a quoted field opened here is never closed, so lines {line_no}-"
                               f"{reader.line_num} (the end of the file) were read as one field; none of them is used")
+                elif span > 1:
+                    reason = (f"malformed CSV ({exc}): a quoted field opened here runs to line {reader.line_num}, so "
+                              f"lines {line_no}-{reader.line_num} were read as one record; none of them is used")
                 else:
                     reason = f"malformed CSV ({exc})"
-                yield line_no, _bad_csv_text(line_no, reason, raw, codec, rest_lost)
+                yield line_no, _bad_csv_text(line_no, reason, raw, codec, span)
                 last_line = reader.line_num
                 continue
             raw = lines.take()  # the row's own text, quotes and all: a skipped row is reported as it is in the file
@@ -664,14 +670,13 @@ def _read_csv(path: PathLike, encoding: str, delimiter: str = ",") -> Iterator[t
             yield line_no, dict(zip(header, row))
 
 
-def _bad_csv_text(line: int, reason: str, text: str, codec: str, rest_lost: bool = False) -> BadRecord:
+def _bad_csv_text(line: int, reason: str, text: str, codec: str, span: int = 1) -> BadRecord:
     """A skipped CSV row's text; one holding bytes not valid in the file's encoding (read as
     :data:`_ESCAPE_BYTES` escapes) shows them as U+FFFD and keeps them in ``raw_bytes``
     (``codec``: :func:`_line_codec`)."""
     if not _ESCAPED.search(text):
-        return BadRecord(line, reason, text, rest_lost=rest_lost)
-    return BadRecord(line, reason, _ESCAPED.sub("\ufffd", text), raw_bytes=_original_bytes(text, codec),
-                     rest_lost=rest_lost)
+        return BadRecord(line, reason, text, span=span)
+    return BadRecord(line, reason, _ESCAPED.sub("\ufffd", text), raw_bytes=_original_bytes(text, codec), span=span)
 
 
 LONE_SURROGATE = ("a lone UTF-16 surrogate escape (half of a character, e.g. \\ud83d: a text cut "

@@ -60,7 +60,7 @@ class _Reader:
 
 
 def _as_tuple(record: BadRecord) -> tuple:
-    return record.line, record.reason, record.raw, record.raw_bytes, record.rest_lost
+    return record.line, record.reason, record.raw, record.raw_bytes, record.rest_lost, record.span
 
 
 class SkippedRecords:

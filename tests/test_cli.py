@@ -1032,8 +1032,11 @@ def test_max_skipped_stops_the_run_and_keeps_the_earlier_output(ngram_model, tmp
     assert f"{out} was not written" in captured.err and "log.csv:3: malformed CSV" in captured.err
     assert out.read_text(encoding="utf-8") == "earlier\n"
     assert [e["line"] for e in _jsonl(tmp_path / "out.jsonl.errors.jsonl")] == [3]
-    # within the limit, the run is the one without a limit: every usable record written, exit 0
-    assert main([*base, "--max-skipped", "1"]) == 0
+    # the quote swallowed line 4 and its record: two lost, so 1 stops the run and 2 is within the limit,
+    # where the run is the one without a limit: every usable record written, exit 0
+    assert main([*base, "--max-skipped", "1"]) == 1
+    assert "counting the lines a malformed CSV quote swallowed (3-4)" in capsys.readouterr().err
+    assert main([*base, "--max-skipped", "2"]) == 0
     assert [r["id"] for r in _jsonl(out)] == ["1", "3"]  # CSV values are text
     assert "stopped" not in capsys.readouterr().out
 
@@ -1105,7 +1108,7 @@ def test_an_errors_file_moved_away_by_another_run_meanwhile_does_not_fail_this_o
 
 
 def test_a_clean_run_that_removes_another_inputs_errors_file_says_so(ngram_model, tmp_path, caplog):
-    """Runs sharing an --errors path: the clean one removed the other's errors, at -v only."""
+    """Runs sharing an --errors path: the clean one removed the other's errors, logged at -v only."""
     (tmp_path / "day1").mkdir()
     (tmp_path / "day2").mkdir()
     log_a, log_b = tmp_path / "day1" / "log.jsonl", tmp_path / "day2" / "log.jsonl"  # one name, two files
@@ -1117,7 +1120,7 @@ def test_a_clean_run_that_removes_another_inputs_errors_file_says_so(ngram_model
                      str(errors), "--model", str(ngram_model), "--no-progress"]) == 0
     assert not errors.exists()
     warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-    assert len(warned) == 1 and f"it held the skipped records of {log_a}, not of {log_b}" in warned[0]
+    assert len(warned) == 1 and f"the skipped records of an earlier run over {log_a}: this run over {log_b}" in warned[0]
 
 
 def test_a_link_into_missing_folders_leaves_none_behind_when_nothing_is_written(ngram_model, tmp_path):
@@ -1143,12 +1146,13 @@ def test_max_skipped_stops_at_a_record_that_loses_the_rest_of_the_file_whatever_
     whole = b"".join(b'{"response": "answer %d"}\n' % i for i in range(2000))
     cut = tmp_path / "log.jsonl.gz"
     cut.write_bytes(gzip.compress(whole)[:4000])
-    for log, line in ((csv_log, 3), (cut, None)):
+    for log, line, why in ((csv_log, 3, "counting the lines a malformed CSV quote swallowed (3-503)"),
+                           (cut, None, "the rest of the file is lost with this record")):
         out = tmp_path / "out.jsonl"
         assert main(["label-responses", str(log), "-o", str(out), "--model", str(ngram_model), "--no-progress",
                      "--max-skipped", "3"]) == 1
         captured = capsys.readouterr()
-        assert "the rest of the file is lost with this record" in captured.err and not out.exists()
+        assert why in captured.err and not out.exists()
         assert "scored" not in captured.out  # the chunks scored before the stop were thrown away
         errors = _jsonl(tmp_path / "out.jsonl.errors.jsonl")
         assert len(errors) == 1 and (line is None or errors[0]["line"] == line)
@@ -1181,3 +1185,23 @@ def test_an_errors_file_that_is_a_pipe_without_a_reader_can_still_be_stopped(ngr
         proc.kill()
         raise AssertionError("SIGTERM did not stop a run waiting for its errors pipe") from None
     assert proc.returncode == 128 + signal.SIGTERM and "stopped by SIGTERM" in err
+
+
+def test_max_skipped_counts_the_lines_a_stray_csv_quote_swallowed(ngram_model, tmp_path, capsys):
+    """A quote closed 300 lines later made 300 rows one skipped record, and --max-skipped 5 passed."""
+    log = tmp_path / "stray.csv"
+    log.write_text('id,response\n1,"I cannot help with that\n' + "".join(f"{i},answer {i}\n" for i in range(2, 302))
+                   + '302,"Of course, here it is"\n303,Sure.\n', encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    base = ["label-responses", str(log), "-o", str(out), "--model", str(ngram_model), "--no-progress"]
+    assert main([*base, "--max-skipped", "5"]) == 1
+    assert "counting the lines a malformed CSV quote swallowed (2-303)" in capsys.readouterr().err
+    assert main(base) == 0
+    (error,) = _jsonl(tmp_path / "out.jsonl.errors.jsonl")
+    assert "lines 2-303 were read as one record" in error["reason"]
+    # an unclosed quote on the last line loses that line only: one skipped record
+    last = tmp_path / "last.csv"
+    last.write_text("id,response\n1,Sure.\n2,\"I cannot help with th", encoding="utf-8")
+    assert main(["label-responses", str(last), "-o", str(out), "--model", str(ngram_model), "--no-progress",
+                 "--max-skipped", "1"]) == 0
+    assert len(_jsonl(out)) == 1

@@ -1491,3 +1491,26 @@ def test_the_scoring_progress_bar_counts_lines_to_the_files_total(tmp_path, caps
     score_file(lambda texts: [0.5] * len(texts), log, tmp_path / "out.jsonl", text_field="response")
     last = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
     assert "100%" in last and "6.00/6.00" in last and "lines" in last
+
+
+def test_a_signal_just_after_a_model_folders_rename_leaves_the_new_folder_whole(tmp_path, monkeypatch):
+    """The undo renamed the earlier folder onto the new one, which failed (not empty): the new
+    model stood with the earlier one hidden beside it, and the error was not the signal."""
+    from refusal_predictor.artifacts import staged_folder
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "a.txt").write_text("earlier", encoding="utf-8")
+    real_rename = os.rename
+
+    def rename_then_interrupt(src, dst):
+        real_rename(src, dst)
+        if Path(dst) == folder and ".saving-" in Path(src).name:
+            raise KeyboardInterrupt  # as a signal handled just after rename(2) returns
+
+    monkeypatch.setattr(os, "rename", rename_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        with staged_folder(folder) as staging:
+            (staging / "a.txt").write_text("new", encoding="utf-8")
+    assert (folder / "a.txt").read_text(encoding="utf-8") == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
