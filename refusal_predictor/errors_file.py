@@ -73,6 +73,7 @@ def write_with_errors(writer: RecordWriter, path: PathLike, bad: Sequence[BadRec
     staged.put_in_place()  # undoes its own steps when it fails part-way
     try:
         writer.close()
+        staged.finalize()
     except BaseException:
         # A signal handled just after the output's rename raises here all the same: the new output
         # is in place, so its errors file stays (undone, the earlier one stood beside it).
@@ -81,7 +82,6 @@ def write_with_errors(writer: RecordWriter, path: PathLike, bad: Sequence[BadRec
         else:
             staged.restore()
         raise
-    staged.finalize()
     return staged.result
 
 
