@@ -214,19 +214,28 @@ def staged_folder(folder: PathLike) -> Iterator[Path]:
             os.rename(staging, folder)
             return
         old = folder.parent / f".{short_name(folder.name)}.replaced-{uuid.uuid4().hex[:8]}"
+        staged = staging.stat()
         os.rename(folder, old)
         try:
             os.rename(staging, folder)
         except BaseException:
-            if staging.exists():  # not renamed: the earlier folder goes back
-                os.rename(old, folder)
-            else:  # a signal handled just after the rename: the new folder stands, whole
+            if _same_inode(folder, staged):  # renamed just before an exception (a signal): it stands, whole
                 shutil.rmtree(old, ignore_errors=True)
+            else:  # not renamed: the earlier folder goes back
+                os.rename(old, folder)
             raise
         shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def _same_inode(path: Path, known: os.stat_result) -> bool:
+    try:
+        now = path.stat()
+    except OSError:
+        return False
+    return (now.st_dev, now.st_ino) == (known.st_dev, known.st_ino)
 
 
 def fsync_file(path: PathLike) -> None:

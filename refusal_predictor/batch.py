@@ -64,10 +64,11 @@ class ScoreReport:
         return text
 
 
-def stop_reason(bad: BadRecord, skipped: int, max_skipped: int | None, unit: str = "record") -> str | None:
+def stop_reason(bad: BadRecord, skipped: int, max_skipped: int | None, unit: str = "record",
+                records: int | None = None) -> str | None:
     """Why a run given ``max_skipped`` stops at ``bad``, in the words every command prints; None:
     it goes on. ``skipped`` counts the skipped records so far, ``bad`` included, each line a CSV
-    quote left open swallowed as one (``BadRecord.span``), and a record with which the rest of the
+    quote left open swallowed as one (``BadRecord.span``; ``records`` counts them as records), and a record with which the rest of the
     file is lost (a gzip stream cut short) stops the run whatever the count: one skipped record
     there stood for thousands, and the run passed."""
     if max_skipped is None:
@@ -77,8 +78,9 @@ def stop_reason(bad: BadRecord, skipped: int, max_skipped: int | None, unit: str
                 "stops on whatever the count")
     if skipped > max_skipped:
         units = unit if max_skipped == 1 else unit + "s"
-        swallowed = f", counting the lines a malformed CSV quote swallowed ({bad.line}-{bad.line + bad.span - 1})" \
-            if bad.span > 1 else ""
+        swallowed = ""
+        if records is not None and skipped > records:
+            swallowed = f" ({records} skipped, {skipped} counting each line malformed CSV quotes swallowed)"
         return f"more than {max_skipped} {units} skipped{swallowed} (max_skipped / --max-skipped {max_skipped})"
     return None
 
@@ -216,7 +218,7 @@ def score_file(
             if bad is not None:
                 report.bad.append(bad)
                 lost += bad.span
-                report.stop_reason = stop_reason(bad, lost, max_skipped)
+                report.stop_reason = stop_reason(bad, lost, max_skipped, records=len(report.bad))
                 if report.stop_reason is not None:
                     report.stopped_at = bad.line
                     break

@@ -197,7 +197,7 @@ def bootstrap_records(
         if bad is not None:
             report.bad.append(bad)
             lost += bad.span
-            report.stop_reason = stop_reason(bad, lost, max_skipped, "row")
+            report.stop_reason = stop_reason(bad, lost, max_skipped, "row", records=len(report.bad))
             if report.stop_reason is not None:
                 report.stopped_at = bad.line
                 break

@@ -894,18 +894,27 @@ class Terminated(SystemExit):
 
 @contextlib.contextmanager
 def _signals_raise() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise Terminated, Ctrl-C KeyboardInterrupt, each through
+    ``interrupts.interrupt``: while outputs are put in place, at the end of that step."""
+    from .interrupts import interrupt
+
     def raise_terminated(signum, frame):
         signal.signal(signum, signal.SIG_DFL)  # a second signal during the clean-up ends it at once
-        raise Terminated(signum)
+        interrupt(Terminated(signum))
+
+    def raise_keyboard_interrupt(signum, frame):
+        interrupt(KeyboardInterrupt())
 
     if threading.current_thread() is not threading.main_thread():
         yield  # signal handlers can only be set from the main thread; the caller's stay in charge
         return
-    # Only signals at their default (which would kill the process uncleanly): one ignored (nohup)
-    # or handled by a program that calls main() stays as it is.
+    # Only signals at their default (which would kill the process uncleanly, or raise at any
+    # point): one ignored (nohup) or handled by a program that calls main() stays as it is.
     wanted = [getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)]
     previous = {signum: signal.signal(signum, raise_terminated)
                 for signum in wanted if signal.getsignal(signum) == signal.SIG_DFL}
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        previous[signal.SIGINT] = signal.signal(signal.SIGINT, raise_keyboard_interrupt)
     try:
         yield
     finally:

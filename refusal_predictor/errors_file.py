@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .artifacts import PathLike
+from .interrupts import deferred
 from .paths import check_output_path, is_device_or_pipe, link_target, new_file_mode, temp_name_prefix
 from .record_writer import RecordWriter
 from .records import BadRecord
@@ -47,8 +48,12 @@ def write_bad_records(path: PathLike, bad: Sequence[BadRecord], source: PathLike
     is not an errors file is left alone.
     """
     staged = StagedErrors(path, bad, source)
-    staged.put_in_place()
-    staged.finalize()
+    if staged.is_stream:  # a pipe may wait for its reader: that wait must stay interruptible
+        staged.put_in_place()
+        return staged.result
+    with deferred():  # stopped between the two, the earlier file stayed hidden beside it
+        staged.put_in_place()
+        staged.finalize()
     return staged.result
 
 
@@ -70,18 +75,21 @@ def write_with_errors(writer: RecordWriter, path: PathLike, bad: Sequence[BadRec
         return write_bad_records(path, bad, source)
     writer.finish()
     staged = StagedErrors(path, bad, source)
-    staged.put_in_place()  # undoes its own steps when it fails part-way
-    try:
-        writer.close()
-        staged.finalize()
-    except BaseException:
-        # A signal handled just after the output's rename raises here all the same: the new output
-        # is in place, so its errors file stays (undone, the earlier one stood beside it).
-        if writer.in_place():
+    if staged.is_stream:  # written before the output is renamed, and before interrupts are deferred:
+        staged.put_in_place()  # a pipe may wait for its reader, and that wait must stay interruptible
+    with deferred():  # the command line's Ctrl-C or SIGTERM: acted on once the pair is in place
+        staged.put_in_place()  # undoes its own steps when it fails part-way (a stream: already written)
+        try:
+            writer.close()
             staged.finalize()
-        else:
-            staged.restore()
-        raise
+        except BaseException:
+            # An exception just after the output's rename (a signal a host program handles) is
+            # raised here all the same: the new output is in place, so its errors file stays.
+            if writer.in_place():
+                staged.finalize()
+            else:
+                staged.restore()
+            raise
     return staged.result
 
 
@@ -127,6 +135,12 @@ class StagedErrors:
             raise
         self._tmp = Path(tmp)
 
+    @property
+    def is_stream(self) -> bool:
+        """Skipped records going to a device or a pipe (/dev/stderr, a FIFO): written as they are,
+        once, never staged or undone."""
+        return self._stream
+
     def _write(self, handle) -> None:
         """One JSON line per skipped record, streamed: the records may be spooled on disk (skipped.py)."""
         for item in self._bad:
@@ -142,10 +156,11 @@ class StagedErrors:
         """The new errors file where the user asked for it (or, with nothing skipped, an earlier
         run's out of the way); undone before raising when a step fails."""
         try:
-            if self._stream:  # a device or a pipe: cannot be staged or undone
-                with open(self.path, "w", encoding="utf-8", errors="replace") as handle:
-                    self._write(handle)
-                self.result = self.path
+            if self._stream:  # a device or a pipe: cannot be staged or undone, and is written once
+                if self.result is None:
+                    with open(self.path, "w", encoding="utf-8", errors="replace") as handle:
+                        self._write(handle)
+                    self.result = self.path
                 return
             if self._target is not None and self._target.exists():
                 fd, aside = tempfile.mkstemp(prefix=temp_name_prefix(self._target), suffix=".earlier", dir=self._target.parent)
@@ -172,12 +187,21 @@ class StagedErrors:
             raise
 
     def restore(self) -> None:
-        """Undo :meth:`put_in_place`: the earlier errors file back, the new one gone (best effort)."""
+        """Undo :meth:`put_in_place`: the earlier errors file back, the new one gone (best effort).
+
+        What a step did is read from the disk where an exception may have come between a rename
+        and the note of it (a signal a host program handles): the new file renamed (its temporary
+        name gone), the earlier one moved aside (the target gone, the placeholder holding it)."""
         try:
-            if self._placed and self._target is not None:
+            renamed = self._tmp is not None and not self._tmp.exists()
+            if (self._placed or renamed) and self._target is not None:
                 self._target.unlink(missing_ok=True)
+            moved = self._aside is None and self._aside_name is not None and self._target is not None \
+                and not self._placed and not renamed and not self._target.exists()
             if self._aside is not None and self._target is not None:
                 os.replace(self._aside, self._target)
+            elif moved:  # moved aside just before the exception: it is in the placeholder
+                os.replace(self._aside_name, self._target)
             elif self._aside_name is not None:  # interrupted before the earlier file moved: only the placeholder
                 self._aside_name.unlink(missing_ok=True)
             self._aside = self._aside_name = None
@@ -200,8 +224,8 @@ class StagedErrors:
                 # and the paths recorded in it are as that run was given them, so which input it
                 # was about cannot always be told.
                 about = f" over {self._earlier_source}" if self._earlier_source else ""
-                logger.warning("removed %s, the skipped records of an earlier run%s: this run over %s skipped "
-                               "nothing", self.path, about, self._source)
+                logger.warning("removed %s, left by an earlier run%s: this run over %s skipped nothing",
+                               self.path, about, self._source)
 
 
 _ERRORS_KEYS = {"file", "line", "reason", "raw"}

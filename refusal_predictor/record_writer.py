@@ -259,6 +259,7 @@ class RecordWriter:
         try:
             os.replace(self._tmp, self._target)
         except OSError as exc:
+            self._aborted = True  # not renamed, whether or not its temporary file is still there
             self.abort()
             raise OSError(f"{self.path}: cannot be written ({exc.strerror or exc})") from exc
         self._closed = True

@@ -660,12 +660,16 @@ def _read_csv(path: PathLike, encoding: str, delimiter: str = ",") -> Iterator[t
             if not row:
                 yield line_no, None
                 continue
+            # A skipped row over several lines (a stray quote that closed further on) loses them all.
+            span = reader.line_num - line_no + 1
+            lines_note = f"; lines {line_no}-{reader.line_num} were read as this one row" if span > 1 else ""
             if len(row) != len(header):
-                yield line_no, _bad_csv_text(line_no, f"{len(row)} fields, header has {len(header)}", raw.rstrip("\r\n"), codec)
+                yield line_no, _bad_csv_text(line_no, f"{len(row)} fields, header has {len(header)}{lines_note}",
+                                             raw.rstrip("\r\n"), codec, span)
                 continue
             if any(lone_surrogate_at(v) is not None for v in row):
-                yield line_no, _bad_csv_text(line_no, f"not valid {encoding}; try --encoding (e.g. latin-1)",
-                                             raw.rstrip("\r\n"), codec)
+                yield line_no, _bad_csv_text(line_no, f"not valid {encoding}; try --encoding (e.g. latin-1){lines_note}",
+                                             raw.rstrip("\r\n"), codec, span)
                 continue
             yield line_no, dict(zip(header, row))
 

@@ -1092,3 +1092,29 @@ def test_a_stopped_bootstrap_lists_only_the_skipped_rows_and_counts_no_labels(tm
     assert "read 602 rows; skipped 2 bad rows" in printed and "labelled" not in printed
     errors = [json.loads(x) for x in (tmp_path / "labels.jsonl.errors.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [e["line"] for e in errors] == [601, 602]
+
+
+def test_a_sigterm_just_after_train_prompt_swaps_its_model_in_keeps_the_new_errors_file(tmp_path, monkeypatch, capsys):
+    """Handled between the model folder's rename and the errors file's last step, the signal put
+    the earlier model's errors file back beside the new model; the command now acts on it after."""
+    import os
+    import signal
+
+    folder, errors = tmp_path / "m", tmp_path / "m.errors.jsonl"
+    args = ["--target-name", "t", "-o", str(folder), "--response-model", "ngrams", "--head", "logreg", "--no-progress"]
+    assert main(["train-prompt", str(_small_log(tmp_path / "log.jsonl", n=120, extra_lines=["cut"])), *args]) == 0
+    real_rename = os.rename
+
+    def rename_then_signal(src, dst, *a, **k):
+        real_rename(src, dst, *a, **k)
+        if os.path.abspath(dst) == str(folder):
+            os.kill(os.getpid(), signal.SIGTERM)  # as if it arrived during rename(2)
+
+    monkeypatch.setattr(os, "rename", rename_then_signal)
+    other = _small_log(tmp_path / "other.jsonl", n=120, extra_lines=["not json", "[1]"])
+    assert main(["train-prompt", str(other), *args]) == 128 + signal.SIGTERM
+    assert "stopped by SIGTERM" in capsys.readouterr().err
+    monkeypatch.undo()
+    assert PromptClassifier.load(folder).metadata["training"]["sources"][0]["source"] == "other.jsonl"  # the new model
+    assert [(json.loads(x)["file"].endswith("other.jsonl"), json.loads(x)["line"])
+            for x in errors.read_text(encoding="utf-8").splitlines()] == [(True, 121), (True, 122)]

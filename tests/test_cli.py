@@ -1035,7 +1035,7 @@ def test_max_skipped_stops_the_run_and_keeps_the_earlier_output(ngram_model, tmp
     # the quote swallowed line 4 and its record: two lost, so 1 stops the run and 2 is within the limit,
     # where the run is the one without a limit: every usable record written, exit 0
     assert main([*base, "--max-skipped", "1"]) == 1
-    assert "counting the lines a malformed CSV quote swallowed (3-4)" in capsys.readouterr().err
+    assert "(1 skipped, 2 counting each line malformed CSV quotes swallowed)" in capsys.readouterr().err
     assert main([*base, "--max-skipped", "2"]) == 0
     assert [r["id"] for r in _jsonl(out)] == ["1", "3"]  # CSV values are text
     assert "stopped" not in capsys.readouterr().out
@@ -1120,7 +1120,7 @@ def test_a_clean_run_that_removes_another_inputs_errors_file_says_so(ngram_model
                      str(errors), "--model", str(ngram_model), "--no-progress"]) == 0
     assert not errors.exists()
     warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-    assert len(warned) == 1 and f"the skipped records of an earlier run over {log_a}: this run over {log_b}" in warned[0]
+    assert len(warned) == 1 and f"left by an earlier run over {log_a}: this run over {log_b} skipped nothing" in warned[0]
 
 
 def test_a_link_into_missing_folders_leaves_none_behind_when_nothing_is_written(ngram_model, tmp_path):
@@ -1146,7 +1146,7 @@ def test_max_skipped_stops_at_a_record_that_loses_the_rest_of_the_file_whatever_
     whole = b"".join(b'{"response": "answer %d"}\n' % i for i in range(2000))
     cut = tmp_path / "log.jsonl.gz"
     cut.write_bytes(gzip.compress(whole)[:4000])
-    for log, line, why in ((csv_log, 3, "counting the lines a malformed CSV quote swallowed (3-503)"),
+    for log, line, why in ((csv_log, 3, "(1 skipped, 501 counting each line malformed CSV quotes swallowed)"),
                            (cut, None, "the rest of the file is lost with this record")):
         out = tmp_path / "out.jsonl"
         assert main(["label-responses", str(log), "-o", str(out), "--model", str(ngram_model), "--no-progress",
@@ -1195,10 +1195,18 @@ def test_max_skipped_counts_the_lines_a_stray_csv_quote_swallowed(ngram_model, t
     out = tmp_path / "out.jsonl"
     base = ["label-responses", str(log), "-o", str(out), "--model", str(ngram_model), "--no-progress"]
     assert main([*base, "--max-skipped", "5"]) == 1
-    assert "counting the lines a malformed CSV quote swallowed (2-303)" in capsys.readouterr().err
+    assert "(1 skipped, 302 counting each line malformed CSV quotes swallowed)" in capsys.readouterr().err
     assert main(base) == 0
     (error,) = _jsonl(tmp_path / "out.jsonl.errors.jsonl")
     assert "lines 2-303 were read as one record" in error["reason"]
+    # closed just before a separator, the quote makes the swallowed lines one row of too many fields
+    log.write_text('id,response\n1,"I cannot help with that\n' + "".join(f"{i},answer {i}\n" for i in range(2, 302))
+                   + '302,the end",extra\n303,Sure.\n', encoding="utf-8")
+    assert main([*base, "--max-skipped", "5"]) == 1
+    assert "(1 skipped, 302 counting each line" in capsys.readouterr().err
+    assert main(base) == 0
+    (error,) = _jsonl(tmp_path / "out.jsonl.errors.jsonl")
+    assert "lines 2-303 were read as this one row" in error["reason"]
     # an unclosed quote on the last line loses that line only: one skipped record
     last = tmp_path / "last.csv"
     last.write_text("id,response\n1,Sure.\n2,\"I cannot help with th", encoding="utf-8")

@@ -1514,3 +1514,55 @@ def test_a_signal_just_after_a_model_folders_rename_leaves_the_new_folder_whole(
             (staging / "a.txt").write_text("new", encoding="utf-8")
     assert (folder / "a.txt").read_text(encoding="utf-8") == "new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_a_staging_folder_gone_before_its_rename_leaves_the_earlier_folder(tmp_path, monkeypatch):
+    import shutil
+
+    from refusal_predictor.artifacts import staged_folder
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "a.txt").write_text("earlier", encoding="utf-8")
+    real_rename = os.rename
+
+    def staging_vanishes(src, dst):
+        if Path(dst) == folder and ".saving-" in Path(src).name:
+            shutil.rmtree(src)
+        return real_rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", staging_vanishes)
+    with pytest.raises(FileNotFoundError):
+        with staged_folder(folder) as staging:
+            (staging / "a.txt").write_text("new", encoding="utf-8")
+    assert (folder / "a.txt").read_text(encoding="utf-8") == "earlier"
+
+
+@pytest.mark.parametrize("after", ["the earlier errors file moved aside", "the new errors file renamed"])
+def test_an_exception_just_after_an_errors_file_rename_is_undone_from_the_disk(tmp_path, monkeypatch, after):
+    """A host program's signal handler raising between a rename and the note of it: the earlier
+    errors file was deleted, or the new one left beside the earlier output."""
+    log = tmp_path / "log.jsonl"
+    earlier_skipped = after.startswith("the earlier")  # else no errors file before: the new one must go
+    log.write_text('{"response": "ok"}\n' + ('{"text": "no response"}\n' if earlier_skipped else ""), encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    _score(log, out)
+    earlier_output = out.read_bytes()
+    earlier_errors = _errors(out) if earlier_skipped else None
+    log.write_text('{"response": "sorry"}\n{"response": "fine"}\nnot json\n', encoding="utf-8")
+    real_replace = os.replace
+    errors = tmp_path / "out.jsonl.errors.jsonl"
+
+    def replace_then_raise(src, dst, *a, **k):
+        real_replace(src, dst, *a, **k)
+        moved_aside = Path(src) == errors and str(dst).endswith(".earlier")
+        if (moved_aside and after.startswith("the earlier")) or (Path(dst) == errors and after.startswith("the new")):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", replace_then_raise)
+    with pytest.raises(KeyboardInterrupt):
+        _score(log, out)
+    monkeypatch.undo()
+    assert out.read_bytes() == earlier_output
+    assert (_errors(out) if earlier_skipped else errors.exists()) == (earlier_errors if earlier_skipped else False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log.jsonl", "out.jsonl"] + earlier_skipped * [errors.name]

@@ -1,0 +1,45 @@
+"""The command line's interrupts, deferred while a pair of files is put in place.
+
+A run stopped between the rename of its output and the last step of its errors file left the new
+output beside the earlier run's errors file (or a new model beside its predecessor's). The command
+line's own signal handlers (Ctrl-C, SIGTERM, SIGHUP) go through :func:`interrupt`, which raises
+at once, or, inside a :func:`deferred` block of the main thread, at that block's end. Nothing
+else is touched: a program that scores from Python keeps its own signal handling, and its files
+are paired by reading the disk instead (``RecordWriter.in_place``).
+"""
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+from typing import Iterator
+
+_depth = 0  # deferred blocks the main thread is in (signal handlers run in the main thread)
+_pending: BaseException | None = None
+
+
+@contextmanager
+def deferred() -> Iterator[None]:
+    """Hold the command line's interrupts until the block ends (a few renames, or a model's save:
+    never a wait for someone else, such as a pipe's reader, which would make a run unstoppable)."""
+    global _depth, _pending
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _depth += 1
+    try:
+        yield
+    finally:
+        _depth -= 1
+        if not _depth and _pending is not None:
+            exc, _pending = _pending, None
+            raise exc
+
+
+def interrupt(exc: BaseException) -> None:
+    """Raise ``exc`` (from a signal handler) now, or at the end of the deferred block it came in."""
+    global _pending
+    if _depth:
+        if _pending is None:  # the first one says why the run stopped
+            _pending = exc
+        return
+    raise exc
