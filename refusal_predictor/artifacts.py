@@ -219,7 +219,7 @@ def staged_folder(folder: PathLike) -> Iterator[Path]:
         try:
             os.rename(staging, folder)
         except BaseException:
-            if _same_inode(folder, staged):  # renamed just before an exception (a signal): it stands, whole
+            if same_inode(folder, staged):  # renamed just before an exception (a signal): it stands, whole
                 shutil.rmtree(old, ignore_errors=True)
             else:  # not renamed: the earlier folder goes back
                 os.rename(old, folder)
@@ -230,7 +230,11 @@ def staged_folder(folder: PathLike) -> Iterator[Path]:
         raise
 
 
-def _same_inode(path: Path, known: os.stat_result) -> bool:
+def same_inode(path: Path, known: os.stat_result | None) -> bool:
+    """Whether ``path`` is now the file or folder ``known`` was stat'ed from: how a step that an
+    exception may have cut between a rename and the note of it tells whether the rename happened."""
+    if known is None:
+        return False
     try:
         now = path.stat()
     except OSError:

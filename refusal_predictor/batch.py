@@ -67,8 +67,8 @@ class ScoreReport:
 def stop_reason(bad: BadRecord, skipped: int, max_skipped: int | None, unit: str = "record",
                 records: int | None = None) -> str | None:
     """Why a run given ``max_skipped`` stops at ``bad``, in the words every command prints; None:
-    it goes on. ``skipped`` counts the skipped records so far, ``bad`` included, each line a CSV
-    quote left open swallowed as one (``BadRecord.span``; ``records`` counts them as records), and a record with which the rest of the
+    it goes on. ``skipped`` counts the skipped records so far, ``bad`` included, and each row a CSV
+    quote left open swallowed (``BadRecord.span``; ``records`` counts them as one each), and a record with which the rest of the
     file is lost (a gzip stream cut short) stops the run whatever the count: one skipped record
     there stood for thousands, and the run passed."""
     if max_skipped is None:
@@ -80,7 +80,7 @@ def stop_reason(bad: BadRecord, skipped: int, max_skipped: int | None, unit: str
         units = unit if max_skipped == 1 else unit + "s"
         swallowed = ""
         if records is not None and skipped > records:
-            swallowed = f" ({records} skipped, {skipped} counting each line malformed CSV quotes swallowed)"
+            swallowed = f" ({records} skipped, {skipped} counting the rows malformed CSV quotes swallowed)"
         return f"more than {max_skipped} {units} skipped{swallowed} (max_skipped / --max-skipped {max_skipped})"
     return None
 
@@ -166,7 +166,7 @@ def score_file(
                          "another output field name so the input value is not overwritten")
 
     report = ScoreReport(input=Path(input_path), output=Path(output_path))
-    lost = 0  # skipped records, each line a malformed CSV quote swallowed counted as one
+    lost = 0  # skipped records, each row a malformed CSV quote swallowed counted as one
     pending: list[dict] = []
     texts: list[str] = []
 

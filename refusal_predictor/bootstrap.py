@@ -189,7 +189,7 @@ def bootstrap_records(
             report.written += len(batch)
 
     bar = line_bar("labelling", lines, enabled=progress)
-    lost = 0  # bad rows, each line a malformed CSV quote swallowed counted as one
+    lost = 0  # bad rows, each row a malformed CSV quote swallowed counted as one
     for line, record in records:
         report.read += 1
         advance(bar, line)

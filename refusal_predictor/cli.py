@@ -899,8 +899,8 @@ def _signals_raise() -> Iterator[None]:
     from .interrupts import interrupt
 
     def raise_terminated(signum, frame):
-        signal.signal(signum, signal.SIG_DFL)  # a second signal during the clean-up ends it at once
-        interrupt(Terminated(signum))
+        # a second signal during the clean-up ends it at once (not while outputs are put in place)
+        interrupt(Terminated(signum), before=lambda: signal.signal(signum, signal.SIG_DFL))
 
     def raise_keyboard_interrupt(signum, frame):
         interrupt(KeyboardInterrupt())

@@ -10,11 +10,12 @@ import base64
 import json
 import logging
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Sequence
 
-from .artifacts import PathLike
+from .artifacts import PathLike, same_inode
 from .interrupts import deferred
 from .paths import check_output_path, is_device_or_pipe, link_target, new_file_mode, temp_name_prefix
 from .record_writer import RecordWriter
@@ -47,14 +48,7 @@ def write_bad_records(path: PathLike, bad: Sequence[BadRecord], source: PathLike
     report that run's skipped records as this one's) and ``None`` is returned; a file there that
     is not an errors file is left alone.
     """
-    staged = StagedErrors(path, bad, source)
-    if staged.is_stream:  # a pipe may wait for its reader: that wait must stay interruptible
-        staged.put_in_place()
-        return staged.result
-    with deferred():  # stopped between the two, the earlier file stayed hidden beside it
-        staged.put_in_place()
-        staged.finalize()
-    return staged.result
+    return StagedErrors(path, bad, source).place()
 
 
 def write_with_errors(writer: RecordWriter, path: PathLike, bad: Sequence[BadRecord], source: PathLike, *,
@@ -106,6 +100,7 @@ class StagedErrors:
         self._placed = False
         self._bad, self._source = bad, source
         self._earlier_source: str | None = None  # the input the errors file moved aside was about
+        self._earlier_stat: os.stat_result | None = None  # that file, before it moved
         self._count = len(bad)
         self._stream = False
         if not bad:
@@ -135,6 +130,17 @@ class StagedErrors:
             raise
         self._tmp = Path(tmp)
 
+    def place(self) -> Path | None:
+        """:meth:`put_in_place` and :meth:`finalize`, with no output to pair: the errors file's
+        path, or None when nothing was skipped."""
+        if self.is_stream:  # a pipe may wait for its reader: that wait must stay interruptible
+            self.put_in_place()
+            return self.result
+        with deferred():  # stopped between the two, the earlier file stayed hidden beside it
+            self.put_in_place()
+            self.finalize()
+        return self.result
+
     @property
     def is_stream(self) -> bool:
         """Skipped records going to a device or a pipe (/dev/stderr, a FIFO): written as they are,
@@ -158,14 +164,21 @@ class StagedErrors:
         try:
             if self._stream:  # a device or a pipe: cannot be staged or undone, and is written once
                 if self.result is None:
-                    with open(self.path, "w", encoding="utf-8", errors="replace") as handle:
-                        self._write(handle)
+                    own = _own_stream(self.path)
+                    if own is not None:  # through Python's own stream: a second handle on it
+                        own.flush()  # (a file the shell redirected it to) wrote over what it printed
+                        self._write(own)
+                        own.flush()
+                    else:
+                        with open(self.path, "w", encoding="utf-8", errors="replace") as handle:
+                            self._write(handle)
                     self.result = self.path
                 return
             if self._target is not None and self._target.exists():
                 fd, aside = tempfile.mkstemp(prefix=temp_name_prefix(self._target), suffix=".earlier", dir=self._target.parent)
                 os.close(fd)
                 self._aside_name = Path(aside)  # an empty placeholder until the earlier file moves in
+                self._earlier_stat = self._target.stat()
                 try:
                     os.replace(self._target, aside)
                 except FileNotFoundError:
@@ -197,7 +210,7 @@ class StagedErrors:
             if (self._placed or renamed) and self._target is not None:
                 self._target.unlink(missing_ok=True)
             moved = self._aside is None and self._aside_name is not None and self._target is not None \
-                and not self._placed and not renamed and not self._target.exists()
+                and same_inode(self._aside_name, self._earlier_stat)
             if self._aside is not None and self._target is not None:
                 os.replace(self._aside, self._target)
             elif moved:  # moved aside just before the exception: it is in the placeholder
@@ -229,6 +242,16 @@ class StagedErrors:
 
 
 _ERRORS_KEYS = {"file", "line", "reason", "raw"}
+
+
+def _own_stream(path: Path):
+    """``sys.stdout`` or ``sys.stderr`` where ``path`` names one (/dev/stdout, /dev/fd/2, ...), else None."""
+    name = os.path.abspath(path)
+    for number, stream, alias in ((1, sys.stdout, "/dev/stdout"), (2, sys.stderr, "/dev/stderr")):
+        if stream is not None and name in (alias, f"/dev/fd/{number}", f"/proc/self/fd/{number}",
+                                           f"/proc/thread-self/fd/{number}"):
+            return stream
+    return None
 
 
 def _errors_source(path: Path) -> str | None:

@@ -13,8 +13,10 @@ import threading
 from contextlib import contextmanager
 from typing import Iterator
 
+from typing import Callable
+
 _depth = 0  # deferred blocks the main thread is in (signal handlers run in the main thread)
-_pending: BaseException | None = None
+_pending: tuple[BaseException, Callable[[], None] | None] | None = None
 
 
 @contextmanager
@@ -31,15 +33,21 @@ def deferred() -> Iterator[None]:
     finally:
         _depth -= 1
         if not _depth and _pending is not None:
-            exc, _pending = _pending, None
+            (exc, before), _pending = _pending, None
+            if before is not None:
+                before()
             raise exc
 
 
-def interrupt(exc: BaseException) -> None:
-    """Raise ``exc`` (from a signal handler) now, or at the end of the deferred block it came in."""
+def interrupt(exc: BaseException, before: Callable[[], None] | None = None) -> None:
+    """Raise ``exc`` (from a signal handler) now, or at the end of the deferred block it came in;
+    ``before`` runs just before it is raised (the CLI lets a second SIGTERM kill the clean-up that
+    follows, not the block: a second one during the block was the default action, mid-swap)."""
     global _pending
     if _depth:
         if _pending is None:  # the first one says why the run stopped
-            _pending = exc
+            _pending = (exc, before)
         return
+    if before is not None:
+        before()
     raise exc

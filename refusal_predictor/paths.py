@@ -21,12 +21,24 @@ def resolved_target(path: Path, what: str) -> Path:
     user who links a file means); a device or pipe there is refused (it cannot be replaced
     atomically, and replacing /dev/null with a file would break the system)."""
     if is_device_or_pipe(path):
-        raise ValueError(f"{what} {path} is not a regular file (a device or a pipe); give a file path")
+        raise ValueError(f"{what} {path} is not a regular file (a device or a pipe, or a name of this process's "
+                         "own streams); give a file path")
     return link_target(path, what)
 
 
+# This process's own streams by name: whatever they point at (a terminal, a pipe, a file the
+# shell redirected them to), they are written as they are, never replaced: /dev/stdout
+# redirected to a file was renamed over, and what the command printed next went nowhere.
+_STREAM_NAMES = ("/dev/stdout", "/dev/stderr", "/dev/stdin", "/dev/tty")
+_STREAM_FOLDERS = ("/dev/fd/", "/proc/self/fd/", "/proc/thread-self/fd/")
+
+
 def is_device_or_pipe(path: Path) -> bool:
-    """Something at ``path`` (through any link) that is neither a regular file nor a folder: a device, a pipe."""
+    """Something at ``path`` (through any link) that is neither a regular file nor a folder: a
+    device, a pipe; or a name of this process's own streams (/dev/stdout, /dev/fd/N)."""
+    name = os.path.abspath(path)
+    if name in _STREAM_NAMES or name.startswith(_STREAM_FOLDERS):
+        return True
     return path.exists() and not path.is_file() and not path.is_dir()
 
 

@@ -194,8 +194,7 @@ def train_prompt_model(
         # Its skipped rows are what the user needs to mend the log (the message names the file);
         # with none, an earlier run's file is left alone.
         if report.unused():
-            staged.put_in_place()
-            staged.finalize()
+            staged.place()
         else:
             staged.restore()
         raise

@@ -50,8 +50,8 @@ class BadRecord:
     # True where the rest of the file is lost with this record (a gzip stream cut short): one
     # skipped record that stands for any number of them.
     rest_lost: bool = False
-    # The lines of the file it covers: a CSV quote left open swallows the lines after it, and the
-    # records on them, up to the next quote (or the end of the file).
+    # The records it stands for: a CSV quote left open swallows the lines after it, and the rows
+    # on them, up to the next quote (or the end of the file); 1 + the rows among them.
     span: int = 1
 
     def describe(self, path: PathLike) -> str:
@@ -642,7 +642,7 @@ def _read_csv(path: PathLike, encoding: str, delimiter: str = ",") -> Iterator[t
                 break
             except csv.Error as exc:
                 line_no, raw = last_line + 1, lines.take().rstrip("\r\n")
-                span = max(1, reader.line_num - line_no + 1)
+                span = 1 + _rows_within(raw, delimiter, len(header))
                 if str(exc) == "unexpected end of data":
                     reason = (f"malformed CSV: a quoted field opened here is never closed, so lines {line_no}-"
                               f"{reader.line_num} (the end of the file) were read as one field; none of them is used")
@@ -660,9 +660,10 @@ def _read_csv(path: PathLike, encoding: str, delimiter: str = ",") -> Iterator[t
             if not row:
                 yield line_no, None
                 continue
-            # A skipped row over several lines (a stray quote that closed further on) loses them all.
-            span = reader.line_num - line_no + 1
-            lines_note = f"; lines {line_no}-{reader.line_num} were read as this one row" if span > 1 else ""
+            # A skipped row over several lines (a stray quote that closed further on) loses the rows
+            # on them; a row whose quoted field holds line breaks (a long answer) is one row still.
+            span = 1 + _rows_within(raw, delimiter, len(header))
+            lines_note = f"; lines {line_no}-{reader.line_num} were read as this one row" if reader.line_num > line_no else ""
             if len(row) != len(header):
                 yield line_no, _bad_csv_text(line_no, f"{len(row)} fields, header has {len(header)}{lines_note}",
                                              raw.rstrip("\r\n"), codec, span)
@@ -672,6 +673,24 @@ def _read_csv(path: PathLike, encoding: str, delimiter: str = ",") -> Iterator[t
                                              raw.rstrip("\r\n"), codec, span)
                 continue
             yield line_no, dict(zip(header, row))
+
+
+def _rows_within(raw: str, delimiter: str, width: int) -> int:
+    """How many of a skipped CSV row's lines after its first read as whole rows of their own
+    (``width`` fields, none holding a stray quote): the rows a stray quote swallowed. The lines
+    of a long quoted answer mostly read as one field, and the one its quote closes on holds that
+    quote, so they do not count; a line of such an answer holding the separator does, an
+    estimate on the high side for a skipped row whose answer runs over lines."""
+    count = 0
+    for line in raw.splitlines()[1:]:
+        if not line.strip():
+            continue
+        try:
+            fields = next(csv.reader([line], delimiter=delimiter))
+        except (csv.Error, StopIteration):
+            continue
+        count += len(fields) == width and not any('"' in field for field in fields)
+    return count
 
 
 def _bad_csv_text(line: int, reason: str, text: str, codec: str, span: int = 1) -> BadRecord:

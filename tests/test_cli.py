@@ -1035,7 +1035,7 @@ def test_max_skipped_stops_the_run_and_keeps_the_earlier_output(ngram_model, tmp
     # the quote swallowed line 4 and its record: two lost, so 1 stops the run and 2 is within the limit,
     # where the run is the one without a limit: every usable record written, exit 0
     assert main([*base, "--max-skipped", "1"]) == 1
-    assert "(1 skipped, 2 counting each line malformed CSV quotes swallowed)" in capsys.readouterr().err
+    assert "(1 skipped, 2 counting the rows malformed CSV quotes swallowed)" in capsys.readouterr().err
     assert main([*base, "--max-skipped", "2"]) == 0
     assert [r["id"] for r in _jsonl(out)] == ["1", "3"]  # CSV values are text
     assert "stopped" not in capsys.readouterr().out
@@ -1146,7 +1146,7 @@ def test_max_skipped_stops_at_a_record_that_loses_the_rest_of_the_file_whatever_
     whole = b"".join(b'{"response": "answer %d"}\n' % i for i in range(2000))
     cut = tmp_path / "log.jsonl.gz"
     cut.write_bytes(gzip.compress(whole)[:4000])
-    for log, line, why in ((csv_log, 3, "(1 skipped, 501 counting each line malformed CSV quotes swallowed)"),
+    for log, line, why in ((csv_log, 3, "(1 skipped, 501 counting the rows malformed CSV quotes swallowed)"),
                            (cut, None, "the rest of the file is lost with this record")):
         out = tmp_path / "out.jsonl"
         assert main(["label-responses", str(log), "-o", str(out), "--model", str(ngram_model), "--no-progress",
@@ -1195,7 +1195,7 @@ def test_max_skipped_counts_the_lines_a_stray_csv_quote_swallowed(ngram_model, t
     out = tmp_path / "out.jsonl"
     base = ["label-responses", str(log), "-o", str(out), "--model", str(ngram_model), "--no-progress"]
     assert main([*base, "--max-skipped", "5"]) == 1
-    assert "(1 skipped, 302 counting each line malformed CSV quotes swallowed)" in capsys.readouterr().err
+    assert "(1 skipped, 302 counting the rows malformed CSV quotes swallowed)" in capsys.readouterr().err
     assert main(base) == 0
     (error,) = _jsonl(tmp_path / "out.jsonl.errors.jsonl")
     assert "lines 2-303 were read as one record" in error["reason"]
@@ -1203,13 +1203,83 @@ def test_max_skipped_counts_the_lines_a_stray_csv_quote_swallowed(ngram_model, t
     log.write_text('id,response\n1,"I cannot help with that\n' + "".join(f"{i},answer {i}\n" for i in range(2, 302))
                    + '302,the end",extra\n303,Sure.\n', encoding="utf-8")
     assert main([*base, "--max-skipped", "5"]) == 1
-    assert "(1 skipped, 302 counting each line" in capsys.readouterr().err
+    assert "(1 skipped, 301 counting the rows" in capsys.readouterr().err  # its own last line is not a row
     assert main(base) == 0
     (error,) = _jsonl(tmp_path / "out.jsonl.errors.jsonl")
     assert "lines 2-303 were read as this one row" in error["reason"]
+    # a row whose quoted answer holds line breaks is one row, skipped for its extra field
+    long = tmp_path / "long.csv"
+    long.write_text('prompt,response\nq0,Sure.\nq1,"This is a long\nanswer over\nseveral lines\nof text\nin quotes",extra\n'
+                    "q2,Fine.\n", encoding="utf-8")
+    assert main(["label-responses", str(long), "-o", str(out), "--model", str(ngram_model), "--no-progress",
+                 "--max-skipped", "1"]) == 0
+    assert len(_jsonl(out)) == 2
     # an unclosed quote on the last line loses that line only: one skipped record
     last = tmp_path / "last.csv"
     last.write_text("id,response\n1,Sure.\n2,\"I cannot help with th", encoding="utf-8")
     assert main(["label-responses", str(last), "-o", str(out), "--model", str(ngram_model), "--no-progress",
                  "--max-skipped", "1"]) == 0
     assert len(_jsonl(out)) == 1
+
+
+def test_interrupts_are_raised_at_once_or_at_the_end_of_a_deferred_block_first_one_first():
+    from refusal_predictor.interrupts import deferred, interrupt
+
+    calls = []
+    with pytest.raises(KeyboardInterrupt):
+        interrupt(KeyboardInterrupt(), before=lambda: calls.append("now"))
+    assert calls == ["now"]
+    with pytest.raises(KeyboardInterrupt):
+        with deferred():
+            with deferred():
+                interrupt(KeyboardInterrupt(), before=lambda: calls.append("first"))
+                interrupt(SystemExit(143), before=lambda: calls.append("second"))
+                calls.append("inner block ends")
+            calls.append("outer block ends")
+    assert calls == ["now", "inner block ends", "outer block ends", "first"]
+    with deferred():  # nothing pending is left behind
+        pass
+
+
+def _run_cli_in_a_child(tmp_path, setup: str, args: list[str], stdout=None):
+    """Run the CLI in a child process after ``setup`` (Python run first in that process)."""
+    import os
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
+    code = f"{setup}\nimport sys\nfrom refusal_predictor.cli import main\nsys.exit(main({args!r}))"
+    return subprocess.run([sys.executable, "-c", code], stdout=stdout if stdout is not None else subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path, timeout=120)
+
+
+def test_a_second_sigterm_while_the_pair_is_put_in_place_waits_too(ngram_model, tmp_path):
+    """The first SIGTERM set SIGTERM back to its default, so a second one killed the run mid-swap:
+    the earlier output beside the new errors file, the earlier errors file left hidden."""
+    import signal
+
+    new, out, errors = _two_runs(tmp_path, ngram_model)
+    setup = ("import os, signal\nreal = os.replace\n"
+             "def twice(src, dst, *a, **k):\n"
+             "    real(src, dst, *a, **k)\n"
+             f"    if str(dst) == {str(errors)!r}:  # the new errors file is in place, the output not yet\n"
+             "        os.kill(os.getpid(), signal.SIGTERM); os.kill(os.getpid(), signal.SIGTERM)\n"
+             "os.replace = twice")
+    run = _run_cli_in_a_child(tmp_path, setup, ["label-responses", str(new), "-o", str(out), "--model",
+                                                str(ngram_model), "--no-progress"])
+    assert run.returncode == 128 + signal.SIGTERM and "stopped by SIGTERM" in run.stderr
+    assert len(_jsonl(out)) == 2 and [(Path(e["file"]).name, e["line"]) for e in _jsonl(errors)] == [("new.jsonl", 3)]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_errors_to_dev_stdout_redirected_to_a_file_keep_what_the_command_printed(ngram_model, tmp_path):
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"response": "Sure."}\nbroken\n', encoding="utf-8")
+    with open(tmp_path / "printed.txt", "w", encoding="utf-8") as printed:
+        run = _run_cli_in_a_child(tmp_path, "", ["label-responses", str(log), "-o", str(tmp_path / "out.jsonl"),
+                                                 "--errors", "/dev/stdout", "--model", str(ngram_model),
+                                                 "--no-progress"], stdout=printed)
+    assert run.returncode == 0, run.stderr
+    lines = (tmp_path / "printed.txt").read_text(encoding="utf-8").splitlines()
+    assert json.loads(lines[0])["line"] == 2 and "read 2 records, scored 1" in lines[1]
+    run = _run_cli_in_a_child(tmp_path, "", ["label-responses", str(log), "-o", "/dev/stdout", "--model",
+                                             str(ngram_model), "--no-progress"])
+    assert run.returncode == 2 and "not a regular file" in run.stderr

@@ -1566,3 +1566,23 @@ def test_an_exception_just_after_an_errors_file_rename_is_undone_from_the_disk(t
     assert out.read_bytes() == earlier_output
     assert (_errors(out) if earlier_skipped else errors.exists()) == (earlier_errors if earlier_skipped else False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["log.jsonl", "out.jsonl"] + earlier_skipped * [errors.name]
+
+
+def test_an_errors_file_removed_by_another_run_meanwhile_is_not_replaced_by_an_empty_placeholder(tmp_path, monkeypatch):
+    from refusal_predictor.errors_file import StagedErrors
+    from refusal_predictor.records import BadRecord
+
+    target = tmp_path / "errors.jsonl"
+    target.write_text('{"file": "a.jsonl", "line": 1, "reason": "r", "raw": "x"}\n', encoding="utf-8")
+    real_replace = os.replace
+
+    def removed_then_interrupted(src, dst, *a, **k):
+        if Path(src) == target and str(dst).endswith(".earlier"):
+            target.unlink()  # another run sharing the path took it
+            raise KeyboardInterrupt  # and a host program's Ctrl-C came
+        return real_replace(src, dst, *a, **k)
+
+    monkeypatch.setattr(os, "replace", removed_then_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        StagedErrors(target, [BadRecord(3, "bad", "zz")], "new.jsonl").put_in_place()
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no empty file passed off as an errors file
