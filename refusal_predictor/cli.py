@@ -940,7 +940,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except (OSError, ValueError, TypeError, ImportError) as exc:
         # OSError: unwritable outputs, permissions, full disks; the message names the path.
-        print(f"refusal-predictor {args.command}: error: {exc}", file=sys.stderr)
+        if watched is not None and watched.broken:  # errors sent to /dev/stdout, its reader gone:
+            _silence_stdout()  # Python's flush at exit must not fail again (status 120)
+        _say_on_stderr(f"refusal-predictor {args.command}: error: {exc}")
         return 2
     except MemoryError:
         # A traceback from deep in scikit-learn named neither the cause nor what was kept.

@@ -147,13 +147,14 @@ class StagedErrors:
         once, never staged or undone."""
         return self._stream
 
-    def _write(self, handle) -> None:
-        """One JSON line per skipped record, streamed: the records may be spooled on disk (skipped.py)."""
+    def _write(self, handle, ascii_only: bool = False) -> None:
+        """One JSON line per skipped record, streamed: the records may be spooled on disk (skipped.py).
+        ``ascii_only``: non-ASCII as JSON escapes, for a stream whose encoding may not hold it."""
         for item in self._bad:
             entry = {"file": str(self._source), "line": item.line, "reason": item.reason, "raw": item.raw}
             if item.raw_bytes is not None:
                 entry["raw_base64"] = base64.b64encode(item.raw_bytes).decode("ascii")
-            handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
+            handle.write(json.dumps(entry, ensure_ascii=ascii_only) + "\n")
 
     def _error(self, exc: OSError) -> OSError:
         return OSError(exc.errno, f"{self.path}: the errors file cannot be written ({exc.strerror or exc})")
@@ -166,11 +167,15 @@ class StagedErrors:
                 if self.result is None:
                     own = _own_stream(self.path)
                     if own is not None:  # through Python's own stream: a second handle on it
-                        own.flush()  # (a file the shell redirected it to) wrote over what it printed
-                        self._write(own)
-                        own.flush()
-                    else:
-                        with open(self.path, "w", encoding="utf-8", errors="replace") as handle:
+                        try:  # (a file the shell redirected it to) wrote over what it printed
+                            own.flush()
+                            self._write(own, ascii_only=True)  # whatever the stream's encoding
+                            own.flush()
+                        except BrokenPipeError:  # its reader is gone: this run's errors are lost
+                            raise OSError(f"{self.path}: the errors file cannot be written (its reader "
+                                          "is gone: broken pipe)") from None
+                    else:  # appended: /dev/fd/3 opened by the shell with >> is not emptied
+                        with open(self.path, "a", encoding="utf-8", errors="replace") as handle:
                             self._write(handle)
                     self.result = self.path
                 return

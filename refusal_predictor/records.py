@@ -660,9 +660,10 @@ def _read_csv(path: PathLike, encoding: str, delimiter: str = ",") -> Iterator[t
             if not row:
                 yield line_no, None
                 continue
-            # A skipped row over several lines (a stray quote that closed further on) loses the rows
-            # on them; a row whose quoted field holds line breaks (a long answer) is one row still.
-            span = 1 + _rows_within(raw, delimiter, len(header))
+            # Read without a quoting error, a row over several lines counts as one skipped record: a
+            # long answer with line breaks cannot be told from rows a stray quote closed before a
+            # separator swallowed, and a pipeline must not fail on one bad answer. Its lines are named.
+            span = 1
             lines_note = f"; lines {line_no}-{reader.line_num} were read as this one row" if reader.line_num > line_no else ""
             if len(row) != len(header):
                 yield line_no, _bad_csv_text(line_no, f"{len(row)} fields, header has {len(header)}{lines_note}",
@@ -676,20 +677,18 @@ def _read_csv(path: PathLike, encoding: str, delimiter: str = ",") -> Iterator[t
 
 
 def _rows_within(raw: str, delimiter: str, width: int) -> int:
-    """How many of a skipped CSV row's lines after its first read as whole rows of their own
-    (``width`` fields, none holding a stray quote): the rows a stray quote swallowed. The lines
-    of a long quoted answer mostly read as one field, and the one its quote closes on holds that
-    quote, so they do not count; a line of such an answer holding the separator does, an
-    estimate on the high side for a skipped row whose answer runs over lines."""
+    """How many rows a CSV quoting error swallowed: of the lines after the skipped row's first,
+    those that read as rows of their own (at least ``width`` fields), and the last, where the
+    stray quote closed (a row lost with the rest). Lines are split where the csv module splits
+    them (``\r``, ``\n``), not at Unicode's other line breaks."""
+    inner = [line for line in re.split(r"\r\n|\r|\n", raw)[1:] if line.strip()]
     count = 0
-    for line in raw.splitlines()[1:]:
-        if not line.strip():
-            continue
+    for i, line in enumerate(inner):
         try:
             fields = next(csv.reader([line], delimiter=delimiter))
         except (csv.Error, StopIteration):
-            continue
-        count += len(fields) == width and not any('"' in field for field in fields)
+            fields = []
+        count += len(fields) >= width or i == len(inner) - 1
     return count
 
 

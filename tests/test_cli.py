@@ -1199,18 +1199,21 @@ def test_max_skipped_counts_the_lines_a_stray_csv_quote_swallowed(ngram_model, t
     assert main(base) == 0
     (error,) = _jsonl(tmp_path / "out.jsonl.errors.jsonl")
     assert "lines 2-303 were read as one record" in error["reason"]
-    # closed just before a separator, the quote makes the swallowed lines one row of too many fields
+    # rows after a quote opened by mistake, all lost whatever their width: 4 of them
+    log.write_text('id,response\n1,"oops\n2,fine,extra\n3,ok,more\n4,"closing"\n5,ok\n', encoding="utf-8")
+    assert main([*base, "--max-skipped", "3"]) == 1
+    assert "(1 skipped, 4 counting the rows" in capsys.readouterr().err
+    # read without a quoting error, a row over several lines is one skipped record: a quote closed
+    # just before a separator cannot be told from a long answer with an extra field
     log.write_text('id,response\n1,"I cannot help with that\n' + "".join(f"{i},answer {i}\n" for i in range(2, 302))
                    + '302,the end",extra\n303,Sure.\n', encoding="utf-8")
-    assert main([*base, "--max-skipped", "5"]) == 1
-    assert "(1 skipped, 301 counting the rows" in capsys.readouterr().err  # its own last line is not a row
-    assert main(base) == 0
+    assert main([*base, "--max-skipped", "1"]) == 0
     (error,) = _jsonl(tmp_path / "out.jsonl.errors.jsonl")
     assert "lines 2-303 were read as this one row" in error["reason"]
     # a row whose quoted answer holds line breaks is one row, skipped for its extra field
     long = tmp_path / "long.csv"
-    long.write_text('prompt,response\nq0,Sure.\nq1,"This is a long\nanswer over\nseveral lines\nof text\nin quotes",extra\n'
-                    "q2,Fine.\n", encoding="utf-8")
+    long.write_text('prompt,response\nq0,Sure.\nq1,"Sure, here are tips:\n1. Keep a schedule, even weekends\n'
+                    '2. Avoid screens, especially late\n3. Exercise, but not late",extra\nq2,Fine.\n', encoding="utf-8")
     assert main(["label-responses", str(long), "-o", str(out), "--model", str(ngram_model), "--no-progress",
                  "--max-skipped", "1"]) == 0
     assert len(_jsonl(out)) == 2
@@ -1283,3 +1286,25 @@ def test_errors_to_dev_stdout_redirected_to_a_file_keep_what_the_command_printed
     run = _run_cli_in_a_child(tmp_path, "", ["label-responses", str(log), "-o", "/dev/stdout", "--model",
                                              str(ngram_model), "--no-progress"])
     assert run.returncode == 2 and "not a regular file" in run.stderr
+
+
+def test_errors_to_a_stdout_of_another_encoding_or_without_a_reader(ngram_model, tmp_path):
+    """Written through Python's stdout, errors failed the run on a cp1252 stdout; its reader gone,
+    the run ended with status 141 and no word, its output not written."""
+    import os
+
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"response": "Sure."}\n{"response": "caf\u00e9 \u2615 broken\n', encoding="utf-8")
+    args = ["label-responses", str(log), "-o", str(tmp_path / "out.jsonl"), "--errors", "/dev/stdout", "--model",
+            str(ngram_model), "--no-progress"]
+    env = {**os.environ, "PYTHONIOENCODING": "cp1252",
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
+    code = f"import sys\nfrom refusal_predictor.cli import main\nsys.exit(main({args!r}))"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, env=env, timeout=120)
+    assert run.returncode == 0, run.stderr
+    first = run.stdout.decode("ascii").splitlines()[0]
+    assert json.loads(first)["raw"].startswith("{\"response\": \"caf\u00e9 \u2615")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc.stdout.close()  # the reader is gone before anything is written
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and b"its reader is gone: broken pipe" in err and b"Traceback" not in err
