@@ -172,8 +172,8 @@ class StagedErrors:
                             self._write(own, ascii_only=True)  # whatever the stream's encoding
                             own.flush()
                         except BrokenPipeError:  # its reader is gone: this run's errors are lost
-                            raise OSError(f"{self.path}: the errors file cannot be written (its reader "
-                                          "is gone: broken pipe)") from None
+                            raise _ReaderGone(f"{self.path}: the errors file cannot be written (its reader "
+                                              "is gone: broken pipe)") from None
                     else:  # appended: /dev/fd/3 opened by the shell with >> is not emptied
                         with open(self.path, "a", encoding="utf-8", errors="replace") as handle:
                             self._write(handle)
@@ -197,6 +197,9 @@ class StagedErrors:
             if self._tmp is not None:
                 os.replace(self._tmp, self._target)
                 self._tmp, self._placed, self.result = None, True, self.path
+        except _ReaderGone:  # says it all already (and an errno would make it a BrokenPipeError again)
+            self.restore()
+            raise
         except OSError as exc:
             self.restore()
             raise self._error(exc) from exc
@@ -247,6 +250,11 @@ class StagedErrors:
 
 
 _ERRORS_KEYS = {"file", "line", "reason", "raw"}
+
+
+class _ReaderGone(OSError):
+    """Errors sent to this process's stdout or stderr, whose reader has gone: an error of the run
+    (exit 2, naming the errors file), not the quiet end of a reader that stopped early (141)."""
 
 
 def _own_stream(path: Path):

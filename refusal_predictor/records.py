@@ -677,18 +677,20 @@ def _read_csv(path: PathLike, encoding: str, delimiter: str = ",") -> Iterator[t
 
 
 def _rows_within(raw: str, delimiter: str, width: int) -> int:
-    """How many rows a CSV quoting error swallowed: of the lines after the skipped row's first,
-    those that read as rows of their own (at least ``width`` fields), and the last, where the
-    stray quote closed (a row lost with the rest). Lines are split where the csv module splits
-    them (``\r``, ``\n``), not at Unicode's other line breaks."""
-    inner = [line for line in re.split(r"\r\n|\r|\n", raw)[1:] if line.strip()]
+    """An estimate of the rows a CSV quoting error swallowed: the lines after the skipped row's
+    first that read as rows of their own (at least ``width`` fields), the one the stray quote
+    closed on included (``4,"closing"`` and ``"ok",2`` began rows; ``line two" `` ended an
+    answer). A malformed answer whose lines hold the separator counts high. Lines are split where
+    the csv module splits them (``\r``, ``\n``), not at Unicode's other line breaks."""
     count = 0
-    for i, line in enumerate(inner):
+    for line in re.split(r"\r\n|\r|\n", raw)[1:]:
+        if not line.strip():
+            continue
         try:
             fields = next(csv.reader([line], delimiter=delimiter))
         except (csv.Error, StopIteration):
             fields = []
-        count += len(fields) >= width or i == len(inner) - 1
+        count += len(fields) >= width
     return count
 
 

@@ -1217,6 +1217,14 @@ def test_max_skipped_counts_the_lines_a_stray_csv_quote_swallowed(ngram_model, t
     assert main(["label-responses", str(long), "-o", str(out), "--model", str(ngram_model), "--no-progress",
                  "--max-skipped", "1"]) == 0
     assert len(_jsonl(out)) == 2
+    # a quoting error inside one answer loses that row only: text after its closing quote, or a
+    # quote the file ends in
+    for text in ('prompt,response\nq0,Sure.\nq1,"line one\nline two" \nq2,Fine.\n',
+                 'prompt,response\nq0,Sure.\nq1,"I cannot help\nwith that'):
+        one = tmp_path / "one.csv"
+        one.write_text(text, encoding="utf-8")
+        assert main(["label-responses", str(one), "-o", str(out), "--model", str(ngram_model), "--no-progress",
+                     "--max-skipped", "1"]) == 0
     # an unclosed quote on the last line loses that line only: one skipped record
     last = tmp_path / "last.csv"
     last.write_text("id,response\n1,Sure.\n2,\"I cannot help with th", encoding="utf-8")
@@ -1307,4 +1315,6 @@ def test_errors_to_a_stdout_of_another_encoding_or_without_a_reader(ngram_model,
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     proc.stdout.close()  # the reader is gone before anything is written
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 2 and b"its reader is gone: broken pipe" in err and b"Traceback" not in err
+    assert proc.returncode == 2 and b"Traceback" not in err
+    assert err.decode().strip().endswith("error: /dev/stdout: the errors file cannot be written (its reader is gone: "
+                                         "broken pipe)")
