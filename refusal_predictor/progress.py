@@ -13,8 +13,9 @@ def line_bar(desc: str, total: int | None, *, parquet: bool = False, enabled: bo
     """A tqdm bar over ``total`` lines (``None``: an unknown total, counted all the same)."""
     from tqdm.auto import tqdm
 
+    # k and M only where they shorten: a 40-line log read "0.00/40.0" with them
     return tqdm(total=total, unit=" rows" if parquet else " lines", desc=desc, disable=not enabled,
-                unit_scale=True, dynamic_ncols=True)
+                unit_scale=total is not None and total >= 10_000, dynamic_ncols=True)
 
 
 def advance(bar: Any, line: int) -> None:
