@@ -206,10 +206,10 @@ def score_file(
         for line, record in records:
             report.read += 1
             advance(bar, line)
+            clash = None if isinstance(record, BadRecord) else next((n for n in outputs if n in record), None)
             if isinstance(record, BadRecord):
                 bad = record
-            elif any(name in record for name in outputs):
-                clash = next(name for name in outputs if name in record)
+            elif clash is not None:
                 bad = BadRecord(line, f"the record already has a field {clash!r}, which scoring would overwrite",
                                 raw_of(record))
             else:

@@ -53,27 +53,25 @@ def _file_path(text: str) -> str:
     return text
 
 
-def at_least_one(text: str) -> int:
-    """An argparse type: a whole number of at least 1 (--chunk-size, --threads, --top-k,
-    --max-seq-length; the benchmarks' --runs and --n)."""
+def _whole_number(low: int, text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+        value = low - 1
+    if value < low:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least {low}, got {text!r}")
     return value
+
+
+def at_least_one(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (--chunk-size, --threads, --top-k,
+    --max-seq-length; the benchmarks' --runs and --n)."""
+    return _whole_number(1, text)
 
 
 def _skip_limit(text: str) -> int:
     """An argparse type for --max-skipped: a whole number of at least 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 0, got {text!r}")
-    return value
+    return _whole_number(0, text)
 
 
 def _add_max_skipped_option(p: argparse.ArgumentParser, what: str) -> None:

@@ -13,11 +13,12 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Sequence
+from contextlib import contextmanager
+from typing import Callable, Iterator, Sequence
 
 from .artifacts import PathLike, same_inode
 from .interrupts import deferred
-from .paths import check_output_path, is_device_or_pipe, link_target, new_file_mode, temp_name_prefix
+from .paths import check_output_path, is_device_or_pipe, link_target, new_file_mode, own_stream_number, temp_name_prefix
 from .record_writer import RecordWriter
 from .records import BadRecord
 
@@ -69,21 +70,10 @@ def write_with_errors(writer: RecordWriter, path: PathLike, bad: Sequence[BadRec
         return write_bad_records(path, bad, source)
     writer.finish()
     staged = StagedErrors(path, bad, source)
-    if staged.is_stream:  # written before the output is renamed, and before interrupts are deferred:
-        staged.put_in_place()  # a pipe may wait for its reader, and that wait must stay interruptible
-    with deferred():  # the command line's Ctrl-C or SIGTERM: acted on once the pair is in place
-        staged.put_in_place()  # undoes its own steps when it fails part-way (a stream: already written)
-        try:
-            writer.close()
-            staged.finalize()
-        except BaseException:
-            # An exception just after the output's rename (a signal a host program handles) is
-            # raised here all the same: the new output is in place, so its errors file stays.
-            if writer.in_place():
-                staged.finalize()
-            else:
-                staged.restore()
-            raise
+    # An exception just after the output's rename (a signal a host program handles) is raised
+    # all the same: the output is then in place, so its errors file stays.
+    with staged.paired(done=writer.in_place):
+        writer.close()
     return staged.result
 
 
@@ -133,13 +123,30 @@ class StagedErrors:
     def place(self) -> Path | None:
         """:meth:`put_in_place` and :meth:`finalize`, with no output to pair: the errors file's
         path, or None when nothing was skipped."""
-        if self.is_stream:  # a pipe may wait for its reader: that wait must stay interruptible
-            self.put_in_place()
-            return self.result
-        with deferred():  # stopped between the two, the earlier file stayed hidden beside it
-            self.put_in_place()
-            self.finalize()
+        with self.paired():  # stopped between the two, the earlier file stayed hidden beside it
+            pass
         return self.result
+
+    @contextmanager
+    def paired(self, done: Callable[[], bool] = lambda: False) -> Iterator[None]:
+        """Put the errors file in place with what the block puts in place (an output, a model):
+        both stay, or, when the block fails and ``done()`` says its own step did not happen, the
+        earlier errors file comes back. The command line's Ctrl-C or SIGTERM is acted on once
+        both are in place (``interrupts.deferred``); a stream (a pipe, which may wait for its
+        reader) is written before that, so the wait stays interruptible."""
+        if self.is_stream:
+            self.put_in_place()
+        with deferred():
+            self.put_in_place()  # undoes its own steps when it fails part-way (a stream: already written)
+            try:
+                yield
+                self.finalize()
+            except BaseException:
+                if done():
+                    self.finalize()
+                else:
+                    self.restore()
+                raise
 
     @property
     def is_stream(self) -> bool:
@@ -259,12 +266,7 @@ class _ReaderGone(OSError):
 
 def _own_stream(path: Path):
     """``sys.stdout`` or ``sys.stderr`` where ``path`` names one (/dev/stdout, /dev/fd/2, ...), else None."""
-    name = os.path.abspath(path)
-    for number, stream, alias in ((1, sys.stdout, "/dev/stdout"), (2, sys.stderr, "/dev/stderr")):
-        if stream is not None and name in (alias, f"/dev/fd/{number}", f"/proc/self/fd/{number}",
-                                           f"/proc/thread-self/fd/{number}"):
-            return stream
-    return None
+    return {1: sys.stdout, 2: sys.stderr}.get(own_stream_number(path))
 
 
 def _errors_source(path: Path) -> str | None:

@@ -29,15 +29,24 @@ def resolved_target(path: Path, what: str) -> Path:
 # This process's own streams by name: whatever they point at (a terminal, a pipe, a file the
 # shell redirected them to), they are written as they are, never replaced: /dev/stdout
 # redirected to a file was renamed over, and what the command printed next went nowhere.
-_STREAM_NAMES = ("/dev/stdout", "/dev/stderr", "/dev/stdin", "/dev/tty")
+_STREAM_NAMES = {"/dev/stdin": 0, "/dev/stdout": 1, "/dev/stderr": 2}
 _STREAM_FOLDERS = ("/dev/fd/", "/proc/self/fd/", "/proc/thread-self/fd/")
+
+
+def own_stream_number(path: PathLike) -> int | None:
+    """The file descriptor ``path`` names among this process's own (/dev/stdout: 1, /dev/fd/3: 3), else None."""
+    name = os.path.abspath(path)
+    if name in _STREAM_NAMES:
+        return _STREAM_NAMES[name]
+    folder = next((f for f in _STREAM_FOLDERS if name.startswith(f)), None)
+    number = name[len(folder):] if folder else ""
+    return int(number) if number.isdigit() else None
 
 
 def is_device_or_pipe(path: Path) -> bool:
     """Something at ``path`` (through any link) that is neither a regular file nor a folder: a
-    device, a pipe; or a name of this process's own streams (/dev/stdout, /dev/fd/N)."""
-    name = os.path.abspath(path)
-    if name in _STREAM_NAMES or name.startswith(_STREAM_FOLDERS):
+    device, a pipe; or a name of this process's own streams (/dev/stdout, /dev/fd/N, /dev/tty)."""
+    if own_stream_number(path) is not None or os.path.abspath(path) == "/dev/tty":
         return True
     return path.exists() and not path.is_file() and not path.is_dir()
 

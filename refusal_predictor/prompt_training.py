@@ -22,7 +22,6 @@ from .bootstrap import BootstrapReport, bootstrap_records, label_confidence, mer
 from .cascade import load_response_model, response_model_record
 from .classifiers import HEADS, check_save_folder
 from .errors_file import StagedErrors, default_errors_path
-from .interrupts import deferred
 from .metrics import binary_metrics
 from .prompt import PromptClassifier
 from .records import check_paths, count_lines, read_records
@@ -201,19 +200,11 @@ def train_prompt_model(
     except BaseException:
         staged.restore()
         raise
-    if staged.is_stream:  # a pipe may wait for its reader: written before interrupts are deferred
-        staged.put_in_place()
     # The command line's Ctrl-C or SIGTERM is acted on once the model and its errors file are both
     # in place (a save takes about a second): one just after the model folder's rename put the
     # earlier model's errors file back beside the new model.
-    with deferred():
-        staged.put_in_place()
-        try:
-            model.save(output_dir, metadata=card)  # the card is written with the model (model_card.json, MODEL_CARD.md)
-        except BaseException:
-            staged.restore()
-            raise
-        staged.finalize()
+    with staged.paired():
+        model.save(output_dir, metadata=card)  # the card is written with the model (model_card.json, MODEL_CARD.md)
     report.errors_path = staged.result
     logger.info("trained prompt model for %s: %s", target, held_out)
     return model, held_out, report

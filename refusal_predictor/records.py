@@ -660,18 +660,17 @@ def _read_csv(path: PathLike, encoding: str, delimiter: str = ",") -> Iterator[t
             if not row:
                 yield line_no, None
                 continue
-            # Read without a quoting error, a row over several lines counts as one skipped record: a
-            # long answer with line breaks cannot be told from rows a stray quote closed before a
-            # separator swallowed, and a pipeline must not fail on one bad answer. Its lines are named.
-            span = 1
+            # Read without a quoting error, a row over several lines counts as one skipped record (span
+            # 1): a long answer with line breaks cannot be told from rows a stray quote closed before
+            # a separator swallowed, and a pipeline must not fail on one bad answer. Its lines are named.
             lines_note = f"; lines {line_no}-{reader.line_num} were read as this one row" if reader.line_num > line_no else ""
             if len(row) != len(header):
                 yield line_no, _bad_csv_text(line_no, f"{len(row)} fields, header has {len(header)}{lines_note}",
-                                             raw.rstrip("\r\n"), codec, span)
+                                             raw.rstrip("\r\n"), codec)
                 continue
             if any(lone_surrogate_at(v) is not None for v in row):
                 yield line_no, _bad_csv_text(line_no, f"not valid {encoding}; try --encoding (e.g. latin-1){lines_note}",
-                                             raw.rstrip("\r\n"), codec, span)
+                                             raw.rstrip("\r\n"), codec)
                 continue
             yield line_no, dict(zip(header, row))
 
