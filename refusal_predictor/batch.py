@@ -11,7 +11,7 @@ import logging
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -83,6 +83,17 @@ def stop_reason(bad: BadRecord, skipped: int, max_skipped: int | None, unit: str
             swallowed = f" ({records} skipped, {skipped} counting the rows malformed CSV quotes swallowed)"
         return f"more than {max_skipped} {units} skipped{swallowed} (max_skipped / --max-skipped {max_skipped})"
     return None
+
+
+def skip(report: Any, bad: BadRecord, max_skipped: int | None, unit: str = "record") -> bool:
+    """Add ``bad`` to ``report.bad``; True where ``max_skipped`` stops the run at it, with
+    ``report.stopped_at`` and ``report.stop_reason`` set (a score or a bootstrap report)."""
+    report.bad.append(bad)
+    report.stop_reason = stop_reason(bad, report.bad.spanned, max_skipped, unit, records=len(report.bad))
+    if report.stop_reason is None:
+        return False
+    report.stopped_at = bad.line
+    return True
 
 
 def check_max_skipped(max_skipped: int | None) -> int | None:
@@ -166,7 +177,6 @@ def score_file(
                          "another output field name so the input value is not overwritten")
 
     report = ScoreReport(input=Path(input_path), output=Path(output_path))
-    lost = 0  # skipped records, each row a malformed CSV quote swallowed counted as one
     pending: list[dict] = []
     texts: list[str] = []
 
@@ -216,11 +226,7 @@ def score_file(
                 text = get_text(record, text_field, line)
                 bad = text if isinstance(text, BadRecord) else None
             if bad is not None:
-                report.bad.append(bad)
-                lost += bad.span
-                report.stop_reason = stop_reason(bad, lost, max_skipped, records=len(report.bad))
-                if report.stop_reason is not None:
-                    report.stopped_at = bad.line
+                if skip(report, bad, max_skipped):
                     break
                 continue
             pending.append(record)

@@ -18,7 +18,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from .artifacts import PathLike
-from .batch import check_max_skipped, checked_scores, stop_reason
+from .batch import check_max_skipped, checked_scores, skip
 from .errors_file import default_errors_path, write_with_errors
 from .record_writer import RecordWriter, csv_value
 from .progress import advance, finish, line_bar
@@ -189,17 +189,12 @@ def bootstrap_records(
             report.written += len(batch)
 
     bar = line_bar("labelling", lines, enabled=progress)
-    lost = 0  # bad rows, each row a malformed CSV quote swallowed counted as one
     for line, record in records:
         report.read += 1
         advance(bar, line)
         bad = _bad_row(line, record, prompt_field, response_field)
         if bad is not None:
-            report.bad.append(bad)
-            lost += bad.span
-            report.stop_reason = stop_reason(bad, lost, max_skipped, "row", records=len(report.bad))
-            if report.stop_reason is not None:
-                report.stopped_at = bad.line
+            if skip(report, bad, max_skipped, "row"):
                 break
             continue
         prompt, response = record[prompt_field], record[response_field]

@@ -73,11 +73,13 @@ class SkippedRecords:
         self._spool: IO[bytes] | None = None
         self._spooled_bytes = 0
         self._count = 0
+        self._spanned = 0
         self._reasons: Counter = Counter()
         self.extend(records)
 
     def append(self, record: BadRecord) -> None:
         self._count += 1
+        self._spanned += record.span
         self._reasons[reason_kind(record.reason)] += 1
         if len(self._head) < self._kept:
             self._head.append(record)
@@ -104,6 +106,13 @@ class SkippedRecords:
     def reasons(self) -> Counter:
         """How many records per reason (the reason's text before any parenthesised detail)."""
         return Counter(self._reasons)
+
+    @property
+    def spanned(self) -> int:
+        """The records skipped, each row a malformed CSV quote swallowed counted as one
+        (``BadRecord.span``): what ``max_skipped`` is held to. Like ``reasons()``, it counts every
+        record appended, after ``close()`` too."""
+        return self._spanned
 
     def close(self) -> None:
         """Drop the records past the first :data:`KEPT_IN_MEMORY` now, and the temporary file

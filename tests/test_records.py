@@ -1311,6 +1311,31 @@ def test_skipped_records_past_the_first_thousand_wait_on_disk_in_order(monkeypat
         skipped[11]
 
 
+def test_skipped_records_count_the_rows_a_csv_quote_swallowed_for_max_skipped(monkeypatch):
+    """score_file and bootstrap kept twin running counts; the count lives with the records now."""
+    from refusal_predictor import skipped as module
+    from refusal_predictor.batch import ScoreReport, skip
+    from refusal_predictor.bootstrap import BootstrapReport
+    from refusal_predictor.skipped import SkippedRecords
+
+    monkeypatch.setattr(module, "_BATCH", 2)
+    skipped = SkippedRecords([BadRecord(1, "a"), BadRecord(2, "quote", span=5), BadRecord(9, "b")], kept_in_memory=1)
+    assert (len(skipped), skipped.spanned) == (3, 7)
+    skipped.append(BadRecord(10, "quote", span=3))
+    skipped.close()  # the spooled records go; the count of what was skipped does not
+    assert (len(skipped), skipped.spanned, sum(skipped.reasons().values())) == (1, 10, 4)
+
+    report = ScoreReport(input="in", output="out")
+    assert not skip(report, BadRecord(3, "missing field"), max_skipped=2)
+    assert report.stopped_at is None and report.stop_reason is None
+    assert skip(report, BadRecord(7, "malformed CSV", span=2), max_skipped=2)  # 3 counted > 2
+    assert report.stopped_at == 7 and "(2 skipped, 3 counting the rows malformed CSV quotes swallowed)" in report.stop_reason
+    rows = BootstrapReport()
+    assert skip(rows, BadRecord(4, "gzip cut short", rest_lost=True), max_skipped=100, unit="row")
+    assert rows.stopped_at == 4 and rows.stop_reason.startswith("the rest of the file is lost with this row")
+    assert not skip(ScoreReport(input="in", output="out"), BadRecord(1, "x", span=50), max_skipped=None)
+
+
 def test_skipped_records_behave_as_the_list_they_replace(monkeypatch):
     """Nested iterations shared one read position (an IndexError, a count of 1,201 for 1,500), an
     append mid-iteration overwrote a record, and a report past 1,000 skips could not be pickled."""
