@@ -12,8 +12,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from benchmarks import (bench_clients, bench_cpu_agreement, bench_encoder, bench_gpu, bench_latency, bench_memory,
-                        bench_scoring, bench_threads)
+from benchmarks import (bench_clients, bench_cpu_agreement, bench_encoder, bench_frames, bench_gpu, bench_latency,
+                        bench_memory, bench_scoring, bench_threads)
 from benchmarks.common import first_n
 from refusal_predictor.encoder import OnnxEncoder
 
@@ -33,6 +33,8 @@ from refusal_predictor.encoder import OnnxEncoder
     (bench_memory, ["--runs", "0"]),
     (bench_clients, ["--runs", "0"]),
     (bench_clients, ["--clients", "1,0"]),
+    (bench_frames, ["--partitions", "0"]),
+    (bench_frames, ["--runs", "0"]),
 ])
 def test_options_below_one_are_refused_with_one_line(script, argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -211,3 +213,15 @@ def test_bench_clients_measures_each_row_in_fresh_processes_against_an_uncapped_
         capped, uncapped = (float(cell.replace(",", "")) for cell in row[1:3])
         assert 100 < capped < 4000 and 100 < uncapped < 4000  # MiB of a process that loaded the prompt model
         assert row[3].strip().endswith("x") and row[6].strip().endswith("x")
+
+
+def test_bench_frames_prints_the_pandas_baseline_and_both_clusters_for_each_scorer(capsys):
+    pytest.importorskip("distributed")
+    bench_frames.main(["--runs", "1", "--n", "24", "--partitions", "3"])
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith(("prompts,", "responses,"))]
+    assert "Scoring 24 rows as a table: median of 1 runs, 3 Dask partitions" in out
+    assert [row.split("  ")[0] for row in rows] == ["prompts, shipped gpt-3.5-turbo model"] * 3 + \
+        ["responses, shipped ngrams variant"] * 3
+    assert sum("(baseline)" in row for row in rows) == 2 and sum("worker processes x 1 thread" in row for row in rows) == 2
+    assert all(float(row.split()[-2].replace(",", "")) > 0 for row in rows)  # rows/s

@@ -1,0 +1,160 @@
+"""Scoring tables: pandas DataFrames here, Dask DataFrames on a local cluster of worker processes."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from refusal_predictor import frames
+from refusal_predictor.frames import load_scorer, score_dask, score_frame
+
+PAPER_TEST_ROWS = 60
+
+
+@pytest.fixture(scope="module")
+def paper_rows() -> pd.DataFrame:
+    """Real responses and prompts (the paper's test split), under a shuffled string index."""
+    from training import data
+
+    _, _, test = data.paper_split()
+    rows = test[["prompt", "response", "label"]].head(PAPER_TEST_ROWS).reset_index(drop=True)
+    rows = rows.rename(columns={"label": "hand_label"})
+    order = np.random.default_rng(0).permutation(len(rows))
+    rows = rows.iloc[order]
+    rows.index = [f"row-{i}" for i in order]
+    return rows
+
+
+def test_a_frame_gains_the_models_probability_and_label_with_every_row_and_column_kept(paper_rows, response_model):
+    scored = score_frame(paper_rows)
+    expected = response_model.refusal_probability(paper_rows["response"].tolist())
+    assert list(scored.index) == list(paper_rows.index)
+    pd.testing.assert_frame_equal(scored[list(paper_rows.columns)], paper_rows)
+    np.testing.assert_allclose(scored["refusal_probability"].to_numpy(), expected, rtol=0, atol=1e-12)
+    assert scored["label"].tolist() == ["refusal" if p >= 0.5 else "compliance" for p in expected]
+    assert "refusal_probability" not in paper_rows.columns  # a copy: the caller's frame is untouched
+    # the shipped model against the hand labels of these held-out responses
+    assert (scored["label"] == paper_rows["hand_label"]).mean() >= 0.85
+
+
+def test_prompts_are_scored_by_a_shipped_target_and_a_threshold_of_ones_own(paper_rows):
+    from refusal_predictor import PromptClassifier
+
+    gpt4 = PromptClassifier.load(target="gpt-4")
+    expected = gpt4.refusal_probability(paper_rows["prompt"].tolist())
+    cut = float(np.quantile(expected, 0.7))
+    scored = score_frame(paper_rows, "prompt", "gpt-4", threshold=cut, probability_field="p", label_field="will_refuse")
+    np.testing.assert_allclose(scored["p"].to_numpy(), expected, rtol=0, atol=1e-12)
+    assert scored["will_refuse"].tolist() == ["refusal" if p >= cut else "compliance" for p in expected]
+    assert (scored["will_refuse"] == "refusal").sum() == (expected >= cut).sum() < len(expected) / 2
+    # a model already loaded is used as it is
+    again = score_frame(paper_rows, "prompt", gpt4, threshold=cut, probability_field="p", label_field="will_refuse")
+    pd.testing.assert_frame_equal(again, scored)
+
+
+def test_texts_are_scored_in_chunks_to_the_same_result(paper_rows, monkeypatch):
+    whole = score_frame(paper_rows, model="ngrams")
+    monkeypatch.setattr(frames, "CHUNK_SIZE", 7)
+    pd.testing.assert_frame_equal(score_frame(paper_rows, model="ngrams"), whole)
+
+
+def test_rows_that_cannot_be_scored_stop_the_run_by_name_or_are_kept_unscored():
+    table = pd.DataFrame({"response": ["I'm sorry, but I can't help with that.", None, 7, "Sure: 4.", "bad \udcff half",
+                                       float("nan"), ""]},
+                         index=["a", "b", "c", "d", "e", "f", "g"])
+    with pytest.raises(ValueError, match=r"^row 'b': 'response' is missing; 4 of 7 rows cannot be scored"):
+        score_frame(table, model="ngrams")
+    with pytest.raises(ValueError, match=r"partition 3, row 'b'"):
+        score_frame(table, model="ngrams", partition_info={"number": 3, "division": None})
+    marked = score_frame(table, model="ngrams", errors="mark")
+    assert list(marked.index) == list(table.index) and marked["response"].tolist()[:4] == [table["response"].iloc[0], None, 7, "Sure: 4."]
+    unscored = marked["refusal_probability"].isna()
+    assert unscored.tolist() == [False, True, True, False, True, True, False]
+    assert marked["label"][unscored].isna().all() and marked["label"]["a"] == "refusal" and marked["label"]["d"] == "compliance"
+    ngrams = load_scorer("response", "ngrams")
+    expected = ngrams.refusal_probability([table["response"][k] for k in ("a", "d", "g")])
+    np.testing.assert_allclose(marked.loc[["a", "d", "g"], "refusal_probability"].to_numpy(), expected, atol=1e-12)
+    assert "lone UTF-16 surrogate at character 4" in frames._unscorable(table["response"]["e"])
+    assert frames._unscorable(7) == "is int, expected a string" and frames._unscorable(pd.NA) == "is missing"
+
+
+def test_pyarrow_strings_and_their_missing_values_are_read_as_text_and_missing():
+    table = pd.DataFrame({"response": pd.array(["I cannot help with that request.", None], dtype="string[pyarrow]")})
+    marked = score_frame(table, model="ngrams", errors="mark")
+    assert marked["label"].tolist()[0] == "refusal" and np.isnan(marked["refusal_probability"].iloc[1])
+
+
+def test_bad_options_are_refused_before_any_model_is_loaded(monkeypatch):
+    def no_loading(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(frames, "load_scorer", no_loading)
+    table = pd.DataFrame({"text": ["hello"], "label": ["x"]})
+    with pytest.raises(ValueError, match=r"no column 'response' to score \(columns: \['text', 'label'\]\); name the text column"):
+        score_frame(table)
+    with pytest.raises(ValueError, match="already has a column 'label'"):
+        score_frame(table, text_field="text")
+    with pytest.raises(ValueError, match="both 'x'"):
+        score_frame(table, text_field="text", probability_field="x", label_field="x")
+    with pytest.raises(ValueError, match="kind must be one of"):
+        score_frame(table, "responses", text_field="text")
+    with pytest.raises(ValueError, match="errors must be 'raise' or 'mark'"):
+        score_frame(table, text_field="text", label_field="y", errors="skip")
+    with pytest.raises(TypeError, match="expected a pandas DataFrame, got list"):
+        score_frame([{"response": "x"}])
+    # an empty table needs no model at all
+    empty = score_frame(pd.DataFrame({"response": pd.Series([], dtype=object)}), model="no such folder")
+    assert list(empty.columns) == ["response", "refusal_probability", "label"] and empty.empty
+
+
+def test_models_are_loaded_by_name_once_per_process():
+    load_scorer.cache_clear()
+    first = load_scorer("prompt", "gpt-4")
+    assert load_scorer("prompt", "gpt-4") is first and first.target == "gpt-4"
+    assert load_scorer("response", "cascade").__class__.__name__ == "ResponseCascade"
+    with pytest.raises(TypeError, match="a shipped name or a folder path as str"):
+        load_scorer("prompt", 4)
+    with pytest.raises(ValueError, match="neither a model folder nor a shipped target"):
+        load_scorer("prompt", "no-such-llm")
+
+
+dd = pytest.importorskip("dask.dataframe")
+
+
+def test_dask_options_are_checked_on_the_client_before_any_work():
+    table = dd.from_pandas(pd.DataFrame({"text": ["hello", "no"]}), npartitions=2)
+    with pytest.raises(ValueError, match="no column 'response' to score"):
+        score_dask(table)
+    with pytest.raises(TypeError, match="a shipped name or a folder path as str"):
+        score_dask(table, model=object(), text_field="text")
+    with pytest.raises(ValueError, match="threshold must be a probability"):
+        score_dask(table, text_field="text", threshold=1.5)
+    with pytest.raises(TypeError, match="for a pandas DataFrame use score_frame"):
+        score_dask(pd.DataFrame({"text": ["x"]}))
+    with pytest.raises(TypeError, match="for a Dask DataFrame use score_dask"):
+        score_frame(table)
+
+
+def test_a_dask_frame_is_scored_on_worker_processes_as_pandas_scores_it(paper_rows, tmp_path):
+    distributed = pytest.importorskip("distributed")
+
+    expected = score_frame(paper_rows, model="ngrams")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                  dashboard_address=None, local_directory=str(tmp_path / "dask")) as cluster, \
+            distributed.Client(cluster) as client:
+        table = dd.from_pandas(paper_rows, npartitions=4)
+        lazy = score_dask(table, model="ngrams", num_threads=1)
+        assert list(lazy.columns) == [*paper_rows.columns, "refusal_probability", "label"]
+        scored = lazy.compute()
+        pd.testing.assert_frame_equal(scored.loc[expected.index], expected, check_dtype=False, check_index_type=False)  # Dask reads text as pyarrow strings
+        assert scored["label"].tolist() == expected.loc[scored.index, "label"].tolist()
+        # the workers loaded the model themselves (the graph carries its name, not the model)
+        workers = client.run(lambda: frames.load_scorer.cache_info().currsize)
+        assert len(workers) == 2 and sum(workers.values()) >= 1
+        # written straight to Parquet from the workers, read back whole
+        lazy.to_parquet(tmp_path / "scored")
+        back = pd.read_parquet(tmp_path / "scored")
+        assert len(back) == len(paper_rows) and back["label"].tolist() == scored["label"].tolist()
+        bad = dd.from_pandas(pd.DataFrame({"response": ["fine", "fine too", None, "ok"]}), npartitions=2)
+        with pytest.raises(ValueError, match=r"partition 1, row 2: 'response' is missing"):
+            score_dask(bad, model="ngrams").compute()
