@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -40,7 +41,6 @@ DEFAULT_TEXT_FIELD = {"response": "response", "prompt": "prompt"}
 CHUNK_SIZE = 1024  # texts scored together: a million-row partition is not one million-text call
 
 
-@functools.lru_cache(maxsize=8)
 def load_scorer(kind: Kind = "response", model: str | None = None, num_threads: int | None = None) -> Any:
     """The model a name or folder names, loaded once per process.
 
@@ -49,10 +49,29 @@ def load_scorer(kind: Kind = "response", model: str | None = None, num_threads: 
     the shipped gpt-3.5-turbo target; another target's name, e.g. ``"gpt-4"``, or a folder).
     ``num_threads``: the encoder's threads per inference (``--threads``); 1 where a machine runs
     one worker process per core. Cached, so the partitions a worker scores share one model (and
-    one encoder session).
+    one encoder session); a folder whose manifest has changed since (a model retrained or
+    recalibrated there) is loaded again, not served from the cache.
     """
     _check_kind(kind)
     _check_model_name(model)
+    return _load_cached(kind, model, num_threads, _manifest_stamp(model))
+
+
+def _manifest_stamp(model: str | None) -> tuple | None:
+    """What tells a folder's model from the next one saved there: its manifest's identity and time."""
+    from .classifiers import MANIFEST
+
+    if model is None:
+        return None
+    try:
+        stat = (Path(model).expanduser() / MANIFEST).stat()
+    except OSError:  # a shipped name, or a folder the loader will name in its error
+        return None
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
+@functools.lru_cache(maxsize=8)
+def _load_cached(kind: Kind, model: str | None, num_threads: int | None, stamp: tuple | None) -> Any:
     if kind == "response":
         from .cascade import load_response_model
 

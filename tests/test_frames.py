@@ -107,10 +107,18 @@ def test_bad_options_are_refused_before_any_model_is_loaded(monkeypatch):
     assert list(empty.columns) == ["response", "refusal_probability", "label"] and empty.empty
 
 
-def test_models_are_loaded_by_name_once_per_process():
-    load_scorer.cache_clear()
+def test_models_are_loaded_by_name_once_per_process_and_again_once_saved_over(tmp_path):
+    frames._load_cached.cache_clear()
     first = load_scorer("prompt", "gpt-4")
     assert load_scorer("prompt", "gpt-4") is first and first.target == "gpt-4"
+    folder = tmp_path / "mine"
+    load_scorer("response", "ngrams").save(folder)
+    mine = load_scorer("response", str(folder))
+    assert load_scorer("response", str(folder)) is mine and mine.threshold == 0.5
+    mine.threshold = 0.7
+    mine.save(folder)  # saved over: the next partition scores the new model, not the cached one
+    again = load_scorer("response", str(folder))
+    assert again is not mine and again.threshold == 0.7
     assert load_scorer("response", "cascade").__class__.__name__ == "ResponseCascade"
     with pytest.raises(TypeError, match="a shipped name or a folder path as str"):
         load_scorer("prompt", 4)
@@ -149,7 +157,7 @@ def test_a_dask_frame_is_scored_on_worker_processes_as_pandas_scores_it(paper_ro
         pd.testing.assert_frame_equal(scored.loc[expected.index], expected, check_dtype=False, check_index_type=False)  # Dask reads text as pyarrow strings
         assert scored["label"].tolist() == expected.loc[scored.index, "label"].tolist()
         # the workers loaded the model themselves (the graph carries its name, not the model)
-        workers = client.run(lambda: frames.load_scorer.cache_info().currsize)
+        workers = client.run(lambda: frames._load_cached.cache_info().currsize)
         assert len(workers) == 2 and sum(workers.values()) >= 1
         # written straight to Parquet from the workers, read back whole
         lazy.to_parquet(tmp_path / "scored")
