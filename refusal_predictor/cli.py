@@ -950,8 +950,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except (Terminated, KeyboardInterrupt) as exc:
         signum = exc.signum if isinstance(exc, Terminated) else signal.SIGINT
+        from .interrupts import failed_step
+
         print(f"refusal-predictor {args.command}: stopped by {signal.Signals(signum).name}; "
               "outputs not yet complete were removed", file=sys.stderr)
+        if failed_step(exc) is not None:
+            print(f"refusal-predictor {args.command}: error: putting the outputs in place also failed: "
+                  f"{failed_step(exc)}", file=sys.stderr)
         return 128 + signum
     finally:
         if installed:

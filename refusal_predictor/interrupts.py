@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import threading
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
-from typing import Callable
 
 _depth = 0  # deferred blocks the main thread is in (signal handlers run in the main thread)
 _pending: tuple[BaseException, Callable[[], None] | None] | None = None
@@ -28,15 +27,27 @@ def deferred() -> Iterator[None]:
         yield
         return
     _depth += 1
+    failure: BaseException | None = None
     try:
         yield
+    except BaseException as error:
+        failure = error
+        raise
     finally:
         _depth -= 1
         if not _depth and _pending is not None:
             (exc, before), _pending = _pending, None
+            if failure is not None:  # the step failed too (a full disk): the interrupt must not hide it
+                exc.failed_step = failure  # type: ignore[attr-defined]
             if before is not None:
                 before()
             raise exc
+
+
+def failed_step(exc: BaseException) -> BaseException | None:
+    """The error the deferred step raised itself, where an interrupt held back until its end was
+    raised in its place (the interrupt says why the run stopped; this says what else went wrong)."""
+    return getattr(exc, "failed_step", None)
 
 
 def interrupt(exc: BaseException, before: Callable[[], None] | None = None) -> None:

@@ -1089,6 +1089,34 @@ def test_a_sigterm_while_the_output_is_renamed_leaves_the_new_pair_whole(ngram_m
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
 
+def test_a_sigterm_held_while_the_pair_is_put_in_place_does_not_hide_a_failure_of_that_step(ngram_model, tmp_path,
+                                                                                           monkeypatch, capsys):
+    """A full disk in the step a held SIGTERM came in was reported as 'stopped by SIGTERM' alone."""
+    import errno
+    import os
+    import signal
+
+    new, out, errors = _two_runs(tmp_path, ngram_model)
+    real_replace = os.replace
+    signalled = []
+
+    def replace_signal_then_fail(src, dst, *args, **kwargs):
+        if signalled and Path(dst) == out:  # the output's rename, after the errors file's
+            raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+        real_replace(src, dst, *args, **kwargs)
+        if Path(dst) == errors:
+            signalled.append(True)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(os, "replace", replace_signal_then_fail)
+    status = main(["label-responses", str(new), "-o", str(out), "--model", str(ngram_model), "--no-progress"])
+    err = capsys.readouterr().err
+    assert status == 128 + signal.SIGTERM and signalled and "stopped by SIGTERM" in err
+    assert "error: putting the outputs in place also failed: " in err and "out.jsonl: cannot be written (No space left on device)" in err
+    # the earlier pair stays: the earlier output and its own errors file
+    assert len(_jsonl(out)) == 1 and [e["line"] for e in _jsonl(errors)] == [2]
+
+
 def test_an_errors_file_moved_away_by_another_run_meanwhile_does_not_fail_this_one(ngram_model, tmp_path,
                                                                                    monkeypatch):
     import os
@@ -1234,7 +1262,7 @@ def test_max_skipped_counts_the_lines_a_stray_csv_quote_swallowed(ngram_model, t
 
 
 def test_interrupts_are_raised_at_once_or_at_the_end_of_a_deferred_block_first_one_first():
-    from refusal_predictor.interrupts import deferred, interrupt
+    from refusal_predictor.interrupts import deferred, failed_step, interrupt
 
     calls = []
     with pytest.raises(KeyboardInterrupt):
@@ -1250,6 +1278,11 @@ def test_interrupts_are_raised_at_once_or_at_the_end_of_a_deferred_block_first_o
     assert calls == ["now", "inner block ends", "outer block ends", "first"]
     with deferred():  # nothing pending is left behind
         pass
+    with pytest.raises(KeyboardInterrupt) as raised:  # the block failing too: the interrupt carries it
+        with deferred():
+            interrupt(KeyboardInterrupt())
+            raise OSError(28, "No space left on device")
+    assert isinstance(failed_step(raised.value), OSError) and failed_step(KeyboardInterrupt()) is None
 
 
 def _run_cli_in_a_child(tmp_path, setup: str, args: list[str], stdout=None):
