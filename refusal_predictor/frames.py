@@ -3,8 +3,8 @@
 The command line scores files; a pipeline that already holds its log as a table (or as thousands of
 Parquet files on a cluster) wants the two columns added to the table itself, every row kept in
 place. :func:`score_frame` does that for a pandas DataFrame, and :func:`score_dask` runs it on
-every partition of a Dask DataFrame (Dask's ``map_partitions``: on a 2-core machine it added about
-3 % to a plain pandas loop over 1,000,000 rows, where Ray and Spark took 2.5-3x as long).
+every partition of a Dask DataFrame (Dask's ``map_partitions``: a plain function per partition,
+no service to run beside the scheduler; ``benchmarks/bench_frames.py`` times it).
 
 Models travel to the workers as what :func:`load_scorer` loads them by (a shipped name or a folder
 path), never pickled into the task graph: each worker process loads a model once
@@ -18,13 +18,15 @@ probability and label, so nothing the table held is dropped either way.
 """
 from __future__ import annotations
 
-import functools
 import logging
+import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from ._forks import renew_in_child
 from .text import lone_surrogate_at
 from .thresholds import check_threshold
 
@@ -41,6 +43,12 @@ DEFAULT_TEXT_FIELD = {"response": "response", "prompt": "prompt"}
 CHUNK_SIZE = 1024  # texts scored together: a million-row partition is not one million-text call
 
 
+_CACHE_SIZE = 8  # models kept per process (kind, folder or name, threads); the least recently used goes
+_cache: "OrderedDict[tuple, tuple[tuple | None, Any]]" = OrderedDict()
+_cache_lock = threading.Lock()  # one load per model: a worker's threads met its first partitions at once
+renew_in_child(globals(), "_cache_lock", threading.Lock)
+
+
 def load_scorer(kind: Kind = "response", model: str | None = None, num_threads: int | None = None) -> Any:
     """The model a name or folder names, loaded once per process.
 
@@ -50,11 +58,57 @@ def load_scorer(kind: Kind = "response", model: str | None = None, num_threads: 
     ``num_threads``: the encoder's threads per inference (``--threads``); 1 where a machine runs
     one worker process per core. Cached, so the partitions a worker scores share one model (and
     one encoder session); a folder whose manifest has changed since (a model retrained or
-    recalibrated there) is loaded again, not served from the cache.
+    recalibrated there) is loaded again and replaces the one cached.
     """
+    model = model_reference(kind, model)
+    _check_threads(num_threads)
+    key, stamp = (kind, model, num_threads), _manifest_stamp(model)
+    with _cache_lock:
+        hit = _cache.get(key)
+        if hit is not None and hit[0] == stamp:
+            _cache.move_to_end(key)
+            return hit[1]
+        loaded = _load(kind, model, num_threads)
+        _cache[key] = (stamp, loaded)
+        _cache.move_to_end(key)
+        while len(_cache) > _CACHE_SIZE:
+            _cache.popitem(last=False)
+        return loaded
+
+
+def clear_cache() -> None:
+    """Forget the models :func:`load_scorer` holds (their memory goes once nothing else does)."""
+    with _cache_lock:
+        _cache.clear()
+
+
+def model_reference(kind: Kind, model: str | None) -> str | None:
+    """``model`` as every process can load it: a folder as its absolute path (``~`` expanded: a
+    worker may start elsewhere, and one folder named two ways was two models), a shipped name as
+    it is. An unknown name is a ValueError here, on the client, not from a worker's task."""
     _check_kind(kind)
     _check_model_name(model)
-    return _load_cached(kind, model, num_threads, _manifest_stamp(model))
+    if model is None:
+        return None
+    if not model.strip():
+        raise ValueError("empty model path or name")
+    folder = Path(model).expanduser()
+    if folder.is_dir():
+        return str(folder.resolve())
+    if kind == "response":
+        from .artifacts import shipped_name_key
+        from .cascade import response_model_names
+
+        names = response_model_names()
+        known = shipped_name_key(model) in names
+    else:
+        from .prompt import PromptClassifier, _target_key
+
+        names = PromptClassifier.available_targets()
+        known = _target_key(model) in names
+    if not known:
+        raise ValueError(f"{model!r} is neither a model folder nor a shipped {kind} model; available names: {names}")
+    return model
 
 
 def _manifest_stamp(model: str | None) -> tuple | None:
@@ -64,14 +118,13 @@ def _manifest_stamp(model: str | None) -> tuple | None:
     if model is None:
         return None
     try:
-        stat = (Path(model).expanduser() / MANIFEST).stat()
+        stat = (Path(model) / MANIFEST).stat()
     except OSError:  # a shipped name, or a folder the loader will name in its error
         return None
     return stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
-@functools.lru_cache(maxsize=8)
-def _load_cached(kind: Kind, model: str | None, num_threads: int | None, stamp: tuple | None) -> Any:
+def _load(kind: Kind, model: str | None, num_threads: int | None) -> Any:
     if kind == "response":
         from .cascade import load_response_model
 
@@ -102,6 +155,13 @@ def score_frame(frame: "pd.DataFrame", kind: Kind = "response", model: Any = Non
         raise TypeError(f"expected a pandas DataFrame, got {type(frame).__name__}"
                         + ("; for a Dask DataFrame use score_dask" if hasattr(frame, "map_partitions") else ""))
     field, errors = _check_options(list(frame.columns), kind, text_field, probability_field, label_field, errors)
+    cut = None if threshold is None else check_threshold(threshold)
+    _check_threads(num_threads)
+    loaded = hasattr(model, "refusal_probability")
+    if loaded:
+        _check_loaded(model, kind, num_threads)
+    else:
+        model = model_reference(kind, model)
     out = frame.copy()
     probability = np.full(len(frame), np.nan)
     label = np.full(len(frame), None, dtype=object)
@@ -110,12 +170,13 @@ def score_frame(frame: "pd.DataFrame", kind: Kind = "response", model: Any = Non
     if len(good) < len(values) and errors == "raise":
         first = next(i for i, value in enumerate(values) if _unscorable(value) is not None)
         where = "" if partition_info is None else f"partition {partition_info.get('number')}, "
-        raise ValueError(f"{where}row {frame.index[first]!r}: {field!r} {_unscorable(values[first])}; "
-                         f"{len(values) - len(good)} of {len(values)} rows cannot be scored "
+        of = "rows" if partition_info is None else "rows of this partition"
+        raise ValueError(f"{where}row {_plain(frame.index[first])!r}: {field!r} {_unscorable(values[first])}; "
+                         f"{len(values) - len(good)} of {len(values)} {of} cannot be scored "
                          "(errors='mark' keeps them with no probability and no label)")
     if good:
-        scorer = model if hasattr(model, "refusal_probability") else load_scorer(kind, model, num_threads)
-        cut = scorer.threshold if threshold is None else check_threshold(threshold)
+        scorer = model if loaded else load_scorer(kind, model, num_threads)
+        cut = scorer.threshold if cut is None else cut
         scores = np.concatenate([np.asarray(scorer.refusal_probability([values[i] for i in good[start:start + CHUNK_SIZE]]),
                                             dtype=np.float64)
                                  for start in range(0, len(good), CHUNK_SIZE)])
@@ -136,26 +197,69 @@ def score_dask(frame: "dd.DataFrame", kind: Kind = "response", model: str | None
                probability_field: str = "refusal_probability", label_field: str = "label",
                errors: Literal["raise", "mark"] = "raise") -> "dd.DataFrame":
     """:func:`score_frame` on every partition of a Dask DataFrame, lazily (``.compute()``,
-    ``.to_parquet(...)`` run it). Options are checked here, on the client, before any work is
-    sent out; each worker loads the model on its first partition."""
+    ``.to_parquet(...)`` run it).
+
+    Options, and the model's name or folder, are checked here, on the client, before any work is
+    sent out; each worker loads the model on its first partition. A folder's model enters the
+    tasks' keys, so a result persisted on the cluster is not handed back for a model saved over
+    it since. Dask reads text columns as strings by default (``dataframe.convert-string``), so a
+    number or bytes cell arrives as its text and is scored; ``dask.config.set({"dataframe.convert-string":
+    False})`` keeps such cells as they are, for ``errors`` to catch.
+    """
     if not hasattr(frame, "map_partitions") or not hasattr(frame, "_meta"):
         raise TypeError(f"expected a Dask DataFrame, got {type(frame).__name__}"
                         + ("; for a pandas DataFrame use score_frame" if hasattr(frame, "iloc") else ""))
     _check_options(list(frame.columns), kind, text_field, probability_field, label_field, errors)
-    _check_model_name(model)
+    model = model_reference(kind, model)
     if threshold is not None:
         check_threshold(threshold)
-    if num_threads is not None:
-        from .encoder import check_count
-
-        check_count(num_threads, "num_threads")
+    _check_threads(num_threads)
     options = dict(kind=kind, model=model, text_field=text_field, threshold=threshold, num_threads=num_threads,
                    probability_field=probability_field, label_field=label_field, errors=errors)
     import pandas as pd
 
     meta = frame._meta.assign(**{probability_field: np.array([], dtype=np.float64),
                                  label_field: pd.array([], dtype=pd.StringDtype())})
-    return frame.map_partitions(score_frame, **options, meta=meta)
+    return frame.map_partitions(_score_partition, **options, model_stamp=_manifest_stamp(model), meta=meta)
+
+
+def _score_partition(frame: "pd.DataFrame", *, model_stamp: tuple | None, partition_info: dict | None = None,
+                     **options: Any) -> "pd.DataFrame":
+    """:func:`score_frame` for one partition; ``model_stamp`` only keys the task to the model's save."""
+    return score_frame(frame, partition_info=partition_info, **options)
+
+
+def _check_loaded(model: Any, kind: Any, num_threads: int | None) -> None:
+    """A loaded model is used as it is: a mismatched kind or threads it cannot apply are errors."""
+    from .prompt import PromptClassifier
+
+    _check_kind(kind)
+    if num_threads is not None:
+        raise ValueError("num_threads applies to a model loaded by name; call configure_encoder(num_threads=...) "
+                         "on a model already loaded")
+    is_prompt = isinstance(model, PromptClassifier)
+    if is_prompt != (kind == "prompt") and (is_prompt or _is_response_model(model)):
+        raise ValueError(f"a {type(model).__name__} scores {'prompts' if is_prompt else 'responses'}, "
+                         f"but kind is {kind!r}")
+
+
+def _is_response_model(model: Any) -> bool:
+    from .cascade import ResponseCascade
+    from .classifiers import ResponseClassifier
+
+    return isinstance(model, (ResponseClassifier, ResponseCascade))
+
+
+def _plain(label: Any) -> Any:
+    """An index label as Python writes it: 30, not np.int64(30)."""
+    return label.item() if isinstance(label, np.generic) else label
+
+
+def _check_threads(num_threads: Any) -> None:
+    if num_threads is not None:
+        from .encoder import check_count
+
+        check_count(num_threads, "num_threads")
 
 
 def _check_model_name(model: Any) -> None:
@@ -179,6 +283,8 @@ def _check_options(columns: list, kind: Any, text_field: str | None, probability
     if field not in columns:
         raise ValueError(f"no column {field!r} to score (columns: {[str(c) for c in columns[:20]]}); "
                          "name the text column with text_field=")
+    if columns.count(field) > 1:
+        raise ValueError(f"{columns.count(field)} columns are named {field!r}; rename them so the text column is one")
     if probability_field == label_field:
         raise ValueError(f"probability_field and label_field are both {label_field!r}")
     clash = [name for name in (probability_field, label_field) if name in columns]

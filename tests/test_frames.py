@@ -102,28 +102,75 @@ def test_bad_options_are_refused_before_any_model_is_loaded(monkeypatch):
         score_frame(table, text_field="text", label_field="y", errors="skip")
     with pytest.raises(TypeError, match="expected a pandas DataFrame, got list"):
         score_frame([{"response": "x"}])
-    # an empty table needs no model at all
-    empty = score_frame(pd.DataFrame({"response": pd.Series([], dtype=object)}), model="no such folder")
+    # an empty table needs no model loaded (its name is still checked)
+    empty = score_frame(pd.DataFrame({"response": pd.Series([], dtype=object)}), model="ngrams")
     assert list(empty.columns) == ["response", "refusal_probability", "label"] and empty.empty
 
 
-def test_models_are_loaded_by_name_once_per_process_and_again_once_saved_over(tmp_path):
-    frames._load_cached.cache_clear()
+def test_models_are_loaded_by_name_once_per_process_and_again_once_saved_over(tmp_path, monkeypatch):
+    frames.clear_cache()
     first = load_scorer("prompt", "gpt-4")
     assert load_scorer("prompt", "gpt-4") is first and first.target == "gpt-4"
     folder = tmp_path / "mine"
     load_scorer("response", "ngrams").save(folder)
+    monkeypatch.chdir(tmp_path)
     mine = load_scorer("response", str(folder))
-    assert load_scorer("response", str(folder)) is mine and mine.threshold == 0.5
+    # one folder however it is named: relative, absolute, through ~
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert load_scorer("response", "mine") is mine is load_scorer("response", "~/mine") is load_scorer("response", "./mine/")
+    assert mine.threshold == 0.5
     mine.threshold = 0.7
     mine.save(folder)  # saved over: the next partition scores the new model, not the cached one
-    again = load_scorer("response", str(folder))
+    again = load_scorer("response", "mine")
     assert again is not mine and again.threshold == 0.7
+    assert sum(key[1] == str(folder.resolve()) for key in frames._cache) == 1  # replaced, not kept beside
     assert load_scorer("response", "cascade").__class__.__name__ == "ResponseCascade"
     with pytest.raises(TypeError, match="a shipped name or a folder path as str"):
         load_scorer("prompt", 4)
-    with pytest.raises(ValueError, match="neither a model folder nor a shipped target"):
+    with pytest.raises(ValueError, match=r"'no-such-llm' is neither a model folder nor a shipped prompt model; "
+                                         r"available names: \['gpt-3.5-turbo', 'gpt-4'"):
         load_scorer("prompt", "no-such-llm")
+    with pytest.raises(ValueError, match="'ngram' is neither a model folder nor a shipped response model"):
+        load_scorer("response", "ngram")
+
+
+def test_threads_meeting_an_uncached_model_load_it_once():
+    """lru_cache ran the loader in each thread that missed: four threads, four models and encoders."""
+    import threading
+
+    frames.clear_cache()
+    barrier, got = threading.Barrier(4), []
+
+    def first_partition():
+        barrier.wait()
+        got.append(load_scorer("prompt", "gpt-4", 1))
+
+    threads = [threading.Thread(target=first_partition) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(got) == 4 and len({id(model) for model in got}) == 1 and len(frames._cache) == 1
+
+
+def test_a_loaded_model_must_match_the_kind_and_carries_its_own_threads(paper_rows, response_model, prompt_model):
+    with pytest.raises(ValueError, match="a PromptClassifier scores prompts, but kind is 'response'"):
+        score_frame(paper_rows, "response", prompt_model)
+    with pytest.raises(ValueError, match="a ResponseClassifier scores responses, but kind is 'prompt'"):
+        score_frame(paper_rows, "prompt", response_model)
+    with pytest.raises(ValueError, match="num_threads applies to a model loaded by name"):
+        score_frame(paper_rows, "response", response_model, num_threads=1)
+
+
+def test_a_duplicated_text_column_and_bad_numbers_are_refused_even_with_nothing_to_score():
+    twice = pd.DataFrame([["a", "b"]], columns=["response", "response"])
+    with pytest.raises(ValueError, match="2 columns are named 'response'"):
+        score_frame(twice, model="ngrams")
+    nothing = pd.DataFrame({"response": [None]})
+    with pytest.raises(ValueError, match="threshold must be a probability"):
+        score_frame(nothing, model="ngrams", threshold=5, errors="mark")
+    with pytest.raises(ValueError, match="num_threads must be a whole number"):
+        score_frame(nothing, model="ngrams", num_threads=0, errors="mark")
 
 
 dd = pytest.importorskip("dask.dataframe")
@@ -135,6 +182,8 @@ def test_dask_options_are_checked_on_the_client_before_any_work():
         score_dask(table)
     with pytest.raises(TypeError, match="a shipped name or a folder path as str"):
         score_dask(table, model=object(), text_field="text")
+    with pytest.raises(ValueError, match="'ngram' is neither a model folder nor a shipped response model"):
+        score_dask(table, model="ngram", text_field="text")
     with pytest.raises(ValueError, match="threshold must be a probability"):
         score_dask(table, text_field="text", threshold=1.5)
     with pytest.raises(TypeError, match="for a pandas DataFrame use score_frame"):
@@ -157,12 +206,29 @@ def test_a_dask_frame_is_scored_on_worker_processes_as_pandas_scores_it(paper_ro
         pd.testing.assert_frame_equal(scored.loc[expected.index], expected, check_dtype=False, check_index_type=False)  # Dask reads text as pyarrow strings
         assert scored["label"].tolist() == expected.loc[scored.index, "label"].tolist()
         # the workers loaded the model themselves (the graph carries its name, not the model)
-        workers = client.run(lambda: frames._load_cached.cache_info().currsize)
+        workers = client.run(lambda: len(frames._cache))
         assert len(workers) == 2 and sum(workers.values()) >= 1
         # written straight to Parquet from the workers, read back whole
         lazy.to_parquet(tmp_path / "scored")
         back = pd.read_parquet(tmp_path / "scored")
         assert len(back) == len(paper_rows) and back["label"].tolist() == scored["label"].tolist()
         bad = dd.from_pandas(pd.DataFrame({"response": ["fine", "fine too", None, "ok"]}), npartitions=2)
-        with pytest.raises(ValueError, match=r"partition 1, row 2: 'response' is missing"):
+        with pytest.raises(ValueError, match=r"partition 1, row 2: 'response' is missing; 1 of 2 rows of this partition"):
             score_dask(bad, model="ngrams").compute()
+        odd = dd.from_pandas(pd.DataFrame({"response": ["fine", None]}, index=[30, 31]), npartitions=1)
+        with pytest.raises(ValueError, match=r"partition 0, row 31: "):  # not np.int64(31)
+            score_dask(odd, model="ngrams").compute()
+
+        # a result persisted on the cluster is not handed back for a model saved over its folder since
+        folder = tmp_path / "mine"
+        load_scorer("response", "ngrams").save(folder)
+        persisted = score_dask(table, model=str(folder)).persist()
+        before = persisted["label"].compute().tolist()
+        mine = load_scorer("response", str(folder))
+        mine.threshold = 0.999
+        mine.save(folder)
+        after = score_dask(table, model=str(folder))["label"].compute().tolist()
+        assert before == expected.loc[persisted.index.compute(), "label"].tolist() and "refusal" in before
+        order = persisted.index.compute()
+        assert after == ["refusal" if q >= 0.999 else "compliance" for q in expected.loc[order, "refusal_probability"]]
+        assert after != before
