@@ -954,9 +954,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(f"refusal-predictor {args.command}: stopped by {signal.Signals(signum).name}; "
               "outputs not yet complete were removed", file=sys.stderr)
-        if failed_step(exc) is not None:
+        failure = failed_step(exc)
+        if failure is not None:
             print(f"refusal-predictor {args.command}: error: putting the outputs in place also failed: "
-                  f"{failed_step(exc)}", file=sys.stderr)
+                  f"{str(failure) or type(failure).__name__}", file=sys.stderr)
         return 128 + signum
     finally:
         if installed:

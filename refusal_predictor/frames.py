@@ -19,14 +19,16 @@ probability and label, so nothing the table held is dropped either way.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections import OrderedDict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import numpy as np
 
 from ._forks import renew_in_child
+from .artifacts import ModelFileError
 from .text import lone_surrogate_at
 from .thresholds import check_threshold
 
@@ -43,13 +45,23 @@ DEFAULT_TEXT_FIELD = {"response": "response", "prompt": "prompt"}
 CHUNK_SIZE = 1024  # texts scored together: a million-row partition is not one million-text call
 
 
-_CACHE_SIZE = 8  # models kept per process (kind, folder or name, threads); the least recently used goes
+class ModelRef(NamedTuple):
+    """A model as every process loads it: a shipped model by its canonical name (looked up in the
+    installed package, never in a worker's current directory), or a folder by its absolute path."""
+
+    source: Literal["shipped", "folder"]
+    name: str
+
+
+_CACHE_SIZE = 8  # models kept per process (kind, model, threads); the least recently used goes
 _cache: "OrderedDict[tuple, tuple[tuple | None, Any]]" = OrderedDict()
-_cache_lock = threading.Lock()  # one load per model: a worker's threads met its first partitions at once
+_cache_lock = threading.Lock()  # guards _cache and _loading, never held while a model loads
+_loading: dict[tuple, threading.Lock] = {}  # one lock per model being loaded: one load, however many threads miss
 renew_in_child(globals(), "_cache_lock", threading.Lock)
+renew_in_child(globals(), "_loading", dict)
 
 
-def load_scorer(kind: Kind = "response", model: str | None = None, num_threads: int | None = None) -> Any:
+def load_scorer(kind: Kind = "response", model: "str | ModelRef | None" = None, num_threads: int | None = None) -> Any:
     """The model a name or folder names, loaded once per process.
 
     ``kind="response"``: what ``label-responses --model`` takes (None: the shipped default;
@@ -60,19 +72,27 @@ def load_scorer(kind: Kind = "response", model: str | None = None, num_threads: 
     one encoder session); a folder whose manifest has changed since (a model retrained or
     recalibrated there) is loaded again and replaces the one cached.
     """
-    model = model_reference(kind, model)
+    ref = model if isinstance(model, ModelRef) else model_reference(kind, model)
     _check_threads(num_threads)
-    key, stamp = (kind, model, num_threads), _manifest_stamp(model)
+    key, stamp = (kind, ref, num_threads), _manifest_stamp(ref)
     with _cache_lock:
         hit = _cache.get(key)
         if hit is not None and hit[0] == stamp:
             _cache.move_to_end(key)
             return hit[1]
-        loaded = _load(kind, model, num_threads)
-        _cache[key] = (stamp, loaded)
-        _cache.move_to_end(key)
-        while len(_cache) > _CACHE_SIZE:
-            _cache.popitem(last=False)
+        loading = _loading.setdefault(key, threading.Lock())
+    with loading:  # other models' hits and loads go on meanwhile
+        with _cache_lock:
+            hit = _cache.get(key)
+            if hit is not None and hit[0] == stamp:  # loaded by the thread this one waited for
+                return hit[1]
+        loaded = _load(kind, ref, num_threads)
+        with _cache_lock:
+            _cache[key] = (stamp, loaded)
+            _cache.move_to_end(key)
+            while len(_cache) > _CACHE_SIZE:
+                _cache.popitem(last=False)
+            _loading.pop(key, None)
         return loaded
 
 
@@ -82,57 +102,93 @@ def clear_cache() -> None:
         _cache.clear()
 
 
-def model_reference(kind: Kind, model: str | None) -> str | None:
-    """``model`` as every process can load it: a folder as its absolute path (``~`` expanded: a
-    worker may start elsewhere, and one folder named two ways was two models), a shipped name as
-    it is. An unknown name is a ValueError here, on the client, not from a worker's task."""
+def model_reference(kind: Kind, model: str | None) -> ModelRef:
+    """``model`` as every process loads it, checked here, on the client.
+
+    A folder that exists here wins over a shipped name, as on the command line, and must hold a
+    manifest; it travels as its absolute path (``~`` expanded: a worker may start elsewhere, and
+    one folder named two ways was two models). A shipped name travels as its canonical name
+    (``NGRAMS``, ``chatgpt`` and None are the same models as ``ngrams``, ``gpt-3.5-turbo`` and
+    the default). A path that is not a folder here (one only the workers mount) travels as it is
+    given, for the workers to load; a bare name that is neither is a ValueError here.
+    """
+    from .classifiers import MANIFEST
+
     _check_kind(kind)
     _check_model_name(model)
+    shipped = _shipped_names(kind)
     if model is None:
-        return None
+        return ModelRef("shipped", "default" if kind == "response" else _default_target())
     if not model.strip():
-        raise ValueError("empty model path or name")
+        raise ValueError(f"empty model path or name; available names: {sorted(shipped)}")
     folder = Path(model).expanduser()
+    key = _shipped_key(kind, model)
     if folder.is_dir():
-        return str(folder.resolve())
+        if not (folder / MANIFEST).is_file():
+            taken = (f"; the folder {model!r} is taken before the shipped model of that name: rename it or "
+                     "work from another directory") if key in shipped else "; is this a refusal-predictor model folder?"
+            raise ModelFileError(f"{folder / MANIFEST}: manifest missing{taken}")
+        return ModelRef("folder", os.path.abspath(folder))
+    if key in shipped:
+        return ModelRef("shipped", key)
+    if folder.is_absolute() or any(sep and sep in model for sep in (os.sep, os.altsep)) or model.startswith(("~", ".")):
+        return ModelRef("folder", os.path.abspath(folder))
+    raise ValueError(f"{model!r} is neither a model folder nor a shipped {kind} model; available names: {sorted(shipped)}")
+
+
+def _shipped_names(kind: Kind) -> list[str]:
     if kind == "response":
-        from .artifacts import shipped_name_key
         from .cascade import response_model_names
 
-        names = response_model_names()
-        known = shipped_name_key(model) in names
-    else:
-        from .prompt import PromptClassifier, _target_key
+        return response_model_names()
+    from .prompt import PromptClassifier
 
-        names = PromptClassifier.available_targets()
-        known = _target_key(model) in names
-    if not known:
-        raise ValueError(f"{model!r} is neither a model folder nor a shipped {kind} model; available names: {names}")
-    return model
+    return PromptClassifier.available_targets()
 
 
-def _manifest_stamp(model: str | None) -> tuple | None:
+def _shipped_key(kind: Kind, name: str) -> str:
+    from .artifacts import shipped_name_key
+
+    if kind == "response":
+        return shipped_name_key(name)
+    from .prompt import _target_key
+
+    return _target_key(name)
+
+
+def _default_target() -> str:
+    from .prompt import DEFAULT_TARGET
+
+    return DEFAULT_TARGET
+
+
+def _manifest_stamp(ref: ModelRef) -> tuple | None:
     """What tells a folder's model from the next one saved there: its manifest's identity and time."""
     from .classifiers import MANIFEST
 
-    if model is None:
+    if ref.source != "folder":
         return None
     try:
-        stat = (Path(model) / MANIFEST).stat()
-    except OSError:  # a shipped name, or a folder the loader will name in its error
+        stat = (Path(ref.name) / MANIFEST).stat()
+    except OSError:  # a folder only the workers see, or one the loader will name in its error
         return None
     return stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
-def _load(kind: Kind, model: str | None, num_threads: int | None) -> Any:
-    if kind == "response":
-        from .cascade import load_response_model
+def _load(kind: Kind, ref: ModelRef, num_threads: int | None) -> Any:
+    from .artifacts import shipped_path
+    from .cascade import CASCADE_NAME, ResponseCascade, load_response_model
+    from .classifiers import ResponseClassifier
+    from .prompt import PromptClassifier
 
-        loaded = load_response_model(model)
+    if kind == "prompt":
+        loaded = PromptClassifier.load(ref.name) if ref.source == "folder" else PromptClassifier.load(target=ref.name)
+    elif ref.source == "folder":
+        loaded = load_response_model(ref.name)
+    elif ref.name == CASCADE_NAME:
+        loaded = ResponseCascade.load()
     else:
-        from .prompt import PromptClassifier
-
-        loaded = PromptClassifier.load(model)
+        loaded = ResponseClassifier.load(shipped_path(*ResponseClassifier.VARIANTS[ref.name]))
     return loaded if num_threads is None else loaded.configure_encoder(num_threads=num_threads)
 
 
@@ -160,7 +216,7 @@ def score_frame(frame: "pd.DataFrame", kind: Kind = "response", model: Any = Non
     loaded = hasattr(model, "refusal_probability")
     if loaded:
         _check_loaded(model, kind, num_threads)
-    else:
+    elif not isinstance(model, ModelRef):  # a ModelRef: checked on the client already (score_dask)
         model = model_reference(kind, model)
     out = frame.copy()
     probability = np.full(len(frame), np.nan)

@@ -30,7 +30,7 @@ def deferred() -> Iterator[None]:
     failure: BaseException | None = None
     try:
         yield
-    except BaseException as error:
+    except Exception as error:  # not a KeyboardInterrupt or SystemExit: those say why it stopped, not what failed
         failure = error
         raise
     finally:

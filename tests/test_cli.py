@@ -1283,6 +1283,11 @@ def test_interrupts_are_raised_at_once_or_at_the_end_of_a_deferred_block_first_o
             interrupt(KeyboardInterrupt())
             raise OSError(28, "No space left on device")
     assert isinstance(failed_step(raised.value), OSError) and failed_step(KeyboardInterrupt()) is None
+    with pytest.raises(SystemExit) as raised:  # a second interrupt in the block is not a failure of it
+        with deferred():
+            interrupt(SystemExit(143))
+            raise KeyboardInterrupt()
+    assert failed_step(raised.value) is None
 
 
 def _run_cli_in_a_child(tmp_path, setup: str, args: list[str], stdout=None):

@@ -123,7 +123,7 @@ def test_models_are_loaded_by_name_once_per_process_and_again_once_saved_over(tm
     mine.save(folder)  # saved over: the next partition scores the new model, not the cached one
     again = load_scorer("response", "mine")
     assert again is not mine and again.threshold == 0.7
-    assert sum(key[1] == str(folder.resolve()) for key in frames._cache) == 1  # replaced, not kept beside
+    assert sum(key[1].name == str(folder) for key in frames._cache) == 1  # replaced, not kept beside
     assert load_scorer("response", "cascade").__class__.__name__ == "ResponseCascade"
     with pytest.raises(TypeError, match="a shipped name or a folder path as str"):
         load_scorer("prompt", 4)
@@ -132,6 +132,64 @@ def test_models_are_loaded_by_name_once_per_process_and_again_once_saved_over(tm
         load_scorer("prompt", "no-such-llm")
     with pytest.raises(ValueError, match="'ngram' is neither a model folder nor a shipped response model"):
         load_scorer("response", "ngram")
+
+
+def test_shipped_names_are_the_installed_models_whatever_the_spelling_or_the_directory(tmp_path, monkeypatch):
+    """A shipped name reached each worker as typed, and a worker whose directory held a folder of
+    that name scored with it; 'NGRAMS', 'ngrams/' and None beside 'default' were separate models."""
+    from refusal_predictor.frames import ModelRef, model_reference
+
+    frames.clear_cache()
+    assert load_scorer("response", "NGRAMS") is load_scorer("response", "ngrams/") is load_scorer("response", " ngrams")
+    assert load_scorer("response") is load_scorer("response", "default")
+    assert load_scorer("prompt", "chatgpt") is load_scorer("prompt") is load_scorer("prompt", "GPT-3.5-turbo")
+    assert len(frames._cache) == 3
+    assert model_reference("response", "Cascade") == ModelRef("shipped", "cascade")
+    shipped = load_scorer("response", "ngrams")
+    # a folder named like a shipped model, in a worker's directory: the reference says which was meant
+    impostor = tmp_path / "ngrams"
+    shipped.save(impostor)
+    ref = model_reference("response", "ngrams")  # decided here: no folder of that name in this directory
+    monkeypatch.chdir(tmp_path)
+    assert load_scorer("response", ref) is shipped
+    assert model_reference("response", "ngrams") == ModelRef("folder", str(impostor))  # here the folder wins, as on the command line
+    (tmp_path / "cascade").mkdir()
+    with pytest.raises(ValueError, match=r"manifest missing; the folder 'cascade' is taken before the shipped model"):
+        model_reference("response", "cascade")
+    (tmp_path / "outputs").mkdir()
+    with pytest.raises(ValueError, match=r"outputs/manifest.json: manifest missing; is this a refusal-predictor model folder"):
+        model_reference("prompt", "outputs")
+    # a path only the workers may mount travels as given, for them to load
+    assert model_reference("response", "/cluster/models/mine") == ModelRef("folder", "/cluster/models/mine")
+    assert model_reference("prompt", "models/mine") == ModelRef("folder", str(tmp_path / "models" / "mine"))
+    with pytest.raises(ValueError, match="neither a model folder nor a shipped response model"):
+        model_reference("response", "mine")
+
+
+def test_a_model_loading_does_not_hold_up_another_models_partitions(monkeypatch):
+    import threading
+
+    frames.clear_cache()
+    ngrams = load_scorer("response", "ngrams")
+    real_load, started, release = frames._load, threading.Event(), threading.Event()
+
+    def slow_load(*args):
+        started.set()
+        release.wait(10)
+        return real_load(*args)
+
+    monkeypatch.setattr(frames, "_load", slow_load)
+    loader = threading.Thread(target=load_scorer, args=("prompt", "gpt-4"))
+    loader.start()
+    assert started.wait(10)
+    hit = []
+    reader = threading.Thread(target=lambda: hit.append(load_scorer("response", "ngrams")))
+    reader.start()
+    reader.join(5)  # a cached model while another loads: at once, not after that load
+    assert hit == [ngrams]
+    release.set()
+    loader.join(30)
+    assert not loader.is_alive()
 
 
 def test_threads_meeting_an_uncached_model_load_it_once():
