@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 import numpy as np
 
 from ._forks import renew_in_child
-from .artifacts import ModelFileError
+from .artifacts import ModelFileError, read_manifest
 from .text import lone_surrogate_at
 from .thresholds import check_threshold
 
@@ -55,8 +55,11 @@ class ModelRef(NamedTuple):
 
 _CACHE_SIZE = 8  # models kept per process (kind, model, threads); the least recently used goes
 _cache: "OrderedDict[tuple, tuple[tuple | None, Any]]" = OrderedDict()
-_cache_lock = threading.Lock()  # guards _cache and _loading, never held while a model loads
-_loading: dict[tuple, threading.Lock] = {}  # one lock per model being loaded: one load, however many threads miss
+_cache_lock = threading.Lock()  # guards _cache, _loading and _generation; never held while a model loads
+# Per model being loaded: its lock and how many threads hold or wait for it (the entry goes with the
+# last of them, so a thread that missed after another's load never loads beside a second one).
+_loading: dict[tuple, list] = {}
+_generation = 0  # clear_cache() counts up: a load begun before it does not fill the emptied cache
 renew_in_child(globals(), "_cache_lock", threading.Lock)
 renew_in_child(globals(), "_loading", dict)
 
@@ -69,10 +72,11 @@ def load_scorer(kind: Kind = "response", model: "str | ModelRef | None" = None, 
     the shipped gpt-3.5-turbo target; another target's name, e.g. ``"gpt-4"``, or a folder).
     ``num_threads``: the encoder's threads per inference (``--threads``); 1 where a machine runs
     one worker process per core. Cached, so the partitions a worker scores share one model (and
-    one encoder session); a folder whose manifest has changed since (a model retrained or
-    recalibrated there) is loaded again and replaces the one cached.
+    one encoder session), loaded once however many threads miss it at once; a folder whose
+    manifest has changed since (a model retrained or recalibrated there) is loaded again and
+    replaces the one cached.
     """
-    ref = model if isinstance(model, ModelRef) else model_reference(kind, model)
+    ref = model_reference(kind, model)
     _check_threads(num_threads)
     key, stamp = (kind, ref, num_threads), _manifest_stamp(ref)
     with _cache_lock:
@@ -80,60 +84,94 @@ def load_scorer(kind: Kind = "response", model: "str | ModelRef | None" = None, 
         if hit is not None and hit[0] == stamp:
             _cache.move_to_end(key)
             return hit[1]
-        loading = _loading.setdefault(key, threading.Lock())
-    with loading:  # other models' hits and loads go on meanwhile
+        entry = _loading.setdefault(key, [threading.Lock(), 0])
+        entry[1] += 1
+        generation = _generation
+    try:
+        with entry[0]:  # other models' hits and loads go on meanwhile
+            with _cache_lock:
+                hit = _cache.get(key)
+                if hit is not None and hit[0] == stamp:  # loaded by the thread this one waited for
+                    return hit[1]
+            loaded = _load(kind, ref, num_threads)
+            with _cache_lock:
+                if generation == _generation:
+                    _cache[key] = (stamp, loaded)
+                    _cache.move_to_end(key)
+                    while len(_cache) > _CACHE_SIZE:
+                        _cache.popitem(last=False)
+            return loaded
+    finally:
         with _cache_lock:
-            hit = _cache.get(key)
-            if hit is not None and hit[0] == stamp:  # loaded by the thread this one waited for
-                return hit[1]
-        loaded = _load(kind, ref, num_threads)
-        with _cache_lock:
-            _cache[key] = (stamp, loaded)
-            _cache.move_to_end(key)
-            while len(_cache) > _CACHE_SIZE:
-                _cache.popitem(last=False)
-            _loading.pop(key, None)
-        return loaded
+            entry[1] -= 1
+            if not entry[1] and _loading.get(key) is entry:
+                del _loading[key]
 
 
 def clear_cache() -> None:
-    """Forget the models :func:`load_scorer` holds (their memory goes once nothing else does)."""
+    """Forget the models :func:`load_scorer` holds (their memory goes once nothing else does);
+    a load in progress returns its model without keeping it."""
+    global _generation
     with _cache_lock:
         _cache.clear()
+        _generation += 1
 
 
-def model_reference(kind: Kind, model: str | None) -> ModelRef:
+def model_reference(kind: Kind, model: "str | ModelRef | None") -> ModelRef:
     """``model`` as every process loads it, checked here, on the client.
 
-    A folder that exists here wins over a shipped name, as on the command line, and must hold a
-    manifest; it travels as its absolute path (``~`` expanded: a worker may start elsewhere, and
-    one folder named two ways was two models). A shipped name travels as its canonical name
+    A folder that exists here wins over a shipped name, as on the command line, must hold a
+    manifest of a ``kind`` model, and travels as its absolute path (``~`` expanded: a worker may
+    start elsewhere, and one folder named two ways was two models; links are kept, not resolved,
+    since the workers may mount the link's path). A shipped name travels as its canonical name
     (``NGRAMS``, ``chatgpt`` and None are the same models as ``ngrams``, ``gpt-3.5-turbo`` and
     the default). A path that is not a folder here (one only the workers mount) travels as it is
-    given, for the workers to load; a bare name that is neither is a ValueError here.
+    given, made absolute against this directory if relative, for the workers to load; a bare name
+    that is neither is a ValueError here.
     """
     from .classifiers import MANIFEST
 
     _check_kind(kind)
-    _check_model_name(model)
     shipped = _shipped_names(kind)
+    if isinstance(model, ModelRef):
+        if model.source == "folder" and isinstance(model.name, str) and os.path.isabs(model.name):
+            return model
+        if model.source == "shipped" and model.name in shipped:
+            return model
+        raise ValueError(f"{model!r} is not a {kind} model: a shipped one is named as {sorted(shipped)}, "
+                         "a folder by its absolute path")
+    _check_model_name(model)
     if model is None:
         return ModelRef("shipped", "default" if kind == "response" else _default_target())
     if not model.strip():
         raise ValueError(f"empty model path or name; available names: {sorted(shipped)}")
-    folder = Path(model).expanduser()
+    try:
+        folder = Path(model).expanduser()
+    except RuntimeError as exc:  # ~user/... of a user this machine does not know
+        raise ValueError(f"{model!r}: {exc}") from None
     key = _shipped_key(kind, model)
     if folder.is_dir():
         if not (folder / MANIFEST).is_file():
             taken = (f"; the folder {model!r} is taken before the shipped model of that name: rename it or "
                      "work from another directory") if key in shipped else "; is this a refusal-predictor model folder?"
             raise ModelFileError(f"{folder / MANIFEST}: manifest missing{taken}")
+        _check_folder_kind(folder, kind)
         return ModelRef("folder", os.path.abspath(folder))
     if key in shipped:
         return ModelRef("shipped", key)
     if folder.is_absolute() or any(sep and sep in model for sep in (os.sep, os.altsep)) or model.startswith(("~", ".")):
         return ModelRef("folder", os.path.abspath(folder))
     raise ValueError(f"{model!r} is neither a model folder nor a shipped {kind} model; available names: {sorted(shipped)}")
+
+
+def _check_folder_kind(folder: Path, kind: Kind) -> None:
+    """A folder's manifest read here: a model of the other kind failed only on the workers."""
+    from .classifiers import FORMAT_VERSION, MANIFEST, MODEL_FORMAT
+
+    manifest = read_manifest(folder, MANIFEST, MODEL_FORMAT, (FORMAT_VERSION,))
+    if manifest.get("kind") != kind:
+        raise ModelFileError(f"{folder / MANIFEST}: this is a {manifest.get('kind')!r} model, not a {kind!r} model; "
+                             f"give kind={manifest.get('kind')!r}, or a {kind} model")
 
 
 def _shipped_names(kind: Kind) -> list[str]:
@@ -216,7 +254,7 @@ def score_frame(frame: "pd.DataFrame", kind: Kind = "response", model: Any = Non
     loaded = hasattr(model, "refusal_probability")
     if loaded:
         _check_loaded(model, kind, num_threads)
-    elif not isinstance(model, ModelRef):  # a ModelRef: checked on the client already (score_dask)
+    else:
         model = model_reference(kind, model)
     out = frame.copy()
     probability = np.full(len(frame), np.nan)
@@ -248,7 +286,7 @@ def score_frame(frame: "pd.DataFrame", kind: Kind = "response", model: Any = Non
     return out
 
 
-def score_dask(frame: "dd.DataFrame", kind: Kind = "response", model: str | None = None, *,
+def score_dask(frame: "dd.DataFrame", kind: Kind = "response", model: "str | ModelRef | None" = None, *,
                text_field: str | None = None, threshold: float | None = None, num_threads: int | None = None,
                probability_field: str = "refusal_probability", label_field: str = "label",
                errors: Literal["raise", "mark"] = "raise") -> "dd.DataFrame":

@@ -11,6 +11,12 @@ from refusal_predictor.frames import load_scorer, score_dask, score_frame
 PAPER_TEST_ROWS = 60
 
 
+@pytest.fixture
+def dd():
+    """Dask's DataFrame module (the [dask] extra, which the test extra includes)."""
+    return pytest.importorskip("dask.dataframe")
+
+
 @pytest.fixture(scope="module")
 def paper_rows() -> pd.DataFrame:
     """Real responses and prompts (the paper's test split), under a shuffled string index."""
@@ -166,6 +172,105 @@ def test_shipped_names_are_the_installed_models_whatever_the_spelling_or_the_dir
         model_reference("response", "mine")
 
 
+def test_one_load_at_a_time_per_model_even_after_a_save_during_a_load(tmp_path, monkeypatch):
+    """The per-model lock was dropped by the first load's end while a second thread still loaded
+    under it (the folder saved over meanwhile), so a third started a load of its own beside it."""
+    import threading
+
+    frames.clear_cache()
+    folder = tmp_path / "mine"
+    load_scorer("response", "ngrams").save(folder)
+    real_load = frames._load
+    running, peak, lock = [0], [0], threading.Lock()
+    started = [threading.Event(), threading.Event()]
+    release = [threading.Event(), threading.Event()]
+    loads = []
+
+    def counted_load(*args):
+        with lock:
+            number = len(loads)
+            loads.append(number)
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        if number < 2:  # the first two loads wait to be let go
+            started[number].set()
+            release[number].wait(10)
+        try:
+            return real_load(*args)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(frames, "_load", counted_load)
+    got = {}
+
+    def ask(name):
+        got[name] = load_scorer("response", str(folder))
+
+    a = threading.Thread(target=ask, args=("a",))
+    a.start()
+    assert started[0].wait(10)
+    manifest = folder / "manifest.json"
+    manifest.write_text(manifest.read_text(encoding="utf-8"), encoding="utf-8")  # saved over meanwhile
+    b = threading.Thread(target=ask, args=("b",))
+    b.start()
+    b.join(0.5)  # b misses (a new stamp) and waits for a's load
+    release[0].set()
+    a.join(30)
+    assert started[1].wait(10)  # b loads the saved-over model, under the lock a took
+    c = threading.Thread(target=ask, args=("c",))
+    c.start()
+    c.join(0.5)
+    assert c.is_alive() and peak[0] == 1  # c waits for b's load instead of loading beside it
+    release[1].set()
+    for thread in (b, c):
+        thread.join(30)
+    assert len(loads) == 2 and got["b"] is got["c"] is not got["a"] and not frames._loading
+
+
+def test_failed_loads_leave_nothing_behind_and_a_cleared_cache_stays_empty(tmp_path, monkeypatch):
+    import threading
+
+    frames.clear_cache()
+    for i in range(20):
+        with pytest.raises(ValueError):
+            load_scorer("response", str(tmp_path / f"missing-{i}"))
+    assert not frames._loading and not frames._cache
+    real_load, started, release = frames._load, threading.Event(), threading.Event()
+
+    def slow_load(*args):
+        started.set()
+        release.wait(10)
+        return real_load(*args)
+
+    monkeypatch.setattr(frames, "_load", slow_load)
+    loader = threading.Thread(target=load_scorer, args=("response", "ngrams"))
+    loader.start()
+    assert started.wait(10)
+    frames.clear_cache()  # during the load: the model it returns is not kept
+    release.set()
+    loader.join(30)
+    assert not frames._cache and not frames._loading
+
+
+def test_model_references_are_checked_whoever_builds_them(tmp_path, dd):
+    from refusal_predictor.frames import ModelRef, model_reference
+
+    with pytest.raises(ValueError, match=r"ModelRef\(source='shipped', name='NGRAMS'\) is not a response model"):
+        load_scorer("response", ModelRef("shipped", "NGRAMS"))
+    with pytest.raises(ValueError, match="is not a response model"):
+        model_reference("response", ModelRef("shipped", "gpt-4"))
+    with pytest.raises(ValueError, match="is not a prompt model"):
+        model_reference("prompt", ModelRef("folder", "relative/path"))
+    assert model_reference("prompt", ModelRef("shipped", "gpt-4")) == ModelRef("shipped", "gpt-4")
+    with pytest.raises(ValueError, match="'~no-such-user-here/models/mine': "):
+        model_reference("response", "~no-such-user-here/models/mine")
+    folder = tmp_path / "mine"
+    load_scorer("response", "ngrams").save(folder)
+    with pytest.raises(ValueError, match=r"this is a 'response' model, not a 'prompt' model; give kind='response'"):
+        score_dask(dd.from_pandas(pd.DataFrame({"prompt": ["x"]}), npartitions=1), "prompt", str(folder))
+
+
 def test_a_model_loading_does_not_hold_up_another_models_partitions(monkeypatch):
     import threading
 
@@ -231,10 +336,9 @@ def test_a_duplicated_text_column_and_bad_numbers_are_refused_even_with_nothing_
         score_frame(nothing, model="ngrams", num_threads=0, errors="mark")
 
 
-dd = pytest.importorskip("dask.dataframe")
 
 
-def test_dask_options_are_checked_on_the_client_before_any_work():
+def test_dask_options_are_checked_on_the_client_before_any_work(dd):
     table = dd.from_pandas(pd.DataFrame({"text": ["hello", "no"]}), npartitions=2)
     with pytest.raises(ValueError, match="no column 'response' to score"):
         score_dask(table)
@@ -250,7 +354,7 @@ def test_dask_options_are_checked_on_the_client_before_any_work():
         score_frame(table)
 
 
-def test_a_dask_frame_is_scored_on_worker_processes_as_pandas_scores_it(paper_rows, tmp_path):
+def test_a_dask_frame_is_scored_on_worker_processes_as_pandas_scores_it(paper_rows, tmp_path, dd):
     distributed = pytest.importorskip("distributed")
 
     expected = score_frame(paper_rows, model="ngrams")
