@@ -228,6 +228,21 @@ def test_one_load_at_a_time_per_model_even_after_a_save_during_a_load(tmp_path, 
     assert len(loads) == 2 and got["b"] is got["c"] is not got["a"] and not frames._loading
 
 
+def _paused_loads(monkeypatch):
+    """frames._load made to wait: (set when a load has begun, set to let it go on)."""
+    import threading
+
+    real_load, started, release = frames._load, threading.Event(), threading.Event()
+
+    def paused_load(*args):
+        started.set()
+        release.wait(10)
+        return real_load(*args)
+
+    monkeypatch.setattr(frames, "_load", paused_load)
+    return started, release
+
+
 def test_failed_loads_leave_nothing_behind_and_a_cleared_cache_stays_empty(tmp_path, monkeypatch):
     import threading
 
@@ -236,14 +251,7 @@ def test_failed_loads_leave_nothing_behind_and_a_cleared_cache_stays_empty(tmp_p
         with pytest.raises(ValueError):
             load_scorer("response", str(tmp_path / f"missing-{i}"))
     assert not frames._loading and not frames._cache
-    real_load, started, release = frames._load, threading.Event(), threading.Event()
-
-    def slow_load(*args):
-        started.set()
-        release.wait(10)
-        return real_load(*args)
-
-    monkeypatch.setattr(frames, "_load", slow_load)
+    started, release = _paused_loads(monkeypatch)
     loader = threading.Thread(target=load_scorer, args=("response", "ngrams"))
     loader.start()
     assert started.wait(10)
@@ -276,14 +284,7 @@ def test_a_model_loading_does_not_hold_up_another_models_partitions(monkeypatch)
 
     frames.clear_cache()
     ngrams = load_scorer("response", "ngrams")
-    real_load, started, release = frames._load, threading.Event(), threading.Event()
-
-    def slow_load(*args):
-        started.set()
-        release.wait(10)
-        return real_load(*args)
-
-    monkeypatch.setattr(frames, "_load", slow_load)
+    started, release = _paused_loads(monkeypatch)
     loader = threading.Thread(target=load_scorer, args=("prompt", "gpt-4"))
     loader.start()
     assert started.wait(10)
