@@ -225,3 +225,50 @@ def test_bench_frames_prints_the_pandas_baseline_and_both_clusters_for_each_scor
         ["responses, shipped ngrams variant"] * 3
     assert sum("(baseline)" in row for row in rows) == 2 and sum("worker processes x 1 thread" in row for row in rows) == 2
     assert all(float(row.split()[-2].replace(",", "")) > 0 for row in rows)  # rows/s
+
+
+def test_bench_frames_stops_on_a_warm_up_run_that_differs_from_the_baseline_in_labels_alone(monkeypatch):
+    """An unchecked warm-up, or labels left out of the comparison, passed: labels swapped, same probabilities."""
+    pytest.importorskip("distributed")
+    real, calls = bench_frames.score_frame, []
+
+    def labels_swapped_on_the_warm_up(*args, **kwargs):
+        table = real(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == 2:  # call 1 is the expected table, call 2 the baseline's warm-up
+            table["label"] = table["label"].replace({"refusal": "compliance", "compliance": "refusal"})
+        return table
+
+    monkeypatch.setattr(bench_frames, "score_frame", labels_swapped_on_the_warm_up)
+    with pytest.raises(SystemExit, match="pandas scored prompts, shipped gpt-3.5-turbo model differently"):
+        bench_frames.main(["--runs", "1", "--n", "24", "--partitions", "3"])
+
+
+def test_bench_frames_loads_every_worker_first_times_n_rows_and_divides_the_right_way(capsys, monkeypatch):
+    """No pre-load on the workers, --n off by one, or an inverted ratio passed."""
+    distributed = pytest.importorskip("distributed")
+    sizes, runs = [], []
+    real_frame, real_run = bench_frames.score_frame, distributed.Client.run
+
+    def sized(rows, *args, **kwargs):
+        sizes.append(len(rows))
+        return real_frame(rows, *args, **kwargs)
+
+    def run(self, function, *args, **kwargs):
+        runs.append((function, args))
+        return real_run(self, function, *args, **kwargs)
+
+    monkeypatch.setattr(bench_frames, "score_frame", sized)
+    monkeypatch.setattr(distributed.Client, "run", run)
+    bench_frames.main(["--runs", "1", "--n", "24", "--partitions", "3"])
+    assert sizes and set(sizes) == {24}
+    load = bench_frames.load_scorer
+    assert runs == [(load, ("prompt", None, 1)), (load, ("prompt", None, None)),
+                    (load, ("response", "ngrams", 1)), (load, ("response", "ngrams", None))]
+    rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith(("prompts,", "responses,"))]
+    for group in (rows[:3], rows[3:]):
+        base = float(group[0][-2].replace(",", ""))
+        assert group[0][-1] == "1"
+        for row in group[1:]:
+            rate, ratio = float(row[-2].replace(",", "")), float(row[-1])
+            assert ratio == pytest.approx(rate / base, rel=0.02, abs=0.01)

@@ -1117,6 +1117,29 @@ def test_a_sigterm_held_while_the_pair_is_put_in_place_does_not_hide_a_failure_o
     assert len(_jsonl(out)) == 1 and [e["line"] for e in _jsonl(errors)] == [2]
 
 
+def test_a_held_sigterm_names_a_step_failure_that_has_no_message(ngram_model, tmp_path, monkeypatch, capsys):
+    """A step failing with an empty message printed 'putting the outputs in place also failed: ' and nothing."""
+    import os
+    import signal
+
+    new, out, errors = _two_runs(tmp_path, ngram_model)
+    real_replace, signalled = os.replace, []
+
+    def replace_signal_then_fail(src, dst, *args, **kwargs):
+        if signalled and Path(dst) == out:
+            raise RuntimeError()  # an error whose str() is empty
+        real_replace(src, dst, *args, **kwargs)
+        if Path(dst) == errors:
+            signalled.append(True)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(os, "replace", replace_signal_then_fail)
+    status = main(["label-responses", str(new), "-o", str(out), "--model", str(ngram_model), "--no-progress"])
+    err = capsys.readouterr().err
+    assert status == 128 + signal.SIGTERM and "stopped by SIGTERM" in err
+    assert "error: putting the outputs in place also failed: RuntimeError\n" in err
+
+
 def test_an_errors_file_moved_away_by_another_run_meanwhile_does_not_fail_this_one(ngram_model, tmp_path,
                                                                                    monkeypatch):
     import os

@@ -349,6 +349,8 @@ def test_dask_options_are_checked_on_the_client_before_any_work(dd):
         score_dask(table, model="ngram", text_field="text")
     with pytest.raises(ValueError, match="threshold must be a probability"):
         score_dask(table, text_field="text", threshold=1.5)
+    with pytest.raises(ValueError, match="num_threads must be a whole number"):  # not on a worker at compute
+        score_dask(table, text_field="text", num_threads=0)
     with pytest.raises(TypeError, match="for a pandas DataFrame use score_frame"):
         score_dask(pd.DataFrame({"text": ["x"]}))
     with pytest.raises(TypeError, match="for a Dask DataFrame use score_dask"):
@@ -395,3 +397,49 @@ def test_a_dask_frame_is_scored_on_worker_processes_as_pandas_scores_it(paper_ro
         order = persisted.index.compute()
         assert after == ["refusal" if q >= 0.999 else "compliance" for q in expected.loc[order, "refusal_probability"]]
         assert after != before
+
+
+def test_a_probability_equal_to_the_threshold_is_a_refusal(paper_rows):
+    """A label computed with > instead of >= passed, since no row's probability met the cut."""
+    expected = load_scorer("response", "ngrams").refusal_probability(paper_rows["response"].tolist())
+    cut = float(np.sort(expected)[len(expected) // 2])  # one real row's probability, exactly
+    scored = score_frame(paper_rows, model="ngrams", threshold=cut)
+    at = scored["refusal_probability"] == cut
+    assert at.any() and (scored.loc[at, "label"] == "refusal").all()
+    assert scored["label"].tolist() == ["refusal" if p >= cut else "compliance" for p in expected]
+
+
+def test_encoder_threads_are_applied_and_models_with_other_threads_are_cached_apart():
+    """num_threads left out of the cache key, or never applied to the encoder, passed."""
+    frames.clear_cache()
+    one = load_scorer("prompt", "gpt-4", 1)
+    two = load_scorer("prompt", "gpt-4", 2)
+    default = load_scorer("prompt", "gpt-4")
+    assert one.features_._encoder_options["num_threads"] == 1 and two.features_._encoder_options["num_threads"] == 2
+    assert getattr(default.features_, "_encoder_options", {}).get("num_threads") is None
+    assert len({id(one), id(two), id(default)}) == 3 and len(frames._cache) == 3
+    assert load_scorer("prompt", "gpt-4", 1) is one
+
+
+def test_the_cache_keeps_the_most_recently_used_models(monkeypatch):
+    """popitem() evicted the model just loaded, and a hit that did not refresh its place passed."""
+    frames.clear_cache()
+    monkeypatch.setattr(frames, "_CACHE_SIZE", 2)
+    ngrams = load_scorer("response", "ngrams")
+    load_scorer("prompt", "gpt-4")
+    assert load_scorer("response", "ngrams") is ngrams  # used again: gpt-4 is now the least recent
+    chatgpt = load_scorer("prompt", "gpt-3.5-turbo")
+    assert [key[1].name for key in frames._cache] == ["ngrams", "gpt-3.5-turbo"]
+    assert load_scorer("response", "ngrams") is ngrams and load_scorer("prompt", "gpt-3.5-turbo") is chatgpt
+
+
+def test_a_model_returning_the_wrong_number_of_scores_is_an_error(paper_rows, response_model):
+    """A count check of < let a model returning too many scores through to a numpy shape error."""
+    class OneTooMany:
+        threshold = 0.5
+
+        def refusal_probability(self, texts):
+            return np.append(response_model.refusal_probability(texts), 0.5)
+
+    with pytest.raises(ValueError, match=rf"^the model returned {PAPER_TEST_ROWS + 1} scores for {PAPER_TEST_ROWS} texts$"):
+        score_frame(paper_rows, model=OneTooMany())
