@@ -1089,36 +1089,9 @@ def test_a_sigterm_while_the_output_is_renamed_leaves_the_new_pair_whole(ngram_m
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
 
-def test_a_sigterm_held_while_the_pair_is_put_in_place_does_not_hide_a_failure_of_that_step(ngram_model, tmp_path,
-                                                                                           monkeypatch, capsys):
-    """A full disk in the step a held SIGTERM came in was reported as 'stopped by SIGTERM' alone."""
-    import errno
-    import os
-    import signal
-
-    new, out, errors = _two_runs(tmp_path, ngram_model)
-    real_replace = os.replace
-    signalled = []
-
-    def replace_signal_then_fail(src, dst, *args, **kwargs):
-        if signalled and Path(dst) == out:  # the output's rename, after the errors file's
-            raise OSError(errno.ENOSPC, "No space left on device", str(dst))
-        real_replace(src, dst, *args, **kwargs)
-        if Path(dst) == errors:
-            signalled.append(True)
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    monkeypatch.setattr(os, "replace", replace_signal_then_fail)
-    status = main(["label-responses", str(new), "-o", str(out), "--model", str(ngram_model), "--no-progress"])
-    err = capsys.readouterr().err
-    assert status == 128 + signal.SIGTERM and signalled and "stopped by SIGTERM" in err
-    assert "error: putting the outputs in place also failed: " in err and "out.jsonl: cannot be written (No space left on device)" in err
-    # the earlier pair stays: the earlier output and its own errors file
-    assert len(_jsonl(out)) == 1 and [e["line"] for e in _jsonl(errors)] == [2]
-
-
-def test_a_held_sigterm_names_a_step_failure_that_has_no_message(ngram_model, tmp_path, monkeypatch, capsys):
-    """A step failing with an empty message printed 'putting the outputs in place also failed: ' and nothing."""
+def _sigterm_then_a_failing_output_rename(ngram_model, tmp_path, monkeypatch, failure: BaseException):
+    """A second run whose SIGTERM comes as its errors file is renamed into place, after which the
+    output's rename fails with ``failure``: (status, output path, errors path)."""
     import os
     import signal
 
@@ -1126,8 +1099,8 @@ def test_a_held_sigterm_names_a_step_failure_that_has_no_message(ngram_model, tm
     real_replace, signalled = os.replace, []
 
     def replace_signal_then_fail(src, dst, *args, **kwargs):
-        if signalled and Path(dst) == out:
-            raise RuntimeError()  # an error whose str() is empty
+        if signalled and Path(dst) == out:  # the output's rename, after the errors file's
+            raise failure
         real_replace(src, dst, *args, **kwargs)
         if Path(dst) == errors:
             signalled.append(True)
@@ -1135,6 +1108,30 @@ def test_a_held_sigterm_names_a_step_failure_that_has_no_message(ngram_model, tm
 
     monkeypatch.setattr(os, "replace", replace_signal_then_fail)
     status = main(["label-responses", str(new), "-o", str(out), "--model", str(ngram_model), "--no-progress"])
+    assert signalled
+    return status, out, errors
+
+
+def test_a_sigterm_held_while_the_pair_is_put_in_place_does_not_hide_a_failure_of_that_step(ngram_model, tmp_path,
+                                                                                           monkeypatch, capsys):
+    """A full disk in the step a held SIGTERM came in was reported as 'stopped by SIGTERM' alone."""
+    import errno
+    import signal
+
+    status, out, errors = _sigterm_then_a_failing_output_rename(
+        ngram_model, tmp_path, monkeypatch, OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "out.jsonl")))
+    err = capsys.readouterr().err
+    assert status == 128 + signal.SIGTERM and "stopped by SIGTERM" in err
+    assert "error: putting the outputs in place also failed: " in err and "out.jsonl: cannot be written (No space left on device)" in err
+    # the earlier pair stays: the earlier output and its own errors file
+    assert len(_jsonl(out)) == 1 and [e["line"] for e in _jsonl(errors)] == [2]
+
+
+def test_a_held_sigterm_names_a_step_failure_that_has_no_message(ngram_model, tmp_path, monkeypatch, capsys):
+    """A step failing with an empty message printed 'putting the outputs in place also failed: ' and nothing."""
+    import signal
+
+    status, _, _ = _sigterm_then_a_failing_output_rename(ngram_model, tmp_path, monkeypatch, RuntimeError())
     err = capsys.readouterr().err
     assert status == 128 + signal.SIGTERM and "stopped by SIGTERM" in err
     assert "error: putting the outputs in place also failed: RuntimeError\n" in err
