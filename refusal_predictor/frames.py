@@ -132,14 +132,14 @@ def model_reference(kind: Kind, model: "str | ModelRef | None") -> ModelRef:
     from .classifiers import MANIFEST
 
     _check_kind(kind)
-    shipped = _shipped_names(kind)
-    if isinstance(model, ModelRef):
+    if isinstance(model, ModelRef):  # every partition's load passes here: no folder listed for a folder's
         if model.source == "folder" and isinstance(model.name, str) and os.path.isabs(model.name):
             return model
-        if model.source == "shipped" and model.name in shipped:
+        if model.source == "shipped" and model.name in _shipped_names(kind):
             return model
-        raise ValueError(f"{model!r} is not a {kind} model: a shipped one is named as {sorted(shipped)}, "
-                         "a folder by its absolute path")
+        raise ValueError(f"{model!r} is not a {kind} model: a shipped one is named as "
+                         f"{sorted(_shipped_names(kind))}, a folder by its absolute path")
+    shipped = _shipped_names(kind)
     _check_model_name(model)
     if model is None:
         return ModelRef("shipped", "default" if kind == "response" else _default_target())
@@ -260,12 +260,13 @@ def score_frame(frame: "pd.DataFrame", kind: Kind = "response", model: Any = Non
     probability = np.full(len(frame), np.nan)
     label = np.full(len(frame), None, dtype=object)
     values = frame[field].tolist()
-    good = [i for i, value in enumerate(values) if _unscorable(value) is None]
+    why_not = [_unscorable(value) for value in values]
+    good = [i for i, reason in enumerate(why_not) if reason is None]
     if len(good) < len(values) and errors == "raise":
-        first = next(i for i, value in enumerate(values) if _unscorable(value) is not None)
+        first = next(i for i, reason in enumerate(why_not) if reason is not None)
         where = "" if partition_info is None else f"partition {partition_info.get('number')}, "
         of = "rows" if partition_info is None else "rows of this partition"
-        raise ValueError(f"{where}row {_plain(frame.index[first])!r}: {field!r} {_unscorable(values[first])}; "
+        raise ValueError(f"{where}row {_plain(frame.index[first])!r}: {field!r} {why_not[first]}; "
                          f"{len(values) - len(good)} of {len(values)} {of} cannot be scored "
                          "(errors='mark' keeps them with no probability and no label)")
     if good:
